@@ -1,0 +1,66 @@
+"""Job configs: one dataclass per job, with defaults and a help string per field.
+
+The CLI builds its options from these fields (`add_arguments` / `from_args`), the app and
+Python callers build them directly, and a run manifest stores `asdict(config)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+
+
+def opt(default, help: str, **kw):
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class PrecomputeConfig:
+    base: str = opt("", "base model: local folder or Hugging Face hub id", required=True)
+    tuned: str = opt("", "tuned (RL or SFT) model: local folder or hub id", required=True)
+    prompts: str = opt("", "prompt set: .jsonl or .parquet with id, prompt, answer", required=True)
+    name: str = opt("", "run name (folder under the cache); default: derived from the inputs")
+    cache: str = opt("cache", "folder that holds run folders")
+    n: int = opt(4, "samples per prompt (per sampling model)")
+    max_prompts: int = opt(0, "use only the first N prompts (0 = all)")
+    sample_from: str = opt("tuned", "which model samples the traces",
+                           choices=["tuned", "base", "both"])
+    temperature: float = opt(1.0, "sampling temperature")
+    top_p: float = opt(1.0, "sampling nucleus (1 = full distribution)")
+    max_new_tokens: int = opt(128, "cap on response length in tokens")
+    seed: int = opt(0, "random seed (sampling)")
+    batch_size: int = opt(32, "traces per forward pass (sampling and scoring)")
+    top_k: int = opt(10, "top-k tokens stored per position and model")
+    js_top_p: float = opt(0.7, "nucleus for the js_top_p column (the paper's truncated JS)")
+    shard_size: int = opt(64, "prompts per resumable shard")
+    chat_template: bool = opt(True, "wrap prompts in the tokenizer's chat template if it has one")
+    traces_from: str = opt("", "re-score the traces of this existing run instead of sampling "
+                               "(for checkpoint series: same traces, another tuned model)")
+    kind: str = opt("", "label for the tuned model: rl, sft, series-step, ... (free text)")
+    series_step: int = opt(-1, "training step of the tuned checkpoint in a series (-1 = none)")
+    device: str = opt("auto", "auto (CUDA in bf16 if present, else CPU fp32), cpu or cuda")
+    allow_pickle: bool = opt(False, "allow pickle (.bin/.pt) weights: runs code from the file")
+    trust_remote_code: bool = opt(False, "allow model code shipped with a checkpoint")
+    force: bool = opt(False, "recompute even if a complete run with this name exists")
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
+    """One --option per dataclass field; booleans become --flag / --no-flag."""
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        meta = dict(f.metadata)
+        help_ = meta.pop("help", "")
+        required = meta.pop("required", False)
+        if f.type in (bool, "bool"):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
+                                help=help_)
+            continue
+        typ = {"int": int, "float": float, "str": str}.get(str(f.type), None) or f.type
+        parser.add_argument(flag, type=typ, default=None if required else f.default,
+                            required=required, help=f"{help_} (default: {f.default})"
+                            if not required else help_, **meta)
+
+
+def from_args(cls, args: argparse.Namespace):
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})

@@ -1,0 +1,55 @@
+"""Supervised training on reference solutions (used for `base` and for the `sft` contrast)."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+import torch
+
+from .batches import pack, token_logprobs
+from .task import sample_problems
+
+
+def encode_examples(tokenizer, problems) -> tuple[list[list[int]], list[list[int]]]:
+    prompts = [list(tokenizer(p.prompt)["input_ids"]) for p in problems]
+    responses = [
+        list(tokenizer(p.solution, add_special_tokens=False)["input_ids"]) + [tokenizer.eos_token_id]
+        for p in problems
+    ]
+    return prompts, responses
+
+
+def train_sft(model, tokenizer, *, steps: int, lr: float, batch_size: int, seed: int,
+              operands: tuple[int, ...], digits: tuple[int, ...], warmup: int = 20,
+              log: Callable[[str], None] = print, log_every: int = 50) -> dict:
+    """Next-token loss on response tokens of freshly drawn training problems.
+
+    Returns training statistics for the model card.
+    """
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    t0 = time.time()
+    loss_ema = None
+    for step in range(steps):
+        problems = sample_problems(batch_size, "train", seed=seed * 1_000_003 + step,
+                                   operands=operands, digits=digits, unique=False)
+        ids, attn, resp = pack(*encode_examples(tokenizer, problems), tokenizer.pad_token_id)
+        logp = token_logprobs(model, ids, attn)
+        mask = resp[:, 1:]
+        loss = -(logp * mask).sum() / mask.sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            log(f"  sft step {step + 1}/{steps}  loss {loss_ema:.4f}  {time.time() - t0:.0f}s")
+    model.eval()
+    return {"steps": steps, "lr": lr, "batch_size": batch_size, "final_loss": loss_ema,
+            "seconds": round(time.time() - t0, 1),
+            "sequences_seen": steps * batch_size}

@@ -1,0 +1,142 @@
+"""The demo task: multi-step integer arithmetic with a written chain of thought.
+
+A problem is `Q: 37+48-12=? A:` and its reference solution is
+` 37+48=85; 85-12=73. #### 73`. Knobs: number of operands and digits per operand.
+The train / held-out split is a pure function of the question text (a hash), so the two
+splits can never share a problem however many are drawn.
+
+This module knows nothing about models; it only makes, formats and checks problems.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+ANSWER_MARK = "####"
+HELDOUT_SHARE = 5  # one question in HELDOUT_SHARE is held out
+
+
+@dataclass(frozen=True)
+class Problem:
+    operands: tuple[int, ...]
+    ops: tuple[str, ...]  # len(operands) - 1 items, each "+" or "-"
+
+    @property
+    def question(self) -> str:
+        parts = [str(self.operands[0])]
+        for op, x in zip(self.ops, self.operands[1:]):
+            parts.append(f"{op}{x}")
+        return "".join(parts)
+
+    @property
+    def prompt(self) -> str:
+        return f"Q: {self.question}=? A:"
+
+    @property
+    def answer(self) -> int:
+        return self.steps()[-1][2]
+
+    @property
+    def difficulty(self) -> str:
+        digits = max(len(str(x)) for x in self.operands)
+        return f"{len(self.operands)}ops-{digits}d"
+
+    def steps(self) -> list[tuple[str, int, int]]:
+        """Each step as (left-hand expression, intermediate value, result)."""
+        acc = self.operands[0]
+        out = []
+        for op, x in zip(self.ops, self.operands[1:]):
+            new = acc + x if op == "+" else acc - x
+            out.append((f"{acc}{op}{x}", acc, new))
+            acc = new
+        return out
+
+    @property
+    def solution(self) -> str:
+        """Reference response (what follows the prompt), with a leading space."""
+        chain = "; ".join(f"{lhs}={res}" for lhs, _, res in self.steps())
+        return f" {chain}. {ANSWER_MARK} {self.answer}"
+
+
+def split_of(question: str) -> str:
+    """'heldout' or 'train', decided by a hash of the question text alone."""
+    h = int(hashlib.sha256(question.encode()).hexdigest()[:8], 16)
+    return "heldout" if h % HELDOUT_SHARE == 0 else "train"
+
+
+def random_problem(rng: random.Random, n_operands: int, digits: int) -> Problem:
+    lo = 0 if digits == 1 else 10 ** (digits - 1)
+    hi = 10**digits - 1
+    # A mix of 1..digits-digit operands keeps small numbers in the data.
+    operands = tuple(rng.randint(0 if rng.random() < 0.3 else lo, hi) for _ in range(n_operands))
+    ops = tuple(rng.choice("+-") for _ in range(n_operands - 1))
+    return Problem(operands, ops)
+
+
+def sample_problems(
+    n: int,
+    split: str,
+    seed: int,
+    operands: tuple[int, ...] = (2, 3, 4),
+    digits: tuple[int, ...] = (2,),
+    unique: bool = True,
+) -> list[Problem]:
+    """Draw `n` problems from `split` ('train' or 'heldout'), deterministic in `seed`."""
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split must be 'train' or 'heldout', not {split!r}")
+    rng = random.Random(f"{split}-{seed}")
+    seen: set[str] = set()
+    out: list[Problem] = []
+    tries = 0
+    while len(out) < n:
+        tries += 1
+        if tries > 200 * n + 10_000:
+            raise RuntimeError(f"could not draw {n} distinct {split} problems with these knobs")
+        p = random_problem(rng, rng.choice(operands), rng.choice(digits))
+        q = p.question
+        if split_of(q) != split or (unique and q in seen):
+            continue
+        seen.add(q)
+        out.append(p)
+    return out
+
+
+def extract_answer(response: str) -> str | None:
+    """The text after the last '####', stripped; None when there is no answer line."""
+    if ANSWER_MARK not in response:
+        return None
+    tail = response.rsplit(ANSWER_MARK, 1)[1].strip()
+    return tail.split()[0] if tail else None
+
+
+def is_correct(response: str, reference: str | int) -> bool:
+    """Exact-answer verifier: the extracted answer equals the reference integer."""
+    got = extract_answer(response)
+    if got is None:
+        return False
+    try:
+        return int(got) == int(str(reference).strip())
+    except ValueError:
+        return False
+
+
+def prompt_records(problems: list[Problem], prefix: str) -> list[dict]:
+    """Prompt-set rows in the public format: id, prompt, answer, difficulty."""
+    return [
+        {"id": f"{prefix}-{i:05d}", "prompt": p.prompt, "answer": str(p.answer),
+         "difficulty": p.difficulty}
+        for i, p in enumerate(problems)
+    ]
+
+
+def write_jsonl(records: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    tmp.replace(path)

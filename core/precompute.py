@@ -1,0 +1,236 @@
+"""The precompute job: sample traces, verify them, score every token, write a run folder.
+
+    config -> validate inputs (prompt set, pair, run name) -> per shard of prompts:
+    sample (tuned | base | both) -> verify -> score under both models -> part files
+    -> assemble tokens/topk/traces.parquet + manifest.json -> publish atomically
+
+Shards make a run resumable: each finished shard is a set of part files plus a `.done`
+marker in the staging folder; re-running the same command skips finished shards, and
+per-shard seeds make the result identical to an uninterrupted run. Changing any setting
+restarts the staging folder from scratch. A lock file stops two processes from writing
+the same run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from . import verifiers
+from .config import PrecomputeConfig
+from .detok import token_strings
+from .manifest import build_manifest, config_hash, model_record, read_manifest
+from .pair import Pair, load_pair, vocab_fingerprint
+from .prompts import PromptSet, load_prompts
+from .sampling import encode_prompts, sample
+from .schema import MANIFEST_FILE, TOKENS_FILE, TOPK_FILE, TRACES_FILE
+from .scoring import ScoreSettings, score_traces
+from .storage import publish, staging_dir, tokens_table, topk_table, traces_table, write_json, \
+    write_parquet
+
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class RunError(RuntimeError):
+    """A run that cannot be started as asked (name clash, busy, bad name)."""
+
+
+def default_name(cfg: PrecomputeConfig) -> str:
+    def short(s: str) -> str:
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(s.rstrip("/")).name)[:40]
+    return f"{short(cfg.tuned)}-vs-{short(cfg.base)}-{short(Path(cfg.prompts).stem)}"
+
+
+def _sources(cfg: PrecomputeConfig) -> list[str]:
+    return ["tuned", "base"] if cfg.sample_from == "both" else [cfg.sample_from]
+
+
+def _shard_seed(seed: int, shard: int, source: str) -> int:
+    h = hashlib.sha256(f"{seed}:{shard}:{source}".encode()).hexdigest()
+    return int(h[:12], 16)
+
+
+class _Lock:
+    """An exclusive, non-blocking flock on `<staging>/.lock` for the life of the job."""
+
+    def __init__(self, path: Path, run: str):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.f = open(path, "a+")
+        try:
+            fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.f.close()
+            raise RunError(f"run {run!r} is being computed by another process") from None
+
+    def release(self) -> None:
+        fcntl.flock(self.f, fcntl.LOCK_UN)
+        self.f.close()
+
+
+def _reused_traces(cfg: PrecomputeConfig, cache: Path, ps: PromptSet) -> dict:
+    """Traces of `cfg.traces_from` grouped by prompt id: {prompt_id: [(trace row, ids)]}."""
+    src = cache / cfg.traces_from
+    if read_manifest(src) is None:
+        raise RunError(f"--traces-from {cfg.traces_from!r}: no complete run at {src}")
+    traces = pq.read_table(src / TRACES_FILE).to_pylist()
+    toks = pq.read_table(src / TOKENS_FILE, columns=["trace_id", "pos", "token_id"]).to_pandas()
+    ids = {t: g.sort_values("pos")["token_id"].tolist() for t, g in toks.groupby("trace_id")}
+    out: dict[str, list] = {}
+    for t in traces:
+        out.setdefault(t["prompt_id"], []).append((t, ids.get(t["trace_id"], [])))
+    known = {r.id for r in ps.rows}
+    if not known & set(out):
+        raise RunError(f"--traces-from {cfg.traces_from!r} shares no prompt id with {ps.path}")
+    return out
+
+
+def _shard(cfg: PrecomputeConfig, pair: Pair, ps: PromptSet, idx: list[int], shard: int,
+           reused: dict | None, tick: Callable[[int], None]) -> tuple[pa.Table, ...]:
+    tok = pair.tokenizer
+    rows: list[dict] = []
+    seqs: list[tuple[list[int], list[int]]] = []
+    prompt_ids = encode_prompts(tok, [ps.rows[i].prompt for i in idx], cfg.chat_template)
+    n_src = len(_sources(cfg))
+    for s_i, source in enumerate(_sources(cfg)):
+        if reused is not None:
+            drawn = []
+            for k, i in enumerate(idx):
+                for t, resp in reused.get(ps.rows[i].id, []):
+                    drawn.append((k, t["sample_index"], resp, t["finished"], t["seed"],
+                                  t["sampled_from"], t["trace_id"]))
+        else:
+            seed = _shard_seed(cfg.seed, shard, source)
+            model = (pair.tuned if source == "tuned" else pair.base).model
+            got = sample(model, tok, prompt_ids, n=cfg.n, temperature=cfg.temperature,
+                         top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=seed,
+                         batch_size=cfg.batch_size)
+            drawn = [(s.prompt_index, s.sample_index, s.response_ids, s.finished, seed, source,
+                      (idx[s.prompt_index] * n_src + s_i) * cfg.n + s.sample_index)
+                     for s in got]
+        for k, j, resp, finished, seed, src_name, tid in drawn:
+            i = idx[k]
+            row = ps.rows[i]
+            text = tok.decode(resp, skip_special_tokens=True)
+            answer, ok = verifiers.get(row.verifier)(text, row.answer)
+            rows.append({
+                "trace_id": tid, "prompt_id": row.id, "prompt": row.prompt, "response": text,
+                "reference": row.answer, "extracted_answer": answer, "correct": ok,
+                "length": len(resp), "sampled_from": src_name, "sample_index": j, "seed": seed,
+                "finished": finished, "difficulty": row.difficulty})
+            seqs.append((prompt_ids[k], list(resp)))
+        if reused is not None:
+            break  # reused traces carry every source and keep their trace ids
+    settings = ScoreSettings(batch_size=cfg.batch_size, top_k=cfg.top_k, js_top_p=cfg.js_top_p)
+    scores = score_traces(pair.base.model, pair.tuned.model, seqs,
+                          tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+                          settings, progress=tick)
+    strings = [s for (p, r) in seqs for s in token_strings(tok, r, p)]
+    tids = np.array([r["trace_id"] for r in rows], dtype=np.int64)
+
+    def vocab_strings(ids: np.ndarray) -> list[str]:
+        return [_display_token(tok, int(i)) for i in ids]
+
+    return (tokens_table(scores, tids, strings), topk_table(scores, tids, vocab_strings),
+            traces_table(rows))
+
+
+_display_cache: dict[tuple[int, int], str] = {}
+
+
+def _display_token(tok, i: int) -> str:
+    """Text of a single vocabulary entry for top-k lists (decoded; raw piece if partial)."""
+    key = (id(tok), i)
+    if key not in _display_cache:
+        text = tok.decode([i])
+        if "\ufffd" in text or i in tok.all_special_ids:
+            text = tok.convert_ids_to_tokens(i)
+        _display_cache[key] = text
+    return _display_cache[key]
+
+
+def precompute(cfg: PrecomputeConfig, log: Callable[[str], None] = print,
+               show_progress: bool = True) -> Path:
+    """Run the job described by `cfg`; returns the published run folder."""
+    cache = Path(cfg.cache)
+    ps = load_prompts(cfg.prompts, limit=cfg.max_prompts or None)
+    cfg = dataclasses.replace(cfg, name=cfg.name or default_name(cfg))
+    if not RUN_NAME.match(cfg.name):
+        raise RunError(f"run name {cfg.name!r}: use letters, digits, '.', '_' and '-' only")
+    final = cache / cfg.name
+    want = config_hash(cfg)
+    old = read_manifest(final)
+    if old is not None and not cfg.force:
+        if old.get("config_hash") == want:
+            log(f"run {cfg.name!r} is already complete with these settings: {final}")
+            return final
+        raise RunError(f"run {cfg.name!r} exists with other settings; pass --force to "
+                       "replace it or --name to write a new run")
+    if final.exists() and old is None and not cfg.force:
+        raise RunError(f"{final} exists and is not a run folder; remove it or choose --name")
+    reused = _reused_traces(cfg, cache, ps) if cfg.traces_from else None
+    pair = load_pair(cfg.base, cfg.tuned, allow_pickle=cfg.allow_pickle,
+                     trust_remote_code=cfg.trust_remote_code, device=cfg.device)
+
+    staging = staging_dir(cache, cfg.name)
+    lock = _Lock(cache / ".staging" / f"{cfg.name}.lock", cfg.name)
+    try:
+        stamp = staging / "config_hash"
+        if staging.exists() and (not stamp.is_file() or stamp.read_text() != want):
+            shutil.rmtree(staging)  # other settings: restart cleanly
+        (staging / "parts").mkdir(parents=True, exist_ok=True)
+        stamp.write_text(want)
+        t0 = time.time()
+        shards = [list(range(s, min(s + cfg.shard_size, len(ps.rows))))
+                  for s in range(0, len(ps.rows), cfg.shard_size)]
+        todo = [k for k in range(len(shards))
+                if not (staging / "parts" / f"shard-{k:05d}.done").exists()]
+        if len(todo) < len(shards):
+            log(f"resuming {cfg.name!r}: {len(shards) - len(todo)}/{len(shards)} shards done")
+        bar = tqdm(total=len(todo), desc=f"precompute {cfg.name}", unit="shard",
+                   disable=not show_progress)
+        for k in todo:
+            tables = _shard(cfg, pair, ps, shards[k], k, reused, lambda n: None)
+            for fname, table in zip((TOKENS_FILE, TOPK_FILE, TRACES_FILE), tables):
+                write_parquet(table, staging / "parts" / f"{Path(fname).stem}-{k:05d}.parquet")
+            (staging / "parts" / f"shard-{k:05d}.done").write_text("ok")
+            bar.update(1)
+        bar.close()
+        _assemble(cfg, pair, ps, staging, len(shards), time.time() - t0)
+        publish(staging, final)
+    finally:
+        lock.release()
+    log(f"wrote {final}")
+    return final
+
+
+def _assemble(cfg, pair: Pair, ps: PromptSet, staging: Path, n_shards: int,
+              seconds: float) -> None:
+    parts = staging / "parts"
+    tables = {f: pa.concat_tables([pq.read_table(parts / f"{Path(f).stem}-{k:05d}.parquet")
+                                   for k in range(n_shards)])
+              for f in (TOKENS_FILE, TOPK_FILE, TRACES_FILE)}
+    traces = tables[TRACES_FILE].to_pandas()
+    acc = traces.groupby("sampled_from")["correct"].mean().round(4).to_dict()
+    vf = vocab_fingerprint(pair.tokenizer)
+    manifest = build_manifest(
+        cfg,
+        models={"base": model_record(pair.base, vf), "tuned": model_record(pair.tuned, vf)},
+        prompt_set={"path": str(ps.path), "fingerprint": ps.fingerprint, "n_used": len(ps.rows)},
+        stats={"n_traces": len(traces), "n_tokens": tables[TOKENS_FILE].num_rows,
+               "accuracy": acc, "seconds": round(seconds, 1)},
+        device=str(next(pair.base.model.parameters()).device),
+    )
+    for f, table in tables.items():
+        write_parquet(table, staging / f, metadata=manifest)
+    write_json(manifest, staging / MANIFEST_FILE)  # last: its presence marks completeness
