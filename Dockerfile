@@ -1,0 +1,14 @@
+# ShiftLens app image: CPU torch, the demo models and runs, Streamlit on port 8501.
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 HF_HUB_OFFLINE=1
+RUN apt-get update && apt-get install -y --no-install-recommends chromium \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /shiftlens
+COPY requirements.txt .
+# The CPU wheel index keeps the image small; drop --index-url for a CUDA build.
+RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu -r requirements.txt
+COPY . .
+RUN python -m core.demo_runs ensure
+EXPOSE 8501
+CMD ["python", "-m", "streamlit", "run", "app/main.py", \
+     "--server.address=0.0.0.0", "--server.port=8501", "--browser.gatherUsageStats=false"]

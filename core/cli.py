@@ -1,0 +1,103 @@
+"""The command line: `python -m core {precompute,summary,runs}`; a thin shell over `core`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import PrecomputeConfig, add_arguments, from_args
+
+EPILOG = "Every command works on run folders under --cache (default: ./cache)."
+
+
+def _cmd_precompute(args) -> int:
+    from .precompute import precompute
+
+    precompute(from_args(PrecomputeConfig, args))
+    return 0
+
+
+def _run_dirs(cache: Path, names: list[str]) -> list[Path]:
+    from .runs import list_runs
+
+    if not names:
+        return [r.path for r in list_runs(cache)]
+    out = []
+    for n in names:
+        p = Path(n) if Path(n).is_dir() else cache / n
+        if not (p / "manifest.json").is_file():
+            raise SystemExit(f"error: {n}: no complete run (looked in {p})")
+        out.append(p)
+    return out
+
+
+def _cmd_summary(args) -> int:
+    import pandas as pd
+
+    from .queries import headline, open_runs
+
+    dirs = _run_dirs(Path(args.cache), args.runs)
+    if not dirs:
+        print(f"no runs in {args.cache}")
+        return 1
+    df = headline(open_runs(dirs), near_zero=args.near_zero, high=args.high)
+    with pd.option_context("display.max_columns", None, "display.width", 200):
+        print(df.set_index("run").T.to_string() if args.transpose else df.to_string(index=False))
+    return 0
+
+
+def _cmd_runs(args) -> int:
+    from .runs import list_runs
+
+    runs = list_runs(Path(args.cache))
+    if not runs:
+        print(f"no runs in {args.cache}")
+        return 0
+    for r in runs:
+        print(f"{r.name:32s} {r.kind or '-':8s} {r.n_traces:6d} traces {r.n_tokens:9d} tokens  "
+              f"{r.created}  {r.pair}  [{r.prompt_set}]")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m core", epilog=EPILOG,
+                                description="ShiftLens: token-level comparison of a base "
+                                            "model and its fine-tuned version.")
+    sub = p.add_subparsers(dest="command", required=True)
+    pre = sub.add_parser("precompute", help="sample traces, score every token, write a run",
+                         description="Sample traces from a pair on a prompt set, score every "
+                                     "token under both models and write a run folder.")
+    add_arguments(pre, PrecomputeConfig)
+    pre.set_defaults(func=_cmd_precompute)
+
+    summ = sub.add_parser("summary", help="headline table of one or more runs",
+                          description="Shares of near-zero and high-js tokens, mean/p95 js, "
+                                      "top-1 agreement and accuracy, per run.")
+    summ.add_argument("runs", nargs="*", help="run names or folders (default: every run)")
+    summ.add_argument("--cache", default="cache", help="folder of runs (default: cache)")
+    summ.add_argument("--near-zero", type=float, default=0.01,
+                      help="js below this counts as near-zero (default: 0.01)")
+    summ.add_argument("--high", type=float, default=0.1,
+                      help="js above this counts as high divergence (default: 0.1)")
+    summ.add_argument("--transpose", action="store_true", help="one column per run")
+    summ.set_defaults(func=_cmd_summary)
+
+    runs = sub.add_parser("runs", help="list the runs in the cache",
+                          description="List complete runs with their pair, prompt set and date.")
+    runs.add_argument("--cache", default="cache", help="folder of runs (default: cache)")
+    runs.set_defaults(func=_cmd_runs)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .pair import PairError
+    from .precompute import RunError
+    from .prompts import PromptSetError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (PairError, PromptSetError, RunError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

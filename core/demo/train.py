@@ -1,0 +1,188 @@
+"""Training the whole demo family in one seeded command.
+
+    base (SFT from scratch, stopped while imperfect)
+      -> rl   (GRPO on the verifier reward; rl-steps/step-N saved along the way)
+      -> rl-weighted (same, divergence-weighted advantage; for the card's comparison)
+      -> sft  (SFT on reference solutions, as many sequences as RL sampled)
+
+Every checkpoint is saved with its tokenizer, then re-loaded from disk and evaluated on the
+held-out prompts, so the card describes exactly the shipped file. Weights are stored in
+float16 (half the bytes) with `dtype: float32` in config.json, so they load and run in fp32.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from ..config import opt
+from .cards import write_card
+from .evaluate import evaluate
+from .grpo import GRPOSettings, train_grpo
+from .model import architecture, build_model
+from .sft import train_sft
+from .task import prompt_records, sample_problems, write_jsonl
+from .tokenizer import build_tokenizer
+
+
+@dataclass
+class DemoConfig:
+    out: str = opt("assets/demo", "output folder for the checkpoints")
+    prompts_out: str = opt("assets/prompts", "output folder for the exported prompt sets")
+    seed: int = opt(0, "seed for model init, data and sampling")
+    hidden: int = opt(128, "model width")
+    layers: int = opt(4, "transformer layers")
+    operands: str = opt("2,3,4", "numbers of operands to train and evaluate on")
+    digits: str = opt("1,2", "digits per operand")
+    base_steps: int = opt(900, "SFT steps for the base model (stopped early on purpose)")
+    base_lr: float = opt(2e-3, "peak learning rate of base training")
+    batch_size: int = opt(64, "SFT batch size for the base model")
+    rl_steps: int = opt(150, "GRPO steps")
+    rl_prompts: int = opt(16, "prompts per GRPO step")
+    rl_group: int = opt(8, "samples per prompt (group size)")
+    rl_lr: float = opt(3e-5, "GRPO learning rate")
+    series: int = opt(4, "intermediate RL checkpoints saved under rl-steps/")
+    weighted_s: float = opt(1.0, "s of the divergence-weighted advantage")
+    weighted_alpha: float = opt(100.0, "alpha of the divergence-weighted advantage")
+    compare_weighted: bool = opt(True, "also train the weighted variant and record both")
+    sft_lr: float = opt(3e-4, "learning rate of the SFT contrast model")
+    heldout: int = opt(1000, "held-out prompts for evaluation (>= 500 for the cards)")
+    tiny: bool = opt(False, "a throwaway family in under 2 minutes (tests of this code)")
+
+    def ints(self, field: str) -> tuple[int, ...]:
+        return tuple(int(x) for x in getattr(self, field).split(","))
+
+
+TINY = dict(hidden=32, layers=2, base_steps=40, batch_size=32, rl_steps=4, rl_prompts=4,
+            rl_group=4, series=2, heldout=64, base_lr=3e-3)
+
+
+def _save(model, tokenizer, folder: Path) -> float:
+    """Save fp16 weights + fp32 config + tokenizer; return seconds spent."""
+    t = time.time()
+    folder.mkdir(parents=True, exist_ok=True)
+    copy.deepcopy(model).half().save_pretrained(folder)
+    cfg_path = folder / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["dtype"] = "float32"
+    cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
+    tokenizer.save_pretrained(folder)
+    return time.time() - t
+
+
+def _reload(folder: Path):
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+
+
+def train_family(cfg: DemoConfig, log=print) -> dict:
+    if cfg.tiny:
+        cfg = replace(cfg, **TINY)
+    torch.manual_seed(cfg.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    out = Path(cfg.out)
+    ops, digs = cfg.ints("operands"), cfg.ints("digits")
+    tok = build_tokenizer()
+    heldout = sample_problems(cfg.heldout, "heldout", seed=cfg.seed, operands=ops, digits=digs)
+    write_jsonl([dict(r, verifier="exact") for r in prompt_records(heldout, "heldout")],
+                Path(cfg.prompts_out) / "arith-heldout.jsonl")
+    train_sample = sample_problems(500, "train", seed=cfg.seed + 1, operands=ops, digits=digs)
+    write_jsonl([dict(r, verifier="exact") for r in prompt_records(train_sample, "train")],
+                Path(cfg.prompts_out) / "arith-train.jsonl")
+    data = (f"synthetic +/- arithmetic with a written chain of thought, {'/'.join(map(str, ops))}"
+            f" operands of up to {'/'.join(map(str, digs))} digits (core/demo/task.py)")
+    common = {"seed": cfg.seed, "data": data, "hardware": f"{platform.machine()} CPU, "
+              f"{torch.get_num_threads()} threads", "config": asdict(cfg)}
+    results: dict = {}
+
+    def finish(name: str, model, description: str, steps: int, seconds: float,
+               extra: dict | None = None) -> dict:
+        folder = out / name
+        _save(model, tok, folder)
+        ev = evaluate(_reload(folder), tok, heldout, seed=cfg.seed)
+        card = {"name": name, "description": description, "architecture": architecture(model),
+                "steps": steps, "training_seconds": round(seconds, 1), "eval": ev,
+                **common, **(extra or {})}
+        write_card(folder, card)
+        log(f"[{name}] held-out sampled {ev['sampled_t1']['accuracy']:.3f}  "
+            f"greedy {ev['greedy']['accuracy']:.3f}")
+        results[name] = card
+        return card
+
+    log(f"== base: SFT from scratch, {cfg.base_steps} steps")
+    base = build_model(tok, hidden=cfg.hidden, layers=cfg.layers, seed=cfg.seed)
+    st = train_sft(base, tok, steps=cfg.base_steps, lr=cfg.base_lr, batch_size=cfg.batch_size,
+                   seed=cfg.seed, operands=ops, digits=digs, log=log)
+    finish("base", base, "Base model: supervised training on reference traces, stopped early "
+           "on purpose so that RL has room to improve it.", cfg.base_steps, st["seconds"],
+           {"training": st})
+    base = _reload(out / "base")  # RL and SFT start from the shipped weights
+
+    rl_cfg = GRPOSettings(steps=cfg.rl_steps, prompts_per_step=cfg.rl_prompts,
+                          group_size=cfg.rl_group, lr=cfg.rl_lr, seed=cfg.seed,
+                          s=cfg.weighted_s, alpha=cfg.weighted_alpha)
+    every = max(1, cfg.rl_steps // (cfg.series + 1))
+    series_steps = [every * (i + 1) for i in range(cfg.series)]
+    log(f"== rl: GRPO {cfg.rl_steps} steps (series at {series_steps})")
+    rl = copy.deepcopy(base)
+    series_times: dict[int, float] = {}
+    t_rl = time.time()
+
+    def saver(step: int):
+        return lambda: series_times.__setitem__(step, _save(rl, tok, out / "rl-steps" / f"step-{step}"))
+
+    st_rl = train_grpo(rl, tok, rl_cfg, operands=ops, digits=digs,
+                       save_at={s: saver(s) for s in series_steps}, log=log)
+    for s in series_steps:
+        folder = out / "rl-steps" / f"step-{s}"
+        ev = evaluate(_reload(folder), tok, heldout, seed=cfg.seed)
+        write_card(folder, {"name": f"rl-steps/step-{s}", "description": f"Intermediate RL "
+                   f"checkpoint after {s} of {cfg.rl_steps} GRPO steps.",
+                   "architecture": architecture(rl), "steps": s,
+                   "training_seconds": round(st_rl["seconds"] * s / cfg.rl_steps, 1),
+                   "eval": ev, "series_step": s, **common})
+        log(f"[rl-steps/step-{s}] held-out sampled {ev['sampled_t1']['accuracy']:.3f}")
+    comparison = {}
+    if cfg.compare_weighted:
+        log(f"== rl-weighted: GRPO with divergence-weighted advantage (s={cfg.weighted_s}, "
+            f"alpha={cfg.weighted_alpha})")
+        rlw = copy.deepcopy(base)
+        st_w = train_grpo(rlw, tok, replace(rl_cfg, weighted=True), operands=ops, digits=digs,
+                          log=log)
+        finish("rl-weighted", rlw, "GRPO with the divergence-weighted advantage of the paper "
+               "(same steps and seed as `rl`).", cfg.rl_steps, st_w["seconds"],
+               {"training": st_w, "grpo": asdict(replace(rl_cfg, weighted=True))})
+        comparison = {
+            "plain GRPO (rl)": None,
+            f"weighted (s={cfg.weighted_s}, alpha={cfg.weighted_alpha})": {
+                k: results["rl-weighted"]["eval"][k]["accuracy"] for k in ("sampled_t1", "greedy")},
+        }
+    rl_extra = {"training": st_rl, "grpo": asdict(rl_cfg), "series_steps": series_steps,
+                "wall_seconds_with_saves": round(time.time() - t_rl, 1)}
+    card = finish("rl", rl, "RLVR model: `base` trained with GRPO whose only reward is the "
+                  "exact-answer verifier (reference solutions never enter its loss).",
+                  cfg.rl_steps, st_rl["seconds"], rl_extra)
+    if comparison:
+        comparison["plain GRPO (rl)"] = {k: card["eval"][k]["accuracy"]
+                                         for k in ("sampled_t1", "greedy")}
+        card["comparison"] = comparison
+        card["comparison_note"] = ("Equal steps, seed and prompts; one seed only, so a "
+                                   "difference of a few points is within run-to-run noise.")
+        write_card(out / "rl", card)
+
+    seqs = cfg.rl_steps * cfg.rl_prompts * cfg.rl_group
+    sft_batch = cfg.rl_prompts * cfg.rl_group
+    log(f"== sft: SFT on reference solutions, {cfg.rl_steps} steps x {sft_batch} = {seqs} seqs")
+    sft = copy.deepcopy(base)
+    st_s = train_sft(sft, tok, steps=cfg.rl_steps, lr=cfg.sft_lr, batch_size=sft_batch,
+                     seed=cfg.seed + 17, operands=ops, digits=digs, warmup=5, log=log)
+    finish("sft", sft, "SFT contrast: `base` fine-tuned on reference solutions with the same "
+           "number of sequences as the RL stage sampled.", cfg.rl_steps, st_s["seconds"],
+           {"training": st_s})
+    return results

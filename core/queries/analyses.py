@@ -1,0 +1,279 @@
+"""The paper's analyses (../shared/paper.md, 1-7) as queries over the `tok` view."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from .base import (
+    LN2,
+    SUBSET_ALL,
+    SUBSET_HIGH,
+    _bin,
+    _fill_grid,
+    _filtered,
+    _group,
+    _metric,
+    _order,
+    _q,
+)
+
+
+def sparsity_summary(con, near_zero=0.01, high=0.1, metric="js", runs=None,
+                     sampled_from=None, correct=None, by=None) -> pd.DataFrame:
+    """[by,] n_tokens, share_near_zero (< near_zero), share_high (> high), mean, p50, p95,
+    p99, max of `metric` (NULL metric values are ignored)."""
+    m, g = _metric(metric), _group(by)
+    base, p = _filtered(runs, sampled_from, correct)
+    sql = f"""WITH f AS ({base})
+      SELECT {g}count({m}) AS n_tokens,
+        avg(({m} < $nz)::DOUBLE) AS share_near_zero, avg(({m} > $hi)::DOUBLE) AS share_high,
+        avg({m}) AS mean, quantile_cont({m}, 0.5) AS p50, quantile_cont({m}, 0.95) AS p95,
+        quantile_cont({m}, 0.99) AS p99, max({m})::DOUBLE AS max
+      FROM f GROUP BY ALL {_order(by)}"""
+    return _q(con, sql, {**p, "nz": near_zero, "hi": high})
+
+
+def histogram(con, metric="js", bins=50, lo=None, hi=None, log=False, runs=None,
+              sampled_from=None, correct=None, by=None) -> pd.DataFrame:
+    """[by,] bin_left, bin_right, count, share, cdf. Range: [0, ln 2] for js (log: [1e-6,
+    ln 2]), else the data's min..max (min positive value when log). Values outside the range
+    are counted in the first/last bin, so shares sum to 1; log bins are geometric."""
+    m, g = _metric(metric), _group(by)
+    base, p = _filtered(runs, sampled_from, correct)
+    if lo is None or hi is None:
+        if m == "js":
+            dlo, dhi = (1e-6 if log else 0.0), LN2
+        else:
+            pos = f" FILTER (WHERE {m} > 0)" if log else ""
+            dlo, dhi = con.execute(f"WITH f AS ({base}) SELECT min({m}){pos}::DOUBLE, "
+                                   f"max({m})::DOUBLE FROM f", p).fetchone()
+        lo = (dlo if dlo is not None else 1e-6 if log else 0.0) if lo is None else lo
+        hi = (dhi if dhi is not None else 1.0) if hi is None else hi
+    if log and lo <= 0:
+        raise ValueError("log bins need lo > 0")
+    a, b = (math.log(lo), math.log(hi)) if log else (float(lo), float(hi))
+    b = b if b > a else a + 1.0
+    x = f"ln(greatest({m}, $lo))" if log else m
+    sql = f"""WITH f AS ({base}) SELECT {g}{_bin(x, 'h')} AS bin, count(*) AS count
+      FROM f WHERE {m} IS NOT NULL GROUP BY ALL"""
+    df = _q(con, sql, {**p, "lo": float(lo), "h_a": a, "h_w": (b - a) / bins, "h_n": bins})
+    keys = ([by] if by else []) + ["bin"]
+    df = _fill_grid(df, keys, [bins])
+    edges = np.linspace(a, b, bins + 1)
+    edges = np.exp(edges) if log else edges
+    df["bin_left"], df["bin_right"] = edges[df["bin"]], edges[df["bin"] + 1]
+    if by:
+        total = df.groupby(by, dropna=False)["count"].transform("sum")
+        df["share"] = df["count"] / np.maximum(total, 1)
+        df["cdf"] = df.groupby(by, dropna=False)["share"].cumsum()
+    else:
+        df["share"] = df["count"] / max(df["count"].sum(), 1)
+        df["cdf"] = df["share"].cumsum()
+    return df[keys[:-1] + ["bin_left", "bin_right", "count", "share", "cdf"]]
+
+
+def entropy_by_js_bin(con, edges=(0, 0.01, 0.05, 0.1, 0.2, 0.3, LN2 + 1e-6), runs=None,
+                      sampled_from=None, correct=None, by=None) -> pd.DataFrame:
+    """[by,] bin ("[lo, hi)"), lo, hi, n, mean_entropy_base, mean_entropy_tuned per js bin
+    (empty bins kept, n = 0)."""
+    _group(by)  # validates `by`
+    base, p = _filtered(runs, sampled_from, correct)
+    gsel = f"gr.{by}, " if by else ""
+    groups = f", (SELECT DISTINCT {by} FROM f) gr" if by else ""
+    gjoin = f" AND f.{by} IS NOT DISTINCT FROM gr.{by}" if by else ""
+    sql = f"""WITH f AS ({base}),
+      b AS (SELECT e[i] AS lo, e[i + 1] AS hi, i FROM (SELECT $edges::DOUBLE[] AS e),
+            generate_series(1, len(e) - 1) g(i))
+      SELECT {gsel}b.lo, b.hi, count(f.js) AS n, avg(f.entropy_base) AS mean_entropy_base,
+        avg(f.entropy_tuned) AS mean_entropy_tuned
+      FROM b{groups} LEFT JOIN f ON f.js >= b.lo AND f.js < b.hi{gjoin}
+      GROUP BY ALL ORDER BY {gsel}b.lo"""
+    df = _q(con, sql, {**p, "edges": [float(e) for e in edges]})
+    df.insert(1 if by else 0, "bin", [f"[{lo:.3g}, {hi:.3g})" for lo, hi in
+                                      zip(df["lo"], df["hi"], strict=True)])
+    return df
+
+
+def js_entropy_hist2d(con, js_bins=30, entropy_bins=30, entropy="entropy_base",
+                      entropy_max=None, runs=None, sampled_from=None, correct=None,
+                      by=None) -> pd.DataFrame:
+    """[by,] js_bin_left, entropy_bin_left, count: the full js x entropy grid (zeros
+    included), js over [0, ln 2], entropy over [0, entropy_max or the data's max]."""
+    if entropy not in ("entropy_base", "entropy_tuned"):
+        raise ValueError(f"entropy must be entropy_base or entropy_tuned, got {entropy!r}")
+    g = _group(by)
+    base, p = _filtered(runs, sampled_from, correct)
+    if entropy_max is None:
+        emax = con.execute(f"WITH f AS ({base}) SELECT max({entropy})::DOUBLE FROM f",
+                           p).fetchone()[0]
+        entropy_max = emax if emax else 1.0
+    sql = f"""WITH f AS ({base}) SELECT {g}{_bin('js', 'j')} AS jb, {_bin(entropy, 'e')} AS eb,
+      count(*) AS count FROM f WHERE js IS NOT NULL AND {entropy} IS NOT NULL GROUP BY ALL"""
+    jw, ew = LN2 / js_bins, entropy_max / entropy_bins
+    df = _q(con, sql, {**p, "j_a": 0.0, "j_w": jw, "j_n": js_bins,
+                       "e_a": 0.0, "e_w": ew, "e_n": entropy_bins})
+    keys = ([by] if by else []) + ["jb", "eb"]
+    df = _fill_grid(df, keys, [js_bins, entropy_bins])
+    df["js_bin_left"], df["entropy_bin_left"] = df["jb"] * jw, df["eb"] * ew
+    return df[keys[:-2] + ["js_bin_left", "entropy_bin_left", "count"]]
+
+
+def position_profile(con, bins=20, metric="js", high=0.1, runs=None, sampled_from=None,
+                     correct=None, by=None) -> pd.DataFrame:
+    """[by,] bin_left, bin_right, mean, p50, p90, share_high (> high), n per rel_pos bin
+    (non-empty bins only)."""
+    m, g = _metric(metric), _group(by)
+    base, p = _filtered(runs, sampled_from, correct)
+    sql = f"""WITH f AS ({base}) SELECT {g}{_bin('rel_pos', 'r')} AS bin,
+        avg({m}) AS mean, quantile_cont({m}, 0.5) AS p50, quantile_cont({m}, 0.9) AS p90,
+        avg(({m} > $hi)::DOUBLE) AS share_high, count({m}) AS n
+      FROM f WHERE rel_pos IS NOT NULL GROUP BY ALL {_order(by, 'bin')}"""
+    df = _q(con, sql, {**p, "hi": high, "r_a": 0.0, "r_w": 1.0 / bins, "r_n": bins})
+    at = 1 if by else 0
+    df.insert(at, "bin_left", df.pop("bin") / bins)
+    df.insert(at + 1, "bin_right", df["bin_left"] + 1.0 / bins)
+    return df
+
+
+def token_identity(con, high=0.1, min_count=5, limit=50, runs=None, sampled_from=None,
+                   correct=None, by=None) -> pd.DataFrame:
+    """[by,] token, n_total, n_high (js > high), n_low (the rest), share_high, mean_js for
+    token strings seen >= min_count times with n_high > 0; top `limit` (per group) by n_high
+    desc, then share_high desc."""
+    g = _group(by)
+    base, p = _filtered(runs, sampled_from, correct)
+    part = f"PARTITION BY {by} " if by else ""
+    sql = f"""WITH f AS ({base}) SELECT {g}token, count(*) AS n_total,
+        count(*) FILTER (WHERE js > $hi) AS n_high, n_total - n_high AS n_low,
+        n_high / n_total AS share_high, avg(js) AS mean_js
+      FROM f WHERE js IS NOT NULL GROUP BY {g}token HAVING n_total >= $min_count AND n_high > 0
+      QUALIFY row_number() OVER ({part}ORDER BY n_high DESC, share_high DESC, token) <= $lim
+      {_order(by, 'n_high DESC', 'share_high DESC', 'token')}"""
+    return _q(con, sql, {**p, "hi": high, "min_count": min_count, "lim": limit})
+
+
+_SUBSETS = f"(VALUES ('{SUBSET_HIGH}', 0), ('{SUBSET_ALL}', 1)) s(subset, so)"
+
+
+def topk_overlap(con, threshold=0.1, k_max=10, runs=None, sampled_from=None, correct=None,
+                 by=None) -> pd.DataFrame:
+    """[by,] subset ("js>threshold" / "all"), k, overlap (mean |top-k base & top-k tuned| / k),
+    n, for k = 1..k_max (k beyond a row's stored list length is skipped)."""
+    g = _group(by)
+    base, p = _filtered(runs, sampled_from, correct)
+    sql = f"""WITH f AS ({base}),
+      o AS (SELECT {g}f.js, r.k, len(list_intersect(list_slice(k.base_ids, 1, r.k),
+              list_slice(k.tuned_ids, 1, r.k))) / r.k AS ov
+            FROM f JOIN topk k USING (run, trace_id, pos), range(1, $kmax + 1) r(k)
+            WHERE r.k <= len(k.base_ids) AND r.k <= len(k.tuned_ids))
+      SELECT {g}k, avg(ov) FILTER (WHERE js > $thr) AS o_high,
+        count(*) FILTER (WHERE js > $thr) AS n_high, avg(ov) AS o_all, count(*) AS n_all
+      FROM o GROUP BY ALL"""
+    wide = _q(con, sql, {**p, "thr": threshold, "kmax": k_max})
+    ids = [by] if by else []
+    df = pd.concat([wide[ids + ["k", o, n]].set_axis(ids + ["k", "overlap", "n"], axis=1)
+                    .assign(subset=label, _s=i)
+                    for i, (label, o, n) in enumerate([(SUBSET_HIGH, "o_high", "n_high"),
+                                                      (SUBSET_ALL, "o_all", "n_all")])])
+    df = df[df["n"] > 0].sort_values(ids + ["_s", "k"]).reset_index(drop=True)
+    return df[ids + ["subset", "k", "overlap", "n"]]
+
+
+def reallocation(con, threshold=0.1, low_prob=0.01, runs=None, sampled_from=None,
+                 correct=None, by=None) -> pd.DataFrame:
+    """[by,] subset, share_same_top1 (tuned top-1 is base top-1), share_in_base_top3,
+    share_low_prob (base prob of tuned top-1 < low_prob), n."""
+    g = _group(by)
+    base, p = _filtered(runs, sampled_from, correct)
+    sql = f"""WITH f AS ({base}),
+      j AS (SELECT f.*, k.tuned_top1_rank_base AS r, k.tuned_top1_prob_base AS pb
+            FROM f JOIN topk k USING (run, trace_id, pos))
+      SELECT {g}subset, avg((r = 1)::DOUBLE) AS share_same_top1,
+        avg((r <= 3)::DOUBLE) AS share_in_base_top3, avg((pb < $low)::DOUBLE) AS share_low_prob,
+        count(*) AS n
+      FROM j, {_SUBSETS} WHERE subset = '{SUBSET_ALL}' OR js > $thr
+      GROUP BY ALL {_order(by, 'any_value(so)')}"""
+    return _q(con, sql, {**p, "thr": threshold, "low": low_prob})
+
+
+def tuned_top1_base_rank_hist(con, threshold=0.1, max_rank=10, runs=None, sampled_from=None,
+                              correct=None, by=None) -> pd.DataFrame:
+    """[by,] subset, rank (1..max_rank, max_rank + 1 = overflow), bucket ("1".., ">10"), n,
+    share (within subset) of the tuned top-1's rank under the base model (present ranks only)."""
+    g = _group(by)
+    base, p = _filtered(runs, sampled_from, correct)
+    sql = f"""WITH f AS ({base}),
+      j AS (SELECT f.*, least(k.tuned_top1_rank_base, $mr + 1) AS rank
+            FROM f JOIN topk k USING (run, trace_id, pos) WHERE k.tuned_top1_rank_base > 0)
+      SELECT {g}subset, rank, count(*) AS n,
+        count(*) / sum(count(*)) OVER (PARTITION BY {g}subset) AS share
+      FROM j, {_SUBSETS} WHERE subset = '{SUBSET_ALL}' OR js > $thr
+      GROUP BY {g}subset, rank {_order(by, 'any_value(so)', 'rank')}"""
+    df = _q(con, sql, {**p, "thr": threshold, "mr": max_rank})
+    df.insert(df.columns.get_loc("rank") + 1, "bucket",
+              [str(r) if r <= max_rank else f">{max_rank}" for r in df["rank"]])
+    return df
+
+
+URIAL_CATEGORIES = ("unshifted", "marginal", "shifted")
+
+
+def urial_categories(con, runs=None, sampled_from=None, correct=None,
+                     by=None) -> pd.DataFrame:
+    """[by,] category (unshifted: rank_base 1, marginal: 2-3, shifted: > 3), n, share."""
+    g = _group(by)
+    base, p = _filtered(runs, sampled_from, correct)
+    sql = f"""WITH f AS ({base}) SELECT {g}
+        count(*) FILTER (WHERE rank_base = 1) AS unshifted,
+        count(*) FILTER (WHERE rank_base BETWEEN 2 AND 3) AS marginal,
+        count(*) FILTER (WHERE rank_base > 3) AS shifted
+      FROM f WHERE rank_base IS NOT NULL GROUP BY ALL {_order(by)}"""
+    wide = _q(con, sql, p)
+    ids = [by] if by else []
+    df = wide.melt(id_vars=ids, value_vars=list(URIAL_CATEGORIES), var_name="category",
+                   value_name="n")
+    df["category"] = pd.Categorical(df["category"], URIAL_CATEGORIES, ordered=True)
+    df = df.sort_values(ids + ["category"], kind="stable").reset_index(drop=True)
+    total = df.groupby(by, dropna=False)["n"].transform("sum") if by else df["n"].sum()
+    df["share"] = df["n"] / np.maximum(total, 1)
+    df["category"] = df["category"].astype(str)
+    return df
+
+
+def evolution(con, series_runs: list[str], high=0.1, sampled_from=None,
+              correct=None) -> pd.DataFrame:
+    """run, step (manifest series_step, else the list index), p50, p90, p95, p99 of js,
+    n_high and jaccard_final: Jaccard overlap of the run's high-js positions (trace_id, pos
+    with js > high) with those of the last run in `series_runs`."""
+    series_runs = [str(r) for r in series_runs]
+    if not series_runs:
+        raise ValueError("series_runs is empty")
+    base, p = _filtered(series_runs, sampled_from, correct)
+    sql = f"""WITH f AS ({base}),
+      h AS (SELECT run, trace_id, pos FROM f WHERE js > $hi),
+      fin AS (SELECT trace_id, pos FROM h WHERE run = $last),
+      s AS (SELECT run, quantile_cont(js, [0.5, 0.9, 0.95, 0.99]) AS q FROM f GROUP BY run),
+      i AS (SELECT h.run, count(*) AS n_high, count(fin.pos) AS n_inter
+            FROM h LEFT JOIN fin USING (trace_id, pos) GROUP BY h.run)
+      SELECT s.run, r.series_step, s.q[1] AS p50, s.q[2] AS p90, s.q[3] AS p95, s.q[4] AS p99,
+        coalesce(i.n_high, 0) AS n_high,
+        coalesce(i.n_inter, 0) / nullif(coalesce(i.n_high, 0) + (SELECT count(*) FROM fin)
+          - coalesce(i.n_inter, 0), 0) AS jaccard_final
+      FROM s LEFT JOIN i USING (run) LEFT JOIN runs r USING (run)"""
+    df = _q(con, sql, {**p, "hi": high, "last": series_runs[-1]})
+    order = {r: k for k, r in enumerate(series_runs)}
+    df = df.assign(_o=df["run"].map(order)).sort_values("_o").reset_index(drop=True)
+    df["step"] = [int(s) if pd.notna(s) else int(o)
+                  for s, o in zip(df["series_step"], df["_o"], strict=True)]
+    return df[["run", "step", "p50", "p90", "p95", "p99", "n_high", "jaccard_final"]]
+
+
+def contrast(con, run_a: str, run_b: str, near_zero=0.01, high=0.1, metric="js",
+             sampled_from=None, correct=None) -> pd.DataFrame:
+    """sparsity_summary of run_a and run_b, one row each (in that order), with a run column."""
+    df = sparsity_summary(con, near_zero, high, metric, runs=[run_a, run_b],
+                          sampled_from=sampled_from, correct=correct, by="run")
+    return df.set_index("run").reindex([run_a, run_b]).reset_index()

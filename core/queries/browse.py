@@ -1,0 +1,100 @@
+"""Per-run headline table and the trace / token browsers."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .base import TRACE_SORT, _filtered, _q
+
+
+def headline(con, near_zero=0.01, high=0.1, runs=None) -> pd.DataFrame:
+    """Per run (open order): run, kind, n_traces, n_tokens, share_near_zero, share_high,
+    mean_js, p95_js, top1_agree, accuracy_tuned, accuracy_base (NULL without such traces),
+    mean_length (response tokens per trace)."""
+    base, p = _filtered(runs)
+    sql = f"""WITH t AS (SELECT run, count(*) AS n_tokens, avg((js < $nz)::DOUBLE) AS
+          share_near_zero, avg((js > $hi)::DOUBLE) AS share_high, avg(js) AS mean_js,
+          quantile_cont(js, 0.95) AS p95_js, avg(top1_agree::DOUBLE) AS top1_agree
+        FROM ({base}) GROUP BY run),
+      tr AS (SELECT run, count(*) AS n_traces,
+          avg(correct::DOUBLE) FILTER (WHERE sampled_from = 'tuned') AS accuracy_tuned,
+          avg(correct::DOUBLE) FILTER (WHERE sampled_from = 'base') AS accuracy_base,
+          avg(length) AS mean_length FROM traces GROUP BY run)
+      SELECT r.run, r.kind, coalesce(tr.n_traces, 0) AS n_traces,
+        coalesce(t.n_tokens, 0) AS n_tokens, t.* EXCLUDE (run, n_tokens),
+        tr.* EXCLUDE (run, n_traces)
+      FROM runs r LEFT JOIN t USING (run) LEFT JOIN tr USING (run)
+      WHERE $all_runs OR list_contains($f_runs::VARCHAR[], r.run) ORDER BY r.idx"""
+    return _q(con, sql, {**p, "nz": near_zero, "hi": high, "all_runs": runs is None,
+                         "f_runs": p.get("f_runs", [])})
+
+
+def trace_list(con, run: str, sort_by="max_js", descending=True, search=None, correct=None,
+               high=0.1, limit=100, offset=0, sampled_from=None) -> pd.DataFrame:
+    """trace_id, prompt_id, prompt, correct, length, sampled_from, max_js, mean_js, n_high
+    (tokens with js > high) for one run; `search` = case-insensitive substring of the prompt;
+    sort_by one of TRACE_SORT (ties by trace_id), NULLs last."""
+    if sort_by not in TRACE_SORT:
+        raise ValueError(f"sort_by must be one of {TRACE_SORT}, got {sort_by!r}")
+    conds, params = ["tr.run = $run"], {"run": str(run), "hi": high, "lim": limit,
+                                        "off": offset}
+    if search is not None:
+        conds.append("contains(lower(tr.prompt), lower($search))")
+        params["search"] = str(search)
+    if correct is not None:
+        conds.append("tr.correct = $correct")
+        params["correct"] = bool(correct)
+    if sampled_from is not None:
+        conds.append("tr.sampled_from = $sampled_from")
+        params["sampled_from"] = sampled_from
+    direction = "DESC" if descending else "ASC"
+    sql = f"""WITH a AS (SELECT trace_id, max(js) AS max_js, avg(js) AS mean_js,
+          count(*) FILTER (WHERE js > $hi) AS n_high FROM tokens WHERE run = $run
+          GROUP BY trace_id)
+      SELECT tr.trace_id, tr.prompt_id, tr.prompt, tr.correct, tr.length, tr.sampled_from,
+        a.max_js, a.mean_js, coalesce(a.n_high, 0) AS n_high
+      FROM traces tr LEFT JOIN a USING (trace_id) WHERE {' AND '.join(conds)}
+      ORDER BY {sort_by} {direction} NULLS LAST, trace_id LIMIT $lim OFFSET $off"""
+    return _q(con, sql, params)
+
+
+def trace_tokens(con, run: str, trace_id: int) -> pd.DataFrame:
+    """All tokens columns of one trace ordered by pos, plus the topk columns (NULL if none)."""
+    sql = """SELECT t.*, k.* EXCLUDE (run, trace_id, pos) FROM tokens t
+      LEFT JOIN topk k USING (run, trace_id, pos)
+      WHERE t.run = $run AND t.trace_id = $tid ORDER BY t.pos"""
+    return _q(con, sql, {"run": str(run), "tid": int(trace_id)})
+
+
+def token_search(con, js_min=None, rank_base_min=None, dlogp_max=None, text_contains=None,
+                 rel_pos_range=None, correct_only=False, runs=None, sampled_from=None,
+                 limit=200, window=5) -> pd.DataFrame:
+    """Tokens matching all given conditions (js >= js_min, rank_base >= rank_base_min,
+    dlogp <= dlogp_max, case-insensitive substring of the token, lo <= rel_pos <= hi, correct
+    traces only), highest js first: run, trace_id, pos, token, js, rank_base, dlogp, rel_pos,
+    context (tokens pos-window..pos+window concatenated), before, after (the parts of the
+    context on either side of the token)."""
+    base, p = _filtered(runs, sampled_from, True if correct_only else None)
+    conds = ["TRUE"]
+    for cond, name, val in [("js >= $js_min", "js_min", js_min),
+                            ("rank_base >= $rb_min", "rb_min", rank_base_min),
+                            ("dlogp <= $dlogp_max", "dlogp_max", dlogp_max),
+                            ("contains(lower(token), lower($text))", "text", text_contains)]:
+        if val is not None:
+            conds.append(cond)
+            p[name] = val
+    if rel_pos_range is not None:
+        conds.append("rel_pos BETWEEN $rp_lo AND $rp_hi")
+        p["rp_lo"], p["rp_hi"] = (float(v) for v in rel_pos_range)
+    sql = f"""WITH m AS (SELECT run, trace_id, pos, token, js, rank_base, dlogp, rel_pos
+          FROM ({base}) WHERE {' AND '.join(conds)}
+          ORDER BY js DESC NULLS LAST, run, trace_id, pos LIMIT $lim)
+      SELECT m.*, string_agg(c.token, '' ORDER BY c.pos) AS context,
+        coalesce(string_agg(c.token, '' ORDER BY c.pos) FILTER (WHERE c.pos < m.pos), '')
+          AS before,
+        coalesce(string_agg(c.token, '' ORDER BY c.pos) FILTER (WHERE c.pos > m.pos), '')
+          AS after
+      FROM m JOIN tokens c ON c.run = m.run AND c.trace_id = m.trace_id
+        AND c.pos BETWEEN m.pos - $win AND m.pos + $win
+      GROUP BY ALL ORDER BY m.js DESC NULLS LAST, m.run, m.trace_id, m.pos"""
+    return _q(con, sql, {**p, "lim": limit, "win": window})

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Install everything the tests need (Python packages and, for browser tests, Chromium)
+# and run the whole suite. Extra arguments go to pytest (e.g. -m unit).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh requirements-dev.txt
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "installing chromium (Debian) for browser tests and figure export"
+  apt-get update -q && apt-get install -y -q chromium
+fi
+exec .venv/bin/python -m pytest "$@"
