@@ -44,7 +44,8 @@ def resolve(spec: str) -> ModelRef:
     p = Path(spec).expanduser()
     if p.exists():
         if not p.is_dir():
-            raise PairError(f"{spec}: is a file; a model is a folder holding config.json and weights")
+            raise PairError(f"{spec}: is a file; a model is a folder holding config.json "
+                            "and weights")
         return ModelRef(spec, p.resolve())
     if HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
         return ModelRef(spec, None)
@@ -67,7 +68,8 @@ def _safetensors_problem(path: Path) -> str | None:
     ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
     need = 8 + n + max(ends, default=0)
     if need != size:
-        return f"{path.name}: header describes {need} bytes but the file has {size} (truncated or corrupt)"
+        return (f"{path.name}: header describes {need} bytes but the file has {size} "
+                "(truncated or corrupt)")
     return None
 
 

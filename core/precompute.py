@@ -36,8 +36,15 @@ from .prompts import PromptSet, load_prompts
 from .sampling import encode_prompts, sample
 from .schema import MANIFEST_FILE, TOKENS_FILE, TOPK_FILE, TRACES_FILE
 from .scoring import ScoreSettings, score_traces
-from .storage import publish, staging_dir, tokens_table, topk_table, traces_table, write_json, \
-    write_parquet
+from .storage import (
+    publish,
+    staging_dir,
+    tokens_table,
+    topk_table,
+    traces_table,
+    write_json,
+    write_parquet,
+)
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 

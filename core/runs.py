@@ -34,7 +34,8 @@ def list_runs(cache: str | Path) -> list[RunInfo]:
         if m is None:
             continue
         models = m.get("models", {})
-        pair = f"{models.get('tuned', {}).get('spec', '?')} vs {models.get('base', {}).get('spec', '?')}"
+        spec = {k: models.get(k, {}).get('spec', '?') for k in ('tuned', 'base')}
+        pair = f"{spec['tuned']} vs {spec['base']}"
         stats = m.get("stats", {})
         out.append(RunInfo(d.name, d, m.get("kind"), pair,
                            Path(m.get("prompt_set", {}).get("path", "?")).name,

@@ -28,7 +28,7 @@ class ScoreSettings:
     chunk_rows: int = 4096     # positions expanded at once for the metric math
 
 
-def _batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     """Indices grouped into batches of similar length (less padding), order-stable."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
@@ -67,7 +67,7 @@ def score_traces(base, tuned, traces: list[tuple[list[int], list[int]]], pad_id:
             cols[name] = np.zeros((total,) + v.shape[1:], dtype=v.dtype)
         cols[name][rows] = v
 
-    for batch in _batches(lengths, settings.batch_size):
+    for batch in length_batches(lengths, settings.batch_size):
         width = max(lengths[i] for i in batch)
         ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         attn = torch.zeros((len(batch), width), dtype=torch.long)

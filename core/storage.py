@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .schema import (MANIFEST_FILE, SCHEMA_VERSION, TOKENS_SCHEMA, TOPK_SCHEMA, TRACES_SCHEMA)
+from .schema import MANIFEST_FILE, SCHEMA_VERSION, TOKENS_SCHEMA, TOPK_SCHEMA, TRACES_SCHEMA
 
 STAGING = ".staging"
 

@@ -8,8 +8,13 @@ import torch
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import entropy
 
-from core.metrics import (compute_metrics, js_from_logprobs, kl_from_logprobs, rank_of,
-                          top_p_logprobs)
+from core.metrics import (
+    compute_metrics,
+    js_from_logprobs,
+    kl_from_logprobs,
+    rank_of,
+    top_p_logprobs,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -35,7 +40,8 @@ def test_against_scipy(scale):
         assert m["entropy_tuned"][i].item() == pytest.approx(entropy(q[i]), abs=1e-6)
         t = tok[i].item()
         assert m["logp_base"][i].item() == pytest.approx(math.log(p[i, t]), abs=1e-6)
-        assert m["dlogp"][i].item() == pytest.approx(math.log(q[i, t]) - math.log(p[i, t]), abs=1e-6)
+        dlogp = math.log(q[i, t]) - math.log(p[i, t])
+        assert m["dlogp"][i].item() == pytest.approx(dlogp, abs=1e-6)
         assert m["rank_base"][i].item() == 1 + int((p[i] > p[i, t]).sum())
         assert m["rank_tuned"][i].item() == 1 + int((q[i] > q[i, t]).sum())
         assert bool(m["top1_agree"][i]) == (p[i].argmax() == q[i].argmax())

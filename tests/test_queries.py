@@ -276,7 +276,8 @@ def test_topk_overlap(env):
     assert got["subset"].tolist() == ["js>threshold"] * 4 + ["all"] * 4
     for subset, d in [("js>threshold", j[j.js > 0.1]), ("all", j)]:
         for k in range(1, 5):
-            ov = [len(set(b[:k]) & set(t[:k])) / k for b, t in zip(d.base_ids, d.tuned_ids, strict=True)]
+            ov = [len(set(b[:k]) & set(t[:k])) / k
+                  for b, t in zip(d.base_ids, d.tuned_ids, strict=True)]
             row = got[(got.subset == subset) & (got.k == k)].iloc[0]
             assert row.n == len(d)
             assert row.overlap == pytest.approx(np.mean(ov))

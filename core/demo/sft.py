@@ -15,7 +15,8 @@ from .task import sample_problems
 def encode_examples(tokenizer, problems) -> tuple[list[list[int]], list[list[int]]]:
     prompts = [list(tokenizer(p.prompt)["input_ids"]) for p in problems]
     responses = [
-        list(tokenizer(p.solution, add_special_tokens=False)["input_ids"]) + [tokenizer.eos_token_id]
+        list(tokenizer(p.solution, add_special_tokens=False)["input_ids"])
+        + [tokenizer.eos_token_id]
         for p in problems
     ]
     return prompts, responses

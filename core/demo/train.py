@@ -135,7 +135,8 @@ def train_family(cfg: DemoConfig, log=print) -> dict:
     t_rl = time.time()
 
     def saver(step: int):
-        return lambda: series_times.__setitem__(step, _save(rl, tok, out / "rl-steps" / f"step-{step}"))
+        folder = out / "rl-steps" / f"step-{step}"
+        return lambda: series_times.__setitem__(step, _save(rl, tok, folder))
 
     st_rl = train_grpo(rl, tok, rl_cfg, operands=ops, digits=digs,
                        save_at={s: saver(s) for s in series_steps}, log=log)

@@ -1,0 +1,107 @@
+"""The shipped demo family: loadable with transformers alone, cards that hold up, trainer."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.demo.cards import read_card
+from core.demo.task import Problem, is_correct, sample_problems, split_of
+from tests.conftest import DEMO
+
+CHECKPOINTS = ["base", "rl", "sft", "rl-weighted"] + sorted(
+    str(p.relative_to(DEMO)) for p in (DEMO / "rl-steps").glob("step-*"))
+
+
+@pytest.mark.unit
+def test_splits_never_share_a_problem():
+    train = {p.question for p in sample_problems(3000, "train", seed=0)}
+    held = {p.question for p in sample_problems(1000, "heldout", seed=0)}
+    assert not train & held
+    assert all(split_of(q) == "heldout" for q in held)
+
+
+@pytest.mark.unit
+def test_task_and_verifier():
+    p = Problem((37, 48, 12), ("+", "-"))
+    assert p.prompt == "Q: 37+48-12=? A:"
+    assert p.solution == " 37+48=85; 85-12=73. #### 73"
+    assert is_correct(p.solution, "73") and not is_correct(" 37+48=85. #### 85", "73")
+    assert not is_correct(" no answer line", "73")
+    assert is_correct(" 5-9=-4. #### -4", -4)
+
+
+@pytest.mark.model
+def test_series_has_three_to_five_steps():
+    assert 3 <= len([c for c in CHECKPOINTS if c.startswith("rl-steps/")]) <= 5
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("name", CHECKPOINTS)
+def test_every_checkpoint_loads_with_transformers_alone(name):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = DEMO / name
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    tok = AutoTokenizer.from_pretrained(folder)
+    assert model.dtype.is_floating_point and 5e5 <= model.num_parameters() <= 3e6
+    assert tok.decode(tok(" 1+2=3")["input_ids"], skip_special_tokens=True) == " 1+2=3"
+    assert (folder / "model.safetensors").is_file() and (folder / "model_card.json").is_file()
+
+
+@pytest.mark.model
+def test_cards_report_the_rl_gain():
+    base, rl = read_card(DEMO / "base"), read_card(DEMO / "rl")
+    b, r = base["eval"]["sampled_t1"]["accuracy"], rl["eval"]["sampled_t1"]["accuracy"]
+    assert base["eval"]["heldout_prompts"] >= 500
+    assert 0.30 <= b <= 0.60
+    assert r >= b + 0.15
+    assert "comparison" in rl
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("name", ["base", "rl"])
+def test_committed_checkpoints_reproduce_their_card(name):
+    """Re-evaluate on >= 500 held-out prompts with a different seed: within 5 points."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from core.demo.evaluate import accuracy
+
+    card = read_card(DEMO / name)
+    cfg = card["config"]
+    ops = tuple(int(x) for x in cfg["operands"].split(","))
+    digs = tuple(int(x) for x in cfg["digits"].split(","))
+    held = sample_problems(card["eval"]["heldout_prompts"], "heldout", seed=cfg["seed"],
+                           operands=ops, digits=digs)
+    assert len(held) >= 500
+    model = AutoModelForCausalLM.from_pretrained(DEMO / name).eval()
+    tok = AutoTokenizer.from_pretrained(DEMO / name)
+    got = accuracy(model, tok, held, greedy=False, seed=12345)["accuracy"]
+    assert abs(got - card["eval"]["sampled_t1"]["accuracy"]) <= 0.05
+
+
+@pytest.mark.model
+def test_train_tiny_family(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from core.demo.__main__ import main
+    from core.prompts import load_prompts
+    from core.sampling import sample
+    from core.verifiers import exact
+
+    out, prompts = tmp_path / "demo", tmp_path / "prompts"
+    assert main(["train", "--tiny", "--out", str(out), "--prompts-out", str(prompts)]) == 0
+    ps = load_prompts(prompts / "arith-heldout.jsonl")
+    folders = ["base", "rl", "sft", "rl-weighted"] + [
+        str(p.relative_to(out)) for p in (out / "rl-steps").glob("step-*")]
+    assert len(folders) >= 5
+    for name in folders:
+        model = AutoModelForCausalLM.from_pretrained(out / name)
+        tok = AutoTokenizer.from_pretrained(out / name)
+        card = read_card(out / name)
+        assert card["eval"]["sampled_t1"]["n"] == len(ps.rows)
+        got = sample(model, tok, [r.prompt for r in ps.rows[:16]], max_new_tokens=48, seed=0)
+        verdicts = [exact(s.text, ps.rows[s.prompt_index].answer)[1] for s in got]
+        assert len(verdicts) == 16 and all(isinstance(v, bool) for v in verdicts)
+    rl_card = read_card(out / "rl")
+    assert set(rl_card["comparison"]) == {"plain GRPO (rl)",
+                                          "weighted (s=1.0, alpha=100.0)"}

@@ -1,0 +1,176 @@
+"""Precompute of the demo pair into a temp dir, checked against a direct recomputation,
+then every query over it and the CLI. Fixture data comes from the production code path."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+from scipy.spatial.distance import jensenshannon
+from scipy.stats import entropy
+
+from core import queries
+from core.config import PrecomputeConfig
+from core.precompute import RunError, precompute
+from core.sampling import encode_prompts
+from core.schema import SCHEMA_VERSION, SCHEMAS
+from tests.conftest import DEMO, HELDOUT
+
+pytestmark = pytest.mark.model
+
+
+def cfg(cache, **kw):
+    d = dict(base=str(DEMO / "base"), tuned=str(DEMO / "rl"), prompts=str(HELDOUT),
+             cache=str(cache), name="rl", max_prompts=6, n=2, sample_from="both",
+             max_new_tokens=64, shard_size=4, kind="rl")
+    d.update(kw)
+    return PrecomputeConfig(**d)
+
+
+@pytest.fixture(scope="module")
+def demo_cache(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    precompute(cfg(cache), log=lambda s: None, show_progress=False)
+    precompute(cfg(cache, tuned=str(DEMO / "sft"), name="sft", sample_from="tuned", kind="sft"),
+               log=lambda s: None, show_progress=False)
+    for step in sorted(p.name for p in (DEMO / "rl-steps").iterdir()):
+        precompute(cfg(cache, tuned=str(DEMO / "rl-steps" / step), name=f"rl-{step}",
+                       traces_from="rl", kind="series", series_step=int(step.split("-")[1])),
+                   log=lambda s: None, show_progress=False)
+    return cache
+
+
+def test_run_folder_is_complete_and_self_describing(demo_cache):
+    run = demo_cache / "rl"
+    for f, schema in SCHEMAS.items():
+        t = pq.read_table(run / f)
+        assert t.schema.remove_metadata() == schema
+        meta = t.schema.metadata
+        assert meta[b"shiftlens.schema_version"].decode() == SCHEMA_VERSION
+        assert json.loads(meta[b"shiftlens.manifest"])["name"] == "rl"
+    m = json.loads((run / "manifest.json").read_text())
+    digests = {k: m["models"][k]["fingerprint"]["digest"] for k in ("base", "tuned")}
+    assert digests["base"] != digests["tuned"]
+    assert m["prompt_set"]["fingerprint"] and m["packages"]["torch"]
+    assert m["config"]["sample_from"] == "both" and m["schema_version"] == SCHEMA_VERSION
+    traces = pd.read_parquet(run / "traces.parquet")
+    tokens = pd.read_parquet(run / "tokens.parquet")
+    assert len(traces) == 6 * 2 * 2 and set(traces.sampled_from) == {"tuned", "base"}
+    assert traces.length.sum() == len(tokens)
+    assert not tokens.duplicated(["trace_id", "pos"]).any()
+    assert not list(demo_cache.glob(".staging/*/"))  # nothing left behind
+
+
+def test_metrics_equal_direct_recomputation(demo_cache):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run = demo_cache / "rl"
+    tokens = pd.read_parquet(run / "tokens.parquet")
+    topk = pd.read_parquet(run / "topk.parquet")
+    traces = pd.read_parquet(run / "traces.parquet").set_index("trace_id")
+    tok = AutoTokenizer.from_pretrained(DEMO / "rl")
+    mb = AutoModelForCausalLM.from_pretrained(DEMO / "base").eval()
+    mt = AutoModelForCausalLM.from_pretrained(DEMO / "rl").eval()
+    rng = np.random.default_rng(0)
+    for row in tokens.iloc[rng.choice(len(tokens), 40, replace=False)].itertuples():
+        tr = traces.loc[row.trace_id]
+        resp = tokens[tokens.trace_id == row.trace_id].sort_values("pos").token_id.tolist()
+        prompt = encode_prompts(tok, [tr.prompt])[0]
+        ids = torch.tensor([prompt + resp[: row.pos]])
+        with torch.no_grad():
+            p = torch.softmax(mb(ids).logits[0, -1].double(), -1).numpy()
+            q = torch.softmax(mt(ids).logits[0, -1].double(), -1).numpy()
+        t = row.token_id
+        assert t == resp[row.pos]
+        assert row.js == pytest.approx(jensenshannon(p, q) ** 2, abs=2e-5)
+        assert row.kl_tb == pytest.approx(entropy(q, p), abs=2e-4)
+        assert row.kl_bt == pytest.approx(entropy(p, q), abs=2e-4)
+        assert row.entropy_base == pytest.approx(entropy(p), abs=2e-5)
+        assert row.entropy_tuned == pytest.approx(entropy(q), abs=2e-5)
+        assert row.logp_base == pytest.approx(np.log(p[t]), abs=1e-4)
+        assert row.dlogp == pytest.approx(np.log(q[t]) - np.log(p[t]), abs=2e-4)
+        assert row.rank_base == 1 + (p > p[t]).sum()
+        assert row.rank_tuned == 1 + (q > q[t]).sum()
+        assert row.top1_agree == (p.argmax() == q.argmax())
+        assert row.rel_pos == pytest.approx(row.pos / tr.length)
+        k = topk[(topk.trace_id == row.trace_id) & (topk.pos == row.pos)].iloc[0]
+        assert list(k.base_ids[:3]) == list(np.argsort(-p)[:3])
+        np.testing.assert_allclose(k.tuned_probs, np.sort(q)[::-1][: len(k.tuned_probs)],
+                                   atol=1e-5)
+        assert k.tuned_top1_rank_base == 1 + (p > p[q.argmax()]).sum()
+
+
+def test_every_query_runs_on_the_demo_runs(demo_cache):
+    con = queries.open_runs(sorted(p for p in demo_cache.iterdir() if not p.name.startswith(".")))
+    series = [f"rl-{p.name}" for p in sorted((DEMO / "rl-steps").iterdir(),
+                                             key=lambda p: int(p.name.split("-")[1]))] + ["rl"]
+    frames = {
+        "sparsity": queries.sparsity_summary(con, by="run"),
+        "histogram": queries.histogram(con, runs=["rl"]),
+        "entropy": queries.entropy_by_js_bin(con, runs=["rl"]),
+        "hist2d": queries.js_entropy_hist2d(con, runs=["rl"]),
+        "position": queries.position_profile(con, runs=["rl"], by="sampled_from"),
+        "identity": queries.token_identity(con, runs=["rl"], min_count=1),
+        "overlap": queries.topk_overlap(con, runs=["rl"]),
+        "realloc": queries.reallocation(con, runs=["rl"]),
+        "urial": queries.urial_categories(con, runs=["rl"]),
+        "evolution": queries.evolution(con, series),
+        "contrast": queries.contrast(con, "rl", "sft"),
+        "headline": queries.headline(con),
+        "traces": queries.trace_list(con, "rl"),
+        "search": queries.token_search(con, js_min=0.0, runs=["rl"]),
+    }
+    for name, df in frames.items():
+        assert len(df) > 0, name
+    evo = frames["evolution"]
+    assert evo.jaccard_final.iloc[-1] == pytest.approx(1.0) or evo.n_high.iloc[-1] == 0
+    hl = frames["headline"].set_index("run")
+    assert hl.loc["rl", "n_tokens"] == len(pd.read_parquet(demo_cache / "rl" / "tokens.parquet"))
+
+
+def test_rerun_is_a_no_op_and_other_settings_are_refused(demo_cache):
+    logs = []
+    precompute(cfg(demo_cache), log=logs.append, show_progress=False)
+    assert "already complete" in logs[0]
+    with pytest.raises(RunError, match="exists with other settings"):
+        precompute(cfg(demo_cache, n=3), log=lambda s: None, show_progress=False)
+
+
+def test_series_runs_rescore_the_same_traces(demo_cache):
+    a = pd.read_parquet(demo_cache / "rl" / "tokens.parquet")
+    step = sorted(p.name for p in (DEMO / "rl-steps").iterdir())[0]
+    b = pd.read_parquet(demo_cache / f"rl-{step}" / "tokens.parquet")
+    keys = ["trace_id", "pos", "token_id"]
+    assert (a[keys].values == b[keys].values).all()
+    assert not np.allclose(a.js, b.js)
+
+
+def test_cli_summary_and_runs(demo_cache, capsys):
+    from core.cli import main
+
+    assert main(["summary", "rl", "sft", "--cache", str(demo_cache)]) == 0
+    out = capsys.readouterr().out
+    assert "share_near_zero" in out and "rl" in out and "sft" in out
+    assert main(["runs", "--cache", str(demo_cache)]) == 0
+    assert "rl-step" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="nope: no complete run"):
+        main(["summary", "nope", "--cache", str(demo_cache)])
+
+
+@pytest.mark.parametrize("command", ["precompute", "summary", "runs"])
+def test_help_explains_every_option(command, capsys):
+    import dataclasses
+
+    from core.cli import main
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    if command == "precompute":
+        for f in dataclasses.fields(PrecomputeConfig):
+            assert "--" + f.name.replace("_", "-") in out
+            assert f.metadata["help"].split()[0] in out
