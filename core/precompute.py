@@ -238,6 +238,9 @@ def _assemble(cfg, pair: Pair, ps: PromptSet, staging: Path, n_shards: int,
                "accuracy": acc, "seconds": round(seconds, 1)},
         device=str(next(pair.base.model.parameters()).device),
     )
+    manifest["tokenizer"] = {"vocab_size": len(pair.tokenizer),
+                             "special_ids": sorted(pair.tokenizer.all_special_ids),
+                             "chat_template": bool(getattr(pair.tokenizer, "chat_template", None))}
     for f, table in tables.items():
         write_parquet(table, staging / f, metadata=manifest)
     write_json(manifest, staging / MANIFEST_FILE)  # last: its presence marks completeness

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 import time
 from typing import Callable
 
@@ -12,23 +13,27 @@ from .batches import pack, token_logprobs
 from .task import sample_problems
 
 
-def encode_examples(tokenizer, problems) -> tuple[list[list[int]], list[list[int]]]:
+def encode_examples(tokenizer, problems, noise: float = 0.0,
+                    rng: random.Random | None = None) -> tuple[list[list[int]], list[list[int]]]:
+    """Prompt and response ids; a share `noise` of responses carry one arithmetic slip."""
     prompts = [list(tokenizer(p.prompt)["input_ids"]) for p in problems]
-    responses = [
-        list(tokenizer(p.solution, add_special_tokens=False)["input_ids"])
-        + [tokenizer.eos_token_id]
-        for p in problems
-    ]
+    texts = [p.flawed_solution(rng) if noise and rng.random() < noise else p.solution
+             for p in problems]
+    responses = [list(tokenizer(t, add_special_tokens=False)["input_ids"])
+                 + [tokenizer.eos_token_id] for t in texts]
     return prompts, responses
 
 
 def train_sft(model, tokenizer, *, steps: int, lr: float, batch_size: int, seed: int,
               operands: tuple[int, ...], digits: tuple[int, ...], warmup: int = 20,
+              noise: float = 0.0,
               log: Callable[[str], None] = print, log_every: int = 50) -> dict:
     """Next-token loss on response tokens of freshly drawn training problems.
 
+    `noise` is the share of training responses with one deliberate arithmetic slip.
     Returns training statistics for the model card.
     """
+    rng = random.Random(f"sft-noise-{seed}")
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -38,7 +43,8 @@ def train_sft(model, tokenizer, *, steps: int, lr: float, batch_size: int, seed:
     for step in range(steps):
         problems = sample_problems(batch_size, "train", seed=seed * 1_000_003 + step,
                                    operands=operands, digits=digits, unique=False)
-        ids, attn, resp = pack(*encode_examples(tokenizer, problems), tokenizer.pad_token_id)
+        ids, attn, resp = pack(*encode_examples(tokenizer, problems, noise, rng),
+                               tokenizer.pad_token_id)
         logp = token_logprobs(model, ids, attn)
         mask = resp[:, 1:]
         loss = -(logp * mask).sum() / mask.sum()
@@ -52,5 +58,6 @@ def train_sft(model, tokenizer, *, steps: int, lr: float, batch_size: int, seed:
             log(f"  sft step {step + 1}/{steps}  loss {loss_ema:.4f}  {time.time() - t0:.0f}s")
     model.eval()
     return {"steps": steps, "lr": lr, "batch_size": batch_size, "final_loss": loss_ema,
+            "flawed_share": noise,
             "seconds": round(time.time() - t0, 1),
             "sequences_seen": steps * batch_size}

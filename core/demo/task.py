@@ -58,8 +58,24 @@ class Problem:
     @property
     def solution(self) -> str:
         """Reference response (what follows the prompt), with a leading space."""
-        chain = "; ".join(f"{lhs}={res}" for lhs, _, res in self.steps())
-        return f" {chain}. {ANSWER_MARK} {self.answer}"
+        return self.worked(self.steps())
+
+    def worked(self, steps: list[tuple[str, int, int]]) -> str:
+        chain = "; ".join(f"{lhs}={res}" for lhs, _, res in steps)
+        return f" {chain}. {ANSWER_MARK} {steps[-1][2]}"
+
+    def flawed_solution(self, rng: random.Random) -> str:
+        """A solution with one arithmetic slip (off by 1, 2 or 10) carried through to the
+        answer, like the flawed reasoning a base model has seen alongside correct work."""
+        steps = self.steps()
+        k = rng.randrange(len(steps))
+        acc = steps[k][2] + rng.choice((-10, -2, -1, 1, 2, 10))
+        out = steps[:k] + [(steps[k][0], steps[k][1], acc)]
+        for op, x in zip(self.ops[k + 1:], self.operands[k + 2:]):
+            new = acc + x if op == "+" else acc - x
+            out.append((f"{acc}{op}{x}", acc, new))
+            acc = new
+        return self.worked(out)
 
 
 def split_of(question: str) -> str:
@@ -114,12 +130,13 @@ def extract_answer(response: str) -> str | None:
 
 
 def is_correct(response: str, reference: str | int) -> bool:
-    """Exact-answer verifier: the extracted answer equals the reference integer."""
+    """Exact-answer verifier: the extracted answer is the reference integer, written the
+    canonical way ("-5", not "-05" or "+5")."""
     got = extract_answer(response)
     if got is None:
         return False
     try:
-        return int(got) == int(str(reference).strip())
+        return got == str(int(str(reference).strip()))
     except ValueError:
         return False
 

@@ -1,0 +1,88 @@
+// Trace view: a divergence strip over highlighted tokens. Every token string is set with
+// textContent, never innerHTML, so hostile text stays text. Clicks go back to Python as a
+// trigger value `clicked` (the token position).
+function visible(tok) {
+  // keep whitespace faithful but visible: a mark before newlines and tabs
+  const parts = [];
+  for (const ch of tok) {
+    if (ch === "\n") parts.push(["\u21b5", true], ["\n", false]);
+    else if (ch === "\t") parts.push(["\u2192", true], ["\t", false]);
+    else parts.push([ch, false]);
+  }
+  return parts;
+}
+
+export default function (component) {
+  const { data, parentElement, setTriggerValue } = component;
+  let root = parentElement.querySelector(".sl-root");
+  if (!root) {
+    root = document.createElement("div");
+    root.className = "sl-root";
+    parentElement.appendChild(root);
+  }
+  root.replaceChildren();
+  const n = data.tokens.length;
+
+  const strip = document.createElement("div");
+  strip.className = "sl-strip";
+  strip.setAttribute("data-testid", "divergence-strip");
+  const buckets = Math.max(1, Math.min(n, data.strip_buckets || 400));
+  for (let b = 0; b < buckets; b++) {
+    const lo = Math.floor((b * n) / buckets), hi = Math.max(lo + 1, Math.floor(((b + 1) * n) / buckets));
+    let best = lo;
+    for (let i = lo; i < hi && i < n; i++) if (data.strength[i] > data.strength[best]) best = i;
+    const cell = document.createElement("div");
+    cell.style.background = data.colours[best] || "transparent";
+    cell.title = `pos ${best}`;
+    cell.onclick = () => setTriggerValue("clicked", best);
+    strip.appendChild(cell);
+  }
+  root.appendChild(strip);
+
+  const text = document.createElement("div");
+  text.className = "sl-text";
+  text.setAttribute("data-testid", "trace-text");
+  const folds = new Map((data.folds || []).map(([a, b]) => [a, b]));
+  let selectedEl = null;
+  const frag = document.createDocumentFragment();
+  for (let i = 0; i < n; i++) {
+    if (folds.has(i)) {
+      const end = folds.get(i);
+      const fold = document.createElement("span");
+      fold.className = "sl-fold";
+      fold.textContent = `\u2026 ${end - i} low-divergence tokens \u2026`;
+      const start = i;
+      fold.onclick = () => {
+        const sub = document.createDocumentFragment();
+        for (let j = start; j < end; j++) sub.appendChild(tokenSpan(j));
+        fold.replaceWith(sub);
+      };
+      frag.appendChild(fold);
+      i = end - 1;
+      continue;
+    }
+    frag.appendChild(tokenSpan(i));
+  }
+  text.appendChild(frag);
+  root.appendChild(text);
+  if (selectedEl && data.scroll) selectedEl.scrollIntoView({ block: "center" });
+
+  function tokenSpan(i) {
+    const span = document.createElement("span");
+    span.className = "sl-tok" + (data.special[i] ? " sl-special" : "") + (i === data.selected ? " sl-sel" : "");
+    span.dataset.pos = String(i);
+    span.style.background = data.colours[i] || "transparent";
+    span.title = data.titles[i];
+    for (const [s, mark] of visible(data.tokens[i])) {
+      if (mark) {
+        const m = document.createElement("span");
+        m.className = "sl-ws";
+        m.textContent = s;
+        span.appendChild(m);
+      } else span.appendChild(document.createTextNode(s));
+    }
+    span.onclick = () => setTriggerValue("clicked", i);
+    if (i === data.selected) selectedEl = span;
+    return span;
+  }
+}

@@ -1,0 +1,70 @@
+"""Shared app state: the cache folder, the chosen run, a cached DuckDB connection, and the
+URL (query parameters) that carries run, trace, position, metric and filters."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from core import queries
+from core.runs import RunInfo, list_runs
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("SHIFTLENS_CACHE", ROOT / "cache"))
+
+
+def runs() -> list[RunInfo]:
+    return list_runs(CACHE)
+
+
+@st.cache_resource(show_spinner=False)
+def _connection(paths: tuple[str, ...], stamp: tuple[float, ...]):
+    return queries.open_runs(list(paths))
+
+
+def connection(infos: list[RunInfo]):
+    """One DuckDB connection per set of runs; reopened when a run folder changes."""
+    paths = tuple(str(r.path) for r in infos)
+    stamp = tuple((r.path / "manifest.json").stat().st_mtime for r in infos)
+    return _connection(paths, stamp)
+
+
+def param(name: str, default=None, cast=str):
+    """A query parameter from the URL, cast, or `default` when absent or malformed."""
+    raw = st.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        return cast(raw)
+    except (TypeError, ValueError):
+        return default
+
+
+def set_params(**values) -> None:
+    """Write values into the URL (None removes a key); only touches keys that changed."""
+    for k, v in values.items():
+        if v is None:
+            if k in st.query_params:
+                del st.query_params[k]
+        elif st.query_params.get(k) != str(v):
+            st.query_params[k] = str(v)
+
+
+def pick_run(infos: list[RunInfo]) -> RunInfo:
+    """Sidebar run picker, synchronised with the `run` query parameter."""
+    names = [r.name for r in infos]
+    wanted = param("run")
+    default = names.index(wanted) if wanted in names else (
+        names.index("demo-rl") if "demo-rl" in names else 0)
+    choice = st.sidebar.selectbox(
+        "Run", names, index=default, key="run_picker",
+        format_func=lambda n: f"{n} ({infos[names.index(n)].kind or '-'})")
+    run = infos[names.index(choice)]
+    st.sidebar.caption(f"**pair** {run.pair}  \n**prompts** {run.prompt_set}  \n"
+                       f"**created** {run.created}  \n{run.n_traces} traces, "
+                       f"{run.n_tokens} tokens")
+    if wanted != choice:
+        set_params(run=choice, trace=None, pos=None)
+    return run
