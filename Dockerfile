@@ -5,8 +5,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends chromium \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /shiftlens
 COPY requirements.txt .
-# The CPU wheel index keeps the image small; drop --index-url for a CUDA build.
-RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu -r requirements.txt
+RUN pip install -r requirements.txt
 COPY . .
 RUN python -m core.demo_runs ensure
 EXPOSE 8501

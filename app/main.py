@@ -12,7 +12,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from app import state  # noqa: E402
-from app.views import traces  # noqa: E402
+from app.views import overview, search, traces  # noqa: E402
 
 st.set_page_config(page_title="ShiftLens", page_icon="🔎", layout="wide")
 
@@ -22,12 +22,17 @@ def main() -> None:
     st.sidebar.caption("What did fine-tuning change? Token-level divergence between a base "
                        "model and its tuned version.")
     if not state.runs():
-        st.warning(f"No runs in {state.CACHE}. Build the demo runs with "
+        st.warning(f"No runs in {state.cache_dir()}. Build the demo runs with "
                    "`python -m core.demo_runs ensure`, or precompute a pair with "
                    "`python -m core precompute --help`.")
         st.stop()
-    pages = [st.Page(traces.render, title="Traces", url_path="traces", default=True)]
-    st.navigation(pages).run()
+    pages = {
+        "traces": st.Page(traces.render, title="Traces", url_path="traces", default=True),
+        "overview": st.Page(overview.render, title="Overview", url_path="overview"),
+        "search": st.Page(search.render, title="Token search", url_path="search"),
+    }
+    st.session_state["_pages"] = pages
+    st.navigation(list(pages.values())).run()
 
 
 main()

@@ -12,11 +12,15 @@ from core import queries
 from core.runs import RunInfo, list_runs
 
 ROOT = Path(__file__).resolve().parent.parent
-CACHE = Path(os.environ.get("SHIFTLENS_CACHE", ROOT / "cache"))
+
+
+def cache_dir() -> Path:
+    """The folder of runs: $SHIFTLENS_CACHE, else cache/ in the repository."""
+    return Path(os.environ.get("SHIFTLENS_CACHE", ROOT / "cache"))
 
 
 def runs() -> list[RunInfo]:
-    return list_runs(CACHE)
+    return list_runs(cache_dir())
 
 
 @st.cache_resource(show_spinner=False)
@@ -53,18 +57,24 @@ def set_params(**values) -> None:
 
 
 def pick_run(infos: list[RunInfo]) -> RunInfo:
-    """Sidebar run picker, synchronised with the `run` query parameter."""
+    """Sidebar run picker, synchronised with the `run` query parameter (the URL wins, and a
+    choice in the picker is written to the URL at once)."""
     names = [r.name for r in infos]
     wanted = param("run")
-    default = names.index(wanted) if wanted in names else (
-        names.index("demo-rl") if "demo-rl" in names else 0)
+    if wanted in names:
+        st.session_state["run_picker"] = wanted
+    elif st.session_state.get("run_picker") not in names:
+        st.session_state["run_picker"] = "demo-rl" if "demo-rl" in names else names[0]
+
+    def chosen() -> None:
+        set_params(run=st.session_state["run_picker"], trace=None, pos=None)
+
     choice = st.sidebar.selectbox(
-        "Run", names, index=default, key="run_picker",
+        "Run", names, key="run_picker", on_change=chosen,
         format_func=lambda n: f"{n} ({infos[names.index(n)].kind or '-'})")
     run = infos[names.index(choice)]
     st.sidebar.caption(f"**pair** {run.pair}  \n**prompts** {run.prompt_set}  \n"
                        f"**created** {run.created}  \n{run.n_traces} traces, "
                        f"{run.n_tokens} tokens")
-    if wanted != choice:
-        set_params(run=choice, trace=None, pos=None)
+    set_params(run=choice)
     return run

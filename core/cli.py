@@ -1,4 +1,5 @@
-"""The command line: `python -m core {precompute,summary,runs}`; a thin shell over `core`."""
+"""The command line: `python -m core {precompute,summary,export,runs}`; a thin shell over
+`core`."""
 
 from __future__ import annotations
 
@@ -60,6 +61,24 @@ def _cmd_runs(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    from .export import ExportError, export_run
+
+    cache = Path(args.cache)
+    (run,) = _run_dirs(cache, [args.run])
+    try:
+        zip_path = export_run(
+            run, Path(args.out), cache=cache, formats=args.formats.split(","),
+            series=_run_dirs(cache, args.series.split(",")) if args.series else None,
+            contrast_with=_run_dirs(cache, [args.contrast_with])[0] if args.contrast_with
+            else None)
+    except (ExportError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {zip_path} and the loose files in {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m core", epilog=EPILOG,
                                 description="ShiftLens: token-level comparison of a base "
@@ -82,6 +101,25 @@ def build_parser() -> argparse.ArgumentParser:
                       help="js above this counts as high divergence (default: 0.1)")
     summ.add_argument("--transpose", action="store_true", help="one column per run")
     summ.set_defaults(func=_cmd_summary)
+
+    exp = sub.add_parser("export", help="write a run's figures as PNG/SVG/PDF/HTML + data",
+                         description="Build every figure of a run (sparsity, entropy, position, "
+                                     "token identity, reallocation, URIAL; split by the sampling "
+                                     "model when the run has both) and write, per figure, the "
+                                     "image files, <id>.csv/.parquet and <id>.json (caption, "
+                                     "query, parameters, run manifest) into --out, plus one zip "
+                                     "of it all. PNG/SVG/PDF need Chromium on PATH.")
+    exp.add_argument("run", help="run name under --cache, or a run folder")
+    exp.add_argument("--out", required=True, help="output folder (created if missing)")
+    exp.add_argument("--cache", default="cache", help="folder of runs (default: cache)")
+    exp.add_argument("--formats", default="png,svg,pdf,html",
+                     help="comma-separated figure formats (default: png,svg,pdf,html)")
+    exp.add_argument("--series", default=None,
+                     help="comma-separated checkpoint runs, oldest first: adds the evolution "
+                          "figure")
+    exp.add_argument("--contrast-with", default=None,
+                     help="another run (e.g. the SFT pair): adds the side-by-side contrast")
+    exp.set_defaults(func=_cmd_export)
 
     runs = sub.add_parser("runs", help="list the runs in the cache",
                           description="List complete runs with their pair, prompt set and date.")

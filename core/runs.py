@@ -42,3 +42,25 @@ def list_runs(cache: str | Path) -> list[RunInfo]:
                            m.get("created", ""), stats.get("n_traces", 0),
                            stats.get("n_tokens", 0), m))
     return sorted(out, key=lambda r: r.created, reverse=True)
+
+
+def series_of(runs: list[RunInfo], run: RunInfo) -> list[str]:
+    """The checkpoint series ending at `run`: runs that re-scored its traces with earlier
+    checkpoints (`traces_from == run`), by training step, then `run` itself. Empty if none."""
+    steps = [r for r in runs if r.manifest.get("traces_from") == run.name
+             and r.manifest.get("series_step") is not None]
+    if not steps:
+        return []
+    steps.sort(key=lambda r: r.manifest["series_step"])
+    return [r.name for r in steps] + [run.name]
+
+
+def contrast_candidates(runs: list[RunInfo], run: RunInfo) -> list[str]:
+    """Other runs on the same base model and prompt set (e.g. RL vs SFT), SFT runs first."""
+    def key(r: RunInfo):
+        m = r.manifest
+        return (m.get("models", {}).get("base", {}).get("spec"),
+                m.get("prompt_set", {}).get("fingerprint"))
+    same = [r for r in runs if r.name != run.name and key(r) == key(run)
+            and not r.manifest.get("traces_from")]
+    return [r.name for r in sorted(same, key=lambda r: (r.kind != "sft", r.name))]

@@ -45,3 +45,28 @@ def copy_model(tmp_path):
         shutil.copytree(src, dst)
         return dst
     return _copy
+
+
+@pytest.fixture(scope="session")
+def app_cache(tmp_path_factory) -> Path:
+    """A cache for app tests, built by the production path: a small demo-pair run (traces
+    from both models), its SFT contrast, a two-step series, and the hostile-text run."""
+    from core.config import PrecomputeConfig
+    from core.precompute import precompute
+    from tests.hostile import build_hostile_run
+
+    cache = tmp_path_factory.mktemp("app_cache")
+    common = dict(base=str(DEMO / "base"), prompts=str(HELDOUT), cache=str(cache),
+                  max_prompts=8, n=2, max_new_tokens=64)
+    quiet = dict(log=lambda s: None, show_progress=False)
+    precompute(PrecomputeConfig(tuned=str(DEMO / "rl"), name="demo-rl", kind="rl",
+                                sample_from="both", **common), **quiet)
+    precompute(PrecomputeConfig(tuned=str(DEMO / "sft"), name="demo-sft", kind="sft",
+                                **common), **quiet)
+    steps = sorted((DEMO / "rl-steps").iterdir(), key=lambda p: int(p.name.split("-")[1]))
+    for s in steps[-2:]:
+        n = int(s.name.split("-")[1])
+        precompute(PrecomputeConfig(tuned=str(s), name=f"demo-rl-step-{n}", kind="series",
+                                    series_step=n, traces_from="demo-rl", **common), **quiet)
+    build_hostile_run(tmp_path_factory.mktemp("hostile_pair"), cache)
+    return cache

@@ -39,9 +39,12 @@ class DemoConfig:
     seed: int = opt(0, "seed for model init, data and sampling")
     hidden: int = opt(128, "model width")
     layers: int = opt(4, "transformer layers")
-    operands: str = opt("2,3,4", "numbers of operands to train and evaluate on")
-    digits: str = opt("1,2", "digits per operand")
-    base_steps: int = opt(900, "SFT steps for the base model (stopped early on purpose)")
+    operands: str = opt("2,3,4,5", "numbers of operands to train and evaluate on")
+    digits: str = opt("1", "digits per operand")
+    base_steps: int = opt(600, "SFT steps for the base model")
+    base_noise: float = opt(0.4, "share of base training traces with one arithmetic slip: the "
+                                 "base imitates flawed and correct work alike, RL learns which "
+                                 "is rewarded")
     base_lr: float = opt(2e-3, "peak learning rate of base training")
     batch_size: int = opt(64, "SFT batch size for the base model")
     rl_steps: int = opt(150, "GRPO steps")
@@ -60,8 +63,8 @@ class DemoConfig:
         return tuple(int(x) for x in getattr(self, field).split(","))
 
 
-TINY = dict(hidden=32, layers=2, base_steps=40, batch_size=32, rl_steps=4, rl_prompts=4,
-            rl_group=4, series=2, heldout=64, base_lr=3e-3)
+TINY = dict(hidden=48, layers=2, base_steps=250, batch_size=32, rl_steps=4, rl_prompts=4,
+            rl_group=4, series=2, heldout=64, base_lr=3e-3, operands="2,3")
 
 
 def _save(model, tokenizer, folder: Path) -> float:
@@ -96,7 +99,7 @@ def train_family(cfg: DemoConfig, log=print) -> dict:
     write_jsonl([dict(r, verifier="exact") for r in prompt_records(train_sample, "train")],
                 Path(cfg.prompts_out) / "arith-train.jsonl")
     data = (f"synthetic +/- arithmetic with a written chain of thought, {'/'.join(map(str, ops))}"
-            f" operands of up to {'/'.join(map(str, digs))} digits (core/demo/task.py)")
+            f" operands of {'/'.join(map(str, digs))} digit(s) (core/demo/task.py)")
     common = {"seed": cfg.seed, "data": data, "hardware": f"{platform.machine()} CPU, "
               f"{torch.get_num_threads()} threads", "config": asdict(cfg)}
     results: dict = {}
@@ -118,9 +121,11 @@ def train_family(cfg: DemoConfig, log=print) -> dict:
     log(f"== base: SFT from scratch, {cfg.base_steps} steps")
     base = build_model(tok, hidden=cfg.hidden, layers=cfg.layers, seed=cfg.seed)
     st = train_sft(base, tok, steps=cfg.base_steps, lr=cfg.base_lr, batch_size=cfg.batch_size,
-                   seed=cfg.seed, operands=ops, digits=digs, log=log)
-    finish("base", base, "Base model: supervised training on reference traces, stopped early "
-           "on purpose so that RL has room to improve it.", cfg.base_steps, st["seconds"],
+                   seed=cfg.seed, operands=ops, digits=digs, noise=cfg.base_noise, log=log)
+    finish("base", base, f"Base model: supervised training on worked solutions of which "
+           f"{cfg.base_noise:.0%} carry one arithmetic slip, like the mix of sound and flawed "
+           "reasoning a pretrained model has seen. Sampling at T=1 it often reproduces a slip, "
+           "which leaves RL room to improve it.", cfg.base_steps, st["seconds"],
            {"training": st})
     base = _reload(out / "base")  # RL and SFT start from the shipped weights
 

@@ -25,12 +25,13 @@ MONO = "DejaVu Sans Mono, Liberation Mono, monospace"
 TEMPLATE = go.layout.Template(
     layout=go.Layout(
         font=dict(family=FONT, size=13, color="#222222"),
-        title=dict(font=dict(size=16), x=0.0, xanchor="left", y=0.97),
+        title=dict(font=dict(size=16), x=0.012, xanchor="left", y=0.975, yanchor="top"),
         colorway=OKABE_ITO,
         paper_bgcolor="white", plot_bgcolor="white",
-        margin=dict(l=70, r=30, t=70, b=60),
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0,
-                    bgcolor="rgba(255,255,255,0)"),
+        margin=dict(l=70, r=30, t=105, b=60),
+        # one row under the title, clear of subplot titles
+        legend=dict(orientation="h", yref="container", y=0.905, yanchor="top", x=0.0,
+                    xanchor="left", bgcolor="rgba(255,255,255,0)"),
         xaxis=dict(showgrid=True, gridcolor="#E5E5E5", zeroline=False, linecolor="#444444",
                    ticks="outside", showline=True, automargin=True),
         yaxis=dict(showgrid=True, gridcolor="#E5E5E5", zeroline=False, linecolor="#444444",

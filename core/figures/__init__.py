@@ -1,0 +1,111 @@
+"""Plotly figures of the paper's analyses (../shared/paper.md), one FigureSpec each.
+
+  builders.py  one builder per analysis: (con, run, ...) -> FigureSpec
+  style.py     the template, the colour-blind-safe palette, escaping of data text
+
+`overview(con, run, ...)` builds every figure that applies to a run. A FigureSpec carries the
+figure, its caption (plain text, with the key number computed from the data), the DataFrame
+behind it and the core.queries call (name and parameters) that produced it; core.export
+writes them to files. Never imports a UI toolkit.
+"""
+
+from __future__ import annotations
+
+from ..queries import opened_runs
+from .builders import (
+    FigureSpec,
+    contrast,
+    entropy_by_js,
+    evolution,
+    js_cdf,
+    js_entropy_heatmap,
+    js_histogram,
+    position,
+    token_identity,
+    topk_overlap,
+    tuned_top1_rank,
+    urial,
+)
+from .style import TEMPLATE, esc, token_label
+
+FIGURE_IDS = ("js_hist", "js_cdf", "entropy_by_js", "js_entropy_2d", "position_profile",
+              "token_identity", "topk_overlap", "tuned_top1_base_rank", "urial_categories",
+              "evolution", "contrast")
+
+
+def _count(con, sql: str, run: str) -> int:
+    return int(con.execute(sql, [run]).fetchone()[0] or 0)
+
+
+def has_both_sources(con, run: str) -> bool:
+    """Whether the run has traces sampled from more than one model."""
+    return _count(con, "SELECT count(DISTINCT sampled_from) FROM traces WHERE run = ?", run) > 1
+
+
+def overview(con, run: str, *, series=None, contrast_with=None, split_by_source=None,
+             near_zero=0.01, high=0.1) -> list[FigureSpec]:
+    """Every figure that applies to `run` (a run opened in `con`), in FIGURE_IDS order.
+
+    series: run names of a checkpoint series (oldest first, the last = final) -> evolution.
+    contrast_with: another run (e.g. the SFT pair) -> the side-by-side contrast.
+    split_by_source: split by traces.sampled_from; None = when the run has both sources.
+    Figures whose table is empty (e.g. no top-k table) are left out.
+    """
+    run = str(run)
+    opened = set(opened_runs(con)["run"])
+    missing = [r for r in [*(series or []), *([contrast_with] if contrast_with is not None
+                                               else [])] if str(r) not in opened]
+    if missing:
+        raise ValueError(f"runs not opened in this connection: {missing}")
+    if split_by_source is None:
+        split_by_source = has_both_sources(con, run)
+    by = "sampled_from" if split_by_source else None
+    has_tokens = _count(con, "SELECT count(js) FROM tokens WHERE run = ?", run) > 0
+    has_topk = _count(con, "SELECT count(*) FROM topk WHERE run = ?", run) > 0
+    specs = []
+    if has_tokens:
+        specs += [js_histogram(con, run, by=by, near_zero=near_zero, high=high),
+                  js_cdf(con, run, by=by, near_zero=near_zero, high=high),
+                  entropy_by_js(con, run, by=by, near_zero=near_zero, high=high),
+                  js_entropy_heatmap(con, run, by=by),
+                  position(con, run, by=by, high=high),
+                  token_identity(con, run, by=by, high=high)]
+        if has_topk:
+            specs += [topk_overlap(con, run, by=by, high=high),
+                      tuned_top1_rank(con, run, by=by, high=high)]
+        specs.append(urial(con, run, by=by))
+    if series:
+        specs.append(evolution(con, [str(s) for s in series], high=high))
+    if contrast_with is not None and str(contrast_with) != run:
+        specs.append(contrast(con, run, str(contrast_with), near_zero=near_zero, high=high))
+    return [s for s in specs if not s.data.empty and not _all_zero(s)]
+
+
+def _all_zero(spec: FigureSpec) -> bool:
+    """Grid-shaped tables (zeros filled in) with no token at all."""
+    for col in ("count", "n"):
+        if col in spec.data and spec.data[col].sum() == 0:
+            return True
+    return False
+
+
+__all__ = [
+    "FIGURE_IDS",
+    "TEMPLATE",
+    "FigureSpec",
+    "contrast",
+    "entropy_by_js",
+    "esc",
+    "evolution",
+    "has_both_sources",
+    "js_cdf",
+    "js_entropy_heatmap",
+    "js_histogram",
+    "overview",
+    "position",
+    "token_identity",
+    "token_label",
+    "topk_overlap",
+    "tuned_top1_rank",
+    "urial",
+]

@@ -1,0 +1,464 @@
+"""One builder per analysis of ../shared/paper.md: query -> Plotly figure + caption.
+
+Every builder takes the connection of core.queries.open_runs and a run name, and returns a
+FigureSpec. `by="sampled_from"` splits the figure by the model that sampled the traces
+(colour = that model, or one facet per model where colour already means something else).
+Captions are plain text (not HTML): escape them where they are rendered as HTML.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .. import queries as Q
+from .style import (
+    HEATMAP_SCALE,
+    HIGH_LOW,
+    MODEL_COLOURS,
+    MONO,
+    NEUTRAL,
+    PERCENTILE_COLOURS,
+    RUN_COLOURS,
+    SOURCE_ORDER,
+    SUBSET_COLOURS,
+    esc,
+    num,
+    pct,
+    source_label,
+    styled,
+    token_label,
+)
+
+LN2 = math.log(2)
+JS_AXIS = "JS divergence (nats; max ln 2 = 0.693)"
+
+
+@dataclass
+class FigureSpec:
+    id: str                 # slug, used as the file name of every export
+    title: str
+    caption: str            # one line: what it shows and its key number (plain text)
+    figure: go.Figure
+    data: pd.DataFrame      # the table behind the figure
+    query: str              # the core.queries function that produced `data`
+    params: dict            # the parameters passed to it (JSON-able)
+    summary: dict = field(default_factory=dict)  # the numbers quoted in the caption
+
+
+def _jsonable(v):
+    if isinstance(v, (tuple, list)):
+        return [_jsonable(x) for x in v]
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _spec(id, title, caption, fig, df, query, params, summary=None) -> FigureSpec:
+    params = {k: _jsonable(v) for k, v in params.items()}
+    return FigureSpec(id, title, caption, styled(fig, title), df.reset_index(drop=True),
+                      query, params, summary or {})
+
+
+def _keys(df: pd.DataFrame, by: str | None) -> list:
+    """Group keys in display order (tuned-sampled first); [None] when not grouped."""
+    if not by:
+        return [None]
+    present = df[by].dropna().unique().tolist() if by in df else []
+    return [k for k in SOURCE_ORDER if k in present] + sorted(k for k in present
+                                                            if k not in SOURCE_ORDER)
+
+
+def _part(df, by, key):
+    return df if key is None else df[df[by] == key]
+
+
+def _colour(key, i=0):
+    return MODEL_COLOURS.get(key, RUN_COLOURS[i % 2]) if key is not None else NEUTRAL
+
+
+def _gk(key) -> str:
+    """A group key as a summary key: 'all' when not grouped."""
+    return "all" if key is None else str(key)
+
+
+def _name(key, default="all tokens"):
+    return default if key is None else source_label(key)
+
+
+def _per_group(values: dict, fmt) -> str:
+    """'87.1%' or '87.1% (tuned-sampled) / 80.2% (base-sampled)'."""
+    if list(values) == [None]:
+        return fmt(values[None])
+    return " / ".join(f"{fmt(v)} ({k}-sampled)" for k, v in values.items())
+
+
+def _facets(keys, **kw):
+    """One column per group (or a single plot), group names as subplot titles."""
+    if keys == [None]:
+        return make_subplots(rows=1, cols=1)
+    return make_subplots(rows=1, cols=len(keys), subplot_titles=[source_label(k) for k in keys],
+                         horizontal_spacing=0.08, **kw)
+
+
+def _thresholds(fig, near_zero, high, log=False):
+    """Dotted lines at the two cut-offs (labelled by hand: Plotly misplaces vline labels on
+    log axes)."""
+    for x, label in [(near_zero, f"near-zero {near_zero:g}"), (high, f"high {high:g}")]:
+        fig.add_vline(x=x, line=dict(color="#888888", dash="dot", width=1))
+        fig.add_annotation(x=math.log10(x) if log else x, y=1.0, yref="paper", text=esc(label),
+                           showarrow=False, xanchor="left", yanchor="top", font_size=11)
+
+
+LOG_JS_TICKS = dict(tickvals=[1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, LN2],
+                    ticktext=["1e-6", "1e-5", "1e-4", "0.001", "0.01", "0.1", "ln 2"])
+
+
+def _summary_by(df, by, keys, cols) -> dict:
+    rows = {k: _part(df, by, k) for k in keys}
+    return {_gk(k): {c: _jsonable(d[c].iloc[0]) if len(d) else None
+                                          for c in cols} for k, d in rows.items()}
+
+
+# ----------------------------------------------------------------------------- 1 sparsity
+
+
+def js_histogram(con, run, *, by=None, near_zero=0.01, high=0.1, bins=50) -> FigureSpec:
+    params = dict(metric="js", bins=bins, runs=[run], by=by)
+    df = Q.histogram(con, **params)
+    s = Q.sparsity_summary(con, near_zero=near_zero, high=high, runs=[run], by=by)
+    keys, fig = _keys(s, by), go.Figure()
+    for i, k in enumerate(keys):
+        d = _part(df, by, k)
+        fig.add_bar(x=(d.bin_left + d.bin_right) / 2, y=d.share.where(d.share > 0),
+                    width=None if by else LN2 / bins, name=_name(k), marker_color=_colour(k, i),
+                    customdata=d[["bin_left", "bin_right", "count"]],
+                    hovertemplate="js %{customdata[0]:.3f}-%{customdata[1]:.3f}<br>"
+                                  "share %{y:.2%} (n %{customdata[2]})")
+    _thresholds(fig, near_zero, high)
+    fig.update_layout(barmode="group", bargap=0.05, showlegend=bool(by), xaxis_title=JS_AXIS,
+                      yaxis=dict(type="log", dtick=1, tickformat=".2~%",
+                                 title="share of tokens (log scale)"))
+    nz = {k: _part(s, by, k).share_near_zero.iloc[0] for k in keys}
+    hi = {k: _part(s, by, k).share_high.iloc[0] for k in keys}
+    n = int(s.n_tokens.sum())
+    cap = (f"{_per_group(nz, pct)} of tokens have js < {near_zero:g}; "
+           f"{_per_group(hi, pct)} have js > {high:g} ({n} tokens)")
+    summ = _summary_by(s, by, keys, ["n_tokens", "share_near_zero", "share_high"])
+    return _spec("js_hist", "Sparsity: distribution of token-level JS divergence", cap, fig,
+                 df, "histogram", params, {"source": "sparsity_summary", **summ})
+
+
+def js_cdf(con, run, *, by=None, near_zero=0.01, high=0.1, bins=60) -> FigureSpec:
+    params = dict(metric="js", bins=bins, lo=1e-6, hi=LN2, log=True, runs=[run], by=by)
+    df = Q.histogram(con, **params)
+    s = Q.sparsity_summary(con, near_zero=near_zero, high=high, runs=[run], by=by)
+    keys, fig = _keys(s, by), go.Figure()
+    for i, k in enumerate(keys):
+        d = _part(df, by, k)
+        fig.add_scatter(x=d.bin_right, y=d.cdf, mode="lines", line_shape="hv", name=_name(k),
+                        line=dict(color=_colour(k, i), width=2),
+                        hovertemplate="js < %{x:.2g}: %{y:.1%}")
+    _thresholds(fig, near_zero, high, log=True)
+    fig.update_layout(showlegend=bool(by), yaxis=dict(title="share of tokens with js < x",
+                                                      tickformat=".0%", range=[0, 1.02]),
+                      xaxis=dict(type="log", title=JS_AXIS + ", log scale", **LOG_JS_TICKS))
+    q = {c: {k: _part(s, by, k)[c].iloc[0] for k in keys} for c in ("p50", "p95", "p99")}
+    cap = (f"Cumulative share of tokens by js: median js {_per_group(q['p50'], num)}; 95% of "
+           f"tokens below {_per_group(q['p95'], num)}, 99% below {_per_group(q['p99'], num)}")
+    summ = _summary_by(s, by, keys, ["n_tokens", "p50", "p95", "p99"])
+    return _spec("js_cdf", "Sparsity: cumulative distribution of JS divergence", cap, fig, df,
+                 "histogram", params, {"source": "sparsity_summary", **summ})
+
+
+# ----------------------------------------------------------------------------- 2 entropy
+
+
+def _weighted(d, col):
+    n = d.n.sum()
+    return float((d[col].fillna(0) * d.n).sum() / n) if n else float("nan")
+
+
+def entropy_by_js(con, run, *, by=None, near_zero=0.01, high=0.1) -> FigureSpec:
+    edges = sorted({0.0, near_zero, 0.05, high, 0.2, 0.3} - {LN2}) + [LN2 + 1e-6]
+    edges = [e for e in edges if e <= LN2 + 1e-6]
+    params = dict(edges=edges, runs=[run], by=by)
+    df = Q.entropy_by_js_bin(con, **params)
+    keys = _keys(df, by)
+    fig = _facets(keys, shared_yaxes=True)
+    for c, k in enumerate(keys, start=1):
+        d = _part(df, by, k)
+        for model in ("base", "tuned"):
+            fig.add_bar(x=d.bin, y=d[f"mean_entropy_{model}"], name=f"{model} model",
+                        marker_color=MODEL_COLOURS[model], legendgroup=model, showlegend=c == 1,
+                        customdata=d.n, hovertemplate="js %{x}: %{y:.2f} nats (n %{customdata})",
+                        row=1, col=c)
+        fig.update_xaxes(title_text="js bin", row=1, col=c)
+    fig.update_layout(barmode="group", yaxis_title="mean entropy (nats)")
+    low_bins, high_bins = df[df.hi <= near_zero + 1e-12], df[df.lo >= high - 1e-12]
+    lo = {k: _weighted(_part(low_bins, by, k), "mean_entropy_base") for k in keys}
+    hi = {k: _weighted(_part(high_bins, by, k), "mean_entropy_base") for k in keys}
+    cap = (f"Mean base-model entropy per js bin: {_per_group(lo, num)} nats at js < "
+           f"{near_zero:g} vs {_per_group(hi, num)} nats at js >= {high:g}")
+    summ = {"entropy_base_low_js": {_gk(k): v for k, v in lo.items()},
+            "entropy_base_high_js": {_gk(k): v for k, v in hi.items()}}
+    return _spec("entropy_by_js", "Entropy: base and tuned entropy by js bin", cap, fig, df,
+                 "entropy_by_js_bin", params, summ)
+
+
+def js_entropy_heatmap(con, run, *, by=None, js_bins=30, entropy_bins=30) -> FigureSpec:
+    params = dict(js_bins=js_bins, entropy_bins=entropy_bins, entropy="entropy_base",
+                  runs=[run], by=by)
+    df = Q.js_entropy_hist2d(con, **params)
+    keys = _keys(df, by)
+    fig = _facets(keys, shared_yaxes=True)
+    jw = LN2 / js_bins
+    ew = float(df.entropy_bin_left.max()) / max(entropy_bins - 1, 1) if len(df) else 1.0
+    top = {}
+    for c, k in enumerate(keys, start=1):
+        d = _part(df, by, k)
+        grid = d.pivot_table(index="entropy_bin_left", columns="js_bin_left", values="count",
+                             aggfunc="sum")
+        z = np.log10(grid.where(grid > 0).to_numpy(float))
+        fig.add_heatmap(x=grid.columns + jw / 2, y=grid.index + ew / 2, z=z,
+                        colorscale=HEATMAP_SCALE, coloraxis="coloraxis", customdata=grid.values,
+                        hovertemplate="js %{x:.3f}, entropy %{y:.2f}: %{customdata} tokens",
+                        row=1, col=c)
+        fig.update_xaxes(title_text=JS_AXIS, row=1, col=c)
+        m = d.loc[d["count"].idxmax()] if len(d) and d["count"].sum() else None
+        top[k] = None if m is None else {"js_lo": float(m.js_bin_left),
+                                         "entropy_lo": float(m.entropy_bin_left),
+                                         "share": float(m["count"] / d["count"].sum())}
+    ticks = list(range(0, 8))
+    fig.update_layout(yaxis_title="base-model entropy (nats)",
+                      coloraxis=dict(colorscale=HEATMAP_SCALE, colorbar=dict(
+                          title="tokens", tickvals=ticks, ticktext=[f"{10**t:g}" for t in ticks])))
+    cells = {k: (f"{pct(v['share'])} of tokens in js [{v['js_lo']:.3g}, {v['js_lo'] + jw:.3g})"
+                 f" x entropy [{v['entropy_lo']:.3g}, {v['entropy_lo'] + ew:.3g})")
+             if v else "n/a" for k, v in top.items()}
+    cap = "Tokens by js and base entropy (log colour); densest cell: " + _per_group(cells, str)
+    return _spec("js_entropy_2d", "Entropy: js vs base-model entropy", cap, fig, df,
+                 "js_entropy_hist2d", params,
+                 {"densest_cell": {_gk(k): v for k, v in top.items()}})
+
+
+# ----------------------------------------------------------------------------- 3 position
+
+
+def position(con, run, *, by=None, high=0.1, bins=20) -> FigureSpec:
+    params = dict(bins=bins, metric="js", high=high, runs=[run], by=by)
+    df = Q.position_profile(con, **params)
+    keys, fig, parts, summ = _keys(df, by), go.Figure(), [], {}
+    for i, k in enumerate(keys):
+        d = _part(df, by, k)
+        mid = (d.bin_left + d.bin_right) / 2
+        for stat, dash in [("mean", "solid"), ("p90", "dash")]:
+            fig.add_scatter(x=mid, y=d[stat], mode="lines+markers", name=f"{stat} js"
+                            + ("" if k is None else f", {source_label(k)}"),
+                            line=dict(color=_colour(k, i), dash=dash, width=2), marker_size=5,
+                            hovertemplate=f"rel. pos %{{x:.2f}}: {stat} js %{{y:.3f}}")
+        if len(d):
+            lo = d.loc[d["mean"].idxmin()]
+            s = {"first": float(d["mean"].iloc[0]), "min": float(lo["mean"]),
+                 "min_at": float(lo.bin_left), "last": float(d["mean"].iloc[-1])}
+            summ[k] = s
+            parts.append(("" if k is None else f"{k}-sampled: ")
+                         + f"{num(s['first'])} in the first bin, lowest {num(s['min'])} at "
+                         f"{s['min_at']:.2f}, {num(s['last'])} in the last bin")
+    fig.update_layout(xaxis=dict(title="relative position in the response (t / length)",
+                                 range=[0, 1]), yaxis_title="js (nats)")
+    cap = "Mean js along the response: " + "; ".join(parts or ["no tokens"])
+    return _spec("position_profile", "Position: js along the response", cap, fig, df,
+                 "position_profile", params, {"mean_js": {_gk(k): v for k, v in summ.items()}})
+
+
+# ----------------------------------------------------------------------------- 4 tokens
+
+
+def _visible(token) -> str:
+    """Plain-text form of a token for captions: quoted, whitespace visible, not HTML."""
+    return repr("" if token is None else str(token))
+
+
+def token_identity(con, run, *, by=None, high=0.1, min_count=5, limit=20) -> FigureSpec:
+    params = dict(high=high, min_count=min_count, limit=limit, runs=[run], by=by)
+    df = Q.token_identity(con, **params)
+    keys = _keys(df, by)
+    fig = _facets(keys)
+    parts, summ = [], {}
+    for c, k in enumerate(keys, start=1):
+        d = _part(df, by, k).reset_index(drop=True)
+        y = list(range(len(d)))
+        labels = [token_label(t) for t in d.token]
+        for col, name in [("n_high", f"js > {high:g}"), ("n_low", f"js <= {high:g}")]:
+            fig.add_bar(y=y, x=d[col], orientation="h", name=esc(name), legendgroup=col,
+                        marker_color=HIGH_LOW["high" if col == "n_high" else "low"],
+                        showlegend=c == 1, customdata=np.array(labels, dtype=object),
+                        hovertemplate="%{customdata}: %{x}", row=1, col=c)
+        fig.update_yaxes(tickvals=y, ticktext=labels, autorange="reversed",
+                         tickfont=dict(family=MONO), row=1, col=c)
+        fig.update_xaxes(title_text="occurrences", row=1, col=c)
+        if len(d):
+            r = d.iloc[0]
+            summ[_gk(k)] = {"token": r.token, "n_high": int(r.n_high), "n_total": int(r.n_total)}
+            parts.append(("" if k is None else f"{k}-sampled: ") + f"{_visible(r.token)} has "
+                         f"{int(r.n_high)} of {int(r.n_total)} occurrences "
+                         f"({pct(r.share_high)}) with js > {high:g}")
+    fig.update_layout(barmode="stack", height=max(420, 22 * max(len(df), 1) // len(keys) + 160))
+    cap = "Token strings with the most high-js occurrences: " + "; ".join(parts or ["none"])
+    return _spec("token_identity", "Token identity: which strings carry high divergence", cap,
+                 fig, df, "token_identity", params, {"top_token": summ})
+
+
+# ----------------------------------------------------------------------------- 5 reallocation
+
+
+def topk_overlap(con, run, *, by=None, high=0.1, k_max=10) -> FigureSpec:
+    params = dict(threshold=high, k_max=k_max, runs=[run], by=by)
+    df = Q.topk_overlap(con, **params)
+    keys, fig, summ = _keys(df, by), go.Figure(), {}
+    for i, k in enumerate(keys):
+        d = _part(df, by, k)
+        for subset, dash in [(Q.SUBSET_HIGH, "solid"), (Q.SUBSET_ALL, "dash")]:
+            s = d[d.subset == subset]
+            label = f"js > {high:g}" if subset == Q.SUBSET_HIGH else "all tokens"
+            colour = SUBSET_COLOURS[subset] if k is None else _colour(k, i)
+            fig.add_scatter(x=s.k, y=s.overlap, mode="lines+markers", line=dict(
+                color=colour, dash=dash, width=2), name=esc(label) + (
+                    "" if k is None else f", {source_label(k)}"), customdata=s.n,
+                hovertemplate="k %{x}: overlap %{y:.1%} (n %{customdata})")
+            summ.setdefault(_gk(k), {})[subset] = {
+                int(r.k): float(r.overlap) for r in s.itertuples() if r.k in (1, k_max)}
+    fig.update_layout(xaxis=dict(title="k", dtick=1), yaxis=dict(
+        title="|top-k base & top-k tuned| / k", tickformat=".0%", range=[0, 1.02]))
+
+    def at(subset, kk):
+        return {k: summ.get(_gk(k), {}).get(subset, {}).get(kk) for k in keys}
+    hi1, all1 = _per_group(at(Q.SUBSET_HIGH, 1), pct), _per_group(at(Q.SUBSET_ALL, 1), pct)
+    cap = (f"Top-k overlap of the two models' candidates: top-1 {hi1} at js > {high:g} vs "
+           f"{all1} overall; top-{k_max} {_per_group(at(Q.SUBSET_HIGH, k_max), pct)} at js > "
+           f"{high:g}")
+    return _spec("topk_overlap", "Reallocation: overlap of the top-k candidates", cap, fig, df,
+                 "topk_overlap", params, {"overlap": summ})
+
+
+def tuned_top1_rank(con, run, *, by=None, high=0.1, max_rank=10, low_prob=0.01) -> FigureSpec:
+    params = dict(threshold=high, max_rank=max_rank, runs=[run], by=by)
+    df = Q.tuned_top1_base_rank_hist(con, **params)
+    keys = _keys(df, by)
+    order = [str(r) for r in range(1, max_rank + 1)] + [f">{max_rank}"]
+    subsets = [(Q.SUBSET_HIGH, f"js > {high:g}"), (Q.SUBSET_ALL, "all tokens")]
+    fig = make_subplots(rows=1, cols=1) if by is None else make_subplots(
+        rows=1, cols=2, shared_yaxes=True, subplot_titles=[esc(t) for _, t in subsets])
+    for c, (subset, label) in enumerate(subsets, start=1):
+        for i, k in enumerate(keys):
+            d = _part(df, by, k)
+            d = d[d.subset == subset]
+            fig.add_bar(x=d.bucket, y=d.share, name=esc(label) if k is None else _name(k),
+                        marker_color=SUBSET_COLOURS[subset] if k is None else _colour(k, i),
+                        legendgroup=subset if k is None else k,
+                        showlegend=k is None or c == 1, customdata=d.n,
+                        hovertemplate="rank %{x}: %{y:.1%} (n %{customdata})",
+                        row=1, col=1 if by is None else c)
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=order,
+                     title_text="rank of the tuned top-1 token under the base model")
+    fig.update_layout(barmode="group", yaxis=dict(title="share of positions", tickformat=".0%"))
+    hi = df[df.subset == Q.SUBSET_HIGH]
+    r1 = {k: float(_part(hi[hi["rank"] == 1], by, k).share.sum()) for k in keys}
+    r3 = {k: float(_part(hi[hi["rank"] <= 3], by, k).share.sum()) for k in keys}
+    re = Q.reallocation(con, threshold=high, low_prob=low_prob, runs=[run], by=by)
+    re = re[re.subset == Q.SUBSET_HIGH]
+    lp = {k: _part(re, by, k).share_low_prob.iloc[0] if len(_part(re, by, k)) else None
+          for k in keys}
+    cap = (f"At js > {high:g} the tuned top-1 is the base top-1 for {_per_group(r1, pct)} and "
+           f"within the base top-3 for {_per_group(r3, pct)}; base probability < {low_prob:g} "
+           f"for {_per_group(lp, pct)}")
+    summ = {"share_rank1": r1, "share_top3": r3, "share_low_prob": lp,
+            "low_prob_source": "reallocation", "low_prob": low_prob}
+    return _spec("tuned_top1_base_rank", "Reallocation: where the tuned top-1 sits under the base",
+                 cap, fig, df, "tuned_top1_base_rank_hist", params,
+                 {k: ({_gk(g): x for g, x in v.items()} if isinstance(v, dict) else v)
+                  for k, v in summ.items()})
+
+
+def urial(con, run, *, by=None) -> FigureSpec:
+    params = dict(runs=[run], by=by)
+    df = Q.urial_categories(con, **params)
+    keys, fig = _keys(df, by), go.Figure()
+    for i, k in enumerate(keys):
+        d = _part(df, by, k)
+        fig.add_bar(x=d.category, y=d.share, name=_name(k), marker_color=_colour(k, i),
+                    customdata=d.n, text=[pct(v) for v in d.share], textposition="outside",
+                    hovertemplate="%{x}: %{y:.1%} (n %{customdata})")
+    fig.update_layout(barmode="group", showlegend=bool(by), xaxis_title=(
+        "category of the sampled token: unshifted = base rank 1, marginal = 2-3, shifted > 3"),
+        yaxis=dict(title="share of tokens", tickformat=".0%", range=[0, 1.1]))
+    sh = {c: {k: _part(df[df.category == c], by, k).share.sum() for k in keys}
+          for c in Q.URIAL_CATEGORIES}
+    cap = ("URIAL categories (rank of the sampled token under the base model): "
+           + ", ".join(f"{_per_group(sh[c], pct)} {c}" for c in Q.URIAL_CATEGORIES))
+    return _spec("urial_categories", "URIAL categories of the sampled tokens", cap, fig, df,
+                 "urial_categories", params,
+                 {c: {_gk(k): float(v) for k, v in d.items()} for c, d in sh.items()})
+
+
+# ----------------------------------------------------------------------------- 6, 7 runs
+
+
+def evolution(con, series, *, high=0.1) -> FigureSpec:
+    params = dict(series_runs=list(series), high=high)
+    df = Q.evolution(con, **params)
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        row_heights=[0.62, 0.38])
+    for p_, colour in PERCENTILE_COLOURS.items():
+        fig.add_scatter(x=df.step, y=df[p_], mode="lines+markers", name=p_ + " js",
+                        line=dict(color=colour, width=2), customdata=[esc(r) for r in df.run],
+                        hovertemplate="%{customdata} (step %{x}): %{y:.3f}", row=1, col=1)
+    fig.add_scatter(x=df.step, y=df.jaccard_final, mode="lines+markers", name="Jaccard with final",
+                    line=dict(color=NEUTRAL, width=2), row=2, col=1)
+    fig.update_yaxes(title_text="js (nats)", row=1, col=1)
+    fig.update_yaxes(title_text=esc(f"Jaccard, js > {high:g}"), range=[0, 1.05], row=2, col=1)
+    fig.update_xaxes(title_text="checkpoint (series step)", row=2, col=1)
+    fig.update_layout(height=600)
+    if df.empty:  # none of the series runs is opened: overview leaves it out
+        return _spec("evolution", "Evolution across checkpoints", "no data", fig, df,
+                     "evolution", params)
+    a, b = df.iloc[0], df.iloc[-1]
+    cap = (f"Across {len(df)} checkpoints p95 js goes from {num(a.p95)} (step {a.step}) to "
+           f"{num(b.p95)} (step {b.step}); Jaccard of step {a.step}'s high-js positions with "
+           f"the final's: {num(a.jaccard_final)}")
+    summ = {"p95_first": a.p95, "p95_last": b.p95, "jaccard_first": a.jaccard_final}
+    return _spec("evolution", "Evolution across checkpoints", cap, fig, df, "evolution", params,
+                 {k: _jsonable(v) for k, v in summ.items()})
+
+
+def contrast(con, run, other, *, near_zero=0.01, high=0.1, bins=60) -> FigureSpec:
+    params = dict(run_a=run, run_b=other, near_zero=near_zero, high=high)
+    df = Q.contrast(con, **params)
+    cdf = Q.histogram(con, bins=bins, lo=1e-6, hi=LN2, log=True, runs=[run, other], by="run")
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], subplot_titles=[
+        "cumulative share of tokens by js", "share of tokens"])
+    for i, r in enumerate([run, other]):
+        d = cdf[cdf.run == r]
+        fig.add_scatter(x=d.bin_right, y=d.cdf, mode="lines", line_shape="hv", name=esc(r),
+                        legendgroup=str(i), line=dict(color=RUN_COLOURS[i], width=2),
+                        row=1, col=1)
+        s = df[df.run == r]
+        fig.add_bar(x=[f"js < {near_zero:g}", f"js > {high:g}"],
+                    y=[s.share_near_zero.iloc[0], s.share_high.iloc[0]], name=esc(r),
+                    legendgroup=str(i), showlegend=False, marker_color=RUN_COLOURS[i],
+                    row=1, col=2)
+    fig.update_xaxes(type="log", title_text=JS_AXIS + ", log scale", row=1, col=1,
+                     **LOG_JS_TICKS)
+    fig.update_yaxes(tickformat=".0%", range=[0, 1.02])
+    fig.update_layout(barmode="group")
+    a, b = df.iloc[0], df.iloc[1]
+    cap = (f"Share of tokens with js < {near_zero:g}: {pct(a.share_near_zero)} ({run}) vs "
+           f"{pct(b.share_near_zero)} ({other}); js > {high:g}: {pct(a.share_high)} vs "
+           f"{pct(b.share_high)}")
+    return _spec("contrast", f"Contrast: {run} vs {other}", cap, fig, df, "contrast", params,
+                 {"share_near_zero": [_jsonable(a.share_near_zero), _jsonable(b.share_near_zero)],
+                  "share_high": [_jsonable(a.share_high), _jsonable(b.share_high)]})

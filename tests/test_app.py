@@ -1,0 +1,58 @@
+"""Headless smoke tests of every page with streamlit.testing.v1.AppTest.
+
+They run the real app script against a cache built by the production path; only our own
+seam (the cache location) is configured, nothing of Streamlit is patched."""
+
+from __future__ import annotations
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.model
+MAIN = str(ROOT / "app" / "main.py")
+
+
+@pytest.fixture
+def app(app_cache, monkeypatch):
+    monkeypatch.setenv("SHIFTLENS_CACHE", str(app_cache))
+
+    def make(page: str | None = None, **params) -> AppTest:
+        at = AppTest.from_file(MAIN, default_timeout=60)
+        for k, v in params.items():
+            at.query_params[k] = str(v)
+        at.run()
+        if page:
+            at.switch_page(page)
+            at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        return at
+    return make
+
+
+def test_traces_page_opens_on_the_demo_run(app):
+    at = app()
+    assert at.sidebar.selectbox(key="run_picker").value == "demo-rl"
+    assert any("Trace browser" in h.value for h in at.header)
+    assert at.query_params["run"] == ["demo-rl"]
+    assert "trace" in at.query_params
+
+
+def test_url_reopens_a_view(app):
+    at = app(run="demo-sft", trace=1, pos=3, metric="dlogp")
+    assert at.sidebar.selectbox(key="run_picker").value == "demo-sft"
+    assert at.selectbox(key="metric").value == "dlogp"
+    assert any(s.value.startswith("Token 3:") for s in at.subheader)
+
+
+def test_search_page(app):
+    at = app("views/search.py")
+    assert any("Token search" in h.value for h in at.header)
+    assert len(at.dataframe) >= 1
+
+
+def test_bad_url_values_fall_back_to_defaults(app):
+    at = app(run="no-such-run", trace="x", pos="-5", metric="<script>")
+    assert at.sidebar.selectbox(key="run_picker").value == "demo-rl"
+    assert at.selectbox(key="metric").value == "js"

@@ -1,0 +1,91 @@
+"""End-to-end: the real app in headless Chromium (system /usr/bin/chromium via Playwright)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.browser import CHROMIUM, FLAGS, streamlit_server
+
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium")]
+ARTIFACTS = Path(os.environ.get("SHIFTLENS_ARTIFACTS", Path(__file__).parent / "artifacts"))
+
+
+@pytest.fixture(scope="module")
+def server(app_cache):
+    with streamlit_server(app_cache) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    pg = ctx.new_page()
+    pg.dialogs = []
+    pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.dismiss()))
+    yield pg
+    ctx.close()
+
+
+def background(loc) -> str:
+    return loc.evaluate("el => getComputedStyle(el).backgroundColor")
+
+
+def test_trace_browser_highlights_and_topk(server, page):
+    page.goto(f"{server}/?run=demo-rl")
+    toks = page.locator(".sl-tok")
+    toks.first.wait_for(timeout=30_000)
+    n = toks.count()
+    assert n > 5
+    coloured = [i for i in range(n) if background(toks.nth(i)) not in ("rgba(0, 0, 0, 0)",
+                                                                       "transparent")]
+    assert coloured, "no highlighted token"
+    page.locator("[data-testid=divergence-strip] > div").first.wait_for()
+    toks.nth(coloured[0]).click()
+    page.get_by_text("base model", exact=False).first.wait_for(timeout=20_000)
+    page.get_by_text("tuned model", exact=False).first.wait_for()
+    assert f"pos={coloured[0]}" in page.url
+    # switch the metric through the select box
+    page.locator("[data-testid=stSelectbox]").filter(has_text="Highlight by").click()
+    page.get_by_role("option", name="dlogp = logp_tuned - logp_base").click()
+    page.get_by_text("blue: tuned less likely", exact=False).wait_for(timeout=20_000)
+    assert "metric=dlogp" in page.url
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "trace_browser.png"), full_page=True)
+
+
+def test_hostile_tokens_render_as_text(server, page, app_cache):
+    tokens = pd.read_parquet(app_cache / "hostile" / "tokens.parquet")
+    from tests.hostile import HOSTILE
+
+    hits = tokens[tokens.token.isin(HOSTILE)].groupby("trace_id").token.nunique()
+    tid = int(hits.idxmax())
+    want = tokens[tokens.trace_id == tid].sort_values("pos").token.tolist()
+    assert hits.max() >= 5, "the hostile run should sample many hostile tokens per trace"
+    page.goto(f"{server}/?run=hostile&trace={tid}&thr=0")
+    page.locator(".sl-tok").first.wait_for(timeout=30_000)
+    spans = page.locator("[data-testid=trace-text] > .sl-tok")
+    assert spans.count() == len(want)  # no stray closing tag split or swallowed a span
+    got = spans.evaluate_all(
+        "els => els.map(e => Array.from(e.childNodes).filter(c => c.nodeType === 3)"
+        ".map(c => c.textContent).join(''))")
+    assert got == want
+    injected = page.locator("[data-testid=trace-text] img, [data-testid=trace-text] script")
+    assert injected.count() == 0
+    assert page.dialogs == []  # no alert() ran
+    # layout intact: the page header and the legend still render after the trace
+    assert page.get_by_text("Trace browser").count() >= 1
