@@ -25,10 +25,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.detok import token_strings  # noqa: E402
+from core.detok import Detokenizer  # noqa: E402
 from core.metrics import compute_metrics, topk  # noqa: E402
 from core.pair import load_pair  # noqa: E402
-from core.precompute import _display_token  # noqa: E402
 from core.sampling import sample  # noqa: E402
 from core.scoring import ScoreSettings, length_batches, score_traces  # noqa: E402
 from core.storage import tokens_table, topk_table, write_parquet  # noqa: E402
@@ -96,10 +95,10 @@ def main() -> int:
     def engine():
         scores = score_traces(mb, mt, traces, pad, settings)
         tids = np.arange(len(traces))
-        strings = [s for p, r in traces for s in token_strings(tok, r, p)]
+        detok = Detokenizer(tok)
+        strings = [s for p, r in traces for s in detok.response(r, p)]
         write_parquet(tokens_table(scores, tids, strings), tmp / "tokens.parquet")
-        write_parquet(topk_table(scores, tids, lambda ids: [_display_token(tok, int(i))
-                                                            for i in ids]), tmp / "topk.parquet")
+        write_parquet(topk_table(scores, tids, detok.display), tmp / "topk.parquet")
 
     t_engine = best(engine, a.repeat)
     t_floor = best(lambda: floor(mb, mt, traces, a.batch_size, pad), a.repeat)

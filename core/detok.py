@@ -60,3 +60,40 @@ def token_strings(tokenizer, ids: list[int], prefix_ids: list[int] | None = None
     if last >= 0 and text.endswith(REPLACEMENT):
         out[last] += REPLACEMENT  # the response ends inside a character (or on a bad byte)
     return out
+
+
+class Detokenizer:
+    """Per-token text for a whole run, fast.
+
+    `response` first tries each token's standalone text, and keeps it only when those pieces
+    join to exactly the decoded response (one decode per trace checks it); otherwise it
+    falls back to the incremental `token_strings`. Both give the same strings where the fast
+    path applies, so the shortcut changes speed, never output. `display` maps ids to the
+    text shown in top-k lists: the standalone decode, or the raw vocabulary piece when that
+    is a partial character or a special token.
+    """
+
+    def __init__(self, tokenizer):
+        import numpy as np
+
+        self.tok = tokenizer
+        n = len(tokenizer)
+        self.special = set(tokenizer.all_special_ids)
+        pieces = tokenizer.batch_decode([[i] for i in range(n)])
+        raw = tokenizer.convert_ids_to_tokens(list(range(n)))
+        self.pieces = pieces
+        shown = [r if (i in self.special or REPLACEMENT in p or r is None) else p
+                 for i, (p, r) in enumerate(zip(pieces, raw))]
+        self.shown = np.array([s if s is not None else "" for s in shown], dtype=object)
+
+    def response(self, ids: list[int], prefix_ids: list[int] | None = None) -> list[str]:
+        out = [self.shown[i] if i in self.special else self.pieces[i] for i in ids]
+        text = "".join(s for i, s in zip(ids, out) if i not in self.special)
+        if REPLACEMENT not in text and text == self.tok.decode(ids, skip_special_tokens=True):
+            return out
+        return token_strings(self.tok, ids, prefix_ids)
+
+    def display(self, ids) -> list[str]:
+        import numpy as np
+
+        return self.shown[np.asarray(ids, dtype=np.int64)].tolist()

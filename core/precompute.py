@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from . import verifiers
 from .config import PrecomputeConfig
-from .detok import token_strings
+from .detok import Detokenizer
 from .manifest import build_manifest, config_hash, model_record, read_manifest
 from .pair import Pair, load_pair, vocab_fingerprint
 from .prompts import PromptSet, load_prompts
@@ -142,28 +142,22 @@ def _shard(cfg: PrecomputeConfig, pair: Pair, ps: PromptSet, idx: list[int], sha
     scores = score_traces(pair.base.model, pair.tuned.model, seqs,
                           tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
                           settings, progress=tick)
-    strings = [s for (p, r) in seqs for s in token_strings(tok, r, p)]
+    detok = _detokenizer(tok)
+    strings = [s for (p, r) in seqs for s in detok.response(r, p)]
     tids = np.array([r["trace_id"] for r in rows], dtype=np.int64)
-
-    def vocab_strings(ids: np.ndarray) -> list[str]:
-        return [_display_token(tok, int(i)) for i in ids]
-
-    return (tokens_table(scores, tids, strings), topk_table(scores, tids, vocab_strings),
+    return (tokens_table(scores, tids, strings), topk_table(scores, tids, detok.display),
             traces_table(rows))
 
 
-_display_cache: dict[tuple[int, int], str] = {}
+_detokenizers: dict[int, Detokenizer] = {}
 
 
-def _display_token(tok, i: int) -> str:
-    """Text of a single vocabulary entry for top-k lists (decoded; raw piece if partial)."""
-    key = (id(tok), i)
-    if key not in _display_cache:
-        text = tok.decode([i])
-        if "\ufffd" in text or i in tok.all_special_ids:
-            text = tok.convert_ids_to_tokens(i)
-        _display_cache[key] = text
-    return _display_cache[key]
+def _detokenizer(tok) -> Detokenizer:
+    """One Detokenizer per tokenizer object (its vocabulary tables cost one pass)."""
+    if id(tok) not in _detokenizers:
+        _detokenizers.clear()
+        _detokenizers[id(tok)] = Detokenizer(tok)
+    return _detokenizers[id(tok)]
 
 
 def precompute(cfg: PrecomputeConfig, log: Callable[[str], None] = print,

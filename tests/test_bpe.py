@@ -184,6 +184,28 @@ def test_token_strings_on_random_ids(bpe):
         assert all(s == tok.convert_ids_to_tokens(i) for s, i in zip(got, ids) if i in special)
 
 
+@pytest.mark.parametrize("which", ["bpe", "demo"])
+def test_fast_detokenizer_equals_incremental(bpe, which):
+    """Detokenizer's shortcut (standalone pieces, checked against one decode) gives exactly
+    what the incremental decoder gives, on real text and random ids, for both tokenizers."""
+    import random
+
+    from core.demo.tokenizer import build_tokenizer
+    from core.detok import Detokenizer
+
+    tok = bpe["tok"] if which == "bpe" else build_tokenizer()
+    fast = Detokenizer(tok)
+    rng = random.Random(1)
+    texts = TEST_STRINGS + [" 7+8=15; 15-3=12. #### 12"] if which == "bpe" else [
+        " 7+8=15; 15-3=12. #### 12", " 1-9=-8. #### -8"]
+    seqs = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    seqs += [[rng.randrange(len(tok)) for _ in range(rng.randrange(1, 24))] for _ in range(200)]
+    for ids in seqs:
+        assert fast.response(ids) == token_strings(tok, ids), ids
+    shown = fast.display(list(range(len(tok))))
+    assert all("\ufffd" not in s for s in shown)
+
+
 def test_precompute_with_byte_level_bpe(bpe, tmp_path, monkeypatch):
     import core.precompute as pc
 

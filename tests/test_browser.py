@@ -89,3 +89,32 @@ def test_hostile_tokens_render_as_text(server, page, app_cache):
     assert page.dialogs == []  # no alert() ran
     # layout intact: the page header and the legend still render after the trace
     assert page.get_by_text("Trace browser").count() >= 1
+
+
+def test_token_search_opens_the_trace_at_the_token(server, page):
+    page.goto(f"{server}/search?run=demo-rl")
+    grid = page.locator("[data-testid=stDataFrame]").first
+    grid.wait_for(timeout=30_000)
+    page.get_by_role("button", name="Search").click()
+    first = page.locator("[data-testid=glide-cell-2-0]")  # trace_id of the first hit
+    first.wait_for(state="attached", timeout=20_000)
+    trace_id = first.text_content()
+    pos = page.locator("[data-testid=glide-cell-3-0]").text_content()
+    box = grid.bounding_box()
+    page.mouse.click(box["x"] + 18, box["y"] + 35 + 17)  # the first row's selection marker
+    page.wait_for_url(f"**trace={trace_id}**", timeout=20_000)
+    assert f"pos={pos}" in page.url
+    page.locator(".sl-sel").wait_for(timeout=20_000)  # the token is selected in the trace
+    assert page.locator(".sl-sel").get_attribute("data-pos") == pos
+
+
+def test_overview_figure_downloads_as_png(server, page):
+    page.goto(f"{server}/overview?run=demo-rl")
+    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+    page.get_by_role("button", name="Export").first.click()
+    with page.expect_download(timeout=60_000) as info:
+        page.get_by_role("button", name="PNG").first.click()
+    data = Path(info.value.path()).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "figure.png").write_bytes(data)
