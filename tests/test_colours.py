@@ -36,3 +36,10 @@ def test_folds_keep_context_and_only_long_runs():
 def test_legend_is_static_html():
     out = legend_html("js", 0.01)
     assert "<script" not in out and "uncoloured below 0.01" in out
+
+
+def test_markdown_escape_shows_text_literally():
+    from app.text import md_escape
+
+    assert md_escape("**bold** [x](javascript:alert(1)) `c`") == (
+        r"\*\*bold\*\* \[x\]\(javascript\:alert\(1\)\) \`c\`")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import state
+from app.text import md_escape
 from app.widgets.figure import show_figure
 from core import export, figures, queries
 from core.runs import contrast_candidates, series_of
@@ -28,12 +29,13 @@ def _most_divergent(con, run) -> None:
     left.markdown("**Most divergent traces**")
     for t in queries.trace_list(con, run.name, sort_by="max_js", limit=5).itertuples():
         left.page_link(st.session_state["_pages"]["traces"],
-                       label=f"trace {t.trace_id} · max js {t.max_js:.3f} · {t.prompt}",
+                       label=md_escape(f"trace {t.trace_id} · max js {t.max_js:.3f} · {t.prompt}"),
                        query_params={"run": run.name, "trace": str(t.trace_id)})
     right.markdown("**Most divergent tokens**")
     for t in queries.token_search(con, js_min=0.0, runs=[run.name], limit=5).itertuples():
         right.page_link(st.session_state["_pages"]["traces"],
-                        label=f"{t.token!r} · js {t.js:.3f} · trace {t.trace_id} pos {t.pos}",
+                        label=md_escape(f"{t.token!r} · js {t.js:.3f} · trace {t.trace_id} "
+                                        f"pos {t.pos}"),
                         query_params={"run": run.name, "trace": str(t.trace_id),
                                       "pos": str(t.pos)})
 

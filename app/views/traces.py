@@ -65,7 +65,8 @@ def render() -> None:
     want = state.param("trace", None, int)
     if want not in set(traces.trace_id):
         want = int(traces.trace_id.iloc[0])
-    event = st.dataframe(traces, hide_index=True, height=220, key="trace_table",
+    shown = traces.drop(columns=["reference", "extracted_answer"])
+    event = st.dataframe(shown, hide_index=True, height=220, key="trace_table",
                          on_select="rerun", selection_mode="single-row",
                          column_config={"prompt": st.column_config.TextColumn(width="large")})
     rows = event.selection.rows if event and event.selection else []
@@ -107,7 +108,11 @@ def render() -> None:
         pos = after[0] if after else divergent[0]
     b3.caption(f"{len(divergent)} of {len(toks)} tokens highlighted")
 
-    st.markdown(f"**Prompt** `{trace['prompt']}`")
+    # user-supplied text goes through st.code / st.text, never markdown
+    st.code(trace["prompt"], language=None, wrap_lines=True)
+    ca, cb = st.columns(2)
+    ca.text(f"reference answer: {trace['reference']}")
+    cb.text(f"extracted answer: {trace['extracted_answer']}")
     st.markdown(f"**Verdict** {':green[correct]' if trace['correct'] else ':red[incorrect]'} · "
                 f"sampled from the **{trace['sampled_from']}** model · {trace['length']} tokens")
     st.html(legend_html(metric, threshold))
