@@ -33,7 +33,8 @@ def trace_list(con, run: str, sort_by="max_js", descending=True, search=None, co
                high=0.1, limit=100, offset=0, sampled_from=None) -> pd.DataFrame:
     """trace_id, prompt_id, prompt, correct, length, sampled_from, max_js, mean_js, n_high
     (tokens with js > high), reference, extracted_answer for one run; `search` =
-    case-insensitive substring of the prompt; sort_by one of TRACE_SORT (ties by trace_id), NULLs last."""
+    case-insensitive substring of the prompt; sort_by one of TRACE_SORT (ties by trace_id),
+    NULLs last."""
     if sort_by not in TRACE_SORT:
         raise ValueError(f"sort_by must be one of {TRACE_SORT}, got {sort_by!r}")
     conds, params = ["tr.run = $run"], {"run": str(run), "hi": high, "lim": limit,
