@@ -35,6 +35,14 @@ def connection(infos: list[RunInfo]):
     return _connection(paths, stamp)
 
 
+@st.cache_resource(show_spinner="Loading the pair…", max_entries=2)
+def pair(run_dir: str):
+    """The run's base/tuned pair, loaded once per server (models stay in memory)."""
+    from core.live import pair_of_run
+
+    return pair_of_run(run_dir)
+
+
 def param(name: str, default=None, cast=str):
     """A query parameter from the URL, cast, or `default` when absent or malformed."""
     raw = st.query_params.get(name)

@@ -1,5 +1,5 @@
-"""The command line: `python -m core {precompute,summary,export,runs}`; a thin shell over
-`core`."""
+"""The command line: `python -m core {precompute,summary,export,cross-sample,runs}`; a thin
+shell over `core`."""
 
 from __future__ import annotations
 
@@ -79,6 +79,14 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_cross_sample(args) -> int:
+    from .cross_sampling import CrossSampleConfig, format_summary, run_cross_sample
+
+    result, _ = run_cross_sample(from_args(CrossSampleConfig, args))
+    print(format_summary(result.summary))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m core", epilog=EPILOG,
                                 description="ShiftLens: token-level comparison of a base "
@@ -120,6 +128,21 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--contrast-with", default=None,
                      help="another run (e.g. the SFT pair): adds the side-by-side contrast")
     exp.set_defaults(func=_cmd_export)
+
+    from .cross_sampling.config import CrossSampleConfig, CrossSampleOptions
+
+    cross = sub.add_parser("cross-sample", help="cross-sampling sweep on a run's pair",
+                           description="Decode with one model of a run's pair and switch to the "
+                                       "other wherever their next-token js exceeds eps "
+                                       "(forward: base -> tuned, reverse: tuned -> base), plus "
+                                       "a random-position control and both models alone; "
+                                       "writes cross_samples.parquet and cross_summary.parquet "
+                                       "into the run folder and prints accuracy against "
+                                       "budget (share of tokens switched) with 95% bootstrap "
+                                       "intervals over prompts.")
+    cross.add_argument("run", help=CrossSampleConfig.__dataclass_fields__["run"].metadata["help"])
+    add_arguments(cross, CrossSampleOptions)
+    cross.set_defaults(func=_cmd_cross_sample)
 
     runs = sub.add_parser("runs", help="list the runs in the cache",
                           description="List complete runs with their pair, prompt set and date.")

@@ -97,3 +97,16 @@ class Detokenizer:
         import numpy as np
 
         return self.shown[np.asarray(ids, dtype=np.int64)].tolist()
+
+
+_cache: dict[int, tuple[object, Detokenizer]] = {}
+
+
+def detokenizer_for(tokenizer) -> Detokenizer:
+    """A Detokenizer per tokenizer object (building its vocabulary tables costs one pass)."""
+    hit = _cache.get(id(tokenizer))
+    if hit is None or hit[0] is not tokenizer:
+        if len(_cache) > 4:
+            _cache.clear()
+        hit = _cache[id(tokenizer)] = (tokenizer, Detokenizer(tokenizer))
+    return hit[1]

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from . import verifiers
 from .config import PrecomputeConfig
-from .detok import Detokenizer
+from .detok import detokenizer_for
 from .manifest import build_manifest, config_hash, model_record, read_manifest
 from .pair import Pair, load_pair, vocab_fingerprint
 from .prompts import PromptSet, load_prompts
@@ -103,7 +103,7 @@ def _reused_traces(cfg: PrecomputeConfig, cache: Path, ps: PromptSet) -> dict:
 
 
 def _shard(cfg: PrecomputeConfig, pair: Pair, ps: PromptSet, idx: list[int], shard: int,
-           reused: dict | None, tick: Callable[[int], None]) -> tuple[pa.Table, ...]:
+           reused: dict | None) -> tuple[pa.Table, ...]:
     tok = pair.tokenizer
     rows: list[dict] = []
     seqs: list[tuple[list[int], list[int]]] = []
@@ -132,7 +132,8 @@ def _shard(cfg: PrecomputeConfig, pair: Pair, ps: PromptSet, idx: list[int], sha
             answer, ok = verifiers.get(row.verifier)(text, row.answer)
             rows.append({
                 "trace_id": tid, "prompt_id": row.id, "prompt": row.prompt, "response": text,
-                "reference": row.answer, "extracted_answer": answer, "correct": ok,
+                "reference": row.answer, "verifier": row.verifier, "extracted_answer": answer,
+                "correct": ok,
                 "length": len(resp), "sampled_from": src_name, "sample_index": j, "seed": seed,
                 "finished": finished, "difficulty": row.difficulty})
             seqs.append((prompt_ids[k], list(resp)))
@@ -141,23 +142,12 @@ def _shard(cfg: PrecomputeConfig, pair: Pair, ps: PromptSet, idx: list[int], sha
     settings = ScoreSettings(batch_size=cfg.batch_size, top_k=cfg.top_k, js_top_p=cfg.js_top_p)
     scores = score_traces(pair.base.model, pair.tuned.model, seqs,
                           tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-                          settings, progress=tick)
-    detok = _detokenizer(tok)
+                          settings)
+    detok = detokenizer_for(tok)
     strings = [s for (p, r) in seqs for s in detok.response(r, p)]
     tids = np.array([r["trace_id"] for r in rows], dtype=np.int64)
     return (tokens_table(scores, tids, strings), topk_table(scores, tids, detok.display),
             traces_table(rows))
-
-
-_detokenizers: dict[int, Detokenizer] = {}
-
-
-def _detokenizer(tok) -> Detokenizer:
-    """One Detokenizer per tokenizer object (its vocabulary tables cost one pass)."""
-    if id(tok) not in _detokenizers:
-        _detokenizers.clear()
-        _detokenizers[id(tok)] = Detokenizer(tok)
-    return _detokenizers[id(tok)]
 
 
 def precompute(cfg: PrecomputeConfig, log: Callable[[str], None] = print,
@@ -198,14 +188,14 @@ def precompute(cfg: PrecomputeConfig, log: Callable[[str], None] = print,
                 if not (staging / "parts" / f"shard-{k:05d}.done").exists()]
         if len(todo) < len(shards):
             log(f"resuming {cfg.name!r}: {len(shards) - len(todo)}/{len(shards)} shards done")
-        bar = tqdm(total=len(todo), desc=f"precompute {cfg.name}", unit="shard",
-                   disable=not show_progress)
+        bar = tqdm(total=sum(len(shards[k]) for k in todo), desc=f"precompute {cfg.name}",
+                   unit="prompt", disable=not show_progress)
         for k in todo:
-            tables = _shard(cfg, pair, ps, shards[k], k, reused, lambda n: None)
+            tables = _shard(cfg, pair, ps, shards[k], k, reused)
             for fname, table in zip((TOKENS_FILE, TOPK_FILE, TRACES_FILE), tables):
                 write_parquet(table, staging / "parts" / f"{Path(fname).stem}-{k:05d}.parquet")
             (staging / "parts" / f"shard-{k:05d}.done").write_text("ok")
-            bar.update(1)
+            bar.update(len(shards[k]))
         bar.close()
         _assemble(cfg, pair, ps, staging, len(shards), time.time() - t0)
         publish(staging, final)

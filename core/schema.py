@@ -65,6 +65,7 @@ TRACES_SCHEMA = pa.schema(
         ("prompt", pa.string()),
         ("response", pa.string()),
         ("reference", pa.string()),
+        ("verifier", pa.string()),           # "exact" or "math": how `correct` was decided
         ("extracted_answer", pa.string()),   # null when none could be extracted
         ("correct", pa.bool_()),
         ("length", pa.int32()),              # response tokens (= rows in tokens.parquet)

@@ -56,3 +56,24 @@ def test_bad_url_values_fall_back_to_defaults(app):
     at = app(run="no-such-run", trace="x", pos="-5", metric="<script>")
     assert at.sidebar.selectbox(key="run_picker").value == "demo-rl"
     assert at.selectbox(key="metric").value == "js"
+
+
+def test_overview_page_has_every_figure(app):
+    import json
+
+    at = app("views/overview.py")
+    charts = at.get("plotly_chart")
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in charts]
+    assert len(charts) >= 10, titles
+    assert any("volution" in t for t in titles)  # the series exists in the app cache
+    assert any("SFT" in t or "ontrast" in t for t in titles)
+    assert any("%" in c.value for c in at.caption)  # captions carry their key numbers
+
+
+def test_live_scoring_page(app):
+    at = app("views/live.py")
+    at.text_area[1].set_value(" 3+4=7. #### 7")
+    at.button[0].click()
+    at.run(timeout=120)
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("tokens highlighted" in c.value for c in at.caption)

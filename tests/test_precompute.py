@@ -174,3 +174,29 @@ def test_help_explains_every_option(command, capsys):
         for f in dataclasses.fields(PrecomputeConfig):
             assert "--" + f.name.replace("_", "-") in out
             assert f.metadata["help"].split()[0] in out
+
+
+def test_series_and_contrast_are_found_like_the_app_does(demo_cache):
+    from core.runs import contrast_candidates, list_runs, series_of
+
+    runs = list_runs(demo_cache)
+    rl = next(r for r in runs if r.name == "rl")
+    steps = sorted((int(p.name.split("-")[1]) for p in (DEMO / "rl-steps").iterdir()))
+    assert series_of(runs, rl) == [f"rl-step-{n}" for n in steps] + ["rl"]
+    assert contrast_candidates(runs, rl) == ["sft"]
+    sft = next(r for r in runs if r.name == "sft")
+    assert series_of(runs, sft) == []
+
+
+def test_cli_export_writes_the_bundle(demo_cache, tmp_path):
+    import shutil
+    import zipfile
+
+    from core.cli import main
+
+    if not shutil.which("chromium"):
+        pytest.skip("figure export needs Chromium")
+    assert main(["export", "rl", "--out", str(tmp_path), "--cache", str(demo_cache),
+                 "--formats", "png,svg"]) == 0
+    names = zipfile.ZipFile(tmp_path / "rl-figures.zip").namelist()
+    assert "evolution.png" in names and "contrast.svg" in names and "js_hist.json" in names

@@ -43,6 +43,7 @@ def make_tables(seed: int, n_traces: int = 14, dense: bool = False, js_override=
         "prompt_id": [f"p{i // 2}" for i in range(n_traces)],
         "prompt": [HOSTILE if i == 3 else f"What is {i} + {i}? Say It" for i in range(n_traces)],
         "response": ["..."] * n_traces, "reference": ["2"] * n_traces,
+        "verifier": ["exact"] * n_traces,
         "extracted_answer": [None if i == 0 else "2" for i in range(n_traces)],
         "correct": rng.random(n_traces) < 0.6, "length": lengths.astype(np.int32),
         "sampled_from": ["base" if i % 3 == 2 else "tuned" for i in range(n_traces)],

@@ -6,8 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from app import state
-from app.colours import METRICS, colour_tokens, folds, legend_html
-from app.components.trace_view import trace_view
+from app.widgets import tokens
+from app.widgets.fork import fork_panel
 from core import queries
 
 SORTS = {"max js": "max_js", "mean js": "mean_js", "high-js tokens": "n_high",
@@ -31,28 +31,6 @@ def _trace_table(con, run) -> pd.DataFrame:
                               search=search or None, correct=verdicts[verdict], limit=500)
 
 
-def _topk_panel(row: pd.Series) -> None:
-    """Both models' top-k side by side, the trace token marked, and the token's metrics."""
-    if row.get("base_ids") is None:
-        st.info("No top-k lists stored for this run.")
-        return
-    cols = st.columns(2)
-    for col, who in zip(cols, ("base", "tuned")):
-        df = pd.DataFrame({"rank": range(1, len(row[f"{who}_ids"]) + 1),
-                           "token": [repr(t) for t in row[f"{who}_tokens"]],
-                           "prob": row[f"{who}_probs"],
-                           "in trace": ["◀" if i == row["token_id"] else ""
-                                        for i in row[f"{who}_ids"]]})
-        col.markdown(f"**{who} model** top-{len(df)}")
-        col.dataframe(df, hide_index=True, width="stretch",
-                      column_config={"prob": st.column_config.ProgressColumn(
-                          "prob", min_value=0.0, max_value=1.0, format="%.3f")})
-    metrics = {k: row[k] for k in ("js", "js_top_p", "kl_tb", "kl_bt", "entropy_base",
-                                   "entropy_tuned", "logp_base", "logp_tuned", "dlogp",
-                                   "rank_base", "rank_tuned", "top1_agree", "rel_pos")}
-    st.dataframe(pd.DataFrame([metrics]), hide_index=True)
-
-
 def render() -> None:
     infos = state.runs()
     run = state.pick_run(infos)
@@ -65,7 +43,7 @@ def render() -> None:
     want = state.param("trace", None, int)
     if want not in set(traces.trace_id):
         want = int(traces.trace_id.iloc[0])
-    shown = traces.drop(columns=["reference", "extracted_answer"])
+    shown = traces.drop(columns=["reference", "extracted_answer", "verifier"])
     event = st.dataframe(shown, hide_index=True, height=220, key="trace_table",
                          on_select="rerun", selection_mode="single-row",
                          column_config={"prompt": st.column_config.TextColumn(width="large")})
@@ -78,35 +56,12 @@ def render() -> None:
     trace = traces[traces.trace_id == tid].iloc[0]
     toks = queries.trace_tokens(con, run.name, tid)
 
-    c1, c2, c3 = st.columns([2, 2, 1])
-    metric_names = list(METRICS)
-    metric = c1.selectbox("Highlight by", metric_names, key="metric",
-                          index=metric_names.index(state.param("metric", "js"))
-                          if state.param("metric", "js") in METRICS else 0,
-                          format_func=lambda m: METRICS[m][0])
-    default_thr = {"rank_base": 2.0, "dlogp": 0.5}.get(metric, 0.01)
-    if metric == "rank_base":
-        threshold = 2.0
-    else:
-        threshold = c2.slider("Threshold", 0.0, float(METRICS[metric][2]),
-                              value=min(state.param("thr", default_thr, float),
-                                        float(METRICS[metric][2])),
-                              step=0.005, key=f"thr_{metric}")
-    collapse = c3.toggle("Fold calm spans", value=state.param("fold", "0") == "1", key="fold")
-    colours, strength = colour_tokens(toks[metric].tolist(), metric, threshold)
+    metric, threshold, collapse = tokens.controls()
+    colours, strength = tokens.strength_of(toks, metric, threshold)
     special = set(run.manifest.get("tokenizer", {}).get("special_ids", []))
     pos = state.param("pos", None, int)
     pos = pos if pos is not None and 0 <= pos < len(toks) else None
-
-    divergent = [i for i, s in enumerate(strength) if s > 0]
-    b1, b2, b3 = st.columns([1, 1, 4])
-    if b1.button("◀ previous divergent", disabled=not divergent, key="prev"):
-        before = [i for i in divergent if pos is None or i < pos]
-        pos = before[-1] if before else divergent[-1]
-    if b2.button("next divergent ▶", disabled=not divergent, key="next"):
-        after = [i for i in divergent if pos is None or i > pos]
-        pos = after[0] if after else divergent[0]
-    b3.caption(f"{len(divergent)} of {len(toks)} tokens highlighted")
+    pos = tokens.navigate(strength, pos)
 
     # user-supplied text goes through st.code / st.text, never markdown
     st.code(trace["prompt"], language=None, wrap_lines=True)
@@ -115,18 +70,10 @@ def render() -> None:
     cb.text(f"extracted answer: {trace['extracted_answer']}")
     st.markdown(f"**Verdict** {':green[correct]' if trace['correct'] else ':red[incorrect]'} · "
                 f"sampled from the **{trace['sampled_from']}** model · {trace['length']} tokens")
-    st.html(legend_html(metric, threshold))
-    titles = [f"pos {i} · {metric} {v:.4g} · rank_base {rb}" for i, (v, rb) in
-              enumerate(zip(toks[metric].tolist(), toks["rank_base"].tolist()))]
-    clicked = trace_view(toks["token"].tolist(), colours, strength, titles,
-                         [int(t) in special for t in toks["token_id"]], pos,
-                         folds(strength) if collapse else [], key=f"tv_{run.name}_{tid}")
-    if clicked is not None:
-        pos = clicked
+    pos = tokens.view(toks, metric, threshold, collapse, colours, strength, special, pos,
+                      key=f"tv_{run.name}_{tid}")
     state.set_params(trace=tid, metric=metric, pos=pos, fold="1" if collapse else None,
                      thr=None if metric == "rank_base" else f"{threshold:g}")
+    tokens.selected(toks, pos)
     if pos is not None:
-        st.subheader(f"Token {pos}: {toks['token'].iloc[pos]!r}")
-        _topk_panel(toks.iloc[pos])
-    else:
-        st.caption("Click a token (or the strip) to see both models' top-k.")
+        fork_panel(run, trace, toks, pos)

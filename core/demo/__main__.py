@@ -16,7 +16,14 @@ def main(argv: list[str] | None = None) -> int:
     train = sub.add_parser("train", help="train base, rl, rl-steps/*, rl-weighted and sft",
                            description="Train the demo family (seeded, CPU, ~15 min on 2 cores).")
     add_arguments(train, DemoConfig)
+    table = sub.add_parser("table", help="print a Markdown table of the model cards in a folder")
+    table.add_argument("folder", nargs="?", default="assets/demo")
     args = parser.parse_args(argv)
+    if args.command == "table":
+        from .cards import family_table
+
+        print(family_table(args.folder))
+        return 0
     t0 = time.time()
     results = train_family(from_args(DemoConfig, args))
     print(f"done in {time.time() - t0:.0f}s: " + ", ".join(

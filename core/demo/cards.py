@@ -51,3 +51,18 @@ def render_markdown(card: dict) -> str:
         lines += ["", card.get("comparison_note", "")]
     lines += ["", "Made by `python -m core.demo train` (ShiftLens)."]
     return "\n".join(lines) + "\n"
+
+
+def family_table(folder: Path) -> str:
+    """A Markdown table of every card under `folder` (for the README)."""
+    cards = sorted((read_card(p.parent) for p in Path(folder).rglob("model_card.json")),
+                   key=lambda c: (c["name"].startswith("rl-steps"), c.get("series_step") or 0,
+                                  ["base", "rl", "rl-weighted", "sft"].index(c["name"])
+                                  if c["name"] in ("base", "rl", "rl-weighted", "sft") else 9))
+    rows = ["| checkpoint | steps | held-out sampled (T=1) | held-out greedy | train time |",
+            "|---|---|---|---|---|"]
+    for c in cards:
+        ev = c["eval"]
+        rows.append(f"| `{c['name']}` | {c['steps']} | {_acc(ev, 'sampled_t1')} | "
+                    f"{_acc(ev, 'greedy')} | {c['training_seconds']} s |")
+    return "\n".join(rows)

@@ -55,6 +55,7 @@ def train_grpo(model, tokenizer, cfg: GRPOSettings, *, operands, digits,
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     t0 = time.time()
     history = []
+    kl_seen: list[torch.Tensor] = []
     for step in range(cfg.steps):
         problems = sample_problems(cfg.prompts_per_step, "train", seed=cfg.seed * 7919 + step,
                                    operands=operands, digits=digits)
@@ -72,12 +73,14 @@ def train_grpo(model, tokenizer, cfg: GRPOSettings, *, operands, digits,
             old = token_logprobs(model, ids, attn)
         model.train()
         weights = []
-        for _ in range(cfg.updates_per_step):
+        for update in range(cfg.updates_per_step):
             logp = token_logprobs(model, ids, attn)
             ratio = torch.exp(logp - old)
             a = adv[:, None].expand_as(logp)
+            kl = (ratio - 1 - torch.log(ratio)).detach()  # k3 of KL(pi_old || pi_theta)
+            if update > 0:  # at the first update pi_theta == pi_old and KL is 0
+                kl_seen.append(kl[mask > 0])
             if cfg.weighted:
-                kl = (ratio - 1 - torch.log(ratio)).detach()  # k3 of KL(pi_old || pi_theta)
                 w = divergence_weight(kl, cfg.s, cfg.alpha)
                 weights.append(float((w * mask).sum() / mask.sum()))
                 a = a * w
@@ -96,7 +99,10 @@ def train_grpo(model, tokenizer, cfg: GRPOSettings, *, operands, digits,
                 f"{extra}  {time.time() - t0:.0f}s")
         if save_at and (step + 1) in save_at:
             save_at[step + 1]()
+    kl_all = torch.cat(kl_seen) if kl_seen else torch.zeros(1)
     return {"steps": cfg.steps, "seconds": round(time.time() - t0, 1),
+            "kl_k3_mean": float(kl_all.mean()), "kl_k3_p99": float(kl_all.quantile(0.99))
+            if kl_all.numel() < 16_000_000 else None,
             "sequences_sampled": cfg.steps * cfg.prompts_per_step * cfg.group_size,
             "train_reward_first10": round(sum(history[:10]) / max(1, len(history[:10])), 4),
             "train_reward_last10": round(sum(history[-10:]) / max(1, len(history[-10:])), 4)}

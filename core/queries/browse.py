@@ -32,7 +32,7 @@ def headline(con, near_zero=0.01, high=0.1, runs=None) -> pd.DataFrame:
 def trace_list(con, run: str, sort_by="max_js", descending=True, search=None, correct=None,
                high=0.1, limit=100, offset=0, sampled_from=None) -> pd.DataFrame:
     """trace_id, prompt_id, prompt, correct, length, sampled_from, max_js, mean_js, n_high
-    (tokens with js > high), reference, extracted_answer for one run; `search` =
+    (tokens with js > high), reference, extracted_answer, verifier for one run; `search` =
     case-insensitive substring of the prompt; sort_by one of TRACE_SORT (ties by trace_id),
     NULLs last."""
     if sort_by not in TRACE_SORT:
@@ -54,7 +54,7 @@ def trace_list(con, run: str, sort_by="max_js", descending=True, search=None, co
           GROUP BY trace_id)
       SELECT tr.trace_id, tr.prompt_id, tr.prompt, tr.correct, tr.length, tr.sampled_from,
         a.max_js, a.mean_js, coalesce(a.n_high, 0) AS n_high, tr.reference,
-        tr.extracted_answer
+        tr.extracted_answer, tr.verifier
       FROM traces tr LEFT JOIN a USING (trace_id) WHERE {' AND '.join(conds)}
       ORDER BY {sort_by} {direction} NULLS LAST, trace_id LIMIT $lim OFFSET $off"""
     return _q(con, sql, params)
