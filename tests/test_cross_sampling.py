@@ -29,6 +29,16 @@ from core.prompts import PromptRow
 PAD, EOS, V = 0, 1, 12
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models on one thread: with two threads on a busy 2-core machine, OpenMP
+    contention made each step of a 32-wide model take ~0.1 s instead of ~1 ms."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class HistoryCache:
     """A bigram's KV cache: the ids seen so far per row, (B, L)."""
 
@@ -277,3 +287,159 @@ def test_sweep_streams_progress_and_cancels_between_batches():
     sweep(pair, ROWS, ["forward"], [0.1], samples=2, max_new_tokens=8, batch_size=2,
           on_batch=lambda p: full.append(p.done), cancel=lambda: False)
     assert full[-1] == 3 * 2 * 4 and full == sorted(full)
+
+
+# --- Real (tiny, random) Llama models -------------------------------------------------------
+
+def tiny_llama_pair(layers: int):
+    from core.demo.model import build_model
+    from core.demo.tokenizer import build_tokenizer
+
+    tok = build_tokenizer()
+    models = []
+    for seed in (1, 2):
+        m = build_model(tok, hidden=32, layers=layers, heads=2, seed=seed).eval()
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():  # a fresh init just repeats one token; this one varies
+            for name, p in m.named_parameters():
+                if "norm" in name:
+                    p.copy_(torch.randn(p.shape, generator=g) * 3)
+                elif p.dim() == 2:
+                    p.mul_(4)
+        models.append(m)
+    return tok, *models
+
+
+@torch.no_grad()
+def reference_decode(base, tuned, prompt, primary, eps, n, eos, top_p):
+    """Independent greedy reference: one row, no padding, no cache, whole prefix each step."""
+    from core.metrics import top_p_logprobs
+
+    seq, out, switched, js = list(prompt), [], [], []
+    for step in range(n):
+        ids = torch.tensor([seq])
+        logits = {k: m(input_ids=ids).logits[0, -1].float() for k, m in
+                  (("base", base), ("tuned", tuned))}
+        lp = {k: top_p_logprobs(torch.log_softmax(v, -1)[None], top_p) for k, v in logits.items()}
+        src = primary
+        js.append(js_from_logprobs(lp["base"], lp["tuned"]).item())
+        if js[-1] > eps:
+            src = "tuned" if primary == "base" else "base"
+            switched.append(step)
+        t = int(logits[src].argmax())
+        out.append(t)
+        seq.append(t)
+        if t == eos:
+            break
+    return out, switched, js
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("layers", [1, 2])
+def test_kv_cached_lockstep_equals_full_prefix_reference(layers):
+    tok, base, tuned = tiny_llama_pair(layers)
+    texts = ["Q: 1+2=? A:", "Q: 12-7+30=? A:", "Q: 5=? A:", "Q: 99-1+4-3=? A:"]
+    prompts = [tok(p)["input_ids"] for p in texts]  # different lengths: real left padding
+    n = 24
+    for top_p in (1.0, 0.7):
+        # Probe (never switching): eps = the median js, so about half the steps switch; and an
+        # "EOS" the models do emit, so rows finish at different steps and the caches shrink.
+        probe = cross_decode(base, tuned, [Job(p, "base", eps=1.0) for p in prompts],
+                             eos_id=None, pad_id=tok.pad_token_id, max_new_tokens=n,
+                             temperature=0, top_p=top_p)
+        eps = float(torch.tensor([v for d in probe for v in d.js]).median())
+        eos = max(range(len(tok)), key=lambda t: sum(d.tokens[1:].count(t) for d in probe))
+        jobs = [Job(p, prim, eps) for p in prompts for prim in ("base", "tuned")]
+        got = cross_decode(base, tuned, jobs, eos_id=eos, pad_id=tok.pad_token_id,
+                           max_new_tokens=n, temperature=0, top_p=top_p)
+        n_sw = sum(len(d.switched) for d in got)
+        assert 0 < n_sw < sum(len(d.tokens) for d in got)  # some steps switch, not all
+        assert any(d.finished for d in got) and len({len(d.tokens) for d in got}) > 1
+        for d in got:
+            tokens, switched, js = reference_decode(base, tuned, d.job.prompt_ids,
+                                                    d.job.primary, eps, n, eos, top_p)
+            assert (d.tokens, d.switched) == (tokens, switched)
+            assert d.js == pytest.approx(js, abs=1e-5)  # every step's distributions agree
+
+
+# --- The job on a run folder and the CLI ----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_pair, tmp_path_factory):
+    from core.config import PrecomputeConfig
+    from core.precompute import precompute
+
+    cache = tmp_path_factory.mktemp("cross_cache")
+    cfg = PrecomputeConfig(base=str(tiny_pair["base"]), tuned=str(tiny_pair["tuned"]),
+                           prompts=str(tiny_pair["prompts"]), cache=str(cache), name="tiny",
+                           max_prompts=3, n=1, max_new_tokens=16)
+    return precompute(cfg, log=lambda s: None, show_progress=False)
+
+
+@pytest.mark.model
+def test_cli_cross_sample_smoke(tiny_run, capsys):
+    import json
+
+    import duckdb
+    import pyarrow.parquet as pq
+
+    from core.cli import main
+
+    rc = main(["cross-sample", "tiny", "--cache", str(tiny_run.parent), "--direction",
+               "forward,reverse", "--eps", "0.001,0.01", "--control", "random", "--prompts", "2",
+               "--samples", "2", "--bootstrap", "50", "--batch-size", "8"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "accuracy %" in out and "forward" in out and "random" in out
+    samples, summary = tiny_run / "cross_samples.parquet", tiny_run / "cross_summary.parquet"
+    con = duckdb.connect()
+
+    def one(sql):
+        return con.execute(sql).fetchall()[0][0]
+
+    n = one(f"SELECT count(*) FROM '{samples}'")
+    assert n == 2 * 2 * (2 * 2 * 2 + 2)
+    groups = con.execute(f"SELECT direction, eps, control, n FROM '{summary}'").fetchall()
+    assert len(groups) == 2 + 2 * 2 * 2 and all(g[3] == 4 for g in groups)
+    bad = one(f"SELECT count(*) FROM '{samples}' WHERE control AND n_tokens >= 16 "
+              "AND n_switched <> n_requested")
+    assert bad == 0
+    meta = json.loads(pq.read_schema(summary).metadata[b"shiftlens.manifest"])
+    assert meta["run_manifest"]["name"] == "tiny"
+    assert meta["cross_sample_config"]["config"]["eps"] == "0.001,0.01"
+    assert meta["packages"]["torch"]
+    # A run folder path works as well as a name; a missing run is a clear error.
+    assert main(["cross-sample", str(tiny_run), "--prompts", "1", "--eps", "0.1",
+                 "--direction", "reverse", "--control", "none", "--no-endpoints"]) == 0
+    assert one(f"SELECT count(*) FROM '{samples}'") == 1
+    assert main(["cross-sample", "nope", "--cache", str(tiny_run.parent)]) == 2
+    assert "no complete run" in capsys.readouterr().err
+
+
+@pytest.mark.model
+def test_cancelled_job_writes_nothing(tiny_run):
+    from core.cross_sampling import CrossSampleConfig, run_cross_sample
+
+    files = [tiny_run / "cross_samples.parquet", tiny_run / "cross_summary.parquet"]
+    before = [f.stat().st_mtime_ns if f.exists() else None for f in files]
+    res, written = run_cross_sample(
+        CrossSampleConfig(run="tiny", cache=str(tiny_run.parent), prompts=1, eps="0.1"),
+        log=lambda s: None, show_progress=False, cancel=lambda: True)
+    assert res.cancelled and written is None and res.rows == []
+    assert [f.stat().st_mtime_ns if f.exists() else None for f in files] == before
+
+
+@pytest.mark.unit
+def test_help_explains_every_option(capsys):
+    import dataclasses
+
+    from core.cli import build_parser
+    from core.cross_sampling import CrossSampleConfig
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["cross-sample", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for f in dataclasses.fields(CrossSampleConfig):
+        assert f.metadata["help"]
+        flag = f.name if f.name == "run" else "--" + f.name.replace("_", "-")
+        assert flag in text and " ".join(f.metadata["help"].split())[:30] in text

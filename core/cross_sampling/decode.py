@@ -76,7 +76,8 @@ class CachedLM:
 
     The cache object is whatever the model returns for `use_cache=True` (a `DynamicCache`
     for current transformers) and goes back in through `past_key_values=`, the argument
-    name of the installed transformers 5.x (`cache=` is not accepted there).
+    name in the installed transformers 5.23. (Checked: `cache=` there is swallowed by
+    **kwargs without a warning and the model silently recomputes from an empty cache.)
     """
 
     def __init__(self, model):

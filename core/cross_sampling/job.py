@@ -49,6 +49,8 @@ def check_options(cfg: CrossSampleConfig) -> tuple[list[str], list[float]]:
                                f"{' and/or '.join(DIRECTIONS)}")
     if not eps:
         raise CrossSampleError("--eps: give at least one threshold")
+    if cfg.control not in ("random", "none"):
+        raise CrossSampleError(f"--control: {cfg.control!r}; use random or none")
     for name in ("samples", "batch_size"):
         if getattr(cfg, name) < 1:
             raise CrossSampleError(f"--{name.replace('_', '-')} must be >= 1")
