@@ -12,7 +12,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from app import state  # noqa: E402
-from app.views import live, overview, search, traces  # noqa: E402
 
 st.set_page_config(page_title="ShiftLens", page_icon="🔎", layout="wide")
 
@@ -27,10 +26,10 @@ def main() -> None:
                    "`python -m core precompute --help`.")
         st.stop()
     pages = {
-        "traces": st.Page(traces.render, title="Traces", url_path="traces", default=True),
-        "overview": st.Page(overview.render, title="Overview", url_path="overview"),
-        "search": st.Page(search.render, title="Token search", url_path="search"),
-        "live": st.Page(live.render, title="Live scoring", url_path="live"),
+        "traces": st.Page("routes/traces.py", title="Traces", url_path="traces", default=True),
+        "overview": st.Page("routes/overview.py", title="Overview", url_path="overview"),
+        "search": st.Page("routes/search.py", title="Token search", url_path="search"),
+        "live": st.Page("routes/live.py", title="Live scoring", url_path="live"),
     }
     st.session_state["_pages"] = pages
     st.navigation(list(pages.values())).run()

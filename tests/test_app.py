@@ -35,7 +35,7 @@ def test_traces_page_opens_on_the_demo_run(app):
     at = app()
     assert at.sidebar.selectbox(key="run_picker").value == "demo-rl"
     assert any("Trace browser" in h.value for h in at.header)
-    assert at.query_params["run"] == ["demo-rl"]
+    assert at.query_params["run"] == "demo-rl"
     assert "trace" in at.query_params
 
 
@@ -47,7 +47,7 @@ def test_url_reopens_a_view(app):
 
 
 def test_search_page(app):
-    at = app("views/search.py")
+    at = app("routes/search.py")
     assert any("Token search" in h.value for h in at.header)
     assert len(at.dataframe) >= 1
 
@@ -61,7 +61,7 @@ def test_bad_url_values_fall_back_to_defaults(app):
 def test_overview_page_has_every_figure(app):
     import json
 
-    at = app("views/overview.py")
+    at = app("routes/overview.py")
     charts = at.get("plotly_chart")
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in charts]
     assert len(charts) >= 10, titles
@@ -71,7 +71,7 @@ def test_overview_page_has_every_figure(app):
 
 
 def test_live_scoring_page(app):
-    at = app("views/live.py")
+    at = app("routes/live.py")
     at.text_area[1].set_value(" 3+4=7. #### 7")
     at.button[0].click()
     at.run(timeout=120)

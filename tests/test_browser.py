@@ -56,9 +56,9 @@ def test_trace_browser_highlights_and_topk(server, page):
     assert coloured, "no highlighted token"
     page.locator("[data-testid=divergence-strip] > div").first.wait_for()
     toks.nth(coloured[0]).click()
-    page.get_by_text("base model", exact=False).first.wait_for(timeout=20_000)
-    page.get_by_text("tuned model", exact=False).first.wait_for()
-    assert f"pos={coloured[0]}" in page.url
+    page.get_by_text(f"Token {coloured[0]}:").wait_for(timeout=20_000)
+    page.get_by_text("top-10").nth(1).wait_for()  # both models' lists
+    page.wait_for_url(f"**pos={coloured[0]}**", timeout=10_000)
     # switch the metric through the select box
     page.locator("[data-testid=stSelectbox]").filter(has_text="Highlight by").click()
     page.get_by_role("option", name="dlogp = logp_tuned - logp_base").click()
@@ -95,9 +95,12 @@ def test_token_search_opens_the_trace_at_the_token(server, page):
     page.goto(f"{server}/search?run=demo-rl")
     grid = page.locator("[data-testid=stDataFrame]").first
     grid.wait_for(timeout=30_000)
-    page.get_by_role("button", name="Search").click()
+    page.get_by_label("js at least").fill("0.01")
+    page.get_by_label("token text contains").fill("")  # any token
+    page.get_by_test_id("stBaseButton-primaryFormSubmit").click()
     first = page.locator("[data-testid=glide-cell-2-0]")  # trace_id of the first hit
-    first.wait_for(state="attached", timeout=20_000)
+    page.wait_for_function(
+        "() => (document.querySelector('[data-testid=glide-cell-2-0]') || {}).textContent")
     trace_id = first.text_content()
     pos = page.locator("[data-testid=glide-cell-3-0]").text_content()
     box = grid.bounding_box()

@@ -303,3 +303,11 @@ def test_cli_export(env, tmp_path, kaleido_server):
     assert z.read("evolution.png").startswith(b"\x89PNG")
     assert main(["export", "rl", "--cache", str(env["cache"]), "--out", str(out),
                  "--formats", "gif"]) == 2
+
+
+def test_split_figures_survive_empty_results(env):
+    """A split figure whose query returns no rows (nothing reaches min_count) still builds."""
+    from core.figures import token_identity
+
+    spec = token_identity(env["con"], "rl", by="sampled_from", min_count=10**9)
+    assert spec.data.empty and len(spec.figure.layout.annotations) <= 1

@@ -14,7 +14,7 @@ def render() -> None:
     st.header("Token search")
     with st.form("token_search"):
         c1, c2, c3 = st.columns(3)
-        js_min = c1.number_input("js at least", 0.0, 0.7, value=0.1, step=0.01, format="%.3f")
+        js_min = c1.number_input("js at least", 0.0, 0.7, value=0.05, step=0.01, format="%.3f")
         rank_min = c2.number_input("rank_base at least (0 = any)", 0, 100000, value=0)
         use_dlogp = c3.checkbox("dlogp at most …", value=False)
         dlogp_max = c3.number_input("dlogp at most", -50.0, 50.0, value=-1.0, step=0.5,

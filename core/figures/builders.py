@@ -68,8 +68,9 @@ def _keys(df: pd.DataFrame, by: str | None) -> list:
     if not by:
         return [None]
     present = df[by].dropna().unique().tolist() if by in df else []
-    return [k for k in SOURCE_ORDER if k in present] + sorted(k for k in present
+    keys = [k for k in SOURCE_ORDER if k in present] + sorted(k for k in present
                                                             if k not in SOURCE_ORDER)
+    return keys or [None]  # no rows at all: one empty panel, not zero columns
 
 
 def _part(df, by, key):
