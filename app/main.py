@@ -29,6 +29,7 @@ def main() -> None:
         "traces": st.Page("routes/traces.py", title="Traces", url_path="traces", default=True),
         "overview": st.Page("routes/overview.py", title="Overview", url_path="overview"),
         "search": st.Page("routes/search.py", title="Token search", url_path="search"),
+        "cross": st.Page("routes/cross.py", title="Cross-sampling", url_path="cross"),
         "live": st.Page("routes/live.py", title="Live scoring", url_path="live"),
     }
     st.session_state["_pages"] = pages

@@ -74,7 +74,7 @@ def main() -> int:
     ap.add_argument("--base", default=str(ROOT / "assets/demo/base"))
     ap.add_argument("--tuned", default=str(ROOT / "assets/demo/rl"))
     ap.add_argument("--prompts", default=str(ROOT / "assets/prompts/arith-heldout.jsonl"))
-    ap.add_argument("--traces", type=int, default=64)
+    ap.add_argument("--traces", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--top-k", type=int, default=10)
     ap.add_argument("--repeat", type=int, default=3)

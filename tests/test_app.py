@@ -77,3 +77,9 @@ def test_live_scoring_page(app):
     at.run(timeout=120)
     assert not at.exception, [e.value for e in at.exception]
     assert any("tokens highlighted" in c.value for c in at.caption)
+
+
+def test_cross_sampling_page(app):
+    at = app("routes/cross.py")
+    assert any("Cross-sampling" in h.value for h in at.header)
+    assert any("Runs on" in i.value for i in at.info)

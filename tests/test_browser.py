@@ -121,3 +121,33 @@ def test_overview_figure_downloads_as_png(server, page):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "figure.png").write_bytes(data)
+
+
+def test_live_scoring_highlights_typed_text(server, page):
+    page.goto(f"{server}/live?run=demo-rl")
+    page.get_by_test_id("stBaseButton-primaryFormSubmit").click()
+    toks = page.locator(".sl-tok")
+    toks.first.wait_for(timeout=60_000)
+    assert toks.count() > 5
+    toks.nth(3).click()
+    page.get_by_text("Token 3:").wait_for(timeout=20_000)
+
+
+def test_fork_explorer_compares_two_branches(server, page):
+    page.goto(f"{server}/?run=demo-rl&pos=4")
+    page.locator(".sl-sel").wait_for(timeout=30_000)
+    page.get_by_text("Fork here (at token 4)").click()
+    page.get_by_role("button", name="Fork", exact=True).click()
+    page.get_by_text("base top-1 → continued by tuned").wait_for(timeout=60_000)
+    page.get_by_text("tuned top-1 → continued by tuned").wait_for()
+    page.get_by_text("forks.parquet").wait_for()
+
+
+def test_cross_sampling_sweep_runs_in_the_page(server, page):
+    page.goto(f"{server}/cross?run=demo-rl")
+    page.get_by_label("eps grid (js thresholds)").fill("0.05")
+    page.get_by_label("prompts").fill("2")
+    page.get_by_test_id("stBaseButton-primaryFormSubmit").click()
+    page.get_by_text("Mixed traces").wait_for(timeout=120_000)  # shown once results are stored
+    page.locator(".sl-tok").first.wait_for(timeout=30_000)
+    assert page.get_by_text("Runs on CPU").count() + page.get_by_text("Runs on GPU").count() == 1

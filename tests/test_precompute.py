@@ -201,3 +201,21 @@ def test_cli_export_writes_the_bundle(demo_cache, tmp_path):
                  "--formats", "png,svg"]) == 0
     names = zipfile.ZipFile(tmp_path / "rl-figures.zip").namelist()
     assert "evolution.png" in names and "contrast.svg" in names and "js_hist.json" in names
+
+
+def test_cross_sample_cli_on_the_demo_pair(demo_cache, capsys):
+    from core.cli import main
+    from core.cross_sampling import read_summary
+
+    assert main(["cross-sample", "rl", "--cache", str(demo_cache), "--prompts", "3",
+                 "--eps", "0.02,0.1", "--top-p", "1.0", "--bootstrap", "50"]) == 0
+    s = read_summary(demo_cache / "rl")
+    got = {(d, bool(c)) for d, c in zip(s.direction, s.control)}
+    assert got == {("base", False), ("tuned", False), ("forward", False), ("forward", True),
+                   ("reverse", False), ("reverse", True)}
+    assert ((s.ci_lo <= s.accuracy) & (s.accuracy <= s.ci_hi)).all()
+    samples = pd.read_parquet(demo_cache / "rl" / "cross_samples.parquet")
+    fwd = samples[(samples.direction == "forward") & ~samples.control]
+    ctl = samples[(samples.direction == "forward") & samples.control]
+    assert len(fwd) == len(ctl) == 3 * 2
+    assert (fwd.n_switched.to_numpy() >= 0).all() and "forward" in capsys.readouterr().out
