@@ -14,6 +14,7 @@ function visible(tok) {
 
 export default function (component) {
   const { data, parentElement, setTriggerValue } = component;
+  const started = performance.now();
   let root = parentElement.querySelector(".sl-root");
   if (!root) {
     root = document.createElement("div");
@@ -66,6 +67,7 @@ export default function (component) {
   text.appendChild(frag);
   root.appendChild(text);
   if (selectedEl && data.scroll) selectedEl.scrollIntoView({ block: "center" });
+  root.dataset.renderMs = (performance.now() - started).toFixed(1);  // read by benchmarks
 
   function tokenSpan(i) {
     const span = document.createElement("span");
