@@ -71,8 +71,8 @@ def legend_html(metric: str, threshold: float, vmax: float | None = None) -> str
                  f"{lo}{'' if hi == lo else ('-' + str(hi)) if hi else '+'}"
                  for name, lo, hi, rgb in URIAL]
         return f"<div style='font-size:.85rem'>{esc(label)}: " + " &nbsp; ".join(items) + "</div>"
-    stops = (["-" + f"{full:g}", "0", f"+{full:g}"] if kind == "diverging"
-             else [f"{threshold:g}", f"{full / 2:g}", f"≥ {full:g}"])
+    stops = (["-" + f"{full:.3g}", "0", f"+{full:.3g}"] if kind == "diverging"
+             else [f"{threshold:.3g}", f"{full / 2:.3g}", f"≥ {full:.3g}"])
     grad = (f"linear-gradient(90deg, {_rgba(BLUE, .9)}, transparent, {_rgba(RED, .9)})"
             if kind == "diverging" else f"linear-gradient(90deg, transparent, {_rgba(RED, .9)})")
     note = ("blue: tuned less likely than base; red: more likely" if kind == "diverging"
