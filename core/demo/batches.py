@@ -28,3 +28,16 @@ def token_logprobs(model, ids: torch.Tensor, attn: torch.Tensor) -> torch.Tensor
     """log p(ids[:, t] | ids[:, :t]) for t >= 1, shape (B, T-1)."""
     logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()
     return torch.gather(F.log_softmax(logits, -1), 2, ids[:, 1:, None]).squeeze(2)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `x` over the positions where `mask` is 1 (token-level mean, as in DAPO)."""
+    return (x * mask).sum() / mask.sum()
+
+
+def update(model, opt, loss: torch.Tensor, max_norm: float = 1.0) -> None:
+    """One optimiser step on `loss`, gradients clipped to `max_norm`."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    opt.step()

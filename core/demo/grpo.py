@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 from ..sampling import sample
-from .batches import pack, token_logprobs
+from .batches import masked_mean, pack, token_logprobs, update
 from .task import is_correct, sample_problems
 
 
@@ -73,23 +73,19 @@ def train_grpo(model, tokenizer, cfg: GRPOSettings, *, operands, digits,
             old = token_logprobs(model, ids, attn)
         model.train()
         weights = []
-        for update in range(cfg.updates_per_step):
+        for inner in range(cfg.updates_per_step):
             logp = token_logprobs(model, ids, attn)
             ratio = torch.exp(logp - old)
             a = adv[:, None].expand_as(logp)
             kl = (ratio - 1 - torch.log(ratio)).detach()  # k3 of KL(pi_old || pi_theta)
-            if update > 0:  # at the first update pi_theta == pi_old and KL is 0
+            if inner > 0:  # at the first update pi_theta == pi_old and KL is 0
                 kl_seen.append(kl[mask > 0])
             if cfg.weighted:
                 w = divergence_weight(kl, cfg.s, cfg.alpha)
-                weights.append(float((w * mask).sum() / mask.sum()))
+                weights.append(float(masked_mean(w, mask)))
                 a = a * w
             obj = torch.minimum(ratio * a, torch.clamp(ratio, 1 - cfg.clip, 1 + cfg.clip) * a)
-            loss = -(obj * mask).sum() / mask.sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+            update(model, opt, -masked_mean(obj, mask))
         model.eval()
         history.append(float(rewards.mean()))
         if (step + 1) % log_every == 0 or step + 1 == cfg.steps:

@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-from .batches import pack, token_logprobs
+from .batches import masked_mean, pack, token_logprobs, update
 from .task import sample_problems
 
 
@@ -47,11 +47,8 @@ def train_sft(model, tokenizer, *, steps: int, lr: float, batch_size: int, seed:
                                tokenizer.pad_token_id)
         logp = token_logprobs(model, ids, attn)
         mask = resp[:, 1:]
-        loss = -(logp * mask).sum() / mask.sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        loss = -masked_mean(logp, mask)
+        update(model, opt, loss)
         sched.step()
         loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
         if (step + 1) % log_every == 0 or step + 1 == steps:
