@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -28,7 +29,7 @@ def streamlit_server(cache: Path, timeout: float = 60.0):
     """Run `streamlit run app/main.py` against `cache`; yield its base URL."""
     port = free_port()
     env = dict(os.environ, SHIFTLENS_CACHE=str(cache), PYTHONUNBUFFERED="1")
-    log = open(cache.parent / f"streamlit-{port}.log", "w")
+    log = open(Path(tempfile.gettempdir()) / f"shiftlens-streamlit-{port}.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"),
          "--server.port", str(port), "--server.address", "127.0.0.1",
