@@ -64,6 +64,11 @@ def set_params(**values) -> None:
             st.query_params[k] = str(v)
 
 
+def _label(r: RunInfo) -> str:
+    """What the run picker lists: name, kind, prompt set and date."""
+    return f"{r.name} · {r.kind or 'run'} · {r.prompt_set} · {r.created[:10]}"
+
+
 def pick_run(infos: list[RunInfo]) -> RunInfo:
     """Sidebar run picker, synchronised with the `run` query parameter (the URL wins, and a
     choice in the picker is written to the URL at once)."""
@@ -79,7 +84,7 @@ def pick_run(infos: list[RunInfo]) -> RunInfo:
 
     choice = st.sidebar.selectbox(
         "Run", names, key="run_picker", on_change=chosen,
-        format_func=lambda n: f"{n} ({infos[names.index(n)].kind or '-'})")
+        format_func=lambda n: _label(infos[names.index(n)]))
     run = infos[names.index(choice)]
     st.sidebar.caption(f"**pair** {run.pair}  \n**prompts** {run.prompt_set}  \n"
                        f"**created** {run.created}  \n{run.n_traces} traces, "

@@ -103,3 +103,24 @@ def test_rank_ties_count_strictly_greater():
     assert rank_of(lp, torch.tensor([1])).item() == 2
     assert rank_of(lp, torch.tensor([2])).item() == 2
     assert rank_of(lp, torch.tensor([0])).item() == 1
+
+
+@pytest.mark.parametrize("response,reference,ok", [
+    (r"so the answer is \boxed{\frac{1}{2}}", "0.5", True),
+    (r"\boxed{7}", "7", True),
+    (r"\boxed{8}", "7", False),
+    ("no answer at all", "3", False),
+    (" 7+8=15. #### 15", "15", True),
+])
+def test_math_verifier(response, reference, ok):
+    from core.verifiers import get
+
+    assert get("math")(response, reference)[1] is ok
+
+
+def test_exact_verifier_wants_the_canonical_integer():
+    from core.verifiers import get
+
+    assert get("exact")(" 5-9=-4. #### -4", "-4") == ("-4", True)
+    assert get("exact")(" #### -04", "-4")[1] is False
+    assert get("exact")(" 5-9=-4.", "-4") == (None, False)
