@@ -1,5 +1,5 @@
-"""The command line: `python -m core {precompute,summary,export,cross-sample,runs}`; a thin
-shell over `core`."""
+"""The command line: `python -m core {precompute,summary,export,cross-sample,runs,add-pair,
+jobs}`; a thin shell over `core`."""
 
 from __future__ import annotations
 
@@ -148,17 +148,23 @@ def build_parser() -> argparse.ArgumentParser:
                           description="List complete runs with their pair, prompt set and date.")
     runs.add_argument("--cache", default="cache", help="folder of runs (default: cache)")
     runs.set_defaults(func=_cmd_runs)
+
+    from .cli_jobs import add_commands  # add-pair, jobs: bring your own checkpoints
+
+    add_commands(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .jobs import JobError
     from .pair import PairError
     from .precompute import RunError
     from .prompts import PromptSetError
+    from .upload import UploadError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (PairError, PromptSetError, RunError) as e:
+    except (PairError, PromptSetError, RunError, JobError, UploadError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -151,8 +151,18 @@ def _shard(cfg: PrecomputeConfig, pair: Pair, ps: PromptSet, idx: list[int], sha
 
 
 def precompute(cfg: PrecomputeConfig, log: Callable[[str], None] = print,
-               show_progress: bool = True) -> Path:
-    """Run the job described by `cfg`; returns the published run folder."""
+               show_progress: bool = True,
+               progress: Callable[[dict], None] | None = None) -> Path:
+    """Run the job described by `cfg`; returns the published run folder.
+
+    progress: called with {"stage": "shards" | "assembling" | "done", "shards_done",
+    "shards_total", "prompts_done", "prompts_total"} when the shard loop starts, after each
+    finished shard and at the end (core.jobs writes it to a progress file).
+    """
+    def report(stage: str, shards_done: int, prompts_done: int) -> None:
+        if progress is not None:
+            progress({"stage": stage, "shards_done": shards_done, "shards_total": len(shards),
+                      "prompts_done": prompts_done, "prompts_total": len(ps.rows)})
     cache = Path(cfg.cache)
     ps = load_prompts(cfg.prompts, limit=cfg.max_prompts or None)
     cfg = dataclasses.replace(cfg, name=cfg.name or default_name(cfg))
@@ -190,15 +200,22 @@ def precompute(cfg: PrecomputeConfig, log: Callable[[str], None] = print,
             log(f"resuming {cfg.name!r}: {len(shards) - len(todo)}/{len(shards)} shards done")
         bar = tqdm(total=sum(len(shards[k]) for k in todo), desc=f"precompute {cfg.name}",
                    unit="prompt", disable=not show_progress)
+        n_done = len(shards) - len(todo)
+        p_done = len(ps.rows) - sum(len(shards[k]) for k in todo)
+        report("shards", n_done, p_done)
         for k in todo:
             tables = _shard(cfg, pair, ps, shards[k], k, reused)
             for fname, table in zip((TOKENS_FILE, TOPK_FILE, TRACES_FILE), tables):
                 write_parquet(table, staging / "parts" / f"{Path(fname).stem}-{k:05d}.parquet")
             (staging / "parts" / f"shard-{k:05d}.done").write_text("ok")
             bar.update(len(shards[k]))
+            n_done, p_done = n_done + 1, p_done + len(shards[k])
+            report("shards", n_done, p_done)
         bar.close()
+        report("assembling", n_done, p_done)
         _assemble(cfg, pair, ps, staging, len(shards), time.time() - t0)
         publish(staging, final)
+        report("done", n_done, p_done)
     finally:
         lock.release()
     log(f"wrote {final}")

@@ -1,7 +1,10 @@
-"""The runs in a cache folder: what they are, for listings and pickers."""
+"""The runs in a cache folder: what they are, for listings and pickers; rename and delete."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,3 +67,88 @@ def contrast_candidates(runs: list[RunInfo], run: RunInfo) -> list[str]:
     same = [r for r in runs if r.name != run.name and key(r) == key(run)
             and not r.manifest.get("traces_from")]
     return [r.name for r in sorted(same, key=lambda r: (r.kind != "sft", r.name))]
+
+
+class RunsError(ValueError):
+    """A rename or delete that cannot be done; the message says why."""
+
+
+def _check_idle(cache: Path, name: str) -> None:
+    """Refuse a run that a queued/running job will write or a live precompute holds."""
+    import fcntl
+
+    from .jobs import busy_runs
+
+    job = busy_runs(cache).get(name)
+    if job:
+        raise RunsError(f"run {name!r} is being written by job {job}; cancel it first")
+    lock = cache / ".staging" / f"{name}.lock"
+    if lock.is_file():  # never create the lock file here: a listing must not touch cache/
+        with open(lock) as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(f, fcntl.LOCK_UN)
+            except BlockingIOError:
+                raise RunsError(f"run {name!r} is being computed by another process") from None
+
+
+def _existing_run(cache: Path, name: str) -> Path:
+    from .precompute import RUN_NAME
+
+    if not RUN_NAME.match(name or ""):
+        raise RunsError(f"{name!r} is not a run name")
+    path = cache / name
+    if read_manifest(path) is None:
+        raise RunsError(f"no complete run named {name!r} in {cache}")
+    return path
+
+
+def rename_run(cache: str | Path, old: str, new: str) -> Path:
+    """Rename run `old` to `new`; returns the new run folder.
+
+    The folder is renamed (one atomic rename); then manifest.json gets the new "name" and
+    config.name plus a "renamed_from" list, and runs that re-scored this run's traces (a
+    checkpoint series: manifest traces_from == old) point at the new name, so series_of()
+    still finds them. The manifest copy inside each Parquet file's key-value metadata keeps
+    the name the run was computed under (rewriting whole tables to change it would cost as
+    much as the run is large); manifest.json is the authority. Refuses (RunsError) a name
+    that is not a run, a new name that is invalid or taken, and runs a job is writing.
+    """
+    from .precompute import RUN_NAME
+    from .storage import write_json
+
+    cache = Path(cache)
+    src = _existing_run(cache, old)
+    if not RUN_NAME.match(new or ""):
+        raise RunsError(f"new name {new!r}: use letters, digits, '.', '_' and '-' only")
+    dst = cache / new
+    if dst.exists() or (cache / ".staging" / new).exists():
+        raise RunsError(f"{new!r} is taken (a run, a folder or a run being computed)")
+    _check_idle(cache, old)
+    _check_idle(cache, new)
+    os.rename(src, dst)
+    m = read_manifest(dst)
+    m["renamed_from"] = [*m.get("renamed_from", []), old]
+    m["name"] = new
+    if isinstance(m.get("config"), dict):
+        m["config"]["name"] = new
+    write_json(m, dst / "manifest.json")
+    for r in list_runs(cache):
+        if r.manifest.get("traces_from") == old:
+            r.manifest["traces_from"] = new
+            if isinstance(r.manifest.get("config"), dict):
+                r.manifest["config"]["traces_from"] = new
+            write_json(r.manifest, r.path / "manifest.json")
+    return dst
+
+
+def delete_run(cache: str | Path, name: str) -> None:
+    """Delete run `name`: renamed to a hidden trash folder at once (so no reader sees half a
+    run), then removed. Series runs that re-scored its traces keep their own tables. Refuses
+    (RunsError) a name that is not a run and runs a job is writing. The app asks first."""
+    cache = Path(cache)
+    path = _existing_run(cache, name)
+    _check_idle(cache, name)
+    trash = cache / f".trash-{name}-{uuid.uuid4().hex[:8]}"
+    os.rename(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
