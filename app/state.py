@@ -72,6 +72,10 @@ def _label(r: RunInfo) -> str:
 def pick_run(infos: list[RunInfo]) -> RunInfo:
     """Sidebar run picker, synchronised with the `run` query parameter (the URL wins, and a
     choice in the picker is written to the URL at once)."""
+    if not infos:
+        st.warning(f"No runs in {cache_dir()}. Build the demo runs with "
+                   "`python -m core.demo_runs ensure`, or add a pair on the 'Add a pair' page.")
+        st.stop()
     names = [r.name for r in infos]
     wanted = param("run")
     if wanted in names:

@@ -83,3 +83,11 @@ def test_cross_sampling_page(app):
     at = app("routes/cross.py")
     assert any("Cross-sampling" in h.value for h in at.header)
     assert any("Runs on" in i.value for i in at.info)
+
+
+def test_add_pair_and_runs_pages(app):
+    at = app("routes/add_pair.py")
+    assert any("Add a pair" in h.value for h in at.header)
+    at = app("routes/runs.py")
+    assert any("Runs" in h.value for h in at.header)
+    assert len(at.get("plotly_chart")) >= 10  # the side-by-side comparison

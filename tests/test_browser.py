@@ -151,3 +151,33 @@ def test_cross_sampling_sweep_runs_in_the_page(server, page):
     page.get_by_text("Mixed traces").wait_for(timeout=120_000)  # shown once results are stored
     page.locator(".sl-tok").first.wait_for(timeout=30_000)
     assert page.get_by_text("Runs on CPU").count() + page.get_by_text("Runs on GPU").count() == 1
+
+
+def test_upload_a_pair_queue_watch_and_open(server, page, tmp_path):
+    """The whole bring-your-own path in the browser: zip the demo pair, upload both, queue
+    the precompute, watch the background job finish, open the new run."""
+    import shutil as sh
+
+    from tests.conftest import DEMO
+
+    zips = {w: sh.make_archive(str(tmp_path / f"{w}-model"), "zip", DEMO / w)
+            for w in ("base", "rl")}
+    page.goto(f"{server}/add")
+    page.get_by_text("Add a pair").first.wait_for(timeout=30_000)
+    for i in range(2):
+        page.get_by_text("upload a zip / tar").nth(i).click()
+    page.locator("input[type=file]").nth(1).wait_for(state="attached", timeout=20_000)
+    page.locator("input[type=file]").nth(0).set_input_files(zips["base"])
+    page.get_by_text("unpacked to").first.wait_for(timeout=60_000)
+    page.locator("input[type=file]").nth(1).set_input_files(zips["rl"])
+    page.get_by_text("unpacked to").nth(1).wait_for(timeout=60_000)
+    page.get_by_label("prompts (0 = all)").fill("3")
+    page.get_by_label("samples per prompt").fill("1")
+    page.get_by_label("max new tokens").fill("40")
+    page.get_by_label("Run name (optional)").fill("uploaded-pair")
+    page.get_by_role("button", name="Validate and queue").click()
+    page.get_by_text("Queued 1 job(s): uploaded-pair").wait_for(timeout=120_000)
+    page.get_by_role("link", name="Open").first.wait_for(timeout=180_000)  # job done
+    page.get_by_role("link", name="Open").first.click()
+    page.wait_for_url("**run=uploaded-pair**", timeout=30_000)
+    page.locator(".sl-tok").first.wait_for(timeout=60_000)
