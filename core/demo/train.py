@@ -67,9 +67,8 @@ TINY = dict(hidden=48, layers=2, base_steps=250, batch_size=32, rl_steps=4, rl_p
             rl_group=4, series=2, heldout=64, base_lr=3e-3, operands="2,3")
 
 
-def _save(model, tokenizer, folder: Path) -> float:
-    """Save fp16 weights + fp32 config + tokenizer; return seconds spent."""
-    t = time.time()
+def _save(model, tokenizer, folder: Path) -> None:
+    """Save fp16 weights + fp32 config + tokenizer."""
     folder.mkdir(parents=True, exist_ok=True)
     copy.deepcopy(model).half().save_pretrained(folder)
     cfg_path = folder / "config.json"
@@ -77,7 +76,6 @@ def _save(model, tokenizer, folder: Path) -> float:
     cfg["dtype"] = "float32"
     cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
     tokenizer.save_pretrained(folder)
-    return time.time() - t
 
 
 def _reload(folder: Path):
@@ -136,12 +134,11 @@ def train_family(cfg: DemoConfig, log=print) -> dict:
     series_steps = [every * (i + 1) for i in range(cfg.series)]
     log(f"== rl: GRPO {cfg.rl_steps} steps (series at {series_steps})")
     rl = copy.deepcopy(base)
-    series_times: dict[int, float] = {}
     t_rl = time.time()
 
     def saver(step: int):
         folder = out / "rl-steps" / f"step-{step}"
-        return lambda: series_times.__setitem__(step, _save(rl, tok, folder))
+        return lambda: _save(rl, tok, folder)
 
     st_rl = train_grpo(rl, tok, rl_cfg, operands=ops, digits=digs,
                        save_at={s: saver(s) for s in series_steps}, log=log)
