@@ -91,3 +91,14 @@ def test_add_pair_and_runs_pages(app):
     at = app("routes/runs.py")
     assert any("Runs" in h.value for h in at.header)
     assert len(at.get("plotly_chart")) >= 10  # the side-by-side comparison
+
+
+def test_cross_sampling_target_budget_picks_eps_from_the_run(app):
+    at = app("routes/cross.py")
+    at.radio[0].set_value("target budgets (% of tokens)")
+    at.text_input[0].set_value("5")
+    at.number_input[0].set_value(1)  # one prompt: the sweep it starts is tiny
+    at.button[0].click()
+    at.run(timeout=120)
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("target budgets → eps from the stored js: 5% →" in c.value for c in at.caption)

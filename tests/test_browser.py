@@ -143,9 +143,12 @@ def test_fork_explorer_compares_two_branches(server, page):
     page.get_by_text("forks.parquet").wait_for()
 
 
-def test_cross_sampling_sweep_runs_in_the_page(server, page):
+def test_cross_sampling_sweep_runs_in_the_page(server, page, app_cache):
+    for f in ("cross_samples.parquet", "cross_summary.parquet"):  # only this sweep's results
+        (app_cache / "demo-rl" / f).unlink(missing_ok=True)      # can make the page show them
     page.goto(f"{server}/cross?run=demo-rl")
-    page.get_by_label("eps grid (js thresholds)").fill("0.05")
+    page.get_by_text("No stored sweep for this run yet.").wait_for(timeout=30_000)
+    page.get_by_label("eps grid (js thresholds) or budgets in %").fill("0.05")
     page.get_by_label("prompts").fill("2")
     page.get_by_test_id("stBaseButton-primaryFormSubmit").click()
     page.get_by_text("Mixed traces").wait_for(timeout=120_000)  # shown once results are stored

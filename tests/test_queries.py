@@ -440,3 +440,13 @@ def test_missing_tables(tmp_path):
     h = Q.headline(con)
     assert h["n_tokens"][0] == len(make_tables(8)[1]) and h["n_traces"][0] == 0
     assert len(Q.trace_tokens(con, "t", 0)) > 0
+
+
+def test_eps_for_budget_is_the_js_quantile(env):
+    con, ref = env
+    t = ref["tok"].query("run == 'rl'")
+    got = Q.eps_for_budget(con, [0.01, 0.1, 0.5], runs=["rl"])
+    want = np.quantile(t.js.astype(np.float32).astype(np.float64), [0.99, 0.9, 0.5])
+    np.testing.assert_allclose(got.eps, want, rtol=1e-5)
+    for b, e in zip(got.budget, got.eps):  # that share of tokens lies above the threshold
+        assert abs((t.js > e).mean() - b) <= 2 / len(t)

@@ -10,6 +10,7 @@ import streamlit as st
 from app import state
 from app.components.trace_view import trace_view
 from app.widgets.figure import show_figure
+from core import queries
 from core.cross_sampling import CrossSampleConfig, background, read_summary
 from core.cross_sampling.view import PRIMARY, list_samples, sample_tokens, tokenizer_of_run
 from core.figures.cross import cross_sampling
@@ -27,12 +28,30 @@ def _device_note() -> str:
     return "Runs on CPU (fp32): no GPU found"
 
 
+def _eps_grid(run, how: str, text: str, top_p: float) -> str:
+    """The eps grid to sweep: as typed, or from target budgets (% of tokens) via the run's
+    stored js distribution (js_top_p when sweeping at the run's own nucleus)."""
+    if how == "eps grid":
+        return text
+    budgets = [float(x) / 100 for x in text.split(",") if x.strip()]
+    metric = "js_top_p" if abs(top_p - run.manifest.get("config", {}).get("js_top_p", 0.7)) \
+        < 1e-9 and top_p < 1 else "js"
+    con = state.connection([run])
+    grid = queries.eps_for_budget(con, budgets, metric=metric, runs=[run.name])
+    st.caption("target budgets → eps from the stored " + metric + ": " + ", ".join(
+        f"{100 * b:g}% → {e:.4f}" for b, e in zip(grid.budget, grid.eps)))
+    return ",".join(f"{max(e, 0.0):.6g}" for e in grid.eps)
+
+
 def _settings(run) -> CrossSampleConfig | None:
     with st.form("cross_settings"):
         c1, c2, c3 = st.columns(3)
         directions = c1.multiselect("Directions", ["forward", "reverse"],
                                     default=["forward", "reverse"])
-        eps = c2.text_input("eps grid (js thresholds)", "0.005,0.01,0.02,0.05,0.1")
+        how = c2.radio("Sweep over", ["eps grid", "target budgets (% of tokens)"],
+                       horizontal=True)
+        eps = c2.text_input("eps grid (js thresholds) or budgets in %",
+                            "0.005,0.01,0.02,0.05,0.1")
         control = c3.checkbox("random-position control", value=True)
         c4, c5, c6, c7 = st.columns(4)
         prompts = c4.number_input("prompts", 1, 100_000, value=min(50, run.n_traces or 50))
@@ -44,6 +63,11 @@ def _settings(run) -> CrossSampleConfig | None:
         return None
     if not directions:
         st.error("Pick at least one direction.")
+        return None
+    try:
+        eps = _eps_grid(run, how, eps, float(top_p))
+    except ValueError as e:
+        st.error(f"Cannot read that grid: {e}")
         return None
     return CrossSampleConfig(run=str(run.path), cache=str(state.cache_dir()),
                              direction=",".join(directions), eps=eps,

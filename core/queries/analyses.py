@@ -277,3 +277,16 @@ def contrast(con, run_a: str, run_b: str, near_zero=0.01, high=0.1, metric="js",
     df = sparsity_summary(con, near_zero, high, metric, runs=[run_a, run_b],
                           sampled_from=sampled_from, correct=correct, by="run")
     return df.set_index("run").reindex([run_a, run_b]).reset_index()
+
+
+def eps_for_budget(con, budgets, metric="js", runs=None, sampled_from=None) -> pd.DataFrame:
+    """The js threshold that a share `budget` of the stored tokens exceeds, per budget:
+    columns budget, eps (the (1 - budget) quantile of `metric`). A starting point for a
+    cross-sampling sweep aimed at a token budget: the mixed prefixes of cross-sampling are
+    not the stored traces, so the budget actually spent is measured by the sweep itself."""
+    col = _metric(metric)
+    base, p = _filtered(runs, sampled_from)
+    qs = [min(1.0, max(0.0, 1.0 - float(b))) for b in budgets]
+    sql = f"SELECT quantile_cont({col}, $qs::DOUBLE[]) AS eps FROM ({base})"
+    got = _q(con, sql, {**p, "qs": qs}).eps.iloc[0]
+    return pd.DataFrame({"budget": [float(b) for b in budgets], "eps": list(got)})
