@@ -35,6 +35,11 @@ class PrecomputeConfig:
     js_top_p: float = opt(0.7, "nucleus for the js_top_p column (the paper's truncated JS)")
     shard_size: int = opt(64, "prompts per resumable shard")
     chat_template: bool = opt(True, "wrap prompts in the tokenizer's chat template if it has one")
+    scoring: str = opt("joint", "joint: both models resident, exact metrics; sequential: one "
+                                "model at a time, JS from each position's kept top-K mass with "
+                                "its error bound recorded in the manifest (pairs that do not fit "
+                                "together)", choices=["joint", "sequential"])
+    sequential_k: int = opt(64, "sequential scoring: base log-probs kept per position")
     traces_from: str = opt("", "re-score the traces of this existing run instead of sampling "
                                "(for checkpoint series: same traces, another tuned model)")
     kind: str = opt("", "label for the tuned model: rl, sft, series-step, ... (free text)")
@@ -43,6 +48,13 @@ class PrecomputeConfig:
     allow_pickle: bool = opt(False, "allow pickle (.bin/.pt) weights: runs code from the file")
     trust_remote_code: bool = opt(False, "allow model code shipped with a checkpoint")
     force: bool = opt(False, "recompute even if a complete run with this name exists")
+    engine: str = opt("local", "where shards run: local (this process) or ray (a Ray Data "
+                               "actor pool; local Ray, or the cluster named by RAY_ADDRESS)",
+                      choices=["local", "ray"])
+    workers: int = opt(2, "ray engine: actors in the pool, each holding the pair")
+    parts_uri: str = opt("", "ray engine: where workers write part files: a folder every "
+                             "worker can reach or a pyarrow filesystem URI such as "
+                             "s3://bucket/prefix (default: the run's local staging folder)")
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls) -> None:

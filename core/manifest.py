@@ -16,8 +16,9 @@ from .schema import MANIFEST_FILE, SCHEMA_VERSION
 PACKAGES = ("torch", "transformers", "tokenizers", "safetensors", "pyarrow", "duckdb",
             "pandas", "numpy", "math-verify")
 
-# Settings that do not change a run's content (where it lives, how it is forced).
-NON_CONTENT = {"name", "cache", "force", "device"}
+# Settings that do not change a run's content (where it lives, how it is forced, which
+# engine computes it: the Ray engine writes the same rows, so it resumes the same staging).
+NON_CONTENT = {"name", "cache", "force", "device", "engine", "workers", "parts_uri"}
 
 
 def package_versions() -> dict[str, str | None]:

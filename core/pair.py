@@ -197,19 +197,38 @@ def _short(e: Exception, limit: int = 300) -> str:
 class Pair:
     base: LoadedModel
     tuned: LoadedModel
+    options: dict = field(default_factory=dict)  # load_model keyword arguments
 
     @property
     def tokenizer(self):
         return self.tuned.tokenizer
 
+    def model(self, role: str) -> torch.nn.Module:
+        """The resident model of `role` ("base" or "tuned"), or, for a pair loaded without
+        weights (sequential scoring), a freshly loaded one the caller releases after use."""
+        loaded = self.base if role == "base" else self.tuned
+        if loaded.model is not None:
+            return loaded.model
+        return load_model(loaded.ref.spec, **self.options).model
+
+    def device(self) -> str:
+        if self.base.model is not None:
+            return str(next(self.base.model.parameters()).device)
+        return str(pick_device(self.options.get("device"))[0])
+
 
 def load_pair(base: str, tuned: str, *, allow_pickle: bool = False,
-              trust_remote_code: bool = False, device: str | None = None) -> Pair:
-    """Tokenizers first (cheap): refuse mismatched vocabularies before loading any weights."""
+              trust_remote_code: bool = False, device: str | None = None,
+              load_weights: bool = True) -> Pair:
+    """Tokenizers first (cheap): refuse mismatched vocabularies before loading any weights.
+    With `load_weights=False` the pair holds tokenizers and fingerprints only, and
+    `Pair.model(role)` loads one model at a time (for pairs that do not fit together)."""
     kw = dict(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, device=device)
     b = load_model(base, with_model=False, **kw)
     t = load_model(tuned, with_model=False, **kw)
     diff = vocab_difference(b.tokenizer, t.tokenizer)
     if diff:
         raise PairError(f"base {base!r} and tuned {tuned!r} do not share a vocabulary: {diff}")
-    return Pair(load_model(base, **kw), load_model(tuned, **kw))
+    if not load_weights:
+        return Pair(b, t, kw)
+    return Pair(load_model(base, **kw), load_model(tuned, **kw), kw)

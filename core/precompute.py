@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import hashlib
+import json
 import re
 import shutil
 import time
@@ -36,6 +37,7 @@ from .prompts import PromptSet, load_prompts
 from .sampling import encode_prompts, sample
 from .schema import MANIFEST_FILE, TOKENS_FILE, TOPK_FILE, TRACES_FILE
 from .scoring import ScoreSettings, score_traces
+from .sequential import APPROXIMATE_COLUMNS, score_traces_sequential
 from .storage import (
     publish,
     staging_dir,
@@ -46,6 +48,7 @@ from .storage import (
     write_parquet,
 )
 
+BOUND_KEY = b"shiftlens.js_bound"  # per-shard sequential-mode bound, in part-file metadata
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -118,10 +121,11 @@ def _shard(cfg: PrecomputeConfig, pair: Pair, ps: PromptSet, idx: list[int], sha
                                   t["sampled_from"], t["trace_id"]))
         else:
             seed = _shard_seed(cfg.seed, shard, source)
-            model = (pair.tuned if source == "tuned" else pair.base).model
+            model = pair.model(source)  # resident, or loaded now in sequential mode
             got = sample(model, tok, prompt_ids, n=cfg.n, temperature=cfg.temperature,
                          top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=seed,
                          batch_size=cfg.batch_size)
+            del model
             drawn = [(s.prompt_index, s.sample_index, s.response_ids, s.finished, seed, source,
                       (idx[s.prompt_index] * n_src + s_i) * cfg.n + s.sample_index)
                      for s in got]
@@ -140,14 +144,59 @@ def _shard(cfg: PrecomputeConfig, pair: Pair, ps: PromptSet, idx: list[int], sha
         if reused is not None:
             break  # reused traces carry every source and keep their trace ids
     settings = ScoreSettings(batch_size=cfg.batch_size, top_k=cfg.top_k, js_top_p=cfg.js_top_p)
-    scores = score_traces(pair.base.model, pair.tuned.model, seqs,
-                          tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-                          settings)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    bound = None
+    if cfg.scoring == "sequential":
+        scores = score_traces_sequential(lambda: pair.model("base"), lambda: pair.model("tuned"),
+                                         seqs, pad, settings, k=cfg.sequential_k)
+        b = scores["js_bound"]
+        bound = {"max": float(b.max()) if len(b) else 0.0, "sum": float(b.sum()), "n": len(b)}
+    else:
+        scores = score_traces(pair.model("base"), pair.model("tuned"), seqs, pad, settings)
     detok = detokenizer_for(tok)
     strings = [s for (p, r) in seqs for s in detok.response(r, p)]
     tids = np.array([r["trace_id"] for r in rows], dtype=np.int64)
-    return (tokens_table(scores, tids, strings), topk_table(scores, tids, detok.display),
-            traces_table(rows))
+    tokens = tokens_table(scores, tids, strings)
+    if bound is not None:  # carried to _assemble in the part file's metadata
+        tokens = tokens.replace_schema_metadata({BOUND_KEY: json.dumps(bound).encode()})
+    return tokens, topk_table(scores, tids, detok.display), traces_table(rows)
+
+
+def _start(cfg: PrecomputeConfig, log: Callable[[str], None]):
+    """Validate a job: (cfg with its name, prompt set, final folder, config hash); the prompt
+    set is None when a complete run with these settings already exists (nothing to do)."""
+    cache = Path(cfg.cache)
+    ps = load_prompts(cfg.prompts, limit=cfg.max_prompts or None)
+    cfg = dataclasses.replace(cfg, name=cfg.name or default_name(cfg))
+    if not RUN_NAME.match(cfg.name):
+        raise RunError(f"run name {cfg.name!r}: use letters, digits, '.', '_' and '-' only")
+    final = cache / cfg.name
+    want = config_hash(cfg)
+    old = read_manifest(final)
+    if old is not None and not cfg.force:
+        if old.get("config_hash") == want:
+            log(f"run {cfg.name!r} is already complete with these settings: {final}")
+            return cfg, None, final, want
+        raise RunError(f"run {cfg.name!r} exists with other settings; pass --force to "
+                       "replace it or --name to write a new run")
+    if final.exists() and old is None and not cfg.force:
+        raise RunError(f"{final} exists and is not a run folder; remove it or choose --name")
+    return cfg, ps, final, want
+
+
+def _open_staging(staging: Path, want: str) -> None:
+    """Keep a staging folder made with the same settings (resume); restart any other."""
+    stamp = staging / "config_hash"
+    if staging.exists() and (not stamp.is_file() or stamp.read_text() != want):
+        shutil.rmtree(staging)  # other settings: restart cleanly
+    (staging / "parts").mkdir(parents=True, exist_ok=True)
+    stamp.write_text(want)
+
+
+def shard_indices(cfg: PrecomputeConfig, ps: PromptSet) -> list[list[int]]:
+    """Prompt indices of each shard (shard k is what `_shard_seed(seed, k, ...)` seeds)."""
+    return [list(range(s, min(s + cfg.shard_size, len(ps.rows))))
+            for s in range(0, len(ps.rows), cfg.shard_size)]
 
 
 def precompute(cfg: PrecomputeConfig, log: Callable[[str], None] = print,
@@ -163,37 +212,27 @@ def precompute(cfg: PrecomputeConfig, log: Callable[[str], None] = print,
         if progress is not None:
             progress({"stage": stage, "shards_done": shards_done, "shards_total": len(shards),
                       "prompts_done": prompts_done, "prompts_total": len(ps.rows)})
+    if cfg.engine == "ray":
+        from .distributed import precompute_ray
+
+        return precompute_ray(cfg, num_workers=cfg.workers, log=log, progress=progress)
+    if cfg.engine != "local":
+        raise RunError(f"engine {cfg.engine!r}: use 'local' or 'ray'")
+    cfg, ps, final, want = _start(cfg, log)
+    if ps is None:
+        return final
     cache = Path(cfg.cache)
-    ps = load_prompts(cfg.prompts, limit=cfg.max_prompts or None)
-    cfg = dataclasses.replace(cfg, name=cfg.name or default_name(cfg))
-    if not RUN_NAME.match(cfg.name):
-        raise RunError(f"run name {cfg.name!r}: use letters, digits, '.', '_' and '-' only")
-    final = cache / cfg.name
-    want = config_hash(cfg)
-    old = read_manifest(final)
-    if old is not None and not cfg.force:
-        if old.get("config_hash") == want:
-            log(f"run {cfg.name!r} is already complete with these settings: {final}")
-            return final
-        raise RunError(f"run {cfg.name!r} exists with other settings; pass --force to "
-                       "replace it or --name to write a new run")
-    if final.exists() and old is None and not cfg.force:
-        raise RunError(f"{final} exists and is not a run folder; remove it or choose --name")
     reused = _reused_traces(cfg, cache, ps) if cfg.traces_from else None
     pair = load_pair(cfg.base, cfg.tuned, allow_pickle=cfg.allow_pickle,
-                     trust_remote_code=cfg.trust_remote_code, device=cfg.device)
+                     trust_remote_code=cfg.trust_remote_code, device=cfg.device,
+                     load_weights=cfg.scoring != "sequential")
 
     staging = staging_dir(cache, cfg.name)
     lock = _Lock(cache / ".staging" / f"{cfg.name}.lock", cfg.name)
     try:
-        stamp = staging / "config_hash"
-        if staging.exists() and (not stamp.is_file() or stamp.read_text() != want):
-            shutil.rmtree(staging)  # other settings: restart cleanly
-        (staging / "parts").mkdir(parents=True, exist_ok=True)
-        stamp.write_text(want)
+        _open_staging(staging, want)
         t0 = time.time()
-        shards = [list(range(s, min(s + cfg.shard_size, len(ps.rows))))
-                  for s in range(0, len(ps.rows), cfg.shard_size)]
+        shards = shard_indices(cfg, ps)
         todo = [k for k in range(len(shards))
                 if not (staging / "parts" / f"shard-{k:05d}.done").exists()]
         if len(todo) < len(shards):
@@ -213,7 +252,7 @@ def precompute(cfg: PrecomputeConfig, log: Callable[[str], None] = print,
             report("shards", n_done, p_done)
         bar.close()
         report("assembling", n_done, p_done)
-        _assemble(cfg, pair, ps, staging, len(shards), time.time() - t0)
+        _assemble(cfg, pair_info(pair), ps, staging, len(shards), time.time() - t0)
         publish(staging, final)
         report("done", n_done, p_done)
     finally:
@@ -222,26 +261,49 @@ def precompute(cfg: PrecomputeConfig, log: Callable[[str], None] = print,
     return final
 
 
-def _assemble(cfg, pair: Pair, ps: PromptSet, staging: Path, n_shards: int,
+def pair_info(pair: Pair) -> dict:
+    """What the manifest records about a loaded pair (JSON-safe: Ray workers send it back)."""
+    vf = vocab_fingerprint(pair.tokenizer)
+    return {
+        "models": {"base": model_record(pair.base, vf), "tuned": model_record(pair.tuned, vf)},
+        "device": pair.device(),
+        "tokenizer": {"vocab_size": len(pair.tokenizer),
+                      "special_ids": sorted(pair.tokenizer.all_special_ids),
+                      "chat_template": bool(getattr(pair.tokenizer, "chat_template", None))},
+    }
+
+
+def _assemble(cfg, info: dict, ps: PromptSet, staging: Path, n_shards: int,
               seconds: float) -> None:
     parts = staging / "parts"
+    bounds = []
+    for k in range(n_shards):
+        meta = pq.read_schema(parts / f"tokens-{k:05d}.parquet").metadata or {}
+        if BOUND_KEY in meta:
+            bounds.append(json.loads(meta[BOUND_KEY]))
     tables = {f: pa.concat_tables([pq.read_table(parts / f"{Path(f).stem}-{k:05d}.parquet")
-                                   for k in range(n_shards)])
+                                   .replace_schema_metadata(None) for k in range(n_shards)])
               for f in (TOKENS_FILE, TOPK_FILE, TRACES_FILE)}
     traces = tables[TRACES_FILE].to_pandas()
     acc = traces.groupby("sampled_from")["correct"].mean().round(4).to_dict()
-    vf = vocab_fingerprint(pair.tokenizer)
     manifest = build_manifest(
         cfg,
-        models={"base": model_record(pair.base, vf), "tuned": model_record(pair.tuned, vf)},
+        models=info["models"],
         prompt_set={"path": str(ps.path), "fingerprint": ps.fingerprint, "n_used": len(ps.rows)},
         stats={"n_traces": len(traces), "n_tokens": tables[TOKENS_FILE].num_rows,
                "accuracy": acc, "seconds": round(seconds, 1)},
-        device=str(next(pair.base.model.parameters()).device),
+        device=info["device"],
     )
-    manifest["tokenizer"] = {"vocab_size": len(pair.tokenizer),
-                             "special_ids": sorted(pair.tokenizer.all_special_ids),
-                             "chat_template": bool(getattr(pair.tokenizer, "chat_template", None))}
+    manifest["tokenizer"] = info["tokenizer"]
+    if cfg.scoring == "sequential":
+        n = sum(b["n"] for b in bounds)
+        manifest["sequential"] = {
+            "k": cfg.sequential_k,
+            "js_bound_max": max((b["max"] for b in bounds), default=0.0),
+            "js_bound_mean": sum(b["sum"] for b in bounds) / n if n else 0.0,
+            "bound": "0 <= js_exact - js <= js_bound at every position (core/sequential.py)",
+            "approximate_columns": list(APPROXIMATE_COLUMNS),
+        }
     for f, table in tables.items():
         write_parquet(table, staging / f, metadata=manifest)
     write_json(manifest, staging / MANIFEST_FILE)  # last: its presence marks completeness

@@ -1,12 +1,20 @@
-"""Sampling reasoning traces from a causal LM with transformers `generate` (KV-cached).
+"""Sampling reasoning traces from a causal LM with transformers `generate` (KV-cached), or
+with vLLM when it is installed and asked for (`engine="vllm"`, or `"auto"` on CUDA).
 
 One function, `sample`, used by the demo trainer (rollouts, evaluation) and by the precompute
 engine. It returns token ids, not only text, so that scoring later reads exactly the tokens
 that were sampled (decoding and re-encoding text is not an identity for BPE tokenizers).
+
+The vLLM path (`_sample_vllm`) is an optional extra and is UNTESTED against a real vLLM on the
+development machine (vLLM cannot be installed there); tests/test_sampling_vllm.py checks only
+our mapping of parameters and outputs against a fake `vllm` module. Same `Sample` objects
+either way; the random streams differ, so the same seed gives different (equally valid) draws
+under the two engines.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 
 import torch
@@ -60,16 +68,23 @@ def sample(
     batch_size: int = 64,
     chat_template: bool = True,
     greedy: bool = False,
+    engine: str = "transformers",
 ) -> list[Sample]:
     """Draw `n` responses per prompt. Deterministic for a given seed, batch size and device.
 
     `prompts` are strings (encoded here) or already-encoded id lists.
+    `engine`: "transformers" (default), "vllm" (needs the vllm package; `model` may be a
+    `vllm.LLM` or a transformers model whose `name_or_path` vLLM can load), or "auto" (vLLM
+    when importable and CUDA is present, else transformers).
     Returns len(prompts) * n samples ordered by (prompt_index, sample_index).
     """
     if prompts and isinstance(prompts[0], str):
         prompt_ids = encode_prompts(tokenizer, prompts, chat_template)
     else:
         prompt_ids = [list(p) for p in prompts]
+    if choose_engine(engine) == "vllm":
+        return _sample_vllm(model, tokenizer, prompt_ids, n, temperature, top_p,
+                            max_new_tokens, seed, greedy)
     jobs = [(i, j) for i in range(len(prompt_ids)) for j in range(n)]
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
@@ -94,5 +109,72 @@ def sample(
             if finished:
                 resp = resp[: resp.index(eos) + 1]
             out.append(Sample(i, j, prompt_ids[i], resp,
+                              tokenizer.decode(resp, skip_special_tokens=True), finished))
+    return out
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def choose_engine(engine: str) -> str:
+    """"transformers" or "vllm" for an `engine` argument; refuses "vllm" without vllm."""
+    if engine == "auto":
+        return "vllm" if vllm_available() and torch.cuda.is_available() else "transformers"
+    if engine == "vllm" and not vllm_available():
+        raise RuntimeError("engine='vllm' asked for but vllm is not installed "
+                           "(pip install vllm), or use engine='transformers'")
+    if engine not in ("vllm", "transformers"):
+        raise ValueError(f"unknown sampling engine {engine!r}: auto, transformers or vllm")
+    return engine
+
+
+_LLM_CACHE: dict[str, object] = {}
+
+
+def _vllm_llm(model):
+    """A vllm.LLM for `model`: itself if it is one, else built once from its name_or_path.
+    Note: building one next to a resident transformers model needs GPU memory for both."""
+    import vllm
+
+    if isinstance(model, vllm.LLM):
+        return model
+    path = getattr(model, "name_or_path", None) or getattr(
+        getattr(model, "config", None), "_name_or_path", None)
+    if not path:
+        raise ValueError("vLLM sampling needs a vllm.LLM or a model loaded from a path")
+    if path not in _LLM_CACHE:
+        _LLM_CACHE[path] = vllm.LLM(model=str(path), dtype="bfloat16", seed=0,
+                                    gpu_memory_utilization=0.5)
+    return _LLM_CACHE[path]
+
+
+def _sample_vllm(model, tokenizer, prompt_ids: list[list[int]], n: int, temperature: float,
+                 top_p: float, max_new_tokens: int, seed: int, greedy: bool) -> list[Sample]:
+    """vLLM adapter (UNTESTED with a real vLLM here). One request per prompt with n samples and
+    a per-prompt seed (seed * 1_000_003 + prompt index), full vocabulary (no top-k), stopping at
+    EOS; EOS is kept in `response_ids` when the model stopped, as on the transformers path."""
+    import vllm
+
+    llm = _vllm_llm(model)
+    eos = tokenizer.eos_token_id
+    params = [vllm.SamplingParams(
+        n=n, temperature=0.0 if greedy else temperature, top_p=1.0 if greedy else top_p,
+        max_tokens=max_new_tokens, seed=seed * 1_000_003 + i,
+        stop_token_ids=[eos] if eos is not None else None)
+        for i in range(len(prompt_ids))]
+    requests = [{"prompt_token_ids": list(p)} for p in prompt_ids]
+    results = llm.generate(requests, params, use_tqdm=False)
+    out: list[Sample] = []
+    for i, res in enumerate(results):
+        for j, comp in enumerate(sorted(res.outputs, key=lambda c: c.index)):
+            resp = list(comp.token_ids)
+            finished = comp.finish_reason == "stop"
+            if eos is not None and eos in resp:
+                resp = resp[: resp.index(eos) + 1]
+                finished = True
+            elif finished and eos is not None:
+                resp.append(eos)  # stopped on EOS but vLLM left it out
+            out.append(Sample(i, j, list(prompt_ids[i]), resp,
                               tokenizer.decode(resp, skip_special_tokens=True), finished))
     return out

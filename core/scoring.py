@@ -5,6 +5,14 @@ logits that predict each response token, and computes the registered metrics
 (core/metrics.py) and both models' top-k in row chunks, so that no more than
 `chunk_rows` x vocabulary floats are expanded at once beyond the batch's logits.
 
+GPU path (untested here: no CUDA on the development machine; tests/test_gpu_scoring.py runs
+on a GPU and skips elsewhere): models run in bf16 (core.pair.pick_device); `batch_size=0`
+sizes batches from free GPU memory (`auto_batch_size`); the two models may sit on two devices
+(`place_pair`), the tuned logits then move to the base logits' device for the metric math,
+which runs in float32 on CUDA and float64 on CPU. Full-vocabulary JS is computed on the device
+that holds the logits. At most one batch of logits per model exists at a time. On CPU every
+result is byte-identical to the pre-GPU code.
+
 Output is columnar (dict of numpy arrays) in the order of the input traces, ready for
 core/storage.py. Shapes: for T response tokens in all, every column has length T; top-k
 columns are (T, k).
@@ -22,10 +30,63 @@ from .metrics import compute_metrics, rank_of, topk
 
 @dataclass
 class ScoreSettings:
-    batch_size: int = 16       # traces per forward pass
+    batch_size: int = 16       # traces per forward pass; 0 = auto from free GPU memory
     top_k: int = 10            # top-k lists stored per position and model
     js_top_p: float = 0.7      # nucleus for the `js_top_p` column
     chunk_rows: int = 4096     # positions expanded at once for the metric math
+
+
+def auto_batch_size(free_bytes: int, max_len: int, vocab: int, hidden: int, *,
+                    logit_bytes: int = 4, chunk_rows: int = 4096, safety: float = 0.5,
+                    cap: int = 256) -> int:
+    """Traces per batch that fit in `free_bytes` of accelerator memory.
+
+    Per token of a batch, the two models hold: their logits (HF may upcast to float32, so
+    `logit_bytes` = 4 by default) and the response-row copy `response_logits` makes, i.e.
+    4 * vocab * logit_bytes; plus transient activations of the layer being run, taken as
+    16 * hidden * 2 bytes (bf16: residual, attention and MLP intermediates). The metric math
+    expands `chunk_rows` rows at a time into about 8 float32 (N, V) tensors, reserved first:
+
+        batch = floor(safety * (free - 8 * 4 * chunk_rows * vocab) /
+                      (max_len * (4 * vocab * logit_bytes + 32 * hidden)))
+
+    clamped to [1, cap]. `safety` leaves room for the allocator and KV/attention workspace.
+    """
+    reserve = 8 * 4 * chunk_rows * vocab
+    per_token = 4 * vocab * logit_bytes + 32 * hidden
+    usable = max(0.0, safety * (free_bytes - reserve))
+    return int(max(1, min(cap, usable // max(1, max_len * per_token))))
+
+
+def _resolve_batch_size(settings: "ScoreSettings", base, lengths: list[int]) -> int:
+    if settings.batch_size > 0:
+        return settings.batch_size
+    dev = next(base.parameters()).device
+    if dev.type != "cuda" or not lengths:  # CPU: the old default
+        return 16
+    # UNTESTED here (no CUDA on the development machine).
+    free, _ = torch.cuda.mem_get_info(dev)
+    cfg = getattr(base, "config", None)
+    vocab = int(getattr(cfg, "vocab_size", 0) or 0) or 152_000
+    hidden = int(getattr(cfg, "hidden_size", 0) or 0) or 4096
+    return auto_batch_size(free, max(lengths), vocab, hidden, chunk_rows=settings.chunk_rows)
+
+
+def place_pair(base, tuned, headroom: float = 0.8) -> tuple[torch.device, torch.device]:
+    """Move a pair onto CUDA: one device when both fit in `headroom` of cuda:0's free memory,
+    else cuda:0 and cuda:1 when two GPUs exist (else one device, and let it fail loudly).
+    Returns (base device, tuned device). No-op on CPU-only machines. UNTESTED here."""
+    if not torch.cuda.is_available():
+        cpu = torch.device("cpu")
+        return cpu, cpu
+    need = sum(p.numel() * p.element_size() for m in (base, tuned) for p in m.parameters())
+    free, _ = torch.cuda.mem_get_info(0)
+    d0 = torch.device("cuda:0")
+    d1 = torch.device("cuda:1") if torch.cuda.device_count() > 1 and need > headroom * free \
+        else d0
+    base.to(d0)
+    tuned.to(d1)
+    return d0, d1
 
 
 def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
@@ -67,7 +128,7 @@ def score_traces(base, tuned, traces: list[tuple[list[int], list[int]]], pad_id:
             cols[name] = np.zeros((total,) + v.shape[1:], dtype=v.dtype)
         cols[name][rows] = v
 
-    for batch in length_batches(lengths, settings.batch_size):
+    for batch in length_batches(lengths, _resolve_batch_size(settings, base, lengths)):
         width = max(lengths[i] for i in batch)
         ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         attn = torch.zeros((len(batch), width), dtype=torch.long)
@@ -79,11 +140,13 @@ def score_traces(base, tuned, traces: list[tuple[list[int], list[int]]], pad_id:
             spans.append((len(p), len(r)))
         lb = response_logits(_forward(base, ids, attn), spans)
         lt = response_logits(_forward(tuned, ids, attn), spans)
+        lt = lt.to(lb.device)  # two-GPU placement: metric math on one device (no-op otherwise)
+        mdtype = torch.float64 if lb.device.type == "cpu" else torch.float32
         tok = torch.cat([torch.tensor(traces[i][1]) for i in batch]).to(lb.device)
         rows = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in batch])
         for s in range(0, len(tok), settings.chunk_rows):
             sl = slice(s, s + settings.chunk_rows)
-            cb, ct, tk = lb[sl].double(), lt[sl].double(), tok[sl]
+            cb, ct, tk = lb[sl].to(mdtype), lt[sl].to(mdtype), tok[sl]
             for name, v in compute_metrics(cb, ct, tk, settings.js_top_p).items():
                 put(name, rows[sl], v)
             b_ids, b_probs = topk(cb, settings.top_k)

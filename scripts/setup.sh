@@ -9,7 +9,9 @@ if ! python3 -c "import venv, ensurepip" 2>/dev/null; then
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 stamp=".venv/.installed-$(basename "$req")"
-if [ ! -f "$stamp" ] || [ "$req" -nt "$stamp" ] || [ requirements.txt -nt "$stamp" ]; then
+stale=0
+for f in requirements*.txt; do [ "$f" -nt "$stamp" ] && stale=1; done  # any pinned list changed
+if [ ! -f "$stamp" ] || [ "$stale" = 1 ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -r "$req"
   touch "$stamp"
