@@ -35,6 +35,10 @@ class PrecomputeConfig:
     js_top_p: float = opt(0.7, "nucleus for the js_top_p column (the paper's truncated JS)")
     shard_size: int = opt(64, "prompts per resumable shard")
     chat_template: bool = opt(True, "wrap prompts in the tokenizer's chat template if it has one")
+    sampler: str = opt("auto", "trace sampler: vllm (when installed, on CUDA), transformers "
+                                "generate, or auto (vllm if available, else transformers); "
+                                "both give the same schema", choices=["auto", "transformers",
+                                                                      "vllm"])
     scoring: str = opt("joint", "joint: both models resident, exact metrics; sequential: one "
                                 "model at a time, JS from each position's kept top-K mass with "
                                 "its error bound recorded in the manifest (pairs that do not fit "

@@ -124,7 +124,7 @@ def _shard(cfg: PrecomputeConfig, pair: Pair, ps: PromptSet, idx: list[int], sha
             model = pair.model(source)  # resident, or loaded now in sequential mode
             got = sample(model, tok, prompt_ids, n=cfg.n, temperature=cfg.temperature,
                          top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=seed,
-                         batch_size=cfg.batch_size)
+                         batch_size=cfg.batch_size, engine=cfg.sampler)
             del model
             drawn = [(s.prompt_index, s.sample_index, s.response_ids, s.finished, seed, source,
                       (idx[s.prompt_index] * n_src + s_i) * cfg.n + s.sample_index)
