@@ -156,8 +156,11 @@ class LoadedModel:
 
 
 def load_model(spec: str, *, allow_pickle: bool = False, trust_remote_code: bool = False,
-               device: str | None = None, with_model: bool = True) -> LoadedModel:
-    """Load a tokenizer and (optionally) a causal LM from a folder or hub id, after checks."""
+               device: str | None = None, with_model: bool = True,
+               place: bool = True) -> LoadedModel:
+    """Load a tokenizer and (optionally) a causal LM from a folder or hub id, after checks.
+    The weights get the dtype of `device` (bf16 on CUDA); `place=False` leaves them on the
+    CPU for the caller to place (two-GPU pairs)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     ref = resolve(spec)
@@ -181,7 +184,7 @@ def load_model(spec: str, *, allow_pickle: bool = False, trust_remote_code: bool
             raise PairError(f"{spec}: cannot load the model ({_short(e)})") from e
         except Exception as e:  # corrupt tensors, unknown architectures, ...
             raise PairError(f"{spec}: the checkpoint failed to load: {_short(e)}") from e
-        model.to(dev).eval()
+        (model.to(dev) if place else model).eval()
         if not fp:
             fp = {"method": "hub-revision",
                   "digest": getattr(model.config, "_commit_hash", None) or "unknown"}
@@ -231,4 +234,12 @@ def load_pair(base: str, tuned: str, *, allow_pickle: bool = False,
         raise PairError(f"base {base!r} and tuned {tuned!r} do not share a vocabulary: {diff}")
     if not load_weights:
         return Pair(b, t, kw)
+    if pick_device(device)[0].type == "cuda" and torch.cuda.device_count() > 1:
+        # Two GPUs: load on the CPU, then one device if both fit, else one model per GPU
+        # (core.scoring.place_pair). Untested here: no GPU on the development machine.
+        from .scoring import place_pair
+
+        pb, pt = load_model(base, place=False, **kw), load_model(tuned, place=False, **kw)
+        place_pair(pb.model, pt.model)
+        return Pair(pb, pt, kw)
     return Pair(load_model(base, **kw), load_model(tuned, **kw), kw)
