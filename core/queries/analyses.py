@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .base import (
+    KOV,
     LN2,
     SUBSET_ALL,
     SUBSET_HIGH,
@@ -30,9 +31,11 @@ def sparsity_summary(con, near_zero=0.01, high=0.1, metric="js", runs=None,
     sql = f"""WITH f AS ({base})
       SELECT {g}count({m}) AS n_tokens,
         avg(({m} < $nz)::DOUBLE) AS share_near_zero, avg(({m} > $hi)::DOUBLE) AS share_high,
-        avg({m}) AS mean, quantile_cont({m}, 0.5) AS p50, quantile_cont({m}, 0.95) AS p95,
-        quantile_cont({m}, 0.99) AS p99, max({m})::DOUBLE AS max
+        avg({m}) AS mean, quantile_cont({m}, [0.5, 0.95, 0.99]) AS q, max({m})::DOUBLE AS max
       FROM f GROUP BY ALL {_order(by)}"""
+    # one list quantile: a single selection pass instead of three (same exact values)
+    sql = f"""SELECT * EXCLUDE (q, max), q[1] AS p50, q[2] AS p95, q[3] AS p99, max
+      FROM ({sql}) {_order(by)}"""
     return _q(con, sql, {**p, "nz": near_zero, "hi": high})
 
 
@@ -128,9 +131,11 @@ def position_profile(con, bins=20, metric="js", high=0.1, runs=None, sampled_fro
     m, g = _metric(metric), _group(by)
     base, p = _filtered(runs, sampled_from, correct)
     sql = f"""WITH f AS ({base}) SELECT {g}{_bin('rel_pos', 'r')} AS bin,
-        avg({m}) AS mean, quantile_cont({m}, 0.5) AS p50, quantile_cont({m}, 0.9) AS p90,
+        avg({m}) AS mean, quantile_cont({m}, [0.5, 0.9]) AS q,
         avg(({m} > $hi)::DOUBLE) AS share_high, count({m}) AS n
       FROM f WHERE rel_pos IS NOT NULL GROUP BY ALL {_order(by, 'bin')}"""
+    sql = f"""SELECT * EXCLUDE (q, share_high, n), q[1] AS p50, q[2] AS p90, share_high, n
+      FROM ({sql}) {_order(by, 'bin')}"""
     df = _q(con, sql, {**p, "hi": high, "r_a": 0.0, "r_w": 1.0 / bins, "r_n": bins})
     at = 1 if by else 0
     df.insert(at, "bin_left", df.pop("bin") / bins)
@@ -163,6 +168,8 @@ def topk_overlap(con, threshold=0.1, k_max=10, runs=None, sampled_from=None, cor
     """[by,] subset ("js>threshold" / "all"), k, overlap (mean |top-k base & top-k tuned| / k),
     n, for k = 1..k_max (k beyond a row's stored list length is skipped)."""
     g = _group(by)
+    if 1 <= k_max <= KOV:  # the per-row overlap sizes precomputed in tokx: one pass
+        return _topk_overlap_tokx(con, threshold, int(k_max), runs, sampled_from, correct, by)
     base, p = _filtered(runs, sampled_from, correct)
     sql = f"""WITH f AS ({base}),
       o AS (SELECT {g}f.js, r.k, len(list_intersect(list_slice(k.base_ids, 1, r.k),
@@ -182,15 +189,41 @@ def topk_overlap(con, threshold=0.1, k_max=10, runs=None, sampled_from=None, cor
     return df[ids + ["subset", "k", "overlap", "n"]]
 
 
+def _topk_overlap_tokx(con, threshold, k_max, runs, sampled_from, correct, by) -> pd.DataFrame:
+    """topk_overlap for k_max <= KOV from tokx.k_ovK (= the same list_intersect sizes): one
+    grouped pass of integer sums by (js > threshold, stored list length), combined here;
+    overlap = sum of sizes / k / n (the mean of size / k, up to float rounding)."""
+    g = _group(by)
+    base, p = _filtered(runs, sampled_from, correct, src="tokx")
+    sums = ", ".join(f"sum(k_ov{k})::BIGINT AS s{k}" for k in range(1, k_max + 1))
+    sql = f"""WITH f AS ({base}) SELECT {g}coalesce(js > $thr, FALSE) AS hi,
+        least(k_n, {k_max}) AS kn, count(*) AS c, {sums}
+      FROM f WHERE k_has AND k_n >= 1 GROUP BY ALL"""
+    w = _q(con, sql, {**p, "thr": threshold})
+    ids = [by] if by else []
+    parts = []
+    for i, (label, sel) in enumerate([(SUBSET_HIGH, w["hi"]), (SUBSET_ALL, w["hi"] | True)]):
+        sub = w[sel.astype(bool)]
+        for k in range(1, k_max + 1):
+            ok = sub[sub["kn"] >= k]
+            agg = (ok.groupby(ids, dropna=False, sort=False)[["c", f"s{k}"]].sum().reset_index()
+                   if ids else pd.DataFrame({"c": [ok["c"].sum()], f"s{k}": [ok[f"s{k}"].sum()]}))
+            n = agg["c"].astype("int64")
+            parts.append(agg[ids].assign(k=np.int64(k), overlap=agg[f"s{k}"] / k / np.maximum(n, 1),
+                                         n=n, subset=label, _s=i))
+    df = pd.concat(parts)
+    df = df[df["n"] > 0].sort_values(ids + ["_s", "k"]).reset_index(drop=True)
+    return df[ids + ["subset", "k", "overlap", "n"]]
+
+
 def reallocation(con, threshold=0.1, low_prob=0.01, runs=None, sampled_from=None,
                  correct=None, by=None) -> pd.DataFrame:
     """[by,] subset, share_same_top1 (tuned top-1 is base top-1), share_in_base_top3,
     share_low_prob (base prob of tuned top-1 < low_prob), n."""
     g = _group(by)
-    base, p = _filtered(runs, sampled_from, correct)
+    base, p = _filtered(runs, sampled_from, correct, src="tokx")
     sql = f"""WITH f AS ({base}),
-      j AS (SELECT f.*, k.tuned_top1_rank_base AS r, k.tuned_top1_prob_base AS pb
-            FROM f JOIN topk k USING (run, trace_id, pos))
+      j AS (SELECT f.*, k_r AS r, k_pb AS pb FROM f WHERE k_has)
       SELECT {g}subset, avg((r = 1)::DOUBLE) AS share_same_top1,
         avg((r <= 3)::DOUBLE) AS share_in_base_top3, avg((pb < $low)::DOUBLE) AS share_low_prob,
         count(*) AS n
@@ -204,10 +237,9 @@ def tuned_top1_base_rank_hist(con, threshold=0.1, max_rank=10, runs=None, sample
     """[by,] subset, rank (1..max_rank, max_rank + 1 = overflow), bucket ("1".., ">10"), n,
     share (within subset) of the tuned top-1's rank under the base model (present ranks only)."""
     g = _group(by)
-    base, p = _filtered(runs, sampled_from, correct)
+    base, p = _filtered(runs, sampled_from, correct, src="tokx")
     sql = f"""WITH f AS ({base}),
-      j AS (SELECT f.*, least(k.tuned_top1_rank_base, $mr + 1) AS rank
-            FROM f JOIN topk k USING (run, trace_id, pos) WHERE k.tuned_top1_rank_base > 0)
+      j AS (SELECT f.*, least(k_r, $mr + 1) AS rank FROM f WHERE k_has AND k_r > 0)
       SELECT {g}subset, rank, count(*) AS n,
         count(*) / sum(count(*)) OVER (PARTITION BY {g}subset) AS share
       FROM j, {_SUBSETS} WHERE subset = '{SUBSET_ALL}' OR js > $thr

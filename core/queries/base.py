@@ -28,6 +28,10 @@ BY_COLUMNS = (None, "run", "sampled_from")
 SUBSET_HIGH, SUBSET_ALL = "js>threshold", "all"
 TRACE_SORT = ("trace_id", "prompt_id", "correct", "length", "sampled_from",
               "max_js", "mean_js", "n_high")
+# open_runs materialises automatically from this many token rows (see open_runs).
+MATERIALIZE_ROWS = 2_000_000
+KOV = 10               # top-k overlap sizes precomputed per row for k = 1..KOV (tokx.k_ovK)
+TRACE_AGG_HIGH = 0.1   # the js threshold of trace_agg.n_high (trace_list's default `high`)
 _TABLES = {"tokens": (TOKENS_FILE, TOKENS_SCHEMA), "topk": (TOPK_FILE, TOPK_SCHEMA),
            "traces": (TRACES_FILE, TRACES_SCHEMA)}
 
@@ -49,8 +53,14 @@ def _sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-def open_runs(run_dirs: list[str | Path] | str | Path) -> duckdb.DuckDBPyConnection:
-    """In-memory connection with views tokens/topk/traces/tok over all runs (see module doc)."""
+def open_runs(run_dirs: list[str | Path] | str | Path,
+              materialize: bool | None = None) -> duckdb.DuckDBPyConnection:
+    """In-memory connection with views tokens/topk/traces/tok over all runs (see module doc).
+
+    `materialize`: copy tokens, traces and the top-k columns the analyses need into DuckDB
+    tables once, now (True), or keep lazy Parquet views (False); None (default) materialises
+    when the runs hold at least MATERIALIZE_ROWS token rows. Results are the same either way;
+    materialised queries are much faster on large runs (no Parquet decoding per query)."""
     con = duckdb.connect()
     con.execute("CREATE TABLE runs (idx INTEGER, run VARCHAR, kind VARCHAR, "
                 "series_step INTEGER, traces_from VARCHAR, path VARCHAR)")
@@ -80,7 +90,97 @@ def open_runs(run_dirs: list[str | Path] | str | Path) -> duckdb.DuckDBPyConnect
         con.execute(f"CREATE VIEW {view} AS " + "\nUNION ALL BY NAME\n".join(parts))
     con.execute("CREATE VIEW tok AS SELECT t.*, tr.correct, tr.sampled_from, tr.length "
                 "FROM tokens t LEFT JOIN traces tr USING (run, trace_id)")
+    if materialize is None:
+        materialize = con.execute("SELECT count(*) FROM tokens").fetchone()[0] >= MATERIALIZE_ROWS
+    _derived(con, bool(materialize))
     return con
+
+
+def _derived(con: duckdb.DuckDBPyConnection, materialize: bool) -> None:
+    """`tokx` (tok + per-row top-k facts: k_has, k_r, k_pb, k_n, k_ov1..k_ovKOV) and
+    `trace_agg` (per-trace max/mean js and n_high at TRACE_AGG_HIGH): views over the lazy
+    views, or, materialised, tables (tokx sorted by run, trace_id, pos) that tokens, traces
+    and tok are then re-pointed at. `topk` always stays a Parquet view (trace_tokens and
+    topk_overlap beyond KOV read it)."""
+    ov = ", ".join(f"len(list_intersect(list_slice(k.base_ids, 1, {i}), "
+                   f"list_slice(k.tuned_ids, 1, {i})))::UTINYINT AS k_ov{i}"
+                   for i in range(1, KOV + 1))
+    tokx = f"""SELECT t.*, k.pos IS NOT NULL AS k_has, k.tuned_top1_rank_base AS k_r,
+        k.tuned_top1_prob_base AS k_pb, least(len(k.base_ids), len(k.tuned_ids)) AS k_n, {ov}
+      FROM tok t LEFT JOIN topk k USING (run, trace_id, pos)"""
+    agg = f"""SELECT run, trace_id, max(js) AS max_js, avg(js) AS mean_js,
+        count(*) FILTER (WHERE js > {TRACE_AGG_HIGH!r}) AS n_high
+      FROM tokens GROUP BY run, trace_id"""
+    if not materialize:
+        con.execute(f"CREATE VIEW tokx AS {tokx}")
+        con.execute(f"CREATE VIEW trace_agg AS {agg}")
+        return
+    tok_cols = [r[0] for r in con.execute("DESCRIBE tok").fetchall()]
+    tokens_cols = [r[0] for r in con.execute("DESCRIBE tokens").fetchall()]
+    traces_cols = [r[0] for r in con.execute("DESCRIBE traces").fetchall()]
+    con.execute("CREATE TABLE traces_m AS SELECT * FROM traces")
+    con.execute("CREATE OR REPLACE VIEW traces AS SELECT "
+                + ", ".join(_ident(c) for c in traces_cols) + " FROM traces_m")
+    kx = _topk_facts(con)
+    if kx is not None:  # the same columns as `tokx` computes, built in numpy (much faster)
+        con.register("_topk_facts", kx)
+        ovs = ", ".join(f"k.k_ov{i}" for i in range(1, KOV + 1))
+        tokx = f"""SELECT t.*, k.pos IS NOT NULL AS k_has, k.k_r, k.k_pb, k.k_n, {ovs}
+          FROM tok t LEFT JOIN _topk_facts k USING (run, trace_id, pos)"""
+    con.execute(f"CREATE TABLE tokx AS {tokx} ORDER BY run, trace_id, pos")
+    if kx is not None:
+        con.unregister("_topk_facts")
+    con.execute("CREATE OR REPLACE VIEW tokens AS SELECT "
+                + ", ".join(_ident(c) for c in tokens_cols) + " FROM tokx")
+    con.execute("CREATE OR REPLACE VIEW tok AS SELECT "
+                + ", ".join(_ident(c) for c in tok_cols) + " FROM tokx")
+    con.execute(f"CREATE TABLE trace_agg AS {agg}")
+
+
+def _topk_facts(con: duckdb.DuckDBPyConnection, chunk: int = 250_000) -> pa.Table | None:
+    """run, trace_id, pos, k_r, k_pb, k_n, k_ov1..k_ovKOV of every topk row, with k_ovK =
+    len(list_intersect(base_ids[:K], tuned_ids[:K])) (distinct shared ids) computed in numpy;
+    None when the id lists are not all of one length without NULLs (the SQL then does it)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    t = con.sql("SELECT run, trace_id, pos, tuned_top1_rank_base AS k_r, "
+                    "tuned_top1_prob_base AS k_pb, base_ids, tuned_ids FROM topk").to_arrow_table()
+    n = t.num_rows
+    lists = []
+    for col in ("base_ids", "tuned_ids"):
+        a = t[col].combine_chunks()
+        if a.null_count or (n and pc.min_max(pc.list_value_length(a)).as_py()["min"] !=
+                            pc.min_max(pc.list_value_length(a)).as_py()["max"]):
+            return None
+        flat = a.flatten()
+        if flat.null_count:
+            return None
+        L = len(flat) // n if n else 0
+        lists.append(flat.to_numpy(zero_copy_only=False).reshape(n, L))
+    B, T = lists
+    if n == 0 or B.shape[1] != T.shape[1] or B.shape[1] == 0:
+        return None
+    L = B.shape[1]
+    ov = np.zeros((n, KOV), dtype=np.uint8)
+    tri = np.tril(np.ones((L, L), dtype=bool), -1)  # [i, i'] : i' < i
+    for s in range(0, n, chunk):
+        b, u = B[s:s + chunk], T[s:s + chunk]
+        first = ~((u[:, :, None] == u[:, None, :]) & tri).any(axis=2)  # first occurrence in u
+        eq = u[:, :, None] == b[:, None, :]                            # [row, i (tuned), j (base)]
+        cum = np.logical_or.accumulate(eq, axis=2) & first[:, :, None]  # u_i in b[:j+1]
+        for k in range(1, KOV + 1):
+            kk = min(k, L)
+            ov[s:s + chunk, k - 1] = cum[:, :kk, kk - 1].sum(axis=1)
+    out = t.select(["run", "trace_id", "pos", "k_r", "k_pb"])
+    out = out.append_column("k_n", pa.array(np.full(n, L, dtype=np.int64)))
+    for k in range(1, KOV + 1):
+        out = out.append_column(f"k_ov{k}", pa.array(ov[:, k - 1]))
+    return out
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def opened_runs(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
@@ -104,8 +204,9 @@ def _group(by: str | None) -> str:
     return f"{by}, " if by else ""
 
 
-def _filtered(runs=None, sampled_from=None, correct=None) -> tuple[str, dict]:
-    """SQL of the filtered `tok` rows (use as a CTE body) and its named parameters."""
+def _filtered(runs=None, sampled_from=None, correct=None, src="tok") -> tuple[str, dict]:
+    """SQL of the filtered `src` rows ("tok" or "tokx"; use as a CTE body) and its named
+    parameters."""
     conds, params = ["TRUE"], {}
     if runs is not None:
         conds.append("list_contains($f_runs::VARCHAR[], run)")
@@ -116,7 +217,7 @@ def _filtered(runs=None, sampled_from=None, correct=None) -> tuple[str, dict]:
     if correct is not None:
         conds.append("correct = $f_correct")
         params["f_correct"] = bool(correct)
-    return "SELECT * FROM tok WHERE " + " AND ".join(conds), params
+    return f"SELECT * FROM {src} WHERE " + " AND ".join(conds), params
 
 
 def _q(con, sql: str, params: dict) -> pd.DataFrame:

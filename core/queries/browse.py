@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .base import TRACE_SORT, _filtered, _q
+from .base import TRACE_AGG_HIGH, TRACE_SORT, _filtered, _q
 
 
 def headline(con, near_zero=0.01, high=0.1, runs=None) -> pd.DataFrame:
@@ -49,9 +49,13 @@ def trace_list(con, run: str, sort_by="max_js", descending=True, search=None, co
         conds.append("tr.sampled_from = $sampled_from")
         params["sampled_from"] = sampled_from
     direction = "DESC" if descending else "ASC"
-    sql = f"""WITH a AS (SELECT trace_id, max(js) AS max_js, avg(js) AS mean_js,
+    if high == TRACE_AGG_HIGH:  # the per-trace aggregates built once by open_runs
+        a = "SELECT trace_id, max_js, mean_js, n_high FROM trace_agg WHERE run = $run"
+    else:
+        a = """SELECT trace_id, max(js) AS max_js, avg(js) AS mean_js,
           count(*) FILTER (WHERE js > $hi) AS n_high FROM tokens WHERE run = $run
-          GROUP BY trace_id)
+          GROUP BY trace_id"""
+    sql = f"""WITH a AS ({a})
       SELECT tr.trace_id, tr.prompt_id, tr.prompt, tr.correct, tr.length, tr.sampled_from,
         a.max_js, a.mean_js, coalesce(a.n_high, 0) AS n_high, tr.reference,
         tr.extracted_answer, tr.verifier
@@ -63,7 +67,8 @@ def trace_list(con, run: str, sort_by="max_js", descending=True, search=None, co
 def trace_tokens(con, run: str, trace_id: int) -> pd.DataFrame:
     """All tokens columns of one trace ordered by pos, plus the topk columns (NULL if none)."""
     sql = """SELECT t.*, k.* EXCLUDE (run, trace_id, pos) FROM tokens t
-      LEFT JOIN topk k USING (run, trace_id, pos)
+      LEFT JOIN (SELECT * FROM topk WHERE run = $run AND trace_id = $tid) k
+        USING (run, trace_id, pos)
       WHERE t.run = $run AND t.trace_id = $tid ORDER BY t.pos"""
     return _q(con, sql, {"run": str(run), "tid": int(trace_id)})
 
