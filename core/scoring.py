@@ -107,6 +107,27 @@ def response_logits(logits: torch.Tensor, spans: list[tuple[int, int]]) -> torch
     return torch.cat([logits[b, p - 1:p + r - 1] for b, (p, r) in enumerate(spans)])
 
 
+def padded_batches(traces: list[tuple[list[int], list[int]]], pad_id: int, batch_size: int,
+                   offsets: np.ndarray):
+    """Right-padded batches of traces of similar length. Yields (ids (B, W), attention mask
+    (B, W), spans [(prompt length, response length)] per row, the batch's response tokens
+    (sum r,), and their row indices in the output columns (sum r,))."""
+    lengths = [len(p) + len(r) for p, r in traces]
+    for batch in length_batches(lengths, batch_size):
+        width = max(lengths[i] for i in batch)
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        attn = torch.zeros((len(batch), width), dtype=torch.long)
+        spans = []
+        for b, i in enumerate(batch):
+            p, r = traces[i]
+            ids[b, :len(p) + len(r)] = torch.tensor(p + r)
+            attn[b, :len(p) + len(r)] = 1
+            spans.append((len(p), len(r)))
+        tok = torch.cat([torch.tensor(traces[i][1]) for i in batch])
+        rows = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in batch])
+        yield ids, attn, spans, tok, rows
+
+
 def score_traces(base, tuned, traces: list[tuple[list[int], list[int]]], pad_id: int,
                  settings: ScoreSettings = ScoreSettings(), progress=None) -> dict:
     """Score `traces` = [(prompt_ids, response_ids), ...] under both models.
@@ -128,22 +149,13 @@ def score_traces(base, tuned, traces: list[tuple[list[int], list[int]]], pad_id:
             cols[name] = np.zeros((total,) + v.shape[1:], dtype=v.dtype)
         cols[name][rows] = v
 
-    for batch in length_batches(lengths, _resolve_batch_size(settings, base, lengths)):
-        width = max(lengths[i] for i in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        attn = torch.zeros((len(batch), width), dtype=torch.long)
-        spans = []
-        for b, i in enumerate(batch):
-            p, r = traces[i]
-            ids[b, :len(p) + len(r)] = torch.tensor(p + r)
-            attn[b, :len(p) + len(r)] = 1
-            spans.append((len(p), len(r)))
+    size = _resolve_batch_size(settings, base, lengths)
+    for ids, attn, spans, tok, rows in padded_batches(traces, pad_id, size, offsets):
         lb = response_logits(_forward(base, ids, attn), spans)
         lt = response_logits(_forward(tuned, ids, attn), spans)
         lt = lt.to(lb.device)  # two-GPU placement: metric math on one device (no-op otherwise)
         mdtype = torch.float64 if lb.device.type == "cpu" else torch.float32
-        tok = torch.cat([torch.tensor(traces[i][1]) for i in batch]).to(lb.device)
-        rows = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in batch])
+        tok = tok.to(lb.device)
         for s in range(0, len(tok), settings.chunk_rows):
             sl = slice(s, s + settings.chunk_rows)
             cb, ct, tk = lb[sl].to(mdtype), lt[sl].to(mdtype), tok[sl]

@@ -60,7 +60,7 @@ from .scoring import (
     ScoreSettings,
     _forward,
     _resolve_batch_size,
-    length_batches,
+    padded_batches,
     response_logits,
 )
 
@@ -87,19 +87,7 @@ def _release() -> None:
 
 def _batches(traces, pad_id, settings, model, offsets):
     lengths = [len(p) + len(r) for p, r in traces]
-    for batch in length_batches(lengths, _resolve_batch_size(settings, model, lengths)):
-        width = max(lengths[i] for i in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        attn = torch.zeros((len(batch), width), dtype=torch.long)
-        spans = []
-        for b, i in enumerate(batch):
-            p, r = traces[i]
-            ids[b, :len(p) + len(r)] = torch.tensor(p + r)
-            attn[b, :len(p) + len(r)] = 1
-            spans.append((len(p), len(r)))
-        tok = torch.cat([torch.tensor(traces[i][1]) for i in batch])
-        rows = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in batch])
-        yield ids, attn, spans, tok, rows
+    return padded_batches(traces, pad_id, _resolve_batch_size(settings, model, lengths), offsets)
 
 
 def _mdtype(t: torch.Tensor) -> torch.dtype:
