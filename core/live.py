@@ -6,8 +6,6 @@ so the app shows live text exactly like a stored trace.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 import pandas as pd
 
@@ -19,9 +17,9 @@ from .scoring import ScoreSettings, score_traces
 from .storage import tokens_table, topk_table
 
 
-@lru_cache(maxsize=2)
 def pair_of_run(run_dir: str, device: str | None = None) -> Pair:
-    """The base/tuned pair a run was computed from (paths and flags from its manifest)."""
+    """The base/tuned pair a run was computed from (paths and flags from its manifest).
+    Loads the models each call; callers that reuse a pair keep it (the app caches it)."""
     m = read_manifest(run_dir)
     if m is None:
         raise FileNotFoundError(f"{run_dir}: no complete run")

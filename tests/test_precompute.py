@@ -166,11 +166,15 @@ def test_cli_summary_and_runs(demo_cache, capsys):
 def test_help_explains_every_option(command, capsys):
     import dataclasses
 
-    from core.cli import main
+    from core.cli import build_parser, main
 
     with pytest.raises(SystemExit):
         main([command, "--help"])
     out = capsys.readouterr().out
+    sub = build_parser()._subparsers._group_actions[0].choices[command]
+    for action in sub._actions:  # every option is listed with a non-empty explanation
+        if action.option_strings and action.dest != "help":
+            assert action.option_strings[-1] in out and action.help, action.dest
     if command == "precompute":
         for f in dataclasses.fields(PrecomputeConfig):
             assert "--" + f.name.replace("_", "-") in out
