@@ -110,9 +110,11 @@ def write_run(folder: Path, tables, manifest: dict | None, parts: int = 0) -> Pa
 SERIES = ["s-1", "s-2", "s-3"]
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    """Runs rl, sft (dense), a 3-step series s-1..s-3; plus the pandas reference tables."""
+@pytest.fixture(scope="module", params=["lazy", "materialised"])
+def env(request, tmp_path_factory):
+    """Runs rl, sft (dense), a 3-step series s-1..s-3; plus the pandas reference tables.
+    Every test runs twice: on lazy Parquet views (the SQL paths) and on a materialised
+    connection (in-memory tables and the order-index paths of core/queries/indexed.py)."""
     root = tmp_path_factory.mktemp("runs")
     tables = {"rl": make_tables(0), "sft": make_tables(1, dense=True)}
     final = make_tables(2)[1]["js"].to_numpy()
@@ -126,7 +128,7 @@ def env(tmp_path_factory):
                "series_step": 100 * SERIES.index(name) if name in SERIES else None,
                "traces_from": None}
         dirs.append(write_run(root / f"dir-{name}", t, man))
-    con = Q.open_runs(dirs)
+    con = Q.open_runs(dirs, materialize=request.param == "materialised")
     ref = {}
     for key, i in [("traces", 0), ("tokens", 1), ("topk", 2)]:
         ref[key] = pd.concat([t[i].assign(run=name) for name, t in tables.items()],

@@ -3,13 +3,18 @@ same results on lazy (Parquet views) and materialised connections."""
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
 from core import queries as Q
 from core.manifest import read_manifest
-from core.schema import SCHEMAS
+from core.schema import MANIFEST_FILE, SCHEMAS, TOKENS_FILE
 from core.synthetic import write_synthetic_run
 
 pytestmark = pytest.mark.unit
@@ -78,3 +83,51 @@ def test_every_query_runs_and_materialised_equals_lazy(run, cons):
         assert len(a[key]) > 0, key
         pd.testing.assert_frame_equal(a[key], b[key], check_exact=False, rtol=1e-9, obj=key)
     assert len(a["trace_tokens"]) == a["trace_list"].set_index("trace_id").loc[tid, "length"]
+
+
+@pytest.fixture(scope="module")
+def run_with_nulls(run, tmp_path_factory):
+    """A copy of `run` named syn-nulls where every 29th token has NULL js and every 31st NULL
+    entropies: the indexed paths must count and skip NULLs exactly as SQL does."""
+    dst = tmp_path_factory.mktemp("nulls") / "syn-nulls"
+    shutil.copytree(run, dst)
+    for f in Q.table_files(dst, TOKENS_FILE):
+        t = pq.read_table(f)
+        pos = t["pos"].to_numpy()
+        for col, every in [("js", 29), ("entropy_base", 31), ("entropy_tuned", 31)]:
+            null = pa.array(pos % every == 0)
+            i = t.schema.get_field_index(col)
+            t = t.set_column(i, t.schema.field(i), pc.if_else(null, None, t[col]))
+        pq.write_table(t, f)
+    man = json.loads((dst / MANIFEST_FILE).read_text())
+    (dst / MANIFEST_FILE).write_text(json.dumps({**man, "name": "syn-nulls"}))
+    return dst
+
+
+def test_two_runs_with_nulls_materialised_equals_lazy(run, run_with_nulls):
+    lazy, mat = (Q.open_runs([run, run_with_nulls], materialize=m) for m in (False, True))
+    names = Q.opened_runs(lazy)["run"].tolist()
+    assert names[1] == "syn-nulls"
+    assert lazy.execute("SELECT count(*) FROM tokens WHERE js IS NULL").fetchone()[0] > 0
+
+    def queries(con):
+        return {
+            "sparsity": Q.sparsity_summary(con, by="run"),
+            "sparsity_filtered": Q.sparsity_summary(con, runs=["syn-nulls"], correct=False),
+            "position_profile": Q.position_profile(con, by="run", bins=9),
+            "headline": Q.headline(con),
+            "evolution": Q.evolution(con, names),
+            "contrast": Q.contrast(con, *names),
+            "eps": Q.eps_for_budget(con, [0.02, 0.2], runs=["syn-nulls"]),
+            "entropy_by_js_bin": Q.entropy_by_js_bin(con, by="sampled_from"),
+            "topk_overlap": Q.topk_overlap(con, by="run", k_max=4),
+            "reallocation": Q.reallocation(con, by="run"),
+            "token_identity": Q.token_identity(con, by="run", min_count=2),
+            "token_search": Q.token_search(con, text_contains="W", js_min=0.1),
+        }
+
+    a, b = queries(lazy), queries(mat)
+    for key in a:
+        assert len(a[key]) > 0, key
+        pd.testing.assert_frame_equal(a[key], b[key], check_exact=False, rtol=1e-9, obj=key)
+    assert a["sparsity"]["n_tokens"].iloc[1] < a["sparsity"]["n_tokens"].iloc[0]  # NULLs skipped

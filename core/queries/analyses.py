@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from . import indexed
 from .base import (
     KOV,
     LN2,
@@ -27,6 +28,9 @@ def sparsity_summary(con, near_zero=0.01, high=0.1, metric="js", runs=None,
     """[by,] n_tokens, share_near_zero (< near_zero), share_high (> high), mean, p50, p95,
     p99, max of `metric` (NULL metric values are ignored)."""
     m, g = _metric(metric), _group(by)
+    if indexed.active(con):
+        return indexed.sparsity_summary(con, near_zero, high, m, runs, sampled_from, correct,
+                                        by)
     base, p = _filtered(runs, sampled_from, correct)
     sql = f"""WITH f AS ({base})
       SELECT {g}count({m}) AS n_tokens,
@@ -81,20 +85,29 @@ def histogram(con, metric="js", bins=50, lo=None, hi=None, log=False, runs=None,
 def entropy_by_js_bin(con, edges=(0, 0.01, 0.05, 0.1, 0.2, 0.3, LN2 + 1e-6), runs=None,
                       sampled_from=None, correct=None, by=None) -> pd.DataFrame:
     """[by,] bin ("[lo, hi)"), lo, hi, n, mean_entropy_base, mean_entropy_tuned per js bin
-    (empty bins kept, n = 0)."""
+    (edges strictly increasing; empty bins kept, n = 0)."""
     _group(by)  # validates `by`
-    base, p = _filtered(runs, sampled_from, correct)
+    edges = [float(e) for e in edges]
+    if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])):
+        raise ValueError(f"edges must be at least two strictly increasing numbers: {edges}")
+    base, p = _filtered(runs, sampled_from, correct, src="tokx")
+    # bin index by a CASE over the inner edges: one grouped pass (no range join)
+    inner = ("CASE " + " ".join(f"WHEN js < $e{i} THEN {i - 1}" for i in range(1, len(edges) - 1))
+             + f" ELSE {len(edges) - 2} END")
     gsel = f"gr.{by}, " if by else ""
     groups = f", (SELECT DISTINCT {by} FROM f) gr" if by else ""
-    gjoin = f" AND f.{by} IS NOT DISTINCT FROM gr.{by}" if by else ""
+    gjoin = f" AND a.{by} IS NOT DISTINCT FROM gr.{by}" if by else ""
     sql = f"""WITH f AS ({base}),
-      b AS (SELECT e[i] AS lo, e[i + 1] AS hi, i FROM (SELECT $edges::DOUBLE[] AS e),
-            generate_series(1, len(e) - 1) g(i))
-      SELECT {gsel}b.lo, b.hi, count(f.js) AS n, avg(f.entropy_base) AS mean_entropy_base,
-        avg(f.entropy_tuned) AS mean_entropy_tuned
-      FROM b{groups} LEFT JOIN f ON f.js >= b.lo AND f.js < b.hi{gjoin}
-      GROUP BY ALL ORDER BY {gsel}b.lo"""
-    df = _q(con, sql, {**p, "edges": [float(e) for e in edges]})
+      b AS (SELECT e[i] AS lo, e[i + 1] AS hi, i - 1 AS i FROM (SELECT $edges::DOUBLE[] AS e),
+            generate_series(1, len(e) - 1) g(i)),
+      a AS (SELECT {_group(by)}{inner} AS i, count(js) AS n, avg(entropy_base) AS mb,
+              avg(entropy_tuned) AS mt
+            FROM f WHERE js >= $e0 AND js < $e{len(edges) - 1} GROUP BY ALL)
+      SELECT {gsel}b.lo, b.hi, coalesce(a.n, 0) AS n, a.mb AS mean_entropy_base,
+        a.mt AS mean_entropy_tuned
+      FROM b{groups} LEFT JOIN a ON a.i = b.i{gjoin}
+      ORDER BY {gsel}b.lo"""
+    df = _q(con, sql, {**p, "edges": edges, **{f"e{i}": e for i, e in enumerate(edges)}})
     df.insert(1 if by else 0, "bin", [f"[{lo:.3g}, {hi:.3g})" for lo, hi in
                                       zip(df["lo"], df["hi"], strict=True)])
     return df
@@ -129,6 +142,8 @@ def position_profile(con, bins=20, metric="js", high=0.1, runs=None, sampled_fro
     """[by,] bin_left, bin_right, mean, p50, p90, share_high (> high), n per rel_pos bin
     (non-empty bins only)."""
     m, g = _metric(metric), _group(by)
+    if indexed.active(con):
+        return indexed.position_profile(con, bins, m, high, runs, sampled_from, correct, by)
     base, p = _filtered(runs, sampled_from, correct)
     sql = f"""WITH f AS ({base}) SELECT {g}{_bin('rel_pos', 'r')} AS bin,
         avg({m}) AS mean, quantile_cont({m}, [0.5, 0.9]) AS q,
@@ -149,12 +164,21 @@ def token_identity(con, high=0.1, min_count=5, limit=50, runs=None, sampled_from
     token strings seen >= min_count times with n_high > 0; top `limit` (per group) by n_high
     desc, then share_high desc."""
     g = _group(by)
-    base, p = _filtered(runs, sampled_from, correct)
     part = f"PARTITION BY {by} " if by else ""
-    sql = f"""WITH f AS ({base}) SELECT {g}token, count(*) AS n_total,
-        count(*) FILTER (WHERE js > $hi) AS n_high, n_total - n_high AS n_low,
-        n_high / n_total AS share_high, avg(js) AS mean_js
-      FROM f WHERE js IS NOT NULL GROUP BY {g}token HAVING n_total >= $min_count AND n_high > 0
+    if indexed.active(con):  # group on the integer token codes, then look the strings up
+        base, p = _filtered(runs, sampled_from, correct, src="tokx")
+        f = f"""(SELECT {g}v.token, a.* EXCLUDE ({g}tcode) FROM (SELECT {g}tcode,
+            count(*) AS n_total, count(*) FILTER (WHERE js > $hi) AS n_high, avg(js) AS mean_js
+          FROM ({base}) WHERE js IS NOT NULL GROUP BY ALL
+          HAVING n_total >= $min_count AND n_high > 0) a LEFT JOIN vocab v USING (tcode))"""
+    else:
+        base, p = _filtered(runs, sampled_from, correct)
+        f = f"""(SELECT {g}token, count(*) AS n_total,
+            count(*) FILTER (WHERE js > $hi) AS n_high, avg(js) AS mean_js
+          FROM ({base}) WHERE js IS NOT NULL GROUP BY ALL
+          HAVING n_total >= $min_count AND n_high > 0)"""
+    sql = f"""SELECT {g}token, n_total, n_high, n_total - n_high AS n_low,
+        n_high / n_total AS share_high, mean_js FROM {f}
       QUALIFY row_number() OVER ({part}ORDER BY n_high DESC, share_high DESC, token) <= $lim
       {_order(by, 'n_high DESC', 'share_high DESC', 'token')}"""
     return _q(con, sql, {**p, "hi": high, "min_count": min_count, "lim": limit})
@@ -196,10 +220,29 @@ def _topk_overlap_tokx(con, threshold, k_max, runs, sampled_from, correct, by) -
     g = _group(by)
     base, p = _filtered(runs, sampled_from, correct, src="tokx")
     sums = ", ".join(f"sum(k_ov{k})::BIGINT AS s{k}" for k in range(1, k_max + 1))
-    sql = f"""WITH f AS ({base}) SELECT {g}coalesce(js > $thr, FALSE) AS hi,
-        least(k_n, {k_max}) AS kn, count(*) AS c, {sums}
-      FROM f WHERE k_has AND k_n >= 1 GROUP BY ALL"""
-    w = _q(con, sql, {**p, "thr": threshold})
+    if indexed.active(con):
+        # only the rows above the threshold are read; the sums over all rows come from the
+        # per-cell table built at open (cell_kov), and "not high" = all - high, exactly
+        cols = ["c"] + [f"s{k}" for k in range(1, k_max + 1)]
+        sql = f"""WITH f AS ({base}) SELECT {g}least(k_n, {k_max}) AS kn, count(*) AS c, {sums}
+          FROM f WHERE js > $thr AND k_has AND k_n >= 1 GROUP BY ALL"""
+        high = _q(con, sql, {**p, "thr": threshold})
+        cs, cp = _filtered(runs, sampled_from, correct, src="cells")
+        csums = ", ".join(f"sum(k.s{k})::BIGINT AS s{k}" for k in range(1, k_max + 1))
+        allw = _q(con, f"""SELECT {g}least(k.kn, {k_max}) AS kn, sum(k.c)::BIGINT AS c, {csums}
+          FROM ({cs}) JOIN cell_kov k USING (cell) GROUP BY ALL""", cp)
+        keys = ([by] if by else []) + ["kn"]
+        rest = (allw.set_index(keys)[cols]
+                .sub(high.set_index(keys)[cols].reindex(allw.set_index(keys).index,
+                                                        fill_value=0))
+                .reset_index())
+        w = pd.concat([high.assign(hi=True), rest.assign(hi=False)], ignore_index=True)
+        w = w[w["c"] > 0]
+    else:
+        sql = f"""WITH f AS ({base}) SELECT {g}coalesce(js > $thr, FALSE) AS hi,
+            least(k_n, {k_max}) AS kn, count(*) AS c, {sums}
+          FROM f WHERE k_has AND k_n >= 1 GROUP BY ALL"""
+        w = _q(con, sql, {**p, "thr": threshold})
     ids = [by] if by else []
     parts = []
     for i, (label, sel) in enumerate([(SUBSET_HIGH, w["hi"]), (SUBSET_ALL, w["hi"] | True)]):
@@ -216,20 +259,31 @@ def _topk_overlap_tokx(con, threshold, k_max, runs, sampled_from, correct, by) -
     return df[ids + ["subset", "k", "overlap", "n"]]
 
 
+def _by_subset(wide: pd.DataFrame, ids: list[str], cols: dict) -> pd.DataFrame:
+    """Long frame [ids..,] subset, <cols> from a wide one whose columns are named
+    `<col>_high` / `<col>_all`, rows ordered by ids, then subset (high first)."""
+    parts = [wide[ids + [f"{c}_{sfx}" for c in cols]]
+             .set_axis(ids + list(cols), axis=1).assign(subset=label, _s=i)
+             for i, (label, sfx) in enumerate([(SUBSET_HIGH, "high"), (SUBSET_ALL, "all")])]
+    df = pd.concat(parts, ignore_index=True)
+    df = df[df["n"] > 0].sort_values(ids + ["_s"], kind="stable", na_position="last")
+    return df[ids + ["subset"] + list(cols)].astype(cols).reset_index(drop=True)
+
+
 def reallocation(con, threshold=0.1, low_prob=0.01, runs=None, sampled_from=None,
                  correct=None, by=None) -> pd.DataFrame:
     """[by,] subset, share_same_top1 (tuned top-1 is base top-1), share_in_base_top3,
     share_low_prob (base prob of tuned top-1 < low_prob), n."""
     g = _group(by)
     base, p = _filtered(runs, sampled_from, correct, src="tokx")
-    sql = f"""WITH f AS ({base}),
-      j AS (SELECT f.*, k_r AS r, k_pb AS pb FROM f WHERE k_has)
-      SELECT {g}subset, avg((r = 1)::DOUBLE) AS share_same_top1,
-        avg((r <= 3)::DOUBLE) AS share_in_base_top3, avg((pb < $low)::DOUBLE) AS share_low_prob,
-        count(*) AS n
-      FROM j, {_SUBSETS} WHERE subset = '{SUBSET_ALL}' OR js > $thr
-      GROUP BY ALL {_order(by, 'any_value(so)')}"""
-    return _q(con, sql, {**p, "thr": threshold, "low": low_prob})
+    aggs = {"share_same_top1": "avg((k_r = 1)::DOUBLE)", "share_in_base_top3":
+            "avg((k_r <= 3)::DOUBLE)", "share_low_prob": "avg((k_pb < $low)::DOUBLE)",
+            "n": "count(*)"}
+    sel = ", ".join(f"{a} FILTER (WHERE js > $thr) AS {c}_high, {a} AS {c}_all"
+                    for c, a in aggs.items())
+    sql = f"WITH f AS ({base}) SELECT {g}{sel} FROM f WHERE k_has GROUP BY ALL"
+    wide = _q(con, sql, {**p, "thr": threshold, "low": low_prob})
+    return _by_subset(wide, [by] if by else [], {c: "float64" for c in aggs} | {"n": "int64"})
 
 
 def tuned_top1_base_rank_hist(con, threshold=0.1, max_rank=10, runs=None, sampled_from=None,
@@ -238,13 +292,18 @@ def tuned_top1_base_rank_hist(con, threshold=0.1, max_rank=10, runs=None, sample
     share (within subset) of the tuned top-1's rank under the base model (present ranks only)."""
     g = _group(by)
     base, p = _filtered(runs, sampled_from, correct, src="tokx")
-    sql = f"""WITH f AS ({base}),
-      j AS (SELECT f.*, least(k_r, $mr + 1) AS rank FROM f WHERE k_has AND k_r > 0)
-      SELECT {g}subset, rank, count(*) AS n,
-        count(*) / sum(count(*)) OVER (PARTITION BY {g}subset) AS share
-      FROM j, {_SUBSETS} WHERE subset = '{SUBSET_ALL}' OR js > $thr
-      GROUP BY {g}subset, rank {_order(by, 'any_value(so)', 'rank')}"""
-    df = _q(con, sql, {**p, "thr": threshold, "mr": max_rank})
+    sql = f"""WITH f AS ({base}) SELECT {g}least(k_r, $mr + 1) AS rank,
+        count(*) FILTER (WHERE js > $thr) AS n_high, count(*) AS n_all
+      FROM f WHERE k_has AND k_r > 0 GROUP BY ALL"""
+    wide = _q(con, sql, {**p, "thr": threshold, "mr": max_rank})
+    ids = [by] if by else []
+    df = _by_subset(wide, ids + ["rank"], {"n": "int64"})
+    df = df.sort_values(ids + ["subset", "rank"], key=lambda c: c.map(
+        {SUBSET_HIGH: 0, SUBSET_ALL: 1}) if c.name == "subset" else c,
+        kind="stable", na_position="last").reset_index(drop=True)
+    df = df[ids + ["subset", "rank", "n"]]
+    tot = df.groupby(ids + ["subset"], dropna=False, sort=False)["n"].transform("sum")
+    df["share"] = df["n"] / tot
     df.insert(df.columns.get_loc("rank") + 1, "bucket",
               [str(r) if r <= max_rank else f">{max_rank}" for r in df["rank"]])
     return df
@@ -284,10 +343,18 @@ def evolution(con, series_runs: list[str], high=0.1, sampled_from=None,
     if not series_runs:
         raise ValueError("series_runs is empty")
     base, p = _filtered(series_runs, sampled_from, correct)
+    s = "SELECT run, quantile_cont(js, [0.5, 0.9, 0.95, 0.99]) AS q FROM f GROUP BY run"
+    if indexed.active(con):  # the quantiles from the order index, the rest from the rows
+        st = indexed.run_stats(con, "js", series_runs, [0.5, 0.9, 0.95, 0.99],
+                               sampled_from=sampled_from, correct=correct)
+        s = "SELECT unnest($s_run::VARCHAR[]) AS run, unnest($s_q::FLOAT[][]) AS q"
+        p = {**p, "s_run": st["run"].tolist(),
+             "s_q": [[None if np.isnan(v) else v for v in q] for q in st["q"]]}
+        base, _ = _filtered(series_runs, sampled_from, correct, src="tokx")
     sql = f"""WITH f AS ({base}),
       h AS (SELECT run, trace_id, pos FROM f WHERE js > $hi),
       fin AS (SELECT trace_id, pos FROM h WHERE run = $last),
-      s AS (SELECT run, quantile_cont(js, [0.5, 0.9, 0.95, 0.99]) AS q FROM f GROUP BY run),
+      s AS ({s}),
       i AS (SELECT h.run, count(*) AS n_high, count(fin.pos) AS n_inter
             FROM h LEFT JOIN fin USING (trace_id, pos) GROUP BY h.run)
       SELECT s.run, r.series_step, s.q[1] AS p50, s.q[2] AS p90, s.q[3] AS p95, s.q[4] AS p99,
@@ -319,6 +386,9 @@ def eps_for_budget(con, budgets, metric="js", runs=None, sampled_from=None) -> p
     col = _metric(metric)
     base, p = _filtered(runs, sampled_from)
     qs = [min(1.0, max(0.0, 1.0 - float(b))) for b in budgets]
+    if indexed.active(con):
+        got = indexed.quantiles(con, col, qs, runs, sampled_from)
+        return pd.DataFrame({"budget": [float(b) for b in budgets], "eps": got})
     sql = f"SELECT quantile_cont({col}, $qs::DOUBLE[]) AS eps FROM ({base})"
     got = _q(con, sql, {**p, "qs": qs}).eps.iloc[0]
     return pd.DataFrame({"budget": [float(b) for b in budgets], "eps": list(got)})

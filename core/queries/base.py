@@ -127,14 +127,35 @@ def _derived(con: duckdb.DuckDBPyConnection, materialize: bool) -> None:
         ovs = ", ".join(f"k.k_ov{i}" for i in range(1, KOV + 1))
         tokx = f"""SELECT t.*, k.pos IS NOT NULL AS k_has, k.k_r, k.k_pb, k.k_n, {ovs}
           FROM tok t LEFT JOIN _topk_facts k USING (run, trace_id, pos)"""
-    con.execute(f"CREATE TABLE tokx AS {tokx} ORDER BY run, trace_id, pos")
+    # cells: the (run, sampled_from, correct) groups every filter selects whole (order_index)
+    con.execute("""CREATE TABLE cells AS SELECT (row_number() OVER (ORDER BY run,
+        sampled_from NULLS LAST, correct NULLS LAST) - 1)::INTEGER AS cell, *
+      FROM (SELECT run, sampled_from, correct, count(*) AS n_rows,
+              count(top1_agree) AS n_top1, count(*) FILTER (WHERE top1_agree) AS s_top1
+            FROM tok GROUP BY ALL)""")
+    # vocab: the distinct token strings, so grouping and text search work on integer codes
+    con.execute("CREATE TABLE vocab AS SELECT (row_number() OVER (ORDER BY token) - 1)"
+                "::INTEGER AS tcode, token FROM (SELECT DISTINCT token FROM tokens"
+                " WHERE token IS NOT NULL)")
+    con.execute(f"""CREATE TABLE tokx AS SELECT x.*, c.cell, v.tcode FROM ({tokx}) x
+      JOIN cells c ON x.run = c.run AND x.sampled_from IS NOT DISTINCT FROM c.sampled_from
+        AND x.correct IS NOT DISTINCT FROM c.correct
+      LEFT JOIN vocab v ON x.token = v.token
+      ORDER BY x.run, x.trace_id, x.pos""")
     if kx is not None:
         con.unregister("_topk_facts")
+    # per cell and stored list length: the top-k overlap sums of all rows (topk_overlap)
+    sums = ", ".join(f"sum(k_ov{k})::BIGINT AS s{k}" for k in range(1, KOV + 1))
+    con.execute(f"""CREATE TABLE cell_kov AS SELECT cell, least(k_n, {KOV}) AS kn,
+        count(*) AS c, {sums} FROM tokx WHERE k_has AND k_n >= 1 GROUP BY ALL""")
     con.execute("CREATE OR REPLACE VIEW tokens AS SELECT "
                 + ", ".join(_ident(c) for c in tokens_cols) + " FROM tokx")
     con.execute("CREATE OR REPLACE VIEW tok AS SELECT "
                 + ", ".join(_ident(c) for c in tok_cols) + " FROM tokx")
     con.execute(f"CREATE TABLE trace_agg AS {agg}")
+    from . import indexed  # noqa: PLC0415 (indexed imports this module)
+
+    indexed.enable(con)
 
 
 def _topk_facts(con: duckdb.DuckDBPyConnection, chunk: int = 250_000) -> pa.Table | None:

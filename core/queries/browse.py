@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
+from . import indexed
 from .base import TRACE_AGG_HIGH, TRACE_SORT, _filtered, _q
 
 
@@ -12,10 +14,26 @@ def headline(con, near_zero=0.01, high=0.1, runs=None) -> pd.DataFrame:
     mean_js, p95_js, top1_agree, accuracy_tuned, accuracy_base (NULL without such traces),
     mean_length (response tokens per trace)."""
     base, p = _filtered(runs)
-    sql = f"""WITH t AS (SELECT run, count(*) AS n_tokens, avg((js < $nz)::DOUBLE) AS
+    t = f"""SELECT run, count(*) AS n_tokens, avg((js < $nz)::DOUBLE) AS
           share_near_zero, avg((js > $hi)::DOUBLE) AS share_high, avg(js) AS mean_js,
           quantile_cont(js, 0.95) AS p95_js, avg(top1_agree::DOUBLE) AS top1_agree
-        FROM ({base}) GROUP BY run),
+        FROM ({base}) GROUP BY run"""
+    if indexed.active(con):  # the per-run numbers from the order index and cell counts
+        st = indexed.run_stats(con, "js", runs, [0.95], near_zero, high)
+
+        def per(num, den):
+            return [a / b if b else None for a, b in zip(st[num], st[den], strict=True)]
+
+        t = """SELECT unnest($t_run::VARCHAR[]) AS run, unnest($t_n::BIGINT[]) AS n_tokens,
+          unnest($t_nz::DOUBLE[]) AS share_near_zero, unnest($t_hi::DOUBLE[]) AS share_high,
+          unnest($t_mean::DOUBLE[]) AS mean_js, unnest($t_p95::FLOAT[]) AS p95_js,
+          unnest($t_top1::DOUBLE[]) AS top1_agree"""
+        p = {**p, "t_run": st["run"].tolist(), "t_n": st["n_rows"].tolist(),
+             "t_nz": per("n_lt", "n"), "t_hi": per("n_gt", "n"),
+             "t_mean": [None if np.isnan(v) else v for v in st["mean"]],
+             "t_p95": [None if np.isnan(q[0]) else q[0] for q in st["q"]],
+             "t_top1": per("s_top1", "n_top1")}
+    sql = f"""WITH t AS ({t}),
       tr AS (SELECT run, count(*) AS n_traces,
           avg(correct::DOUBLE) FILTER (WHERE sampled_from = 'tuned') AS accuracy_tuned,
           avg(correct::DOUBLE) FILTER (WHERE sampled_from = 'base') AS accuracy_base,
@@ -73,6 +91,15 @@ def trace_tokens(con, run: str, trace_id: int) -> pd.DataFrame:
     return _q(con, sql, {"run": str(run), "tid": int(trace_id)})
 
 
+def _text_match(con) -> str:
+    """Case-insensitive substring match of the token: on a materialised connection, matched
+    once per distinct token string (table vocab) and then by integer code."""
+    if indexed.active(con):
+        return ("tcode IN (SELECT tcode FROM vocab WHERE "
+                "contains(lower(token), lower($text)))")
+    return "contains(lower(token), lower($text))"
+
+
 def token_search(con, js_min=None, rank_base_min=None, dlogp_max=None, text_contains=None,
                  rel_pos_range=None, correct_only=False, runs=None, sampled_from=None,
                  limit=200, window=5) -> pd.DataFrame:
@@ -81,12 +108,13 @@ def token_search(con, js_min=None, rank_base_min=None, dlogp_max=None, text_cont
     traces only), highest js first: run, trace_id, pos, token, js, rank_base, dlogp, rel_pos,
     context (tokens pos-window..pos+window concatenated), before, after (the parts of the
     context on either side of the token)."""
-    base, p = _filtered(runs, sampled_from, True if correct_only else None)
+    base, p = _filtered(runs, sampled_from, True if correct_only else None,
+                        src="tokx" if indexed.active(con) else "tok")
     conds = ["TRUE"]
     for cond, name, val in [("js >= $js_min", "js_min", js_min),
                             ("rank_base >= $rb_min", "rb_min", rank_base_min),
                             ("dlogp <= $dlogp_max", "dlogp_max", dlogp_max),
-                            ("contains(lower(token), lower($text))", "text", text_contains)]:
+                            (_text_match(con), "text", text_contains)]:
         if val is not None:
             conds.append(cond)
             p[name] = val
@@ -101,7 +129,8 @@ def token_search(con, js_min=None, rank_base_min=None, dlogp_max=None, text_cont
           AS before,
         coalesce(string_agg(c.token, '' ORDER BY c.pos) FILTER (WHERE c.pos > m.pos), '')
           AS after
-      FROM m JOIN tokens c ON c.run = m.run AND c.trace_id = m.trace_id
+      FROM m JOIN (SELECT * FROM tokens WHERE trace_id IN (SELECT trace_id FROM m)) c
+        ON c.run = m.run AND c.trace_id = m.trace_id
         AND c.pos BETWEEN m.pos - $win AND m.pos + $win
       GROUP BY ALL ORDER BY m.js DESC NULLS LAST, m.run, m.trace_id, m.pos"""
     return _q(con, sql, {**p, "lim": limit, "win": window})

@@ -1,0 +1,101 @@
+"""core.queries.order_index: exact order statistics and threshold counts, checked against
+DuckDB itself on awkward data (ties, negatives, signed zeros, infinities, NaN, int32)."""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from core.queries.order_index import SegIndex
+
+pytestmark = pytest.mark.unit
+
+N_SEG = 7
+
+
+def _data(dtype, seed=0, n=4000):
+    rng = np.random.default_rng(seed)
+    seg = rng.integers(0, N_SEG, n)
+    seg[seg == 3] = 4  # segment 3 stays empty
+    if dtype == np.float32:
+        v = np.round(rng.normal(0, 1, n), 2).astype(np.float32)  # many ties
+        v[:6] = [np.inf, -np.inf, np.nan, -0.0, 0.0, np.float32(0.01)]
+    else:
+        v = rng.integers(-50, 50, n).astype(np.int32)
+        v[:2] = [np.iinfo(np.int32).min, np.iinfo(np.int32).max]
+    return seg, v
+
+
+@pytest.fixture(scope="module", params=[np.float32, np.int32], ids=["float32", "int32"])
+def case(request):
+    seg, v = _data(request.param)
+    con = duckdb.connect()
+    con.register("t", pa.table({"seg": seg, "v": pa.array(v)}))  # NaN stays NaN (not NULL)
+    return SegIndex(seg, v, N_SEG), con, seg, v
+
+
+GROUPS = [[0], [1, 2], [0, 2, 4, 5, 6], [3], [3, 6], list(range(N_SEG))]
+
+
+def _in(segs):
+    return f"seg IN ({', '.join(str(s) for s in segs)})" if segs else "FALSE"
+
+
+def test_quantiles_equal_duckdb(case):
+    ix, con, _, _ = case
+    qs = [0.0, 0.001, 0.25, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0]
+    got = ix.quantiles(GROUPS, qs)
+    for g, row in zip(GROUPS, got, strict=True):
+        want = con.execute(f"SELECT quantile_cont(v, $q::DOUBLE[]) FROM t WHERE {_in(g)}",
+                           {"q": qs}).fetchone()[0]
+        if want is None:
+            assert np.isnan(row).all()
+        else:
+            np.testing.assert_array_equal(row, np.asarray(want, dtype=np.float64))
+
+
+@pytest.mark.parametrize("t", [0.01, 0.0, -0.0, 0.5, -1.37, 0.009999999776482582, 1e9,
+                               -np.inf, np.inf, 2.5, -49.5])
+def test_threshold_counts_equal_duckdb(case, t):
+    ix, con, _, _ = case
+    for g in GROUPS:
+        lt, gt = con.execute(f"SELECT count(*) FILTER (WHERE v < $t), count(*) FILTER "
+                             f"(WHERE v > $t) FROM t WHERE {_in(g)}", {"t": t}).fetchone()
+        assert int(ix.count_lt(g, t).sum()) == lt, (g, t)
+        assert int(ix.count_gt(g, t).sum()) == gt, (g, t)
+
+
+def test_counts_sums_max(case):
+    ix, con, seg, v = case
+    for g in GROUPS:
+        n, s, mx = con.execute(f"SELECT count(v), sum(v::DOUBLE), max(v) FROM t "
+                               f"WHERE {_in(g)}").fetchone()
+        assert int(ix.count(g).sum()) == n
+        if n:
+            got = ix.max(g)
+            assert (np.isnan(got) and np.isnan(mx)) or got == mx
+            if np.isfinite(s):
+                assert ix.sums[g].sum() == pytest.approx(s, rel=1e-12)
+        else:
+            assert ix.max(g) is None
+
+
+def test_kth_is_the_sorted_union():
+    seg, v = _data(np.float32, seed=5)
+    v = np.where(np.isnan(v), np.float32(0), v)
+    ix = SegIndex(seg, v, N_SEG)
+    for g in GROUPS:
+        want = np.sort(v[np.isin(seg, g)])
+        if not len(want):
+            continue
+        ranks = [0, len(want) // 3, len(want) - 1]
+        got = ix.quantiles([g], [r / (len(want) - 1) if len(want) > 1 else 0 for r in ranks])
+        np.testing.assert_array_equal(got[0], want[ranks].astype(np.float64))
+
+
+def test_nulls_are_kept_apart():
+    ix = SegIndex(np.array([0, 0, 1]), np.array([1, 2, 3], np.float32), 2,
+                  null_seg=np.array([1, 1]))
+    assert list(ix.count([0, 1])) == [2, 1] and list(ix.nulls) == [0, 2]
