@@ -23,16 +23,17 @@ def runs() -> list[RunInfo]:
     return list_runs(cache_dir())
 
 
-@st.cache_resource(show_spinner=False)
-def _connection(paths: tuple[str, ...], stamp: tuple[float, ...]):
-    return queries.open_runs(list(paths))
+@st.cache_resource(show_spinner="Opening the runs…")
+def _connection(paths: tuple[str, ...], names: tuple[str, ...], stamp: tuple[float, ...]):
+    return queries.open_runs(list(paths), names=list(names))
 
 
 def connection(infos: list[RunInfo]):
-    """One DuckDB connection per set of runs; reopened when a run folder changes."""
+    """One DuckDB connection per set of runs, which are named by folder (the names the app
+    shows and puts in URLs); reopened when a run folder changes."""
     paths = tuple(str(r.path) for r in infos)
     stamp = tuple((r.path / "manifest.json").stat().st_mtime for r in infos)
-    return _connection(paths, stamp)
+    return _connection(paths, tuple(r.name for r in infos), stamp)
 
 
 @st.cache_resource(show_spinner="Loading the pair…", max_entries=2)

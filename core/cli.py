@@ -42,7 +42,8 @@ def _cmd_summary(args) -> int:
     if not dirs:
         print(f"no runs in {args.cache}")
         return 1
-    df = headline(open_runs(dirs), near_zero=args.near_zero, high=args.high)
+    df = headline(open_runs(dirs, names=[d.name for d in dirs]), near_zero=args.near_zero,
+                  high=args.high)
     with pd.option_context("display.max_columns", None, "display.width", 200):
         print(df.set_index("run").T.to_string() if args.transpose else df.to_string(index=False))
     return 0

@@ -102,3 +102,22 @@ def test_cross_sampling_target_budget_picks_eps_from_the_run(app):
     at.run(timeout=120)
     assert not at.exception, [e.value for e in at.exception]
     assert any("target budgets → eps from the stored js: 5% →" in c.value for c in at.caption)
+
+
+def test_a_copied_run_folder_opens_under_its_folder_name(app_cache, tmp_path, monkeypatch):
+    """cp -r cache/demo-sft cache/sft-copy: both manifests say demo-sft; the app names runs
+    by folder, so both open and the copy's traces show."""
+    import shutil
+
+    cache = tmp_path / "cache"
+    for name in ("demo-sft", "demo-rl"):
+        shutil.copytree(app_cache / name, cache / name)
+    shutil.copytree(app_cache / "demo-sft", cache / "sft-copy")
+    monkeypatch.setenv("SHIFTLENS_CACHE", str(cache))
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    at.query_params["run"] = "sft-copy"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.sidebar.selectbox(key="run_picker").value == "sft-copy"
+    assert not [w.value for w in at.warning if "No trace" in w.value]
+    assert "trace" in at.query_params

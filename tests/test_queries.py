@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -452,3 +453,17 @@ def test_eps_for_budget_is_the_js_quantile(env):
     np.testing.assert_allclose(got.eps, want, rtol=1e-5)
     for b, e in zip(got.budget, got.eps):  # that share of tokens lies above the threshold
         assert abs((t.js > e).mean() - b) <= 2 / len(t)
+
+
+def test_names_override_the_manifest(tmp_path):
+    """A copied run folder repeats its manifest's name; the app names runs by folder."""
+    a = write_run(tmp_path / "orig", make_tables(7), {"name": "same", "kind": "rl"})
+    b = tmp_path / "copy"
+    shutil.copytree(a, b)
+    with pytest.raises(ValueError, match="duplicate run names"):
+        Q.open_runs([a, b])
+    con = Q.open_runs([a, b], names=["orig", "copy"])
+    assert Q.opened_runs(con)["run"].tolist() == ["orig", "copy"]
+    assert len(Q.trace_list(con, "copy")) == 14
+    with pytest.raises(ValueError, match="1 names for 2"):
+        Q.open_runs([a, b], names=["x"])

@@ -53,22 +53,29 @@ def _sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-def open_runs(run_dirs: list[str | Path] | str | Path,
-              materialize: bool | None = None) -> duckdb.DuckDBPyConnection:
+def open_runs(run_dirs: list[str | Path] | str | Path, materialize: bool | None = None,
+              names: list[str] | None = None) -> duckdb.DuckDBPyConnection:
     """In-memory connection with views tokens/topk/traces/tok over all runs (see module doc).
 
     `materialize`: copy tokens, traces and the top-k columns the analyses need into DuckDB
     tables once, now (True), or keep lazy Parquet views (False); None (default) materialises
     when the runs hold at least MATERIALIZE_ROWS token rows. Results are the same either way;
-    materialised queries are much faster on large runs (no Parquet decoding per query)."""
+    materialised queries are much faster on large runs (no Parquet decoding per query).
+
+    `names`: the run names, one per folder (the app passes the folder names, which are unique
+    in a cache even where a copied folder's manifest repeats another run's name); default: the
+    manifest's name, else the folder name."""
     con = duckdb.connect()
     con.execute("CREATE TABLE runs (idx INTEGER, run VARCHAR, kind VARCHAR, "
                 "series_step INTEGER, traces_from VARCHAR, path VARCHAR)")
     dirs = [Path(run_dirs)] if isinstance(run_dirs, (str, Path)) else [Path(d) for d in run_dirs]
+    if names is not None and len(names) != len(dirs):
+        raise ValueError(f"{len(names)} names for {len(dirs)} run folders")
     rows = []
     for i, d in enumerate(dirs):
         m = read_manifest(d) or {}
-        rows.append((i, str(m.get("name") or d.name), m.get("kind"), m.get("series_step"),
+        name = names[i] if names is not None else (m.get("name") or d.name)
+        rows.append((i, str(name), m.get("kind"), m.get("series_step"),
                      m.get("traces_from"), str(d)))
     names = [r[1] for r in rows]
     if len(set(names)) != len(names):
