@@ -99,3 +99,31 @@ def test_nulls_are_kept_apart():
     ix = SegIndex(np.array([0, 0, 1]), np.array([1, 2, 3], np.float32), 2,
                   null_seg=np.array([1, 1]))
     assert list(ix.count([0, 1])) == [2, 1] and list(ix.nulls) == [0, 2]
+
+
+@pytest.mark.parametrize("L", [3, 10, 12])
+def test_topk_overlap_facts_equal_the_sql_definition(L):
+    """k_ov1..k_ovKOV computed in numpy at materialisation = DuckDB's
+    len(list_intersect(list_slice(base_ids, 1, k), list_slice(tuned_ids, 1, k))), also for
+    rows whose lists repeat ids and for lists shorter than KOV."""
+    from core.queries.base import KOV, _topk_facts
+
+    rng = np.random.default_rng(L)
+    n = 3000
+    b = rng.integers(0, 2 * L, (n, L)).astype(np.int32)          # repeats are common here
+    u = np.stack([rng.permutation(3 * L)[:L] for _ in range(n)]).astype(np.int32)
+    u[::7] = b[::7][:, ::-1]                                     # and some full overlaps
+    con = duckdb.connect()
+    con.register("topk", pa.table({
+        "run": ["r"] * n, "trace_id": np.arange(n, dtype=np.int32),
+        "pos": np.zeros(n, np.int32), "tuned_top1_rank_base": np.ones(n, np.int32),
+        "tuned_top1_prob_base": np.ones(n, np.float32),
+        "base_ids": pa.array(list(b), pa.list_(pa.int32())),
+        "tuned_ids": pa.array(list(u), pa.list_(pa.int32()))}))
+    got = _topk_facts(con, chunk=1000).to_pandas()
+    sql = ", ".join(f"len(list_intersect(list_slice(base_ids, 1, {k}), "
+                    f"list_slice(tuned_ids, 1, {k}))) AS k_ov{k}" for k in range(1, KOV + 1))
+    want = con.execute(f"SELECT {sql} FROM topk ORDER BY trace_id").df()
+    for k in range(1, KOV + 1):
+        np.testing.assert_array_equal(got[f"k_ov{k}"].to_numpy(), want[f"k_ov{k}"].to_numpy(),
+                                      err_msg=f"k={k}")
