@@ -121,3 +121,30 @@ def test_a_copied_run_folder_opens_under_its_folder_name(app_cache, tmp_path, mo
     assert at.sidebar.selectbox(key="run_picker").value == "sft-copy"
     assert not [w.value for w in at.warning if "No trace" in w.value]
     assert "trace" in at.query_params
+
+
+def test_trace_pages_and_a_link_to_a_later_page(tmp_path, monkeypatch):
+    """A run with more traces than a page: a link to a trace on page 2 opens page 2 on that
+    trace; turning back to page 1 opens page 1's first trace."""
+    from core import queries as Q
+    from core.synthetic import write_synthetic_run
+
+    from app.views.traces import PAGE
+
+    cache = tmp_path / "cache"
+    write_synthetic_run(cache / "big", n_tokens=40_000, mean_length=30, seed=2)
+    con = Q.open_runs([cache / "big"], names=["big"])
+    assert Q.trace_count(con, "big") > PAGE + 10
+    target = int(Q.trace_list(con, "big", limit=1, offset=PAGE + 7)["trace_id"].iloc[0])
+    first = int(Q.trace_list(con, "big", limit=1)["trace_id"].iloc[0])
+    monkeypatch.setenv("SHIFTLENS_CACHE", str(cache))
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    at.query_params["run"] = "big"
+    at.query_params["trace"] = str(target)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.number_input(key="trace_page").value == 2
+    assert at.query_params["page"] == "2" and at.query_params["trace"] == str(target)
+    at.number_input(key="trace_page").set_value(1).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "page" not in at.query_params and at.query_params["trace"] == str(first)

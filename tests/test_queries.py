@@ -368,6 +368,28 @@ def test_trace_list(env):
     assert Q.trace_list(con, "rl", search="100%")["trace_id"].tolist() == []
 
 
+@pytest.mark.parametrize("kw", [dict(), dict(sort_by="length", descending=False),
+                                dict(correct=False, sort_by="mean_js"),
+                                dict(search="say it", sampled_from="tuned", sort_by="n_high")])
+def test_trace_pages_count_and_position(env, kw):
+    """Pages of 4 tile the whole list; trace_count is its length; trace_position finds
+    every trace on its page, and is None for one the filters leave out."""
+    con, ref = env
+    filt = {k: v for k, v in kw.items() if k in ("search", "correct", "sampled_from")}
+    whole = Q.trace_list(con, "rl", limit=1000, **kw)["trace_id"].tolist()
+    pages = [Q.trace_list(con, "rl", limit=4, offset=o, **kw)["trace_id"].tolist()
+             for o in range(0, len(whole) + 4, 4)]
+    assert sum(pages, []) == whole and pages[-1] == []
+    assert Q.trace_count(con, "rl", **filt) == len(whole) > 0
+    for i, tid in enumerate(whole):
+        assert Q.trace_position(con, "rl", tid, **kw) == i
+        assert tid in pages[i // 4]
+    left_out = set(ref["traces"].query("run == 'rl'").trace_id) - set(whole)
+    for tid in left_out:
+        assert Q.trace_position(con, "rl", tid, **kw) is None
+    assert bool(left_out) == bool(filt)
+
+
 def test_trace_tokens(env):
     con, ref = env
     got = Q.trace_tokens(con, "sft", 4)

@@ -14,7 +14,8 @@ Shared filters: `runs` (run names), `sampled_from` ("tuned"/"base"), `correct` (
 
   base.py      open_runs, table_files, opened_runs and the shared helpers
   analyses.py  the paper's analyses: sparsity .. evolution, contrast
-  browse.py    headline table, trace list, one trace's tokens, token search
+  browse.py    headline table, trace list (pages, counts, a trace's place), one trace's
+               tokens, token search
 """
 
 from .analyses import (
@@ -43,7 +44,14 @@ from .base import (
     opened_runs,
     table_files,
 )
-from .browse import headline, token_search, trace_list, trace_tokens
+from .browse import (
+    headline,
+    token_search,
+    trace_count,
+    trace_list,
+    trace_position,
+    trace_tokens,
+)
 
 __all__ = [
     "BY_COLUMNS",
@@ -68,7 +76,9 @@ __all__ = [
     "token_identity",
     "token_search",
     "topk_overlap",
+    "trace_count",
     "trace_list",
+    "trace_position",
     "trace_tokens",
     "tuned_top1_base_rank_hist",
     "urial_categories",

@@ -47,16 +47,8 @@ def headline(con, near_zero=0.01, high=0.1, runs=None) -> pd.DataFrame:
                          "f_runs": p.get("f_runs", [])})
 
 
-def trace_list(con, run: str, sort_by="max_js", descending=True, search=None, correct=None,
-               high=0.1, limit=100, offset=0, sampled_from=None) -> pd.DataFrame:
-    """trace_id, prompt_id, prompt, correct, length, sampled_from, max_js, mean_js, n_high
-    (tokens with js > high), reference, extracted_answer, verifier for one run; `search` =
-    case-insensitive substring of the prompt; sort_by one of TRACE_SORT (ties by trace_id),
-    NULLs last."""
-    if sort_by not in TRACE_SORT:
-        raise ValueError(f"sort_by must be one of {TRACE_SORT}, got {sort_by!r}")
-    conds, params = ["tr.run = $run"], {"run": str(run), "hi": high, "lim": limit,
-                                        "off": offset}
+def _trace_filters(run, search, correct, sampled_from) -> tuple[list[str], dict]:
+    conds, params = ["tr.run = $run"], {"run": str(run)}
     if search is not None:
         conds.append("contains(lower(tr.prompt), lower($search))")
         params["search"] = str(search)
@@ -66,6 +58,16 @@ def trace_list(con, run: str, sort_by="max_js", descending=True, search=None, co
     if sampled_from is not None:
         conds.append("tr.sampled_from = $sampled_from")
         params["sampled_from"] = sampled_from
+    return conds, params
+
+
+def _trace_rows(run, sort_by, descending, search, correct, high, sampled_from) -> tuple[str, dict]:
+    """SQL of one run's filtered trace rows with their aggregates and `_rank` (0-based place
+    in the requested order), and its parameters."""
+    if sort_by not in TRACE_SORT:
+        raise ValueError(f"sort_by must be one of {TRACE_SORT}, got {sort_by!r}")
+    conds, params = _trace_filters(run, search, correct, sampled_from)
+    params["hi"] = high
     direction = "DESC" if descending else "ASC"
     if high == TRACE_AGG_HIGH:  # the per-trace aggregates built once by open_runs
         a = "SELECT trace_id, max_js, mean_js, n_high FROM trace_agg WHERE run = $run"
@@ -76,10 +78,39 @@ def trace_list(con, run: str, sort_by="max_js", descending=True, search=None, co
     sql = f"""WITH a AS ({a})
       SELECT tr.trace_id, tr.prompt_id, tr.prompt, tr.correct, tr.length, tr.sampled_from,
         a.max_js, a.mean_js, coalesce(a.n_high, 0) AS n_high, tr.reference,
-        tr.extracted_answer, tr.verifier
-      FROM traces tr LEFT JOIN a USING (trace_id) WHERE {' AND '.join(conds)}
-      ORDER BY {sort_by} {direction} NULLS LAST, trace_id LIMIT $lim OFFSET $off"""
-    return _q(con, sql, params)
+        tr.extracted_answer, tr.verifier,
+        row_number() OVER (ORDER BY {sort_by} {direction} NULLS LAST, tr.trace_id) - 1 AS _rank
+      FROM traces tr LEFT JOIN a USING (trace_id) WHERE {' AND '.join(conds)}"""
+    return sql, params
+
+
+def trace_list(con, run: str, sort_by="max_js", descending=True, search=None, correct=None,
+               high=0.1, limit=100, offset=0, sampled_from=None) -> pd.DataFrame:
+    """trace_id, prompt_id, prompt, correct, length, sampled_from, max_js, mean_js, n_high
+    (tokens with js > high), reference, extracted_answer, verifier for one run; `search` =
+    case-insensitive substring of the prompt; sort_by one of TRACE_SORT (ties by trace_id),
+    NULLs last; rows offset .. offset + limit of that order (a page)."""
+    sql, params = _trace_rows(run, sort_by, descending, search, correct, high, sampled_from)
+    sql = f"""SELECT * EXCLUDE (_rank) FROM ({sql}) WHERE _rank >= $off ORDER BY _rank
+      LIMIT $lim"""
+    return _q(con, sql, {**params, "lim": limit, "off": offset})
+
+
+def trace_count(con, run: str, search=None, correct=None, sampled_from=None) -> int:
+    """How many traces of `run` trace_list's filters keep (for paging)."""
+    conds, params = _trace_filters(run, search, correct, sampled_from)
+    return int(_q(con, f"SELECT count(*) AS n FROM traces tr WHERE {' AND '.join(conds)}",
+                  params)["n"].iloc[0])
+
+
+def trace_position(con, run: str, trace_id: int, sort_by="max_js", descending=True,
+                   search=None, correct=None, high=0.1, sampled_from=None) -> int | None:
+    """0-based place of `trace_id` in trace_list's order with these filters (its page is
+    place // page size), or None when the filters leave it out."""
+    sql, params = _trace_rows(run, sort_by, descending, search, correct, high, sampled_from)
+    df = _q(con, f"SELECT _rank FROM ({sql}) WHERE trace_id = $tid",
+            {**params, "tid": int(trace_id)})
+    return int(df["_rank"].iloc[0]) if len(df) else None
 
 
 def trace_tokens(con, run: str, trace_id: int) -> pd.DataFrame:
