@@ -55,6 +55,8 @@ def query_set(con, run: str, trace_id: int) -> dict:
         "trace_list page 50 by length": lambda: Q.trace_list(con, run, sort_by="length",
                                                              offset=4900),
         "trace_list search": lambda: Q.trace_list(con, run, search="triangle"),
+        "trace_count": lambda: Q.trace_count(con, run),
+        "trace_position (a link's page)": lambda: Q.trace_position(con, run, trace_id),
         "trace_tokens": lambda: Q.trace_tokens(con, run, trace_id),
         "token_search js>=0.3": lambda: Q.token_search(con, js_min=0.3),
         "token_search text": lambda: Q.token_search(con, text_contains="wait", js_min=0.05),

@@ -19,7 +19,7 @@ Where parts go (`parts_uri`): by default the local staging folder
 filesystem every node mounts. On a cluster without a shared filesystem pass a pyarrow
 filesystem URI (`s3://bucket/prefix`, `gs://...`, `hdfs://...`); workers write through
 `pyarrow.fs.FileSystem.from_uri`, and the driver copies the parts into local staging before
-assembling. Only local paths are tested here.
+assembling. Tested with local folders and with an S3 endpoint (a local moto server).
 """
 
 from __future__ import annotations
@@ -48,6 +48,15 @@ def _fs(uri: str) -> tuple[pafs.FileSystem, str]:
     if "://" not in uri:
         uri = str(Path(uri).expanduser().resolve())
     return pafs.FileSystem.from_uri(uri)
+
+
+def _join_uri(uri: str, name: str) -> str:
+    """`uri` with `name` appended to its path, before any query string (s3://b/p?region=x ->
+    s3://b/p/name?region=x)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    u = urlsplit(uri)
+    return urlunsplit((u.scheme, u.netloc, f"{u.path.rstrip('/')}/{name}", u.query, u.fragment))
 
 
 def _exists(fs: pafs.FileSystem, path: str) -> bool:
@@ -133,7 +142,7 @@ def precompute_ray(cfg: PrecomputeConfig, *, num_workers: int = 2,
         fs, root = _fs(parts_uri)
         if remote:
             root = f"{root.rstrip('/')}/{cfg.name}-{want}"  # one run's parts per prefix
-            parts_uri = f"{parts_uri.rstrip('/')}/{cfg.name}-{want}"
+            parts_uri = _join_uri(parts_uri, f"{cfg.name}-{want}")
             fs.create_dir(root, recursive=True)
         t0 = time.time()
         shards = pc.shard_indices(cfg, ps)

@@ -52,6 +52,25 @@ def model_record(loaded, pair_vocab: str) -> dict:
     }
 
 
+_SECRET_PARAM = ("key", "secret", "token", "password", "credential", "signature")
+
+
+def redact_uri(uri: str) -> str:
+    """`uri` without credentials (user:password@ and secret-looking query values), for
+    recording in manifests: s3://AKIA:xyz@bucket/p?secret_key=s -> s3://***@bucket/p?secret_key=***."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    if not uri or "://" not in uri:
+        return uri
+    parts = urlsplit(uri)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = urlencode([(k, "***" if any(w in k.lower() for w in _SECRET_PARAM) else v)
+                       for k, v in parse_qsl(parts.query, keep_blank_values=True)], safe="*:/")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
 def build_manifest(config, *, models: dict, prompt_set: dict, stats: dict, device: str) -> dict:
     return {
         "name": config.name,
@@ -61,7 +80,8 @@ def build_manifest(config, *, models: dict, prompt_set: dict, stats: dict, devic
         "kind": config.kind or None,
         "series_step": config.series_step if config.series_step >= 0 else None,
         "traces_from": config.traces_from or None,
-        "config": dataclasses.asdict(config),
+        "config": {k: redact_uri(v) if k == "parts_uri" else v
+                   for k, v in dataclasses.asdict(config).items()},
         "config_hash": config_hash(config),
         "models": models,
         "prompt_set": prompt_set,

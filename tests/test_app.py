@@ -126,10 +126,9 @@ def test_a_copied_run_folder_opens_under_its_folder_name(app_cache, tmp_path, mo
 def test_trace_pages_and_a_link_to_a_later_page(tmp_path, monkeypatch):
     """A run with more traces than a page: a link to a trace on page 2 opens page 2 on that
     trace; turning back to page 1 opens page 1's first trace."""
+    from app.views.traces import PAGE
     from core import queries as Q
     from core.synthetic import write_synthetic_run
-
-    from app.views.traces import PAGE
 
     cache = tmp_path / "cache"
     write_synthetic_run(cache / "big", n_tokens=40_000, mean_length=30, seed=2)
