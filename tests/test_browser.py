@@ -63,7 +63,8 @@ def test_trace_browser_highlights_and_topk(server, page):
     page.locator("[data-testid=stSelectbox]").filter(has_text="Highlight by").click()
     page.get_by_role("option", name="dlogp = logp_tuned - logp_base").click()
     page.get_by_text("blue: tuned less likely", exact=False).wait_for(timeout=20_000)
-    assert "metric=dlogp" in page.url
+    # the URL is written at the end of the script run, after the legend is drawn
+    page.wait_for_url("**metric=dlogp**", timeout=20_000)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "trace_browser.png"), full_page=True)
 
