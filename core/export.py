@@ -277,7 +277,11 @@ def export_run(run_dir, out_dir, *, cache=None, formats=FIGURE_FORMATS, series=N
     extra = [_resolve(r, cache) for r in (series or [])]
     other = _resolve(contrast_with, cache) if contrast_with is not None else None
     dirs = list(dict.fromkeys(p.resolve() for p in [main, *extra] + ([other] if other else [])))
-    con = open_runs(dirs)
+    # named by folder, as the app names them (manifests of copied folders repeat a name)
+    names = [p.name for p in dirs]
+    if len(set(names)) < len(names):
+        names = [f"{p.parent.name}/{p.name}" for p in dirs]
+    con = open_runs(dirs, names=names)
     try:
         names = dict(zip(opened_runs(con)["path"], opened_runs(con)["run"]))
         name = names[str(main.resolve())]

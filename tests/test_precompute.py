@@ -207,6 +207,24 @@ def test_cli_export_writes_the_bundle(demo_cache, tmp_path):
     assert "evolution.png" in names and "contrast.svg" in names and "js_hist.json" in names
 
 
+def test_export_of_a_copied_run_folder(demo_cache, tmp_path):
+    """cp -r rl rl-copy: both manifests say "rl"; export names runs by folder, as the app."""
+    import json
+    import shutil
+    import zipfile
+
+    from core.cli import main
+
+    cache = tmp_path / "cache"
+    shutil.copytree(demo_cache / "rl", cache / "rl")
+    shutil.copytree(demo_cache / "rl", cache / "rl-copy")
+    assert main(["export", "rl-copy", "--cache", str(cache), "--contrast-with", "rl",
+                 "--out", str(tmp_path / "out"), "--formats", "html"]) == 0
+    z = zipfile.ZipFile(tmp_path / "out" / "rl-copy-figures.zip")
+    rec = json.loads(z.read("contrast.json"))
+    assert (rec["params"]["run_a"], rec["params"]["run_b"]) == ("rl-copy", "rl")
+
+
 def test_cross_sample_cli_on_the_demo_pair(demo_cache, capsys):
     from core.cli import main
     from core.cross_sampling import read_summary
