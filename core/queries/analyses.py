@@ -350,7 +350,6 @@ def evolution(con, series_runs: list[str], high=0.1, sampled_from=None,
         s = "SELECT unnest($s_run::VARCHAR[]) AS run, unnest($s_q::FLOAT[][]) AS q"
         p = {**p, "s_run": st["run"].tolist(),
              "s_q": [[None if np.isnan(v) else v for v in q] for q in st["q"]]}
-        base, _ = _filtered(series_runs, sampled_from, correct, src="tokx")
     sql = f"""WITH f AS ({base}),
       h AS (SELECT run, trace_id, pos FROM f WHERE js > $hi),
       fin AS (SELECT trace_id, pos FROM h WHERE run = $last),
