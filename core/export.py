@@ -278,10 +278,10 @@ def export_run(run_dir, out_dir, *, cache=None, formats=FIGURE_FORMATS, series=N
     other = _resolve(contrast_with, cache) if contrast_with is not None else None
     dirs = list(dict.fromkeys(p.resolve() for p in [main, *extra] + ([other] if other else [])))
     # named by folder, as the app names them (manifests of copied folders repeat a name)
-    names = [p.name for p in dirs]
-    if len(set(names)) < len(names):
-        names = [f"{p.parent.name}/{p.name}" for p in dirs]
-    con = open_runs(dirs, names=names)
+    labels = [p.name for p in dirs]
+    if len(set(labels)) < len(labels):
+        labels = [f"{p.parent.name}/{p.name}" for p in dirs]
+    con = open_runs(dirs, names=labels)
     try:
         names = dict(zip(opened_runs(con)["path"], opened_runs(con)["run"]))
         name = names[str(main.resolve())]
