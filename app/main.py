@@ -1,33 +1,30 @@
-"""ShiftLens app entry point: `streamlit run app/main.py`. Pages live in app/views/."""
+"""ShiftLens app entry point: `streamlit run app/main.py`. One file per page in app/pages/
+(each defines `render()` and runs it when Streamlit executes the file); shared widgets and
+state live in app/ui/."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import streamlit as st
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-
 st.set_page_config(page_title="ShiftLens", page_icon="🔎", layout="wide")
+
+PAGES = (  # key, file under app/, title, url path
+    ("traces", "pages/traces.py", "Traces", "traces"),
+    ("overview", "pages/overview.py", "Overview", "overview"),
+    ("search", "pages/search.py", "Token search", "search"),
+    ("cross", "pages/cross.py", "Cross-sampling", "cross"),
+    ("live", "pages/live.py", "Live scoring", "live"),
+    ("add", "pages/add_pair.py", "Add a pair", "add"),
+    ("runs", "pages/runs.py", "Runs", "runs"),
+)
 
 
 def main() -> None:
     st.sidebar.title("ShiftLens")
     st.sidebar.caption("What did fine-tuning change? Token-level divergence between a base "
                        "model and its tuned version.")
-    pages = {
-        "traces": st.Page("routes/traces.py", title="Traces", url_path="traces", default=True),
-        "overview": st.Page("routes/overview.py", title="Overview", url_path="overview"),
-        "search": st.Page("routes/search.py", title="Token search", url_path="search"),
-        "cross": st.Page("routes/cross.py", title="Cross-sampling", url_path="cross"),
-        "live": st.Page("routes/live.py", title="Live scoring", url_path="live"),
-        "add": st.Page("routes/add_pair.py", title="Add a pair", url_path="add"),
-        "runs": st.Page("routes/runs.py", title="Runs", url_path="runs"),
-    }
+    pages = {key: st.Page(file, title=title, url_path=path, default=key == "traces")
+             for key, file, title, path in PAGES}
     st.session_state["_pages"] = pages
     st.navigation(list(pages.values())).run()
 

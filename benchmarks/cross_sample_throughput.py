@@ -3,7 +3,7 @@
     python benchmarks/cross_sample_throughput.py [--new-tokens 256] [--batch-size 16]
                                                  [--base DIR --tuned DIR] [--threads N]
 
-- cached:   core.cross_sampling.cross_decode, both models stepping one token at a time
+- cached:   core.experiments.cross_sampling.cross_decode, both models stepping one token at a time
             through their own KV caches (the production path)
 - no cache: the same decoder with use_cache=False: every step re-runs the whole left-padded
             prefix through both models (what a naive implementation does)
@@ -28,9 +28,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.cross_sampling import Job, cross_decode  # noqa: E402
 from core.demo.task import prompt_records, sample_problems  # noqa: E402
-from core.sampling import encode_prompts  # noqa: E402
+from core.engine.sampling import encode_prompts  # noqa: E402
+from core.experiments.cross_sampling import Job, cross_decode  # noqa: E402
 
 
 def random_pair(hidden: int, layers: int, heads: int, max_positions: int):
@@ -61,7 +61,7 @@ def main() -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.base:
-        from core.pair import load_pair
+        from core.engine.pair import load_pair
 
         pair = load_pair(a.base, a.tuned or a.base, device=a.device)
         tok, base, tuned = pair.tokenizer, pair.base.model, pair.tuned.model

@@ -6,7 +6,7 @@
 
 Builds two Qwen2-1.5B-shaped models (hidden 1536, 28 layers, 12 heads / 2 KV heads, MLP 8960,
 vocab 151936, tied embeddings) in bf16 on the GPU, scores `--traces` synthetic traces of
-`--length` tokens (prompt 64 + response) with core.scoring.score_traces (or the sequential
+`--length` tokens (prompt 64 + response) with core.engine.scoring.score_traces (or the sequential
 mode), after one warm-up batch, and prints:
   tokens/s   forward tokens (prompt + response, no padding: equal lengths) per second
   MFU        achieved FLOPs / peak dense bf16 FLOPs of the GPU, where achieved FLOPs =
@@ -30,8 +30,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.scoring import ScoreSettings, _resolve_batch_size, score_traces  # noqa: E402
-from core.sequential import score_traces_sequential  # noqa: E402
+from core.engine.scoring import ScoreSettings, _resolve_batch_size, score_traces  # noqa: E402
+from core.engine.sequential import score_traces_sequential  # noqa: E402
 
 PEAK_BF16_TFLOPS = [("H100 PCIE", 756.0), ("H100", 989.0), ("H200", 989.0), ("GH200", 989.0),
                     ("A100", 312.0), ("L40S", 362.0), ("L4", 121.0), ("A10", 125.0)]

@@ -3,7 +3,7 @@
     python benchmarks/query_latency.py [--folder /tmp/syn10m] [--tokens 10000000] [--repeat 7]
                                        [--no-materialize]
 
-Generates a synthetic run (core.synthetic) into --folder unless one is there already, opens
+Generates a synthetic run (core.demo.synthetic) into --folder unless one is there already, opens
 it with core.queries.open_runs (materialised by default above the row threshold: in-memory
 tables plus the order indexes of core/queries/order_index.py), runs each query once (printed as
 "first") and then --repeat times, and prints p50 / p95 per query and whether p50 meets the
@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core import queries as Q  # noqa: E402
-from core.manifest import read_manifest  # noqa: E402
-from core.synthetic import write_synthetic_run  # noqa: E402
+from core.demo.synthetic import write_synthetic_run  # noqa: E402
+from core.store.manifest import read_manifest  # noqa: E402
 
 TARGET_MS = 100.0
 

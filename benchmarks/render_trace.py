@@ -23,8 +23,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.schema import SCHEMA_VERSION  # noqa: E402
-from core.storage import tokens_table, topk_table, traces_table, write_json, write_parquet  # noqa: E402
+from core.store.schema import SCHEMA_VERSION  # noqa: E402
+from core.store.storage import tokens_table, topk_table, traces_table, write_json, write_parquet  # noqa: E402
 from tests.browser import CHROMIUM, FLAGS, streamlit_server  # noqa: E402
 
 

@@ -2,7 +2,7 @@
 
     python benchmarks/score_throughput.py [--traces 64] [--base assets/demo/base] [--tuned ...]
 
-- engine:   core.scoring.score_traces (one batched forward per model) + the Parquet write
+- engine:   core.engine.scoring.score_traces (one batched forward per model) + the Parquet write
 - baseline: a per-trace loop that scores position by position, each with a full-prefix
             forward of both models (no batching, no reuse), same metric functions
 - floor:    the two models' bare forward passes over the engine's batches
@@ -25,12 +25,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.detok import Detokenizer  # noqa: E402
+from core.engine.detok import Detokenizer  # noqa: E402
+from core.engine.pair import load_pair  # noqa: E402
+from core.engine.sampling import sample  # noqa: E402
+from core.engine.scoring import ScoreSettings, length_batches, score_traces  # noqa: E402
 from core.metrics import compute_metrics, topk  # noqa: E402
-from core.pair import load_pair  # noqa: E402
-from core.sampling import sample  # noqa: E402
-from core.scoring import ScoreSettings, length_batches, score_traces  # noqa: E402
-from core.storage import tokens_table, topk_table, write_parquet  # noqa: E402
+from core.store.storage import tokens_table, topk_table, write_parquet  # noqa: E402
 
 
 def best(fn, repeat: int) -> float:

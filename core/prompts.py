@@ -12,13 +12,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .verifiers import VERIFIERS
+from core.errors import PromptSetError
+from core.verifiers import VERIFIERS
 
 REQUIRED = ("id", "prompt", "answer")
-
-
-class PromptSetError(ValueError):
-    """A prompt file that cannot be used; the message lists each problem with its line."""
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .demo.task import extract_answer, is_correct
+from core.demo.task import extract_answer, is_correct
 
 Verifier = Callable[[str, str], tuple[str | None, bool]]
 

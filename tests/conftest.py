@@ -52,7 +52,7 @@ def app_cache(tmp_path_factory) -> Path:
     """A cache for app tests, built by the production path: a small demo-pair run (traces
     from both models), its SFT contrast, a two-step series, and the hostile-text run."""
     from core.config import PrecomputeConfig
-    from core.precompute import precompute
+    from core.precompute.driver import precompute
     from tests.hostile import build_hostile_run
 
     cache = tmp_path_factory.mktemp("app_cache")

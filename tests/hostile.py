@@ -1,7 +1,7 @@
 """A throwaway pair whose vocabulary holds hostile token strings, for rendering tests.
 
 Built through the production path: a `tokenizers` WordLevel vocabulary, two random tiny
-Llama models, and `core.precompute` writing a real run folder.
+Llama models, and `core.precompute.driver` writing a real run folder.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def build_hostile_run(root: Path, cache: Path, name: str = "hostile") -> Path:
     from core.config import PrecomputeConfig
     from core.demo.model import build_model
     from core.demo.task import write_jsonl
-    from core.precompute import precompute
+    from core.precompute.driver import precompute
 
     tok = hostile_tokenizer()
     for i, sub in enumerate(("base", "tuned")):

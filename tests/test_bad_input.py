@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from core.config import PrecomputeConfig
-from core.pair import PairError
-from core.precompute import RunError, precompute
+from core.engine.pair import PairError
+from core.precompute.driver import RunError, precompute
 from core.prompts import PromptSetError, load_prompts
 
 pytestmark = pytest.mark.model
@@ -98,7 +98,7 @@ def test_bad_run_name(tiny_pair, tmp_path):
 
 def test_interrupted_run_leaves_nothing_complete_and_rerun_succeeds(tiny_pair, tmp_path,
                                                                    monkeypatch):
-    import core.precompute as pc
+    import core.precompute.driver as pc
 
     real = pc._shard
     calls = {"n": 0}

@@ -3,7 +3,7 @@
 One token can hold part of a multi-byte UTF-8 character, so decoding tokens one by one
 gives U+FFFD. These tests train a small byte-level BPE tokenizer on task text plus
 non-ASCII text, so that characters really are split across tokens, and check that
-`core.detok.token_strings` and the precompute job give faithful per-token text.
+`core.engine.detok.token_strings` and the precompute job give faithful per-token text.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from core.config import PrecomputeConfig
-from core.detok import token_strings
-from core.sampling import encode_prompts
+from core.engine.detok import token_strings
+from core.engine.sampling import encode_prompts
 
 pytestmark = pytest.mark.model
 
@@ -191,7 +191,7 @@ def test_fast_detokenizer_equals_incremental(bpe, which):
     import random
 
     from core.demo.tokenizer import build_tokenizer
-    from core.detok import Detokenizer
+    from core.engine.detok import Detokenizer
 
     tok = bpe["tok"] if which == "bpe" else build_tokenizer()
     fast = Detokenizer(tok)
@@ -207,7 +207,7 @@ def test_fast_detokenizer_equals_incremental(bpe, which):
 
 
 def test_precompute_with_byte_level_bpe(bpe, tmp_path, monkeypatch):
-    import core.precompute as pc
+    import core.precompute.driver as pc
 
     tok = bpe["tok"]
     special = set(tok.all_special_ids)

@@ -25,16 +25,16 @@ import pandas as pd
 import pytest
 import torch
 
-from core import jobs
-from core.addpair import add_pair, parse_series, plan_runs
-from core.cli import main as cli_main
+from core.cli.main import main as cli_main
 from core.config import PrecomputeConfig
-from core.precompute import precompute
+from core.jobs import queue as jobs
+from core.jobs.add_pair import add_pair, parse_series, plan_runs
+from core.jobs.upload import UploadError, UploadLimits, save_prompt_set, unpack_model
+from core.jobs.validate import validate_pair
+from core.precompute.driver import precompute
 from core.prompts import PromptSetError
-from core.runs import RunsError, delete_run, list_runs, rename_run, series_of
-from core.storage import write_json
-from core.upload import UploadError, UploadLimits, save_prompt_set, unpack_model
-from core.validate import validate_pair
+from core.store.cache import RunsError, delete_run, list_runs, rename_run, series_of
+from core.store.storage import write_json
 from tests.conftest import DEMO, HELDOUT
 
 SMALL = dict(max_prompts=3, n=1, max_new_tokens=32)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from app.colours import colour_tokens, folds, legend_html, urial_category
+from app.ui.colours import colour_tokens, folds, legend_html, urial_category
 
 pytestmark = pytest.mark.unit
 
@@ -39,7 +39,7 @@ def test_legend_is_static_html():
 
 
 def test_markdown_escape_shows_text_literally():
-    from app.text import md_escape
+    from app.ui.text import md_escape
 
     assert md_escape("**bold** [x](javascript:alert(1)) `c`") == (
         r"\*\*bold\*\* \[x\]\(javascript\:alert\(1\)\) \`c\`")

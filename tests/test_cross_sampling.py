@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from core.cross_sampling import (
+from core.experiments.cross_sampling import (
     Job,
     bootstrap_ci,
     control_positions,
@@ -367,7 +367,7 @@ def test_kv_cached_lockstep_equals_full_prefix_reference(layers):
 @pytest.fixture(scope="module")
 def tiny_run(tiny_pair, tmp_path_factory):
     from core.config import PrecomputeConfig
-    from core.precompute import precompute
+    from core.precompute.driver import precompute
 
     cache = tmp_path_factory.mktemp("cross_cache")
     cfg = PrecomputeConfig(base=str(tiny_pair["base"]), tuned=str(tiny_pair["tuned"]),
@@ -383,7 +383,7 @@ def test_cli_cross_sample_smoke(tiny_run, capsys):
     import duckdb
     import pyarrow.parquet as pq
 
-    from core.cli import main
+    from core.cli.main import main
 
     rc = main(["cross-sample", "tiny", "--cache", str(tiny_run.parent), "--direction",
                "forward,reverse", "--eps", "0.001,0.01", "--control", "random", "--prompts", "2",
@@ -418,7 +418,7 @@ def test_cli_cross_sample_smoke(tiny_run, capsys):
 
 @pytest.mark.model
 def test_cancelled_job_writes_nothing(tiny_run):
-    from core.cross_sampling import CrossSampleConfig, run_cross_sample
+    from core.experiments.cross_sampling import CrossSampleConfig, run_cross_sample
 
     files = [tiny_run / "cross_samples.parquet", tiny_run / "cross_summary.parquet"]
     before = [f.stat().st_mtime_ns if f.exists() else None for f in files]
@@ -433,8 +433,8 @@ def test_cancelled_job_writes_nothing(tiny_run):
 def test_help_explains_every_option(capsys):
     import dataclasses
 
-    from core.cli import build_parser
-    from core.cross_sampling import CrossSampleConfig
+    from core.cli.main import build_parser
+    from core.experiments.cross_sampling import CrossSampleConfig
 
     with pytest.raises(SystemExit):
         build_parser().parse_args(["cross-sample", "--help"])

@@ -84,8 +84,8 @@ def test_train_tiny_family(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from core.demo.__main__ import main
+    from core.engine.sampling import sample
     from core.prompts import load_prompts
-    from core.sampling import sample
     from core.verifiers import exact
 
     out, prompts = tmp_path / "demo", tmp_path / "prompts"

@@ -29,7 +29,7 @@ def test_ray_engine_matches_local_engine(tmp_path, local_ray):
     import pandas as pd
 
     from core.config import PrecomputeConfig
-    from core.precompute import precompute
+    from core.precompute.driver import precompute
 
     common = dict(base=str(DEMO / "base"), tuned=str(DEMO / "rl"), prompts=str(HELDOUT),
                   cache=str(tmp_path), max_prompts=6, n=2, sample_from="both", shard_size=2,
@@ -64,7 +64,7 @@ def test_ray_engine_through_an_s3_parts_uri(tmp_path, local_ray):
 
     moto_server = pytest.importorskip("moto.server", reason="moto[server] not installed")
     from core.config import PrecomputeConfig
-    from core.precompute import precompute
+    from core.precompute.driver import precompute
 
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()

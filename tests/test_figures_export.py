@@ -1,4 +1,4 @@
-"""core.figures captions against independent pandas computations; core.export files; the CLI."""
+"""core.figures captions against independent pandas computations; core.figures.export files; the CLI."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from core import queries as Q
-from core.cli import main
+from core.cli.main import main
 from core.figures import FIGURE_IDS, has_both_sources, overview
 from core.figures.style import MODEL_COLOURS
 from tests.test_queries import make_tables, write_run
@@ -91,7 +91,7 @@ def specs(env):
 @pytest.fixture(scope="module")
 def kaleido_server():
     """One browser for every static export of this module, closed at the end."""
-    from core import export
+    from core.figures import export
 
     yield export
     export.stop_server()
@@ -234,7 +234,7 @@ def test_missing_tables(tmp_path):
 
 
 def test_no_ui_imports():
-    code = ("import sys, core.figures, core.export; "
+    code = ("import sys, core.figures, core.figures.export; "
             "assert 'streamlit' not in sys.modules and 'kaleido' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
 
@@ -243,7 +243,7 @@ def test_no_ui_imports():
 
 
 def test_html_and_data_without_browser(specs, tmp_path):
-    from core.export import export_data, figure_bytes
+    from core.figures.export import export_data, figure_bytes
 
     page = figure_bytes(specs["token_identity"], "html").decode()
     assert "plotly.js v" in page and page.startswith("<!DOCTYPE html>")

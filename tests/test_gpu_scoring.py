@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.scoring import ScoreSettings, auto_batch_size, score_traces
-from core.sequential import score_traces_sequential
+from core.engine.scoring import ScoreSettings, auto_batch_size, score_traces
+from core.engine.sequential import score_traces_sequential
 from tests.mockpair import mock_pair
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from core.config import PrecomputeConfig
-from core.fork import fork, save_fork, top1_pair
-from core.live import pair_of_run, score_text
-from core.precompute import precompute
+from core.experiments.fork import fork, save_fork, top1_pair
+from core.experiments.live import pair_of_run, score_text
+from core.precompute.driver import precompute
 from tests.conftest import DEMO, HELDOUT
 
 pytestmark = pytest.mark.model
@@ -51,7 +51,7 @@ def test_fork_branches_and_storage(run):
     pd.testing.assert_frame_equal(a.drop(columns="created"), b.drop(columns="created"))
     assert sorted(a.branch.unique()) == ["base top-1", "tuned top-1"]
     assert (a.groupby("branch").size() == 3).all()
-    from core.sampling import encode_prompts
+    from core.engine.sampling import encode_prompts
 
     prefix = encode_prompts(pair.tokenizer, [t.prompt])[0] + ids[:pos]
     b1, t1 = top1_pair(pair, prefix)

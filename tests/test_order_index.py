@@ -106,7 +106,7 @@ def test_topk_overlap_facts_equal_the_sql_definition(L):
     """k_ov1..k_ovKOV computed in numpy at materialisation = DuckDB's
     len(list_intersect(list_slice(base_ids, 1, k), list_slice(tuned_ids, 1, k))), also for
     rows whose lists repeat ids and for lists shorter than KOV."""
-    from core.queries.base import KOV, _topk_facts
+    from core.queries.connection import KOV, _topk_facts
 
     rng = np.random.default_rng(L)
     n = 3000

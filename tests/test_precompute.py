@@ -15,9 +15,9 @@ from scipy.stats import entropy
 
 from core import queries
 from core.config import PrecomputeConfig
-from core.precompute import RunError, precompute
-from core.sampling import encode_prompts
-from core.schema import SCHEMA_VERSION, SCHEMAS
+from core.engine.sampling import encode_prompts
+from core.precompute.driver import RunError, precompute
+from core.store.schema import SCHEMA_VERSION, SCHEMAS
 from tests.conftest import DEMO, HELDOUT
 
 pytestmark = pytest.mark.model
@@ -151,7 +151,7 @@ def test_series_runs_rescore_the_same_traces(demo_cache):
 
 
 def test_cli_summary_and_runs(demo_cache, capsys):
-    from core.cli import main
+    from core.cli.main import main
 
     assert main(["summary", "rl", "sft", "--cache", str(demo_cache)]) == 0
     out = capsys.readouterr().out
@@ -166,7 +166,7 @@ def test_cli_summary_and_runs(demo_cache, capsys):
 def test_help_explains_every_option(command, capsys):
     import dataclasses
 
-    from core.cli import build_parser, main
+    from core.cli.main import build_parser, main
 
     with pytest.raises(SystemExit):
         main([command, "--help"])
@@ -182,7 +182,7 @@ def test_help_explains_every_option(command, capsys):
 
 
 def test_series_and_contrast_are_found_like_the_app_does(demo_cache):
-    from core.runs import contrast_candidates, list_runs, series_of
+    from core.store.cache import contrast_candidates, list_runs, series_of
 
     runs = list_runs(demo_cache)
     rl = next(r for r in runs if r.name == "rl")
@@ -197,7 +197,7 @@ def test_cli_export_writes_the_bundle(demo_cache, tmp_path):
     import shutil
     import zipfile
 
-    from core.cli import main
+    from core.cli.main import main
 
     if not shutil.which("chromium"):
         pytest.skip("figure export needs Chromium")
@@ -213,7 +213,7 @@ def test_export_of_a_copied_run_folder(demo_cache, tmp_path):
     import shutil
     import zipfile
 
-    from core.cli import main
+    from core.cli.main import main
 
     cache = tmp_path / "cache"
     shutil.copytree(demo_cache / "rl", cache / "rl")
@@ -226,8 +226,8 @@ def test_export_of_a_copied_run_folder(demo_cache, tmp_path):
 
 
 def test_cross_sample_cli_on_the_demo_pair(demo_cache, capsys):
-    from core.cli import main
-    from core.cross_sampling import read_summary
+    from core.cli.main import main
+    from core.experiments.cross_sampling import read_summary
 
     assert main(["cross-sample", "rl", "--cache", str(demo_cache), "--prompts", "3",
                  "--eps", "0.02,0.1", "--top-p", "1.0", "--bootstrap", "50"]) == 0
@@ -253,8 +253,8 @@ def test_cross_sample_cli_on_the_demo_pair(demo_cache, capsys):
     ("", ""),
 ])
 def test_manifest_masks_credentials_in_uris(uri, want):
-    from core.distributed import _join_uri
-    from core.manifest import redact_uri
+    from core.precompute.ray import _join_uri
+    from core.store.manifest import redact_uri
 
     assert redact_uri(uri) == want
     if "://" in uri:  # the run's own prefix goes into the path, not the query string

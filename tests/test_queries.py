@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from core import queries as Q
-from core.schema import (
+from core.store.schema import (
     FLOAT_METRICS,
     MANIFEST_FILE,
     TOKENS_FILE,

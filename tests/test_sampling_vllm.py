@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from core import sampling
+from core.engine import sampling
 
 pytestmark = pytest.mark.unit
 

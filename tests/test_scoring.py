@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy.spatial.distance import jensenshannon
 
-from core.scoring import ScoreSettings, score_traces
+from core.engine.scoring import ScoreSettings, score_traces
 from tests.mockpair import mock_pair
 
 pytestmark = pytest.mark.unit

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.scoring import ScoreSettings, score_traces
-from core.sequential import bound_summary, js_tail_bound, score_traces_sequential
+from core.engine.scoring import ScoreSettings, score_traces
+from core.engine.sequential import bound_summary, js_tail_bound, score_traces_sequential
 from tests.conftest import DEMO, HELDOUT
 from tests.mockpair import mock_pair
 
@@ -71,7 +71,7 @@ def test_bound_formula():
 def test_demo_pair_within_bound():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from core.sampling import encode_prompts
+    from core.engine.sampling import encode_prompts
 
     tok = AutoTokenizer.from_pretrained(DEMO / "base")
     base = AutoModelForCausalLM.from_pretrained(DEMO / "base").eval()
@@ -96,7 +96,7 @@ def test_precompute_sequential_mode_stays_within_its_recorded_bound(tmp_path):
     import pandas as pd
 
     from core.config import PrecomputeConfig
-    from core.precompute import precompute
+    from core.precompute.driver import precompute
     from tests.conftest import DEMO, HELDOUT
 
     common = dict(base=str(DEMO / "base"), tuned=str(DEMO / "rl"), prompts=str(HELDOUT),

@@ -1,4 +1,4 @@
-"""core.synthetic: a small synthetic run is schema-valid and every query runs on it, with the
+"""core.demo.synthetic: a small synthetic run is schema-valid and every query runs on it, with the
 same results on lazy (Parquet views) and materialised connections."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from core import queries as Q
-from core.manifest import read_manifest
-from core.schema import MANIFEST_FILE, SCHEMAS, TOKENS_FILE
-from core.synthetic import write_synthetic_run
+from core.demo.synthetic import write_synthetic_run
+from core.store.manifest import read_manifest
+from core.store.schema import MANIFEST_FILE, SCHEMAS, TOKENS_FILE
 
 pytestmark = pytest.mark.unit
 

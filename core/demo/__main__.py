@@ -6,8 +6,8 @@ import argparse
 import sys
 import time
 
-from ..config import add_arguments, from_args
-from .train import DemoConfig, train_family
+from core.config import add_arguments, from_args
+from core.demo.train import DemoConfig, train_family
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     table.add_argument("folder", nargs="?", default="assets/demo")
     args = parser.parse_args(argv)
     if args.command == "table":
-        from .cards import family_table
+        from core.demo.cards import family_table
 
         print(family_table(args.folder))
         return 0

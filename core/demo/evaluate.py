@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from ..sampling import sample
-from .task import Problem, is_correct
+from core.demo.task import Problem, is_correct
+from core.engine.sampling import sample
 
 
 def accuracy(model, tokenizer, problems: list[Problem], *, greedy: bool, seed: int = 0,

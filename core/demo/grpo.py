@@ -17,9 +17,9 @@ from typing import Callable
 
 import torch
 
-from ..sampling import sample
-from .batches import masked_mean, pack, token_logprobs, update
-from .task import is_correct, sample_problems
+from core.demo.batches import masked_mean, pack, token_logprobs, update
+from core.demo.task import is_correct, sample_problems
+from core.engine.sampling import sample
 
 
 @dataclass

@@ -9,8 +9,8 @@ from typing import Callable
 
 import torch
 
-from .batches import masked_mean, pack, token_logprobs, update
-from .task import sample_problems
+from core.demo.batches import masked_mean, pack, token_logprobs, update
+from core.demo.task import sample_problems
 
 
 def encode_examples(tokenizer, problems, noise: float = 0.0,

@@ -22,14 +22,14 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM
 
-from ..config import opt
-from .cards import write_card
-from .evaluate import evaluate
-from .grpo import GRPOSettings, train_grpo
-from .model import architecture, build_model
-from .sft import train_sft
-from .task import prompt_records, sample_problems, write_jsonl
-from .tokenizer import build_tokenizer
+from core.config import opt
+from core.demo.cards import write_card
+from core.demo.evaluate import evaluate
+from core.demo.grpo import GRPOSettings, train_grpo
+from core.demo.model import architecture, build_model
+from core.demo.sft import train_sft
+from core.demo.task import prompt_records, sample_problems, write_jsonl
+from core.demo.tokenizer import build_tokenizer
 
 
 @dataclass

@@ -5,14 +5,13 @@
 
 `overview(con, run, ...)` builds every figure that applies to a run. A FigureSpec carries the
 figure, its caption (plain text, with the key number computed from the data), the DataFrame
-behind it and the core.queries call (name and parameters) that produced it; core.export
+behind it and the core.queries call (name and parameters) that produced it; core.figures.export
 writes them to files. Never imports a UI toolkit.
 """
 
 from __future__ import annotations
 
-from ..queries import opened_runs
-from .builders import (
+from core.figures.builders import (
     FigureSpec,
     contrast,
     entropy_by_js,
@@ -26,7 +25,8 @@ from .builders import (
     tuned_top1_rank,
     urial,
 )
-from .style import TEMPLATE, esc, token_label
+from core.figures.style import TEMPLATE, esc, token_label
+from core.queries import opened_runs
 
 FIGURE_IDS = ("js_hist", "js_cdf", "entropy_by_js", "js_entropy_2d", "position_profile",
               "token_identity", "topk_overlap", "tuned_top1_base_rank", "urial_categories",

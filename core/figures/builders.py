@@ -16,8 +16,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .. import queries as Q
-from .style import (
+from core import queries as Q
+from core.figures.style import (
     HEATMAP_SCALE,
     HIGH_LOW,
     MODEL_COLOURS,

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from .builders import FigureSpec
-from .style import MODEL_COLOURS, NEUTRAL, styled
+from core.figures.builders import FigureSpec
+from core.figures.style import MODEL_COLOURS, NEUTRAL, styled
 
 LINES = {  # (direction, control) -> (label, colour, dash)
     ("forward", False): ("forward: base, switching to tuned where js > eps", MODEL_COLOURS["tuned"],

@@ -18,7 +18,7 @@ Shared filters: `runs` (run names), `sampled_from` ("tuned"/"base"), `correct` (
                tokens, token search
 """
 
-from .analyses import (
+from core.queries.analyses import (
     URIAL_CATEGORIES,
     contrast,
     entropy_by_js_bin,
@@ -34,7 +34,15 @@ from .analyses import (
     tuned_top1_base_rank_hist,
     urial_categories,
 )
-from .base import (
+from core.queries.browse import (
+    headline,
+    token_search,
+    trace_count,
+    trace_list,
+    trace_position,
+    trace_tokens,
+)
+from core.queries.connection import (
     BY_COLUMNS,
     METRICS,
     SUBSET_ALL,
@@ -43,14 +51,6 @@ from .base import (
     open_runs,
     opened_runs,
     table_files,
-)
-from .browse import (
-    headline,
-    token_search,
-    trace_count,
-    trace_list,
-    trace_position,
-    trace_tokens,
 )
 
 __all__ = [

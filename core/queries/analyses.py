@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from . import indexed
-from .base import (
+from core.queries import indexed
+from core.queries.connection import (
     KOV,
     LN2,
     SUBSET_ALL,

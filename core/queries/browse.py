@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import indexed
-from .base import TRACE_AGG_HIGH, TRACE_SORT, _filtered, _q
+from core.queries import indexed
+from core.queries.connection import TRACE_AGG_HIGH, TRACE_SORT, _filtered, _q
 
 
 def headline(con, near_zero=0.01, high=0.1, runs=None) -> pd.DataFrame:

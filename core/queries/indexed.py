@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import order_index
-from .base import _bin, _filtered, _metric, _q
+from core.queries import order_index
+from core.queries.connection import _bin, _filtered, _metric, _q
 
 DEFAULT_POSITION_BINS = 20  # position_profile's default; prebuilt by enable()
 

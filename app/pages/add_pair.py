@@ -1,0 +1,125 @@
+"""Add a pair: base and tuned by folder, hub id or uploaded archive (plus optional SFT model
+and checkpoint series), a prompt set, settings; validate, then queue background jobs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from app.ui import state
+from app.ui.jobs import jobs_panel
+from core.config import PrecomputeConfig
+from core.jobs import upload
+from core.jobs.add_pair import add_pair, parse_series
+from core.jobs.presets import PRESETS
+from core.jobs.queue import JobError
+from core.prompts import PromptSetError
+
+SHIPPED = Path(__file__).resolve().parent.parent.parent / "assets" / "prompts"
+
+
+def _model_source(label: str, key: str, preset_value: str) -> str | None:
+    """A model by path / hub id, or by upload (unpacked safely); returns the spec or None."""
+    mode = st.radio(label, ["folder or hub id", "upload a zip / tar"], horizontal=True,
+                    key=f"{key}_mode")
+    if mode == "folder or hub id":
+        return st.text_input(f"{label}: local folder or Hugging Face hub id",
+                             value=preset_value, key=f"{key}_spec",
+                             placeholder="assets/demo/base or Qwen/Qwen2.5-Math-7B") or None
+    limit = upload.default_limits()
+    file = st.file_uploader(f"{label}: archive of a model folder (limit "
+                            f"{limit.max_total_bytes / 1024**3:.1f} GiB unpacked)",
+                            type=["zip", "tar", "gz", "tgz"], key=f"{key}_file")
+    if file is None:
+        return None
+    done = st.session_state.setdefault("_unpacked", {})
+    tag = (file.name, file.size, key)
+    if tag not in done:
+        try:
+            done[tag] = str(upload.unpack_model(file, upload.models_dir(state.cache_dir()),
+                                                limits=limit, filename=file.name))
+        except upload.UploadError as e:
+            st.error(f"{file.name}: {e}")
+            return None
+    st.caption(f"unpacked to {done[tag]}")
+    return done[tag]
+
+
+def _prompt_set() -> str | None:
+    shipped = sorted(p.name for p in SHIPPED.glob("*.jsonl"))
+    choice = st.selectbox("Prompt set", shipped + ["upload a JSONL / Parquet file"],
+                          key="ap_prompts")
+    if choice in shipped:
+        return str(SHIPPED / choice)
+    file = st.file_uploader("Prompt set (id, prompt, answer[, difficulty, verifier])",
+                            type=["jsonl", "parquet"], key="ap_prompt_file")
+    if file is None:
+        return None
+    try:
+        return str(upload.save_prompt_set(file.getvalue(), file.name,
+                                          upload.prompts_dir(state.cache_dir())))
+    except (PromptSetError, upload.UploadError) as e:
+        st.error(str(e))
+        return None
+
+
+def _settings() -> PrecomputeConfig:
+    c = st.columns(6)
+    return PrecomputeConfig(
+        max_prompts=int(c[0].number_input("prompts (0 = all)", 0, 1_000_000, 50)),
+        n=int(c[1].number_input("samples per prompt", 1, 64, 2)),
+        temperature=float(c[2].number_input("temperature", 0.0, 2.0, 1.0, 0.1)),
+        top_p=float(c[3].number_input("top-p", 0.05, 1.0, 1.0, 0.05)),
+        max_new_tokens=int(c[4].number_input("max new tokens", 1, 32768, 128)),
+        seed=int(c[5].number_input("seed", 0, 2**31 - 1, 0)),
+        sample_from=st.radio("sample traces from", ["tuned", "base", "both"], horizontal=True),
+        cache=str(state.cache_dir()))
+
+
+def render() -> None:
+    st.header("Add a pair")
+    st.caption("Register a base model and its fine-tuned version; ShiftLens validates them "
+               "(same vocabulary, safetensors, no remote code, memory and time estimate) and "
+               "precomputes the run in a background job. Nothing is written on a refusal.")
+    keys = ["(none)"] + [p.key for p in PRESETS]
+    preset = st.selectbox("Preset (public base / RL pairs; need a network and memory)", keys,
+                          format_func=lambda k: k if k == "(none)" else next(
+                              f"{p.title} · {p.parameters:g}B · ~{p.memory_gib_bf16:.0f} GiB "
+                              "bf16 for the pair" for p in PRESETS if p.key == k))
+    chosen = next((p for p in PRESETS if p.key == preset), None)
+    left, right = st.columns(2)
+    with left:
+        base = _model_source("Base model", "ap_base", chosen.base if chosen else "")
+    with right:
+        tuned = _model_source("Tuned model", "ap_tuned", chosen.tuned if chosen else "")
+    with st.expander("Optional: an SFT model and a checkpoint series"):
+        sft = st.text_input("SFT model (folder or hub id)", key="ap_sft") or None
+        series_text = st.text_input("Series: step=path pairs, comma-separated",
+                                    placeholder="30=runs/ckpt-30,60=runs/ckpt-60",
+                                    key="ap_series")
+    prompts = _prompt_set()
+    settings = _settings()
+    name = st.text_input("Run name (optional)", key="ap_name")
+    if st.button("Validate and queue", type="primary", key="ap_go",
+                 disabled=not (base and tuned and prompts)):
+        try:
+            series = parse_series(series_text) if series_text else None
+            with st.spinner("Validating…"):
+                result = add_pair(base, tuned, prompts, sft=sft, series=series, name=name,
+                                  settings=settings, cache=state.cache_dir())
+        except (ValueError, JobError) as e:
+            st.error(str(e))
+        else:
+            st.dataframe(pd.DataFrame(result.report.rows()), hide_index=True)
+            if result.jobs:
+                st.success(f"Queued {len(result.jobs)} job(s): "
+                           + ", ".join(j.run for j in result.jobs))
+            else:
+                st.error("Refused: " + "; ".join(c.message for c in result.report.failures()))
+    jobs_panel()
+
+
+if __name__ == "__main__":  # Streamlit runs the page file as __main__
+    render()

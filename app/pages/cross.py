@@ -1,0 +1,164 @@
+"""Cross-sampling: run forward / reverse / control sweeps live, watch accuracy against budget
+fill in, and open any mixed trace with each switched token marked by its source model."""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from app.ui import state
+from app.ui.figure import show_figure
+from app.ui.trace_view import trace_view
+from core import queries
+from core.engine.pair import pick_device
+from core.experiments.cross_sampling import CrossSampleConfig, background, read_summary
+from core.experiments.cross_sampling.view import (
+    PRIMARY,
+    list_samples,
+    sample_tokens,
+    tokenizer_of_run,
+)
+from core.figures.cross import cross_sampling
+
+SOURCE_COLOURS = {"base": "rgba(0, 114, 178, 0.45)", "tuned": "rgba(213, 94, 0, 0.55)"}
+
+
+def _device_note() -> str:
+    dev, dtype = pick_device()
+    if dev.type == "cuda":
+        import torch
+
+        return f"Runs on GPU ({torch.cuda.get_device_name(0)}, {str(dtype)[6:]})"
+    return "Runs on CPU (fp32): no GPU found"
+
+
+def _eps_grid(run, how: str, text: str, top_p: float) -> str:
+    """The eps grid to sweep: as typed, or from target budgets (% of tokens) via the run's
+    stored js distribution (js_top_p when sweeping at the run's own nucleus)."""
+    if how == "eps grid":
+        return text
+    budgets = [float(x) / 100 for x in text.split(",") if x.strip()]
+    metric = "js_top_p" if abs(top_p - run.manifest.get("config", {}).get("js_top_p", 0.7)) \
+        < 1e-9 and top_p < 1 else "js"
+    con = state.connection([run])
+    grid = queries.eps_for_budget(con, budgets, metric=metric, runs=[run.name])
+    st.caption("target budgets → eps from the stored " + metric + ": " + ", ".join(
+        f"{100 * b:g}% → {e:.4f}" for b, e in zip(grid.budget, grid.eps)))
+    return ",".join(f"{max(e, 0.0):.6g}" for e in grid.eps)
+
+
+def _settings(run) -> CrossSampleConfig | None:
+    with st.form("cross_settings"):
+        c1, c2, c3 = st.columns(3)
+        directions = c1.multiselect("Directions", ["forward", "reverse"],
+                                    default=["forward", "reverse"])
+        how = c2.radio("Sweep over", ["eps grid", "target budgets (% of tokens)"],
+                       horizontal=True)
+        eps = c2.text_input("eps grid (js thresholds) or budgets in %",
+                            "0.005,0.01,0.02,0.05,0.1")
+        control = c3.checkbox("random-position control", value=True)
+        c4, c5, c6, c7 = st.columns(4)
+        prompts = c4.number_input("prompts", 1, 100_000, value=min(50, run.n_traces or 50))
+        samples = c5.number_input("samples per prompt", 1, 64, value=1)
+        temperature = c6.number_input("temperature", 0.0, 2.0, 1.0, 0.1)
+        top_p = c7.number_input("top-p (paper: 0.7)", 0.05, 1.0, 1.0, 0.05)
+        go = st.form_submit_button("Run sweep", type="primary")
+    if not go:
+        return None
+    if not directions:
+        st.error("Pick at least one direction.")
+        return None
+    try:
+        eps = _eps_grid(run, how, eps, float(top_p))
+    except ValueError as e:
+        st.error(f"Cannot read that grid: {e}")
+        return None
+    return CrossSampleConfig(run=str(run.path), cache=str(state.cache_dir()),
+                             direction=",".join(directions), eps=eps,
+                             control="random" if control else "none", prompts=int(prompts),
+                             samples=int(samples), temperature=float(temperature),
+                             top_p=float(top_p))
+
+
+@st.fragment(run_every=1.0)
+def _live(job_id: str, run_name: str) -> None:
+    """Progress, cancel and the filling chart of a running sweep (refreshes every second)."""
+    job = next((j for j in background.jobs() if j.id == job_id), None)
+    if job is None:
+        return
+    frac = job.done / job.total if job.total else 0.0
+    secs = max(1e-9, time.time() - job.started)
+    st.progress(frac, text=f"{job.state}: {job.done}/{job.total or '?'} samples · "
+                           f"{job.tokens / secs:.0f} tokens/s")
+    if not job.finished and st.button("Cancel", key=f"cancel_{job.id}"):
+        job.cancel.set()
+    if job.partial is not None and len(job.partial):
+        spec = cross_sampling(job.partial, run_name)
+        st.plotly_chart(spec.figure, key=f"live_chart_{job.id}")
+        st.caption(spec.caption)
+    if job.error:
+        st.error(job.error)
+    if job.finished:
+        st.session_state.pop("cross_job", None)
+        st.rerun(scope="app")
+
+
+def _results(run) -> None:
+    summary = read_summary(run.path)
+    if summary is None:
+        st.info("No stored sweep for this run yet.")
+        return
+    show_figure(cross_sampling(summary, run.name), key=f"cross_{run.name}")
+    st.subheader("Mixed traces")
+    c1, c2, c3 = st.columns(3)
+    direction = c1.selectbox("direction", ["forward", "reverse"], key="cs_dir")
+    eps_values = sorted(summary[summary.direction == direction].eps.unique())
+    eps = c2.selectbox("eps", eps_values, key="cs_eps")
+    control = c3.toggle("random control", key="cs_ctl")
+    samples = list_samples(run.path, direction, float(eps), control)
+    if samples.empty:
+        st.info("No samples for this setting.")
+        return
+    event = st.dataframe(samples[["prompt_id", "sample_index", "n_switched", "n_tokens",
+                                  "budget", "correct", "answer", "text"]],
+                         hide_index=True, on_select="rerun", selection_mode="single-row",
+                         key="cs_table", height=220)
+    rows = event.selection.rows if event and event.selection else []
+    row = samples.iloc[rows[0] if rows else 0]
+    toks = sample_tokens(tokenizer_of_run(run.path), row)
+    st.caption(f"{row['prompt_id']} · {row['n_switched']} of {row['n_tokens']} tokens "
+               f"switched · {'correct' if row['correct'] else 'incorrect'}. Colour = the model "
+               f"that produced the token: blue base, orange tuned.")
+    primary = PRIMARY[row["direction"]]
+    trace_view(toks["token"].tolist(), [SOURCE_COLOURS[s] for s in toks["source"]],
+               [float(s != primary) for s in toks["source"]],
+               [f"pos {p} · from {s}" for p, s in zip(toks["pos"], toks["source"])],
+               [False] * len(toks), None, [], key="cs_view", scroll=False)
+
+
+def render() -> None:
+    infos = state.runs()
+    run = state.pick_run(infos)
+    st.header("Cross-sampling")
+    st.caption("Decode with one model and take the other model's token wherever their "
+               "next-token js exceeds eps. Forward (base → tuned): are the few divergent tokens "
+               "enough? Reverse (tuned → base): are they necessary? The random control makes "
+               "the same number of switches at random positions.")
+    st.info(_device_note(), icon=":material/memory:")
+    cfg = _settings(run)
+    if cfg is not None:
+        running = [j for j in background.jobs(cfg.run) if not j.finished]
+        if running:
+            st.warning("A sweep is already running for this run.")
+        else:
+            st.session_state["cross_job"] = background.start(cfg).id
+    job_id = st.session_state.get("cross_job") or next(
+        (j.id for j in background.jobs(str(run.path)) if not j.finished), None)
+    if job_id:
+        _live(job_id, run.name)
+    _results(run)
+
+
+if __name__ == "__main__":  # Streamlit runs the page file as __main__
+    render()

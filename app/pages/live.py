@@ -1,0 +1,47 @@
+"""Live scoring: type or paste any text and see it scored under both models of a run's pair."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app.ui import state, tokens
+from core.engine.pair import PairError
+from core.experiments.live import score_text
+
+
+def render() -> None:
+    infos = state.runs()
+    run = state.pick_run(infos)
+    st.header("Live scoring")
+    st.caption("Score any text under the base and tuned models of this run's pair: the "
+               "response is read as the continuation of the prompt (teacher forcing).")
+    with st.form("live"):
+        prompt = st.text_area("Prompt (optional)", value="Q: 7+8-3=? A:", height=80)
+        response = st.text_area("Response", value=" 7+8=15; 15-3=12. #### 12", height=120)
+        go = st.form_submit_button("Score", type="primary")
+    if go:
+        try:
+            pair = state.pair(str(run.path))
+        except (PairError, FileNotFoundError) as e:
+            st.error(f"Cannot load this run's pair: {e}")
+            return
+        st.session_state["live_result"] = score_text(pair, response, prompt)
+        st.session_state["live_pos"] = None
+    toks = st.session_state.get("live_result")
+    if toks is None:
+        return
+    if toks.empty:
+        st.warning("Nothing to score: the response has no tokens.")
+        return
+    metric, threshold, collapse = tokens.controls(prefix="live_", url=False)
+    colours, strength = tokens.strength_of(toks, metric, threshold)
+    special = set(run.manifest.get("tokenizer", {}).get("special_ids", []))
+    pos = tokens.navigate(strength, st.session_state.get("live_pos"), prefix="live_")
+    pos = tokens.view(toks, metric, threshold, collapse, colours, strength, special, pos,
+                      key="tv_live")
+    st.session_state["live_pos"] = pos
+    tokens.selected(toks, pos)
+
+
+if __name__ == "__main__":  # Streamlit runs the page file as __main__
+    render()

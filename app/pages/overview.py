@@ -1,0 +1,66 @@
+"""Overview: every analysis of the paper as a figure with a one-line caption and key number."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app.ui import state
+from app.ui.figure import show_figure
+from app.ui.text import md_escape
+from core import figures, queries
+from core.figures import export
+from core.store.cache import contrast_candidates, series_of
+
+
+def _headline(con, run) -> None:
+    hl = queries.headline(con, runs=[run.name]).iloc[0]
+    c = st.columns(5)
+    c[0].metric("tokens with js < 0.01", f"{100 * hl.share_near_zero:.1f}%")
+    c[1].metric("tokens with js > 0.1", f"{100 * hl.share_high:.2f}%")
+    c[2].metric("top-1 agreement", f"{100 * hl.top1_agree:.1f}%")
+    c[3].metric("accuracy (tuned samples)", "—" if hl.accuracy_tuned != hl.accuracy_tuned
+                else f"{100 * hl.accuracy_tuned:.1f}%")
+    c[4].metric("accuracy (base samples)", "—" if hl.accuracy_base != hl.accuracy_base
+                else f"{100 * hl.accuracy_base:.1f}%")
+
+
+def _most_divergent(con, run) -> None:
+    """The interesting first: the most divergent traces and tokens, one click away."""
+    left, right = st.columns(2)
+    left.markdown("**Most divergent traces**")
+    for t in queries.trace_list(con, run.name, sort_by="max_js", limit=5).itertuples():
+        left.page_link(st.session_state["_pages"]["traces"],
+                       label=md_escape(f"trace {t.trace_id} · max js {t.max_js:.3f} · {t.prompt}"),
+                       query_params={"run": run.name, "trace": str(t.trace_id)})
+    right.markdown("**Most divergent tokens**")
+    for t in queries.token_search(con, js_min=0.0, runs=[run.name], limit=5).itertuples():
+        right.page_link(st.session_state["_pages"]["traces"],
+                        label=md_escape(f"{t.token!r} · js {t.js:.3f} · trace {t.trace_id} "
+                                        f"pos {t.pos}"),
+                        query_params={"run": run.name, "trace": str(t.trace_id),
+                                      "pos": str(t.pos)})
+
+
+def render() -> None:
+    infos = state.runs()
+    run = state.pick_run(infos)
+    con = state.connection(infos)
+    st.header(f"Overview · {run.name}")
+    _headline(con, run)
+    _most_divergent(con, run)
+    others = contrast_candidates(infos, run)
+    contrast = st.sidebar.selectbox("Compare with", ["(none)"] + others,
+                                    index=1 if others else 0, key="contrast")
+    contrast = None if contrast == "(none)" else contrast
+    series = series_of(infos, run) or None
+    specs = figures.overview(con, run.name, series=series, contrast_with=contrast)
+    st.download_button("Figure bundle (zip)", icon=":material/folder_zip:",
+                       data=lambda: export.bundle_bytes(specs, run.path),
+                       file_name=f"{run.name}-figures.zip", mime="application/zip",
+                       on_click="ignore", key="bundle")
+    for spec in specs:
+        show_figure(spec, key=f"{run.name}_{spec.id}")
+
+
+if __name__ == "__main__":  # Streamlit runs the page file as __main__
+    render()

@@ -1,0 +1,77 @@
+"""Runs: list, rename, delete (with confirmation), read each manifest, compare two runs on
+every overview figure side by side."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app.ui import state
+from app.ui.figure import show_figure
+from core import figures
+from core.store.cache import RunsError, delete_run, rename_run
+
+
+def _table(infos) -> None:
+    st.dataframe(pd.DataFrame([{"run": r.name, "kind": r.kind, "pair": r.pair,
+                                "prompts": r.prompt_set, "traces": r.n_traces,
+                                "tokens": r.n_tokens, "created": r.created} for r in infos]),
+                 hide_index=True)
+
+
+def _manage(infos) -> None:
+    names = [r.name for r in infos]
+    name = st.selectbox("Run", names, key="rm_run")
+    run = infos[names.index(name)]
+    with st.expander("Manifest (provenance)"):
+        st.json(run.manifest, expanded=1)
+    c1, c2 = st.columns(2)
+    new = c1.text_input("Rename to", key="rm_new")
+    if c1.button("Rename", key="rm_rename", disabled=not new):
+        try:
+            rename_run(state.cache_dir(), name, new)
+            st.success(f"renamed {name} → {new}")
+            st.rerun()
+        except (RunsError, ValueError) as e:
+            st.error(str(e))
+    confirm = c2.text_input(f"Type {name!r} to delete it", key="rm_confirm")
+    if c2.button("Delete", key="rm_delete", disabled=confirm != name, type="primary"):
+        try:
+            delete_run(state.cache_dir(), name)
+            st.success(f"deleted {name}")
+            st.rerun()
+        except (RunsError, ValueError) as e:
+            st.error(str(e))
+
+
+def _compare(infos, con) -> None:
+    names = [r.name for r in infos]
+    c1, c2 = st.columns(2)
+    a = c1.selectbox("Left", names, index=names.index("demo-rl") if "demo-rl" in names else 0,
+                     key="cmp_a")
+    b = c2.selectbox("Right", names, index=names.index("demo-sft") if "demo-sft" in names
+                     else min(1, len(names) - 1), key="cmp_b")
+    left, right = figures.overview(con, a), {s.id: s for s in figures.overview(con, b)}
+    for spec in left:
+        col_a, col_b = st.columns(2)
+        with col_a:
+            show_figure(spec, key=f"cmp_{a}_{spec.id}")
+        with col_b:
+            if spec.id in right:
+                show_figure(right[spec.id], key=f"cmpb_{b}_{spec.id}")
+
+
+def render() -> None:
+    st.header("Runs")
+    infos = state.runs()
+    if not infos:
+        st.info(f"No runs in {state.cache_dir()} yet.")
+        return
+    _table(infos)
+    _manage(infos)
+    st.subheader("Compare two runs")
+    _compare(infos, state.connection(infos))
+
+
+if __name__ == "__main__":  # Streamlit runs the page file as __main__
+    render()

@@ -1,0 +1,120 @@
+"""Trace browser: traces sorted by divergence, one trace highlighted token by token."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app.ui import state, tokens
+from app.ui.fork import fork_panel
+from core import queries
+
+SORTS = {"max js": "max_js", "mean js": "mean_js", "high-js tokens": "n_high",
+         "correct": "correct", "length": "length"}
+
+
+PAGE = 500  # traces per page of the table
+
+
+def _filters() -> dict:
+    """The table's sort and filter widgets (kept in the URL) as trace_list arguments."""
+    c1, c2, c3, c4 = st.columns([2, 1, 1, 2])
+    sort_label = c1.selectbox("Sort traces by", list(SORTS), key="sort",
+                              index=list(SORTS.values()).index(state.param("sort", "max_js"))
+                              if state.param("sort", "max_js") in SORTS.values() else 0)
+    descending = c2.toggle("descending", value=state.param("desc", "1") == "1", key="desc")
+    verdicts = {"all": None, "correct": True, "incorrect": False}
+    verdict = c3.selectbox("Verdict", list(verdicts), key="verdict",
+                           index=list(verdicts).index(state.param("verdict", "all"))
+                           if state.param("verdict", "all") in verdicts else 0)
+    search = c4.text_input("Search prompts", value=state.param("q", ""), key="search")
+    state.set_params(sort=SORTS[sort_label], desc="1" if descending else "0",
+                     verdict=None if verdict == "all" else verdict, q=search or None)
+    return dict(sort_by=SORTS[sort_label], descending=descending, search=search or None,
+                correct=verdicts[verdict])
+
+
+def _page_turned() -> None:
+    st.query_params["page"] = str(st.session_state["trace_page"])
+    st.session_state["_page_turned"] = True
+
+
+def _page(con, run, f: dict) -> tuple[pd.DataFrame, int | None]:
+    """The page of traces to show, and the trace to open: the URL's trace (on whatever page
+    the current order puts it, so links from token search land on their trace), else the
+    page's first. Turning the page opens that page's first trace."""
+    total = queries.trace_count(con, run.name, search=f["search"], correct=f["correct"])
+    if total == 0:
+        return pd.DataFrame(), None
+    n_pages = -(-total // PAGE)
+    page = min(max(state.param("page", 1, int), 1), n_pages)
+    want = state.param("trace", None, int)
+    if st.session_state.pop("_page_turned", False):
+        want = None
+    elif want is not None:
+        place = queries.trace_position(con, run.name, want, **f)
+        if place is None:
+            want = None
+        else:
+            page = place // PAGE + 1
+    if n_pages > 1:
+        st.session_state["trace_page"] = page
+        c1, c2 = st.columns([1, 5])
+        c1.number_input("Page", min_value=1, max_value=n_pages, step=1, key="trace_page",
+                        on_change=_page_turned)
+        c2.caption(f"traces {(page - 1) * PAGE + 1:,}–{min(page * PAGE, total):,} of "
+                   f"{total:,} · {PAGE} a page")
+    state.set_params(page=page if page > 1 else None)
+    traces = queries.trace_list(con, run.name, limit=PAGE, offset=(page - 1) * PAGE, **f)
+    return traces, want if want is not None else int(traces.trace_id.iloc[0])
+
+
+def render() -> None:
+    infos = state.runs()
+    run = state.pick_run(infos)
+    con = state.connection(infos)
+    st.header("Trace browser")
+    traces, want = _page(con, run, _filters())
+    if traces.empty:
+        st.warning("No trace matches these filters.")
+        return
+    shown = traces.drop(columns=["reference", "extracted_answer", "verifier"])
+    event = st.dataframe(shown, hide_index=True, height=220,  # a page's own selection
+                         key=f"trace_table_p{state.param('page', 1, int)}",
+                         on_select="rerun", selection_mode="single-row",
+                         column_config={"prompt": st.column_config.TextColumn(width="large")})
+    rows = event.selection.rows if event and event.selection else []
+    rows = [r for r in rows if r < len(traces)]
+    if rows and int(traces.trace_id.iloc[rows[0]]) != st.session_state.get("_picked_row"):
+        want = int(traces.trace_id.iloc[rows[0]])
+        st.session_state["_picked_row"] = want
+        state.set_params(pos=None)
+    tid = want
+    trace = traces[traces.trace_id == tid].iloc[0]
+    toks = queries.trace_tokens(con, run.name, tid)
+
+    metric, threshold, collapse = tokens.controls()
+    colours, strength = tokens.strength_of(toks, metric, threshold)
+    special = set(run.manifest.get("tokenizer", {}).get("special_ids", []))
+    pos = state.param("pos", None, int)
+    pos = pos if pos is not None and 0 <= pos < len(toks) else None
+    pos = tokens.navigate(strength, pos)
+
+    # user-supplied text goes through st.code / st.text, never markdown
+    st.code(trace["prompt"], language=None, wrap_lines=True)
+    ca, cb = st.columns(2)
+    ca.text(f"reference answer: {trace['reference']}")
+    cb.text(f"extracted answer: {trace['extracted_answer']}")
+    st.markdown(f"**Verdict** {':green[correct]' if trace['correct'] else ':red[incorrect]'} · "
+                f"sampled from the **{trace['sampled_from']}** model · {trace['length']} tokens")
+    pos = tokens.view(toks, metric, threshold, collapse, colours, strength, special, pos,
+                      key=f"tv_{run.name}_{tid}")
+    state.set_params(trace=tid, metric=metric, pos=pos, fold="1" if collapse else None,
+                     thr=None if metric == "rank_base" else f"{threshold:g}")
+    tokens.selected(toks, pos)
+    if pos is not None:
+        fork_panel(run, trace, toks, pos)
+
+
+if __name__ == "__main__":  # Streamlit runs the page file as __main__
+    render()

@@ -1,5 +1,0 @@
-"""Page entry for st.navigation (kept thin so AppTest can switch to it by path)."""
-
-from app.views.cross import render
-
-render()

@@ -1,0 +1,26 @@
+"""A figure with its caption and export buttons (PNG, SVG, PDF, HTML, CSV, Parquet).
+
+Files are produced only when a button is clicked (deferred download data), by core.figures.export.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.figures import export
+
+FORMATS = [("PNG", "png", "image/png"), ("SVG", "svg", "image/svg+xml"),
+           ("PDF", "pdf", "application/pdf"), ("HTML", "html", "text/html"),
+           ("CSV", "csv", "text/csv"), ("Parquet", "parquet", "application/octet-stream")]
+
+
+def show_figure(spec, key: str) -> None:
+    st.subheader(spec.title)
+    st.caption(spec.caption)
+    st.plotly_chart(spec.figure, key=f"chart_{key}", config={"displaylogo": False})
+    with st.popover("Export", icon=":material/download:"):
+        for label, fmt, mime in FORMATS:
+            st.download_button(
+                label, data=lambda f=fmt: export.figure_bytes(spec, f),
+                file_name=f"{spec.id}.{fmt}", mime=mime, key=f"dl_{key}_{fmt}",
+                on_click="ignore")

@@ -1,0 +1,98 @@
+"""Shared app state: the cache folder, the chosen run, a cached DuckDB connection, and the
+URL (query parameters) that carries run, trace, position, metric and filters."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from core import queries
+from core.store.cache import RunInfo, list_runs
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cache_dir() -> Path:
+    """The folder of runs: $SHIFTLENS_CACHE, else cache/ in the repository."""
+    return Path(os.environ.get("SHIFTLENS_CACHE", ROOT / "cache"))
+
+
+def runs() -> list[RunInfo]:
+    return list_runs(cache_dir())
+
+
+@st.cache_resource(show_spinner="Opening the runs…")
+def _connection(paths: tuple[str, ...], names: tuple[str, ...], stamp: tuple[float, ...]):
+    return queries.open_runs(list(paths), names=list(names))
+
+
+def connection(infos: list[RunInfo]):
+    """One DuckDB connection per set of runs, which are named by folder (the names the app
+    shows and puts in URLs); reopened when a run folder changes."""
+    paths = tuple(str(r.path) for r in infos)
+    stamp = tuple((r.path / "manifest.json").stat().st_mtime for r in infos)
+    return _connection(paths, tuple(r.name for r in infos), stamp)
+
+
+@st.cache_resource(show_spinner="Loading the pair…", max_entries=2)
+def pair(run_dir: str):
+    """The run's base/tuned pair, loaded once per server (models stay in memory)."""
+    from core.experiments.live import pair_of_run
+
+    return pair_of_run(run_dir)
+
+
+def param(name: str, default=None, cast=str):
+    """A query parameter from the URL, cast, or `default` when absent or malformed."""
+    raw = st.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        return cast(raw)
+    except (TypeError, ValueError):
+        return default
+
+
+def set_params(**values) -> None:
+    """Write values into the URL (None removes a key); only touches keys that changed."""
+    for k, v in values.items():
+        if v is None:
+            if k in st.query_params:
+                del st.query_params[k]
+        elif st.query_params.get(k) != str(v):
+            st.query_params[k] = str(v)
+
+
+def _label(r: RunInfo) -> str:
+    """What the run picker lists: name, kind, prompt set and date."""
+    return f"{r.name} · {r.kind or 'run'} · {r.prompt_set} · {r.created[:10]}"
+
+
+def pick_run(infos: list[RunInfo]) -> RunInfo:
+    """Sidebar run picker, synchronised with the `run` query parameter (the URL wins, and a
+    choice in the picker is written to the URL at once)."""
+    if not infos:
+        st.warning(f"No runs in {cache_dir()}. Build the demo runs with "
+                   "`python -m core.demo.runs ensure`, or add a pair on the 'Add a pair' page.")
+        st.stop()
+    names = [r.name for r in infos]
+    wanted = param("run")
+    if wanted in names:
+        st.session_state["run_picker"] = wanted
+    elif st.session_state.get("run_picker") not in names:
+        st.session_state["run_picker"] = "demo-rl" if "demo-rl" in names else names[0]
+
+    def chosen() -> None:
+        set_params(run=st.session_state["run_picker"], trace=None, pos=None)
+
+    choice = st.sidebar.selectbox(
+        "Run", names, key="run_picker", on_change=chosen,
+        format_func=lambda n: _label(infos[names.index(n)]))
+    run = infos[names.index(choice)]
+    st.sidebar.caption(f"**pair** {run.pair}  \n**prompts** {run.prompt_set}  \n"
+                       f"**created** {run.created}  \n{run.n_traces} traces, "
+                       f"{run.n_tokens} tokens")
+    set_params(run=choice)
+    return run

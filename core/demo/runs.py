@@ -1,0 +1,78 @@
+"""The demo runs: the app's default data, precomputed from the shipped demo family.
+
+`python -m core.demo.runs ensure` builds whichever of them `cache/` lacks (about a minute on
+2 CPU cores, with progress bars); `build` recomputes them all.
+
+  demo-rl            base vs rl, 200 held-out prompts x 4 samples from each model
+  demo-sft           base vs sft, same prompts, 4 samples from the tuned model
+  demo-rl-step-N     the traces of demo-rl re-scored with each rl-steps/step-N checkpoint
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from core.config import PrecomputeConfig
+from core.demo.cards import read_card
+from core.store.manifest import read_manifest
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+DEMO = ASSETS / "demo"
+PROMPTS = ASSETS / "prompts" / "arith-heldout.jsonl"
+COMMON = dict(prompts=str(PROMPTS), max_prompts=200, n=4, max_new_tokens=96, seed=0,
+              batch_size=64)
+
+
+def _rel(p: Path) -> str:
+    """Repository-relative when run from the repository root (portable manifests)."""
+    root = ASSETS.parent
+    return str(p.relative_to(root)) if Path.cwd().resolve() == root else str(p)
+
+
+def demo_configs(cache: str = "cache") -> list[PrecomputeConfig]:
+    common = dict(COMMON, prompts=_rel(PROMPTS), cache=cache)
+    base = _rel(DEMO / "base")
+    out = [
+        PrecomputeConfig(base=base, tuned=_rel(DEMO / "rl"), name="demo-rl", kind="rl",
+                         sample_from="both", series_step=read_card(DEMO / "rl")["steps"],
+                         **common),
+        PrecomputeConfig(base=base, tuned=_rel(DEMO / "sft"), name="demo-sft", kind="sft",
+                         **common),
+    ]
+    steps = sorted((DEMO / "rl-steps").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    for s in steps:
+        n = int(s.name.split("-")[1])
+        out.append(PrecomputeConfig(base=base, tuned=_rel(s), name=f"demo-rl-step-{n}",
+                                    kind="series", series_step=n, traces_from="demo-rl",
+                                    **common))
+    return out
+
+
+def ensure(cache: str = "cache", force: bool = False, log=print) -> list[Path]:
+    from core.precompute.driver import precompute
+
+    done = []
+    for cfg in demo_configs(cache):
+        if not force and read_manifest(Path(cache) / cfg.name) is not None:
+            continue
+        if force:
+            cfg.force = True
+        log(f"building demo run {cfg.name}")
+        done.append(precompute(cfg, log=log))
+    return done
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m core.demo.runs", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=["ensure", "build"])
+    p.add_argument("--cache", default="cache")
+    a = p.parse_args(argv)
+    ensure(a.cache, force=a.command == "build")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""The lockstep cross-sampler: base and tuned decode one shared (mixed) prefix per row.
+
+A row (`Job`) names its primary model ("base" or "tuned"); the other is the intervention.
+At every step both models score the row's current prefix, each through its own KV cache,
+and the row takes its next token from the intervention model when
+
+    js(primary, intervention) > eps        (cross-sampling; eps = inf never switches), or
+    step in positions                      (the random-position control; eps is ignored),
+
+else from the primary. Rows stop at EOS or after `max_new_tokens` tokens.
+
+Shapes: B rows in a batch, A <= B rows still running, W prompt width after left padding,
+V vocabulary size. Prompts are left padded; the 2-D attention mask (A, W + t) hides the
+pads and position ids count only real tokens, so a padded row sees exactly the positions
+and keys it would see alone. Finished rows are dropped from both caches
+(`Cache.batch_select_indices`), so a long row does not keep paying for short ones.
+
+Distributions (why this way):
+- The switch decision compares the temperature-1 distributions, each truncated to the
+  top-p nucleus and renormalised (`top_p=1`: the full distributions). That is the same
+  quantity as the run's `js_top_p` column (or `js` at top_p=1), so an eps read off a run's
+  histogram means the same here, whatever the sampling temperature.
+- The token is then drawn from the chosen model at `temperature`, with the same top-p
+  truncation; `temperature=0` is greedy (argmax).
+- Each row draws one uniform per step from its own `torch.Generator(seed)` and inverts the
+  CDF. A row's result is therefore independent of batch size and batch mates, and rows
+  that share a seed share their random numbers (common random numbers): the forward row
+  at eps = inf reproduces the base-alone row token for token, and a sweep's eps values
+  differ only where the decisions differ.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from core.metrics import js_from_logprobs, top_p_logprobs
+
+MODELS = ("base", "tuned")
+
+
+@dataclass
+class Job:
+    """One row to decode. `tag` is free for the caller (e.g. prompt id, direction)."""
+
+    prompt_ids: list[int]
+    primary: str = "base"  # "base" or "tuned"; the other model is the intervention
+    eps: float = math.inf  # switch when js > eps (inf: never, negative: always)
+    positions: frozenset[int] | None = None  # control: switch exactly at these steps
+    seed: int = 0
+    tag: object = None
+
+    def needs(self) -> set[str]:
+        """Models this row needs at every step (the intervention only if it may switch)."""
+        other = "tuned" if self.primary == "base" else "base"
+        if self.positions is not None or self.eps != math.inf:
+            return {self.primary, other}
+        return {self.primary}
+
+
+@dataclass
+class Decoded:
+    job: Job
+    tokens: list[int] = field(default_factory=list)  # generated ids, EOS included if emitted
+    switched: list[int] = field(default_factory=list)  # steps that took the intervention token
+    js: list[float] = field(default_factory=list)  # decision js per step (nan: one model ran)
+    finished: bool = False  # emitted EOS before the cap
+
+
+class CachedLM:
+    """A Hugging Face causal LM decoding a batch incrementally with its own KV cache.
+
+    The cache object is whatever the model returns for `use_cache=True` (a `DynamicCache`
+    for current transformers) and goes back in through `past_key_values=`, the argument
+    name in the installed transformers 5.23. (Checked: `cache=` there is swallowed by
+    **kwargs without a warning and the model silently recomputes from an empty cache.)
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self.device = next(model.parameters()).device
+
+    def _logits(self, ids: torch.Tensor, pos: torch.Tensor, cache) -> torch.Tensor:
+        out = self.model(input_ids=ids, attention_mask=self.mask, position_ids=pos,
+                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+        self.cache = getattr(out, "past_key_values", None)
+        return out.logits[:, -1].float()
+
+    def prefill(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Left-padded prompts (B, W) and their mask (B, W) -> next-token logits (B, V)."""
+        self.mask = mask.to(self.device)
+        # Positions count real tokens only; pads get 0 (they are masked anyway).
+        pos = (self.mask.cumsum(-1) - 1).clamp(min=0)
+        self.next_pos = pos[:, -1] + 1  # (B,)
+        return self._logits(ids.to(self.device), pos, None)
+
+    def step(self, tok: torch.Tensor) -> torch.Tensor:
+        """One new token per row (A,) -> next-token logits (A, V)."""
+        self.mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], 1))], 1)
+        pos = self.next_pos[:, None]
+        self.next_pos = self.next_pos + 1
+        return self._logits(tok.to(self.device)[:, None], pos, self.cache)
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only batch rows `rows` (A',) in the cache, mask and positions."""
+        rows = rows.to(self.device)
+        if self.cache is not None:
+            self.cache.batch_select_indices(rows)
+        self.mask, self.next_pos = self.mask[rows], self.next_pos[rows]
+
+
+class FullPrefixLM:
+    """The no-cache reference: every step re-runs the whole left-padded prefix (A, W + t)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.device = next(model.parameters()).device
+
+    def _logits(self) -> torch.Tensor:
+        pos = (self.mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=self.ids, attention_mask=self.mask, position_ids=pos,
+                         use_cache=False, logits_to_keep=1)
+        return out.logits[:, -1].float()
+
+    def prefill(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        self.ids, self.mask = ids.to(self.device), mask.to(self.device)
+        return self._logits()
+
+    def step(self, tok: torch.Tensor) -> torch.Tensor:
+        self.ids = torch.cat([self.ids, tok.to(self.device)[:, None]], 1)
+        self.mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], 1))], 1)
+        return self._logits()
+
+    def keep(self, rows: torch.Tensor) -> None:
+        rows = rows.to(self.device)
+        self.ids, self.mask = self.ids[rows], self.mask[rows]
+
+
+def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token lists -> ids (B, W) padded on the left with `pad_id`, and the 0/1 mask (B, W)."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if s:
+            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+            mask[i, width - len(s):] = 1
+    return ids, mask
+
+
+def _draw(logits: torch.Tensor, temperature: float, top_p: float,
+          u: torch.Tensor | None) -> torch.Tensor:
+    """Next tokens (A,) from logits (A, V): argmax when greedy, else inverse CDF of u (A,)."""
+    if temperature == 0 or u is None:
+        return logits.argmax(-1)
+    lp = F.log_softmax(logits / temperature, -1)
+    if top_p < 1:
+        lp = top_p_logprobs(lp, top_p)
+    cdf = lp.exp().double().cumsum(-1)  # (A, V); float64 so the tail of a big vocab is exact
+    # First index whose cdf exceeds u * total: never a zero-probability (truncated) token.
+    x = (u.to(cdf.device).double() * cdf[:, -1])[:, None]
+    return torch.searchsorted(cdf, x, right=True).squeeze(-1).clamp(max=cdf.shape[-1] - 1)
+
+
+@torch.no_grad()
+def cross_decode(base, tuned, jobs: list[Job], *, eos_id: int | None, pad_id: int,
+                 max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0,
+                 use_cache: bool = True,
+                 on_step: Callable[[int], None] | None = None) -> list[Decoded]:
+    """Decode every job in one lockstep batch; returns one `Decoded` per job, in order.
+
+    `base`/`tuned` are causal LMs called as `model(input_ids, attention_mask, position_ids,
+    past_key_values, use_cache, logits_to_keep)` returning `.logits` (A, T, V) and
+    `.past_key_values`. A model no job needs is never run. `use_cache=False` recomputes
+    the whole prefix at every step (the reference and benchmark baseline).
+    `on_step(n_active)` is called after each step with the rows that produced a token.
+    """
+    if not jobs:
+        return []
+    for j in jobs:
+        if j.primary not in MODELS:
+            raise ValueError(f"primary must be 'base' or 'tuned', got {j.primary!r}")
+        if not j.prompt_ids:
+            raise ValueError("empty prompt: a row needs at least one prompt token")
+    needed = set().union(*(j.needs() for j in jobs))
+    kind = CachedLM if use_cache else FullPrefixLM
+    lms = {name: kind(m) for name, m in (("base", base), ("tuned", tuned)) if name in needed}
+    device = next(iter(lms.values())).device
+    ids, mask = left_pad([j.prompt_ids for j in jobs], pad_id)
+    logits = {name: lm.prefill(ids, mask) for name, lm in lms.items()}
+
+    out = [Decoded(j) for j in jobs]
+    active = list(range(len(jobs)))  # original index of each running batch row
+    gens = [torch.Generator().manual_seed(int(j.seed)) for j in jobs]
+    primary_base = torch.tensor([j.primary == "base" for j in jobs], device=device)
+    eps = torch.tensor([j.eps for j in jobs], dtype=torch.float32, device=device)
+    both = len(lms) == 2
+    for step in range(max_new_tokens):
+        rows = torch.tensor(active, device=device)
+        # Decision distributions (A, V): temperature 1, optionally top-p truncated.
+        dec = {n: F.log_softmax(lg, -1) for n, lg in logits.items()}
+        if top_p < 1:
+            dec = {n: top_p_logprobs(lp, top_p) for n, lp in dec.items()}
+        if both:
+            js = js_from_logprobs(dec["base"], dec["tuned"])  # (A,)
+            switch = js > eps[rows]
+            forced = [i for i, r in enumerate(active) if jobs[r].positions is not None]
+            for i in forced:  # the control ignores js: switch exactly at its positions
+                switch[i] = step in jobs[active[i]].positions
+            use_base = primary_base[rows] ^ switch  # (A,)
+            chosen = torch.where(use_base[:, None], logits["base"], logits["tuned"])
+        else:
+            js = torch.full((len(active),), float("nan"), device=device)
+            switch = torch.zeros(len(active), dtype=torch.bool, device=device)
+            chosen = next(iter(logits.values()))
+        u = None
+        if temperature > 0:  # one uniform per row per step from the row's own generator
+            u = torch.cat([torch.rand(1, generator=gens[r]) for r in active])
+        tok = _draw(chosen, temperature, top_p, u)
+
+        tok_l, sw_l, js_l = tok.tolist(), switch.tolist(), js.tolist()
+        done = []
+        for i, r in enumerate(active):
+            d = out[r]
+            if sw_l[i]:
+                d.switched.append(step)
+            d.js.append(js_l[i])
+            d.tokens.append(tok_l[i])
+            if eos_id is not None and tok_l[i] == eos_id:
+                d.finished = True
+                done.append(i)
+        if on_step is not None:
+            on_step(len(active))
+        if step == max_new_tokens - 1:
+            break
+        if done:  # drop finished rows from every model's state
+            gone = set(done)
+            keep = [i for i in range(len(active)) if i not in gone]
+            if not keep:
+                break
+            keep_t = torch.tensor(keep, device=device)
+            for lm in lms.values():
+                lm.keep(keep_t)
+            active = [active[i] for i in keep]
+            tok = tok[keep_t]
+        logits = {name: lm.step(tok) for name, lm in lms.items()}
+    return out

@@ -1,0 +1,243 @@
+"""Loading and validating a checkpoint pair (base + tuned) before any compute.
+
+A model is named by a local folder or a Hugging Face hub id; both go through the same
+`from_pretrained` path. Validation refuses, with a message that says what is wrong:
+a path that does not exist, a folder that is not a model, pickle-only weights (unless
+`allow_pickle`), truncated or corrupt safetensors files, and tokenizers whose
+token->id maps differ. `trust_remote_code` is never set unless the caller asks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from core.errors import PairError
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+FULL_HASH_LIMIT = 2 * 1024**3  # hash whole files up to this total size, sample above it
+
+
+@dataclass
+class ModelRef:
+    """Where a model comes from: a local folder or a hub id."""
+
+    spec: str
+    local: Path | None  # resolved folder, None for a hub id
+
+    @property
+    def name(self) -> str:
+        return self.local.name if self.local else self.spec.replace("/", "--")
+
+
+def resolve(spec: str) -> ModelRef:
+    """A local folder if `spec` names one, a hub id if it looks like `org/name`, else an error."""
+    p = Path(spec).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise PairError(f"{spec}: is a file; a model is a folder holding config.json "
+                            "and weights")
+        return ModelRef(spec, p.resolve())
+    if HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
+        return ModelRef(spec, None)
+    raise PairError(f"{spec}: no such folder (and not a Hugging Face hub id of the form org/name)")
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why a .safetensors file cannot be read, or None when its header and size agree."""
+    size = path.stat().st_size
+    if size < 8:
+        return f"{path.name} is {size} bytes, too short to be a safetensors file"
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        if n > size - 8 or n > 100 * 1024**2:
+            return f"{path.name}: header length {n} does not fit in a {size}-byte file (truncated?)"
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            return f"{path.name}: header is not valid JSON ({e})"
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    need = 8 + n + max(ends, default=0)
+    if need != size:
+        return (f"{path.name}: header describes {need} bytes but the file has {size} "
+                "(truncated or corrupt)")
+    return None
+
+
+def check_local_model(folder: Path, allow_pickle: bool) -> list[Path]:
+    """Weight files of a local model folder after validation; raises PairError."""
+    if not (folder / "config.json").is_file():
+        raise PairError(f"{folder}: not a model folder (no config.json)")
+    safe = sorted(folder.glob("*.safetensors"))
+    pickled = sorted(p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if not safe:
+        if not pickled:
+            raise PairError(f"{folder}: no weight files (*.safetensors) found")
+        if not allow_pickle:
+            raise PairError(
+                f"{folder}: only pickle weights ({', '.join(p.name for p in pickled)}); loading "
+                "them can run arbitrary code. Convert to safetensors, or pass --allow-pickle "
+                "if you trust the source.")
+        return pickled
+    for p in safe:
+        problem = _safetensors_problem(p)
+        if problem:
+            raise PairError(f"{folder}: corrupt checkpoint: {problem}")
+    return safe
+
+
+def fingerprint_files(files: list[Path]) -> dict:
+    """sha256 over the weight files (whole when small, 1 MiB strided samples when huge)."""
+    total = sum(p.stat().st_size for p in files)
+    h = hashlib.sha256()
+    method = "sha256" if total <= FULL_HASH_LIMIT else "sha256-sampled-1MiB-x64"
+    for p in sorted(files, key=lambda q: q.name):
+        size = p.stat().st_size
+        h.update(f"{p.name}:{size}\n".encode())
+        with open(p, "rb") as f:
+            if method == "sha256":
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            else:
+                for i in range(64):
+                    f.seek(size * i // 64)
+                    h.update(f.read(1 << 20))
+    return {"method": method, "digest": h.hexdigest(), "bytes": total}
+
+
+def vocab_fingerprint(tokenizer) -> str:
+    vocab = tokenizer.get_vocab()
+    blob = json.dumps(sorted(vocab.items()), ensure_ascii=False).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def vocab_difference(tok_a, tok_b, show: int = 5) -> str | None:
+    """None when both token->id maps are identical, else a short description of how they differ."""
+    va, vb = tok_a.get_vocab(), tok_b.get_vocab()
+    if va == vb:
+        return None
+    only_a = sorted(set(va) - set(vb))
+    only_b = sorted(set(vb) - set(va))
+    moved = sorted(t for t in set(va) & set(vb) if va[t] != vb[t])
+    parts = [f"vocabulary sizes {len(va)} vs {len(vb)}"]
+    if only_a:
+        parts.append(f"{len(only_a)} tokens only in base (e.g. {only_a[:show]!r})")
+    if only_b:
+        parts.append(f"{len(only_b)} tokens only in tuned (e.g. {only_b[:show]!r})")
+    if moved:
+        ex = ", ".join(f"{t!r}: {va[t]}->{vb[t]}" for t in moved[:show])
+        parts.append(f"{len(moved)} tokens with different ids (e.g. {ex})")
+    return "; ".join(parts)
+
+
+def pick_device(device: str | None = None) -> tuple[torch.device, torch.dtype]:
+    """CUDA in bf16 when present, CPU in fp32 otherwise (or the device asked for)."""
+    if device in (None, "auto"):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    return dev, (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+
+
+@dataclass
+class LoadedModel:
+    ref: ModelRef
+    model: torch.nn.Module
+    tokenizer: object
+    fingerprint: dict = field(default_factory=dict)
+
+
+def load_model(spec: str, *, allow_pickle: bool = False, trust_remote_code: bool = False,
+               device: str | None = None, with_model: bool = True,
+               place: bool = True) -> LoadedModel:
+    """Load a tokenizer and (optionally) a causal LM from a folder or hub id, after checks.
+    The weights get the dtype of `device` (bf16 on CUDA); `place=False` leaves them on the
+    CPU for the caller to place (two-GPU pairs)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    ref = resolve(spec)
+    fp: dict = {}
+    if ref.local:
+        files = check_local_model(ref.local, allow_pickle)
+        fp = fingerprint_files(files)
+    src = str(ref.local) if ref.local else ref.spec
+    try:
+        tok = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise PairError(f"{spec}: cannot load a tokenizer ({_short(e)})") from e
+    model = None
+    if with_model:
+        dev, dtype = pick_device(device)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                src, dtype=dtype, use_safetensors=None if allow_pickle else True,
+                trust_remote_code=trust_remote_code)
+        except OSError as e:
+            raise PairError(f"{spec}: cannot load the model ({_short(e)})") from e
+        except Exception as e:  # corrupt tensors, unknown architectures, ...
+            raise PairError(f"{spec}: the checkpoint failed to load: {_short(e)}") from e
+        (model.to(dev) if place else model).eval()
+        if not fp:
+            fp = {"method": "hub-revision",
+                  "digest": getattr(model.config, "_commit_hash", None) or "unknown"}
+    return LoadedModel(ref, model, tok, fp)
+
+
+def _short(e: Exception, limit: int = 300) -> str:
+    msg = " ".join(str(e).split())
+    return msg if len(msg) <= limit else msg[:limit] + "..."
+
+
+@dataclass
+class Pair:
+    base: LoadedModel
+    tuned: LoadedModel
+    options: dict = field(default_factory=dict)  # load_model keyword arguments
+
+    @property
+    def tokenizer(self):
+        return self.tuned.tokenizer
+
+    def model(self, role: str) -> torch.nn.Module:
+        """The resident model of `role` ("base" or "tuned"), or, for a pair loaded without
+        weights (sequential scoring), a freshly loaded one the caller releases after use."""
+        loaded = self.base if role == "base" else self.tuned
+        if loaded.model is not None:
+            return loaded.model
+        return load_model(loaded.ref.spec, **self.options).model
+
+    def device(self) -> str:
+        if self.base.model is not None:
+            return str(next(self.base.model.parameters()).device)
+        return str(pick_device(self.options.get("device"))[0])
+
+
+def load_pair(base: str, tuned: str, *, allow_pickle: bool = False,
+              trust_remote_code: bool = False, device: str | None = None,
+              load_weights: bool = True) -> Pair:
+    """Tokenizers first (cheap): refuse mismatched vocabularies before loading any weights.
+    With `load_weights=False` the pair holds tokenizers and fingerprints only, and
+    `Pair.model(role)` loads one model at a time (for pairs that do not fit together)."""
+    kw = dict(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, device=device)
+    b = load_model(base, with_model=False, **kw)
+    t = load_model(tuned, with_model=False, **kw)
+    diff = vocab_difference(b.tokenizer, t.tokenizer)
+    if diff:
+        raise PairError(f"base {base!r} and tuned {tuned!r} do not share a vocabulary: {diff}")
+    if not load_weights:
+        return Pair(b, t, kw)
+    if pick_device(device)[0].type == "cuda" and torch.cuda.device_count() > 1:
+        # Two GPUs: load on the CPU, then one device if both fit, else one model per GPU
+        # (core.engine.scoring.place_pair). Untested here: no GPU on the development machine.
+        from core.engine.scoring import place_pair
+
+        pb, pt = load_model(base, place=False, **kw), load_model(tuned, place=False, **kw)
+        place_pair(pb.model, pt.model)
+        return Pair(pb, pt, kw)
+    return Pair(load_model(base, **kw), load_model(tuned, **kw), kw)

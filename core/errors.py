@@ -1,0 +1,44 @@
+"""The exception types every layer shares.
+
+Each is a refusal with a message that says what is wrong and what to do; the CLI prints it
+as one line (`error: ...`) and the app shows it as one line of text. They all derive from
+`ShiftLensError`, so a caller that only wants "a clean refusal" catches that one type.
+"""
+
+from __future__ import annotations
+
+
+class ShiftLensError(Exception):
+    """Base of every refusal ShiftLens raises on purpose."""
+
+
+class PairError(ShiftLensError, ValueError):
+    """A checkpoint or pair that cannot be used; the message says why and what to do."""
+
+
+class PromptSetError(ShiftLensError, ValueError):
+    """A prompt file that cannot be used; the message lists each problem with its line."""
+
+
+class RunError(ShiftLensError, RuntimeError):
+    """A run that cannot be started as asked (name clash, busy, bad name)."""
+
+
+class CrossSampleError(RunError):
+    """A cross-sampling job that cannot start as asked (no such run, bad option)."""
+
+
+class RunsError(ShiftLensError, ValueError):
+    """A run lookup, rename or delete that cannot be done; the message says why."""
+
+
+class JobError(ShiftLensError, RuntimeError):
+    """A job request that cannot be carried out (run busy, unknown id, wrong state)."""
+
+
+class UploadError(ShiftLensError, ValueError):
+    """An archive or file that cannot be taken as an upload; the message says why."""
+
+
+class ExportError(ShiftLensError, RuntimeError):
+    """A figure or data export that cannot be written (no browser, bad format)."""

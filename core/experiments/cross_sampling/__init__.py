@@ -1,0 +1,36 @@
+"""Cross-sampling (paper section "Cross-sampling"): the causal test of divergent tokens.
+
+- decode.py  the lockstep, KV-cached, batched cross-sampler (`cross_decode`, `Job`)
+- sweep.py   eps sweeps with the random-position control, endpoints and bootstrap CIs
+- store.py   cross_samples.parquet / cross_summary.parquet in the run folder
+- config.py  `CrossSampleConfig` (the CLI's options)
+- job.py     the job on a run folder (`run_cross_sample`), used by `python -m core
+             cross-sample`
+"""
+
+from core.engine.lockstep import CachedLM, Decoded, FullPrefixLM, Job, cross_decode, left_pad
+from core.experiments.cross_sampling.config import CrossSampleConfig, CrossSampleOptions
+from core.experiments.cross_sampling.job import (
+    CrossSampleError,
+    format_summary,
+    resolve_run,
+    run_cross_sample,
+)
+from core.experiments.cross_sampling.sweep import (
+    Progress,
+    SweepResult,
+    bootstrap_ci,
+    control_positions,
+    derive_seed,
+    summarize,
+    sweep,
+)
+from core.store.cross import SAMPLES_FILE, SUMMARY_FILE, read_summary, write_results
+
+__all__ = [
+    "CachedLM", "CrossSampleConfig", "CrossSampleError", "CrossSampleOptions", "Decoded",
+    "FullPrefixLM", "Job", "Progress", "SAMPLES_FILE", "SUMMARY_FILE", "SweepResult",
+    "bootstrap_ci", "control_positions", "cross_decode", "derive_seed", "format_summary",
+    "left_pad", "read_summary", "resolve_run", "run_cross_sample", "summarize", "sweep",
+    "write_results",
+]

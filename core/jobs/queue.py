@@ -1,0 +1,405 @@
+"""Background precompute jobs: a persistent queue in `<cache>/.jobs/`, one OS process per job.
+
+    <cache>/.jobs/<id>/job.json       config, state, pid, timestamps, run name (atomic writes)
+    <cache>/.jobs/<id>/log.txt        the job process's stdout and stderr
+    <cache>/.jobs/<id>/progress.json  {"stage", "shards_done", "shards_total", "prompts_done",
+                                       "prompts_total", "time"}, rewritten after every shard
+    <cache>/.jobs/.lock               flock held for every read-modify-write of a job.json
+
+States: queued -> running -> done | failed | cancelled; resume() puts a failed or cancelled
+job back to queued (precompute then skips the shards it finished). A queued job may depend
+on others (a series re-scores the traces of the final run): it starts only when they are
+done, and fails at once, with `blocked_by` set, when one of them fails or is cancelled;
+resuming that one re-queues it.
+
+There is no daemon. `tick(cache)` marks running jobs whose process has died as failed and
+starts queued jobs while fewer than `max_running` (default 1) run; whoever polls calls it:
+the app on every rerun of a jobs view, `python -m core jobs run` and `add-pair --wait` in a
+loop. A job runs as `python -m core.jobs.queue <job folder>` in its own session (process group),
+so it survives app reloads and restarts, and cancel() can end it with everything it
+started. Everything a page shows is read back from these files, so progress and logs
+survive page reloads and show in every session.
+
+Safety: two jobs never write the same run (submit and resume refuse a run name that an
+active job holds, and precompute's flock on `.staging/<run>.lock` refuses a second writer
+anyway); a killed or cancelled job leaves only staging part files, never a run folder,
+because precompute publishes by renaming a complete staging folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.config import PrecomputeConfig
+from core.errors import JobError
+
+ACTIVE = ("queued", "running")
+TERMINAL = ("done", "failed", "cancelled")
+ROOT = Path(__file__).resolve().parent.parent
+_CHILDREN: dict[int, subprocess.Popen] = {}  # processes this process started, to reap them
+
+
+@dataclass
+class Job:
+    id: str
+    run: str
+    state: str
+    config: dict                 # dataclasses.asdict(PrecomputeConfig)
+    cwd: str                     # the job process's working folder (configs may be relative)
+    created: float
+    depends_on: list[str] = field(default_factory=list)
+    started: float | None = None
+    finished: float | None = None
+    pid: int | None = None
+    proc_start: str | None = None  # /proc start time: a reused pid is not our process
+    returncode: int | None = None
+    error: str | None = None
+    blocked_by: str | None = None  # the dependency whose failure failed this job
+    attempts: int = 0
+    path: Path = field(default=Path(), compare=False)  # the job folder (not stored)
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("path")
+        return d
+
+    def progress(self) -> dict | None:
+        """The last progress record (see module docstring), or None before the first one."""
+        try:
+            return json.loads((self.path / "progress.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    def fraction(self) -> float:
+        """Share of prompts done, 0..1 (1 for a done job)."""
+        if self.state == "done":
+            return 1.0
+        p = self.progress() or {}
+        return p.get("prompts_done", 0) / max(p.get("prompts_total", 0), 1)
+
+
+def jobs_dir(cache: str | Path) -> Path:
+    """The queue folder of a cache: `<cache>/.jobs` (hidden, so runs listings skip it)."""
+    return Path(cache) / ".jobs"
+
+
+@contextlib.contextmanager
+def _locked(cache: str | Path):
+    d = jobs_dir(cache)
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / ".lock", "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _read(folder: Path) -> Job:
+    d = json.loads((folder / "job.json").read_text(encoding="utf-8"))
+    known = {f.name for f in dataclasses.fields(Job)}
+    return Job(**{k: v for k, v in d.items() if k in known}, path=folder)
+
+
+def _write(job: Job) -> None:
+    tmp = job.path / "job.json.tmp"
+    tmp.write_text(json.dumps(job.to_json(), indent=2), encoding="utf-8")
+    os.replace(tmp, job.path / "job.json")
+
+
+def list_jobs(cache: str | Path) -> list[Job]:
+    """Every job of the cache, oldest first (read-only: never creates the queue folder)."""
+    d = jobs_dir(cache)
+    if not d.is_dir():
+        return []
+    out = []
+    for p in d.iterdir():
+        if p.is_dir() and not p.name.startswith(".") and (p / "job.json").is_file():
+            with contextlib.suppress(OSError, json.JSONDecodeError, TypeError):
+                out.append(_read(p))
+    return sorted(out, key=lambda j: (j.created, j.id))
+
+
+def get_job(cache: str | Path, key: str) -> Job:
+    """A job by id, unique id prefix, or run name (its latest job); raises JobError."""
+    jobs = list_jobs(cache)
+    for match in ([j for j in jobs if j.id == key], [j for j in jobs if j.id.startswith(key)],
+                  [j for j in jobs if j.run == key][-1:]):
+        if len(match) == 1:
+            return match[0]
+        if len(match) > 1:
+            raise JobError(f"{key!r} matches several jobs: {', '.join(j.id for j in match)}")
+    raise JobError(f"no job {key!r} in {jobs_dir(cache)}")
+
+
+def busy_runs(cache: str | Path) -> dict[str, str]:
+    """{run name: job id} for runs a queued or running job will write."""
+    return {j.run: j.id for j in list_jobs(cache) if j.state in ACTIVE}
+
+
+def submit(cache: str | Path, cfg: PrecomputeConfig, *, depends_on: list[str] = ()) -> Job:
+    """Queue a precompute of `cfg` into `cache`; returns the queued Job (not started: tick()).
+
+    Refuses (JobError) a run name that is invalid, held by an active job, or taken by a
+    complete run with other settings (unless cfg.force); and unknown dependencies.
+    """
+    from core.precompute.driver import RUN_NAME, default_name
+    from core.store.manifest import config_hash, read_manifest
+
+    cfg = dataclasses.replace(cfg, cache=str(cache))
+    cfg = dataclasses.replace(cfg, name=cfg.name or default_name(cfg))
+    if not RUN_NAME.match(cfg.name):
+        raise JobError(f"run name {cfg.name!r}: use letters, digits, '.', '_' and '-' only")
+    old = read_manifest(Path(cache) / cfg.name)
+    if old is not None and not cfg.force and old.get("config_hash") != config_hash(cfg):
+        raise JobError(f"run {cfg.name!r} exists with other settings; choose another name "
+                       "or force a recompute")
+    with _locked(cache):
+        jobs = {j.id: j for j in list_jobs(cache)}
+        for j in jobs.values():
+            if j.run == cfg.name and j.state in ACTIVE:
+                raise JobError(f"run {cfg.name!r} is already {j.state} as job {j.id}")
+        missing = [d for d in depends_on if d not in jobs]
+        if missing:
+            raise JobError(f"unknown dependencies: {missing}")
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        job = Job(id=f"{stamp}-{secrets.token_hex(3)}", run=cfg.name, state="queued",
+                  config=dataclasses.asdict(cfg), cwd=os.getcwd(), created=time.time(),
+                  depends_on=list(depends_on))
+        tmp = jobs_dir(cache) / f".new-{job.id}"
+        tmp.mkdir()
+        job.path = tmp
+        (tmp / "log.txt").write_text("")
+        _write(job)
+        job.path = jobs_dir(cache) / job.id
+        os.rename(tmp, job.path)  # a job folder appears complete or not at all
+    return job
+
+
+def _proc_stat(pid: int) -> tuple[str, str] | None:
+    """(state letter, start time) of a Linux process, None when there is none."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2:].split()
+    return fields[0], fields[19]
+
+
+def _alive(job: Job) -> tuple[bool, int | None]:
+    """(is the job's process running, its exit code when known)."""
+    p = _CHILDREN.get(job.pid)
+    if p is not None:
+        code = p.poll()  # also reaps it: a finished child must not linger as a zombie
+        return code is None, code
+    if not job.pid:
+        return False, None
+    st = _proc_stat(job.pid)
+    if st is None:
+        if Path("/proc/self/stat").exists():
+            return False, None
+        try:  # no /proc (not Linux): a signal-0 probe
+            os.kill(job.pid, 0)
+            return True, None
+        except OSError:
+            return False, None
+    return st[0] not in "ZX" and (job.proc_start in (None, st[1])), None
+
+
+def _start(job: Job) -> None:
+    log = open(job.path / "log.txt", "ab")
+    path = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(path))
+    with log:
+        p = subprocess.Popen([sys.executable, "-m", "core.jobs.queue", str(job.path.resolve())],
+                             cwd=job.cwd, stdin=subprocess.DEVNULL, stdout=log,
+                             stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    _CHILDREN[p.pid] = p
+    st = _proc_stat(p.pid)
+    job.state, job.pid, job.proc_start = "running", p.pid, st[1] if st else None
+    job.started, job.finished, job.returncode, job.error = time.time(), None, None, None
+    job.attempts += 1
+    _write(job)
+
+
+def tick(cache: str | Path, max_running: int = 1, start: bool = True) -> list[Job]:
+    """Reap dead jobs and start queued ones; returns the jobs started by this call.
+
+    A running job whose process is gone without reporting becomes failed; a queued job whose
+    dependency failed or was cancelled becomes failed with `blocked_by`; queued jobs whose
+    dependencies are done start in submission order while fewer than `max_running` run.
+    start=False only records deaths and dependency failures (a listing that starts nothing).
+    Cheap (reads a few small files); never creates the queue folder.
+    """
+    if not jobs_dir(cache).is_dir():
+        return []
+    started = []
+    with _locked(cache):
+        jobs = list_jobs(cache)
+        by_id = {j.id: j for j in jobs}
+        for j in jobs:
+            if j.state == "running":
+                alive, code = _alive(j)
+                if not alive:
+                    j.state, j.finished, j.returncode = "failed", time.time(), code
+                    how = (f"killed by signal {-code}" if code is not None and code < 0
+                           else f"exit code {code}" if code is not None else "killed?")
+                    j.error = f"the job process ended without reporting a result ({how})"
+                    _write(j)
+        running = sum(j.state == "running" for j in jobs)
+        for j in jobs:
+            if j.state != "queued":
+                continue
+            deps = [by_id.get(d) for d in j.depends_on]
+            bad = next((d for d in deps if d is None or d.state in ("failed", "cancelled")),
+                       None)
+            if bad is not None or any(d is None for d in deps):
+                j.state, j.finished = "failed", time.time()
+                j.blocked_by = bad.id if bad is not None else None
+                j.error = f"dependency {bad.id if bad else '?'} did not finish"
+                _write(j)
+                continue
+            if not start or running >= max_running or any(d.state != "done" for d in deps):
+                continue
+            _start(j)
+            running += 1
+            started.append(j)
+    return started
+
+
+def cancel(cache: str | Path, key: str, grace: float = 5.0) -> Job:
+    """Cancel a queued or running job; returns it. A running job's process group gets
+    SIGTERM, then SIGKILL after `grace` seconds; its staging part files stay for resume."""
+    with _locked(cache):
+        job = get_job(cache, key)
+        if job.state not in ACTIVE:
+            raise JobError(f"job {job.id} is {job.state}; only queued or running jobs cancel")
+        was_running = job.state == "running"
+        job.state, job.finished, job.error = "cancelled", time.time(), "cancelled by the user"
+        _write(job)
+    if was_running and job.pid:
+        _signal_group(job, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while _alive(job)[0] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(job)[0]:
+            _signal_group(job, signal.SIGKILL)
+            while _alive(job)[0] and time.monotonic() < deadline + 5:
+                time.sleep(0.05)
+    return job
+
+
+def _signal_group(job: Job, sig: int) -> None:
+    if not _alive(job)[0]:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(job.pid, sig)  # the job leads its own session: its pid is the group id
+
+
+def resume(cache: str | Path, key: str) -> Job:
+    """Put a failed or cancelled job back in the queue (same id, same config); returns it.
+    Jobs that failed because this one did (`blocked_by`) are re-queued with it."""
+    with _locked(cache):
+        job = get_job(cache, key)
+        if job.state not in ("failed", "cancelled"):
+            raise JobError(f"job {job.id} is {job.state}; only failed or cancelled jobs resume")
+        for other in list_jobs(cache):
+            if other.run == job.run and other.state in ACTIVE:
+                raise JobError(f"run {job.run!r} is already {other.state} as job {other.id}")
+        todo = [job] + [j for j in list_jobs(cache) if j.blocked_by == job.id]
+        for j in todo:
+            j.state, j.error, j.blocked_by, j.pid, j.returncode = "queued", None, None, None, None
+            _write(j)
+            with open(j.path / "log.txt", "a") as f:
+                f.write(f"--- resumed at {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n")
+    return job
+
+
+def forget(cache: str | Path, key: str) -> None:
+    """Remove a finished job's record (its run, if any, stays)."""
+    import shutil
+
+    with _locked(cache):
+        job = get_job(cache, key)
+        if job.state in ACTIVE:
+            raise JobError(f"job {job.id} is {job.state}; cancel it first")
+        shutil.rmtree(job.path)
+
+
+def read_log(cache: str | Path, key: str, tail: int = 200) -> str:
+    """The last `tail` lines of a job's log (0 = all)."""
+    text = (get_job(cache, key).path / "log.txt").read_text(errors="replace")
+    return "\n".join(text.splitlines()[-tail:]) if tail else text
+
+
+def wait(cache: str | Path, ids: list[str] | None = None, *, timeout: float | None = None,
+         poll: float = 0.2, max_running: int = 1, on_update=None) -> list[Job]:
+    """Run the queue in the foreground: tick() until the jobs `ids` (default: all) are done,
+    failed or cancelled; returns them. `on_update(jobs)` is called after every tick."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        tick(cache, max_running)
+        jobs = [j for j in list_jobs(cache) if ids is None or j.id in ids]
+        if on_update is not None:
+            on_update(jobs)
+        if all(j.state in TERMINAL for j in jobs):
+            return jobs
+        if deadline is not None and time.monotonic() > deadline:
+            raise JobError(f"jobs still active after {timeout} s: "
+                           f"{[j.id for j in jobs if j.state in ACTIVE]}")
+        time.sleep(poll)
+
+
+def _finish(job_dir: Path, state: str, error: str | None = None) -> None:
+    """Record the worker's own result, unless the job was cancelled meanwhile."""
+    with _locked(job_dir.parent.parent):
+        job = _read(job_dir)
+        if job.state != "running" or job.pid != os.getpid():
+            return
+        job.state, job.finished, job.error = state, time.time(), error
+        job.returncode = 0 if state == "done" else 1
+        _write(job)
+
+
+def _work(job_dir: Path) -> int:
+    """The job process: run precompute with a progress file, then record the result."""
+    from core.precompute.driver import precompute
+    from core.store.storage import write_json
+
+    job = _read(job_dir)
+    known = {f.name for f in dataclasses.fields(PrecomputeConfig)}
+    cfg = PrecomputeConfig(**{k: v for k, v in job.config.items() if k in known})
+    print(f"[{time.strftime('%H:%M:%S')}] job {job.id}: run {job.run!r}, attempt "
+          f"{job.attempts}, pid {os.getpid()}", flush=True)
+
+    def progress(d: dict) -> None:
+        write_json({**d, "time": time.time()}, job_dir / "progress.json")
+        print(f"[{time.strftime('%H:%M:%S')}] {d['stage']}: {d['shards_done']}/"
+              f"{d['shards_total']} shards, {d['prompts_done']}/{d['prompts_total']} prompts",
+              flush=True)
+
+    try:
+        precompute(cfg, log=lambda s: print(s, flush=True), show_progress=False,
+                   progress=progress)
+    except BaseException as e:  # record every failure, interrupts included
+        traceback.print_exc()
+        _finish(job_dir, "failed", f"{type(e).__name__}: {e}")
+        return 1
+    _finish(job_dir, "done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_work(Path(sys.argv[1])))

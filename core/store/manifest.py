@@ -1,0 +1,98 @@
+"""Provenance: what a run folder was made from, so that it says how to reproduce it."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+
+from core import __version__
+from core.store.schema import MANIFEST_FILE, SCHEMA_VERSION
+
+PACKAGES = ("torch", "transformers", "tokenizers", "safetensors", "pyarrow", "duckdb",
+            "pandas", "numpy", "math-verify")
+
+# Settings that do not change a run's content (where it lives, how it is forced, which
+# engine computes it: the Ray engine writes the same rows, so it resumes the same staging).
+NON_CONTENT = {"name", "cache", "force", "device", "engine", "workers", "parts_uri"}
+
+
+def package_versions() -> dict[str, str | None]:
+    out = {}
+    for p in PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            out[p] = None
+    out["python"] = platform.python_version()
+    return out
+
+
+def config_hash(config) -> str:
+    """Hash of the settings that determine a run's content (inputs and every knob)."""
+    d = {k: v for k, v in dataclasses.asdict(config).items() if k not in NON_CONTENT}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def model_record(loaded, pair_vocab: str) -> dict:
+    m = loaded.model
+    return {
+        "spec": loaded.ref.spec,
+        "path": str(loaded.ref.local) if loaded.ref.local else None,
+        "hub_id": None if loaded.ref.local else loaded.ref.spec,
+        "fingerprint": loaded.fingerprint,
+        "vocab_fingerprint": pair_vocab,
+        "architecture": type(m).__name__ if m is not None else None,
+        "parameters": sum(p.numel() for p in m.parameters()) if m is not None else None,
+        "dtype": str(next(m.parameters()).dtype).replace("torch.", "") if m is not None else None,
+    }
+
+
+_SECRET_PARAM = ("key", "secret", "token", "password", "credential", "signature")
+
+
+def redact_uri(uri: str) -> str:
+    """`uri` without credentials (user:password@ and secret-looking query values), for
+    recording in manifests: s3://AKIA:xyz@bucket/p?secret_key=s -> s3://***@bucket/p?secret_key=***."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    if not uri or "://" not in uri:
+        return uri
+    parts = urlsplit(uri)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = urlencode([(k, "***" if any(w in k.lower() for w in _SECRET_PARAM) else v)
+                       for k, v in parse_qsl(parts.query, keep_blank_values=True)], safe="*:/")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def build_manifest(config, *, models: dict, prompt_set: dict, stats: dict, device: str) -> dict:
+    return {
+        "name": config.name,
+        "schema_version": SCHEMA_VERSION,
+        "shiftlens_version": __version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "kind": config.kind or None,
+        "series_step": config.series_step if config.series_step >= 0 else None,
+        "traces_from": config.traces_from or None,
+        "config": {k: redact_uri(v) if k == "parts_uri" else v
+                   for k, v in dataclasses.asdict(config).items()},
+        "config_hash": config_hash(config),
+        "models": models,
+        "prompt_set": prompt_set,
+        "device": device,
+        "packages": package_versions(),
+        "stats": stats,
+    }
+
+
+def read_manifest(run_dir: str | Path) -> dict | None:
+    p = Path(run_dir) / MANIFEST_FILE
+    if not p.is_file():
+        return None
+    return json.loads(p.read_text(encoding="utf-8"))
