@@ -1,16 +1,19 @@
-"""Per-token metrics between two next-token distributions: pure functions on tensors.
+"""Per-token metrics between two next-token distributions: pure functions on tensors, each
+registered with its metadata.
 
-Every function takes the base logits `lb` and tuned logits `lt`, each (N, V) float tensors
-(rows are positions), plus the trace tokens `tok` (N,) where needed, and returns an (N,)
-tensor. Names are the column names of ../shared/paper.md. A new metric is one function
-and one entry in `METRICS`.
+Every function takes a `Context` built from the base logits `lb` and tuned logits `lt`, each
+(N, V) float tensors (rows are positions), plus the trace tokens `tok` (N,), and returns an
+(N,) tensor. Names are the column names of docs/paper.md. A new metric is one function and
+one `@register(...)`: the run-folder schema (core.store.schema), the query layer's metric
+list, sequential mode's list of approximate columns and the app's labels and colour scales
+are all derived from `METRICS`.
 
 P = softmax(lb) is the base distribution, Q = softmax(lt) the tuned one. Natural logs, nats.
 """
-
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -63,7 +66,7 @@ def rank_of(logp: torch.Tensor, tok: torch.Tensor) -> torch.Tensor:
     return (logp > own).sum(-1) + 1
 
 
-# --- The registry: name -> f(ctx) where ctx holds the shared intermediate tensors. ---
+# --- The registry: name -> Metric (function + metadata), in the column order of tokens. ---
 
 class Context:
     """Log-probabilities computed once per chunk and shared by every metric."""
@@ -75,29 +78,125 @@ class Context:
         self.top_p = top_p
 
 
-METRICS: dict[str, Callable[[Context], torch.Tensor]] = {
-    "js": lambda c: js_from_logprobs(c.logp, c.logq),
-    "js_top_p": lambda c: js_from_logprobs(top_p_logprobs(c.logp, c.top_p),
-                                           top_p_logprobs(c.logq, c.top_p)),
-    "kl_tb": lambda c: kl_from_logprobs(c.logq, c.logp),
-    "kl_bt": lambda c: kl_from_logprobs(c.logp, c.logq),
-    "entropy_base": lambda c: entropy_from_logprobs(c.logp),
-    "entropy_tuned": lambda c: entropy_from_logprobs(c.logq),
-    "logp_base": lambda c: c.logp.gather(-1, c.tok[:, None]).squeeze(-1),
-    "logp_tuned": lambda c: c.logq.gather(-1, c.tok[:, None]).squeeze(-1),
-    "rank_base": lambda c: rank_of(c.logp, c.tok),
-    "rank_tuned": lambda c: rank_of(c.logq, c.tok),
-    "top1_agree": lambda c: c.logp.argmax(-1) == c.logq.argmax(-1),
-}
+@dataclass(frozen=True)
+class Metric:
+    """A per-token metric and what every consumer needs to know about it.
+
+    dtype: the Arrow/Parquet column type ("float32", "int32" or "bool").
+    lo, hi: the range of its values (None = unbounded on that side).
+    scale: how the app colours a trace by it: "sequential" (0 .. full_scale), "diverging"
+        (-full_scale .. +full_scale), "categorical" (URIAL rank buckets) or None (not offered).
+    sequential: how sequential scoring (core.engine.sequential) computes it: "exact",
+        "approximate" (from the kept top-K base mass, within the recorded bound) or
+        "top-k" (exact when the token is in the kept base top-K, else the sentinel K+1).
+    """
+
+    name: str
+    fn: Callable[[Context], torch.Tensor]
+    label: str
+    dtype: str = "float32"
+    lo: float | None = None
+    hi: float | None = None
+    scale: str | None = None
+    full_scale: float | None = None
+    sequential: str = "exact"
+    unit: str = ""
+
+
+METRICS: dict[str, Metric] = {}
+
+
+def register(name: str, **meta):
+    """Decorator: register `fn(ctx) -> (N,) tensor` as metric `name` with its metadata."""
+    def deco(fn: Callable[[Context], torch.Tensor]):
+        if name in METRICS:
+            raise ValueError(f"metric {name!r} is registered twice")
+        METRICS[name] = Metric(name, fn, **meta)
+        return fn
+    return deco
+
+
+def metric_names(dtype: str | None = None) -> list[str]:
+    """Registered metric names (of one dtype), in column order."""
+    return [m.name for m in METRICS.values() if dtype is None or m.dtype == dtype]
+
+
+JS_RANGE = dict(lo=0.0, hi=LN2, unit="nats")
+
+
+@register("js", label="Jensen-Shannon divergence (js)", scale="sequential",
+          full_scale=LN2 / 2, sequential="approximate", **JS_RANGE)
+def _js(c: Context) -> torch.Tensor:
+    return js_from_logprobs(c.logp, c.logq)
+
+
+@register("js_top_p", label="JS on top-p truncated distributions (js_top_p)",
+          scale="sequential", full_scale=LN2 / 2, sequential="approximate", **JS_RANGE)
+def _js_top_p(c: Context) -> torch.Tensor:
+    return js_from_logprobs(top_p_logprobs(c.logp, c.top_p), top_p_logprobs(c.logq, c.top_p))
+
+
+@register("kl_tb", label="KL(tuned || base)", lo=0.0, unit="nats", sequential="approximate")
+def _kl_tb(c: Context) -> torch.Tensor:
+    return kl_from_logprobs(c.logq, c.logp)
+
+
+@register("kl_bt", label="KL(base || tuned)", lo=0.0, unit="nats", sequential="approximate")
+def _kl_bt(c: Context) -> torch.Tensor:
+    return kl_from_logprobs(c.logp, c.logq)
+
+
+@register("entropy_base", label="entropy of the base model (nats)", lo=0.0, unit="nats",
+          scale="sequential", full_scale=2.0, sequential="approximate")
+def _entropy_base(c: Context) -> torch.Tensor:
+    return entropy_from_logprobs(c.logp)
+
+
+@register("entropy_tuned", label="entropy of the tuned model (nats)", lo=0.0, unit="nats",
+          scale="sequential", full_scale=2.0)
+def _entropy_tuned(c: Context) -> torch.Tensor:
+    return entropy_from_logprobs(c.logq)
+
+
+@register("logp_base", label="log-probability of the token under the base model", hi=0.0,
+          unit="nats")
+def _logp_base(c: Context) -> torch.Tensor:
+    return c.logp.gather(-1, c.tok[:, None]).squeeze(-1)
+
+
+@register("logp_tuned", label="log-probability of the token under the tuned model", hi=0.0,
+          unit="nats")
+def _logp_tuned(c: Context) -> torch.Tensor:
+    return c.logq.gather(-1, c.tok[:, None]).squeeze(-1)
+
+
+@register("dlogp", label="dlogp = logp_tuned - logp_base", scale="diverging", full_scale=3.0,
+          unit="nats")
+def _dlogp(c: Context) -> torch.Tensor:
+    return _logp_tuned(c) - _logp_base(c)
+
+
+@register("rank_base", label="URIAL category from the base rank", dtype="int32", lo=1,
+          scale="categorical", full_scale=1.0, sequential="top-k")
+def _rank_base(c: Context) -> torch.Tensor:
+    return rank_of(c.logp, c.tok)
+
+
+@register("rank_tuned", label="rank of the token under the tuned model", dtype="int32", lo=1)
+def _rank_tuned(c: Context) -> torch.Tensor:
+    return rank_of(c.logq, c.tok)
+
+
+@register("top1_agree", label="both models' most likely tokens agree", dtype="bool")
+def _top1_agree(c: Context) -> torch.Tensor:
+    return c.logp.argmax(-1) == c.logq.argmax(-1)
 
 
 def compute_metrics(lb: torch.Tensor, lt: torch.Tensor, tok: torch.Tensor,
                     top_p: float = 0.7, names: list[str] | None = None) -> dict[str, torch.Tensor]:
-    """Every registered metric (or `names`) for rows of base/tuned logits; adds `dlogp`."""
+    """Every registered metric (or `names`) for rows of base/tuned logits: {name: (N,)}."""
     ctx = Context(lb, lt, tok, top_p)
-    out = {n: METRICS[n](ctx) for n in (names or METRICS)}
-    if "logp_base" in out and "logp_tuned" in out:
-        out["dlogp"] = out["logp_tuned"] - out["logp_base"]
+    out = {n: METRICS[n].fn(ctx) for n in (names or METRICS)}
     return out
 
 

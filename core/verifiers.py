@@ -1,6 +1,7 @@
 """Answer verifiers, chosen by the prompt set (`verifier` field; default "math").
 
-- "exact": the demo task's checker: the text after the last `####` equals the reference.
+- "exact": the text after the last `####` equals the reference integer (the answer format of
+  the demo task, core/demo/task.py, which imports this checker from here).
 - "math": math-verify (`\\boxed{}`, LaTeX, fractions: 1/2 and 0.5 compare equal).
 Each verifier returns (extracted answer or None, correct).
 """
@@ -9,9 +10,29 @@ from __future__ import annotations
 
 from typing import Callable
 
-from core.demo.task import extract_answer, is_correct
+ANSWER_MARK = "####"
 
 Verifier = Callable[[str, str], tuple[str | None, bool]]
+
+
+def extract_answer(response: str) -> str | None:
+    """The text after the last '####', stripped; None when there is no answer line."""
+    if ANSWER_MARK not in response:
+        return None
+    tail = response.rsplit(ANSWER_MARK, 1)[1].strip()
+    return tail.split()[0] if tail else None
+
+
+def is_correct(response: str, reference: str | int) -> bool:
+    """Exact-answer verifier: the extracted answer is the reference integer, written the
+    canonical way ("-5", not "-05" or "+5")."""
+    got = extract_answer(response)
+    if got is None:
+        return False
+    try:
+        return got == str(int(str(reference).strip()))
+    except ValueError:
+        return False
 
 
 def exact(response: str, reference: str) -> tuple[str | None, bool]:

@@ -98,9 +98,9 @@ def test_bad_run_name(tiny_pair, tmp_path):
 
 def test_interrupted_run_leaves_nothing_complete_and_rerun_succeeds(tiny_pair, tmp_path,
                                                                    monkeypatch):
-    import core.precompute.driver as pc
+    import core.precompute.shard as pc
 
-    real = pc._shard
+    real = pc.run_shard
     calls = {"n": 0}
 
     def dies_on_second_shard(*a, **k):
@@ -110,13 +110,13 @@ def test_interrupted_run_leaves_nothing_complete_and_rerun_succeeds(tiny_pair, t
         return real(*a, **k)
 
     cache = tmp_path / "c"
-    monkeypatch.setattr(pc, "_shard", dies_on_second_shard)
+    monkeypatch.setattr(pc, "run_shard", dies_on_second_shard)
     with pytest.raises(KeyboardInterrupt):
         run(tiny_pair, cache, shard_size=2, n=2)
     assert not (cache / "t").exists()
     assert not list(cache.rglob("manifest.json"))
     assert not [p for p in cache.rglob("tokens.parquet")]  # only part files, no table
-    monkeypatch.setattr(pc, "_shard", real)
+    monkeypatch.setattr(pc, "run_shard", real)
     resumed = run(tiny_pair, cache, shard_size=2, n=2)
     fresh = run(tiny_pair, tmp_path / "c2", shard_size=2, n=2)
     import pandas as pd

@@ -1,4 +1,5 @@
-"""core.figures captions against independent pandas computations; core.figures.export files; the CLI."""
+"""core.figures captions against independent pandas computations; the files core.figures.export
+writes; the CLI."""
 
 from __future__ import annotations
 

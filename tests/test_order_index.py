@@ -106,20 +106,24 @@ def test_topk_overlap_facts_equal_the_sql_definition(L):
     """k_ov1..k_ovKOV computed in numpy at materialisation = DuckDB's
     len(list_intersect(list_slice(base_ids, 1, k), list_slice(tuned_ids, 1, k))), also for
     rows whose lists repeat ids and for lists shorter than KOV."""
-    from core.queries.connection import KOV, _topk_facts
+    from core.queries.materialize import _topk_facts
+    from core.queries.sql import KOV
+    from core.store.storage import topk_table
 
     rng = np.random.default_rng(L)
     n = 3000
     b = rng.integers(0, 2 * L, (n, L)).astype(np.int32)          # repeats are common here
     u = np.stack([rng.permutation(3 * L)[:L] for _ in range(n)]).astype(np.int32)
     u[::7] = b[::7][:, ::-1]                                     # and some full overlaps
+    # n traces of one token each (trace_id 0..n-1, pos 0), through the production writer
+    scores = {"offsets": np.arange(n + 1), "base_topk_ids": b, "tuned_topk_ids": u,
+              "base_topk_probs": np.ones((n, L), np.float32),
+              "tuned_topk_probs": np.ones((n, L), np.float32),
+              "tuned_top1_rank_base": np.ones(n, np.int32),
+              "tuned_top1_prob_base": np.ones(n, np.float32)}
+    topk = topk_table(scores, np.arange(n, dtype=np.int32), lambda ids: [str(i) for i in ids])
     con = duckdb.connect()
-    con.register("topk", pa.table({
-        "run": ["r"] * n, "trace_id": np.arange(n, dtype=np.int32),
-        "pos": np.zeros(n, np.int32), "tuned_top1_rank_base": np.ones(n, np.int32),
-        "tuned_top1_prob_base": np.ones(n, np.float32),
-        "base_ids": pa.array(list(b), pa.list_(pa.int32())),
-        "tuned_ids": pa.array(list(u), pa.list_(pa.int32()))}))
+    con.register("topk", topk.append_column("run", pa.array(["r"] * n)))
     got = _topk_facts(con, chunk=1000).to_pandas()
     sql = ", ".join(f"len(list_intersect(list_slice(base_ids, 1, {k}), "
                     f"list_slice(tuned_ids, 1, {k}))) AS k_ov{k}" for k in range(1, KOV + 1))

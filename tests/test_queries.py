@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from core import queries as Q
-from core.store.schema import (
-    FLOAT_METRICS,
-    MANIFEST_FILE,
-    TOKENS_FILE,
-    TOKENS_SCHEMA,
-    TOPK_FILE,
-    TOPK_SCHEMA,
-    TRACES_FILE,
-    TRACES_SCHEMA,
-)
+from core.store.schema import FLOAT_METRICS, MANIFEST_FILE, TOKENS_FILE, TOPK_FILE, TRACES_FILE
+from core.store.storage import tokens_table, topk_table, traces_table, write_json, write_parquet
 
 pytestmark = pytest.mark.unit
 
@@ -90,21 +79,39 @@ def make_tables(seed: int, n_traces: int = 14, dense: bool = False, js_override=
 
 
 def write_run(folder: Path, tables, manifest: dict | None, parts: int = 0) -> Path:
-    """Write a run folder with the exact schema; parts > 0 splits tokens.parquet into a dir."""
+    """Write a run folder through the production writers (core.store.storage); parts > 0
+    splits tokens.parquet into a folder of part files."""
     folder.mkdir(parents=True)
     traces, tokens, topk = tables
-    for fname, df, schema in [(TRACES_FILE, traces, TRACES_SCHEMA),
-                              (TOKENS_FILE, tokens, TOKENS_SCHEMA),
-                              (TOPK_FILE, topk, TOPK_SCHEMA)]:
-        t = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
-        if parts and fname == TOKENS_FILE:
-            (folder / fname).mkdir()
-            for i, idx in enumerate(np.array_split(np.arange(len(df)), parts)):
-                pq.write_table(t.take(idx), folder / fname / f"part-{i:03d}.parquet")
-        else:
-            pq.write_table(t, folder / fname)
+    tids = traces["trace_id"].to_numpy()
+    scores = {c: tokens[c].to_numpy() for c in tokens.columns
+              if c not in ("trace_id", "pos", "rel_pos", "token")}
+    scores["offsets"] = np.concatenate([[0], np.cumsum(traces["length"].to_numpy())])
+    for side in ("base", "tuned"):
+        scores[f"{side}_topk_ids"] = np.stack(topk[f"{side}_ids"].to_list())
+        scores[f"{side}_topk_probs"] = np.stack(topk[f"{side}_probs"].to_list())
+    for c in ("tuned_top1_rank_base", "tuned_top1_prob_base"):
+        scores[c] = topk[c].to_numpy()
+    tok_t = tokens_table(scores, tids, tokens["token"].to_list())
+    topk_t = topk_table(scores, tids, lambda ids: [str(i) for i in ids])
+    # the writers derive trace_id/pos/rel_pos and the top-k strings: the same as the frames'
+    for t, df in ((tok_t, tokens), (topk_t, topk)):
+        for c in ("trace_id", "pos"):
+            np.testing.assert_array_equal(t[c].to_numpy(), df[c].to_numpy())
+    np.testing.assert_array_equal(tok_t["rel_pos"].to_numpy(),
+                                  tokens["rel_pos"].to_numpy().astype(np.float32))
+    assert topk_t["base_tokens"].to_pylist() == topk["base_tokens"].to_list()
+    rows = traces.astype(object).where(traces.notna(), None).to_dict("records")  # NaN: None
+    write_parquet(traces_table(rows), folder / TRACES_FILE)
+    write_parquet(topk_t, folder / TOPK_FILE)
+    if parts:
+        (folder / TOKENS_FILE).mkdir()
+        for i, idx in enumerate(np.array_split(np.arange(len(tokens)), parts)):
+            write_parquet(tok_t.take(idx), folder / TOKENS_FILE / f"part-{i:03d}.parquet")
+    else:
+        write_parquet(tok_t, folder / TOKENS_FILE)
     if manifest is not None:
-        (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
+        write_json(manifest, folder / MANIFEST_FILE)
     return folder
 
 

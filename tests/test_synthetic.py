@@ -3,9 +3,6 @@ same results on lazy (Parquet views) and materialised connections."""
 
 from __future__ import annotations
 
-import json
-import shutil
-
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -15,17 +12,18 @@ import pytest
 from core import queries as Q
 from core.demo.synthetic import write_synthetic_run
 from core.store.manifest import read_manifest
-from core.store.schema import MANIFEST_FILE, SCHEMAS, TOKENS_FILE
+from core.store.schema import SCHEMAS, TOKENS_FILE
+from core.store.storage import write_parquet
 
 pytestmark = pytest.mark.unit
 
 N = 20_000
+SYN = dict(n_tokens=N, mean_length=120, seed=3, chunk_rows=6_000)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    return write_synthetic_run(tmp_path_factory.mktemp("syn") / "syn", n_tokens=N,
-                               mean_length=120, seed=3, chunk_rows=6_000)
+    return write_synthetic_run(tmp_path_factory.mktemp("syn") / "syn", **SYN)
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +87,8 @@ def test_every_query_runs_and_materialised_equals_lazy(run, cons):
 def run_with_nulls(run, tmp_path_factory):
     """A copy of `run` named syn-nulls where every 29th token has NULL js and every 31st NULL
     entropies: the indexed paths must count and skip NULLs exactly as SQL does."""
-    dst = tmp_path_factory.mktemp("nulls") / "syn-nulls"
-    shutil.copytree(run, dst)
+    dst = write_synthetic_run(tmp_path_factory.mktemp("nulls") / "syn-nulls", name="syn-nulls",
+                              **SYN)  # the same tables as `run` (deterministic in the seed)
     for f in Q.table_files(dst, TOKENS_FILE):
         t = pq.read_table(f)
         pos = t["pos"].to_numpy()
@@ -98,9 +96,7 @@ def run_with_nulls(run, tmp_path_factory):
             null = pa.array(pos % every == 0)
             i = t.schema.get_field_index(col)
             t = t.set_column(i, t.schema.field(i), pc.if_else(null, None, t[col]))
-        pq.write_table(t, f)
-    man = json.loads((dst / MANIFEST_FILE).read_text())
-    (dst / MANIFEST_FILE).write_text(json.dumps({**man, "name": "syn-nulls"}))
+        write_parquet(t, f)
     return dst
 
 

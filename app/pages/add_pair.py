@@ -3,21 +3,16 @@ and checkpoint series), a prompt set, settings; validate, then queue background 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import streamlit as st
 
 from app.ui import state
 from app.ui.jobs import jobs_panel
-from core.config import PrecomputeConfig
-from core.jobs import upload
-from core.jobs.add_pair import add_pair, parse_series
-from core.jobs.presets import PRESETS
-from core.jobs.queue import JobError
-from core.prompts import PromptSetError
+from core import api
+from core.api import PRESETS, PrecomputeConfig, add_pair, parse_series
+from core.errors import JobError, PromptSetError, UploadError
 
-SHIPPED = Path(__file__).resolve().parent.parent.parent / "assets" / "prompts"
+SHIPPED = api.ASSETS / "prompts"
 
 
 def _model_source(label: str, key: str, preset_value: str) -> str | None:
@@ -28,7 +23,7 @@ def _model_source(label: str, key: str, preset_value: str) -> str | None:
         return st.text_input(f"{label}: local folder or Hugging Face hub id",
                              value=preset_value, key=f"{key}_spec",
                              placeholder="assets/demo/base or Qwen/Qwen2.5-Math-7B") or None
-    limit = upload.default_limits()
+    limit = api.default_upload_limits()
     file = st.file_uploader(f"{label}: archive of a model folder (limit "
                             f"{limit.max_total_bytes / 1024**3:.1f} GiB unpacked)",
                             type=["zip", "tar", "gz", "tgz"], key=f"{key}_file")
@@ -38,9 +33,9 @@ def _model_source(label: str, key: str, preset_value: str) -> str | None:
     tag = (file.name, file.size, key)
     if tag not in done:
         try:
-            done[tag] = str(upload.unpack_model(file, upload.models_dir(state.cache_dir()),
+            done[tag] = str(api.unpack_model(file, api.models_dir(state.cache_dir()),
                                                 limits=limit, filename=file.name))
-        except upload.UploadError as e:
+        except UploadError as e:
             st.error(f"{file.name}: {e}")
             return None
     st.caption(f"unpacked to {done[tag]}")
@@ -58,9 +53,9 @@ def _prompt_set() -> str | None:
     if file is None:
         return None
     try:
-        return str(upload.save_prompt_set(file.getvalue(), file.name,
-                                          upload.prompts_dir(state.cache_dir())))
-    except (PromptSetError, upload.UploadError) as e:
+        return str(api.save_prompt_set(file.getvalue(), file.name,
+                                       api.prompts_dir(state.cache_dir())))
+    except (PromptSetError, UploadError) as e:
         st.error(str(e))
         return None
 

@@ -1,24 +1,25 @@
-"""Cross-sampling: run forward / reverse / control sweeps live, watch accuracy against budget
-fill in, and open any mixed trace with each switched token marked by its source model."""
+"""Cross-sampling: queue forward / reverse / control sweeps as jobs, watch accuracy against
+budget fill in (from any session, across server restarts), and open any mixed trace with each
+switched token marked by its source model."""
 
 from __future__ import annotations
-
-import time
 
 import streamlit as st
 
 from app.ui import state
 from app.ui.figure import show_figure
 from app.ui.trace_view import trace_view
-from core import queries
-from core.engine.pair import pick_device
-from core.experiments.cross_sampling import CrossSampleConfig, background, read_summary
-from core.experiments.cross_sampling.view import (
-    PRIMARY,
+from core import api
+from core.api import (
+    CROSS_PRIMARY,
+    CrossSampleConfig,
     list_samples,
+    pick_device,
+    read_summary,
     sample_tokens,
     tokenizer_of_run,
 )
+from core.errors import JobError
 from core.figures.cross import cross_sampling
 
 SOURCE_COLOURS = {"base": "rgba(0, 114, 178, 0.45)", "tuned": "rgba(213, 94, 0, 0.55)"}
@@ -42,7 +43,7 @@ def _eps_grid(run, how: str, text: str, top_p: float) -> str:
     metric = "js_top_p" if abs(top_p - run.manifest.get("config", {}).get("js_top_p", 0.7)) \
         < 1e-9 and top_p < 1 else "js"
     con = state.connection([run])
-    grid = queries.eps_for_budget(con, budgets, metric=metric, runs=[run.name])
+    grid = api.eps_for_budget(con, budgets, metric=metric, runs=[run.name])
     st.caption("target budgets → eps from the stored " + metric + ": " + ", ".join(
         f"{100 * b:g}% → {e:.4f}" for b, e in zip(grid.budget, grid.eps)))
     return ",".join(f"{max(e, 0.0):.6g}" for e in grid.eps)
@@ -81,27 +82,40 @@ def _settings(run) -> CrossSampleConfig | None:
                              top_p=float(top_p))
 
 
+def _sweep_jobs(run_name: str) -> list:
+    """This run's sweep jobs, newest first (every session sees the same queue)."""
+    return [j for j in reversed(api.list_jobs(state.cache_dir()))
+            if j.kind == "cross-sample" and j.run == run_name]
+
+
 @st.fragment(run_every=1.0)
-def _live(job_id: str, run_name: str) -> None:
-    """Progress, cancel and the filling chart of a running sweep (refreshes every second)."""
-    job = next((j for j in background.jobs() if j.id == job_id), None)
+def _live(run_name: str) -> None:
+    """Progress, cancel and the filling chart of this run's active sweep (every second)."""
+    api.tick_jobs(state.cache_dir())  # starts the queued sweep when nothing else runs
+    job = next((j for j in _sweep_jobs(run_name) if j.state in ("queued", "running")), None)
     if job is None:
+        if st.session_state.pop("cross_watching", None):
+            st.rerun(scope="app")  # a sweep this session watched has ended: show results
         return
-    frac = job.done / job.total if job.total else 0.0
-    secs = max(1e-9, time.time() - job.started)
-    st.progress(frac, text=f"{job.state}: {job.done}/{job.total or '?'} samples · "
-                           f"{job.tokens / secs:.0f} tokens/s")
-    if not job.finished and st.button("Cancel", key=f"cancel_{job.id}"):
-        job.cancel.set()
-    if job.partial is not None and len(job.partial):
-        spec = cross_sampling(job.partial, run_name)
+    st.session_state["cross_watching"] = job.id
+    p = job.progress() or {}
+    rate = p.get("tokens", 0) / max(p.get("seconds", 0) or 0, 1e-9)
+    st.progress(job.fraction(), text=f"sweep {job.id} {job.state}: {p.get('done', 0)}/"
+                                     f"{p.get('total') or '?'} samples · {rate:.0f} tokens/s")
+    if st.button("Cancel", key=f"cancel_{job.id}"):
+        api.cancel_job(state.cache_dir(), job.id)
+        st.rerun(scope="app")
+    partial = job.partial()
+    if partial is not None and len(partial):
+        spec = cross_sampling(partial, run_name)
         st.plotly_chart(spec.figure, key=f"live_chart_{job.id}")
         st.caption(spec.caption)
-    if job.error:
-        st.error(job.error)
-    if job.finished:
-        st.session_state.pop("cross_job", None)
-        st.rerun(scope="app")
+
+
+def _last_failure(run_name: str) -> None:
+    job = next(iter(_sweep_jobs(run_name)), None)
+    if job is not None and job.state == "failed":
+        st.error(f"The last sweep ({job.id}) failed: {job.error}", icon=":material/error:")
 
 
 def _results(run) -> None:
@@ -130,7 +144,7 @@ def _results(run) -> None:
     st.caption(f"{row['prompt_id']} · {row['n_switched']} of {row['n_tokens']} tokens "
                f"switched · {'correct' if row['correct'] else 'incorrect'}. Colour = the model "
                f"that produced the token: blue base, orange tuned.")
-    primary = PRIMARY[row["direction"]]
+    primary = CROSS_PRIMARY[row["direction"]]
     trace_view(toks["token"].tolist(), [SOURCE_COLOURS[s] for s in toks["source"]],
                [float(s != primary) for s in toks["source"]],
                [f"pos {p} · from {s}" for p, s in zip(toks["pos"], toks["source"])],
@@ -148,15 +162,13 @@ def render() -> None:
     st.info(_device_note(), icon=":material/memory:")
     cfg = _settings(run)
     if cfg is not None:
-        running = [j for j in background.jobs(cfg.run) if not j.finished]
-        if running:
-            st.warning("A sweep is already running for this run.")
-        else:
-            st.session_state["cross_job"] = background.start(cfg).id
-    job_id = st.session_state.get("cross_job") or next(
-        (j.id for j in background.jobs(str(run.path)) if not j.finished), None)
-    if job_id:
-        _live(job_id, run.name)
+        try:
+            job = api.submit_cross_sample(state.cache_dir(), cfg)
+            st.session_state["cross_watching"] = job.id
+        except JobError as e:
+            st.warning(str(e))
+    _live(run.name)
+    _last_failure(run.name)
     _results(run)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from app.ui import state, tokens
-from core.engine.pair import PairError
-from core.experiments.live import score_text
+from core.api import score_text
+from core.errors import PairError, RunsError
 
 
 def render() -> None:
@@ -22,7 +22,7 @@ def render() -> None:
     if go:
         try:
             pair = state.pair(str(run.path))
-        except (PairError, FileNotFoundError) as e:
+        except (PairError, RunsError, FileNotFoundError) as e:
             st.error(f"Cannot load this run's pair: {e}")
             return
         st.session_state["live_result"] = score_text(pair, response, prompt)

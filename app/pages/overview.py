@@ -7,13 +7,12 @@ import streamlit as st
 from app.ui import state
 from app.ui.figure import show_figure
 from app.ui.text import md_escape
-from core import figures, queries
-from core.figures import export
-from core.store.cache import contrast_candidates, series_of
+from core import api
+from core.figures import overview
 
 
 def _headline(con, run) -> None:
-    hl = queries.headline(con, runs=[run.name]).iloc[0]
+    hl = api.headline(con, runs=[run.name]).iloc[0]
     c = st.columns(5)
     c[0].metric("tokens with js < 0.01", f"{100 * hl.share_near_zero:.1f}%")
     c[1].metric("tokens with js > 0.1", f"{100 * hl.share_high:.2f}%")
@@ -28,12 +27,12 @@ def _most_divergent(con, run) -> None:
     """The interesting first: the most divergent traces and tokens, one click away."""
     left, right = st.columns(2)
     left.markdown("**Most divergent traces**")
-    for t in queries.trace_list(con, run.name, sort_by="max_js", limit=5).itertuples():
+    for t in api.trace_list(con, run.name, sort_by="max_js", limit=5).itertuples():
         left.page_link(st.session_state["_pages"]["traces"],
                        label=md_escape(f"trace {t.trace_id} · max js {t.max_js:.3f} · {t.prompt}"),
                        query_params={"run": run.name, "trace": str(t.trace_id)})
     right.markdown("**Most divergent tokens**")
-    for t in queries.token_search(con, js_min=0.0, runs=[run.name], limit=5).itertuples():
+    for t in api.token_search(con, js_min=0.0, runs=[run.name], limit=5).itertuples():
         right.page_link(st.session_state["_pages"]["traces"],
                         label=md_escape(f"{t.token!r} · js {t.js:.3f} · trace {t.trace_id} "
                                         f"pos {t.pos}"),
@@ -48,14 +47,14 @@ def render() -> None:
     st.header(f"Overview · {run.name}")
     _headline(con, run)
     _most_divergent(con, run)
-    others = contrast_candidates(infos, run)
+    others = api.contrast_candidates(infos, run)
     contrast = st.sidebar.selectbox("Compare with", ["(none)"] + others,
                                     index=1 if others else 0, key="contrast")
     contrast = None if contrast == "(none)" else contrast
-    series = series_of(infos, run) or None
-    specs = figures.overview(con, run.name, series=series, contrast_with=contrast)
+    series = api.series_of(infos, run) or None
+    specs = overview(con, run.name, series=series, contrast_with=contrast)
     st.download_button("Figure bundle (zip)", icon=":material/folder_zip:",
-                       data=lambda: export.bundle_bytes(specs, run.path),
+                       data=lambda: api.bundle_bytes(specs, run.path),
                        file_name=f"{run.name}-figures.zip", mime="application/zip",
                        on_click="ignore", key="bundle")
     for spec in specs:

@@ -8,8 +8,9 @@ import streamlit as st
 
 from app.ui import state
 from app.ui.figure import show_figure
-from core import figures
-from core.store.cache import RunsError, delete_run, rename_run
+from core.api import delete_run, rename_run
+from core.errors import RunsError
+from core.figures import overview
 
 
 def _table(infos) -> None:
@@ -51,7 +52,7 @@ def _compare(infos, con) -> None:
                      key="cmp_a")
     b = c2.selectbox("Right", names, index=names.index("demo-sft") if "demo-sft" in names
                      else min(1, len(names) - 1), key="cmp_b")
-    left, right = figures.overview(con, a), {s.id: s for s in figures.overview(con, b)}
+    left, right = overview(con, a), {s.id: s for s in overview(con, b)}
     for spec in left:
         col_a, col_b = st.columns(2)
         with col_a:

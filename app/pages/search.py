@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app.ui import state
-from core import queries
+from core import api
 
 
 def render() -> None:
@@ -27,7 +27,7 @@ def render() -> None:
         submitted = st.form_submit_button("Search", type="primary")
     if submitted or "search_results" not in st.session_state:
         con = state.connection(infos)
-        st.session_state["search_results"] = queries.token_search(
+        st.session_state["search_results"] = api.token_search(
             con, js_min=js_min or None, rank_base_min=rank_min or None,
             dlogp_max=dlogp_max if use_dlogp else None, text_contains=text or None,
             rel_pos_range=None if rel == (0.0, 1.0) else rel, correct_only=correct_only,

@@ -7,7 +7,7 @@ import streamlit as st
 
 from app.ui import state, tokens
 from app.ui.fork import fork_panel
-from core import queries
+from core import api
 
 SORTS = {"max js": "max_js", "mean js": "mean_js", "high-js tokens": "n_high",
          "correct": "correct", "length": "length"}
@@ -43,7 +43,7 @@ def _page(con, run, f: dict) -> tuple[pd.DataFrame, int | None]:
     """The page of traces to show, and the trace to open: the URL's trace (on whatever page
     the current order puts it, so links from token search land on their trace), else the
     page's first. Turning the page opens that page's first trace."""
-    total = queries.trace_count(con, run.name, search=f["search"], correct=f["correct"])
+    total = api.trace_count(con, run.name, search=f["search"], correct=f["correct"])
     if total == 0:
         return pd.DataFrame(), None
     n_pages = -(-total // PAGE)
@@ -52,7 +52,7 @@ def _page(con, run, f: dict) -> tuple[pd.DataFrame, int | None]:
     if st.session_state.pop("_page_turned", False):
         want = None
     elif want is not None:
-        place = queries.trace_position(con, run.name, want, **f)
+        place = api.trace_position(con, run.name, want, **f)
         if place is None:
             want = None
         else:
@@ -65,7 +65,7 @@ def _page(con, run, f: dict) -> tuple[pd.DataFrame, int | None]:
         c2.caption(f"traces {(page - 1) * PAGE + 1:,}–{min(page * PAGE, total):,} of "
                    f"{total:,} · {PAGE} a page")
     state.set_params(page=page if page > 1 else None)
-    traces = queries.trace_list(con, run.name, limit=PAGE, offset=(page - 1) * PAGE, **f)
+    traces = api.trace_list(con, run.name, limit=PAGE, offset=(page - 1) * PAGE, **f)
     return traces, want if want is not None else int(traces.trace_id.iloc[0])
 
 
@@ -91,7 +91,7 @@ def render() -> None:
         state.set_params(pos=None)
     tid = want
     trace = traces[traces.trace_id == tid].iloc[0]
-    toks = queries.trace_tokens(con, run.name, tid)
+    toks = api.trace_tokens(con, run.name, tid)
 
     metric, threshold, collapse = tokens.controls()
     colours, strength = tokens.strength_of(toks, metric, threshold)
@@ -110,7 +110,8 @@ def render() -> None:
     pos = tokens.view(toks, metric, threshold, collapse, colours, strength, special, pos,
                       key=f"tv_{run.name}_{tid}")
     state.set_params(trace=tid, metric=metric, pos=pos, fold="1" if collapse else None,
-                     thr=None if metric == "rank_base" else f"{threshold:g}")
+                     thr=None if tokens.METRICS[metric][1] == "categorical"
+                     else f"{threshold:g}")
     tokens.selected(toks, pos)
     if pos is not None:
         fork_panel(run, trace, toks, pos)

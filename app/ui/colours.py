@@ -1,7 +1,8 @@
 """Token colours per metric, the legend, and folding of long low-divergence spans.
 
 Pure functions (no Streamlit), so they are unit-tested. `strength` in [0, 1] is how strongly
-a token is highlighted; it drives the divergence strip and folding.
+a token is highlighted; it drives the divergence strip and folding. The metrics offered, their
+labels, colour scales and full-scale values come from the metric registry (core.metrics).
 """
 
 from __future__ import annotations
@@ -9,17 +10,12 @@ from __future__ import annotations
 import html
 import math
 
-LN2 = math.log(2.0)
+from core import api
+
 RED, BLUE, AMBER, GREY = (220, 38, 38), (37, 99, 235), (217, 119, 6), (148, 163, 184)
 
-METRICS = {  # name -> (label, kind, full-scale value)
-    "js": ("Jensen-Shannon divergence (js)", "sequential", LN2 / 2),
-    "js_top_p": ("JS on top-p truncated distributions (js_top_p)", "sequential", LN2 / 2),
-    "dlogp": ("dlogp = logp_tuned - logp_base", "diverging", 3.0),
-    "entropy_tuned": ("entropy of the tuned model (nats)", "sequential", 2.0),
-    "entropy_base": ("entropy of the base model (nats)", "sequential", 2.0),
-    "rank_base": ("URIAL category from the base rank", "categorical", 1.0),
-}
+METRICS = {  # name -> (label, kind, full-scale value), for the metrics with a colour scale
+    m.name: (m.label, m.scale, m.full_scale) for m in api.METRICS.values() if m.scale}
 URIAL = [("unshifted", 1, 1, None), ("marginal", 2, 3, AMBER), ("shifted", 4, None, RED)]
 
 

@@ -1,13 +1,13 @@
 """A figure with its caption and export buttons (PNG, SVG, PDF, HTML, CSV, Parquet).
 
-Files are produced only when a button is clicked (deferred download data), by core.figures.export.
+Files are produced only when a button is clicked (deferred download data), by api.figure_bytes.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from core.figures import export
+from core import api
 
 FORMATS = [("PNG", "png", "image/png"), ("SVG", "svg", "image/svg+xml"),
            ("PDF", "pdf", "application/pdf"), ("HTML", "html", "text/html"),
@@ -21,6 +21,6 @@ def show_figure(spec, key: str) -> None:
     with st.popover("Export", icon=":material/download:"):
         for label, fmt, mime in FORMATS:
             st.download_button(
-                label, data=lambda f=fmt: export.figure_bytes(spec, f),
+                label, data=lambda f=fmt: api.figure_bytes(spec, f),
                 file_name=f"{spec.id}.{fmt}", mime=mime, key=f"dl_{key}_{fmt}",
                 on_click="ignore")

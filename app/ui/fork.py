@@ -6,8 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from app.ui import state
-from core.engine.pair import PairError
-from core.experiments.fork import fork, save_fork
+from core.api import fork, save_fork
+from core.errors import PairError, RunsError
 
 
 def fork_panel(run, trace: pd.Series, toks: pd.DataFrame, pos: int) -> None:
@@ -20,7 +20,7 @@ def fork_panel(run, trace: pd.Series, toks: pd.DataFrame, pos: int) -> None:
             return
         try:
             pair = state.pair(str(run.path))
-        except (PairError, FileNotFoundError) as e:
+        except (PairError, RunsError, FileNotFoundError) as e:
             st.error(f"Cannot load this run's pair: {e}")
             return
         cfg = run.manifest.get("config", {})

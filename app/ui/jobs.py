@@ -1,6 +1,7 @@
-"""The background-job panel: progress of every queued and running precompute, refreshed
-every two seconds; cancel, resume and read the log. State lives in files (core.jobs.queue), so it
-survives page reloads and shows in every session."""
+"""The background-job panel: progress of every queued and running job (precomputes and
+cross-sampling sweeps), newest first, refreshed every two seconds; cancel, resume and read the
+log. State lives in files (the job queue of core.api), so it survives page reloads and server
+restarts and shows in every session."""
 
 from __future__ import annotations
 
@@ -9,14 +10,15 @@ import time
 import streamlit as st
 
 from app.ui import state
-from core.jobs import queue as jobs
+from app.ui.text import md_escape
+from core import api
 
 
 @st.fragment(run_every=2.0)
 def jobs_panel() -> None:
     cache = state.cache_dir()
-    jobs.tick(cache)  # starts queued work when nothing runs (there is no daemon)
-    listed = jobs.list_jobs(cache)
+    api.tick_jobs(cache)  # starts queued work when nothing runs (there is no daemon)
+    listed = list(reversed(api.list_jobs(cache)))  # newest first
     st.subheader("Jobs")
     if not listed:
         st.caption("No jobs yet.")
@@ -25,17 +27,19 @@ def jobs_panel() -> None:
         with st.container(border=True):
             c1, c2, c3 = st.columns([4, 1, 1])
             age = time.time() - job.created
-            c1.markdown(f"**{job.run}** · `{job.id}` · {job.state} · {age / 60:.0f} min ago")
+            c1.markdown(f"**{md_escape(job.run)}** · {job.kind} · `{job.id}` · {job.state} · "
+                        f"{age / 60:.0f} min ago")
             c1.progress(job.fraction(), text=f"{100 * job.fraction():.0f}%")
             if job.state in ("queued", "running") and c2.button("Cancel", key=f"jc_{job.id}"):
-                jobs.cancel(cache, job.id)
+                api.cancel_job(cache, job.id)
             if job.state in ("failed", "cancelled") and c2.button("Resume",
                                                                    key=f"jr_{job.id}"):
-                jobs.resume(cache, job.id)
+                api.resume_job(cache, job.id)
             if job.state == "done":
-                c3.page_link(st.session_state["_pages"]["traces"], label="Open",
+                page = "traces" if job.kind == "precompute" else "cross"
+                c3.page_link(st.session_state["_pages"][page], label="Open",
                              query_params={"run": job.run}, icon=":material/open_in_new:")
             if job.error:
                 st.error(job.error)
             with st.expander("log"):
-                st.code(jobs.read_log(cache, job.id, tail=40) or "(empty)", language=None)
+                st.code(api.read_job_log(cache, job.id, tail=40) or "(empty)", language=None)

@@ -3,29 +3,26 @@ URL (query parameters) that carries run, trace, position, metric and filters."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import streamlit as st
 
-from core import queries
-from core.store.cache import RunInfo, list_runs
-
-ROOT = Path(__file__).resolve().parent.parent
+from core import api
+from core.api import RunInfo
 
 
 def cache_dir() -> Path:
     """The folder of runs: $SHIFTLENS_CACHE, else cache/ in the repository."""
-    return Path(os.environ.get("SHIFTLENS_CACHE", ROOT / "cache"))
+    return api.default_cache()
 
 
 def runs() -> list[RunInfo]:
-    return list_runs(cache_dir())
+    return api.list_runs(cache_dir())
 
 
 @st.cache_resource(show_spinner="Opening the runs…")
 def _connection(paths: tuple[str, ...], names: tuple[str, ...], stamp: tuple[float, ...]):
-    return queries.open_runs(list(paths), names=list(names))
+    return api.open_runs(list(paths), names=list(names))
 
 
 def connection(infos: list[RunInfo]):
@@ -39,9 +36,7 @@ def connection(infos: list[RunInfo]):
 @st.cache_resource(show_spinner="Loading the pair…", max_entries=2)
 def pair(run_dir: str):
     """The run's base/tuned pair, loaded once per server (models stay in memory)."""
-    from core.experiments.live import pair_of_run
-
-    return pair_of_run(run_dir)
+    return api.pair_of_run(run_dir)
 
 
 def param(name: str, default=None, cast=str):

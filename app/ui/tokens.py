@@ -12,10 +12,9 @@ import streamlit as st
 from app.ui import state
 from app.ui.colours import METRICS, colour_tokens, folds, legend_html
 from app.ui.trace_view import trace_view
+from core import api
 
-METRIC_COLUMNS = ("js", "js_top_p", "kl_tb", "kl_bt", "entropy_base", "entropy_tuned",
-                  "logp_base", "logp_tuned", "dlogp", "rank_base", "rank_tuned", "top1_agree",
-                  "rel_pos")
+METRIC_COLUMNS = (*api.METRICS, "rel_pos")  # every registered metric, then the position
 
 
 def controls(prefix: str = "", url: bool = True) -> tuple[str, float, bool]:
@@ -27,12 +26,13 @@ def controls(prefix: str = "", url: bool = True) -> tuple[str, float, bool]:
     metric = c1.selectbox("Highlight by", names, key=f"{prefix}metric",
                           index=names.index(wanted) if wanted in METRICS else 0,
                           format_func=lambda m: METRICS[m][0])
-    top = float(METRICS[metric][2])
-    if metric == "rank_base":
+    _, kind, top = METRICS[metric]
+    top = float(top)
+    if kind == "categorical":
         threshold = 2.0
         c2.caption("URIAL buckets: unshifted (rank 1), marginal (2-3), shifted (>3)")
     else:
-        default = {"dlogp": 0.5}.get(metric, 0.01)
+        default = 0.5 if kind == "diverging" else 0.01
         threshold = c2.slider("Threshold", 0.0, top, value=min(max(get("thr", default, float),
                                                                     0.0), top),
                               step=0.005, key=f"{prefix}thr_{metric}")

@@ -5,7 +5,7 @@ Per step: draw training prompts, sample a group of responses per prompt from the
 policy, normalise rewards within each group into advantages, then take a few clipped
 policy-gradient updates (PPO-style ratio against the sampling policy, token-level mean as in
 DAPO). Optionally the advantage of each token is scaled by the divergence weight of
-../shared/paper.md: w_t = 1 + s * (sigmoid(alpha * KL_t) - 1/2), with KL_t the k3 estimate
+docs/paper.md: w_t = 1 + s * (sigmoid(alpha * KL_t) - 1/2), with KL_t the k3 estimate
 of KL(pi_old || pi_theta) on the sampled token, detached.
 """
 

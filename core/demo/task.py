@@ -5,7 +5,8 @@ A problem is `Q: 37+48-12=? A:` and its reference solution is
 The train / held-out split is a pure function of the question text (a hash), so the two
 splits can never share a problem however many are drawn.
 
-This module knows nothing about models; it only makes, formats and checks problems.
+This module knows nothing about models; it only makes, formats and checks problems (the
+checker, `extract_answer` / `is_correct`, is core.verifiers' "exact" verifier).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-ANSWER_MARK = "####"
+# The answer checker is the "exact" verifier of the base layer; re-exported for the demo.
+from core.verifiers import ANSWER_MARK, extract_answer, is_correct  # noqa: F401
+
 HELDOUT_SHARE = 5  # one question in HELDOUT_SHARE is held out
 
 
@@ -119,26 +122,6 @@ def sample_problems(
         seen.add(q)
         out.append(p)
     return out
-
-
-def extract_answer(response: str) -> str | None:
-    """The text after the last '####', stripped; None when there is no answer line."""
-    if ANSWER_MARK not in response:
-        return None
-    tail = response.rsplit(ANSWER_MARK, 1)[1].strip()
-    return tail.split()[0] if tail else None
-
-
-def is_correct(response: str, reference: str | int) -> bool:
-    """Exact-answer verifier: the extracted answer is the reference integer, written the
-    canonical way ("-5", not "-05" or "+5")."""
-    got = extract_answer(response)
-    if got is None:
-        return False
-    try:
-        return got == str(int(str(reference).strip()))
-    except ValueError:
-        return False
 
 
 def prompt_records(problems: list[Problem], prefix: str) -> list[dict]:

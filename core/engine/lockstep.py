@@ -38,6 +38,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from core.engine.batching import left_pad
 from core.metrics import js_from_logprobs, top_p_logprobs
 
 MODELS = ("base", "tuned")
@@ -138,18 +139,6 @@ class FullPrefixLM:
     def keep(self, rows: torch.Tensor) -> None:
         rows = rows.to(self.device)
         self.ids, self.mask = self.ids[rows], self.mask[rows]
-
-
-def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token lists -> ids (B, W) padded on the left with `pad_id`, and the 0/1 mask (B, W)."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if s:
-            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
-            mask[i, width - len(s):] = 1
-    return ids, mask
 
 
 def _draw(logits: torch.Tensor, temperature: float, top_p: float,

@@ -218,6 +218,23 @@ class Pair:
         return str(pick_device(self.options.get("device"))[0])
 
 
+def place_pair(base, tuned, headroom: float = 0.8) -> tuple[torch.device, torch.device]:
+    """Move a pair onto CUDA: one device when both fit in `headroom` of cuda:0's free memory,
+    else cuda:0 and cuda:1 when two GPUs exist (else one device, and let it fail loudly).
+    Returns (base device, tuned device). No-op on CPU-only machines. UNTESTED here."""
+    if not torch.cuda.is_available():
+        cpu = torch.device("cpu")
+        return cpu, cpu
+    need = sum(p.numel() * p.element_size() for m in (base, tuned) for p in m.parameters())
+    free, _ = torch.cuda.mem_get_info(0)
+    d0 = torch.device("cuda:0")
+    d1 = torch.device("cuda:1") if torch.cuda.device_count() > 1 and need > headroom * free \
+        else d0
+    base.to(d0)
+    tuned.to(d1)
+    return d0, d1
+
+
 def load_pair(base: str, tuned: str, *, allow_pickle: bool = False,
               trust_remote_code: bool = False, device: str | None = None,
               load_weights: bool = True) -> Pair:
@@ -234,9 +251,7 @@ def load_pair(base: str, tuned: str, *, allow_pickle: bool = False,
         return Pair(b, t, kw)
     if pick_device(device)[0].type == "cuda" and torch.cuda.device_count() > 1:
         # Two GPUs: load on the CPU, then one device if both fit, else one model per GPU
-        # (core.engine.scoring.place_pair). Untested here: no GPU on the development machine.
-        from core.engine.scoring import place_pair
-
+        # (place_pair). Untested here: no GPU on the development machine.
         pb, pt = load_model(base, place=False, **kw), load_model(tuned, place=False, **kw)
         place_pair(pb.model, pt.model)
         return Pair(pb, pt, kw)

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
+from core.engine.batching import left_pad
+
 
 @dataclass
 class Sample:
@@ -43,16 +45,6 @@ def encode_prompts(tokenizer, prompts: list[str], chat_template: bool = True) ->
             out.append(list(ids))
         return out
     return [list(tokenizer(p)["input_ids"]) for p in prompts]
-
-
-def _left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
-        mask[i, width - len(s):] = 1
-    return ids, mask
 
 
 @torch.no_grad()
@@ -93,7 +85,7 @@ def sample(
     out: list[Sample] = []
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start:start + batch_size]
-        ids, mask = _left_pad([prompt_ids[i] for i, _ in chunk], pad)
+        ids, mask = left_pad([prompt_ids[i] for i, _ in chunk], pad)
         # generate() draws from the global RNG: seed it per batch from our own generator so
         # results do not depend on what ran before.
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))

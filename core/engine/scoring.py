@@ -6,15 +6,15 @@ logits that predict each response token, and computes the registered metrics
 `chunk_rows` x vocabulary floats are expanded at once beyond the batch's logits.
 
 GPU path (untested here: no CUDA on the development machine; tests/test_gpu_scoring.py runs
-on a GPU and skips elsewhere): models run in bf16 (core.engine.pair.pick_device); `batch_size=0`
-sizes batches from free GPU memory (`auto_batch_size`); the two models may sit on two devices
-(`place_pair`), the tuned logits then move to the base logits' device for the metric math,
-which runs in float32 on CUDA and float64 on CPU. Full-vocabulary JS is computed on the device
-that holds the logits. At most one batch of logits per model exists at a time. On CPU every
-result is byte-identical to the pre-GPU code.
+on a GPU and skips elsewhere): models run in bf16 (core.engine.pair.pick_device);
+`batch_size=0` sizes batches from free GPU memory (`auto_batch_size`); the two models may sit
+on two devices (core.engine.pair.place_pair), the tuned logits then move to the base logits'
+device for the metric math, which runs in float32 on CUDA and float64 on CPU. Full-vocabulary
+JS is computed on the device that holds the logits. At most one batch of logits per model
+exists at a time. On CPU every result is byte-identical to the pre-GPU code.
 
 Output is columnar (dict of numpy arrays) in the order of the input traces, ready for
-core/storage.py. Shapes: for T response tokens in all, every column has length T; top-k
+core.store.storage. Shapes: for T response tokens in all, every column has length T; top-k
 columns are (T, k).
 """
 
@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
+from core.engine.batching import Columns, padded_batches, row_offsets, token_ids
 from core.metrics import compute_metrics, rank_of, topk
 
 
@@ -72,29 +72,6 @@ def _resolve_batch_size(settings: "ScoreSettings", base, lengths: list[int]) -> 
     return auto_batch_size(free, max(lengths), vocab, hidden, chunk_rows=settings.chunk_rows)
 
 
-def place_pair(base, tuned, headroom: float = 0.8) -> tuple[torch.device, torch.device]:
-    """Move a pair onto CUDA: one device when both fit in `headroom` of cuda:0's free memory,
-    else cuda:0 and cuda:1 when two GPUs exist (else one device, and let it fail loudly).
-    Returns (base device, tuned device). No-op on CPU-only machines. UNTESTED here."""
-    if not torch.cuda.is_available():
-        cpu = torch.device("cpu")
-        return cpu, cpu
-    need = sum(p.numel() * p.element_size() for m in (base, tuned) for p in m.parameters())
-    free, _ = torch.cuda.mem_get_info(0)
-    d0 = torch.device("cuda:0")
-    d1 = torch.device("cuda:1") if torch.cuda.device_count() > 1 and need > headroom * free \
-        else d0
-    base.to(d0)
-    tuned.to(d1)
-    return d0, d1
-
-
-def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length (less padding), order-stable."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-
-
 def _forward(model, ids: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
     dev = next(model.parameters()).device
     with torch.no_grad():
@@ -107,27 +84,6 @@ def response_logits(logits: torch.Tensor, spans: list[tuple[int, int]]) -> torch
     return torch.cat([logits[b, p - 1:p + r - 1] for b, (p, r) in enumerate(spans)])
 
 
-def padded_batches(traces: list[tuple[list[int], list[int]]], pad_id: int, batch_size: int,
-                   offsets: np.ndarray):
-    """Right-padded batches of traces of similar length. Yields (ids (B, W), attention mask
-    (B, W), spans [(prompt length, response length)] per row, the batch's response tokens
-    (sum r,), and their row indices in the output columns (sum r,))."""
-    lengths = [len(p) + len(r) for p, r in traces]
-    for batch in length_batches(lengths, batch_size):
-        width = max(lengths[i] for i in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        attn = torch.zeros((len(batch), width), dtype=torch.long)
-        spans = []
-        for b, i in enumerate(batch):
-            p, r = traces[i]
-            ids[b, :len(p) + len(r)] = torch.tensor(p + r)
-            attn[b, :len(p) + len(r)] = 1
-            spans.append((len(p), len(r)))
-        tok = torch.cat([torch.tensor(traces[i][1]) for i in batch])
-        rows = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in batch])
-        yield ids, attn, spans, tok, rows
-
-
 def score_traces(base, tuned, traces: list[tuple[list[int], list[int]]], pad_id: int,
                  settings: ScoreSettings = ScoreSettings(), progress=None) -> dict:
     """Score `traces` = [(prompt_ids, response_ids), ...] under both models.
@@ -137,17 +93,9 @@ def score_traces(base, tuned, traces: list[tuple[list[int], list[int]]], pad_id:
     "tuned_top1_rank_base": (T,), "tuned_top1_prob_base": (T,)}.
     """
     lengths = [len(p) + len(r) for p, r in traces]
-    offsets = np.zeros(len(traces) + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum([len(r) for _, r in traces])
-    total = int(offsets[-1])
-    cols: dict[str, np.ndarray] = {}
-
-    def put(name: str, rows: np.ndarray, values: torch.Tensor) -> None:
-        v = values.detach().float().cpu().numpy() if values.is_floating_point() \
-            else values.detach().cpu().numpy()
-        if name not in cols:
-            cols[name] = np.zeros((total,) + v.shape[1:], dtype=v.dtype)
-        cols[name][rows] = v
+    offsets = row_offsets(traces)
+    cols = Columns(int(offsets[-1]))
+    put = cols.put
 
     size = _resolve_batch_size(settings, base, lengths)
     for ids, attn, spans, tok, rows in padded_batches(traces, pad_id, size, offsets):
@@ -172,7 +120,6 @@ def score_traces(base, tuned, traces: list[tuple[list[int], list[int]]], pad_id:
             put("tuned_top1_prob_base", rows[sl], logp_b.gather(-1, t_ids[:, :1]).squeeze(-1).exp())
         if progress is not None:
             progress(len(tok))
-    cols["token_id"] = np.concatenate([np.asarray(r, dtype=np.int32) for _, r in traces]) \
-        if traces else np.zeros(0, dtype=np.int32)
+    cols["token_id"] = token_ids(traces)
     cols["offsets"] = offsets
-    return cols
+    return dict(cols)

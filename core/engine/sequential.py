@@ -55,19 +55,19 @@ from typing import Callable
 import numpy as np
 import torch
 
+from core.engine.batching import Columns, padded_batches, row_offsets, token_ids
 from core.engine.scoring import (
     ScoreSettings,
     _forward,
     _resolve_batch_size,
-    padded_batches,
     response_logits,
 )
-from core.metrics import compute_metrics, topk
+from core.metrics import METRICS, compute_metrics, topk
 
 # Columns that sequential mode computes from the kept mass rather than exactly (recorded in
 # the run manifest so readers know which numbers carry the bound).
-APPROXIMATE_COLUMNS = ("js", "js_top_p", "kl_tb", "kl_bt", "entropy_base",
-                       "tuned_top1_prob_base")
+APPROXIMATE_COLUMNS = tuple(m.name for m in METRICS.values() if m.sequential == "approximate"
+                            ) + ("tuned_top1_prob_base",)
 
 
 def js_tail_bound(log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
@@ -106,16 +106,9 @@ def score_traces_sequential(load_base: Callable[[], torch.nn.Module],
     settings.top_k is kept). Returns the columns of core.engine.scoring.score_traces plus `js_bound`
     (T,) and `base_log_tail` (T,), the log of the base tail mass outside the kept support.
     """
-    offsets = np.zeros(len(traces) + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum([len(r) for _, r in traces])
-    total = int(offsets[-1])
-    cols: dict[str, np.ndarray] = {}
-
-    def put(name: str, rows: np.ndarray, values: torch.Tensor) -> None:
-        v = values.detach().cpu().numpy()
-        if name not in cols:
-            cols[name] = np.zeros((total,) + v.shape[1:], dtype=v.dtype)
-        cols[name][rows] = v
+    offsets = row_offsets(traces)
+    cols = Columns(int(offsets[-1]), float32=False)
+    put = cols.put
 
     # --- pass 1: base alone ---
     model = load_base()
@@ -133,7 +126,6 @@ def score_traces_sequential(load_base: Callable[[], torch.nn.Module],
             log_tail = torch.logsumexp(logp.scatter(-1, top, float("-inf")), -1)
             put("_k_ids", rows[sl], top)
             put("_k_logp", rows[sl], vals.double())
-            put("_lse", rows[sl], lse.double())
             put("base_log_tail", rows[sl], log_tail.double())
             put("logp_base", rows[sl], logp.gather(-1, tok[sl, None]).squeeze(-1).double())
         if progress is not None:
@@ -201,13 +193,12 @@ def score_traces_sequential(load_base: Callable[[], torch.nn.Module],
     _release()
 
     cols["logp_base"] = cols["logp_base"].astype(np.float32)
-    for name in ("_k_ids", "_k_logp", "_lse"):
+    for name in ("_k_ids", "_k_logp"):
         cols.pop(name, None)
-    cols["token_id"] = np.concatenate([np.asarray(r, dtype=np.int32) for _, r in traces]) \
-        if traces else np.zeros(0, dtype=np.int32)
+    cols["token_id"] = token_ids(traces)
     cols["offsets"] = offsets
     cols["base_log_tail"] = cols.get("base_log_tail", np.zeros(0)).astype(np.float64)
-    return cols
+    return dict(cols)
 
 
 def bound_summary(cols: dict) -> dict:

@@ -47,7 +47,9 @@ def fork(pair: Pair, prompt: str, response_ids: list[int], pos: int, reference: 
          temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 128,
          seed: int = 0, chat_template: bool = True) -> pd.DataFrame:
     """Rollouts from `response_ids[:pos]` + each model's top-1 at `pos`, continued by the
-    `continue_with` model ("base" or "tuned"). One row per rollout (FORKS_SCHEMA columns)."""
+    `continue_with` model ("base" or "tuned"). One row per rollout, with the FORKS_SCHEMA
+    columns less fork_id, trace_id and pos (save_fork adds them): branch, branch_token_id,
+    continued_by, rollout, text, answer, correct, temperature, top_p, seed, created."""
     if continue_with not in ("base", "tuned"):
         raise ValueError("continue_with must be 'base' or 'tuned'")
     if not 0 <= pos <= len(response_ids):
@@ -79,7 +81,8 @@ def fork(pair: Pair, prompt: str, response_ids: list[int], pos: int, reference: 
 
 
 def save_fork(run_dir: str | Path, trace_id: int, pos: int, rollouts: pd.DataFrame) -> str:
-    """Append a fork's rollouts to the run's forks.parquet (atomic); returns its fork_id."""
+    """Append a fork's rollouts (the DataFrame `fork` returns) to the run's forks.parquet
+    (atomic); returns its fork_id."""
     run_dir = Path(run_dir)
     path = run_dir / FORKS_FILE
     old = pq.read_table(path).to_pandas() if path.exists() else None

@@ -10,28 +10,29 @@ import numpy as np
 import pandas as pd
 
 from core.engine.detok import detokenizer_for
-from core.engine.pair import Pair, load_pair
+from core.engine.pair import Pair
 from core.engine.sampling import encode_prompts
 from core.engine.scoring import ScoreSettings, score_traces
-from core.store.manifest import read_manifest
+from core.errors import RunsError
+from core.store.manifest import Manifest
 from core.store.storage import tokens_table, topk_table
 
 
 def pair_of_run(run_dir: str, device: str | None = None) -> Pair:
     """The base/tuned pair a run was computed from (paths and flags from its manifest).
     Loads the models each call; callers that reuse a pair keep it (the app caches it)."""
-    m = read_manifest(run_dir)
+    m = Manifest.load(run_dir)
     if m is None:
-        raise FileNotFoundError(f"{run_dir}: no complete run")
-    c = m["config"]
-    return load_pair(c["base"], c["tuned"], allow_pickle=c.get("allow_pickle", False),
-                     trust_remote_code=c.get("trust_remote_code", False), device=device)
+        raise RunsError(f"{run_dir}: no complete run")
+    return m.load_pair(device=device)
 
 
 def score_text(pair: Pair, response: str, prompt: str = "", *, chat_template: bool = True,
                top_k: int = 10, js_top_p: float = 0.7, max_tokens: int = 4096) -> pd.DataFrame:
     """Score `response` as the continuation of `prompt` (chat template applied to a non-empty
-    prompt when the tokenizer has one). One row per response token, ordered by pos."""
+    prompt when the tokenizer has one). One row per response token, ordered by pos, with the
+    columns of `queries.trace_tokens` less `run` (trace_id is 0); empty when there are no
+    response tokens."""
     tok = pair.tokenizer
     if prompt:
         prompt_ids = encode_prompts(tok, [prompt], chat_template)[0]

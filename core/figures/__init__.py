@@ -1,4 +1,4 @@
-"""Plotly figures of the paper's analyses (../shared/paper.md), one FigureSpec each.
+"""Plotly figures of the paper's analyses (docs/paper.md), one FigureSpec each.
 
   builders.py  one builder per analysis: (con, run, ...) -> FigureSpec
   style.py     the template, the colour-blind-safe palette, escaping of data text

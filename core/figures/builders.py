@@ -1,4 +1,4 @@
-"""One builder per analysis of ../shared/paper.md: query -> Plotly figure + caption.
+"""One builder per analysis of docs/paper.md: query -> Plotly figure + caption.
 
 Every builder takes the connection of core.queries.open_runs and a run name, and returns a
 FigureSpec. `by="sampled_from"` splits the figure by the model that sampled the traces

@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 GIB = 1024**3
 EFFICIENCY = 0.5
@@ -59,19 +59,11 @@ class Estimate:
     def fits(self) -> bool:
         return self.total_bytes <= self.available_bytes
 
-    def as_dict(self) -> dict:
-        return asdict(self)
-
     def memory_line(self) -> str:
         """Memory needed vs available, as one sentence."""
         return (f"about {fmt_bytes(self.total_bytes)} of {self.device} memory needed, "
                 f"{fmt_bytes(self.available_bytes)} available (weights "
                 f"{fmt_bytes(self.weights_bytes)} in {self.dtype}; estimate)")
-
-    def time_line(self) -> str:
-        """The time estimate and where its throughput figure comes from, as one sentence."""
-        return (f"about {fmt_seconds(self.seconds)} for {self.traces} traces (estimate, "
-                f"{self.throughput_source} {self.throughput_flops / 1e9:.0f} GFLOP/s)")
 
 
 def fmt_bytes(n: float) -> str:

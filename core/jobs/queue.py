@@ -1,11 +1,14 @@
-"""Background precompute jobs: a persistent queue in `<cache>/.jobs/`, one OS process per job.
+"""The one job queue: every long task (precompute, cross-sampling sweeps) is a job in
+`<cache>/.jobs/`, run as its own OS process.
 
-    <cache>/.jobs/<id>/job.json       config, state, pid, timestamps, run name (atomic writes)
+    <cache>/.jobs/<id>/job.json       kind, config, state, pid, timestamps, run name
     <cache>/.jobs/<id>/log.txt        the job process's stdout and stderr
-    <cache>/.jobs/<id>/progress.json  {"stage", "shards_done", "shards_total", "prompts_done",
-                                       "prompts_total", "time"}, rewritten after every shard
+    <cache>/.jobs/<id>/progress.json  the last progress record (see `Job.progress`)
+    <cache>/.jobs/<id>/partial.parquet  a sweep's summary of the rows so far (live charts)
     <cache>/.jobs/.lock               flock held for every read-modify-write of a job.json
 
+Kinds: "precompute" (config = PrecomputeConfig; writes a run) and "cross-sample" (config =
+CrossSampleConfig; writes cross_samples/cross_summary.parquet into an existing run).
 States: queued -> running -> done | failed | cancelled; resume() puts a failed or cancelled
 job back to queued (precompute then skips the shards it finished). A queued job may depend
 on others (a series re-scores the traces of the final run): it starts only when they are
@@ -15,15 +18,15 @@ resuming that one re-queues it.
 There is no daemon. `tick(cache)` marks running jobs whose process has died as failed and
 starts queued jobs while fewer than `max_running` (default 1) run; whoever polls calls it:
 the app on every rerun of a jobs view, `python -m core jobs run` and `add-pair --wait` in a
-loop. A job runs as `python -m core.jobs.queue <job folder>` in its own session (process group),
+loop. A job runs as `python -m core.jobs <job folder>` in its own session (process group),
 so it survives app reloads and restarts, and cancel() can end it with everything it
 started. Everything a page shows is read back from these files, so progress and logs
-survive page reloads and show in every session.
+survive page reloads and server restarts and show in every session.
 
-Safety: two jobs never write the same run (submit and resume refuse a run name that an
-active job holds, and precompute's flock on `.staging/<run>.lock` refuses a second writer
-anyway); a killed or cancelled job leaves only staging part files, never a run folder,
-because precompute publishes by renaming a complete staging folder.
+Safety: two jobs never write the same run (submit and resume refuse a run that an active
+job of any kind holds, and precompute's run lock refuses a second writer anyway); a killed
+or cancelled precompute leaves only staging part files, never a run folder (runs are
+published by renaming a complete staging folder), and a killed sweep writes nothing.
 """
 
 from __future__ import annotations
@@ -43,11 +46,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.config import PrecomputeConfig
-from core.errors import JobError
+from core.errors import CrossSampleError, JobError, RunsError
+from core.store.cache import check_start, resolve_run
+from core.store.storage import write_json
 
 ACTIVE = ("queued", "running")
 TERMINAL = ("done", "failed", "cancelled")
-ROOT = Path(__file__).resolve().parent.parent
+KINDS = ("precompute", "cross-sample")
 _CHILDREN: dict[int, subprocess.Popen] = {}  # processes this process started, to reap them
 
 
@@ -56,9 +61,10 @@ class Job:
     id: str
     run: str
     state: str
-    config: dict                 # dataclasses.asdict(PrecomputeConfig)
+    config: dict                 # dataclasses.asdict of the kind's config dataclass
     cwd: str                     # the job process's working folder (configs may be relative)
     created: float
+    kind: str = "precompute"     # one of KINDS
     depends_on: list[str] = field(default_factory=list)
     started: float | None = None
     finished: float | None = None
@@ -76,7 +82,10 @@ class Job:
         return d
 
     def progress(self) -> dict | None:
-        """The last progress record (see module docstring), or None before the first one."""
+        """The last progress record, or None before the first one: {"stage", "done",
+        "total", "unit" ("prompts" | "samples"), "time"} plus the kind's own keys
+        (precompute: shards_done, shards_total, prompts_done, prompts_total; cross-sample:
+        tokens, seconds)."""
         try:
             return json.loads((self.path / "progress.json").read_text())
         except (OSError, json.JSONDecodeError):
@@ -87,7 +96,20 @@ class Job:
         if self.state == "done":
             return 1.0
         p = self.progress() or {}
-        return p.get("prompts_done", 0) / max(p.get("prompts_total", 0), 1)
+        return p.get("done", 0) / max(p.get("total", 0), 1)
+
+    def partial(self):
+        """A cross-sampling job's summary of the rows so far (DataFrame, columns of
+        core.experiments.cross_sampling.summarize), or None before the first batch."""
+        f = self.path / "partial.parquet"
+        if not f.is_file():
+            return None
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_table(f).to_pandas()
+        except OSError:
+            return None
 
 
 def jobs_dir(cache: str | Path) -> Path:
@@ -149,34 +171,20 @@ def busy_runs(cache: str | Path) -> dict[str, str]:
     return {j.run: j.id for j in list_jobs(cache) if j.state in ACTIVE}
 
 
-def submit(cache: str | Path, cfg: PrecomputeConfig, *, depends_on: list[str] = ()) -> Job:
-    """Queue a precompute of `cfg` into `cache`; returns the queued Job (not started: tick()).
-
-    Refuses (JobError) a run name that is invalid, held by an active job, or taken by a
-    complete run with other settings (unless cfg.force); and unknown dependencies.
-    """
-    from core.precompute.driver import RUN_NAME, default_name
-    from core.store.manifest import config_hash, read_manifest
-
-    cfg = dataclasses.replace(cfg, cache=str(cache))
-    cfg = dataclasses.replace(cfg, name=cfg.name or default_name(cfg))
-    if not RUN_NAME.match(cfg.name):
-        raise JobError(f"run name {cfg.name!r}: use letters, digits, '.', '_' and '-' only")
-    old = read_manifest(Path(cache) / cfg.name)
-    if old is not None and not cfg.force and old.get("config_hash") != config_hash(cfg):
-        raise JobError(f"run {cfg.name!r} exists with other settings; choose another name "
-                       "or force a recompute")
+def _enqueue(cache: str | Path, kind: str, run: str, config: dict,
+             depends_on: list[str] = ()) -> Job:
+    """Write a queued job atomically; refuses a run an active job holds, unknown deps."""
     with _locked(cache):
         jobs = {j.id: j for j in list_jobs(cache)}
         for j in jobs.values():
-            if j.run == cfg.name and j.state in ACTIVE:
-                raise JobError(f"run {cfg.name!r} is already {j.state} as job {j.id}")
+            if j.run == run and j.state in ACTIVE:
+                raise JobError(f"run {run!r} is already {j.state} as job {j.id} ({j.kind})")
         missing = [d for d in depends_on if d not in jobs]
         if missing:
             raise JobError(f"unknown dependencies: {missing}")
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-        job = Job(id=f"{stamp}-{secrets.token_hex(3)}", run=cfg.name, state="queued",
-                  config=dataclasses.asdict(cfg), cwd=os.getcwd(), created=time.time(),
+        job = Job(id=f"{stamp}-{secrets.token_hex(3)}", run=run, state="queued",
+                  config=config, cwd=os.getcwd(), created=time.time(), kind=kind,
                   depends_on=list(depends_on))
         tmp = jobs_dir(cache) / f".new-{job.id}"
         tmp.mkdir()
@@ -186,6 +194,35 @@ def submit(cache: str | Path, cfg: PrecomputeConfig, *, depends_on: list[str] = 
         job.path = jobs_dir(cache) / job.id
         os.rename(tmp, job.path)  # a job folder appears complete or not at all
     return job
+
+
+def submit(cache: str | Path, cfg: PrecomputeConfig, *, depends_on: list[str] = ()) -> Job:
+    """Queue a precompute of `cfg` into `cache`; returns the queued Job (not started: tick()).
+
+    Refuses (JobError) a run name that is invalid, held by an active job, or taken by a
+    complete run with other settings (unless cfg.force); and unknown dependencies.
+    """
+    from core.precompute.driver import default_name
+
+    cfg = dataclasses.replace(cfg, cache=str(cache))
+    cfg = dataclasses.replace(cfg, name=cfg.name or default_name(cfg))
+    check_start(cache, cfg.name, cfg, JobError)
+    return _enqueue(cache, "precompute", cfg.name, dataclasses.asdict(cfg), depends_on)
+
+
+def submit_cross_sample(cache: str | Path, cfg) -> Job:
+    """Queue a cross-sampling sweep (a CrossSampleConfig) on an existing run of `cache`;
+    returns the queued Job. Refuses (JobError) bad options, a run that is not complete, and
+    a run an active job holds (a sweep or a precompute of it)."""
+    from core.experiments.cross_sampling.job import check_options
+
+    try:
+        check_options(cfg)
+        folder = resolve_run(cache, cfg.run)
+    except (RunsError, CrossSampleError) as e:
+        raise JobError(str(e)) from None
+    cfg = dataclasses.replace(cfg, cache=str(cache))
+    return _enqueue(cache, "cross-sample", folder.name, dataclasses.asdict(cfg))
 
 
 def _proc_stat(pid: int) -> tuple[str, str] | None:
@@ -220,10 +257,9 @@ def _alive(job: Job) -> tuple[bool, int | None]:
 
 def _start(job: Job) -> None:
     log = open(job.path / "log.txt", "ab")
-    path = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(path))
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
     with log:
-        p = subprocess.Popen([sys.executable, "-m", "core.jobs.queue", str(job.path.resolve())],
+        p = subprocess.Popen([sys.executable, "-m", "core.jobs", str(job.path.resolve())],
                              cwd=job.cwd, stdin=subprocess.DEVNULL, stdout=log,
                              stderr=subprocess.STDOUT, env=env, start_new_session=True)
     _CHILDREN[p.pid] = p
@@ -373,33 +409,59 @@ def _finish(job_dir: Path, state: str, error: str | None = None) -> None:
         _write(job)
 
 
-def _work(job_dir: Path) -> int:
-    """The job process: run precompute with a progress file, then record the result."""
-    from core.precompute.driver import precompute
-    from core.store.storage import write_json
+def _config(job: Job):
+    from core.experiments.cross_sampling.config import CrossSampleConfig
 
-    job = _read(job_dir)
-    known = {f.name for f in dataclasses.fields(PrecomputeConfig)}
-    cfg = PrecomputeConfig(**{k: v for k, v in job.config.items() if k in known})
-    print(f"[{time.strftime('%H:%M:%S')}] job {job.id}: run {job.run!r}, attempt "
-          f"{job.attempts}, pid {os.getpid()}", flush=True)
+    cls = PrecomputeConfig if job.kind == "precompute" else CrossSampleConfig
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in job.config.items() if k in known})
+
+
+def _precompute(job: Job, cfg, say) -> None:
+    from core.precompute.driver import precompute
 
     def progress(d: dict) -> None:
-        write_json({**d, "time": time.time()}, job_dir / "progress.json")
-        print(f"[{time.strftime('%H:%M:%S')}] {d['stage']}: {d['shards_done']}/"
-              f"{d['shards_total']} shards, {d['prompts_done']}/{d['prompts_total']} prompts",
-              flush=True)
+        write_json({**d, "done": d["prompts_done"], "total": d["prompts_total"],
+                    "unit": "prompts", "time": time.time()}, job.path / "progress.json")
+        say(f"{d['stage']}: {d['shards_done']}/{d['shards_total']} shards, "
+            f"{d['prompts_done']}/{d['prompts_total']} prompts")
 
+    precompute(cfg, log=say, show_progress=False, progress=progress)
+
+
+def _cross_sample(job: Job, cfg, say) -> None:
+    import pyarrow as pa
+
+    from core.experiments.cross_sampling.job import run_cross_sample
+    from core.store.storage import write_parquet
+
+    def on_batch(p) -> None:
+        write_parquet(pa.Table.from_pandas(p.summary(n_boot=200), preserve_index=False),
+                      job.path / "partial.parquet")
+        write_json({"stage": "sampling", "done": p.done, "total": p.total, "unit": "samples",
+                    "tokens": p.tokens, "seconds": p.seconds, "time": time.time()},
+                   job.path / "progress.json")
+
+    result, _ = run_cross_sample(cfg, log=say, show_progress=False, on_batch=on_batch)
+    say(f"{len(result.rows)} samples, {result.tokens} tokens in {result.seconds:.1f} s")
+
+
+def work(job_dir: Path) -> int:
+    """The job process (`python -m core.jobs <job folder>`): run the job, record the result."""
+    job = _read(job_dir)
+
+    def say(msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+    say(f"job {job.id} ({job.kind}): run {job.run!r}, attempt {job.attempts}, "
+        f"pid {os.getpid()}")
     try:
-        precompute(cfg, log=lambda s: print(s, flush=True), show_progress=False,
-                   progress=progress)
+        if job.kind not in KINDS:
+            raise JobError(f"unknown job kind {job.kind!r}")
+        (_precompute if job.kind == "precompute" else _cross_sample)(job, _config(job), say)
     except BaseException as e:  # record every failure, interrupts included
         traceback.print_exc()
         _finish(job_dir, "failed", f"{type(e).__name__}: {e}")
         return 1
     _finish(job_dir, "done")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_work(Path(sys.argv[1])))

@@ -290,27 +290,6 @@ class _OpenArchive:
         return False
 
 
-def list_models(dest_root: str | Path) -> list[Path]:
-    """Uploaded model folders (visible folders with a config.json), sorted by name."""
-    root = Path(dest_root)
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-                  and (p / "config.json").is_file())
-
-
-def delete_model(dest_root: str | Path, name: str) -> None:
-    """Remove an uploaded model folder (rename to a hidden trash name first, then rmtree)."""
-    if not MODEL_NAME.match(name):
-        raise UploadError(f"model name {name!r}: not a valid name")
-    p = Path(dest_root) / name
-    if not (p / "config.json").is_file():
-        raise UploadError(f"{p}: no uploaded model of that name")
-    trash = p.with_name(f".trash-{name}-{uuid.uuid4().hex[:8]}")
-    os.rename(p, trash)
-    shutil.rmtree(trash, ignore_errors=True)
-
-
 def prompts_dir(cache: str | Path = "cache") -> Path:
     """The folder that holds uploaded prompt sets: `uploads_dir(cache) / "prompts"`."""
     return uploads_dir(cache) / "prompts"

@@ -1,56 +1,64 @@
-"""The precompute job: sample traces, verify them, score every token, write a run folder.
+"""The precompute driver: one job from its config to a published run folder, whatever
+executes the shards.
 
-    config -> validate inputs (prompt set, pair, run name) -> per shard of prompts:
-    sample (tuned | base | both) -> verify -> score under both models -> part files
-    -> assemble tokens/topk/traces.parquet + manifest.json -> publish atomically
+    config -> start (prompt set, run name, settings clash) -> lock the run's name ->
+    staging folder (kept when resuming) -> executor runs the unfinished shards
+    (core.precompute.local in this process, core.precompute.ray on a Ray actor pool; each
+    shard = core.precompute.shard.run_shard -> part files + `.done` marker) -> assemble
+    tokens/topk/traces.parquet + manifest.json -> publish atomically (core.store.cache)
 
-Shards make a run resumable: each finished shard is a set of part files plus a `.done`
-marker in the staging folder; re-running the same command skips finished shards, and
-per-shard seeds make the result identical to an uninterrupted run. Changing any setting
-restarts the staging folder from scratch. A lock file stops two processes from writing
-the same run.
+Shards make a run resumable: re-running the same command skips finished shards, and
+per-shard seeds make the result identical to an uninterrupted run, on either executor (a run
+started on one resumes on the other: same staging folder, same markers). Changing any
+setting restarts the staging folder from scratch. The run's lock is taken before any model
+loads, so two processes never write one run.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fcntl
-import hashlib
+import importlib.util
 import json
 import re
-import shutil
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator, Protocol
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from core import verifiers
 from core.config import PrecomputeConfig
-from core.engine.detok import detokenizer_for
-from core.engine.pair import Pair, load_pair, vocab_fingerprint
-from core.engine.sampling import encode_prompts, sample
-from core.engine.scoring import ScoreSettings, score_traces
-from core.engine.sequential import APPROXIMATE_COLUMNS, score_traces_sequential
+from core.engine.pair import load_pair
+from core.engine.sequential import APPROXIMATE_COLUMNS
 from core.errors import RunError
+from core.precompute.shard import BOUND_KEY, TABLES, part_name, shard_indices
 from core.prompts import PromptSet, load_prompts
-from core.store.manifest import build_manifest, config_hash, model_record, read_manifest
-from core.store.schema import MANIFEST_FILE, TOKENS_FILE, TOPK_FILE, TRACES_FILE
-from core.store.storage import (
-    publish,
-    staging_dir,
-    tokens_table,
-    topk_table,
-    traces_table,
-    write_json,
-    write_parquet,
-)
+from core.store.cache import RunLock, check_start, open_staging, publish
+from core.store.manifest import build_manifest, config_hash, read_manifest
+from core.store.schema import MANIFEST_FILE, TOKENS_FILE, TRACES_FILE
+from core.store.storage import write_json, write_parquet
 
-BOUND_KEY = b"shiftlens.js_bound"  # per-shard sequential-mode bound, in part-file metadata
-RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+ENGINES = ("local", "ray")
+
+
+class Executor(Protocol):
+    """Runs shards and leaves their part files in the staging folder's `parts/`."""
+
+    def is_done(self, k: int) -> bool:
+        """Whether shard k's parts are complete (its `.done` marker exists)."""
+
+    def run(self, todo: list[int]) -> Iterator[tuple[int, dict]]:
+        """Run the shards `todo`; yields (shard, pair_info) as each one finishes."""
+
+    def finish(self) -> None:
+        """After the last shard: bring every part into local staging (remote parts)."""
+
+    def describe_pair(self) -> dict:
+        """pair_info for the manifest when no shard ran in this call (all were done)."""
+
+    def cleanup(self) -> None:
+        """After publishing: remove what the executor left elsewhere (remote parts)."""
 
 
 def default_name(cfg: PrecomputeConfig) -> str:
@@ -59,33 +67,25 @@ def default_name(cfg: PrecomputeConfig) -> str:
     return f"{short(cfg.tuned)}-vs-{short(cfg.base)}-{short(Path(cfg.prompts).stem)}"
 
 
-def _sources(cfg: PrecomputeConfig) -> list[str]:
-    return ["tuned", "base"] if cfg.sample_from == "both" else [cfg.sample_from]
+def start(cfg: PrecomputeConfig, log: Callable[[str], None]):
+    """Validate a job: (cfg with its name, prompt set, final folder, config hash); the prompt
+    set is None when a complete run with these settings already exists (nothing to do)."""
+    if cfg.engine not in ENGINES:
+        raise RunError(f"engine {cfg.engine!r}: use 'local' or 'ray'")
+    if cfg.engine == "ray" and cfg.workers < 1:
+        raise RunError(f"--workers {cfg.workers}: need at least one worker")
+    if cfg.engine == "ray" and importlib.util.find_spec("ray") is None:
+        raise RunError("--engine ray needs Ray Data: pip install -r requirements-ray.txt")
+    ps = load_prompts(cfg.prompts, limit=cfg.max_prompts or None)
+    cfg = dataclasses.replace(cfg, name=cfg.name or default_name(cfg))
+    final = Path(cfg.cache) / cfg.name
+    if check_start(cfg.cache, cfg.name, cfg, RunError) == "done":
+        log(f"run {cfg.name!r} is already complete with these settings: {final}")
+        return cfg, None, final, config_hash(cfg)
+    return cfg, ps, final, config_hash(cfg)
 
 
-def _shard_seed(seed: int, shard: int, source: str) -> int:
-    h = hashlib.sha256(f"{seed}:{shard}:{source}".encode()).hexdigest()
-    return int(h[:12], 16)
-
-
-class _Lock:
-    """An exclusive, non-blocking flock on `<staging>/.lock` for the life of the job."""
-
-    def __init__(self, path: Path, run: str):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.f = open(path, "a+")
-        try:
-            fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.f.close()
-            raise RunError(f"run {run!r} is being computed by another process") from None
-
-    def release(self) -> None:
-        fcntl.flock(self.f, fcntl.LOCK_UN)
-        self.f.close()
-
-
-def _reused_traces(cfg: PrecomputeConfig, cache: Path, ps: PromptSet) -> dict:
+def reused_traces(cfg: PrecomputeConfig, cache: Path, ps: PromptSet) -> dict:
     """Traces of `cfg.traces_from` grouped by prompt id: {prompt_id: [(trace row, ids)]}."""
     src = cache / cfg.traces_from
     if read_manifest(src) is None:
@@ -102,98 +102,14 @@ def _reused_traces(cfg: PrecomputeConfig, cache: Path, ps: PromptSet) -> dict:
     return out
 
 
-def _shard(cfg: PrecomputeConfig, pair: Pair, ps: PromptSet, idx: list[int], shard: int,
-           reused: dict | None) -> tuple[pa.Table, ...]:
-    tok = pair.tokenizer
-    rows: list[dict] = []
-    seqs: list[tuple[list[int], list[int]]] = []
-    prompt_ids = encode_prompts(tok, [ps.rows[i].prompt for i in idx], cfg.chat_template)
-    n_src = len(_sources(cfg))
-    for s_i, source in enumerate(_sources(cfg)):
-        if reused is not None:
-            drawn = []
-            for k, i in enumerate(idx):
-                for t, resp in reused.get(ps.rows[i].id, []):
-                    drawn.append((k, t["sample_index"], resp, t["finished"], t["seed"],
-                                  t["sampled_from"], t["trace_id"]))
-        else:
-            seed = _shard_seed(cfg.seed, shard, source)
-            model = pair.model(source)  # resident, or loaded now in sequential mode
-            got = sample(model, tok, prompt_ids, n=cfg.n, temperature=cfg.temperature,
-                         top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=seed,
-                         batch_size=cfg.batch_size, engine=cfg.sampler)
-            del model
-            drawn = [(s.prompt_index, s.sample_index, s.response_ids, s.finished, seed, source,
-                      (idx[s.prompt_index] * n_src + s_i) * cfg.n + s.sample_index)
-                     for s in got]
-        for k, j, resp, finished, seed, src_name, tid in drawn:
-            i = idx[k]
-            row = ps.rows[i]
-            text = tok.decode(resp, skip_special_tokens=True)
-            answer, ok = verifiers.get(row.verifier)(text, row.answer)
-            rows.append({
-                "trace_id": tid, "prompt_id": row.id, "prompt": row.prompt, "response": text,
-                "reference": row.answer, "verifier": row.verifier, "extracted_answer": answer,
-                "correct": ok,
-                "length": len(resp), "sampled_from": src_name, "sample_index": j, "seed": seed,
-                "finished": finished, "difficulty": row.difficulty})
-            seqs.append((prompt_ids[k], list(resp)))
-        if reused is not None:
-            break  # reused traces carry every source and keep their trace ids
-    settings = ScoreSettings(batch_size=cfg.batch_size, top_k=cfg.top_k, js_top_p=cfg.js_top_p)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    bound = None
-    if cfg.scoring == "sequential":
-        scores = score_traces_sequential(lambda: pair.model("base"), lambda: pair.model("tuned"),
-                                         seqs, pad, settings, k=cfg.sequential_k)
-        b = scores["js_bound"]
-        bound = {"max": float(b.max()) if len(b) else 0.0, "sum": float(b.sum()), "n": len(b)}
-    else:
-        scores = score_traces(pair.model("base"), pair.model("tuned"), seqs, pad, settings)
-    detok = detokenizer_for(tok)
-    strings = [s for (p, r) in seqs for s in detok.response(r, p)]
-    tids = np.array([r["trace_id"] for r in rows], dtype=np.int64)
-    tokens = tokens_table(scores, tids, strings)
-    if bound is not None:  # carried to _assemble in the part file's metadata
-        tokens = tokens.replace_schema_metadata({BOUND_KEY: json.dumps(bound).encode()})
-    return tokens, topk_table(scores, tids, detok.display), traces_table(rows)
+def _executor(cfg, ps, shards, reused, parts: Path, log) -> Executor:
+    if cfg.engine == "ray":
+        from core.precompute.ray import RayExecutor
 
+        return RayExecutor(cfg, shards, reused, parts, log)
+    from core.precompute.local import LocalExecutor
 
-def _start(cfg: PrecomputeConfig, log: Callable[[str], None]):
-    """Validate a job: (cfg with its name, prompt set, final folder, config hash); the prompt
-    set is None when a complete run with these settings already exists (nothing to do)."""
-    cache = Path(cfg.cache)
-    ps = load_prompts(cfg.prompts, limit=cfg.max_prompts or None)
-    cfg = dataclasses.replace(cfg, name=cfg.name or default_name(cfg))
-    if not RUN_NAME.match(cfg.name):
-        raise RunError(f"run name {cfg.name!r}: use letters, digits, '.', '_' and '-' only")
-    final = cache / cfg.name
-    want = config_hash(cfg)
-    old = read_manifest(final)
-    if old is not None and not cfg.force:
-        if old.get("config_hash") == want:
-            log(f"run {cfg.name!r} is already complete with these settings: {final}")
-            return cfg, None, final, want
-        raise RunError(f"run {cfg.name!r} exists with other settings; pass --force to "
-                       "replace it or --name to write a new run")
-    if final.exists() and old is None and not cfg.force:
-        raise RunError(f"{final} exists and is not a run folder; remove it or choose --name")
-    return cfg, ps, final, want
-
-
-def _open_staging(staging: Path, want: str) -> None:
-    """Keep a staging folder made with the same settings (resume); restart any other."""
-    stamp = staging / "config_hash"
-    if staging.exists() and (not stamp.is_file() or stamp.read_text() != want):
-        shutil.rmtree(staging)  # other settings: restart cleanly
-    (staging / "parts").mkdir(parents=True, exist_ok=True)
-    stamp.write_text(want)
-
-
-def shard_indices(cfg: PrecomputeConfig, ps: PromptSet) -> list[list[int]]:
-    """Prompt indices of each shard (shard k is what `_shard_seed(seed, k, ...)` seeds)."""
-    return [list(range(s, min(s + cfg.shard_size, len(ps.rows))))
-            for s in range(0, len(ps.rows), cfg.shard_size)]
+    return LocalExecutor(cfg, ps, shards, reused, parts)
 
 
 def precompute(cfg: PrecomputeConfig, log: Callable[[str], None] = print,
@@ -205,82 +121,64 @@ def precompute(cfg: PrecomputeConfig, log: Callable[[str], None] = print,
     "shards_total", "prompts_done", "prompts_total"} when the shard loop starts, after each
     finished shard and at the end (core.jobs.queue writes it to a progress file).
     """
+    cfg, ps, final, want = start(cfg, log)
+    if ps is None:
+        return final
+    cache = Path(cfg.cache)
+    reused = reused_traces(cfg, cache, ps) if cfg.traces_from else None
+    shards = shard_indices(cfg, ps)
+    # Refuse a bad pair (paths, weight formats, vocabularies) before anything is written:
+    # tokenizers and fingerprints only; the executor loads the weights under the run's lock.
+    load_pair(cfg.base, cfg.tuned, allow_pickle=cfg.allow_pickle,
+              trust_remote_code=cfg.trust_remote_code, device=cfg.device, load_weights=False)
+
     def report(stage: str, shards_done: int, prompts_done: int) -> None:
         if progress is not None:
             progress({"stage": stage, "shards_done": shards_done, "shards_total": len(shards),
                       "prompts_done": prompts_done, "prompts_total": len(ps.rows)})
-    if cfg.engine == "ray":
-        from core.precompute.ray import precompute_ray
 
-        return precompute_ray(cfg, num_workers=cfg.workers, log=log, progress=progress)
-    if cfg.engine != "local":
-        raise RunError(f"engine {cfg.engine!r}: use 'local' or 'ray'")
-    cfg, ps, final, want = _start(cfg, log)
-    if ps is None:
-        return final
-    cache = Path(cfg.cache)
-    reused = _reused_traces(cfg, cache, ps) if cfg.traces_from else None
-    pair = load_pair(cfg.base, cfg.tuned, allow_pickle=cfg.allow_pickle,
-                     trust_remote_code=cfg.trust_remote_code, device=cfg.device,
-                     load_weights=cfg.scoring != "sequential")
-
-    staging = staging_dir(cache, cfg.name)
-    lock = _Lock(cache / ".staging" / f"{cfg.name}.lock", cfg.name)
-    try:
-        _open_staging(staging, want)
+    with RunLock(cache, cfg.name, error=RunError):
+        staging = open_staging(cache, cfg.name, want)
         t0 = time.time()
-        shards = shard_indices(cfg, ps)
-        todo = [k for k in range(len(shards))
-                if not (staging / "parts" / f"shard-{k:05d}.done").exists()]
+        ex = _executor(cfg, ps, shards, reused, staging / "parts", log)
+        todo = [k for k in range(len(shards)) if not ex.is_done(k)]
         if len(todo) < len(shards):
             log(f"resuming {cfg.name!r}: {len(shards) - len(todo)}/{len(shards)} shards done")
-        bar = tqdm(total=sum(len(shards[k]) for k in todo), desc=f"precompute {cfg.name}",
-                   unit="prompt", disable=not show_progress)
         n_done = len(shards) - len(todo)
         p_done = len(ps.rows) - sum(len(shards[k]) for k in todo)
         report("shards", n_done, p_done)
-        for k in todo:
-            tables = _shard(cfg, pair, ps, shards[k], k, reused)
-            for fname, table in zip((TOKENS_FILE, TOPK_FILE, TRACES_FILE), tables):
-                write_parquet(table, staging / "parts" / f"{Path(fname).stem}-{k:05d}.parquet")
-            (staging / "parts" / f"shard-{k:05d}.done").write_text("ok")
+        bar = tqdm(total=sum(len(shards[k]) for k in todo), desc=f"precompute {cfg.name}",
+                   unit="prompt", disable=not show_progress)
+        info = None
+        for k, shard_info in ex.run(todo):
+            info = shard_info
             bar.update(len(shards[k]))
             n_done, p_done = n_done + 1, p_done + len(shards[k])
             report("shards", n_done, p_done)
         bar.close()
+        ex.finish()
         report("assembling", n_done, p_done)
-        _assemble(cfg, pair_info(pair), ps, staging, len(shards), time.time() - t0)
+        assemble(cfg, info or ex.describe_pair(), ps, staging, len(shards), time.time() - t0)
         publish(staging, final)
+        ex.cleanup()
         report("done", n_done, p_done)
-    finally:
-        lock.release()
     log(f"wrote {final}")
     return final
 
 
-def pair_info(pair: Pair) -> dict:
-    """What the manifest records about a loaded pair (JSON-safe: Ray workers send it back)."""
-    vf = vocab_fingerprint(pair.tokenizer)
-    return {
-        "models": {"base": model_record(pair.base, vf), "tuned": model_record(pair.tuned, vf)},
-        "device": pair.device(),
-        "tokenizer": {"vocab_size": len(pair.tokenizer),
-                      "special_ids": sorted(pair.tokenizer.all_special_ids),
-                      "chat_template": bool(getattr(pair.tokenizer, "chat_template", None))},
-    }
-
-
-def _assemble(cfg, info: dict, ps: PromptSet, staging: Path, n_shards: int,
-              seconds: float) -> None:
+def assemble(cfg, info: dict, ps: PromptSet, staging: Path, n_shards: int,
+             seconds: float) -> None:
+    """The run's tables from the part files in `staging/parts`, and its manifest (last: its
+    presence marks the staging folder complete)."""
     parts = staging / "parts"
     bounds = []
     for k in range(n_shards):
-        meta = pq.read_schema(parts / f"tokens-{k:05d}.parquet").metadata or {}
+        meta = pq.read_schema(parts / part_name(TOKENS_FILE, k)).metadata or {}
         if BOUND_KEY in meta:
             bounds.append(json.loads(meta[BOUND_KEY]))
-    tables = {f: pa.concat_tables([pq.read_table(parts / f"{Path(f).stem}-{k:05d}.parquet")
+    tables = {f: pa.concat_tables([pq.read_table(parts / part_name(f, k))
                                    .replace_schema_metadata(None) for k in range(n_shards)])
-              for f in (TOKENS_FILE, TOPK_FILE, TRACES_FILE)}
+              for f in TABLES}
     traces = tables[TRACES_FILE].to_pandas()
     acc = traces.groupby("sampled_from")["correct"].mean().round(4).to_dict()
     manifest = build_manifest(
@@ -298,9 +196,10 @@ def _assemble(cfg, info: dict, ps: PromptSet, staging: Path, n_shards: int,
             "k": cfg.sequential_k,
             "js_bound_max": max((b["max"] for b in bounds), default=0.0),
             "js_bound_mean": sum(b["sum"] for b in bounds) / n if n else 0.0,
-            "bound": "0 <= js_exact - js <= js_bound at every position (core/sequential.py)",
+            "bound": "0 <= js_exact - js <= js_bound at every position "
+                     "(core/engine/sequential.py)",
             "approximate_columns": list(APPROXIMATE_COLUMNS),
         }
     for f, table in tables.items():
         write_parquet(table, staging / f, metadata=manifest)
-    write_json(manifest, staging / MANIFEST_FILE)  # last: its presence marks completeness
+    write_json(manifest, staging / MANIFEST_FILE)

@@ -1,4 +1,4 @@
-"""DuckDB query layer over one or several run folders (the analyses of ../shared/paper.md).
+"""DuckDB query layer over one or several run folders (the analyses of docs/paper.md).
 
 `open_runs` returns an in-memory connection with lazy views over the run tables:
   runs    run, kind, series_step, traces_from, path, idx   (a small table, from manifest.json)
@@ -12,10 +12,14 @@ always DuckDB parameters; identifiers (metric names, grouping, sort columns) are
 Shared filters: `runs` (run names), `sampled_from` ("tuned"/"base"), `correct` (bool) and
 `by` (None, "run" or "sampled_from": adds that column as the leading grouping column).
 
-  base.py      open_runs, table_files, opened_runs and the shared helpers
-  analyses.py  the paper's analyses: sparsity .. evolution, contrast
-  browse.py    headline table, trace list (pages, counts, a trace's place), one trace's
-               tokens, token search
+  connection.py   open_runs, table_files, opened_runs: the runs table and the lazy views
+  materialize.py  tokx and trace_agg (views, or in-memory tables) and the numpy top-k facts
+  sql.py          SQL helpers (whitelists, filters, binning) and the shared constants
+  analyses.py     the paper's analyses: sparsity .. evolution, contrast
+  browse.py       headline table, trace list (pages, counts, a trace's place), one trace's
+                  tokens, token search
+  indexed.py      the analyses answered from order indexes on materialised connections
+  order_index.py  exact order statistics over sorted segments (numpy only)
 """
 
 from core.queries.analyses import (
@@ -42,15 +46,13 @@ from core.queries.browse import (
     trace_position,
     trace_tokens,
 )
-from core.queries.connection import (
+from core.queries.connection import open_runs, opened_runs, table_files
+from core.queries.sql import (
     BY_COLUMNS,
     METRICS,
     SUBSET_ALL,
     SUBSET_HIGH,
     TRACE_SORT,
-    open_runs,
-    opened_runs,
-    table_files,
 )
 
 __all__ = [

@@ -1,4 +1,6 @@
-"""The paper's analyses (../shared/paper.md, 1-7) as queries over the `tok` view."""
+"""The paper's analyses (docs/paper.md, 1-7) as queries over the `tok` view: sparsity ..
+evolution, contrast. SQL on lazy connections, the order-index paths of indexed.py on
+materialised ones; it does not open runs or build tables (connection.py, materialize.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from core.queries import indexed
-from core.queries.connection import (
+from core.queries.sql import (
     KOV,
     LN2,
     SUBSET_ALL,

@@ -1,4 +1,6 @@
-"""Per-run headline table and the trace / token browsers."""
+"""Per-run headline table and the trace / token browsers (trace pages, counts, a trace's
+place, one trace's tokens, token search). No paper analyses (analyses.py) and no opening of
+runs (connection.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from core.queries import indexed
-from core.queries.connection import TRACE_AGG_HIGH, TRACE_SORT, _filtered, _q
+from core.queries.sql import TRACE_AGG_HIGH, TRACE_SORT, _filtered, _q
 
 
 def headline(con, near_zero=0.01, high=0.1, runs=None) -> pd.DataFrame:
@@ -114,7 +116,10 @@ def trace_position(con, run: str, trace_id: int, sort_by="max_js", descending=Tr
 
 
 def trace_tokens(con, run: str, trace_id: int) -> pd.DataFrame:
-    """All tokens columns of one trace ordered by pos, plus the topk columns (NULL if none)."""
+    """One row per token of one trace, ordered by pos: run plus the tokens.parquet columns
+    (trace_id, pos, rel_pos, token_id, token, every metric of core.metrics), then the topk
+    columns (base_ids/tokens/probs, tuned_ids/tokens/probs, tuned_top1_rank_base,
+    tuned_top1_prob_base; NULL when the run stored no top-k)."""
     sql = """SELECT t.*, k.* EXCLUDE (run, trace_id, pos) FROM tokens t
       LEFT JOIN (SELECT * FROM topk WHERE run = $run AND trace_id = $tid) k
         USING (run, trace_id, pos)

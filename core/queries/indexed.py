@@ -2,7 +2,9 @@
 materialised connections; analyses.py and browse.py call these when `active(con)` and keep
 their SQL as the path for lazy connections (and the reference the tests compare against).
 
-Each function returns exactly the frame of its SQL twin (columns, dtypes, order)."""
+Each function returns exactly the frame of its SQL twin (columns, dtypes, order). It does not
+open or materialise connections (connection.py, materialize.py) and takes its SQL helpers
+from sql.py."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from core.queries import order_index
-from core.queries.connection import _bin, _filtered, _metric, _q
+from core.queries.sql import _bin, _filtered, _metric, _q
 
 DEFAULT_POSITION_BINS = 20  # position_profile's default; prebuilt by enable()
 

@@ -21,6 +21,9 @@ path on Parquet views.
 
 Indexes are built lazily and cached per connection (a weak reference: they go with it);
 `open_runs` prebuilds the ones the app's default views use.
+
+This module is numpy only: it runs no SQL and imports no other core.queries module (the
+queries that fill and read these indexes are in core/queries/indexed.py).
 """
 
 from __future__ import annotations

@@ -91,6 +91,8 @@ def write_results(run_dir: str | Path, result, metadata: dict) -> tuple[Path, Pa
 
 
 def read_summary(run_dir: str | Path):
-    """The summary table as a DataFrame, or None when the run has none."""
+    """The summary table as a DataFrame, or None when the run has none. Columns of
+    SUMMARY_SCHEMA: direction, eps, control, n, n_prompts, budget, token_share, mean_tokens,
+    accuracy, ci_lo, ci_hi; one row per (direction, eps, control)."""
     p = Path(run_dir) / SUMMARY_FILE
     return pq.read_table(p).to_pandas() if p.is_file() else None

@@ -7,12 +7,14 @@ A run folder under `cache/` holds:
   manifest.json    provenance (see core/manifest.py)
 Optional tables written by later stages (cross-sampling, forks) live beside them.
 
-Column names are the metric names of ../shared/paper.md.
+Column names are the metric names of docs/paper.md (registered in core.metrics).
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
+
+from core.metrics import metric_names
 
 SCHEMA_VERSION = "1.0"
 
@@ -22,12 +24,10 @@ TRACES_FILE = "traces.parquet"
 MANIFEST_FILE = "manifest.json"
 RUN_FILES = (TOKENS_FILE, TOPK_FILE, TRACES_FILE, MANIFEST_FILE)
 
-# Float metrics, in column order. `dlogp` = logp_tuned - logp_base.
-FLOAT_METRICS = [
-    "js", "js_top_p", "kl_tb", "kl_bt", "entropy_base", "entropy_tuned",
-    "logp_base", "logp_tuned", "dlogp",
-]
-INT_METRICS = ["rank_base", "rank_tuned"]
+# Metric columns, in registry order (core.metrics): float32, then int32, then bool ones.
+FLOAT_METRICS = metric_names("float32")
+INT_METRICS = metric_names("int32")
+BOOL_METRICS = metric_names("bool")
 
 TOKENS_SCHEMA = pa.schema(
     [
@@ -39,7 +39,7 @@ TOKENS_SCHEMA = pa.schema(
     ]
     + [(m, pa.float32()) for m in FLOAT_METRICS]
     + [(m, pa.int32()) for m in INT_METRICS]
-    + [("top1_agree", pa.bool_())]
+    + [(m, pa.bool_()) for m in BOOL_METRICS]
 )
 
 TOPK_SCHEMA = pa.schema(

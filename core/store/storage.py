@@ -1,25 +1,22 @@
-"""Writing run tables atomically, with provenance in every Parquet file.
+"""The writers of run tables: Arrow tables from score columns, and atomic Parquet/JSON writes
+with provenance in every Parquet file.
 
-Nothing is ever written in place: a file goes to `<name>.tmp` and is renamed, and a run is
-assembled in a staging folder (`cache/.staging/<run>/`) that is renamed into `cache/<run>/`
-only once every table and the manifest are complete. A reader therefore either sees a
-whole run or none. Staging also holds per-shard part files, which is what makes an
-interrupted precompute resumable.
+Nothing is ever written in place: a file goes to `<name>.tmp` and is renamed. Where whole
+runs are staged and published is core.store.cache's business.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from core.store.schema import (
-    MANIFEST_FILE,
     SCHEMA_VERSION,
     TOKENS_SCHEMA,
     TOPK_SCHEMA,
@@ -29,16 +26,22 @@ from core.store.schema import (
 STAGING = ".staging"
 
 
-def write_parquet(table: pa.Table, path: Path, metadata: dict | None = None) -> None:
-    """Atomic Parquet write; `metadata` goes into the file's key-value metadata as JSON."""
+def write_parquet(table: pa.Table, path: Path | str, metadata: dict | None = None,
+                  filesystem: pafs.FileSystem | None = None) -> None:
+    """Atomic Parquet write (to `<name>.tmp`, then renamed); `metadata` goes into the file's
+    key-value metadata as JSON. `filesystem` (a pyarrow filesystem, e.g. S3) writes there,
+    with `path` a path in it; default the local disk."""
     meta = dict(table.schema.metadata or {})
     meta[b"shiftlens.schema_version"] = SCHEMA_VERSION.encode()
     if metadata is not None:
         meta[b"shiftlens.manifest"] = json.dumps(metadata, default=str).encode()
     table = table.replace_schema_metadata(meta)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp, compression="zstd", use_dictionary=True)
-    os.replace(tmp, path)
+    tmp = f"{path}.tmp"
+    pq.write_table(table, tmp, compression="zstd", use_dictionary=True, filesystem=filesystem)
+    if filesystem is None:
+        os.replace(tmp, path)
+    else:
+        filesystem.move(tmp, str(path))
 
 
 def write_json(obj: dict, path: Path) -> None:
@@ -94,24 +97,3 @@ def topk_table(scores: dict, trace_ids: np.ndarray, vocab_strings) -> pa.Table:
 
 def traces_table(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=TRACES_SCHEMA)
-
-
-def staging_dir(cache: Path, run: str) -> Path:
-    return cache / STAGING / run
-
-
-def publish(staging: Path, final: Path) -> None:
-    """Move a complete staging folder to its final place (replacing an older run)."""
-    if not (staging / MANIFEST_FILE).is_file():
-        raise RuntimeError(f"{staging}: no manifest; refusing to publish an incomplete run")
-    parts = staging / "parts"
-    if parts.exists():
-        shutil.rmtree(parts)
-    if final.exists():
-        trash = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, trash)
-        os.replace(staging, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging, final)

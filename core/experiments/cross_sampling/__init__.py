@@ -1,14 +1,17 @@
 """Cross-sampling (paper section "Cross-sampling"): the causal test of divergent tokens.
 
-- decode.py  the lockstep, KV-cached, batched cross-sampler (`cross_decode`, `Job`)
+- core.engine.lockstep  the lockstep, KV-cached, batched cross-sampler (`cross_decode`, `Job`)
 - sweep.py   eps sweeps with the random-position control, endpoints and bootstrap CIs
-- store.py   cross_samples.parquet / cross_summary.parquet in the run folder
+- core.store.cross  cross_samples.parquet / cross_summary.parquet in the run folder
 - config.py  `CrossSampleConfig` (the CLI's options)
-- job.py     the job on a run folder (`run_cross_sample`), used by `python -m core
-             cross-sample`
+- job.py     the sweep on a run folder (`run_cross_sample`), run by `python -m core
+             cross-sample` in the foreground and by the job queue (core.jobs.queue,
+             kind "cross-sample") for the app
+- view.py    reading stored mixed traces back for display
 """
 
-from core.engine.lockstep import CachedLM, Decoded, FullPrefixLM, Job, cross_decode, left_pad
+from core.engine.batching import derive_seed, left_pad
+from core.engine.lockstep import CachedLM, Decoded, FullPrefixLM, Job, cross_decode
 from core.experiments.cross_sampling.config import CrossSampleConfig, CrossSampleOptions
 from core.experiments.cross_sampling.job import (
     CrossSampleError,
@@ -21,7 +24,6 @@ from core.experiments.cross_sampling.sweep import (
     SweepResult,
     bootstrap_ci,
     control_positions,
-    derive_seed,
     summarize,
     sweep,
 )

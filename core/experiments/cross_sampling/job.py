@@ -14,24 +14,22 @@ from typing import Callable
 import pandas as pd
 from tqdm.auto import tqdm
 
-from core.engine.pair import load_pair
-from core.errors import CrossSampleError
+from core.errors import CrossSampleError, RunsError
 from core.experiments.cross_sampling.config import CrossSampleConfig
 from core.experiments.cross_sampling.sweep import DIRECTIONS, Progress, SweepResult, sweep
 from core.prompts import load_prompts
+from core.store.cache import resolve_run as store_resolve
 from core.store.cross import provenance, write_results
-from core.store.manifest import read_manifest
+from core.store.manifest import Manifest, read_manifest
 
 
 def resolve_run(run: str, cache: str | Path) -> tuple[Path, dict]:
     """A run folder (a folder itself, or a name under `cache`) and its manifest."""
-    p = Path(run)
-    if not (p.is_dir() and (p / "manifest.json").is_file()):
-        p = Path(cache) / run
-    manifest = read_manifest(p)
-    if manifest is None:
-        raise CrossSampleError(f"{run}: no complete run (looked in {p})")
-    return p, manifest
+    try:
+        p = store_resolve(cache, run)
+    except RunsError as e:
+        raise CrossSampleError(str(e)) from None
+    return p, read_manifest(p)
 
 
 def check_options(cfg: CrossSampleConfig) -> tuple[list[str], list[float]]:
@@ -70,8 +68,7 @@ def run_cross_sample(cfg: CrossSampleConfig, log: Callable[[str], None] = print,
     want = (manifest.get("prompt_set") or {}).get("fingerprint")
     if want and want != ps.fingerprint:
         log(f"warning: {ps.path} changed since run {run_dir.name!r} was computed")
-    pair = load_pair(rc["base"], rc["tuned"], allow_pickle=rc.get("allow_pickle", False),
-                     trust_remote_code=rc.get("trust_remote_code", False), device=cfg.device)
+    pair = Manifest.load(run_dir).load_pair(device=cfg.device)
     max_new = cfg.max_new_tokens or rc.get("max_new_tokens") or 128
     n_boot = cfg.bootstrap
 

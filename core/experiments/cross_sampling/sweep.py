@@ -23,7 +23,6 @@ before the next chunk), so a progress callback sees every curve fill in together
 
 from __future__ import annotations
 
-import hashlib
 import math
 import threading
 import time
@@ -34,17 +33,13 @@ import numpy as np
 import pandas as pd
 
 from core import verifiers
+from core.engine.batching import derive_seed
 from core.engine.lockstep import Job, cross_decode
 from core.engine.sampling import encode_prompts
 from core.prompts import PromptRow
 
 DIRECTIONS = {"forward": "base", "reverse": "tuned"}  # direction -> primary model
 ENDPOINTS = ("base", "tuned")  # each model alone
-
-
-def derive_seed(*parts) -> int:
-    """A 48-bit seed from any printable parts (stable across runs and platforms)."""
-    return int(hashlib.sha256(":".join(map(repr, parts)).encode()).hexdigest()[:12], 16)
 
 
 def control_positions(n: int, length: int, seed: int) -> frozenset[int]:

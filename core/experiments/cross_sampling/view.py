@@ -9,8 +9,9 @@ import duckdb
 import pandas as pd
 
 from core.engine.detok import detokenizer_for
+from core.errors import RunsError
 from core.store.cross import SAMPLES_FILE
-from core.store.manifest import read_manifest
+from core.store.manifest import Manifest
 
 PRIMARY = {"forward": "base", "reverse": "tuned", "base": "base", "tuned": "tuned"}
 OTHER = {"base": "tuned", "tuned": "base"}
@@ -39,8 +40,9 @@ def list_samples(run_dir: str | Path, direction: str | None = None, eps: float |
 
 
 def sample_tokens(tokenizer, row: pd.Series) -> pd.DataFrame:
-    """One row per token of a stored sample: pos, token_id, token (text), source (the model
-    that produced it: the primary, or the intervention model at switched positions)."""
+    """One row per token of a stored sample (`row`: a list_samples row; its direction,
+    tokens and switched are read): pos, token_id, token (text), source (the model that
+    produced it: the primary, or the intervention model at switched positions)."""
     ids = [int(t) for t in row["tokens"]]
     switched = {int(p) for p in row["switched"]}
     primary = PRIMARY[row["direction"]]
@@ -52,7 +54,7 @@ def sample_tokens(tokenizer, row: pd.Series) -> pd.DataFrame:
 
 
 def tokenizer_of_run(run_dir: str | Path):
-    from transformers import AutoTokenizer
-
-    m = read_manifest(run_dir) or {}
-    return AutoTokenizer.from_pretrained(m["config"]["tuned"])
+    m = Manifest.load(run_dir)
+    if m is None:
+        raise RunsError(f"{run_dir}: no complete run")
+    return m.load_tokenizer()

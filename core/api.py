@@ -1,0 +1,88 @@
+"""The app's one door into core.
+
+The Streamlit app (app/) imports core only through this module, `core.errors` (the
+exception types every layer raises) and `core.figures` (the figure data builders the app
+draws). Everything else it needs is re-exported here under one flat namespace, so the
+layout behind it (core.engine, core.store, core.queries, core.jobs, core.experiments, ...)
+can move without touching the app. The CLI (`python -m core ...`) and Python users can call
+the same functions: `from core import api; con = api.open_runs(api.list_runs(...)...)`.
+
+Nothing here adds behaviour: every name is the object defined in its own module, where its
+docstring (arguments, DataFrame columns, tensor shapes) lives. tests/test_layering.py
+checks that the app keeps to this seam.
+"""
+
+# Imports are grouped by topic below, not sorted across groups.
+# ruff: noqa: I001
+
+from __future__ import annotations
+
+# --- runs: the cache folder of runs; list, rename, delete; series and contrast partners ---
+from core.paths import ASSETS, REPO_ROOT, default_cache
+from core.store.cache import RunInfo, contrast_candidates, list_runs, series_of
+from core.jobs.runs import delete_run, rename_run
+
+# --- queries: a DuckDB connection over runs and the browsing queries (DataFrames) ---
+from core.queries import (
+    eps_for_budget,
+    headline,
+    open_runs,
+    token_search,
+    trace_count,
+    trace_list,
+    trace_position,
+    trace_tokens,
+)
+
+# --- jobs & add-pair: precompute settings, the background job queue, presets ---
+from core.config import PrecomputeConfig
+from core.jobs.add_pair import add_pair, parse_series
+from core.jobs.presets import PRESETS
+from core.jobs.queue import Job, list_jobs, submit_cross_sample
+from core.jobs.queue import cancel as cancel_job
+from core.jobs.queue import read_log as read_job_log
+from core.jobs.queue import resume as resume_job
+from core.jobs.queue import tick as tick_jobs
+
+# --- uploads: model archives and prompt sets taken from the browser, safely unpacked ---
+from core.jobs.upload import default_limits as default_upload_limits
+from core.jobs.upload import models_dir, prompts_dir, save_prompt_set, unpack_model
+
+# --- experiments: live scoring, the fork explorer, cross-sampling (config, stored results) ---
+from core.experiments.live import pair_of_run, score_text
+from core.experiments.fork import fork, save_fork
+from core.experiments.cross_sampling import CrossSampleConfig, read_summary
+from core.experiments.cross_sampling.view import PRIMARY as CROSS_PRIMARY
+from core.experiments.cross_sampling.view import list_samples, sample_tokens, tokenizer_of_run
+
+# --- export: figures to bytes (PNG/SVG/PDF/HTML/CSV/Parquet) and a zip bundle of a run's ---
+from core.figures.export import bundle_bytes, figure_bytes
+
+# --- metrics: the per-token metric registry (names, labels, ranges, colour scales) ---
+from core.metrics import METRICS, Metric
+
+# --- device: where models run (GPU when there is one, else CPU) ---
+from core.engine.pair import pick_device
+
+__all__ = [
+    # runs
+    "ASSETS", "REPO_ROOT", "RunInfo", "contrast_candidates", "default_cache", "delete_run",
+    "list_runs", "rename_run", "series_of",
+    # queries
+    "eps_for_budget", "headline", "open_runs", "token_search", "trace_count", "trace_list",
+    "trace_position", "trace_tokens",
+    # jobs & add-pair
+    "Job", "PRESETS", "PrecomputeConfig", "add_pair", "cancel_job", "list_jobs", "parse_series",
+    "read_job_log", "resume_job", "submit_cross_sample", "tick_jobs",
+    # uploads
+    "default_upload_limits", "models_dir", "prompts_dir", "save_prompt_set", "unpack_model",
+    # experiments
+    "CROSS_PRIMARY", "CrossSampleConfig", "fork", "list_samples", "pair_of_run",
+    "read_summary", "sample_tokens", "save_fork", "score_text", "tokenizer_of_run",
+    # export
+    "bundle_bytes", "figure_bytes",
+    # metrics
+    "METRICS", "Metric",
+    # device
+    "pick_device",
+]

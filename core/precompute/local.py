@@ -1,0 +1,40 @@
+"""The local executor: shards run one after another in this process, the pair loaded once
+(both models resident, or neither in `--scoring sequential`, which loads one at a time)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from core.config import PrecomputeConfig
+from core.engine.pair import load_pair
+from core.precompute import shard
+from core.prompts import PromptSet
+
+
+class LocalExecutor:
+    def __init__(self, cfg: PrecomputeConfig, ps: PromptSet, shards: list[list[int]],
+                 reused: dict | None, parts: Path):
+        self.cfg, self.ps, self.shards, self.reused, self.parts = cfg, ps, shards, reused, parts
+        self.pair = load_pair(cfg.base, cfg.tuned, allow_pickle=cfg.allow_pickle,
+                              trust_remote_code=cfg.trust_remote_code, device=cfg.device,
+                              load_weights=cfg.scoring != "sequential")
+
+    def is_done(self, k: int) -> bool:
+        return (self.parts / shard.done_name(k)).exists()
+
+    def run(self, todo: list[int]) -> Iterator[tuple[int, dict]]:
+        for k in todo:
+            tables = shard.run_shard(self.cfg, self.pair, self.ps, self.shards[k], k,
+                                     self.reused)
+            shard.write_part(k, tables, self.parts)
+            yield k, shard.pair_info(self.pair)
+
+    def finish(self) -> None:
+        pass
+
+    def describe_pair(self) -> dict:
+        return shard.pair_info(self.pair)
+
+    def cleanup(self) -> None:
+        pass

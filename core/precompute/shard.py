@@ -1,0 +1,136 @@
+"""One shard of a precompute: sample (or reuse) traces for a slice of the prompts, verify
+them, score every token under both models, and return the shard's three tables.
+
+Executors (core.precompute.local, core.precompute.ray) call `run_shard` and hand its tables
+to `write_part`; the driver (core.precompute.driver) assembles the parts. Per-shard seeds
+(`derive_seed(seed, shard, source)`) make a resumed or distributed run identical to an
+uninterrupted local one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from core import verifiers
+from core.config import PrecomputeConfig
+from core.engine.batching import derive_seed
+from core.engine.detok import detokenizer_for
+from core.engine.pair import Pair, vocab_fingerprint
+from core.engine.sampling import encode_prompts, sample
+from core.engine.scoring import ScoreSettings, score_traces
+from core.engine.sequential import score_traces_sequential
+from core.prompts import PromptSet
+from core.store.manifest import model_record
+from core.store.schema import TOKENS_FILE, TOPK_FILE, TRACES_FILE
+from core.store.storage import tokens_table, topk_table, traces_table, write_parquet
+
+BOUND_KEY = b"shiftlens.js_bound"  # per-shard sequential-mode bound, in part-file metadata
+TABLES = (TOKENS_FILE, TOPK_FILE, TRACES_FILE)
+
+
+def sources(cfg: PrecomputeConfig) -> list[str]:
+    """The models that sample traces, in trace-id order."""
+    return ["tuned", "base"] if cfg.sample_from == "both" else [cfg.sample_from]
+
+
+def shard_indices(cfg: PrecomputeConfig, ps: PromptSet) -> list[list[int]]:
+    """Prompt indices of each shard (shard k is what `derive_seed(seed, k, source)` seeds)."""
+    return [list(range(s, min(s + cfg.shard_size, len(ps.rows))))
+            for s in range(0, len(ps.rows), cfg.shard_size)]
+
+
+def part_name(table_file: str, k: int) -> str:
+    return f"{Path(table_file).stem}-{k:05d}.parquet"
+
+
+def done_name(k: int) -> str:
+    return f"shard-{k:05d}.done"
+
+
+def write_part(k: int, tables: tuple[pa.Table, ...], root: str | Path,
+               fs: pafs.FileSystem | None = None) -> None:
+    """Shard k's part files and its `.done` marker under `root` (local, or in `fs`); the
+    marker comes last, so a shard is either done or redone."""
+    for fname, table in zip(TABLES, tables):
+        write_parquet(table, f"{root}/{part_name(fname, k)}", filesystem=fs)
+    if fs is None:
+        Path(root, done_name(k)).write_text("ok")
+    else:
+        with fs.open_output_stream(f"{root}/{done_name(k)}") as f:
+            f.write(b"ok")
+
+
+def pair_info(pair: Pair) -> dict:
+    """What the manifest records about a loaded pair (JSON-safe: Ray workers send it back)."""
+    vf = vocab_fingerprint(pair.tokenizer)
+    return {
+        "models": {"base": model_record(pair.base, vf), "tuned": model_record(pair.tuned, vf)},
+        "device": pair.device(),
+        "tokenizer": {"vocab_size": len(pair.tokenizer),
+                      "special_ids": sorted(pair.tokenizer.all_special_ids),
+                      "chat_template": bool(getattr(pair.tokenizer, "chat_template", None))},
+    }
+
+
+def run_shard(cfg: PrecomputeConfig, pair: Pair, ps: PromptSet, idx: list[int], shard: int,
+              reused: dict | None) -> tuple[pa.Table, ...]:
+    """(tokens, topk, traces) tables of shard `shard` = prompts `idx` of `ps`. `reused` holds
+    another run's traces by prompt id (--traces-from) instead of sampling."""
+    tok = pair.tokenizer
+    rows: list[dict] = []
+    seqs: list[tuple[list[int], list[int]]] = []
+    prompt_ids = encode_prompts(tok, [ps.rows[i].prompt for i in idx], cfg.chat_template)
+    n_src = len(sources(cfg))
+    for s_i, source in enumerate(sources(cfg)):
+        if reused is not None:
+            drawn = []
+            for k, i in enumerate(idx):
+                for t, resp in reused.get(ps.rows[i].id, []):
+                    drawn.append((k, t["sample_index"], resp, t["finished"], t["seed"],
+                                  t["sampled_from"], t["trace_id"]))
+        else:
+            seed = derive_seed(cfg.seed, shard, source)
+            model = pair.model(source)  # resident, or loaded now in sequential mode
+            got = sample(model, tok, prompt_ids, n=cfg.n, temperature=cfg.temperature,
+                         top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=seed,
+                         batch_size=cfg.batch_size, engine=cfg.sampler)
+            del model
+            drawn = [(s.prompt_index, s.sample_index, s.response_ids, s.finished, seed, source,
+                      (idx[s.prompt_index] * n_src + s_i) * cfg.n + s.sample_index)
+                     for s in got]
+        for k, j, resp, finished, seed, src_name, tid in drawn:
+            i = idx[k]
+            row = ps.rows[i]
+            text = tok.decode(resp, skip_special_tokens=True)
+            answer, ok = verifiers.get(row.verifier)(text, row.answer)
+            rows.append({
+                "trace_id": tid, "prompt_id": row.id, "prompt": row.prompt, "response": text,
+                "reference": row.answer, "verifier": row.verifier, "extracted_answer": answer,
+                "correct": ok,
+                "length": len(resp), "sampled_from": src_name, "sample_index": j, "seed": seed,
+                "finished": finished, "difficulty": row.difficulty})
+            seqs.append((prompt_ids[k], list(resp)))
+        if reused is not None:
+            break  # reused traces carry every source and keep their trace ids
+    settings = ScoreSettings(batch_size=cfg.batch_size, top_k=cfg.top_k, js_top_p=cfg.js_top_p)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    bound = None
+    if cfg.scoring == "sequential":
+        scores = score_traces_sequential(lambda: pair.model("base"), lambda: pair.model("tuned"),
+                                         seqs, pad, settings, k=cfg.sequential_k)
+        b = scores["js_bound"]
+        bound = {"max": float(b.max()) if len(b) else 0.0, "sum": float(b.sum()), "n": len(b)}
+    else:
+        scores = score_traces(pair.model("base"), pair.model("tuned"), seqs, pad, settings)
+    detok = detokenizer_for(tok)
+    strings = [s for (p, r) in seqs for s in detok.response(r, p)]
+    tids = np.array([r["trace_id"] for r in rows], dtype=np.int64)
+    tokens = tokens_table(scores, tids, strings)
+    if bound is not None:  # carried to the driver's assembly in the part file's metadata
+        tokens = tokens.replace_schema_metadata({BOUND_KEY: json.dumps(bound).encode()})
+    return tokens, topk_table(scores, tids, detok.display), traces_table(rows)
