@@ -7,7 +7,8 @@ WORKDIR /shiftlens
 COPY requirements.txt .
 RUN pip install -r requirements.txt
 COPY . .
-RUN python -m core.demo.runs ensure
+RUN pip install --no-deps -e .
+RUN python -m core demo-runs ensure
 EXPOSE 8501
 CMD ["python", "-m", "streamlit", "run", "app/main.py", \
      "--server.address=0.0.0.0", "--server.port=8501", "--browser.gatherUsageStats=false"]

@@ -61,9 +61,11 @@ class PrecomputeConfig:
                              "s3://bucket/prefix (default: the run's local staging folder)")
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
-    """One --option per dataclass field; booleans become --flag / --no-flag."""
+def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
+    """One --option per dataclass field (except `skip`); booleans become --flag / --no-flag."""
     for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
         flag = "--" + f.name.replace("_", "-")
         meta = dict(f.metadata)
         help_ = meta.pop("help", "")

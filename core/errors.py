@@ -40,5 +40,5 @@ class UploadError(ShiftLensError, ValueError):
     """An archive or file that cannot be taken as an upload; the message says why."""
 
 
-class ExportError(ShiftLensError, RuntimeError):
-    """A figure or data export that cannot be written (no browser, bad format)."""
+class ExportError(ShiftLensError, ValueError):
+    """A figure or data export that cannot be written (no browser, unknown format)."""

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Make .venv and install the requirements (idempotent: skips work already done).
+# Make .venv, install the pinned requirements and ShiftLens itself (editable, so `core` and
+# `app` import from this checkout and the `shiftlens` command exists). Idempotent: skips work
+# already done.
 # Usage: scripts/setup.sh [requirements file]   (default: requirements.txt)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,9 +12,10 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 stamp=".venv/.installed-$(basename "$req")"
 stale=0
-for f in requirements*.txt; do [ "$f" -nt "$stamp" ] && stale=1; done  # any pinned list changed
+for f in requirements*.txt pyproject.toml; do [ "$f" -nt "$stamp" ] && stale=1; done  # inputs changed
 if [ ! -f "$stamp" ] || [ "$stale" = 1 ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -r "$req"
+  .venv/bin/python -m pip install -q --no-deps -e .
   touch "$stamp"
 fi

@@ -208,6 +208,7 @@ def test_fast_detokenizer_equals_incremental(bpe, which):
 
 def test_precompute_with_byte_level_bpe(bpe, tmp_path, monkeypatch):
     import core.precompute.driver as pc
+    import core.precompute.shard as shard
 
     tok = bpe["tok"]
     special = set(tok.all_special_ids)
@@ -229,7 +230,7 @@ def test_precompute_with_byte_level_bpe(bpe, tmp_path, monkeypatch):
         encoded.extend(out)
         return out
 
-    monkeypatch.setattr(pc, "encode_prompts", spy)
+    monkeypatch.setattr(shard, "encode_prompts", spy)
     cfg = PrecomputeConfig(base=str(bpe["base"]), tuned=str(bpe["tuned"]), prompts=str(prompts),
                            cache=str(tmp_path / "cache"), name="bpe", n=2, max_new_tokens=24,
                            batch_size=8, device="cpu")

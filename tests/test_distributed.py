@@ -101,3 +101,52 @@ def test_ray_engine_through_an_s3_parts_uri(tmp_path, local_ray):
     assert "s3cr3t" not in text and "AKIATEST" not in text
     assert not any(b"s3cr3t" in v for v in meta.values())
     assert json.loads(text)["config"]["parts_uri"].startswith("s3://***@shiftlens/runs?")
+
+
+def test_ray_worker_in_sequential_mode_holds_one_model_at_a_time(tmp_path, monkeypatch):
+    """`--engine ray --scoring sequential`: a worker loads no weights when it starts, and
+    while it runs a shard (sampling, then the two scoring passes) at most one model is alive;
+    its part files equal the local executor's for the same shard."""
+    import gc
+    import weakref
+
+    import pandas as pd
+
+    import core.engine.pair as pair_mod
+    from core.config import PrecomputeConfig
+    from core.precompute.driver import precompute
+    from core.precompute.ray import ShardWorker
+
+    live, peak, loads = set(), [0], [0]
+    real = pair_mod.load_model
+
+    def counting(*a, **k):
+        loaded = real(*a, **k)
+        if loaded.model is not None:
+            gc.collect()  # count only models something still holds
+            loads[0] += 1
+            key = id(loaded.model)
+            live.add(key)
+            weakref.finalize(loaded.model, live.discard, key)
+            peak[0] = max(peak[0], len(live))
+        return loaded
+
+    monkeypatch.setattr(pair_mod, "load_model", counting)
+    common = dict(base=str(DEMO / "base"), tuned=str(DEMO / "rl"), prompts=str(HELDOUT),
+                  cache=str(tmp_path), max_prompts=2, n=2, shard_size=2, max_new_tokens=24,
+                  scoring="sequential", name="seq")
+    cfg = PrecomputeConfig(engine="ray", **common)
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    worker = ShardWorker(cfg, str(parts), None)
+    assert loads[0] == 0 and worker.pair.base.model is None and worker.pair.tuned.model is None
+    out = worker({"shard": [0]})
+    assert out["shard"] == [0]
+    assert loads[0] == 3  # sampling (tuned), then scoring: base, then tuned
+    assert peak[0] == 1, f"{peak[0]} models alive at once"
+    monkeypatch.setattr(pair_mod, "load_model", real)
+    local = precompute(PrecomputeConfig(**dict(common, cache=str(tmp_path / "local"))),
+                       log=lambda s: None, show_progress=False)
+    got = pd.read_parquet(parts / "tokens-00000.parquet")
+    want = pd.read_parquet(local / "tokens.parquet")
+    pd.testing.assert_frame_equal(got, want)

@@ -1,4 +1,4 @@
-"""Golden numbers of the shipped demo run `demo-rl`, built as `python -m core.demo.runs` builds it.
+"""Golden numbers of the shipped demo run `demo-rl`, built as `python -m core demo-runs` builds it.
 
 These goldens exist to catch silent regressions of the demo tables when code is refactored:
 the literals below were computed once from the pre-refactor code (commit 77eafa0, module

@@ -132,12 +132,14 @@ def _cmd_jobs(args) -> int:
     return 0
 
 
-def add_commands(sub) -> None:
-    """Register `add-pair` and `jobs` on the main parser's subparsers."""
+def add_commands(sub, common) -> None:
+    """Register `add-pair` and `jobs` on the main parser's subparsers (`common`: the
+    shared --cache parent)."""
     from core.jobs.presets import PRESETS
 
     ap = sub.add_parser(
-        "add-pair", help="validate a pair (+ SFT, series), queue its precompute jobs",
+        "add-pair", parents=[common],
+        help="validate a pair (+ SFT, series), queue its precompute jobs",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Check a base/tuned pair before any compute (vocabulary, safetensors, no "
                     "remote code, config, prompt set, memory and time estimate), print the "
@@ -162,7 +164,6 @@ def add_commands(sub) -> None:
                     help="training step of --tuned in the series (default: its "
                          "model_card.json 'steps', else after the last series step)")
     ap.add_argument("--name", default="", help="run name (default: derived from the inputs)")
-    ap.add_argument("--cache", default="cache", help="folder of runs (default: cache)")
     ap.add_argument("--wait", action="store_true",
                     help="run the queued jobs now, in the foreground, until they finish")
     ap.add_argument("--check-only", action="store_true",
@@ -175,7 +176,8 @@ def add_commands(sub) -> None:
     ap.set_defaults(func=_cmd_add_pair)
 
     jb = sub.add_parser(
-        "jobs", help="list, inspect, cancel, resume or run background precompute jobs",
+        "jobs", parents=[common],
+        help="list, inspect, cancel, resume or run background jobs (precompute, sweeps)",
         description="Background precompute jobs live in CACHE/.jobs/<id>/ (job.json, log.txt, "
                     "progress.json). Actions: list (default), show ID, log ID, cancel ID, "
                     "resume ID (re-queue a failed or cancelled job; finished shards are "
@@ -185,7 +187,6 @@ def add_commands(sub) -> None:
                     choices=["list", "show", "log", "cancel", "resume", "forget", "run"],
                     help="what to do (default: list)")
     jb.add_argument("id", nargs="?", help="job id, unique id prefix or run name")
-    jb.add_argument("--cache", default="cache", help="folder of runs (default: cache)")
     jb.add_argument("--tail", type=int, default=0, help="log: only the last N lines (0 = all)")
     jb.add_argument("--max-running", type=int, default=1,
                     help="jobs allowed to run at once (default: 1)")

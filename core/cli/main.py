@@ -1,5 +1,10 @@
-"""The command line: `python -m core {precompute,summary,export,cross-sample,runs,add-pair,
-jobs}`; a thin shell over `core`."""
+"""The command line: one argparse tree, `shiftlens COMMAND` = `python -m core COMMAND`.
+
+Every command takes `--cache` from one shared parent (default: $SHIFTLENS_CACHE, else
+cache/ in the repository, the folder the app reads too). A thin shell: each command calls
+the same core functions the app calls, and a refusal (a ShiftLensError) prints one line,
+`error: ...`, and exits with 2.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,33 @@ import sys
 from pathlib import Path
 
 from core.config import PrecomputeConfig, add_arguments, from_args
+from core.errors import ShiftLensError
+from core.paths import default_cache
 
-EPILOG = "Every command works on run folders under --cache (default: ./cache)."
+EPILOG = ("Every command works on run folders under --cache (default: $SHIFTLENS_CACHE, else "
+          "cache/ in the repository).")
+
+
+def _cache_parent() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--cache", default=None,
+                   help="folder that holds run folders (default: $SHIFTLENS_CACHE, else "
+                        "cache/ in the repository)")
+    return p
+
+
+def _run_dirs(cache: Path, names: list[str]) -> list[Path]:
+    from core.store.cache import list_runs, resolve_run
+
+    if not names:
+        return [r.path for r in list_runs(cache)]
+    out = []
+    for n in names:
+        try:
+            out.append(resolve_run(cache, n))
+        except ShiftLensError as e:
+            raise SystemExit(f"error: {e}") from None
+    return out
 
 
 def _cmd_precompute(args) -> int:
@@ -17,20 +47,6 @@ def _cmd_precompute(args) -> int:
 
     precompute(from_args(PrecomputeConfig, args))
     return 0
-
-
-def _run_dirs(cache: Path, names: list[str]) -> list[Path]:
-    from core.store.cache import list_runs
-
-    if not names:
-        return [r.path for r in list_runs(cache)]
-    out = []
-    for n in names:
-        p = Path(n) if Path(n).is_dir() else cache / n
-        if not (p / "manifest.json").is_file():
-            raise SystemExit(f"error: {n}: no complete run (looked in {p})")
-        out.append(p)
-    return out
 
 
 def _cmd_summary(args) -> int:
@@ -50,11 +66,27 @@ def _cmd_summary(args) -> int:
 
 
 def _cmd_runs(args) -> int:
+    from core.jobs.runs import delete_run, rename_run
     from core.store.cache import list_runs
 
-    runs = list_runs(Path(args.cache))
+    cache = Path(args.cache)
+    if args.action == "rename":
+        if len(args.names) != 2:
+            raise SystemExit("error: runs rename needs OLD NEW")
+        print(f"renamed to {rename_run(cache, *args.names)}")
+        return 0
+    if args.action == "delete":
+        if len(args.names) != 1:
+            raise SystemExit("error: runs delete needs NAME")
+        if not args.yes:
+            raise SystemExit(f"error: deleting run {args.names[0]!r} cannot be undone; "
+                             "add --yes to confirm")
+        delete_run(cache, args.names[0])
+        print(f"deleted {args.names[0]}")
+        return 0
+    runs = list_runs(cache)
     if not runs:
-        print(f"no runs in {args.cache}")
+        print(f"no runs in {cache}")
         return 0
     for r in runs:
         print(f"{r.name:32s} {r.kind or '-':8s} {r.n_traces:6d} traces {r.n_tokens:9d} tokens  "
@@ -63,47 +95,62 @@ def _cmd_runs(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from core.figures.export import ExportError, export_run
+    from core.figures.export import export_run
 
     cache = Path(args.cache)
     (run,) = _run_dirs(cache, [args.run])
-    try:
-        zip_path = export_run(
-            run, Path(args.out), cache=cache, formats=args.formats.split(","),
-            series=_run_dirs(cache, args.series.split(",")) if args.series else None,
-            contrast_with=_run_dirs(cache, [args.contrast_with])[0] if args.contrast_with
-            else None)
-    except (ExportError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    zip_path = export_run(
+        run, Path(args.out), cache=cache, formats=args.formats.split(","),
+        series=_run_dirs(cache, args.series.split(",")) if args.series else None,
+        contrast_with=_run_dirs(cache, [args.contrast_with])[0] if args.contrast_with
+        else None)
     print(f"wrote {zip_path} and the loose files in {args.out}")
     return 0
 
 
 def _cmd_cross_sample(args) -> int:
-    from core.experiments.cross_sampling import CrossSampleConfig, format_summary, run_cross_sample
+    from core.experiments.cross_sampling import (
+        CrossSampleConfig,
+        format_summary,
+        run_cross_sample,
+    )
 
     result, _ = run_cross_sample(from_args(CrossSampleConfig, args))
     print(format_summary(result.summary))
     return 0
 
 
+def _cmd_demo_runs(args) -> int:
+    from core.demo.runs import ensure
+
+    ensure(args.cache, force=args.action == "build")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m core", epilog=EPILOG,
+    from core.cli.jobs import add_commands  # add-pair, jobs: bring your own checkpoints
+    from core.experiments.cross_sampling.config import CrossSampleConfig, CrossSampleOptions
+
+    common = _cache_parent()
+    p = argparse.ArgumentParser(prog="shiftlens", epilog=EPILOG,
                                 description="ShiftLens: token-level comparison of a base "
-                                            "model and its fine-tuned version.")
+                                            "model and its fine-tuned version "
+                                            "(same as python -m core).")
     sub = p.add_subparsers(dest="command", required=True)
-    pre = sub.add_parser("precompute", help="sample traces, score every token, write a run",
-                         description="Sample traces from a pair on a prompt set, score every "
-                                     "token under both models and write a run folder.")
-    add_arguments(pre, PrecomputeConfig)
+
+    def command(name: str, **kw) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kw)
+
+    pre = command("precompute", help="sample traces, score every token, write a run",
+                  description="Sample traces from a pair on a prompt set, score every token "
+                              "under both models and write a run folder.")
+    add_arguments(pre, PrecomputeConfig, skip=("cache",))
     pre.set_defaults(func=_cmd_precompute)
 
-    summ = sub.add_parser("summary", help="headline table of one or more runs",
-                          description="Shares of near-zero and high-js tokens, mean/p95 js, "
-                                      "top-1 agreement and accuracy, per run.")
+    summ = command("summary", help="headline table of one or more runs",
+                   description="Shares of near-zero and high-js tokens, mean/p95 js, top-1 "
+                               "agreement and accuracy, per run.")
     summ.add_argument("runs", nargs="*", help="run names or folders (default: every run)")
-    summ.add_argument("--cache", default="cache", help="folder of runs (default: cache)")
     summ.add_argument("--near-zero", type=float, default=0.01,
                       help="js below this counts as near-zero (default: 0.01)")
     summ.add_argument("--high", type=float, default=0.1,
@@ -111,16 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
     summ.add_argument("--transpose", action="store_true", help="one column per run")
     summ.set_defaults(func=_cmd_summary)
 
-    exp = sub.add_parser("export", help="write a run's figures as PNG/SVG/PDF/HTML + data",
-                         description="Build every figure of a run (sparsity, entropy, position, "
-                                     "token identity, reallocation, URIAL; split by the sampling "
-                                     "model when the run has both) and write, per figure, the "
-                                     "image files, <id>.csv/.parquet and <id>.json (caption, "
-                                     "query, parameters, run manifest) into --out, plus one zip "
-                                     "of it all. PNG/SVG/PDF need Chromium on PATH.")
+    exp = command("export", help="write a run's figures as PNG/SVG/PDF/HTML + data",
+                  description="Build every figure of a run (sparsity, entropy, position, token "
+                              "identity, reallocation, URIAL; split by the sampling model when "
+                              "the run has both) and write, per figure, the image files, "
+                              "<id>.csv/.parquet and <id>.json (caption, query, parameters, "
+                              "run manifest) into --out, plus one zip of it all. PNG/SVG/PDF "
+                              "need Chromium on PATH.")
     exp.add_argument("run", help="run name under --cache, or a run folder")
     exp.add_argument("--out", required=True, help="output folder (created if missing)")
-    exp.add_argument("--cache", default="cache", help="folder of runs (default: cache)")
     exp.add_argument("--formats", default="png,svg,pdf,html",
                      help="comma-separated figure formats (default: png,svg,pdf,html)")
     exp.add_argument("--series", default=None,
@@ -130,42 +176,44 @@ def build_parser() -> argparse.ArgumentParser:
                      help="another run (e.g. the SFT pair): adds the side-by-side contrast")
     exp.set_defaults(func=_cmd_export)
 
-    from core.experiments.cross_sampling.config import CrossSampleConfig, CrossSampleOptions
-
-    cross = sub.add_parser("cross-sample", help="cross-sampling sweep on a run's pair",
-                           description="Decode with one model of a run's pair and switch to the "
-                                       "other wherever their next-token js exceeds eps "
-                                       "(forward: base -> tuned, reverse: tuned -> base), plus "
-                                       "a random-position control and both models alone; "
-                                       "writes cross_samples.parquet and cross_summary.parquet "
-                                       "into the run folder and prints accuracy against "
-                                       "budget (share of tokens switched) with 95% bootstrap "
-                                       "intervals over prompts.")
+    cross = command("cross-sample", help="cross-sampling sweep on a run's pair",
+                    description="Decode with one model of a run's pair and switch to the other "
+                                "wherever their next-token js exceeds eps (forward: base -> "
+                                "tuned, reverse: tuned -> base), plus a random-position "
+                                "control and both models alone; writes cross_samples.parquet "
+                                "and cross_summary.parquet into the run folder and prints "
+                                "accuracy against budget (share of tokens switched) with 95% "
+                                "bootstrap intervals over prompts.")
     cross.add_argument("run", help=CrossSampleConfig.__dataclass_fields__["run"].metadata["help"])
-    add_arguments(cross, CrossSampleOptions)
+    add_arguments(cross, CrossSampleOptions, skip=("cache",))
     cross.set_defaults(func=_cmd_cross_sample)
 
-    runs = sub.add_parser("runs", help="list the runs in the cache",
-                          description="List complete runs with their pair, prompt set and date.")
-    runs.add_argument("--cache", default="cache", help="folder of runs (default: cache)")
+    runs = command("runs", help="list, rename or delete the runs in the cache",
+                   description="list (default): complete runs with their pair, prompt set and "
+                               "date. rename OLD NEW and delete NAME --yes: the same functions "
+                               "as the app's Runs page (refused while a job writes the run).")
+    runs.add_argument("action", nargs="?", default="list", choices=["list", "rename", "delete"],
+                      help="what to do (default: list)")
+    runs.add_argument("names", nargs="*", help="rename: OLD NEW; delete: NAME")
+    runs.add_argument("--yes", action="store_true", help="delete: confirm (cannot be undone)")
     runs.set_defaults(func=_cmd_runs)
 
-    from core.cli.jobs import add_commands  # add-pair, jobs: bring your own checkpoints
+    demo = command("demo-runs", help="build the demo runs the app opens on",
+                   description="ensure: build whichever demo runs (demo-rl, demo-sft, "
+                               "demo-rl-step-N) the cache lacks; build: recompute them all.")
+    demo.add_argument("action", nargs="?", default="ensure", choices=["ensure", "build"],
+                      help="ensure (default) or build")
+    demo.set_defaults(func=_cmd_demo_runs)
 
-    add_commands(sub)
+    add_commands(sub, common)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    from core.engine.pair import PairError
-    from core.jobs.queue import JobError
-    from core.jobs.upload import UploadError
-    from core.precompute.driver import RunError
-    from core.prompts import PromptSetError
-
     args = build_parser().parse_args(argv)
+    args.cache = str(args.cache or default_cache())
     try:
         return args.func(args)
-    except (PairError, PromptSetError, RunError, JobError, UploadError) as e:
+    except ShiftLensError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

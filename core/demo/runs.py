@@ -1,7 +1,7 @@
 """The demo runs: the app's default data, precomputed from the shipped demo family.
 
-`python -m core.demo.runs ensure` builds whichever of them `cache/` lacks (about a minute on
-2 CPU cores, with progress bars); `build` recomputes them all.
+`python -m core demo-runs ensure` (= `shiftlens demo-runs`) builds whichever of them the
+cache lacks (under a minute on 2 CPU cores, with progress bars); `build` recomputes them all.
 
   demo-rl            base vs rl, 200 held-out prompts x 4 samples from each model
   demo-sft           base vs sft, same prompts, 4 samples from the tuned model
@@ -10,15 +10,13 @@
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 from core.config import PrecomputeConfig
 from core.demo.cards import read_card
+from core.paths import ASSETS
 from core.store.manifest import read_manifest
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEMO = ASSETS / "demo"
 PROMPTS = ASSETS / "prompts" / "arith-heldout.jsonl"
 COMMON = dict(prompts=str(PROMPTS), max_prompts=200, n=4, max_new_tokens=96, seed=0,
@@ -62,17 +60,3 @@ def ensure(cache: str = "cache", force: bool = False, log=print) -> list[Path]:
         log(f"building demo run {cfg.name}")
         done.append(precompute(cfg, log=log))
     return done
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m core.demo.runs", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["ensure", "build"])
-    p.add_argument("--cache", default="cache")
-    a = p.parse_args(argv)
-    ensure(a.cache, force=a.command == "build")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # The answer checker is the "exact" verifier of the base layer; re-exported for the demo.
+from core.store.storage import write_bytes
 from core.verifiers import ANSWER_MARK, extract_answer, is_correct  # noqa: F401
 
 HELDOUT_SHARE = 5  # one question in HELDOUT_SHARE is held out
@@ -134,9 +135,5 @@ def prompt_records(problems: list[Problem], prefix: str) -> list[dict]:
 
 
 def write_jsonl(records: list[dict], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    write_bytes("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+                .encode("utf-8"), Path(path))

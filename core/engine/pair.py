@@ -50,19 +50,33 @@ def resolve(spec: str) -> ModelRef:
     raise PairError(f"{spec}: no such folder (and not a Hugging Face hub id of the form org/name)")
 
 
-def _safetensors_problem(path: Path) -> str | None:
-    """Why a .safetensors file cannot be read, or None when its header and size agree."""
+def read_safetensors_header(path: Path) -> dict:
+    """The JSON header of a .safetensors file ({tensor name: {dtype, shape, data_offsets}},
+    plus "__metadata__"), read without touching tensor data; raises PairError when the file
+    is too short, the header does not fit or is not valid JSON."""
     size = path.stat().st_size
     if size < 8:
-        return f"{path.name} is {size} bytes, too short to be a safetensors file"
+        raise PairError(f"{path.name} is {size} bytes, too short to be a safetensors file")
     with open(path, "rb") as f:
         (n,) = struct.unpack("<Q", f.read(8))
         if n > size - 8 or n > 100 * 1024**2:
-            return f"{path.name}: header length {n} does not fit in a {size}-byte file (truncated?)"
+            raise PairError(f"{path.name}: header length {n} does not fit in a {size}-byte "
+                            "file (truncated?)")
         try:
-            header = json.loads(f.read(n))
+            return json.loads(f.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            return f"{path.name}: header is not valid JSON ({e})"
+            raise PairError(f"{path.name}: header is not valid JSON ({e})") from None
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why a .safetensors file cannot be read, or None when its header and size agree."""
+    try:
+        header = read_safetensors_header(path)
+    except PairError as e:
+        return str(e)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
     ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
     need = 8 + n + max(ends, default=0)
     if need != size:

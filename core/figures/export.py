@@ -13,7 +13,6 @@ import html
 import io
 import json
 import math
-import os
 import re
 import threading
 import zipfile
@@ -25,7 +24,9 @@ from core import __version__
 from core.errors import ExportError
 from core.figures import FigureSpec, overview
 from core.figures.style import HEIGHT, WIDTH
+from core.store.cache import resolve_run
 from core.store.manifest import read_manifest
+from core.store.storage import write_bytes
 
 IMAGE_FORMATS = ("png", "svg", "pdf")
 FIGURE_FORMATS = (*IMAGE_FORMATS, "html")
@@ -152,25 +153,19 @@ def figure_bytes(spec: FigureSpec, fmt: str) -> bytes:
         return _csv(spec.data)
     if fmt == "parquet":
         return _parquet(spec.data)
-    raise ValueError(f"unknown format {fmt!r}; expected one of {FIGURE_FORMATS + DATA_FORMATS}")
+    raise ExportError(f"unknown format {fmt!r}; expected one of "
+                      f"{FIGURE_FORMATS + DATA_FORMATS}")
 
 
 def _write(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_bytes(data, path)
 
 
 def _check_formats(formats) -> tuple[str, ...]:
     formats = tuple(f.strip().lower() for f in formats if f.strip())
     bad = [f for f in formats if f not in FIGURE_FORMATS]
     if bad:
-        raise ValueError(f"unknown format(s) {bad}; expected some of {FIGURE_FORMATS}")
+        raise ExportError(f"unknown format(s) {bad}; expected some of {FIGURE_FORMATS}")
     return formats
 
 
@@ -245,12 +240,7 @@ def _auto_companions(main: Path, cache) -> tuple[list[str] | None, str | None]:
 
 
 def _resolve(run, cache) -> Path:
-    p = Path(run)
-    if p.is_dir():
-        return p
-    if cache is not None and (Path(cache) / str(run)).is_dir():
-        return Path(cache) / str(run)
-    raise FileNotFoundError(f"{run}: no run folder (looked in {p} and under {cache})")
+    return resolve_run(cache if cache is not None else Path(run).parent, run)
 
 
 def _slug(name: str) -> str:

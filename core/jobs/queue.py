@@ -136,9 +136,7 @@ def _read(folder: Path) -> Job:
 
 
 def _write(job: Job) -> None:
-    tmp = job.path / "job.json.tmp"
-    tmp.write_text(json.dumps(job.to_json(), indent=2), encoding="utf-8")
-    os.replace(tmp, job.path / "job.json")
+    write_json(job.to_json(), job.path / "job.json")
 
 
 def list_jobs(cache: str | Path) -> list[Job]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from core.engine.pair import (
     PICKLE_SUFFIXES,
     PairError,
     check_local_model,
+    read_safetensors_header,
     resolve,
     vocab_difference,
 )
@@ -145,9 +145,7 @@ def _header_params(files: list[Path]) -> tuple[int, str | None]:
     """(parameter count, most common dtype) from safetensors headers only (no tensor data)."""
     total, by_dtype = 0, {}
     for p in files:
-        with open(p, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(n))
+        header = read_safetensors_header(p)
         for k, v in header.items():
             if k == "__metadata__":
                 continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +45,24 @@ def write_parquet(table: pa.Table, path: Path | str, metadata: dict | None = Non
         filesystem.move(tmp, str(path))
 
 
+def write_bytes(data: bytes, path: Path) -> Path:
+    """Atomic write of `data` to `path` (parent folders created): a temporary file unique to
+    this process and thread, then one rename; never a half-written file. Returns `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def write_json(obj: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
+    """Atomic JSON write (UTF-8, indented)."""
+    write_bytes(json.dumps(obj, indent=2, default=str, ensure_ascii=False).encode("utf-8"),
+                path)
 
 
 def tokens_table(scores: dict, trace_ids: np.ndarray, strings: list[str]) -> pa.Table:

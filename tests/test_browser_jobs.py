@@ -1,0 +1,195 @@
+"""End-to-end: a cross-sampling sweep is a queue job, not part of the Streamlit process.
+
+Started from the app, it survives a restart of the server, and a second browser session on
+the new server shows the same job's progress and then its stored results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from core.jobs import queue
+from tests.browser import CHROMIUM, FLAGS, ROOT, free_port
+
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium")]
+
+# 8 prompts x 12 samples x (2 directions x 5 eps x 2 (control) + 2 endpoints) = 2112 samples:
+# about 30 s of sweeping on 2 CPU cores, long enough to outlive a server restart.
+SAMPLES = 12
+EPS = "0.005,0.01,0.02,0.05,0.1"
+PROGRESS = re.compile(r"sweep (\S+) running: (\d+)/(\d+|\?) samples")
+
+
+@contextlib.contextmanager
+def server_process(cache: Path, timeout: float = 60.0):
+    """Like tests.browser.streamlit_server, but the server leads its own process group (so
+    the test can kill it, and only it) and the process is yielded with the URL."""
+    port = free_port()
+    env = dict(os.environ, SHIFTLENS_CACHE=str(cache), PYTHONUNBUFFERED="1")
+    log = open(Path(tempfile.gettempdir()) / f"shiftlens-streamlit-{port}.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"),
+         "--server.port", str(port), "--server.address", "127.0.0.1",
+         "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    try:
+        while True:  # wait for the health endpoint, not for a fixed time
+            try:
+                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"streamlit did not start; see {log.name}") from None
+                time.sleep(0.2)
+        yield url, proc
+    finally:
+        stop(proc)
+        log.close()
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate the server's whole process group and wait for the server to exit."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def process_alive(job: queue.Job) -> bool:
+    """Is the job's own process (same pid and start time, not a zombie) running?"""
+    try:
+        raw = Path(f"/proc/{job.pid}/stat").read_text()
+    except OSError:
+        return False
+    fields = raw[raw.rindex(")") + 2:].split()
+    return fields[0] not in "ZX" and job.proc_start in (None, fields[19])
+
+
+def pid_gone(job: queue.Job) -> bool:
+    """No process (running or zombie) is left under the job's pid (a reused pid is another
+    process: its start time differs)."""
+    try:
+        raw = Path(f"/proc/{job.pid}/stat").read_text()
+    except OSError:
+        return True
+    return job.proc_start is not None and raw[raw.rindex(")") + 2:].split()[19] != job.proc_start
+
+
+def wait_until(pred, timeout: float, what: str, poll: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while not (value := pred()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(poll)
+    return value
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+def no_exception(page) -> None:
+    shown = page.locator("[data-testid=stException]")
+    assert shown.count() == 0, f"the page shows an exception: {shown.first.inner_text()}"
+
+
+def test_sweep_survives_a_server_restart_and_shows_in_a_second_session(
+        app_cache, tmp_path, browser):
+    cache = tmp_path / "cache"
+    run_dir = cache / "demo-rl"
+    shutil.copytree(app_cache / "demo-rl", run_dir)  # this sweep is seen by no other test
+    for f in ("cross_samples.parquet", "cross_summary.parquet"):
+        (run_dir / f).unlink(missing_ok=True)
+    job_id = None
+    try:
+        # session 1: submit the sweep, see it running
+        with server_process(cache) as (url, proc):
+            ctx1 = browser.new_context(viewport={"width": 1400, "height": 1000})
+            page = ctx1.new_page()
+            page.goto(f"{url}/cross?run=demo-rl")
+            page.get_by_text("No stored sweep for this run yet.").wait_for(timeout=60_000)
+            page.get_by_label("eps grid (js thresholds) or budgets in %").fill(EPS)
+            page.get_by_label("prompts", exact=True).fill("8")
+            page.get_by_label("samples per prompt").fill(str(SAMPLES))
+            page.get_by_test_id("stBaseButton-primaryFormSubmit").click()
+            shown = page.get_by_text(PROGRESS)
+            shown.wait_for(timeout=60_000)
+            job_id = PROGRESS.search(shown.inner_text()).group(1)
+            no_exception(page)
+            ctx1.close()
+            job = queue.get_job(cache, job_id)
+            assert job.kind == "cross-sample" and job.run == "demo-rl"
+            assert [j.id for j in queue.list_jobs(cache)] == [job_id]
+            assert os.getpgid(job.pid) == job.pid != os.getpgid(proc.pid)  # its own group
+            stop(proc)
+            assert proc.poll() is not None
+
+        # the server is gone; the sweep is not
+        queue.tick(cache, start=False)  # would mark a dead job failed
+        job = queue.get_job(cache, job_id)
+        assert job.state == "running", (job.state, job.error)
+        assert process_alive(job), f"job process {job.pid} died with the server"
+
+        # session 2, on a new server: the same job's progress, then its stored results
+        with server_process(cache) as (url, proc):
+            ctx2 = browser.new_context(viewport={"width": 1400, "height": 1000})
+            page = ctx2.new_page()
+            page.goto(f"{url}/cross?run=demo-rl")
+            progress = page.get_by_text(PROGRESS)
+            mixed = page.get_by_text("Mixed traces")
+            progress.or_(mixed).first.wait_for(timeout=60_000)
+            job = queue.get_job(cache, job_id)
+            assert progress.count() and job.state == "running", (
+                f"the sweep ended (job {job_id} {job.state}) before the restarted server's "
+                f"page showed it: the sweep is too short to test the restart; raise SAMPLES")
+            m = PROGRESS.search(progress.inner_text())
+            assert m.group(1) == job_id, f"second session shows {m.group(1)}, not {job_id}"
+            # and it is live: the count moves on (or the sweep ends and results show)
+            page.get_by_text(re.compile(rf"sweep {job_id} running: (?!{m.group(2)}/)\d+/")) \
+                .or_(mixed).first.wait_for(timeout=60_000)
+            no_exception(page)
+
+            mixed.wait_for(timeout=180_000)  # the page switches to the stored results
+            page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
+            no_exception(page)
+            job = queue.get_job(cache, job_id)
+            assert job.state == "done", (job.state, job.error)
+            assert (run_dir / "cross_summary.parquet").is_file()
+            assert (run_dir / "cross_samples.parquet").is_file()
+            assert page.get_by_text(PROGRESS).count() == 0
+            wait_until(lambda: pid_gone(job), 20,
+                       f"job process {job.pid} to be gone (not running, no zombie)")
+            ctx2.close()
+    finally:
+        if job_id is not None:
+            with contextlib.suppress(Exception):
+                if queue.get_job(cache, job_id).state in queue.ACTIVE:
+                    queue.cancel(cache, job_id)
+
