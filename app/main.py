@@ -1,4 +1,4 @@
-"""ShiftLens app entry point: `streamlit run app/main.py`. One file per page in app/pages/
+"""ShiftLens app entry point: `streamlit run app/main.py`. One file per page in app/views/
 (each defines `render()` and runs it when Streamlit executes the file); shared widgets and
 state live in app/ui/."""
 
@@ -9,13 +9,13 @@ import streamlit as st
 st.set_page_config(page_title="ShiftLens", page_icon="🔎", layout="wide")
 
 PAGES = (  # key, file under app/, title, url path
-    ("traces", "pages/traces.py", "Traces", "traces"),
-    ("overview", "pages/overview.py", "Overview", "overview"),
-    ("search", "pages/search.py", "Token search", "search"),
-    ("cross", "pages/cross.py", "Cross-sampling", "cross"),
-    ("live", "pages/live.py", "Live scoring", "live"),
-    ("add", "pages/add_pair.py", "Add a pair", "add"),
-    ("runs", "pages/runs.py", "Runs", "runs"),
+    ("traces", "views/traces.py", "Traces", "traces"),
+    ("overview", "views/overview.py", "Overview", "overview"),
+    ("search", "views/search.py", "Token search", "search"),
+    ("cross", "views/cross.py", "Cross-sampling", "cross"),
+    ("live", "views/live.py", "Live scoring", "live"),
+    ("add", "views/add_pair.py", "Add a pair", "add"),
+    ("runs", "views/runs.py", "Runs", "runs"),
 )
 
 

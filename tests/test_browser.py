@@ -181,7 +181,9 @@ def test_upload_a_pair_queue_watch_and_open(server, page, tmp_path):
     page.get_by_label("Run name (optional)").fill("uploaded-pair")
     page.get_by_role("button", name="Validate and queue").click()
     page.get_by_text("Queued 1 job(s): uploaded-pair").wait_for(timeout=120_000)
-    page.get_by_role("link", name="Open").first.wait_for(timeout=180_000)  # job done
-    page.get_by_role("link", name="Open").first.click()
+    # the queue also lists other jobs of this server (the sweep above): open this run's
+    opened = page.locator("a[href*='run=uploaded-pair']").filter(has_text="Open")
+    opened.first.wait_for(timeout=180_000)  # job done
+    opened.first.click()
     page.wait_for_url("**run=uploaded-pair**", timeout=30_000)
     page.locator(".sl-tok").first.wait_for(timeout=60_000)

@@ -328,6 +328,31 @@ def test_queue_refuses_a_busy_run_and_cascades_failures(cache):
 
 
 @pytest.mark.unit
+def test_finished_job_processes_are_reaped_not_left_as_zombies(cache):
+    """A job that ends by itself (here: it fails at once on a missing prompt file) is reaped
+    by the next tick of the process that started it: no zombie stays behind."""
+    from pathlib import Path as P
+
+    job = jobs.submit(cache, PrecomputeConfig(base="b", tuned="t", prompts="missing.jsonl",
+                                              name="z1"))
+    done = jobs.wait(cache, [job.id], timeout=60)
+    assert done[0].state == "failed" and "missing.jsonl" in (done[0].error or "")
+    import time
+
+    stat, state = P(f"/proc/{done[0].pid}/stat"), None
+    deadline = time.monotonic() + 20  # the process exits just after recording its result
+    while time.monotonic() < deadline:
+        jobs.tick(cache)
+        try:
+            state = stat.read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            state = None
+            break
+        time.sleep(0.05)
+    assert state is None, f"job process {done[0].pid} is still there in state {state}"
+
+
+@pytest.mark.unit
 def test_rename_and_delete_runs(cache):
     (cache / "s1").mkdir()
     write_json({"name": "s1", "traces_from": "old-run", "series_step": 1,

@@ -292,6 +292,9 @@ def tick(cache: str | Path, max_running: int = 1, start: bool = True) -> list[Jo
                            else f"exit code {code}" if code is not None else "killed?")
                     j.error = f"the job process ended without reporting a result ({how})"
                     _write(j)
+        for pid, child in list(_CHILDREN.items()):  # reap every child that ended, however
+            if child.poll() is not None:            # it reported: none lingers as a zombie
+                del _CHILDREN[pid]
         running = sum(j.state == "running" for j in jobs)
         for j in jobs:
             if j.state != "queued":
