@@ -19,7 +19,12 @@ def opt(default, help: str, **kw):
 class PrecomputeConfig:
     base: str = opt("", "base model: local folder or Hugging Face hub id", required=True)
     tuned: str = opt("", "tuned (RL or SFT) model: local folder or hub id", required=True)
-    prompts: str = opt("", "prompt set: .jsonl or .parquet with id, prompt, answer", required=True)
+    prompts: str = opt("", "prompt set: .jsonl or .parquet with id, prompt, answer (or give "
+                           "--traces)")
+    traces: str = opt("", "score these rollouts instead of sampling: .jsonl or .parquet rows "
+                          "with prompt (text) or messages (chat list), response (text) or "
+                          "response_ids, optional id/prompt_id, answer, verifier, correct, "
+                          "sampled_from")
     name: str = opt("", "run name (folder under the cache); default: derived from the inputs")
     cache: str = opt("cache", "folder that holds run folders")
     n: int = opt(4, "samples per prompt (per sampling model)")
@@ -30,6 +35,10 @@ class PrecomputeConfig:
     top_p: float = opt(1.0, "sampling nucleus (1 = full distribution)")
     max_new_tokens: int = opt(128, "cap on response length in tokens")
     seed: int = opt(0, "random seed (sampling)")
+    memory_budget: int = opt(0, "bytes the scoring's logits and metric math may use per chunk "
+                                "(0 = a quarter of free memory: 256 MiB..2 GiB on CPU, up to "
+                                "4 GiB on CUDA); peak memory beyond the weights follows it, "
+                                "not trace length or batch size")
     batch_size: int = opt(32, "traces per forward pass (sampling and scoring)")
     top_k: int = opt(10, "top-k tokens stored per position and model")
     js_top_p: float = opt(0.7, "nucleus for the js_top_p column (the paper's truncated JS)")

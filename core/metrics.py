@@ -33,16 +33,25 @@ def kl_from_logprobs(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
     return _xlogy_diff(logp.exp(), logp, logq)
 
 
-def js_from_logprobs(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
-    """Jensen-Shannon divergence in nats, 0..ln 2, (N, V) -> (N,)."""
-    logm = torch.logaddexp(logp, logq) - LN2
-    js = 0.5 * kl_from_logprobs(logp, logm) + 0.5 * kl_from_logprobs(logq, logm)
+def _js(p: torch.Tensor, logp: torch.Tensor, q: torch.Tensor, logq: torch.Tensor):
+    """JS from probabilities and their logs. log M = log(p + q) - ln 2: one log per entry
+    (p + q >= max(p, q), so it never underflows where a term counts)."""
+    logm = torch.log(p + q) - LN2
+    js = 0.5 * _xlogy_diff(p, logp, logm) + 0.5 * _xlogy_diff(q, logq, logm)
     return js.clamp(0.0, LN2)  # rounding can step a hair outside the exact range
 
 
-def entropy_from_logprobs(logp: torch.Tensor) -> torch.Tensor:
-    p = logp.exp()
+def js_from_logprobs(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+    """Jensen-Shannon divergence in nats, 0..ln 2, (N, V) -> (N,)."""
+    return _js(logp.exp(), logp, logq.exp(), logq)
+
+
+def _entropy(p: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
     return -torch.where(p > 0, p * logp, torch.zeros((), dtype=p.dtype, device=p.device)).sum(-1)
+
+
+def entropy_from_logprobs(logp: torch.Tensor) -> torch.Tensor:
+    return _entropy(logp.exp(), logp)
 
 
 def top_p_logprobs(logp: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -60,6 +69,53 @@ def top_p_logprobs(logp: torch.Tensor, top_p: float) -> torch.Tensor:
     return masked - torch.logsumexp(masked, -1, keepdim=True)
 
 
+def _nucleus_in_topk(logp: torch.Tensor, top_p: float, k0: int = 256):
+    """(ids (N, k), truncated log-probs (N, k), -inf outside the nucleus) when every row's
+    nucleus lies within its top k (k grown from k0 by 4x as needed), else None (the nucleus
+    needs most of the vocabulary: use the dense path). Same rule as top_p_logprobs."""
+    v = logp.shape[-1]
+    k = min(k0, v)
+    while True:
+        vals, ids = logp.topk(k, -1)  # sorted, most likely first
+        pk = vals.exp()
+        cum = pk.cumsum(-1)
+        if k == v:
+            return None
+        mass = float(cum[:, -1].min())
+        if mass >= top_p:  # the (k+1)-th token is out in every row
+            break
+        # The rest is at most as likely as the k-th token: grow k at least to where a flat
+        # tail would reach top_p; a nucleus of half the vocabulary is cheaper sorted.
+        k = max(4 * k, int(k * top_p / max(mass, 1e-12) * 1.25))
+        if k >= v // 2:
+            return None
+    keep = (cum - pk) < top_p
+    keep[..., 0] = True
+    masked = vals.masked_fill(~keep, float("-inf"))
+    return ids, masked - torch.logsumexp(masked, -1, keepdim=True)
+
+
+def js_top_p(logp: torch.Tensor, logq: torch.Tensor, top_p: float) -> torch.Tensor:
+    """JS between the top-p truncated, renormalised distributions, (N, V) -> (N,); equal to
+    js_from_logprobs(top_p_logprobs(logp), top_p_logprobs(logq)). When both nuclei are small
+    it is summed over their union only (no sort of the vocabulary)."""
+    a, b = _nucleus_in_topk(logp, top_p), _nucleus_in_topk(logq, top_p)
+    if a is None or b is None:
+        return js_from_logprobs(top_p_logprobs(logp, top_p), top_p_logprobs(logq, top_p))
+    (ia, la), (ib, lb) = a, b
+    n, v = logp.shape
+    inf = torch.full((n, v), float("-inf"), dtype=logp.dtype, device=logp.device)
+    tp = inf.scatter(-1, ia, la)   # truncated log P, dense (-inf outside its nucleus)
+    tq = inf.scatter(-1, ib, lb)
+    cols = torch.cat([ia, ib], -1)  # every column of either support, some twice
+    in_a = torch.zeros((n, v), dtype=torch.bool, device=logp.device).scatter(-1, ia, True)
+    dup = torch.cat([torch.zeros_like(ia, dtype=torch.bool), in_a.gather(-1, ib)], -1)
+    lp_c, lq_c = tp.gather(-1, cols), tq.gather(-1, cols)
+    lp_c = lp_c.masked_fill(dup, float("-inf"))  # count each column once
+    lq_c = lq_c.masked_fill(dup, float("-inf"))
+    return _js(lp_c.exp(), lp_c, lq_c.exp(), lq_c)
+
+
 def rank_of(logp: torch.Tensor, tok: torch.Tensor) -> torch.Tensor:
     """1 + number of tokens strictly more likely than `tok` (1 = argmax)."""
     own = logp.gather(-1, tok[:, None])
@@ -74,6 +130,7 @@ class Context:
     def __init__(self, lb: torch.Tensor, lt: torch.Tensor, tok: torch.Tensor, top_p: float):
         self.logp = F.log_softmax(lb, -1)
         self.logq = F.log_softmax(lt, -1)
+        self.p, self.q = self.logp.exp(), self.logq.exp()
         self.tok = tok
         self.top_p = top_p
 
@@ -126,36 +183,36 @@ JS_RANGE = dict(lo=0.0, hi=LN2, unit="nats")
 
 @register("js", label="Jensen-Shannon divergence (js)", scale="sequential",
           full_scale=LN2 / 2, sequential="approximate", **JS_RANGE)
-def _js(c: Context) -> torch.Tensor:
-    return js_from_logprobs(c.logp, c.logq)
+def _js_metric(c: Context) -> torch.Tensor:
+    return _js(c.p, c.logp, c.q, c.logq)
 
 
 @register("js_top_p", label="JS on top-p truncated distributions (js_top_p)",
           scale="sequential", full_scale=LN2 / 2, sequential="approximate", **JS_RANGE)
 def _js_top_p(c: Context) -> torch.Tensor:
-    return js_from_logprobs(top_p_logprobs(c.logp, c.top_p), top_p_logprobs(c.logq, c.top_p))
+    return js_top_p(c.logp, c.logq, c.top_p)
 
 
 @register("kl_tb", label="KL(tuned || base)", lo=0.0, unit="nats", sequential="approximate")
 def _kl_tb(c: Context) -> torch.Tensor:
-    return kl_from_logprobs(c.logq, c.logp)
+    return _xlogy_diff(c.q, c.logq, c.logp)
 
 
 @register("kl_bt", label="KL(base || tuned)", lo=0.0, unit="nats", sequential="approximate")
 def _kl_bt(c: Context) -> torch.Tensor:
-    return kl_from_logprobs(c.logp, c.logq)
+    return _xlogy_diff(c.p, c.logp, c.logq)
 
 
 @register("entropy_base", label="entropy of the base model (nats)", lo=0.0, unit="nats",
           scale="sequential", full_scale=2.0, sequential="approximate")
 def _entropy_base(c: Context) -> torch.Tensor:
-    return entropy_from_logprobs(c.logp)
+    return _entropy(c.p, c.logp)
 
 
 @register("entropy_tuned", label="entropy of the tuned model (nats)", lo=0.0, unit="nats",
           scale="sequential", full_scale=2.0)
 def _entropy_tuned(c: Context) -> torch.Tensor:
-    return entropy_from_logprobs(c.logq)
+    return _entropy(c.q, c.logq)
 
 
 @register("logp_base", label="log-probability of the token under the base model", hi=0.0,

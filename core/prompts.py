@@ -63,14 +63,15 @@ def _check_row(rec, where: str) -> tuple[PromptRow | None, list[str]]:
                      None if diff is None else str(diff), verifier), []
 
 
-def load_prompts(path: str | Path, limit: int | None = None) -> PromptSet:
-    """Read and validate a prompt set; raises PromptSetError listing every problem found."""
+def read_records(path: str | Path, what: str = "prompt") -> tuple[Path, bytes, list, list]:
+    """(path, file bytes, [(where, record)], [errors]) of a JSONL or Parquet file; `where`
+    names the 1-based line (JSONL) or row (Parquet). Raises PromptSetError for a file that
+    cannot be read at all; per-line JSON errors are returned so every problem is listed."""
     p = Path(path).expanduser()
     if not p.is_file():
-        raise PromptSetError(f"{path}: no such prompt file")
+        raise PromptSetError(f"{path}: no such {what} file")
     data = p.read_bytes()
     errs: list[str] = []
-    rows: list[PromptRow] = []
     if p.suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -78,22 +79,35 @@ def load_prompts(path: str | Path, limit: int | None = None) -> PromptSet:
             records = pq.read_table(p).to_pylist()
         except Exception as e:
             raise PromptSetError(f"{p.name}: not a readable Parquet file ({e})") from e
-        located = [(f"{p.name} row {i}", r) for i, r in enumerate(records, 1)]
-    elif p.suffix in (".jsonl", ".json", ".ndjson"):
-        located = []
+        return p, data, [(f"{p.name} row {i}", r) for i, r in enumerate(records, 1)], errs
+    if p.suffix not in (".jsonl", ".json", ".ndjson"):
+        raise PromptSetError(f"{p.name}: {what} files are .jsonl or .parquet files")
+    located = []
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise PromptSetError(f"{p.name}: not UTF-8 text ({e})") from e
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
         try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise PromptSetError(f"{p.name}: not UTF-8 text ({e})") from e
-        for i, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                located.append((f"{p.name} line {i}", json.loads(line)))
-            except json.JSONDecodeError as e:
-                errs.append(f"{p.name} line {i}: not valid JSON ({e.msg} at column {e.colno})")
-    else:
-        raise PromptSetError(f"{p.name}: prompt sets are .jsonl or .parquet files")
+            located.append((f"{p.name} line {i}", json.loads(line)))
+        except json.JSONDecodeError as e:
+            errs.append(f"{p.name} line {i}: not valid JSON ({e.msg} at column {e.colno})")
+    return p, data, located, errs
+
+
+def raise_problems(errs: list[str], title: str) -> None:
+    """One PromptSetError listing the first 20 problems (and how many more there are)."""
+    if errs:
+        more = f"\n  ... and {len(errs) - 20} more" if len(errs) > 20 else ""
+        raise PromptSetError(f"{title}:\n  " + "\n  ".join(errs[:20]) + more)
+
+
+def load_prompts(path: str | Path, limit: int | None = None) -> PromptSet:
+    """Read and validate a prompt set; raises PromptSetError listing every problem found."""
+    p, data, located, errs = read_records(path)
+    rows: list[PromptRow] = []
     seen: dict[str, str] = {}
     for where, rec in located:
         row, row_errs = _check_row(rec, where)
@@ -103,9 +117,7 @@ def load_prompts(path: str | Path, limit: int | None = None) -> PromptSet:
                 errs.append(f"{where}: field 'id' {row.id!r} repeats {seen[row.id]}")
             seen[row.id] = where
             rows.append(row)
-    if errs:
-        more = f"\n  ... and {len(errs) - 20} more" if len(errs) > 20 else ""
-        raise PromptSetError("invalid prompt set:\n  " + "\n  ".join(errs[:20]) + more)
+    raise_problems(errs, "invalid prompt set")
     if not rows:
         raise PromptSetError(f"{p.name}: no prompts")
     if limit is not None:

@@ -47,7 +47,7 @@ def test_url_reopens_a_view(app):
 
 
 def test_search_page(app):
-    at = app("pages/search.py")
+    at = app("views/search.py")
     assert any("Token search" in h.value for h in at.header)
     assert len(at.dataframe) >= 1
 
@@ -61,7 +61,7 @@ def test_bad_url_values_fall_back_to_defaults(app):
 def test_overview_page_has_every_figure(app):
     import json
 
-    at = app("pages/overview.py")
+    at = app("views/overview.py")
     charts = at.get("plotly_chart")
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in charts]
     assert len(charts) >= 10, titles
@@ -71,7 +71,7 @@ def test_overview_page_has_every_figure(app):
 
 
 def test_live_scoring_page(app):
-    at = app("pages/live.py")
+    at = app("views/live.py")
     at.text_area[1].set_value(" 3+4=7. #### 7")
     at.button[0].click()
     at.run(timeout=120)
@@ -80,21 +80,21 @@ def test_live_scoring_page(app):
 
 
 def test_cross_sampling_page(app):
-    at = app("pages/cross.py")
+    at = app("views/cross.py")
     assert any("Cross-sampling" in h.value for h in at.header)
     assert any("Runs on" in i.value for i in at.info)
 
 
 def test_add_pair_and_runs_pages(app):
-    at = app("pages/add_pair.py")
+    at = app("views/add_pair.py")
     assert any("Add a pair" in h.value for h in at.header)
-    at = app("pages/runs.py")
+    at = app("views/runs.py")
     assert any("Runs" in h.value for h in at.header)
     assert len(at.get("plotly_chart")) >= 10  # the side-by-side comparison
 
 
 def test_cross_sampling_target_budget_picks_eps_from_the_run(app):
-    at = app("pages/cross.py")
+    at = app("views/cross.py")
     at.radio[0].set_value("target budgets (% of tokens)")
     at.text_input[0].set_value("5")
     at.number_input[0].set_value(1)  # one prompt: the sweep it starts is tiny
@@ -126,7 +126,7 @@ def test_a_copied_run_folder_opens_under_its_folder_name(app_cache, tmp_path, mo
 def test_trace_pages_and_a_link_to_a_later_page(tmp_path, monkeypatch):
     """A run with more traces than a page: a link to a trace on page 2 opens page 2 on that
     trace; turning back to page 1 opens page 1's first trace."""
-    from app.pages.traces import PAGE
+    from app.views.traces import PAGE
     from core import queries as Q
     from core.demo.synthetic import write_synthetic_run
 

@@ -22,13 +22,16 @@ def _traces(v=12, n=9, seed=2):
 def test_auto_batch_size_formula():
     gib = 1024**3
     # 1.5B-class: vocab 151936, hidden 1536, 1024-token traces, 60 GiB free
-    bs = auto_batch_size(60 * gib, 1024, 151_936, 1536)
-    per_token = 4 * 151_936 * 4 + 32 * 1536
-    assert bs == int(0.5 * (60 * gib - 8 * 4 * 4096 * 151_936) // (1024 * per_token))
+    kv = 2 * 28 * 2 * 128 * 2  # Qwen2-1.5B: 28 layers, 2 KV heads of 128, bf16
+    bs = auto_batch_size(60 * gib, 1024, 151_936, 1536, kv_per_token=kv, budget=4 * gib)
+    per_token = kv + 80 * 1536
+    assert bs == min(256, int(0.5 * (60 * gib - 4 * gib) // (1024 * per_token)))
+    # logits exist one chunk at a time: the vocabulary no longer sizes the batch
+    assert bs == auto_batch_size(60 * gib, 1024, 25, 1536, kv_per_token=kv, budget=4 * gib)
     assert auto_batch_size(0, 1024, 151_936, 1536) == 1
     assert auto_batch_size(10**15, 8, 25, 16) == 256
-    assert auto_batch_size(80 * gib, 512, 151_936, 1536) > auto_batch_size(40 * gib, 512,
-                                                                          151_936, 1536)
+    assert auto_batch_size(80 * gib, 16_384, 151_936, 1536, kv_per_token=kv) > \
+        auto_batch_size(40 * gib, 16_384, 151_936, 1536, kv_per_token=kv)
 
 
 @pytest.mark.gpu

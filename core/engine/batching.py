@@ -28,10 +28,21 @@ def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
     return ids, mask
 
 
-def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length (less padding), order-stable."""
+def length_batches(lengths: list[int], batch_size: int,
+                   max_tokens: int | None = None) -> list[list[int]]:
+    """Indices grouped into batches of similar length (less padding), order-stable: at most
+    `batch_size` traces, and at most `max_tokens` padded positions (batch x longest) per
+    batch when given (a single longer trace still gets a batch of its own)."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if not max_tokens:
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    out: list[list[int]] = []
+    for i in order:  # ascending length: the newest member is the longest
+        if out and len(out[-1]) < batch_size and (len(out[-1]) + 1) * lengths[i] <= max_tokens:
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
 
 
 def row_offsets(traces: list[tuple[list[int], list[int]]]) -> np.ndarray:
@@ -42,12 +53,12 @@ def row_offsets(traces: list[tuple[list[int], list[int]]]) -> np.ndarray:
 
 
 def padded_batches(traces: list[tuple[list[int], list[int]]], pad_id: int, batch_size: int,
-                   offsets: np.ndarray):
-    """Right-padded batches of traces of similar length. Yields (ids (B, W), attention mask
-    (B, W), spans [(prompt length, response length)] per row, the batch's response tokens
-    (sum r,), and their row indices in the output columns (sum r,))."""
+                   offsets: np.ndarray, max_tokens: int | None = None):
+    """Right-padded batches of traces of similar length (see length_batches). Yields (ids
+    (B, W), attention mask (B, W), spans [(prompt length, response length)] per row, the
+    batch's response tokens (sum r,), and their row indices in the output columns (sum r,))."""
     lengths = [len(p) + len(r) for p, r in traces]
-    for batch in length_batches(lengths, batch_size):
+    for batch in length_batches(lengths, batch_size, max_tokens):
         width = max(lengths[i] for i in batch)
         ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         attn = torch.zeros((len(batch), width), dtype=torch.long)

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from core.engine.batching import left_pad
+from core.engine.heads import chunk_rows, resolve_budget
 from core.metrics import js_from_logprobs, top_p_logprobs
 
 MODELS = ("base", "tuned")
@@ -155,10 +156,34 @@ def _draw(logits: torch.Tensor, temperature: float, top_p: float,
     return torch.searchsorted(cdf, x, right=True).squeeze(-1).clamp(max=cdf.shape[-1] - 1)
 
 
+def _decide(logits: dict, top_p: float, eps: torch.Tensor, primary_base: torch.Tensor,
+            positions: list, step: int, temperature: float, u: torch.Tensor | None,
+            both: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step for a chunk of rows: (js (A,), switched (A,), next tokens (A,)) from each
+    needed model's logits (A, V)."""
+    if both:
+        dec = {n: F.log_softmax(lg, -1) for n, lg in logits.items()}
+        if top_p < 1:  # decision distributions: temperature 1, optionally top-p truncated
+            dec = {n: top_p_logprobs(lp, top_p) for n, lp in dec.items()}
+        js = js_from_logprobs(dec["base"], dec["tuned"])
+        del dec
+        switch = js > eps
+        for i, pos in enumerate(positions):  # the control ignores js: its own positions
+            if pos is not None:
+                switch[i] = step in pos
+        use_base = primary_base ^ switch
+        chosen = torch.where(use_base[:, None], logits["base"], logits["tuned"])
+    else:
+        chosen = next(iter(logits.values()))
+        js = torch.full((len(chosen),), float("nan"), device=chosen.device)
+        switch = torch.zeros(len(chosen), dtype=torch.bool, device=chosen.device)
+    return js, switch, _draw(chosen, temperature, top_p, u)
+
+
 @torch.no_grad()
 def cross_decode(base, tuned, jobs: list[Job], *, eos_id: int | None, pad_id: int,
                  max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0,
-                 use_cache: bool = True,
+                 use_cache: bool = True, memory_budget: int = 0,
                  on_step: Callable[[int], None] | None = None) -> list[Decoded]:
     """Decode every job in one lockstep batch; returns one `Decoded` per job, in order.
 
@@ -167,6 +192,9 @@ def cross_decode(base, tuned, jobs: list[Job], *, eos_id: int | None, pad_id: in
     `.past_key_values`. A model no job needs is never run. `use_cache=False` recomputes
     the whole prefix at every step (the reference and benchmark baseline).
     `on_step(n_active)` is called after each step with the rows that produced a token.
+    The per-step decision math runs on row chunks sized from the vocabulary and
+    `memory_budget` (bytes; 0 = core.engine.heads.default_budget), so a large batch does not
+    expand batch x vocabulary tensors at once.
     """
     if not jobs:
         return []
@@ -188,28 +216,20 @@ def cross_decode(base, tuned, jobs: list[Job], *, eos_id: int | None, pad_id: in
     primary_base = torch.tensor([j.primary == "base" for j in jobs], device=device)
     eps = torch.tensor([j.eps for j in jobs], dtype=torch.float32, device=device)
     both = len(lms) == 2
+    vocab = next(iter(logits.values())).shape[-1]
+    # Rows of the (A, V) decision math at once: bounded by vocabulary x rows, not by batch.
+    step_rows = chunk_rows(vocab, resolve_budget(memory_budget, device), 8)
     for step in range(max_new_tokens):
         rows = torch.tensor(active, device=device)
-        # Decision distributions (A, V): temperature 1, optionally top-p truncated.
-        dec = {n: F.log_softmax(lg, -1) for n, lg in logits.items()}
-        if top_p < 1:
-            dec = {n: top_p_logprobs(lp, top_p) for n, lp in dec.items()}
-        if both:
-            js = js_from_logprobs(dec["base"], dec["tuned"])  # (A,)
-            switch = js > eps[rows]
-            forced = [i for i, r in enumerate(active) if jobs[r].positions is not None]
-            for i in forced:  # the control ignores js: switch exactly at its positions
-                switch[i] = step in jobs[active[i]].positions
-            use_base = primary_base[rows] ^ switch  # (A,)
-            chosen = torch.where(use_base[:, None], logits["base"], logits["tuned"])
-        else:
-            js = torch.full((len(active),), float("nan"), device=device)
-            switch = torch.zeros(len(active), dtype=torch.bool, device=device)
-            chosen = next(iter(logits.values()))
         u = None
         if temperature > 0:  # one uniform per row per step from the row's own generator
             u = torch.cat([torch.rand(1, generator=gens[r]) for r in active])
-        tok = _draw(chosen, temperature, top_p, u)
+        parts = [_decide({n: lg[a:a + step_rows] for n, lg in logits.items()}, top_p,
+                         eps[rows[a:a + step_rows]], primary_base[rows[a:a + step_rows]],
+                         [jobs[r].positions for r in active[a:a + step_rows]], step,
+                         temperature, None if u is None else u[a:a + step_rows], both)
+                 for a in range(0, len(active), step_rows)]
+        js, switch, tok = (torch.cat(x) for x in zip(*parts))
 
         tok_l, sw_l, js_l = tok.tolist(), switch.tolist(), js.tolist()
         done = []

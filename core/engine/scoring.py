@@ -1,17 +1,18 @@
 """Teacher-forced scoring: every per-token metric of a response under both models.
 
-`score_traces` runs one forward pass per model per batch over prompt+response, takes the
-logits that predict each response token, and computes the registered metrics
-(core/metrics.py) and both models' top-k in row chunks, so that no more than
-`chunk_rows` x vocabulary floats are expanded at once beyond the batch's logits.
+Memory is bounded by vocabulary x chunk, never by batch x length x vocabulary: per batch,
+each model's body runs to hidden states (in segments, core.engine.heads.ResponseLogits), only
+the response rows are kept, and the output heads are applied to row chunks of
+`heads.chunk_rows(vocab, budget)` rows, in which the registered metrics (core/metrics.py)
+and both models' top-k are computed. The budget (`ScoreSettings.memory_budget`, bytes; 0 =
+a quarter of free memory, 256 MiB..2 GiB on CPU) is what one chunk's metric math may use;
+batches are also capped so their KV cache fits in it.
 
 GPU path (untested here: no CUDA on the development machine; tests/test_gpu_scoring.py runs
 on a GPU and skips elsewhere): models run in bf16 (core.engine.pair.pick_device);
 `batch_size=0` sizes batches from free GPU memory (`auto_batch_size`); the two models may sit
 on two devices (core.engine.pair.place_pair), the tuned logits then move to the base logits'
-device for the metric math, which runs in float32 on CUDA and float64 on CPU. Full-vocabulary
-JS is computed on the device that holds the logits. At most one batch of logits per model
-exists at a time. On CPU every result is byte-identical to the pre-GPU code.
+device for the metric math, which runs in float32 on CUDA and float64 on CPU.
 
 Output is columnar (dict of numpy arrays) in the order of the input traces, ready for
 core.store.storage. Shapes: for T response tokens in all, every column has length T; top-k
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from core.engine import heads
 from core.engine.batching import Columns, padded_batches, row_offsets, token_ids
 from core.metrics import compute_metrics, rank_of, topk
 
@@ -33,28 +35,27 @@ class ScoreSettings:
     batch_size: int = 16       # traces per forward pass; 0 = auto from free GPU memory
     top_k: int = 10            # top-k lists stored per position and model
     js_top_p: float = 0.7      # nucleus for the `js_top_p` column
-    chunk_rows: int = 4096     # positions expanded at once for the metric math
+    memory_budget: int = 0     # bytes for one chunk's logits + metric math; 0 = auto
+    segment_tokens: int = heads.DEFAULT_SEGMENT  # body forward in segments of this many tokens
+    chunk_rows: int = 0        # rows per metric chunk; 0 = from the vocabulary and the budget
 
 
 def auto_batch_size(free_bytes: int, max_len: int, vocab: int, hidden: int, *,
-                    logit_bytes: int = 4, chunk_rows: int = 4096, safety: float = 0.5,
+                    kv_per_token: int = 0, budget: int = 2 * 1024**3, safety: float = 0.5,
                     cap: int = 256) -> int:
     """Traces per batch that fit in `free_bytes` of accelerator memory.
 
-    Per token of a batch, the two models hold: their logits (HF may upcast to float32, so
-    `logit_bytes` = 4 by default) and the response-row copy `response_logits` makes, i.e.
-    4 * vocab * logit_bytes; plus transient activations of the layer being run, taken as
-    16 * hidden * 2 bytes (bf16: residual, attention and MLP intermediates). The metric math
-    expands `chunk_rows` rows at a time into about 8 float32 (N, V) tensors, reserved first:
+    Logits never exist beyond one chunk (`budget` bytes, reserved first), so per token of a
+    batch what counts is the KV cache (`kv_per_token`, core.engine.heads.kv_bytes_per_token)
+    plus transient activations of the layer being run and the kept hidden row, taken as
+    40 * hidden * 2 bytes (bf16):
 
-        batch = floor(safety * (free - 8 * 4 * chunk_rows * vocab) /
-                      (max_len * (4 * vocab * logit_bytes + 32 * hidden)))
+        batch = floor(safety * (free - budget) / (max_len * (kv_per_token + 80 * hidden)))
 
-    clamped to [1, cap]. `safety` leaves room for the allocator and KV/attention workspace.
+    clamped to [1, cap]; `vocab` no longer enters beyond the reserved chunk.
     """
-    reserve = 8 * 4 * chunk_rows * vocab
-    per_token = 4 * vocab * logit_bytes + 32 * hidden
-    usable = max(0.0, safety * (free_bytes - reserve))
+    per_token = kv_per_token + 80 * hidden
+    usable = max(0.0, safety * (free_bytes - budget))
     return int(max(1, min(cap, usable // max(1, max_len * per_token))))
 
 
@@ -69,19 +70,35 @@ def _resolve_batch_size(settings: "ScoreSettings", base, lengths: list[int]) -> 
     cfg = getattr(base, "config", None)
     vocab = int(getattr(cfg, "vocab_size", 0) or 0) or 152_000
     hidden = int(getattr(cfg, "hidden_size", 0) or 0) or 4096
-    return auto_batch_size(free, max(lengths), vocab, hidden, chunk_rows=settings.chunk_rows)
+    return auto_batch_size(free, max(lengths), vocab, hidden,
+                           kv_per_token=heads.kv_bytes_per_token(base),
+                           budget=heads.resolve_budget(settings.memory_budget, dev))
 
 
-def _forward(model, ids: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+def plan(settings: "ScoreSettings", model, vocab: int) -> tuple[int, int, int | None]:
+    """(memory budget in bytes, rows per metric chunk, max padded tokens per batch) for
+    scoring with `model` (the one whose device holds the metric math)."""
     dev = next(model.parameters()).device
-    with torch.no_grad():
-        return model(input_ids=ids.to(dev), attention_mask=attn.to(dev)).logits
+    budget = heads.resolve_budget(settings.memory_budget, dev)
+    rows = settings.chunk_rows or heads.chunk_rows(vocab, budget,
+                                                   heads.itemsize(heads.math_dtype(dev)))
+    kv = heads.kv_bytes_per_token(model)
+    max_tokens = max(1, budget // kv) if kv else None
+    return budget, rows, max_tokens
 
 
-def response_logits(logits: torch.Tensor, spans: list[tuple[int, int]]) -> torch.Tensor:
-    """Rows of `logits` (B, L, V) that predict response tokens: for row b with prompt length
-    p and response length r, positions p-1 .. p+r-2. Returns (sum r, V)."""
-    return torch.cat([logits[b, p - 1:p + r - 1] for b, (p, r) in enumerate(spans)])
+def vocab_size(model) -> int:
+    """Output vocabulary of a model (its head's rows; config.vocab_size as a fallback)."""
+    get = getattr(model, "get_output_embeddings", None)
+    head = get() if callable(get) else None
+    if isinstance(head, torch.nn.Linear):
+        return int(head.out_features)
+    cfg = getattr(model, "config", None)
+    v = int(getattr(cfg, "vocab_size", 0) or 0)
+    if v:
+        return v
+    w = getattr(model, "W", None)  # the unit tier's bigram mock
+    return int(w.shape[-1]) if w is not None else 0
 
 
 def score_traces(base, tuned, traces: list[tuple[list[int], list[int]]], pad_id: int,
@@ -98,15 +115,17 @@ def score_traces(base, tuned, traces: list[tuple[list[int], list[int]]], pad_id:
     put = cols.put
 
     size = _resolve_batch_size(settings, base, lengths)
-    for ids, attn, spans, tok, rows in padded_batches(traces, pad_id, size, offsets):
-        lb = response_logits(_forward(base, ids, attn), spans)
-        lt = response_logits(_forward(tuned, ids, attn), spans)
-        lt = lt.to(lb.device)  # two-GPU placement: metric math on one device (no-op otherwise)
-        mdtype = torch.float64 if lb.device.type == "cpu" else torch.float32
-        tok = tok.to(lb.device)
-        for s in range(0, len(tok), settings.chunk_rows):
-            sl = slice(s, s + settings.chunk_rows)
-            cb, ct, tk = lb[sl].to(mdtype), lt[sl].to(mdtype), tok[sl]
+    _, step, max_tokens = plan(settings, base, vocab_size(base))
+    for ids, attn, spans, tok, rows in padded_batches(traces, pad_id, size, offsets,
+                                                      max_tokens):
+        rb = heads.ResponseLogits(base, ids, attn, spans, settings.segment_tokens)
+        rt = heads.ResponseLogits(tuned, ids, attn, spans, settings.segment_tokens)
+        dev = rb.device  # two-GPU placement: metric math on the base model's device
+        mdtype = heads.math_dtype(dev)
+        tok = tok.to(dev)
+        for s in range(0, len(tok), step):
+            sl = slice(s, s + step)
+            cb, ct, tk = rb.chunk(sl).to(mdtype), rt.chunk(sl).to(dev, mdtype), tok[sl]
             for name, v in compute_metrics(cb, ct, tk, settings.js_top_p).items():
                 put(name, rows[sl], v)
             b_ids, b_probs = topk(cb, settings.top_k)
@@ -118,6 +137,8 @@ def score_traces(base, tuned, traces: list[tuple[list[int], list[int]]], pad_id:
             logp_b = torch.log_softmax(cb, -1)
             put("tuned_top1_rank_base", rows[sl], rank_of(logp_b, t_ids[:, 0]))
             put("tuned_top1_prob_base", rows[sl], logp_b.gather(-1, t_ids[:, :1]).squeeze(-1).exp())
+            del cb, ct, logp_b
+        del rb, rt
         if progress is not None:
             progress(len(tok))
     cols["token_id"] = token_ids(traces)

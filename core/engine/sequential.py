@@ -56,12 +56,8 @@ import numpy as np
 import torch
 
 from core.engine.batching import Columns, padded_batches, row_offsets, token_ids
-from core.engine.scoring import (
-    ScoreSettings,
-    _forward,
-    _resolve_batch_size,
-    response_logits,
-)
+from core.engine.heads import ResponseLogits
+from core.engine.scoring import ScoreSettings, _resolve_batch_size, plan, vocab_size
 from core.metrics import METRICS, compute_metrics, topk
 
 # Columns that sequential mode computes from the kept mass rather than exactly (recorded in
@@ -86,12 +82,15 @@ def _release() -> None:
 
 
 def _batches(traces, pad_id, settings, model, offsets):
+    """(batches, rows per metric chunk) for scoring `traces` with `model` alone."""
     lengths = [len(p) + len(r) for p, r in traces]
-    return padded_batches(traces, pad_id, _resolve_batch_size(settings, model, lengths), offsets)
+    _, step, max_tokens = plan(settings, model, vocab_size(model))
+    return padded_batches(traces, pad_id, _resolve_batch_size(settings, model, lengths),
+                          offsets, max_tokens), step
 
 
-def _mdtype(t: torch.Tensor) -> torch.dtype:
-    return torch.float64 if t.device.type == "cpu" else torch.float32
+def _mdtype(device: torch.device) -> torch.dtype:
+    return torch.float64 if device.type == "cpu" else torch.float32
 
 
 def score_traces_sequential(load_base: Callable[[], torch.nn.Module],
@@ -113,13 +112,15 @@ def score_traces_sequential(load_base: Callable[[], torch.nn.Module],
     # --- pass 1: base alone ---
     model = load_base()
     kk = None
-    for ids, attn, spans, tok, rows in _batches(traces, pad_id, settings, model, offsets):
-        lb = response_logits(_forward(model, ids, attn), spans)
+    batches, step = _batches(traces, pad_id, settings, model, offsets)
+    vocab = vocab_size(model)
+    for ids, attn, spans, tok, rows in batches:
+        lb = ResponseLogits(model, ids, attn, spans, settings.segment_tokens)
         tok = tok.to(lb.device)
-        kk = min(max(k, settings.top_k), lb.shape[-1])
-        for s in range(0, len(tok), settings.chunk_rows):
-            sl = slice(s, s + settings.chunk_rows)
-            cb = lb[sl].to(_mdtype(lb))
+        kk = min(max(k, settings.top_k), vocab)
+        for s in range(0, len(tok), step):
+            sl = slice(s, s + step)
+            cb = lb.chunk(sl).to(_mdtype(lb.device))
             lse = torch.logsumexp(cb, -1)
             logp = cb - lse[:, None]
             vals, top = logp.topk(kk, -1)
@@ -136,14 +137,15 @@ def score_traces_sequential(load_base: Callable[[], torch.nn.Module],
 
     # --- pass 2: tuned alone, with the kept base data ---
     model = load_tuned()
-    for ids, attn, spans, tok, rows in _batches(traces, pad_id, settings, model, offsets):
-        lt = response_logits(_forward(model, ids, attn), spans)
-        dev, md = lt.device, _mdtype(lt)
+    batches, step = _batches(traces, pad_id, settings, model, offsets)
+    for ids, attn, spans, tok, rows in batches:
+        lt = ResponseLogits(model, ids, attn, spans, settings.segment_tokens)
+        dev, md = lt.device, _mdtype(lt.device)
         tok = tok.to(dev)
-        for s in range(0, len(tok), settings.chunk_rows):
-            sl = slice(s, s + settings.chunk_rows)
+        for s in range(0, len(tok), step):
+            sl = slice(s, s + step)
             r = rows[sl]
-            ct = lt[sl].to(md)
+            ct = lt.chunk(sl).to(md)
             n, v = ct.shape
             s_ids = torch.from_numpy(cols["_k_ids"][r]).to(dev)
             s_logp = torch.from_numpy(cols["_k_logp"][r]).to(dev, md)

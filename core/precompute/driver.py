@@ -26,14 +26,24 @@ from typing import Callable, Iterator, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 from tqdm.auto import tqdm
 
 from core.config import PrecomputeConfig
+from core.engine.heads import resolve_budget
 from core.engine.pair import load_pair
 from core.engine.sequential import APPROXIMATE_COLUMNS
 from core.errors import RunError
-from core.precompute.shard import BOUND_KEY, TABLES, part_name, shard_indices
-from core.prompts import PromptSet, load_prompts
+from core.precompute.shard import (
+    BOUND_KEY,
+    RETOK_KEY,
+    TABLES,
+    load_inputs,
+    part_name,
+    shard_indices,
+)
+from core.prompts import PromptSet
+from core.rollouts import RolloutSet
 from core.store.cache import RunLock, check_start, open_staging, publish
 from core.store.manifest import build_manifest, config_hash, read_manifest
 from core.store.schema import MANIFEST_FILE, TOKENS_FILE, TRACES_FILE
@@ -64,7 +74,7 @@ class Executor(Protocol):
 def default_name(cfg: PrecomputeConfig) -> str:
     def short(s: str) -> str:
         return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(s.rstrip("/")).name)[:40]
-    return f"{short(cfg.tuned)}-vs-{short(cfg.base)}-{short(Path(cfg.prompts).stem)}"
+    return f"{short(cfg.tuned)}-vs-{short(cfg.base)}-{short(Path(cfg.traces or cfg.prompts).stem)}"
 
 
 def start(cfg: PrecomputeConfig, log: Callable[[str], None]):
@@ -76,7 +86,7 @@ def start(cfg: PrecomputeConfig, log: Callable[[str], None]):
         raise RunError(f"--workers {cfg.workers}: need at least one worker")
     if cfg.engine == "ray" and importlib.util.find_spec("ray") is None:
         raise RunError("--engine ray needs Ray Data: pip install -r requirements-ray.txt")
-    ps = load_prompts(cfg.prompts, limit=cfg.max_prompts or None)
+    ps = load_inputs(cfg)
     cfg = dataclasses.replace(cfg, name=cfg.name or default_name(cfg))
     final = Path(cfg.cache) / cfg.name
     if check_start(cfg.cache, cfg.name, cfg, RunError) == "done":
@@ -171,11 +181,13 @@ def assemble(cfg, info: dict, ps: PromptSet, staging: Path, n_shards: int,
     """The run's tables from the part files in `staging/parts`, and its manifest (last: its
     presence marks the staging folder complete)."""
     parts = staging / "parts"
-    bounds = []
+    bounds, retok = [], []
     for k in range(n_shards):
         meta = pq.read_schema(parts / part_name(TOKENS_FILE, k)).metadata or {}
         if BOUND_KEY in meta:
             bounds.append(json.loads(meta[BOUND_KEY]))
+        if RETOK_KEY in meta:
+            retok.append(json.loads(meta[RETOK_KEY]))
     tables = {f: pa.concat_tables([pq.read_table(parts / part_name(f, k))
                                    .replace_schema_metadata(None) for k in range(n_shards)])
               for f in TABLES}
@@ -184,12 +196,20 @@ def assemble(cfg, info: dict, ps: PromptSet, staging: Path, n_shards: int,
     manifest = build_manifest(
         cfg,
         models=info["models"],
-        prompt_set={"path": str(ps.path), "fingerprint": ps.fingerprint, "n_used": len(ps.rows)},
+        prompt_set={"path": str(ps.path), "fingerprint": ps.fingerprint, "n_used": len(ps.rows),
+                    "kind": "rollouts" if isinstance(ps, RolloutSet) else "prompts"},
         stats={"n_traces": len(traces), "n_tokens": tables[TOKENS_FILE].num_rows,
                "accuracy": acc, "seconds": round(seconds, 1)},
         device=info["device"],
     )
     manifest["tokenizer"] = info["tokenizer"]
+    manifest["scoring"] = {"mode": cfg.scoring, "memory_budget_bytes": resolve_budget(
+        cfg.memory_budget, torch.device(info["device"]))}
+    if isinstance(ps, RolloutSet):
+        manifest["rollouts"] = {
+            "text_responses": sum(r["text_rows"] for r in retok),
+            "retokenization_mismatches": sum(r["changed"] for r in retok),
+            "note": "text responses whose decode(encode(text)) differs from the text"}
     if cfg.scoring == "sequential":
         n = sum(b["n"] for b in bounds)
         manifest["sequential"] = {

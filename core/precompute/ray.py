@@ -32,7 +32,6 @@ from core.config import PrecomputeConfig
 from core.engine.pair import load_pair
 from core.errors import RunError
 from core.precompute import shard
-from core.prompts import load_prompts
 from core.store.manifest import config_hash
 
 
@@ -62,7 +61,7 @@ class ShardWorker:
     def __init__(self, cfg: PrecomputeConfig, parts_uri: str, reused: dict | None):
         self.cfg = cfg
         self.pair = _load_pair(cfg)
-        self.ps = load_prompts(cfg.prompts, limit=cfg.max_prompts or None)
+        self.ps = shard.load_inputs(cfg)
         self.shards = shard.shard_indices(cfg, self.ps)
         self.reused = reused
         self.fs, self.root = _fs(parts_uri)

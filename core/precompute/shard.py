@@ -24,18 +24,34 @@ from core.engine.pair import Pair, vocab_fingerprint
 from core.engine.sampling import encode_prompts, sample
 from core.engine.scoring import ScoreSettings, score_traces
 from core.engine.sequential import score_traces_sequential
-from core.prompts import PromptSet
+from core.errors import PromptSetError, RunError
+from core.prompts import PromptSet, load_prompts
+from core.rollouts import RolloutSet, load_rollouts
 from core.store.manifest import model_record
 from core.store.schema import TOKENS_FILE, TOPK_FILE, TRACES_FILE
 from core.store.storage import tokens_table, topk_table, traces_table, write_parquet
 
 BOUND_KEY = b"shiftlens.js_bound"  # per-shard sequential-mode bound, in part-file metadata
+RETOK_KEY = b"shiftlens.retokenized"  # per-shard rollout re-tokenisation counts
 TABLES = (TOKENS_FILE, TOPK_FILE, TRACES_FILE)
 
 
 def sources(cfg: PrecomputeConfig) -> list[str]:
     """The models that sample traces, in trace-id order."""
     return ["tuned", "base"] if cfg.sample_from == "both" else [cfg.sample_from]
+
+
+def load_inputs(cfg: PrecomputeConfig) -> PromptSet | RolloutSet:
+    """The job's prompt set (to sample from) or rollout file (to score as given)."""
+    if cfg.traces and (cfg.prompts or cfg.traces_from):
+        raise RunError("--traces scores given rollouts: give it without --prompts and "
+                       "--traces-from")
+    if cfg.traces:
+        return load_rollouts(cfg.traces, limit=cfg.max_prompts or None)
+    if not cfg.prompts:
+        raise RunError("give --prompts (a prompt set to sample from) or --traces (rollouts "
+                       "to score)")
+    return load_prompts(cfg.prompts, limit=cfg.max_prompts or None)
 
 
 def shard_indices(cfg: PrecomputeConfig, ps: PromptSet) -> list[list[int]]:
@@ -77,10 +93,13 @@ def pair_info(pair: Pair) -> dict:
     }
 
 
-def run_shard(cfg: PrecomputeConfig, pair: Pair, ps: PromptSet, idx: list[int], shard: int,
-              reused: dict | None) -> tuple[pa.Table, ...]:
-    """(tokens, topk, traces) tables of shard `shard` = prompts `idx` of `ps`. `reused` holds
-    another run's traces by prompt id (--traces-from) instead of sampling."""
+def run_shard(cfg: PrecomputeConfig, pair: Pair, ps: PromptSet | RolloutSet, idx: list[int],
+              shard: int, reused: dict | None) -> tuple[pa.Table, ...]:
+    """(tokens, topk, traces) tables of shard `shard` = prompts `idx` of `ps` (or rows `idx`
+    of a rollout file, scored as given). `reused` holds another run's traces by prompt id
+    (--traces-from) instead of sampling."""
+    if isinstance(ps, RolloutSet):
+        return rollout_shard(cfg, pair, ps, idx)
     tok = pair.tokenizer
     rows: list[dict] = []
     seqs: list[tuple[list[int], list[int]]] = []
@@ -117,7 +136,18 @@ def run_shard(cfg: PrecomputeConfig, pair: Pair, ps: PromptSet, idx: list[int], 
             seqs.append((prompt_ids[k], list(resp)))
         if reused is not None:
             break  # reused traces carry every source and keep their trace ids
-    settings = ScoreSettings(batch_size=cfg.batch_size, top_k=cfg.top_k, js_top_p=cfg.js_top_p)
+    return score_rows(cfg, pair, rows, seqs)
+
+
+def score_rows(cfg: PrecomputeConfig, pair: Pair, rows: list[dict],
+               seqs: list[tuple[list[int], list[int]]], meta: dict | None = None):
+    """Score traces (`seqs[i]` = (prompt ids, response ids) of trace row `rows[i]`) under
+    both models: the (tokens, topk, traces) tables; `meta` goes into the tokens part's
+    metadata for the driver's assembly."""
+    tok = pair.tokenizer
+    meta = dict(meta or {})
+    settings = ScoreSettings(batch_size=cfg.batch_size, top_k=cfg.top_k, js_top_p=cfg.js_top_p,
+                             memory_budget=cfg.memory_budget)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     bound = None
     if cfg.scoring == "sequential":
@@ -131,6 +161,63 @@ def run_shard(cfg: PrecomputeConfig, pair: Pair, ps: PromptSet, idx: list[int], 
     strings = [s for (p, r) in seqs for s in detok.response(r, p)]
     tids = np.array([r["trace_id"] for r in rows], dtype=np.int64)
     tokens = tokens_table(scores, tids, strings)
-    if bound is not None:  # carried to the driver's assembly in the part file's metadata
-        tokens = tokens.replace_schema_metadata({BOUND_KEY: json.dumps(bound).encode()})
+    if bound is not None:
+        meta[BOUND_KEY] = json.dumps(bound).encode()
+    if meta:  # carried to the driver's assembly in the part file's metadata
+        tokens = tokens.replace_schema_metadata(meta)
     return tokens, topk_table(scores, tids, detok.display), traces_table(rows)
+
+
+def _chat_ids(tok, messages, where: str) -> list[int]:
+    if not getattr(tok, "chat_template", None):
+        raise PromptSetError(f"{where}: 'messages' needs a tokenizer with a chat template; "
+                             "give the prompt as text instead")
+    ids = tok.apply_chat_template([{"role": r, "content": c} for r, c in messages],
+                                  add_generation_prompt=True, tokenize=True)
+    if hasattr(ids, "keys"):  # some versions return a BatchEncoding
+        ids = ids["input_ids"]
+    return list(ids)
+
+
+def rollout_shard(cfg: PrecomputeConfig, pair: Pair, rs: RolloutSet, idx: list[int]):
+    """Rows `idx` of a rollout file scored as given: prompts encoded (chat lists through the
+    tokenizer's chat template, text as precompute encodes prompts), text responses
+    tokenised once (rows whose decode(encode(text)) differs from the text are counted),
+    `correct` kept when given, else verified when the row has an answer."""
+    tok = pair.tokenizer
+    vocab = len(tok)
+    rows, seqs, changed = [], [], 0
+    eos = tok.eos_token_id
+    sample_index = rs.sample_index
+    for i in idx:
+        r = rs.rows[i]
+        prompt_ids = (_chat_ids(tok, r.messages, r.where) if r.messages is not None
+                      else encode_prompts(tok, [r.prompt], cfg.chat_template)[0])
+        if r.response_ids is not None:
+            resp = list(r.response_ids)
+            bad = [t for t in resp if t >= vocab]
+            if bad:
+                raise PromptSetError(f"{r.where}: field 'response_ids' has id {bad[0]}, "
+                                     f"outside the tokenizer's {vocab} ids")
+            text = tok.decode(resp, skip_special_tokens=True)
+        else:
+            resp = list(tok.encode(r.response, add_special_tokens=False))
+            text = r.response
+            changed += tok.decode(resp) != r.response
+        if not prompt_ids or not resp:
+            raise PromptSetError(f"{r.where}: the prompt and the response must each encode to "
+                                 "at least one token")
+        answer, ok = (None, r.correct)
+        if r.answer is not None:
+            answer, verified = verifiers.get(r.verifier)(text, r.answer)
+            ok = verified if r.correct is None else r.correct
+        rows.append({
+            "trace_id": i, "prompt_id": r.prompt_id, "prompt": r.prompt_text, "response": text,
+            "reference": r.answer, "verifier": r.verifier, "extracted_answer": answer,
+            "correct": ok, "length": len(resp), "sampled_from": r.sampled_from,
+            "sample_index": sample_index[i], "seed": None,
+            "finished": (resp[-1] == eos) if eos is not None else None, "difficulty": None})
+        seqs.append((prompt_ids, resp))
+    meta = {RETOK_KEY: json.dumps({"changed": changed, "text_rows": sum(
+        rs.rows[i].response is not None for i in idx)}).encode()}
+    return score_rows(cfg, pair, rows, seqs, meta)

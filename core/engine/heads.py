@@ -1,0 +1,192 @@
+"""Response logits without (batch, length, vocabulary) tensors: the model body runs to hidden
+states (in segments of `segment_tokens` positions, with a KV cache between segments), only
+the rows that predict response tokens are kept (N, hidden), and the output head is applied
+to row chunks whose size follows from the vocabulary and a memory budget.
+
+Peak memory beyond the weights is then: the KV cache of one batch (grows with length, but
+is hidden-sized per layer, not vocabulary-sized), one segment's activations, the kept
+hidden rows (N x hidden) and one chunk of `rows` x vocabulary for the metric math, which is
+`chunk_rows(vocab, budget)` rows: independent of trace length and batch size.
+
+A model whose logits are not `head(body(x))` (custom post-processing this module does not
+know) is detected once, on a few positions, and scored with its full forward instead (so
+results stay exact; only its memory is then unbounded). HF causal LMs expose the split as
+`model.<base_model_prefix>` (body) and `model.get_output_embeddings()` (head);
+`config.final_logit_softcapping` and `config.logit_scale` are applied when present.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+
+import torch
+
+# Bytes the metric math holds per logit entry of a chunk, at its peak (about sixteen (rows,
+# vocab) tensors of the math dtype alive at once: both log-softmaxes, the JS mixture, the
+# nucleus sorts and masks, products); measured by benchmarks/realistic_shapes.py.
+TENSORS_PER_ENTRY = 16
+DEFAULT_SEGMENT = 2048
+_SPLIT_OK: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def available_memory(device: torch.device) -> int:
+    """Free bytes now: CUDA's free memory on `device`, else MemAvailable of /proc/meminfo
+    (Linux), else 8 GiB."""
+    if device.type == "cuda":  # UNTESTED here (no GPU on the development machine)
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 * 1024**3
+
+
+def default_budget(device: torch.device) -> int:
+    """The memory budget for logits and metric math when none is given: a quarter of the
+    free memory, between 256 MiB and 2 GiB (4 GiB on CUDA)."""
+    cap = (4 if device.type == "cuda" else 2) * 1024**3
+    return int(min(cap, max(256 * 1024**2, available_memory(device) // 4)))
+
+
+def chunk_rows(vocab: int, budget: int, itemsize: int = 8) -> int:
+    """Rows of `vocab` logits that the metric math may expand at once within `budget` bytes
+    (`itemsize`: bytes of the math dtype, 8 for float64 on CPU, 4 for float32 on CUDA)."""
+    return max(1, int(budget // (TENSORS_PER_ENTRY * itemsize * max(1, vocab))))
+
+
+def kv_bytes_per_token(model) -> int:
+    """KV-cache bytes one position costs across all layers (0 when the config is unknown)."""
+    cfg = getattr(model, "config", None)
+    try:
+        layers = int(cfg.num_hidden_layers)
+        heads = int(getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads)
+        dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
+    except (AttributeError, TypeError, ZeroDivisionError):
+        return 0
+    item = next(model.parameters()).element_size()
+    return 2 * layers * heads * dim * item
+
+
+def _parts(model):
+    """(body, head, softcap, scale) when the model has the usual split, else None."""
+    get = getattr(model, "get_output_embeddings", None)
+    prefix = getattr(model, "base_model_prefix", None)
+    head = get() if callable(get) else None
+    body = getattr(model, prefix, None) if prefix else None
+    if not isinstance(head, torch.nn.Linear) or not isinstance(body, torch.nn.Module) \
+            or body is model:
+        return None
+    cfg = model.config
+    return (body, head, getattr(cfg, "final_logit_softcapping", None),
+            getattr(cfg, "logit_scale", None))
+
+
+def _head(parts, h: torch.Tensor) -> torch.Tensor:
+    _, head, softcap, scale = parts
+    logits = head(h)
+    if scale:
+        logits = logits * scale
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    return logits
+
+
+@torch.no_grad()
+def _split_ok(model, parts, ids: torch.Tensor) -> bool:
+    """Whether head(body(x)) reproduces the model's logits on the first few positions."""
+    if model in _SPLIT_OK:
+        return _SPLIT_OK[model]
+    x = ids[:1, :8].to(next(model.parameters()).device)
+    full = model(input_ids=x, use_cache=False).logits.float()
+    mine = _head(parts, parts[0](input_ids=x, use_cache=False).last_hidden_state).float()
+    tol = 1e-4 if next(model.parameters()).dtype == torch.float32 else 2e-2
+    ok = full.shape == mine.shape and torch.allclose(full, mine, rtol=tol, atol=tol)
+    _SPLIT_OK[model] = ok
+    return ok
+
+
+class ResponseLogits:
+    """The logits that predict each response token of a batch, handed out by row chunks.
+
+    ids, attn: (B, W) right-padded prompt+response and mask; spans: (prompt length,
+    response length) per row. `len(self)` = N = sum of response lengths; `chunk(sl)` ->
+    (rows, V) float32 logits of rows `sl` (row order: batch row, then position), on the
+    model's device.
+    """
+
+    @torch.no_grad()
+    def __init__(self, model, ids: torch.Tensor, attn: torch.Tensor,
+                 spans: list[tuple[int, int]], segment: int = DEFAULT_SEGMENT):
+        dev = next(model.parameters()).device
+        self.device = dev
+        ids, attn = ids.to(dev), attn.to(dev)
+        self.n = sum(r for _, r in spans)
+        parts = _parts(model)
+        self.parts = parts if parts is not None and _split_ok(model, parts, ids) else None
+        if self.parts is None:  # full forward (exact, memory not bounded)
+            logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits
+            self.full = torch.cat([logits[b, p - 1:p + r - 1] for b, (p, r) in enumerate(spans)])
+            return
+        self.hidden = self._hidden_rows(self.parts[0], ids, attn, spans, max(1, segment))
+
+    @staticmethod
+    def _hidden_rows(body, ids, attn, spans, segment) -> torch.Tensor:
+        """(N, H): the body's last hidden state at positions p-1 .. p+r-2 of each row."""
+        starts = [0]
+        for _, r in spans:
+            starts.append(starts[-1] + r)
+        width = ids.shape[1]
+        out = None
+        cache = None
+        for s in range(0, width, segment):
+            e = min(width, s + segment)
+            res = body(input_ids=ids[:, s:e], attention_mask=attn[:, :e],
+                       past_key_values=cache, use_cache=e < width)
+            cache = res.past_key_values if e < width else None
+            h = res.last_hidden_state
+            if out is None:
+                out = h.new_empty((starts[-1], h.shape[-1]))
+            for b, (p, r) in enumerate(spans):
+                lo, hi = max(s, p - 1), min(e, p + r - 1)
+                if lo < hi:
+                    o = starts[b] + lo - (p - 1)
+                    out[o:o + hi - lo] = h[b, lo - s:hi - s]
+            del res, h
+        return out if out is not None else ids.new_empty((0, 0), dtype=torch.float32)
+
+    def __len__(self) -> int:
+        return self.n
+
+    @torch.no_grad()
+    def chunk(self, sl: slice) -> torch.Tensor:
+        if self.parts is None:
+            return self.full[sl].float()
+        return _head(self.parts, self.hidden[sl]).float()
+
+
+def resolve_budget(budget: int, device: torch.device) -> int:
+    """`budget` bytes when > 0, else default_budget(device); SHIFTLENS_MEMORY_BUDGET (bytes)
+    overrides the default (tests use it)."""
+    if budget and budget > 0:
+        return int(budget)
+    env = os.environ.get("SHIFTLENS_MEMORY_BUDGET")
+    if env:
+        return int(float(env))
+    return default_budget(device)
+
+
+def math_dtype(device: torch.device) -> torch.dtype:
+    """float64 for the metric math on CPU (exact to float32 output), float32 on CUDA."""
+    return torch.float64 if device.type == "cpu" else torch.float32
+
+
+def itemsize(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+__all__ = ["ResponseLogits", "available_memory", "chunk_rows", "default_budget", "itemsize",
+           "kv_bytes_per_token", "math_dtype", "resolve_budget"]
