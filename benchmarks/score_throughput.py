@@ -25,10 +25,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from core.engine.batching import length_batches  # noqa: E402
 from core.engine.detok import Detokenizer  # noqa: E402
 from core.engine.pair import load_pair  # noqa: E402
 from core.engine.sampling import sample  # noqa: E402
-from core.engine.scoring import ScoreSettings, length_batches, score_traces  # noqa: E402
+from core.engine.scoring import ScoreSettings, score_traces  # noqa: E402
 from core.metrics import compute_metrics, topk  # noqa: E402
 from core.store.storage import tokens_table, topk_table, write_parquet  # noqa: E402
 

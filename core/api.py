@@ -35,7 +35,7 @@ from core.queries import (
 )
 
 # --- jobs & add-pair: precompute settings, the background job queue, presets ---
-from core.config import PrecomputeConfig
+from core.config import RUN_SETTINGS, PrecomputeConfig
 from core.jobs.add_pair import add_pair, parse_series
 from core.jobs.presets import PRESETS
 from core.jobs.queue import Job, list_jobs, submit_cross_sample
@@ -72,7 +72,8 @@ __all__ = [
     "eps_for_budget", "headline", "open_runs", "token_search", "trace_count", "trace_list",
     "trace_position", "trace_tokens",
     # jobs & add-pair
-    "Job", "PRESETS", "PrecomputeConfig", "add_pair", "cancel_job", "list_jobs", "parse_series",
+    "Job", "PRESETS", "PrecomputeConfig", "RUN_SETTINGS", "add_pair", "cancel_job", "list_jobs",
+    "parse_series",
     "read_job_log", "resume_job", "submit_cross_sample", "tick_jobs",
     # uploads
     "default_upload_limits", "models_dir", "prompts_dir", "save_prompt_set", "unpack_model",

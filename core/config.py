@@ -33,10 +33,12 @@ class PrecomputeConfig:
                            choices=["tuned", "base", "both"])
     temperature: float = opt(1.0, "sampling temperature")
     top_p: float = opt(1.0, "sampling nucleus (1 = full distribution)")
-    max_new_tokens: int = opt(128, "cap on response length in tokens")
+    max_new_tokens: int = opt(0, "cap on response length in tokens (0 = the tuned "
+                                 "checkpoint's generation_config.json max_new_tokens, else "
+                                 "its max_length, else 4096: reasoning-trace length)")
     seed: int = opt(0, "random seed (sampling)")
     memory_budget: int = opt(0, "bytes the scoring's logits and metric math may use per chunk "
-                                "(0 = a quarter of free memory: 256 MiB..2 GiB on CPU, up to "
+                                "(0 = a quarter of free memory: 256 MiB..1 GiB on CPU, up to "
                                 "4 GiB on CUDA); peak memory beyond the weights follows it, "
                                 "not trace length or batch size")
     batch_size: int = opt(32, "traces per forward pass (sampling and scoring)")
@@ -68,6 +70,15 @@ class PrecomputeConfig:
     parts_uri: str = opt("", "ray engine: where workers write part files: a folder every "
                              "worker can reach or a pyarrow filesystem URI such as "
                              "s3://bucket/prefix (default: the run's local staging folder)")
+
+
+# What a run is computed from and called (set per run by add-pair and the app) versus its
+# settings: every other PrecomputeConfig field. The one settings source that `precompute`,
+# `add-pair` and the app's "Add a pair" page all offer.
+RUN_INPUTS = ("base", "tuned", "prompts", "traces", "name", "cache", "traces_from",
+              "series_step")
+RUN_SETTINGS = tuple(f.name for f in dataclasses.fields(PrecomputeConfig)
+                     if f.name not in RUN_INPUTS)
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:

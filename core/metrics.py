@@ -74,7 +74,9 @@ def _nucleus_in_topk(logp: torch.Tensor, top_p: float, k0: int = 256):
     nucleus lies within its top k (k grown from k0 by 4x as needed), else None (the nucleus
     needs most of the vocabulary: use the dense path). Same rule as top_p_logprobs."""
     v = logp.shape[-1]
-    k = min(k0, v)
+    if v <= 4 * k0:  # a small vocabulary: the dense sort is as cheap
+        return None
+    k = k0
     while True:
         vals, ids = logp.topk(k, -1)  # sorted, most likely first
         pk = vals.exp()
@@ -250,11 +252,12 @@ def _top1_agree(c: Context) -> torch.Tensor:
 
 
 def compute_metrics(lb: torch.Tensor, lt: torch.Tensor, tok: torch.Tensor,
-                    top_p: float = 0.7, names: list[str] | None = None) -> dict[str, torch.Tensor]:
-    """Every registered metric (or `names`) for rows of base/tuned logits: {name: (N,)}."""
-    ctx = Context(lb, lt, tok, top_p)
-    out = {n: METRICS[n].fn(ctx) for n in (names or METRICS)}
-    return out
+                    top_p: float = 0.7, names: list[str] | None = None,
+                    ctx: Context | None = None) -> dict[str, torch.Tensor]:
+    """Every registered metric (or `names`) for rows of base/tuned logits: {name: (N,)}.
+    Pass `ctx` (a Context of the same rows) to reuse its log-probabilities."""
+    ctx = ctx or Context(lb, lt, tok, top_p)
+    return {n: METRICS[n].fn(ctx) for n in (names or METRICS)}
 
 
 def topk(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -177,7 +177,7 @@ def test_upload_a_pair_queue_watch_and_open(server, page, tmp_path):
     page.get_by_text("unpacked to").nth(1).wait_for(timeout=60_000)
     page.get_by_label("prompts (0 = all)").fill("3")
     page.get_by_label("samples per prompt").fill("1")
-    page.get_by_label("max new tokens").fill("40")
+    page.get_by_role("spinbutton", name="max new tokens").fill("40")
     page.get_by_label("Run name (optional)").fill("uploaded-pair")
     page.get_by_role("button", name="Validate and queue").click()
     page.get_by_text("Queued 1 job(s): uploaded-pair").wait_for(timeout=120_000)

@@ -8,8 +8,9 @@ import streamlit as st
 
 from app.ui import state
 from app.ui.jobs import jobs_panel
+from app.ui.settings import settings_widgets
 from core import api
-from core.api import PRESETS, PrecomputeConfig, add_pair, parse_series
+from core.api import PRESETS, RUN_SETTINGS, PrecomputeConfig, add_pair, parse_series
 from core.errors import JobError, PromptSetError, UploadError
 
 SHIPPED = api.ASSETS / "prompts"
@@ -60,17 +61,27 @@ def _prompt_set() -> str | None:
         return None
 
 
+FIRST = ("max_prompts", "n", "temperature", "top_p", "max_new_tokens", "seed")
+
+
 def _settings() -> PrecomputeConfig:
     c = st.columns(6)
-    return PrecomputeConfig(
+    first = dict(
         max_prompts=int(c[0].number_input("prompts (0 = all)", 0, 1_000_000, 50)),
         n=int(c[1].number_input("samples per prompt", 1, 64, 2)),
         temperature=float(c[2].number_input("temperature", 0.0, 2.0, 1.0, 0.1)),
         top_p=float(c[3].number_input("top-p", 0.05, 1.0, 1.0, 0.05)),
-        max_new_tokens=int(c[4].number_input("max new tokens", 1, 32768, 128)),
-        seed=int(c[5].number_input("seed", 0, 2**31 - 1, 0)),
-        sample_from=st.radio("sample traces from", ["tuned", "base", "both"], horizontal=True),
-        cache=str(state.cache_dir()))
+        max_new_tokens=int(c[4].number_input(
+            "max new tokens", 0, 131072, 0,
+            help="0 = the tuned checkpoint's generation config, else 4096")),
+        seed=int(c[5].number_input("seed", 0, 2**31 - 1, 0)))
+    sample_from = st.radio("sample traces from", ["tuned", "base", "both"], horizontal=True)
+    with st.expander("All settings (as `shiftlens precompute --help`): scoring mode, memory "
+                     "budget, engine, ..."):
+        rest = settings_widgets(PrecomputeConfig, tuple(
+            n for n in RUN_SETTINGS if n not in FIRST and n != "sample_from"), key="ap_set")
+    return PrecomputeConfig(**first, **rest, sample_from=sample_from,
+                            cache=str(state.cache_dir()))
 
 
 def render() -> None:

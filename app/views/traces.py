@@ -7,6 +7,7 @@ import streamlit as st
 
 from app.ui import state, tokens
 from app.ui.fork import fork_panel
+from app.ui.text import md_escape
 from core import api
 
 SORTS = {"max js": "max_js", "mean js": "mean_js", "high-js tokens": "n_high",
@@ -105,8 +106,13 @@ def render() -> None:
     ca, cb = st.columns(2)
     ca.text(f"reference answer: {trace['reference']}")
     cb.text(f"extracted answer: {trace['extracted_answer']}")
-    st.markdown(f"**Verdict** {':green[correct]' if trace['correct'] else ':red[incorrect]'} · "
-                f"sampled from the **{trace['sampled_from']}** model · {trace['length']} tokens")
+    verdict = {True: ":green[correct]", False: ":red[incorrect]"}.get(
+        None if pd.isna(trace["correct"]) else bool(trace["correct"]), "not verified")
+    finished = trace.get("finished")
+    cut = (" · :orange[cut at the length cap: no end-of-sequence token]"
+           if finished is not None and not pd.isna(finished) and not bool(finished) else "")
+    st.markdown(f"**Verdict** {verdict} · sampled from the **{md_escape(trace['sampled_from'])}"
+                f"** model · {trace['length']} tokens{cut}")
     pos = tokens.view(toks, metric, threshold, collapse, colours, strength, special, pos,
                       key=f"tv_{run.name}_{tid}")
     state.set_params(trace=tid, metric=metric, pos=pos, fold="1" if collapse else None,

@@ -10,12 +10,10 @@ import json
 import time
 from pathlib import Path
 
+from core.config import RUN_SETTINGS as SETTINGS
 from core.config import PrecomputeConfig, add_arguments
 
-# The PrecomputeConfig fields add-pair exposes as settings (same flags and help as precompute).
-SETTINGS = ("n", "max_prompts", "sample_from", "temperature", "top_p", "max_new_tokens", "seed",
-            "batch_size", "top_k", "js_top_p", "shard_size", "chat_template", "kind", "device",
-            "allow_pickle", "trust_remote_code", "force")
+# add-pair offers every run setting precompute has (core.config.RUN_SETTINGS), same flags.
 Settings = dataclasses.make_dataclass(
     "Settings", [(f.name, f.type, dataclasses.field(default=f.default, metadata=f.metadata))
                  for f in dataclasses.fields(PrecomputeConfig) if f.name in SETTINGS])

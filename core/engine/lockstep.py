@@ -218,7 +218,8 @@ def cross_decode(base, tuned, jobs: list[Job], *, eos_id: int | None, pad_id: in
     both = len(lms) == 2
     vocab = next(iter(logits.values())).shape[-1]
     # Rows of the (A, V) decision math at once: bounded by vocabulary x rows, not by batch.
-    step_rows = chunk_rows(vocab, resolve_budget(memory_budget, device), 8)
+    step_rows = chunk_rows(vocab, resolve_budget(memory_budget, device), 8,
+                           cpu=device.type == "cpu")
     for step in range(max_new_tokens):
         rows = torch.tensor(active, device=device)
         u = None

@@ -232,6 +232,27 @@ class Pair:
         return str(pick_device(self.options.get("device"))[0])
 
 
+DEFAULT_MAX_NEW_TOKENS = 4096  # a reasoning trace, when the checkpoint says nothing
+
+
+def default_max_new_tokens(spec: str) -> tuple[int, str]:
+    """(cap on new tokens, where it came from) for sampling from checkpoint `spec`: its
+    generation config's max_new_tokens, else its max_length (when set above transformers'
+    default of 20), else DEFAULT_MAX_NEW_TOKENS. Reads one small file (a hub id needs the
+    network or the local HF cache)."""
+    from transformers import GenerationConfig
+
+    try:
+        gc = GenerationConfig.from_pretrained(spec)
+    except (OSError, ValueError):
+        return DEFAULT_MAX_NEW_TOKENS, "default (no generation_config.json)"
+    if getattr(gc, "max_new_tokens", None):
+        return int(gc.max_new_tokens), "generation_config.json max_new_tokens"
+    if getattr(gc, "max_length", None) and int(gc.max_length) > 20:
+        return int(gc.max_length), "generation_config.json max_length"
+    return DEFAULT_MAX_NEW_TOKENS, "default (generation_config.json sets no length)"
+
+
 def place_pair(base, tuned, headroom: float = 0.8) -> tuple[torch.device, torch.device]:
     """Move a pair onto CUDA: one device when both fit in `headroom` of cuda:0's free memory,
     else cuda:0 and cuda:1 when two GPUs exist (else one device, and let it fail loudly).

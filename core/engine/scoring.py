@@ -5,7 +5,7 @@ each model's body runs to hidden states (in segments, core.engine.heads.Response
 the response rows are kept, and the output heads are applied to row chunks of
 `heads.chunk_rows(vocab, budget)` rows, in which the registered metrics (core/metrics.py)
 and both models' top-k are computed. The budget (`ScoreSettings.memory_budget`, bytes; 0 =
-a quarter of free memory, 256 MiB..2 GiB on CPU) is what one chunk's metric math may use;
+a quarter of free memory, 256 MiB..1 GiB on CPU) is what one chunk's metric math may use;
 batches are also capped so their KV cache fits in it.
 
 GPU path (untested here: no CUDA on the development machine; tests/test_gpu_scoring.py runs
@@ -27,7 +27,7 @@ import torch
 
 from core.engine import heads
 from core.engine.batching import Columns, padded_batches, row_offsets, token_ids
-from core.metrics import compute_metrics, rank_of, topk
+from core.metrics import Context, compute_metrics, rank_of, topk
 
 
 @dataclass
@@ -80,8 +80,8 @@ def plan(settings: "ScoreSettings", model, vocab: int) -> tuple[int, int, int | 
     scoring with `model` (the one whose device holds the metric math)."""
     dev = next(model.parameters()).device
     budget = heads.resolve_budget(settings.memory_budget, dev)
-    rows = settings.chunk_rows or heads.chunk_rows(vocab, budget,
-                                                   heads.itemsize(heads.math_dtype(dev)))
+    rows = settings.chunk_rows or heads.chunk_rows(
+        vocab, budget, heads.itemsize(heads.math_dtype(dev)), cpu=dev.type == "cpu")
     kv = heads.kv_bytes_per_token(model)
     max_tokens = max(1, budget // kv) if kv else None
     return budget, rows, max_tokens
@@ -126,7 +126,8 @@ def score_traces(base, tuned, traces: list[tuple[list[int], list[int]]], pad_id:
         for s in range(0, len(tok), step):
             sl = slice(s, s + step)
             cb, ct, tk = rb.chunk(sl).to(mdtype), rt.chunk(sl).to(dev, mdtype), tok[sl]
-            for name, v in compute_metrics(cb, ct, tk, settings.js_top_p).items():
+            ctx = Context(cb, ct, tk, settings.js_top_p)
+            for name, v in compute_metrics(cb, ct, tk, ctx=ctx).items():
                 put(name, rows[sl], v)
             b_ids, b_probs = topk(cb, settings.top_k)
             t_ids, t_probs = topk(ct, settings.top_k)
@@ -134,10 +135,10 @@ def score_traces(base, tuned, traces: list[tuple[list[int], list[int]]], pad_id:
             put("base_topk_probs", rows[sl], b_probs)
             put("tuned_topk_ids", rows[sl], t_ids)
             put("tuned_topk_probs", rows[sl], t_probs)
-            logp_b = torch.log_softmax(cb, -1)
-            put("tuned_top1_rank_base", rows[sl], rank_of(logp_b, t_ids[:, 0]))
-            put("tuned_top1_prob_base", rows[sl], logp_b.gather(-1, t_ids[:, :1]).squeeze(-1).exp())
-            del cb, ct, logp_b
+            put("tuned_top1_rank_base", rows[sl], rank_of(ctx.logp, t_ids[:, 0]))
+            put("tuned_top1_prob_base", rows[sl],
+                ctx.logp.gather(-1, t_ids[:, :1]).squeeze(-1).exp())
+            del cb, ct, ctx
         del rb, rt
         if progress is not None:
             progress(len(tok))

@@ -38,7 +38,8 @@ def top1_pair(pair: Pair, ids: list[int]) -> tuple[int, int]:
         out = []
         for m in (pair.base.model, pair.tuned.model):
             dev = next(m.parameters()).device
-            out.append(int(m(input_ids=torch.tensor([ids], device=dev)).logits[0, -1].argmax()))
+            logits = m(input_ids=torch.tensor([ids], device=dev), logits_to_keep=1).logits
+            out.append(int(logits[0, -1].argmax()))  # only the last position's logits
     return out[0], out[1]
 
 

@@ -18,6 +18,7 @@ Hub ids download only config and tokenizer files (small), never weights.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from core.engine.pair import (
     PICKLE_SUFFIXES,
     PairError,
     check_local_model,
+    default_max_new_tokens,
     read_safetensors_header,
     resolve,
     vocab_difference,
@@ -266,6 +268,8 @@ def validate_pair(base: str, tuned: str, *, extra: dict[str, str] | list[str] | 
     Returns a Report; its `ok` is False when any fatal check failed.
     """
     s = settings or PrecomputeConfig()
+    if s.max_new_tokens <= 0:  # estimate at the cap precompute will use
+        s = dataclasses.replace(s, max_new_tokens=default_max_new_tokens(tuned)[0])
     prompts = prompts if prompts is not None else (s.prompts or None)
     report = Report()
     toks = {}

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from core.config import PrecomputeConfig
 from core.engine.heads import resolve_budget
-from core.engine.pair import load_pair
+from core.engine.pair import default_max_new_tokens, load_pair
 from core.engine.sequential import APPROXIMATE_COLUMNS
 from core.errors import RunError
 from core.precompute.shard import (
@@ -88,6 +88,10 @@ def start(cfg: PrecomputeConfig, log: Callable[[str], None]):
         raise RunError("--engine ray needs Ray Data: pip install -r requirements-ray.txt")
     ps = load_inputs(cfg)
     cfg = dataclasses.replace(cfg, name=cfg.name or default_name(cfg))
+    if cfg.max_new_tokens <= 0 and not cfg.traces:  # the checkpoint's own cap
+        cap, source = default_max_new_tokens(cfg.tuned)
+        log(f"max_new_tokens {cap} ({source} of {cfg.tuned})")
+        cfg = dataclasses.replace(cfg, max_new_tokens=cap)
     final = Path(cfg.cache) / cfg.name
     if check_start(cfg.cache, cfg.name, cfg, RunError) == "done":
         log(f"run {cfg.name!r} is already complete with these settings: {final}")

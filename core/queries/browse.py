@@ -80,7 +80,7 @@ def _trace_rows(run, sort_by, descending, search, correct, high, sampled_from) -
     sql = f"""WITH a AS ({a})
       SELECT tr.trace_id, tr.prompt_id, tr.prompt, tr.correct, tr.length, tr.sampled_from,
         a.max_js, a.mean_js, coalesce(a.n_high, 0) AS n_high, tr.reference,
-        tr.extracted_answer, tr.verifier,
+        tr.extracted_answer, tr.verifier, tr.finished,
         row_number() OVER (ORDER BY {sort_by} {direction} NULLS LAST, tr.trace_id) - 1 AS _rank
       FROM traces tr LEFT JOIN a USING (trace_id) WHERE {' AND '.join(conds)}"""
     return sql, params
@@ -89,7 +89,8 @@ def _trace_rows(run, sort_by, descending, search, correct, high, sampled_from) -
 def trace_list(con, run: str, sort_by="max_js", descending=True, search=None, correct=None,
                high=0.1, limit=100, offset=0, sampled_from=None) -> pd.DataFrame:
     """trace_id, prompt_id, prompt, correct, length, sampled_from, max_js, mean_js, n_high
-    (tokens with js > high), reference, extracted_answer, verifier for one run; `search` =
+    (tokens with js > high), reference, extracted_answer, verifier, finished (False: cut at
+    the length cap; None: not known, e.g. given rollouts) for one run; `search` =
     case-insensitive substring of the prompt; sort_by one of TRACE_SORT (ties by trace_id),
     NULLs last; rows offset .. offset + limit of that order (a page)."""
     sql, params = _trace_rows(run, sort_by, descending, search, correct, high, sampled_from)

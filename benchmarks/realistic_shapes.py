@@ -1,0 +1,125 @@
+"""Scoring at real shapes: a random Qwen2-shaped pair (vocabulary 151,936, hidden 1,536,
+2 layers, tied embeddings) scores one trace of each length, and each length runs in its own
+process so its peak memory is its own.
+
+    python benchmarks/realistic_shapes.py [--lengths 512,2048,8192,16384]
+                                          [--budget-mib 0] [--head-std 0] [--floor-max 8192]
+
+Per length it prints:
+  peak     peak RSS of the scoring beyond the loaded weights (ru_maxrss - RSS after load)
+  tok/s    scored response tokens per second (both models, every metric, top-k)
+  floor    both models' bare forward passes to full logits, the same tokens (only at
+           lengths up to --floor-max, where (length x vocab) logits fit in memory)
+  overhead scoring time / floor time - 1
+Targets (issue 12, this 2-core CPU machine): peak beyond weights <= 2 GiB at every length;
+overhead <= 25%.
+
+`--head-std S` re-initialises both output heads with standard deviation S: a random init
+gives near-uniform next-token distributions (the nucleus of js_top_p then spans about half
+the vocabulary and needs a full sort per position), trained models are peaked; S = 1.5 gives
+peaked ones. The default (0) keeps the random init.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+VOCAB = 151_936
+
+
+def _rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _now_rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def build(seed: int, head_std: float):
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    cfg = Qwen2Config(vocab_size=VOCAB, hidden_size=1536, intermediate_size=8960,
+                      num_hidden_layers=2, num_attention_heads=12, num_key_value_heads=2,
+                      max_position_embeddings=32_768, tie_word_embeddings=True)
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(cfg).eval()
+    if head_std:
+        with torch.no_grad():  # tied: this is also the input embedding
+            model.lm_head.weight.normal_(0.0, head_std / 1536 ** 0.5)
+    return model
+
+
+def child(mode: str, length: int, budget: int, head_std: float) -> dict:
+    import torch
+
+    from core.engine.scoring import ScoreSettings, score_traces
+
+    base, tuned = build(1, head_std), build(2, head_std)
+    g = torch.Generator().manual_seed(0)
+    prompt = torch.randint(3, VOCAB, (64,), generator=g).tolist()
+    resp = torch.randint(3, VOCAB, (length,), generator=g).tolist()
+    loaded = _now_rss()
+    t0 = time.perf_counter()
+    if mode == "floor":
+        ids = torch.tensor([prompt + resp])
+        with torch.no_grad():
+            for m in (base, tuned):
+                logits = m(input_ids=ids, use_cache=False).logits
+                del logits
+    else:
+        score_traces(base, tuned, [(prompt, resp)], 0,
+                     ScoreSettings(batch_size=1, memory_budget=budget))
+    seconds = time.perf_counter() - t0
+    return {"mode": mode, "length": length, "seconds": seconds,
+            "peak_beyond_weights": _rss() - loaded, "loaded": loaded}
+
+
+def run_child(mode: str, length: int, a) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", mode, "--lengths", str(length),
+                          "--budget-mib", str(a.budget_mib), "--head-std", str(a.head_std)],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        return {"mode": mode, "length": length, "error": out.stderr.strip().splitlines()[-1]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--lengths", default="512,2048,8192,16384")
+    ap.add_argument("--budget-mib", type=int, default=0, help="0 = the default budget")
+    ap.add_argument("--head-std", type=float, default=0.0)
+    ap.add_argument("--floor-max", type=int, default=8192)
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    lengths = [int(x) for x in a.lengths.split(",")]
+    budget = a.budget_mib * 1024**2
+    if a.child:
+        print(json.dumps(child(a.child, lengths[0], budget, a.head_std)))
+        return
+    gib = 1024**3
+    print(f"vocab {VOCAB}, hidden 1536, 2 layers; budget "
+          f"{a.budget_mib or 'default'} MiB; head std {a.head_std or 'random init'}")
+    print(f"{'length':>7} {'peak GiB':>9} {'tok/s':>8} {'floor s':>8} {'score s':>8} "
+          f"{'overhead':>9}")
+    for n in lengths:
+        s = run_child("score", n, a)
+        f = run_child("floor", n, a) if n <= a.floor_max else None
+        if "error" in s:
+            print(f"{n:>7} scoring failed: {s['error']}")
+            continue
+        floor = f.get("seconds") if f and "error" not in f else None
+        over = f"{100 * (s['seconds'] / floor - 1):+.0f}%" if floor else "-"
+        print(f"{n:>7} {s['peak_beyond_weights'] / gib:>9.2f} {n / s['seconds']:>8.1f} "
+              f"{floor if floor else float('nan'):>8.1f} {s['seconds']:>8.1f} {over:>9}"
+              + (f"  (floor: {f['error']})" if f and "error" in f else ""), flush=True)
+
+
+if __name__ == "__main__":
+    main()
