@@ -10,18 +10,13 @@ import contextlib
 import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from core.jobs import queue
-from tests.browser import CHROMIUM, FLAGS, ROOT, free_port
+from tests.browser import CHROMIUM, FLAGS, stop, streamlit_server
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium")]
@@ -35,52 +30,14 @@ EPS = "0.005,0.01,0.02,0.05,0.1"
 PROGRESS = re.compile(r"sweep (\S+) running: (\d+)/(\d+|\?) samples")
 
 
-@contextlib.contextmanager
-def server_process(cache: Path, timeout: float = 60.0):
-    """Like tests.browser.streamlit_server, but the server leads its own process group (so
-    the test can kill it, and only it) and the process is yielded with the URL.
-
-    The job processes it starts inherit its environment: one OpenMP thread, because with
-    two on two shared cores (the server and Chromium busy too) the sweep runs 5-10x slower
-    and its length swings with the load."""
-    port = free_port()
-    env = dict(os.environ, SHIFTLENS_CACHE=str(cache), PYTHONUNBUFFERED="1")
-    env.setdefault("OMP_NUM_THREADS", "1")
-    log = open(Path(tempfile.gettempdir()) / f"shiftlens-streamlit-{port}.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"),
-         "--server.port", str(port), "--server.address", "127.0.0.1",
-         "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    try:
-        while True:  # wait for the health endpoint, not for a fixed time
-            try:
-                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"streamlit did not start; see {log.name}") from None
-                time.sleep(0.2)
-        yield url, proc
-    finally:
-        stop(proc)
-        log.close()
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """Terminate the server's whole process group and wait for the server to exit."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+def server_process(cache: Path):
+    """The app server leading its own process group (so the test can kill it, and only it),
+    yielded with its process. The job processes it starts inherit its environment: one
+    OpenMP thread, because with two on two shared cores (the server and Chromium busy too)
+    the sweep runs 5-10x slower and its length swings with the load."""
+    return streamlit_server(cache, env={"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS",
+                                                                          "1")},
+                            own_group=True, with_process=True)
 
 
 def process_alive(job: queue.Job) -> bool:

@@ -30,11 +30,9 @@ DEFAULT_SEGMENT = 2048
 _SPLIT_OK: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def available_memory(device: torch.device) -> int:
-    """Free bytes now: CUDA's free memory on `device`, else MemAvailable of /proc/meminfo
-    (Linux), else 8 GiB."""
-    if device.type == "cuda":  # UNTESTED here (no GPU on the development machine)
-        return int(torch.cuda.mem_get_info(device)[0])
+def free_ram() -> int:
+    """Bytes of RAM available now: MemAvailable of /proc/meminfo (Linux), else the free
+    physical pages sysconf reports."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -42,7 +40,14 @@ def available_memory(device: torch.device) -> int:
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return 8 * 1024**3
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def available_memory(device: torch.device) -> int:
+    """Free bytes now: CUDA's free memory on `device`, else free_ram()."""
+    if device.type == "cuda":  # UNTESTED here (no GPU on the development machine)
+        return int(torch.cuda.mem_get_info(device)[0])
+    return free_ram()
 
 
 def default_budget(device: torch.device) -> int:
@@ -198,5 +203,5 @@ def itemsize(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()
 
 
-__all__ = ["ResponseLogits", "available_memory", "chunk_rows", "default_budget", "itemsize",
-           "kv_bytes_per_token", "math_dtype", "resolve_budget"]
+__all__ = ["ResponseLogits", "available_memory", "chunk_rows", "default_budget", "free_ram",
+           "itemsize", "kv_bytes_per_token", "math_dtype", "resolve_budget"]

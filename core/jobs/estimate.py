@@ -95,16 +95,9 @@ def available_memory(device: str) -> int:
         import torch
 
         return int(torch.cuda.get_device_properties(0).total_memory)
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import os
+    from core.engine.heads import free_ram
 
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return free_ram()
 
 
 @functools.lru_cache(maxsize=4)
