@@ -19,17 +19,8 @@ from core import verifiers
 from core.engine.pair import Pair
 from core.engine.sampling import encode_prompts, sample
 from core.store.manifest import read_manifest
+from core.store.schema import FORKS_FILE, FORKS_SCHEMA
 from core.store.storage import write_parquet
-
-FORKS_FILE = "forks.parquet"
-FORKS_SCHEMA = pa.schema([
-    ("fork_id", pa.string()), ("trace_id", pa.int32()), ("pos", pa.int32()),
-    ("branch", pa.string()),            # "base top-1" or "tuned top-1"
-    ("branch_token_id", pa.int32()), ("continued_by", pa.string()), ("rollout", pa.int32()),
-    ("text", pa.string()), ("answer", pa.string()), ("correct", pa.bool_()),
-    ("temperature", pa.float32()), ("top_p", pa.float32()), ("seed", pa.int64()),
-    ("created", pa.string()),
-])
 
 
 def top1_pair(pair: Pair, ids: list[int]) -> tuple[int, int]:

@@ -1,7 +1,7 @@
 """Cross-sampling tables in a run folder, beside tokens/topk/traces.parquet.
 
-  cross_samples.parquet  one row per decoded sample (see SAMPLES_SCHEMA)
-  cross_summary.parquet  one row per (direction, eps, control) (see SUMMARY_SCHEMA)
+  cross_samples.parquet  one row per decoded sample (core.store.schema.SAMPLES_SCHEMA)
+  cross_summary.parquet  one row per (direction, eps, control) (SUMMARY_SCHEMA)
 
 Both are plain Parquet files (DuckDB: `SELECT * FROM 'cache/<run>/cross_summary.parquet'`),
 written atomically through core.store.storage.write_parquet with the provenance (sweep settings,
@@ -18,44 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.store.manifest import package_versions
+from core.store.schema import SAMPLES_FILE, SAMPLES_SCHEMA, SUMMARY_FILE, SUMMARY_SCHEMA
 from core.store.storage import write_parquet
-
-SAMPLES_FILE = "cross_samples.parquet"
-SUMMARY_FILE = "cross_summary.parquet"
-
-SAMPLES_SCHEMA = pa.schema([
-    ("prompt_id", pa.string()),
-    ("sample_index", pa.int32()),          # 0..K-1 within (prompt, setting)
-    ("direction", pa.string()),            # forward | reverse | base | tuned
-    ("eps", pa.float64()),                 # +inf for the endpoints (never switch)
-    ("control", pa.bool_()),               # random-position control of the same setting
-    ("switched", pa.list_(pa.int32())),    # steps whose token came from the intervention
-    ("n_switched", pa.int32()),
-    ("n_requested", pa.int32()),           # control: switches asked for (null otherwise)
-    ("n_tokens", pa.int32()),              # generated tokens, EOS included
-    ("budget", pa.float64()),              # n_switched / n_tokens
-    ("tokens", pa.list_(pa.int32())),
-    ("js", pa.list_(pa.float32())),        # decision js per step (NaN when one model ran)
-    ("text", pa.string()),
-    ("answer", pa.string()),               # extracted answer, null when none
-    ("correct", pa.bool_()),
-    ("finished", pa.bool_()),              # emitted EOS before the cap
-    ("seed", pa.int64()),                  # the row's sampling seed (shared per prompt, k)
-])
-
-SUMMARY_SCHEMA = pa.schema([
-    ("direction", pa.string()),
-    ("eps", pa.float64()),
-    ("control", pa.bool_()),
-    ("n", pa.int32()),                     # samples
-    ("n_prompts", pa.int32()),
-    ("budget", pa.float64()),              # mean per-sample share of tokens switched
-    ("token_share", pa.float64()),         # all switched tokens / all tokens
-    ("mean_tokens", pa.float64()),
-    ("accuracy", pa.float64()),            # mean over prompts of per-prompt accuracy
-    ("ci_lo", pa.float64()),               # 95% bootstrap interval over prompts
-    ("ci_hi", pa.float64()),
-])
 
 
 def samples_table(rows: list[dict]) -> pa.Table:

@@ -5,7 +5,9 @@ A run folder under `cache/` holds:
   topk.parquet     one row per response token: both models' top-k lists
   traces.parquet   one row per trace
   manifest.json    provenance (see core/manifest.py)
-Optional tables written by later stages (cross-sampling, forks) live beside them.
+Optional tables written by later stages live beside them, and their schemas live here too:
+  cross_samples.parquet, cross_summary.parquet  cross-sampling sweeps
+  forks.parquet                                 the fork explorer
 
 Column names are the metric names of docs/paper.md (registered in core.metrics).
 """
@@ -77,4 +79,57 @@ TRACES_SCHEMA = pa.schema(
     ]
 )
 
+# --- Optional tables written beside them by later stages ---
+
+# Cross-sampling (core.experiments.cross_sampling; written by core.store.cross).
+SAMPLES_FILE = "cross_samples.parquet"
+SUMMARY_FILE = "cross_summary.parquet"
+
+SAMPLES_SCHEMA = pa.schema([
+    ("prompt_id", pa.string()),
+    ("sample_index", pa.int32()),          # 0..K-1 within (prompt, setting)
+    ("direction", pa.string()),            # forward | reverse | base | tuned
+    ("eps", pa.float64()),                 # +inf for the endpoints (never switch)
+    ("control", pa.bool_()),               # random-position control of the same setting
+    ("switched", pa.list_(pa.int32())),    # steps whose token came from the intervention
+    ("n_switched", pa.int32()),
+    ("n_requested", pa.int32()),           # control: switches asked for (null otherwise)
+    ("n_tokens", pa.int32()),              # generated tokens, EOS included
+    ("budget", pa.float64()),              # n_switched / n_tokens
+    ("tokens", pa.list_(pa.int32())),
+    ("js", pa.list_(pa.float32())),        # decision js per step (NaN when one model ran)
+    ("text", pa.string()),
+    ("answer", pa.string()),               # extracted answer, null when none
+    ("correct", pa.bool_()),
+    ("finished", pa.bool_()),              # emitted EOS before the cap
+    ("seed", pa.int64()),                  # the row's sampling seed (shared per prompt, k)
+])
+
+SUMMARY_SCHEMA = pa.schema([
+    ("direction", pa.string()),
+    ("eps", pa.float64()),
+    ("control", pa.bool_()),
+    ("n", pa.int32()),                     # samples
+    ("n_prompts", pa.int32()),
+    ("budget", pa.float64()),              # mean per-sample share of tokens switched
+    ("token_share", pa.float64()),         # all switched tokens / all tokens
+    ("mean_tokens", pa.float64()),
+    ("accuracy", pa.float64()),            # mean over prompts of per-prompt accuracy
+    ("ci_lo", pa.float64()),               # 95% bootstrap interval over prompts
+    ("ci_hi", pa.float64()),
+])
+
+# The fork explorer (core.experiments.fork).
+FORKS_FILE = "forks.parquet"
+FORKS_SCHEMA = pa.schema([
+    ("fork_id", pa.string()), ("trace_id", pa.int32()), ("pos", pa.int32()),
+    ("branch", pa.string()),            # "base top-1" or "tuned top-1"
+    ("branch_token_id", pa.int32()), ("continued_by", pa.string()), ("rollout", pa.int32()),
+    ("text", pa.string()), ("answer", pa.string()), ("correct", pa.bool_()),
+    ("temperature", pa.float32()), ("top_p", pa.float32()), ("seed", pa.int64()),
+    ("created", pa.string()),
+])
+
 SCHEMAS = {TOKENS_FILE: TOKENS_SCHEMA, TOPK_FILE: TOPK_SCHEMA, TRACES_FILE: TRACES_SCHEMA}
+OPTIONAL_SCHEMAS = {SAMPLES_FILE: SAMPLES_SCHEMA, SUMMARY_FILE: SUMMARY_SCHEMA,
+                    FORKS_FILE: FORKS_SCHEMA}  # present once a sweep or a fork has run
