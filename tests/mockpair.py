@@ -9,6 +9,7 @@ class Bigram(torch.nn.Module):
     def __init__(self, table: torch.Tensor):
         super().__init__()
         self.W = torch.nn.Parameter(table.clone(), requires_grad=False)
+        self.config = SimpleNamespace(vocab_size=table.shape[-1])  # what scoring reads
 
     def forward(self, input_ids, attention_mask=None, **_):
         return SimpleNamespace(logits=self.W[input_ids])

@@ -94,11 +94,7 @@ def vocab_size(model) -> int:
     if isinstance(head, torch.nn.Linear):
         return int(head.out_features)
     cfg = getattr(model, "config", None)
-    v = int(getattr(cfg, "vocab_size", 0) or 0)
-    if v:
-        return v
-    w = getattr(model, "W", None)  # the unit tier's bigram mock
-    return int(w.shape[-1]) if w is not None else 0
+    return int(getattr(cfg, "vocab_size", 0) or 0)
 
 
 def score_traces(base, tuned, traces: list[tuple[list[int], list[int]]], pad_id: int,
