@@ -118,7 +118,7 @@ def test_ray_worker_in_sequential_mode_holds_one_model_at_a_time(tmp_path, monke
     from core.precompute.ray import ShardWorker
 
     live, peak, loads = set(), [0], [0]
-    real = pair_mod.load_model
+    real = pair_mod.with_weights  # every weight load goes through it
 
     def counting(*a, **k):
         loaded = real(*a, **k)
@@ -131,7 +131,7 @@ def test_ray_worker_in_sequential_mode_holds_one_model_at_a_time(tmp_path, monke
             peak[0] = max(peak[0], len(live))
         return loaded
 
-    monkeypatch.setattr(pair_mod, "load_model", counting)
+    monkeypatch.setattr(pair_mod, "with_weights", counting)
     common = dict(base=str(DEMO / "base"), tuned=str(DEMO / "rl"), prompts=str(HELDOUT),
                   cache=str(tmp_path), max_prompts=2, n=2, shard_size=2, max_new_tokens=24,
                   scoring="sequential", name="seq")
@@ -144,7 +144,7 @@ def test_ray_worker_in_sequential_mode_holds_one_model_at_a_time(tmp_path, monke
     assert out["shard"] == [0]
     assert loads[0] == 3  # sampling (tuned), then scoring: base, then tuned
     assert peak[0] == 1, f"{peak[0]} models alive at once"
-    monkeypatch.setattr(pair_mod, "load_model", real)
+    monkeypatch.setattr(pair_mod, "with_weights", real)
     local = precompute(PrecomputeConfig(**dict(common, cache=str(tmp_path / "local"))),
                        log=lambda s: None, show_progress=False)
     got = pd.read_parquet(parts / "tokens-00000.parquet")

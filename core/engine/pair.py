@@ -173,7 +173,7 @@ def load_model(spec: str, *, allow_pickle: bool = False, trust_remote_code: bool
     """Load a tokenizer and (optionally) a causal LM from a folder or hub id, after checks.
     The weights get the dtype of `device` (bf16 on CUDA); `place=False` leaves them on the
     CPU for the caller to place (two-GPU pairs)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     ref = resolve(spec)
     fp: dict = {}
@@ -185,22 +185,38 @@ def load_model(spec: str, *, allow_pickle: bool = False, trust_remote_code: bool
         tok = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code)
     except OSError as e:
         raise PairError(f"{spec}: cannot load a tokenizer ({_short(e)})") from e
-    model = None
-    if with_model:
-        dev, dtype = pick_device(device)
-        try:
-            model = AutoModelForCausalLM.from_pretrained(
-                src, dtype=dtype, use_safetensors=None if allow_pickle else True,
-                trust_remote_code=trust_remote_code)
-        except OSError as e:
-            raise PairError(f"{spec}: cannot load the model ({_short(e)})") from e
-        except Exception as e:  # corrupt tensors, unknown architectures, ...
-            raise PairError(f"{spec}: the checkpoint failed to load: {_short(e)}") from e
-        (model.to(dev) if place else model).eval()
-        if not fp:
-            fp = {"method": "hub-revision",
-                  "digest": getattr(model.config, "_commit_hash", None) or "unknown"}
-    return LoadedModel(ref, model, tok, fp)
+    loaded = LoadedModel(ref, None, tok, fp)
+    if not with_model:
+        return loaded
+    return with_weights(loaded, allow_pickle=allow_pickle,
+                        trust_remote_code=trust_remote_code, device=device, place=place)
+
+
+def with_weights(loaded: LoadedModel, *, allow_pickle: bool = False,
+                 trust_remote_code: bool = False, device: str | None = None,
+                 place: bool = True) -> LoadedModel:
+    """`loaded` (checked, fingerprinted, with its tokenizer) with its weights loaded too: the
+    checks and the fingerprint are not done again."""
+    from transformers import AutoModelForCausalLM
+
+    if loaded.model is not None:
+        return loaded
+    ref, spec = loaded.ref, loaded.ref.spec
+    src = str(ref.local) if ref.local else ref.spec
+    dev, dtype = pick_device(device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            src, dtype=dtype, use_safetensors=None if allow_pickle else True,
+            trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise PairError(f"{spec}: cannot load the model ({_short(e)})") from e
+    except Exception as e:  # corrupt tensors, unknown architectures, ...
+        raise PairError(f"{spec}: the checkpoint failed to load: {_short(e)}") from e
+    (model.to(dev) if place else model).eval()
+    fp = loaded.fingerprint or {"method": "hub-revision",
+                                "digest": getattr(model.config, "_commit_hash", None)
+                                or "unknown"}
+    return LoadedModel(ref, model, loaded.tokenizer, fp)
 
 
 def _short(e: Exception, limit: int = 300) -> str:
@@ -224,7 +240,20 @@ class Pair:
         loaded = self.base if role == "base" else self.tuned
         if loaded.model is not None:
             return loaded.model
-        return load_model(loaded.ref.spec, **self.options).model
+        return with_weights(loaded, **self.options).model
+
+    def with_weights(self) -> Pair:
+        """This pair with both models resident (checks, tokenizers and fingerprints reused).
+        Two GPUs: loaded on the CPU, then one device if both fit, else one model per GPU
+        (place_pair; untested here: no GPU on the development machine)."""
+        if self.base.model is not None and self.tuned.model is not None:
+            return self
+        two = pick_device(self.options.get("device"))[0].type == "cuda" \
+            and torch.cuda.device_count() > 1
+        b, t = (with_weights(m, place=not two, **self.options) for m in (self.base, self.tuned))
+        if two:
+            place_pair(b.model, t.model)
+        return Pair(b, t, self.options)
 
     def device(self) -> str:
         if self.base.model is not None:
@@ -282,12 +311,5 @@ def load_pair(base: str, tuned: str, *, allow_pickle: bool = False,
     diff = vocab_difference(b.tokenizer, t.tokenizer)
     if diff:
         raise PairError(f"base {base!r} and tuned {tuned!r} do not share a vocabulary: {diff}")
-    if not load_weights:
-        return Pair(b, t, kw)
-    if pick_device(device)[0].type == "cuda" and torch.cuda.device_count() > 1:
-        # Two GPUs: load on the CPU, then one device if both fit, else one model per GPU
-        # (place_pair). Untested here: no GPU on the development machine.
-        pb, pt = load_model(base, place=False, **kw), load_model(tuned, place=False, **kw)
-        place_pair(pb.model, pt.model)
-        return Pair(pb, pt, kw)
-    return Pair(load_model(base, **kw), load_model(tuned, **kw), kw)
+    pair = Pair(b, t, kw)
+    return pair.with_weights() if load_weights else pair

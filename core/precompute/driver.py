@@ -116,14 +116,14 @@ def reused_traces(cfg: PrecomputeConfig, cache: Path, ps: PromptSet) -> dict:
     return out
 
 
-def _executor(cfg, ps, shards, reused, parts: Path, log) -> Executor:
+def _executor(cfg, ps, shards, reused, parts: Path, log, checked) -> Executor:
     if cfg.engine == "ray":
         from core.precompute.ray import RayExecutor
 
         return RayExecutor(cfg, shards, reused, parts, log)
     from core.precompute.local import LocalExecutor
 
-    return LocalExecutor(cfg, ps, shards, reused, parts)
+    return LocalExecutor(cfg, ps, shards, reused, parts, checked)
 
 
 def precompute(cfg: PrecomputeConfig, log: Callable[[str], None] = print,
@@ -143,8 +143,9 @@ def precompute(cfg: PrecomputeConfig, log: Callable[[str], None] = print,
     shards = shard_indices(cfg, ps)
     # Refuse a bad pair (paths, weight formats, vocabularies) before anything is written:
     # tokenizers and fingerprints only; the executor loads the weights under the run's lock.
-    load_pair(cfg.base, cfg.tuned, allow_pickle=cfg.allow_pickle,
-              trust_remote_code=cfg.trust_remote_code, device=cfg.device, load_weights=False)
+    checked = load_pair(cfg.base, cfg.tuned, allow_pickle=cfg.allow_pickle,
+                        trust_remote_code=cfg.trust_remote_code, device=cfg.device,
+                        load_weights=False)
 
     def report(stage: str, shards_done: int, prompts_done: int) -> None:
         if progress is not None:
@@ -154,7 +155,7 @@ def precompute(cfg: PrecomputeConfig, log: Callable[[str], None] = print,
     with RunLock(cache, cfg.name, error=RunError):
         staging = open_staging(cache, cfg.name, want)
         t0 = time.time()
-        ex = _executor(cfg, ps, shards, reused, staging / "parts", log)
+        ex = _executor(cfg, ps, shards, reused, staging / "parts", log, checked)
         todo = [k for k in range(len(shards)) if not ex.is_done(k)]
         if len(todo) < len(shards):
             log(f"resuming {cfg.name!r}: {len(shards) - len(todo)}/{len(shards)} shards done")

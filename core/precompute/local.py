@@ -7,18 +7,18 @@ from pathlib import Path
 from typing import Iterator
 
 from core.config import PrecomputeConfig
-from core.engine.pair import load_pair
+from core.engine.pair import Pair
 from core.precompute import shard
 from core.prompts import PromptSet
 
 
 class LocalExecutor:
     def __init__(self, cfg: PrecomputeConfig, ps: PromptSet, shards: list[list[int]],
-                 reused: dict | None, parts: Path):
+                 reused: dict | None, parts: Path, checked: Pair):
+        """`checked`: the pair the driver validated (tokenizers and fingerprints, no
+        weights); its weights are loaded here, unless scoring is sequential."""
         self.cfg, self.ps, self.shards, self.reused, self.parts = cfg, ps, shards, reused, parts
-        self.pair = load_pair(cfg.base, cfg.tuned, allow_pickle=cfg.allow_pickle,
-                              trust_remote_code=cfg.trust_remote_code, device=cfg.device,
-                              load_weights=cfg.scoring != "sequential")
+        self.pair = checked if cfg.scoring == "sequential" else checked.with_weights()
 
     def is_done(self, k: int) -> bool:
         return (self.parts / shard.done_name(k)).exists()
