@@ -81,8 +81,6 @@ def _nucleus_in_topk(logp: torch.Tensor, top_p: float, k0: int = 256):
         vals, ids = logp.topk(k, -1)  # sorted, most likely first
         pk = vals.exp()
         cum = pk.cumsum(-1)
-        if k == v:
-            return None
         mass = float(cum[:, -1].min())
         if mass >= top_p:  # the (k+1)-th token is out in every row
             break
