@@ -185,14 +185,8 @@ class ResponseLogits:
 
 
 def resolve_budget(budget: int, device: torch.device) -> int:
-    """`budget` bytes when > 0, else default_budget(device); SHIFTLENS_MEMORY_BUDGET (bytes)
-    overrides the default (tests use it)."""
-    if budget and budget > 0:
-        return int(budget)
-    env = os.environ.get("SHIFTLENS_MEMORY_BUDGET")
-    if env:
-        return int(float(env))
-    return default_budget(device)
+    """`budget` bytes when > 0, else default_budget(device)."""
+    return int(budget) if budget and budget > 0 else default_budget(device)
 
 
 def math_dtype(device: torch.device) -> torch.dtype:
