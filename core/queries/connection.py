@@ -8,6 +8,7 @@ indexes). This module runs no analysis and holds no SQL helpers (core/queries/sq
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import duckdb
@@ -29,6 +30,9 @@ from core.store.schema import (
 
 # open_runs materialises automatically from this many token rows (see open_runs).
 MATERIALIZE_ROWS = 2_000_000
+# DuckDB's buffer pool per connection (its default is 80% of RAM): a quarter of the RAM, at
+# most 3 GiB. Materialised data beyond it stays in the runs' on-disk indexes and is re-read.
+QUERY_MEMORY = min(3 * 1024**3, os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4)
 _TABLES = {"tokens": (TOKENS_FILE, TOKENS_SCHEMA), "topk": (TOPK_FILE, TOPK_SCHEMA),
            "traces": (TRACES_FILE, TRACES_SCHEMA)}
 
@@ -47,15 +51,19 @@ def open_runs(run_dirs: list[str | Path] | str | Path, materialize: bool | None 
     """In-memory connection with views tokens/topk/traces/tok over all runs (see
     core/queries/__init__.py).
 
-    `materialize`: copy tokens, traces and the top-k columns the analyses need into DuckDB
-    tables once, now (True), or keep lazy Parquet views (False); None (default) materialises
-    when the runs hold at least MATERIALIZE_ROWS token rows. Results are the same either way;
-    materialised queries are much faster on large runs (no Parquet decoding per query).
+    `materialize`: query every run through its on-disk index (core/queries/run_index.py: the
+    token rows with the trace columns and top-k facts the analyses need, in DuckDB's own
+    format, built on a run's first materialised open and reused after), with order indexes
+    and per-cell aggregates in memory (True), or keep lazy Parquet views (False); None
+    (default) materialises when the runs hold at least MATERIALIZE_ROWS token rows. Results
+    are the same either way; materialised queries are much faster on large runs, and memory
+    stays bounded (QUERY_MEMORY for DuckDB, plus about 16 bytes per token row of indexes).
 
     `names`: the run names, one per folder (the app passes the folder names, which are unique
     in a cache even where a copied folder's manifest repeats another run's name); default: the
     manifest's name, else the folder name."""
     con = duckdb.connect()
+    con.execute(f"SET memory_limit = '{QUERY_MEMORY // 2**20}MiB'")
     con.execute("CREATE TABLE runs (idx INTEGER, run VARCHAR, kind VARCHAR, "
                 "series_step INTEGER, traces_from VARCHAR, path VARCHAR)")
     dirs = [Path(run_dirs)] if isinstance(run_dirs, (str, Path)) else [Path(d) for d in run_dirs]
