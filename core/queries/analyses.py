@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from core.queries import indexed
+from core.queries import aggregated, indexed
 from core.queries.sql import (
     KOV,
     LN2,
@@ -55,20 +55,29 @@ def histogram(con, metric="js", bins=50, lo=None, hi=None, log=False, runs=None,
     if lo is None or hi is None:
         if m == "js":
             dlo, dhi = (1e-6 if log else 0.0), LN2
+        elif indexed.active(con):
+            dlo, dhi = aggregated.histogram_range(con, m, log, runs, sampled_from, correct)
         else:
             pos = f" FILTER (WHERE {m} > 0)" if log else ""
             dlo, dhi = con.execute(f"WITH f AS ({base}) SELECT min({m}){pos}::DOUBLE, "
-                                   f"max({m})::DOUBLE FROM f", p).fetchone()
+                                   f"max({m})::DOUBLE FROM f", p).fetchall()[0]
         lo = (dlo if dlo is not None else 1e-6 if log else 0.0) if lo is None else lo
         hi = (dhi if dhi is not None else 1.0) if hi is None else hi
     if log and lo <= 0:
         raise ValueError("log bins need lo > 0")
     a, b = (math.log(lo), math.log(hi)) if log else (float(lo), float(hi))
     b = b if b > a else a + 1.0
-    x = f"ln(greatest({m}, $lo))" if log else m
-    sql = f"""WITH f AS ({base}) SELECT {g}{_bin(x, 'h')} AS bin, count(*) AS count
-      FROM f WHERE {m} IS NOT NULL GROUP BY ALL"""
-    df = _q(con, sql, {**p, "lo": float(lo), "h_a": a, "h_w": (b - a) / bins, "h_n": bins})
+    def x_of(col: str) -> str:
+        return f"ln(greatest({col}, $lo))" if log else col
+
+    hp = {"lo": float(lo), "h_a": a, "h_w": (b - a) / bins, "h_n": bins}
+    if indexed.active(con):  # bins are ranges of the order index: no pass over the rows
+        df = aggregated.histogram_counts(con, m, x_of, hp, bins, runs, sampled_from, correct,
+                                         by)
+    else:
+        sql = f"""WITH f AS ({base}) SELECT {g}{_bin(x_of(m), 'h')} AS bin, count(*) AS count
+          FROM f WHERE {m} IS NOT NULL GROUP BY ALL"""
+        df = _q(con, sql, {**p, **hp})
     keys = ([by] if by else []) + ["bin"]
     df = _fill_grid(df, keys, [bins])
     edges = np.linspace(a, b, bins + 1)
@@ -96,6 +105,11 @@ def entropy_by_js_bin(con, edges=(0, 0.01, 0.05, 0.1, 0.2, 0.3, LN2 + 1e-6), run
     # bin index by a CASE over the inner edges: one grouped pass (no range join)
     inner = ("CASE " + " ".join(f"WHEN js < $e{i} THEN {i - 1}" for i in range(1, len(edges) - 1))
              + f" ELSE {len(edges) - 2} END")
+    if indexed.active(con):
+        df = aggregated.entropy_by_js_bin(con, edges, inner, runs, sampled_from, correct, by)
+        df.insert(1 if by else 0, "bin", [f"[{lo:.3g}, {hi:.3g})" for lo, hi in
+                                          zip(df["lo"], df["hi"], strict=True)])
+        return df
     gsel = f"gr.{by}, " if by else ""
     groups = f", (SELECT DISTINCT {by} FROM f) gr" if by else ""
     gjoin = f" AND a.{by} IS NOT DISTINCT FROM gr.{by}" if by else ""
@@ -125,14 +139,20 @@ def js_entropy_hist2d(con, js_bins=30, entropy_bins=30, entropy="entropy_base",
     g = _group(by)
     base, p = _filtered(runs, sampled_from, correct)
     if entropy_max is None:
-        emax = con.execute(f"WITH f AS ({base}) SELECT max({entropy})::DOUBLE FROM f",
-                           p).fetchone()[0]
+        emax = (aggregated.entropy_max(con, entropy, runs, sampled_from, correct)
+                if indexed.active(con) else
+                con.execute(f"WITH f AS ({base}) SELECT max({entropy})::DOUBLE FROM f",
+                            p).fetchall()[0][0])
         entropy_max = emax if emax else 1.0
-    sql = f"""WITH f AS ({base}) SELECT {g}{_bin('js', 'j')} AS jb, {_bin(entropy, 'e')} AS eb,
-      count(*) AS count FROM f WHERE js IS NOT NULL AND {entropy} IS NOT NULL GROUP BY ALL"""
     jw, ew = LN2 / js_bins, entropy_max / entropy_bins
-    df = _q(con, sql, {**p, "j_a": 0.0, "j_w": jw, "j_n": js_bins,
-                       "e_a": 0.0, "e_w": ew, "e_n": entropy_bins})
+    gp = {"j_a": 0.0, "j_w": jw, "j_n": js_bins, "e_a": 0.0, "e_w": ew, "e_n": entropy_bins}
+    if indexed.active(con):  # per-cell grid counts, one pass per grid
+        df = aggregated.js_entropy_grid(con, entropy, gp, runs, sampled_from, correct, by)
+    else:
+        sql = f"""WITH f AS ({base}) SELECT {g}{_bin('js', 'j')} AS jb,
+            {_bin(entropy, 'e')} AS eb, count(*) AS count
+          FROM f WHERE js IS NOT NULL AND {entropy} IS NOT NULL GROUP BY ALL"""
+        df = _q(con, sql, {**p, **gp})
     keys = ([by] if by else []) + ["jb", "eb"]
     df = _fill_grid(df, keys, [js_bins, entropy_bins])
     df["js_bin_left"], df["entropy_bin_left"] = df["jb"] * jw, df["eb"] * ew
@@ -167,18 +187,15 @@ def token_identity(con, high=0.1, min_count=5, limit=50, runs=None, sampled_from
     desc, then share_high desc."""
     g = _group(by)
     part = f"PARTITION BY {by} " if by else ""
-    if indexed.active(con):  # group on the integer token codes, then look the strings up
-        base, p = _filtered(runs, sampled_from, correct, src="tokx")
-        f = f"""(SELECT {g}v.token, a.* EXCLUDE ({g}tcode) FROM (SELECT {g}tcode,
-            count(*) AS n_total, count(*) FILTER (WHERE js > $hi) AS n_high, avg(js) AS mean_js
-          FROM ({base}) WHERE js IS NOT NULL GROUP BY ALL
-          HAVING n_total >= $min_count AND n_high > 0) a LEFT JOIN vocab v USING (tcode))"""
-    else:
-        base, p = _filtered(runs, sampled_from, correct)
-        f = f"""(SELECT {g}token, count(*) AS n_total,
-            count(*) FILTER (WHERE js > $hi) AS n_high, avg(js) AS mean_js
-          FROM ({base}) WHERE js IS NOT NULL GROUP BY ALL
-          HAVING n_total >= $min_count AND n_high > 0)"""
+    if indexed.active(con) and aggregated.codes_ok(con):
+        # per-cell counts by token code, summed over the kept cells; strings looked up last
+        return aggregated.token_identity(con, high, min_count, limit, runs, sampled_from,
+                                         correct, by)
+    base, p = _filtered(runs, sampled_from, correct)
+    f = f"""(SELECT {g}token, count(*) AS n_total,
+        count(*) FILTER (WHERE js > $hi) AS n_high, avg(js) AS mean_js
+      FROM ({base}) WHERE js IS NOT NULL GROUP BY ALL
+      HAVING n_total >= $min_count AND n_high > 0)"""
     sql = f"""SELECT {g}token, n_total, n_high, n_total - n_high AS n_low,
         n_high / n_total AS share_high, mean_js FROM {f}
       QUALIFY row_number() OVER ({part}ORDER BY n_high DESC, share_high DESC, token) <= $lim
@@ -226,9 +243,8 @@ def _topk_overlap_tokx(con, threshold, k_max, runs, sampled_from, correct, by) -
         # only the rows above the threshold are read; the sums over all rows come from the
         # per-cell table built at open (cell_kov), and "not high" = all - high, exactly
         cols = ["c"] + [f"s{k}" for k in range(1, k_max + 1)]
-        sql = f"""WITH f AS ({base}) SELECT {g}least(k_n, {k_max}) AS kn, count(*) AS c, {sums}
-          FROM f WHERE js > $thr AND k_has AND k_n >= 1 GROUP BY ALL"""
-        high = _q(con, sql, {**p, "thr": threshold})
+        high = aggregated.topk_overlap_high(con, threshold, k_max, runs, sampled_from, correct,
+                                            by)
         cs, cp = _filtered(runs, sampled_from, correct, src="cells")
         csums = ", ".join(f"sum(k.s{k})::BIGINT AS s{k}" for k in range(1, k_max + 1))
         allw = _q(con, f"""SELECT {g}least(k.kn, {k_max}) AS kn, sum(k.c)::BIGINT AS c, {csums}
@@ -284,7 +300,9 @@ def reallocation(con, threshold=0.1, low_prob=0.01, runs=None, sampled_from=None
     sel = ", ".join(f"{a} FILTER (WHERE js > $thr) AS {c}_high, {a} AS {c}_all"
                     for c, a in aggs.items())
     sql = f"WITH f AS ({base}) SELECT {g}{sel} FROM f WHERE k_has GROUP BY ALL"
-    wide = _q(con, sql, {**p, "thr": threshold, "low": low_prob})
+    wide = (aggregated.reallocation_wide(con, threshold, low_prob, runs, sampled_from, correct,
+                                         by) if indexed.active(con) else
+            _q(con, sql, {**p, "thr": threshold, "low": low_prob}))
     return _by_subset(wide, [by] if by else [], {c: "float64" for c in aggs} | {"n": "int64"})
 
 
@@ -297,7 +315,8 @@ def tuned_top1_base_rank_hist(con, threshold=0.1, max_rank=10, runs=None, sample
     sql = f"""WITH f AS ({base}) SELECT {g}least(k_r, $mr + 1) AS rank,
         count(*) FILTER (WHERE js > $thr) AS n_high, count(*) AS n_all
       FROM f WHERE k_has AND k_r > 0 GROUP BY ALL"""
-    wide = _q(con, sql, {**p, "thr": threshold, "mr": max_rank})
+    wide = (aggregated.rank_hist_wide(con, threshold, max_rank, runs, sampled_from, correct, by)
+            if indexed.active(con) else _q(con, sql, {**p, "thr": threshold, "mr": max_rank}))
     ids = [by] if by else []
     df = _by_subset(wide, ids + ["rank"], {"n": "int64"})
     df = df.sort_values(ids + ["subset", "rank"], key=lambda c: c.map(
@@ -324,7 +343,8 @@ def urial_categories(con, runs=None, sampled_from=None, correct=None,
         count(*) FILTER (WHERE rank_base BETWEEN 2 AND 3) AS marginal,
         count(*) FILTER (WHERE rank_base > 3) AS shifted
       FROM f WHERE rank_base IS NOT NULL GROUP BY ALL {_order(by)}"""
-    wide = _q(con, sql, p)
+    wide = (aggregated.urial_wide(con, runs, sampled_from, correct, by)
+            if indexed.active(con) else _q(con, sql, p))
     ids = [by] if by else []
     df = wide.melt(id_vars=ids, value_vars=list(URIAL_CATEGORIES), var_name="category",
                    value_name="n")
@@ -346,21 +366,30 @@ def evolution(con, series_runs: list[str], high=0.1, sampled_from=None,
         raise ValueError("series_runs is empty")
     base, p = _filtered(series_runs, sampled_from, correct)
     s = "SELECT run, quantile_cont(js, [0.5, 0.9, 0.95, 0.99]) AS q FROM f GROUP BY run"
-    if indexed.active(con):  # the quantiles from the order index, the rest from the rows
+    hfin = "(SELECT count(*) FROM fin)"
+    i = """SELECT h.run, count(*) AS n_high, count(fin.pos) AS n_inter
+            FROM h LEFT JOIN fin USING (trace_id, pos) GROUP BY h.run"""
+    if indexed.active(con):  # quantiles from the order index, high-set sizes per cell
         st = indexed.run_stats(con, "js", series_runs, [0.5, 0.9, 0.95, 0.99],
                                sampled_from=sampled_from, correct=correct)
         s = "SELECT unnest($s_run::VARCHAR[]) AS run, unnest($s_q::FLOAT[][]) AS q"
+        n_high, n_inter, n_fin = aggregated.evolution_counts(con, series_runs, high,
+                                                             sampled_from, correct)
+        i = """SELECT unnest($i_run::VARCHAR[]) AS run, unnest($i_h::BIGINT[]) AS n_high,
+            unnest($i_i::BIGINT[]) AS n_inter"""
+        hfin = "$n_fin::BIGINT"
         p = {**p, "s_run": st["run"].tolist(),
-             "s_q": [[None if np.isnan(v) else v for v in q] for q in st["q"]]}
+             "s_q": [[None if np.isnan(v) else v for v in q] for q in st["q"]],
+             "i_run": list(n_high), "i_h": list(n_high.values()),
+             "i_i": [n_inter.get(r, 0) for r in n_high], "n_fin": n_fin}
     sql = f"""WITH f AS ({base}),
       h AS (SELECT run, trace_id, pos FROM f WHERE js > $hi),
       fin AS (SELECT trace_id, pos FROM h WHERE run = $last),
       s AS ({s}),
-      i AS (SELECT h.run, count(*) AS n_high, count(fin.pos) AS n_inter
-            FROM h LEFT JOIN fin USING (trace_id, pos) GROUP BY h.run)
+      i AS ({i})
       SELECT s.run, r.series_step, s.q[1] AS p50, s.q[2] AS p90, s.q[3] AS p95, s.q[4] AS p99,
         coalesce(i.n_high, 0) AS n_high,
-        coalesce(i.n_inter, 0) / nullif(coalesce(i.n_high, 0) + (SELECT count(*) FROM fin)
+        coalesce(i.n_inter, 0) / nullif(coalesce(i.n_high, 0) + {hfin}
           - coalesce(i.n_inter, 0), 0) AS jaccard_final
       FROM s LEFT JOIN i USING (run) LEFT JOIN runs r USING (run)"""
     df = _q(con, sql, {**p, "hi": high, "last": series_runs[-1]})

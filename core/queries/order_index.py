@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections import OrderedDict
 
 import numpy as np
 
@@ -134,6 +135,31 @@ class SegIndex:
         segs = np.asarray(segs, dtype=np.int64)
         return self.starts[segs + 1] - self._search(segs, _last_leq(t, self.dtype), "right")
 
+    def count_below_keys(self, segs, keys) -> np.ndarray:
+        """[len(keys)] counts over the segments of values whose order key is < keys[j] (keys
+        in 0..2**32, 2**32 = above every value)."""
+        segs = np.asarray(segs, dtype=np.int64)
+        keys = np.asarray(keys, dtype=np.int64)
+        if not len(segs):
+            return np.zeros(len(keys), dtype=np.int64)
+        inner = np.clip(keys, 0, 2**32 - 1).astype(np.uint64)
+        q = (segs.astype(np.uint64)[:, None] << np.uint64(32)) | inner[None, :]
+        c = np.searchsorted(self.keys, q, side="left") - self.starts[segs][:, None]
+        c = np.where(keys[None, :] >= 2**32, self.count(segs)[:, None], c)
+        return c.sum(axis=0)
+
+    def min(self, segs, above: float | None = None) -> float | None:
+        """Smallest value over the segments (of those with double(x) > `above` when given;
+        None when there is none)."""
+        segs = np.asarray(segs, dtype=np.int64)
+        first = (self.starts[segs] if above is None
+                 else self._search(segs, _last_leq(above, self.dtype), "right"))
+        ok = first < self.starts[segs + 1]
+        if not ok.any():
+            return None
+        k = int((self.keys[first[ok]] & np.uint64(0xFFFFFFFF)).min())
+        return _from_okey(np.array([k]), self.dtype)[0].item()
+
     def max(self, segs) -> float | None:
         """Largest value over the segments (None when they hold none)."""
         segs = np.asarray(segs, dtype=np.int64)
@@ -211,6 +237,7 @@ class _Store:
     def __init__(self):
         self.lock = threading.Lock()
         self.indexes: dict = {}
+        self.lru: OrderedDict = OrderedDict()  # bounded: keyed by user parameters
 
 
 def enable(con) -> None:
@@ -230,3 +257,20 @@ def get(con, key: tuple, build):
         if key not in store.indexes:
             store.indexes[key] = build()
         return store.indexes[key]
+
+
+LRU_ENTRIES = 256
+
+
+def get_lru(con, key: tuple, build):
+    """Like `get`, for small results keyed by user parameters (thresholds, bin edges): the
+    LRU_ENTRIES most recently used are kept."""
+    store = _STORES[con]
+    with store.lock:
+        if key in store.lru:
+            store.lru.move_to_end(key)
+            return store.lru[key]
+        val = store.lru[key] = build()
+        while len(store.lru) > LRU_ENTRIES:
+            store.lru.popitem(last=False)
+        return val
