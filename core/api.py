@@ -44,9 +44,10 @@ from core.jobs.queue import read_log as read_job_log
 from core.jobs.queue import resume as resume_job
 from core.jobs.queue import tick as tick_jobs
 
-# --- uploads: model archives and prompt sets taken from the browser, safely unpacked ---
+# --- uploads: model archives, prompt sets and rollout files taken from the browser, kept safely ---
 from core.jobs.upload import default_limits as default_upload_limits
-from core.jobs.upload import models_dir, prompts_dir, save_prompt_set, unpack_model
+from core.jobs.upload import models_dir, prompts_dir, rollouts_dir, save_prompt_set
+from core.jobs.upload import save_rollouts, unpack_model
 
 # --- experiments: live scoring, the fork explorer, cross-sampling (config, stored results) ---
 from core.experiments.live import pair_of_run, score_text
@@ -76,7 +77,8 @@ __all__ = [
     "parse_series",
     "read_job_log", "resume_job", "submit_cross_sample", "tick_jobs",
     # uploads
-    "default_upload_limits", "models_dir", "prompts_dir", "save_prompt_set", "unpack_model",
+    "default_upload_limits", "models_dir", "prompts_dir", "rollouts_dir", "save_prompt_set",
+    "save_rollouts", "unpack_model",
     # experiments
     "CROSS_PRIMARY", "CrossSampleConfig", "fork", "list_samples", "pair_of_run",
     "read_summary", "sample_tokens", "save_fork", "score_text", "tokenizer_of_run",

@@ -98,7 +98,10 @@ def read_records(path: str | Path, what: str = "prompt") -> tuple[Path, bytes, l
 
 
 def raise_problems(errs: list[str], title: str) -> None:
-    """One PromptSetError listing the first 20 problems (and how many more there are)."""
+    """One PromptSetError listing the first 20 problems (and how many more there are); a
+    single problem reads as one line, `title: where: problem`."""
+    if len(errs) == 1:
+        raise PromptSetError(f"{title}: {errs[0]}")
     if errs:
         more = f"\n  ... and {len(errs) - 20} more" if len(errs) > 20 else ""
         raise PromptSetError(f"{title}:\n  " + "\n  ".join(errs[:20]) + more)

@@ -44,6 +44,9 @@ def _cmd_add_pair(args) -> int:
         print(f"preset {p.key}: {p.base} vs {p.tuned} ({p.parameters:g}B parameters each)")
     if not (args.base and args.tuned):
         raise SystemExit("error: give --base and --tuned (or --preset)")
+    if bool(args.prompts) == bool(args.traces):
+        raise SystemExit("error: give --prompts (a prompt set to sample from) or --traces (a "
+                         "rollout file to score), " + ("not both" if args.prompts else "one"))
     base = _model_arg(args.base, cache, args.upload_limit_gib)
     tuned = _model_arg(args.tuned, cache, args.upload_limit_gib)
     sft = _model_arg(args.sft, cache, args.upload_limit_gib)
@@ -52,23 +55,25 @@ def _cmd_add_pair(args) -> int:
     except ValueError as e:
         raise SystemExit(f"error: --series: {e}") from None
     settings = PrecomputeConfig(**{k: getattr(args, k) for k in SETTINGS})
-    kw = dict(sft=sft, series=series, name=args.name, final_step=args.final_step,
-              settings=settings, cache=cache)
-    plan = plan_runs(base, tuned, args.prompts, **kw)
+    kw = dict(traces=args.traces or "", sft=sft, series=series, name=args.name,
+              final_step=args.final_step, settings=settings, cache=cache)
+    plan = plan_runs(base, tuned, args.prompts or "", **kw)
     for p in plan:
-        extra = f" (re-scores {p.config.traces_from}'s traces)" if p.config.traces_from else ""
+        extra = (f" (re-scores {p.config.traces_from}'s traces)" if p.config.traces_from else
+                 f" (scores the rollouts of {p.config.traces})" if p.config.traces else "")
         print(f"run {p.config.name}: {p.config.tuned} vs {p.config.base}{extra}")
     if args.check_only:
         from core.jobs.validate import validate_pair
 
-        rep = validate_pair(base, tuned, prompts=args.prompts, settings=settings,
+        rep = validate_pair(base, tuned, prompts=args.prompts or "",
+                            traces=args.traces or "", settings=settings,
                             extra={p.role: p.config.tuned for p in plan if p.role != "tuned"},
                             allow_pickle=settings.allow_pickle,
                             trust_remote_code=settings.trust_remote_code,
                             hub_timeout=args.hub_timeout)
         print(rep.text())
         return 0 if rep.ok else 2
-    result = add_pair(base, tuned, args.prompts, hub_timeout=args.hub_timeout, **kw)
+    result = add_pair(base, tuned, args.prompts or "", hub_timeout=args.hub_timeout, **kw)
     print(result.report.text())
     if not result.ok:
         return 2
@@ -145,13 +150,17 @@ def add_commands(sub, common) -> None:
                     "its SFT contrast (--sft) and each series checkpoint (--series, "
                     "re-scoring the pair's traces). Models may be folders, hub ids or "
                     ".zip/.tar(.gz) archives (unpacked into uploads/models/ beside the "
-                    "cache).",
+                    "cache). --traces FILE scores rollouts you already have instead of "
+                    "sampling (every run scores the same file).",
         epilog="presets (--preset KEY):\n" + "\n".join(
             f"  {p.key:18s} {p.base} vs {p.tuned} ({p.parameters:g}B)" for p in PRESETS))
     ap.add_argument("--base", help="base model: folder, hub id or model archive")
     ap.add_argument("--tuned", help="tuned (RL) model: folder, hub id or model archive")
-    ap.add_argument("--prompts", required=True,
-                    help="prompt set: .jsonl or .parquet with id, prompt, answer")
+    ap.add_argument("--prompts", default="",
+                    help="prompt set to sample from: .jsonl or .parquet with id, prompt, "
+                         "answer (or give --traces)")
+    ap.add_argument("--traces", default="",
+                    help=PrecomputeConfig.__dataclass_fields__["traces"].metadata["help"])
     ap.add_argument("--preset", choices=[p.key for p in PRESETS], metavar="KEY",
                     help="a public base/RL pair (fills --base/--tuned; needs a network)")
     ap.add_argument("--sft", help="optional SFT model of the same base: a contrast run NAME-sft")

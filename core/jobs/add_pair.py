@@ -1,5 +1,6 @@
-"""Adding a pair: expand a request (base, tuned, optional SFT, optional series, prompt set,
-settings) into the ordered runs to compute, validate it, and queue one job per run.
+"""Adding a pair: expand a request (base, tuned, optional SFT, optional series, prompt set
+or rollout file, settings) into the ordered runs to compute, validate it, and queue one job
+per run.
 
     plan_runs(...)  -> [PlannedRun]      what would be computed, in order (pure; no I/O
                                          except reading a model card for the final step)
@@ -11,6 +12,10 @@ The runs of one request, for run name N (default: derived from the inputs):
   N-step-<s>     base vs each series checkpoint, re-scoring N's traces (traces_from=N,
                  kind "series", series_step=s), queued to start after N is done; with N as
                  the final checkpoint they give the evolution figures (core.store.cache.series_of)
+With `traces` (a rollout file, core.rollouts) instead of `prompts`, every run scores that
+file's traces as given, nothing is sampled: it is each run's `PrecomputeConfig.traces`, as
+`precompute --traces` takes it, and the series runs score it directly (no traces_from, no
+waiting for N).
 N's own series_step is `final_step` when given, else the "steps" of the tuned folder's
 model_card.json, else one more than the last series step (so it plots last).
 """
@@ -67,17 +72,23 @@ def _card_steps(spec: str) -> int | None:
         return None
 
 
-def plan_runs(base: str, tuned: str, prompts: str, *, sft: str | None = None,
+def plan_runs(base: str, tuned: str, prompts: str = "", *, traces: str = "",
+              sft: str | None = None,
               series: list[tuple[int, str]] | dict[int, str] | None = None, name: str = "",
               final_step: int | None = None, settings: PrecomputeConfig | None = None,
               cache: str | Path = "cache") -> list[PlannedRun]:
     """The ordered runs of an add-pair request (see module docstring); returns PlannedRuns
-    whose configs are complete PrecomputeConfigs (settings copied, names filled in)."""
+    whose configs are complete PrecomputeConfigs (settings copied, names filled in).
+    Give `prompts` (a prompt set to sample from) or `traces` (a rollout file to score), not
+    both: ValueError otherwise."""
     from core.precompute.driver import default_name
 
+    if bool(prompts) == bool(traces):
+        raise ValueError("give a prompt set to sample from or a rollout file (traces) to "
+                         "score" + (", not both" if prompts else ""))
     s = settings or PrecomputeConfig()
-    common = dataclasses.replace(s, base=base, prompts=prompts, cache=str(cache),
-                                 traces_from="", series_step=-1)
+    common = dataclasses.replace(s, base=base, prompts=prompts or "", traces=traces or "",
+                                 cache=str(cache), traces_from="", series_step=-1)
     steps = sorted((series.items() if isinstance(series, dict) else series or []))
     main = dataclasses.replace(common, tuned=tuned, kind=s.kind or "rl")
     main.name = name or default_name(main)[:80]
@@ -93,11 +104,13 @@ def plan_runs(base: str, tuned: str, prompts: str, *, sft: str | None = None,
             continue  # the final checkpoint is the main run itself
         plan.append(PlannedRun(f"step-{step}", dataclasses.replace(
             common, tuned=spec, kind="series", series_step=int(step),
-            traces_from=main.name, name=f"{main.name}-step-{step}"), after="tuned"))
+            traces_from="" if traces else main.name, name=f"{main.name}-step-{step}"),
+            after=None if traces else "tuned"))
     return plan
 
 
-def add_pair(base: str, tuned: str, prompts: str, *, sft: str | None = None,
+def add_pair(base: str, tuned: str, prompts: str = "", *, traces: str = "",
+             sft: str | None = None,
              series: list[tuple[int, str]] | dict[int, str] | None = None, name: str = "",
              final_step: int | None = None, settings: PrecomputeConfig | None = None,
              cache: str | Path = "cache", hub_timeout: float = 5.0) -> AddResult:
@@ -106,15 +119,16 @@ def add_pair(base: str, tuned: str, prompts: str, *, sft: str | None = None,
     Returns AddResult(report, plan, jobs): `jobs` is empty when the report refused the pair
     (then nothing was written anywhere). Raises core.jobs.queue.JobError, before queueing any,
     when a planned run name is taken or busy. Start the jobs with core.jobs.queue.tick (the app's
-    poll) or core.jobs.queue.wait (foreground).
+    poll) or core.jobs.queue.wait (foreground). `prompts` or `traces`: as plan_runs.
     """
     from core.jobs import queue as jobs_mod
 
     s = settings or PrecomputeConfig()
-    plan = plan_runs(base, tuned, prompts, sft=sft, series=series, name=name,
+    plan = plan_runs(base, tuned, prompts, traces=traces, sft=sft, series=series, name=name,
                      final_step=final_step, settings=s, cache=cache)
     extra = {p.role: p.config.tuned for p in plan if p.role != "tuned"}
-    report = validate_pair(base, tuned, extra=extra, prompts=prompts, settings=s,
+    report = validate_pair(base, tuned, extra=extra, prompts=prompts or "",
+                           traces=traces or "", settings=s,
                            allow_pickle=s.allow_pickle, trust_remote_code=s.trust_remote_code,
                            hub_timeout=hub_timeout)
     result = AddResult(report, plan)

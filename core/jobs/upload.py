@@ -1,7 +1,8 @@
 """Safe unpacking of an uploaded model archive (zip, tar, tar.gz/bz2/xz) into a model folder.
 
 Uploads live beside the cache, in `<cache>/../uploads/` (`$SHIFTLENS_UPLOADS` overrides it):
-models in `uploads/models/<name>/`, prompt sets in `uploads/prompts/<file>`. They are inputs,
+models in `uploads/models/<name>/`, prompt sets in `uploads/prompts/<file>`, rollout files
+(traces to score instead of sampling) in `uploads/rollouts/<file>`. They are inputs,
 not runs, so they stay out of `cache/`, which holds run folders only; an upload, refused or
 not, never touches `cache/`.
 
@@ -295,6 +296,11 @@ def prompts_dir(cache: str | Path = "cache") -> Path:
     return uploads_dir(cache) / "prompts"
 
 
+def rollouts_dir(cache: str | Path = "cache") -> Path:
+    """The folder that holds uploaded rollout files: `uploads_dir(cache) / "rollouts"`."""
+    return uploads_dir(cache) / "rollouts"
+
+
 def save_prompt_set(data: bytes | BinaryIO, filename: str, dest_root: str | Path,
                     max_bytes: int = 200 * 1024**2) -> Path:
     """Validate an uploaded prompt set (.jsonl or .parquet) and keep it; returns its path.
@@ -304,13 +310,40 @@ def save_prompt_set(data: bytes | BinaryIO, filename: str, dest_root: str | Path
     `dest_root/<filename>`; an existing file of that name is refused unless identical.
     Raises UploadError (name, size) or PromptSetError; leaves nothing behind on error.
     """
-    from core.prompts import PromptSetError, load_prompts
+    from core.prompts import load_prompts
+
+    return _save_checked(data, filename, dest_root, max_bytes, "prompt set", load_prompts)
+
+
+def save_rollouts(data: bytes | BinaryIO, filename: str, dest_root: str | Path,
+                  max_bytes: int | None = None) -> Path:
+    """Validate an uploaded rollout file (.jsonl or .parquet rows of prompt or messages,
+    response or response_ids, ...: core.rollouts) and keep it; returns its path, which
+    `PrecomputeConfig.traces` (add_pair's `traces`) then scores instead of sampling.
+
+    As save_prompt_set: validated line by line (core.rollouts.load_rollouts; PromptSetError
+    naming the line and field) in a hidden temporary file before it is renamed to
+    `dest_root/<filename>`; a different file of that name is refused. max_bytes: default the
+    configured upload limit (default_limits().max_file_bytes). Raises UploadError or
+    PromptSetError; leaves nothing behind on error.
+    """
+    from core.rollouts import load_rollouts
+
+    limit = max_bytes if max_bytes is not None else default_limits().max_file_bytes
+    return _save_checked(data, filename, dest_root, limit, "rollout file", load_rollouts)
+
+
+def _save_checked(data: bytes | BinaryIO, filename: str, dest_root: str | Path,
+                  max_bytes: int, what: str, load) -> Path:
+    """Keep an uploaded .jsonl/.parquet file under a safe name once `load(path)` accepts it
+    (see save_prompt_set)."""
+    from core.prompts import PromptSetError
 
     raw = data if isinstance(data, bytes) else data.read()
     name = Path(filename).name
     stem, suffix = Path(name).stem, Path(name).suffix.lower()
     if suffix not in (".jsonl", ".parquet") or not MODEL_NAME.match(stem):
-        raise UploadError(f"{filename!r}: prompt sets are NAME.jsonl or NAME.parquet (letters, "
+        raise UploadError(f"{filename!r}: {what}s are NAME.jsonl or NAME.parquet (letters, "
                           "digits, '.', '_', '-')")
     if len(raw) > max_bytes:
         raise UploadError(f"{name} is {_gib(len(raw))}, over the limit of {_gib(max_bytes)}")
@@ -320,12 +353,12 @@ def save_prompt_set(data: bytes | BinaryIO, filename: str, dest_root: str | Path
     if final.exists():
         if final.read_bytes() == raw:
             return final
-        raise UploadError(f"a different prompt set named {name!r} exists; rename the file")
+        raise UploadError(f"a different {what} named {name!r} exists; rename the file")
     tmp = dest_root / f".upload-{uuid.uuid4().hex[:8]}-{name}"
     try:
         tmp.write_bytes(raw)
         try:
-            load_prompts(tmp)
+            load(tmp)
         except PromptSetError as e:
             raise PromptSetError(str(e).replace(tmp.name, name)) from None
         os.rename(tmp, final)

@@ -11,6 +11,7 @@ knows as a causal LM (code shipped with the checkpoint needs trust_remote_code);
 count and stored dtype come from the safetensors headers (first bytes of each file) or the
 hub's metadata; its tokenizer loads. Across checkpoints: every tokenizer's token->id map
 equals the base's (else what differs); the tokenizer fits the embedding. Then the prompt set
+(or the rollout file to score instead: every row, and its token ids against the vocabulary)
 is validated and memory and time are estimated (core.jobs.estimate) for the settings.
 
 Hub ids download only config and tokenizer files (small), never weights.
@@ -36,6 +37,7 @@ from core.engine.pair import (
 )
 from core.jobs.estimate import Estimate, estimate, fmt_bytes, fmt_seconds
 from core.prompts import PromptSetError, load_prompts
+from core.rollouts import RolloutSet, load_rollouts
 
 SMALL_FILES = ["config.json", "generation_config.json", "tokenizer*", "vocab*", "merges.txt",
                "special_tokens_map.json", "added_tokens.json", "*.tiktoken", "chat_template*"]
@@ -254,8 +256,9 @@ def _extra_roles(extra) -> dict[str, str]:
 
 
 def validate_pair(base: str, tuned: str, *, extra: dict[str, str] | list[str] | None = None,
-                  prompts: str | None = None, allow_pickle: bool = False,
-                  trust_remote_code: bool = False, settings: PrecomputeConfig | None = None,
+                  prompts: str | None = None, traces: str | None = None,
+                  allow_pickle: bool = False, trust_remote_code: bool = False,
+                  settings: PrecomputeConfig | None = None,
                   hub_timeout: float = 5.0) -> Report:
     """Check a pair (and extra checkpoints: SFT, series steps) before any compute.
 
@@ -263,6 +266,8 @@ def validate_pair(base: str, tuned: str, *, extra: dict[str, str] | list[str] | 
       share the base's vocabulary. Roles named "step-*" or "series*" are scored on reused
       traces (no sampling) in the time estimate.
     prompts: prompt set to validate; default `settings.prompts` when settings are given.
+    traces: rollout file to score instead of sampling (core.rollouts), validated row by row
+      and against the base tokenizer; default `settings.traces`. Give one of the two.
     settings: the PrecomputeConfig whose n, max_prompts, sample_from, max_new_tokens,
       batch_size and device the estimate uses (defaults when None).
     Returns a Report; its `ok` is False when any fatal check failed.
@@ -271,6 +276,7 @@ def validate_pair(base: str, tuned: str, *, extra: dict[str, str] | list[str] | 
     if s.max_new_tokens <= 0:  # estimate at the cap precompute will use
         s = dataclasses.replace(s, max_new_tokens=default_max_new_tokens(tuned)[0])
     prompts = prompts if prompts is not None else (s.prompts or None)
+    traces = traces if traces is not None else (s.traces or None)
     report = Report()
     toks = {}
     for role, spec in {"base": base, "tuned": tuned, **_extra_roles(extra)}.items():
@@ -289,16 +295,42 @@ def validate_pair(base: str, tuned: str, *, extra: dict[str, str] | list[str] | 
                                        "identical token->id maps" if diff is None else
                                        f"the tokenizers differ: {diff}"))
     _pair_warnings(report)
-    ps = None
-    if prompts:
+    ps = rs = None
+    if prompts and traces:
+        report.checks.append(Check("traces", False, "give a prompt set to sample from or a "
+                                   "rollout file to score, not both"))
+    elif traces:
+        rs = _rollout_check(report, traces, s, toks.get("base"))
+    elif prompts:
         try:
             ps = load_prompts(prompts, limit=s.max_prompts or None)
             report.checks.append(Check("prompt set", True, f"{len(ps.rows)} prompts from "
                                        f"{Path(prompts).name}"))
         except PromptSetError as e:
             report.checks.append(Check("prompt set", False, str(e)))
-    _estimate_checks(report, s, ps, toks.get("base"))
+    _estimate_checks(report, s, ps or rs, toks.get("base"))
     return report
+
+
+def _rollout_check(report: Report, traces: str, s: PrecomputeConfig, base_tok):
+    """The "rollouts" check: every row valid, every response id inside the vocabulary."""
+    try:
+        rs = load_rollouts(traces, limit=s.max_prompts or None)
+    except PromptSetError as e:
+        report.checks.append(Check("rollouts", False, str(e)))
+        return None
+    vocab = len(base_tok) if base_tok is not None else None
+    for r in rs.rows:
+        bad = [t for t in r.response_ids or () if vocab is not None and t >= vocab]
+        if bad:
+            report.checks.append(Check("rollouts", False, f"{r.where}: field 'response_ids' "
+                                       f"has id {bad[0]}, outside the tokenizer's {vocab} ids"))
+            return None
+    prompts = len({r.prompt_id for r in rs.rows})
+    report.checks.append(Check("rollouts", True, f"{len(rs.rows)} rollouts of {prompts} "
+                               f"prompt(s) from {Path(traces).name}, scored as given (no "
+                               "sampling)"))
+    return rs
 
 
 def _pair_warnings(report: Report) -> None:
@@ -322,26 +354,37 @@ def _pair_warnings(report: Report) -> None:
 
 
 def _estimate_checks(report: Report, s: PrecomputeConfig, ps, base_tok) -> None:
-    """Per-run estimates (main pair, SFT, series steps); a memory check and a time line."""
+    """Per-run estimates (main pair, SFT, series steps); a memory check and a time line.
+    `ps`: the prompt set, or a RolloutSet (one trace per row, scored at its longest response,
+    nothing sampled)."""
     m = report.models
     if not all(k in m and m[k].parameters for k in ("base", "tuned")):
         report.checks.append(Check("estimate", False, "no parameter count for the pair, so no "
                                    "memory or time estimate", fatal=False))
         return
     n_prompts = len(ps.rows) if ps else (s.max_prompts or 100)
+    n, sample_from, max_new, given = s.n, s.sample_from, s.max_new_tokens, False
     plen = 64
-    if ps and base_tok is not None:  # the longest of (up to) 256 prompts, plus chat-template slack
+    if isinstance(ps, RolloutSet):
+        n, sample_from, given = 1, "tuned", True
+        if base_tok is not None:  # the longest of (up to) 256 prompts and responses
+            head = ps.rows[:256]
+            plen = max(len(base_tok(r.prompt_text)["input_ids"]) for r in head) + 32
+            max_new = max(len(r.response_ids) if r.response_ids is not None else
+                          len(base_tok(r.response, add_special_tokens=False)["input_ids"])
+                          for r in head)
+    elif ps and base_tok is not None:  # the longest of (up to) 256 prompts, plus template slack
         plen = max(len(base_tok(r.prompt)["input_ids"]) for r in ps.rows[:256]) + 32
     b = m["base"]
     for role, f in m.items():
         if role == "base" or not f.parameters:
             continue
-        reuse = role.startswith(("step", "series"))
+        reuse = given or role.startswith(("step", "series"))
         report.estimates[role] = estimate(
             params_base=b.parameters, params_tuned=f.parameters, layers=max(b.layers, 1),
             kv_heads=max(b.kv_heads, 1), head_dim=max(b.head_dim, 1),
-            vocab=max(b.vocab_size, 1), prompts=n_prompts, prompt_tokens=plen, n=s.n,
-            sample_from=s.sample_from, max_new_tokens=s.max_new_tokens,
+            vocab=max(b.vocab_size, 1), prompts=n_prompts, prompt_tokens=plen, n=n,
+            sample_from=sample_from, max_new_tokens=max_new,
             batch_size=s.batch_size, reuse_traces=reuse, device=s.device)
     if not report.estimates:
         return
@@ -355,4 +398,5 @@ def _estimate_checks(report: Report, s: PrecomputeConfig, ps, base_tok) -> None:
     report.checks.append(Check("time", True, (
         f"about {fmt_seconds(seconds)} for {len(report.estimates)} run(s) on {worst.device} "
         f"(estimate from {worst.throughput_source} {worst.throughput_flops / 1e9:.0f} "
-        "GFLOP/s; every trace counted at the length cap)"), fatal=False))
+        "GFLOP/s; every trace counted at the " + ("longest response's length)" if given
+                                                   else "length cap)")), fatal=False))
