@@ -65,6 +65,16 @@ def _label(r: RunInfo) -> str:
     return f"{r.name} · {r.kind or 'run'} · {r.prompt_set} · {r.created[:10]}"
 
 
+def rollouts_line(run: RunInfo) -> str | None:
+    """For a run scored from a rollout file: how many of its text responses do not survive
+    decode(encode(text)) (manifest `rollouts`); None for a sampled run."""
+    r = run.manifest.get("rollouts")
+    if not r:
+        return None
+    return (f"scored from rollouts: {r.get('retokenization_mismatches', 0)} of "
+            f"{r.get('text_responses', 0)} text responses re-tokenise differently")
+
+
 def pick_run(infos: list[RunInfo]) -> RunInfo:
     """Sidebar run picker, synchronised with the `run` query parameter (the URL wins, and a
     choice in the picker is written to the URL at once)."""
@@ -86,8 +96,9 @@ def pick_run(infos: list[RunInfo]) -> RunInfo:
         "Run", names, key="run_picker", on_change=chosen,
         format_func=lambda n: _label(infos[names.index(n)]))
     run = infos[names.index(choice)]
+    retok = rollouts_line(run)
     st.sidebar.caption(f"**pair** {run.pair}  \n**prompts** {run.prompt_set}  \n"
                        f"**created** {run.created}  \n{run.n_traces} traces, "
-                       f"{run.n_tokens} tokens")
+                       f"{run.n_tokens} tokens" + (f"  \n{retok}" if retok else ""))
     set_params(run=choice)
     return run

@@ -1,5 +1,6 @@
 """Add a pair: base and tuned by folder, hub id or uploaded archive (plus optional SFT model
-and checkpoint series), a prompt set, settings; validate, then queue background jobs."""
+and checkpoint series), a prompt set to sample from or an uploaded rollout file to score,
+settings; validate, then queue background jobs."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import streamlit as st
 from app.ui import state
 from app.ui.jobs import jobs_panel
 from app.ui.settings import settings_widgets
+from app.ui.text import md_escape, show_error
 from core import api
 from core.api import PRESETS, RUN_SETTINGS, PrecomputeConfig, add_pair, parse_series
 from core.errors import JobError, PromptSetError, UploadError
@@ -37,7 +39,7 @@ def _model_source(label: str, key: str, preset_value: str) -> str | None:
             done[tag] = str(api.unpack_model(file, api.models_dir(state.cache_dir()),
                                                 limits=limit, filename=file.name))
         except UploadError as e:
-            st.error(f"{file.name}: {e}")
+            show_error(f"{file.name}: {e}")
             return None
     st.caption(f"unpacked to {done[tag]}")
     return done[tag]
@@ -57,31 +59,59 @@ def _prompt_set() -> str | None:
         return str(api.save_prompt_set(file.getvalue(), file.name,
                                        api.prompts_dir(state.cache_dir())))
     except (PromptSetError, UploadError) as e:
-        st.error(str(e))
+        show_error(e)
         return None
 
 
+def _rollouts() -> str | None:
+    """An uploaded rollout file (scored instead of sampling), validated line by line and
+    kept in uploads/rollouts/; its path, or None."""
+    limit = api.default_upload_limits().max_file_bytes
+    file = st.file_uploader(
+        "Rollouts: one row per trace with prompt (text) or messages (chat list), response "
+        "(text) or response_ids; optional id / prompt_id, answer, verifier, correct, "
+        f"sampled_from (limit {limit / 1024**3:.1f} GiB)",
+        type=["jsonl", "parquet"], key="ap_rollout_file")
+    if file is None:
+        return None
+    try:
+        path = api.save_rollouts(file.getvalue(), file.name, api.rollouts_dir(state.cache_dir()),
+                                 max_bytes=limit)
+    except (PromptSetError, UploadError) as e:
+        show_error(e)
+        return None
+    st.caption(md_escape(f"validated; kept as {path}"))
+    return str(path)
+
+
+SOURCES = ("sample from a prompt set", "score my rollouts")
 FIRST = ("max_prompts", "n", "temperature", "top_p", "max_new_tokens", "seed")
 
 
-def _settings() -> PrecomputeConfig:
-    c = st.columns(6)
-    first = dict(
-        max_prompts=int(c[0].number_input("prompts (0 = all)", 0, 1_000_000, 50)),
-        n=int(c[1].number_input("samples per prompt", 1, 64, 2)),
-        temperature=float(c[2].number_input("temperature", 0.0, 2.0, 1.0, 0.1)),
-        top_p=float(c[3].number_input("top-p", 0.05, 1.0, 1.0, 0.05)),
-        max_new_tokens=int(c[4].number_input(
-            "max new tokens", 0, 131072, 0,
-            help="0 = the tuned checkpoint's generation config, else 4096")),
-        seed=int(c[5].number_input("seed", 0, 2**31 - 1, 0)))
-    sample_from = st.radio("sample traces from", ["tuned", "base", "both"], horizontal=True)
+def _settings(sampling: bool) -> PrecomputeConfig:
+    """The settings; without sampling (a rollout file) only those that apply to scoring."""
+    if sampling:
+        c = st.columns(6)
+        first = dict(
+            max_prompts=int(c[0].number_input("prompts (0 = all)", 0, 1_000_000, 50)),
+            n=int(c[1].number_input("samples per prompt", 1, 64, 2)),
+            temperature=float(c[2].number_input("temperature", 0.0, 2.0, 1.0, 0.1)),
+            top_p=float(c[3].number_input("top-p", 0.05, 1.0, 1.0, 0.05)),
+            max_new_tokens=int(c[4].number_input(
+                "max new tokens", 0, 131072, 0,
+                help="0 = the tuned checkpoint's generation config, else 4096")),
+            seed=int(c[5].number_input("seed", 0, 2**31 - 1, 0)))
+        first["sample_from"] = st.radio("sample traces from", ["tuned", "base", "both"],
+                                        horizontal=True)
+    else:
+        first = dict(max_prompts=int(st.columns(6)[0].number_input(
+            "rollouts (0 = all)", 0, 100_000_000, 0, key="ap_rollout_rows",
+            help="score only the file's first N rows")))
     with st.expander("All settings (as `shiftlens precompute --help`): scoring mode, memory "
                      "budget, engine, ..."):
         rest = settings_widgets(PrecomputeConfig, tuple(
             n for n in RUN_SETTINGS if n not in FIRST and n != "sample_from"), key="ap_set")
-    return PrecomputeConfig(**first, **rest, sample_from=sample_from,
-                            cache=str(state.cache_dir()))
+    return PrecomputeConfig(**first, **rest, cache=str(state.cache_dir()))
 
 
 def render() -> None:
@@ -105,25 +135,31 @@ def render() -> None:
         series_text = st.text_input("Series: step=path pairs, comma-separated",
                                     placeholder="30=runs/ckpt-30,60=runs/ckpt-60",
                                     key="ap_series")
-    prompts = _prompt_set()
-    settings = _settings()
+    source = st.radio("Traces", SOURCES, horizontal=True, key="ap_source",
+                      help="score my rollouts: traces you already have (verl, OpenRLHF, TRL, "
+                           "an eval harness) are scored as given, nothing is sampled")
+    sampling = source == SOURCES[0]
+    prompts, traces = (_prompt_set(), None) if sampling else (None, _rollouts())
+    settings = _settings(sampling)
     name = st.text_input("Run name (optional)", key="ap_name")
     if st.button("Validate and queue", type="primary", key="ap_go",
-                 disabled=not (base and tuned and prompts)):
+                 disabled=not (base and tuned and (prompts or traces))):
         try:
             series = parse_series(series_text) if series_text else None
             with st.spinner("Validating…"):
-                result = add_pair(base, tuned, prompts, sft=sft, series=series, name=name,
-                                  settings=settings, cache=state.cache_dir())
+                result = add_pair(base, tuned, prompts or "", traces=traces or "", sft=sft,
+                                  series=series, name=name, settings=settings,
+                                  cache=state.cache_dir())
         except (ValueError, JobError) as e:
-            st.error(str(e))
+            show_error(e)
         else:
             st.dataframe(pd.DataFrame(result.report.rows()), hide_index=True)
             if result.jobs:
-                st.success(f"Queued {len(result.jobs)} job(s): "
-                           + ", ".join(j.run for j in result.jobs))
+                st.success(md_escape(f"Queued {len(result.jobs)} job(s): "
+                                     + ", ".join(j.run for j in result.jobs)))
             else:
-                st.error("Refused: " + "; ".join(c.message for c in result.report.failures()))
+                show_error("Refused: " + "; ".join(c.message
+                                                   for c in result.report.failures()))
     jobs_panel()
 
 

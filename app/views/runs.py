@@ -16,7 +16,12 @@ from core.figures import overview
 def _table(infos) -> None:
     st.dataframe(pd.DataFrame([{"run": r.name, "kind": r.kind, "pair": r.pair,
                                 "prompts": r.prompt_set, "traces": r.n_traces,
-                                "tokens": r.n_tokens, "created": r.created} for r in infos]),
+                                "tokens": r.n_tokens, "created": r.created,
+                                "re-tokenised": (r.manifest.get("rollouts") or {}).get(
+                                    "retokenization_mismatches")} for r in infos]),
+                 column_config={"re-tokenised": st.column_config.NumberColumn(
+                     help="rollout runs: text responses whose decode(encode(text)) differs "
+                          "from the text (manifest rollouts.retokenization_mismatches)")},
                  hide_index=True)
 
 
