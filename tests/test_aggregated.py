@@ -115,6 +115,20 @@ def _cases():
         out += [("evolution", lambda c, g=g: Q.evolution(c, ["step-1", "step-2"], **g)),
                 ("evolution 0.05", lambda c, g=g: Q.evolution(c, ["step-2", "step-1"],
                                                               high=0.05, **g))]
+    for f in FILTERS:  # token search: the order-index shortcut, its widening, ties on js
+        g = {k: v for k, v in f.items() if k != "correct"}
+        co = bool(f.get("correct"))
+        out += [
+            ("token_search js", lambda c, g=g, co=co: Q.token_search(
+                c, js_min=0.1, limit=40, correct_only=co, **g)),
+            ("token_search top", lambda c, g=g: Q.token_search(c, limit=7, **g)),
+            ("token_search rank", lambda c, g=g: Q.token_search(
+                c, rank_base_min=3, dlogp_max=0.5, limit=25, **g)),
+            ("token_search text", lambda c, g=g: Q.token_search(
+                c, text_contains="W", rel_pos_range=(0.2, 0.9), limit=30, **g)),
+            ("token_search none", lambda c, g=g: Q.token_search(c, js_min=0.69, limit=10,
+                                                                 **g)),
+        ]
     return out
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from core.queries import indexed
+from core.queries import aggregated, indexed
 from core.queries.sql import TRACE_AGG_HIGH, TRACE_SORT, _filtered, _q
 
 
@@ -131,7 +131,7 @@ def trace_tokens(con, run: str, trace_id: int) -> pd.DataFrame:
 def _text_match(con) -> str:
     """Case-insensitive substring match of the token: on a materialised connection, matched
     once per distinct token string (table vocab) and then by integer code."""
-    if indexed.active(con):
+    if indexed.active(con) and aggregated.codes_ok(con):
         return ("tcode IN (SELECT tcode FROM vocab WHERE "
                 "contains(lower(token), lower($text)))")
     return "contains(lower(token), lower($text))"
@@ -158,16 +158,59 @@ def token_search(con, js_min=None, rank_base_min=None, dlogp_max=None, text_cont
     if rel_pos_range is not None:
         conds.append("rel_pos BETWEEN $rp_lo AND $rp_hi")
         p["rp_lo"], p["rp_hi"] = (float(v) for v in rel_pos_range)
-    sql = f"""WITH m AS (SELECT run, trace_id, pos, token, js, rank_base, dlogp, rel_pos
-          FROM ({base}) WHERE {' AND '.join(conds)}
-          ORDER BY js DESC NULLS LAST, run, trace_id, pos LIMIT $lim)
-      SELECT m.*, string_agg(c.token, '' ORDER BY c.pos) AS context,
+    cond = " AND ".join(conds)
+    ctx = """SELECT m.*, string_agg(c.token, '' ORDER BY c.pos) AS context,
         coalesce(string_agg(c.token, '' ORDER BY c.pos) FILTER (WHERE c.pos < m.pos), '')
           AS before,
         coalesce(string_agg(c.token, '' ORDER BY c.pos) FILTER (WHERE c.pos > m.pos), '')
           AS after
-      FROM m JOIN (SELECT * FROM tokens WHERE trace_id IN (SELECT trace_id FROM m)) c
+      FROM m JOIN (SELECT * FROM tokens WHERE <tids>) c
         ON c.run = m.run AND c.trace_id = m.trace_id
         AND c.pos BETWEEN m.pos - $win AND m.pos + $win
       GROUP BY ALL ORDER BY m.js DESC NULLS LAST, m.run, m.trace_id, m.pos"""
-    return _q(con, sql, {**p, "lim": limit, "win": window})
+    hits = f"""SELECT run, trace_id, pos, token, js, rank_base, dlogp, rel_pos
+          FROM ({base}) WHERE {cond}<extra>
+          ORDER BY js DESC NULLS LAST, run, trace_id, pos LIMIT $lim"""
+    p = {**p, "lim": limit, "win": window}
+    if indexed.active(con):
+        return _token_search_indexed(con, hits, ctx, p, js_min, runs, sampled_from,
+                                     True if correct_only else None, limit)
+    sql = f"WITH m AS ({hits.replace('<extra>', '')}) " + ctx.replace(
+        "<tids>", "trace_id IN (SELECT trace_id FROM m)")
+    return _q(con, sql, p)
+
+
+_HIT_TYPES = {"run": "VARCHAR", "trace_id": "INTEGER", "pos": "INTEGER", "token": "VARCHAR",
+              "js": "FLOAT", "rank_base": "INTEGER", "dlogp": "FLOAT", "rel_pos": "FLOAT"}
+
+
+def _token_search_indexed(con, hits: str, ctx: str, p: dict, js_min, runs, sampled_from,
+                          correct, limit: int) -> pd.DataFrame:
+    """token_search on a materialised connection, in two short steps instead of one scan
+    that carries every matching row: (1) the hits, first among the rows with js at least the
+    `limit`-th (then 10x, 100x that rank's) largest js of the kept cells, from the order index
+    (the top `limit` rows by js DESC are all at or above it, ties included), widening to the
+    plain query when that leaves fewer than `limit` hits; (2) their context, reading only the
+    hits' traces. Same rows, order and columns as the one-query SQL."""
+    ix = indexed.cell_index(con, "js")
+    segs = indexed.cells(con, runs, sampled_from, correct)["cell"].to_numpy()
+    n = int(ix.count(segs).sum())
+    m = None
+    for rank in (limit, 10 * limit, 100 * limit):
+        if not 0 < rank <= n:
+            break
+        t = float(ix.value_at(segs, n - rank))
+        if js_min is not None and t <= js_min:
+            break  # the query's own bound is tighter
+        m = _q(con, hits.replace("<extra>", " AND js >= $t_kth"), {**p, "t_kth": t})
+        if len(m) >= limit:
+            break
+        m = None
+    if m is None:
+        m = _q(con, hits.replace("<extra>", ""), p)
+    cols = list(_HIT_TYPES)
+    mcte = ", ".join(f"unnest($m_{c}::{t}[]) AS {c}" for c, t in _HIT_TYPES.items())
+    mp = {f"m_{c}": [None if pd.isna(v) else v for v in m[c].tolist()] for c in cols}
+    sql = f"WITH m AS (SELECT {mcte}) " + ctx.replace(
+        "<tids>", "list_contains($m_tids::INTEGER[], trace_id)")
+    return _q(con, sql, {**p, **mp, "m_tids": sorted(set(m["trace_id"].tolist()))})

@@ -204,6 +204,11 @@ class SegIndex:
                 out[i] = lo[j]
         return out
 
+    def value_at(self, segs, rank: int):
+        """The rank-th (0-based) smallest value of the union of the segments."""
+        k = self.kth([np.asarray(segs, dtype=np.int64)], [int(rank)])
+        return _from_okey(k, self.dtype)[0].item()
+
     def quantiles(self, groups: list, qs: list) -> np.ndarray:
         """[len(groups), len(qs)] float64 array of DuckDB's quantile_cont of each group's
         values (the column's type's rounding applied; NaN for an empty group)."""
