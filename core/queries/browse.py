@@ -164,18 +164,21 @@ def token_search(con, js_min=None, rank_base_min=None, dlogp_max=None, text_cont
           AS before,
         coalesce(string_agg(c.token, '' ORDER BY c.pos) FILTER (WHERE c.pos > m.pos), '')
           AS after
-      FROM m JOIN (SELECT * FROM tokens WHERE <tids>) c
+      FROM m JOIN (SELECT run, trace_id, pos, token FROM <ctx> WHERE <tids>) c
         ON c.run = m.run AND c.trace_id = m.trace_id
         AND c.pos BETWEEN m.pos - $win AND m.pos + $win
       GROUP BY ALL ORDER BY m.js DESC NULLS LAST, m.run, m.trace_id, m.pos"""
     hits = f"""SELECT run, trace_id, pos, token, js, rank_base, dlogp, rel_pos
-          FROM ({base}) WHERE {cond}<extra>
+          FROM (<src>) WHERE {cond}
           ORDER BY js DESC NULLS LAST, run, trace_id, pos LIMIT $lim"""
     p = {**p, "lim": limit, "win": window}
     if indexed.active(con):
-        return _token_search_indexed(con, hits, ctx, p, js_min, runs, sampled_from,
-                                     True if correct_only else None, limit)
-    sql = f"WITH m AS ({hits.replace('<extra>', '')}) " + ctx.replace(
+        return _token_search_indexed(con, hits, ctx, p, js_min, base,
+                                     (runs, sampled_from, True if correct_only else None),
+                                     limit, only_js=all(v is None for v in (
+                                         rank_base_min, dlogp_max, text_contains,
+                                         rel_pos_range)))
+    sql = f"WITH m AS ({hits.replace('<src>', base)}) " + ctx.replace("<ctx>", "tokens").replace(
         "<tids>", "trace_id IN (SELECT trace_id FROM m)")
     return _q(con, sql, p)
 
@@ -184,33 +187,33 @@ _HIT_TYPES = {"run": "VARCHAR", "trace_id": "INTEGER", "pos": "INTEGER", "token"
               "js": "FLOAT", "rank_base": "INTEGER", "dlogp": "FLOAT", "rel_pos": "FLOAT"}
 
 
-def _token_search_indexed(con, hits: str, ctx: str, p: dict, js_min, runs, sampled_from,
-                          correct, limit: int) -> pd.DataFrame:
+def _token_search_indexed(con, hits: str, ctx: str, p: dict, js_min, base: str, filters,
+                          limit: int, only_js: bool) -> pd.DataFrame:
     """token_search on a materialised connection, in two short steps instead of one scan
-    that carries every matching row: (1) the hits, first among the rows with js at least the
-    `limit`-th (then 10x, 100x that rank's) largest js of the kept cells, from the order index
-    (the top `limit` rows by js DESC are all at or above it, ties included), widening to the
-    plain query when that leaves fewer than `limit` hits; (2) their context, reading only the
-    hits' traces. Same rows, order and columns as the one-query SQL."""
-    ix = indexed.cell_index(con, "js")
-    segs = indexed.cells(con, runs, sampled_from, correct)["cell"].to_numpy()
-    n = int(ix.count(segs).sum())
-    m = None
-    for rank in (limit, 10 * limit, 100 * limit):
-        if not 0 < rank <= n:
-            break
-        t = float(ix.value_at(segs, n - rank))
-        if js_min is not None and t <= js_min:
-            break  # the query's own bound is tighter
-        m = _q(con, hits.replace("<extra>", " AND js >= $t_kth"), {**p, "t_kth": t})
-        if len(m) >= limit:
-            break
-        m = None
-    if m is None:
-        m = _q(con, hits.replace("<extra>", ""), p)
-    cols = list(_HIT_TYPES)
+    that carries every matching row: (1) the hits, from `tokx_js` (the rows with a js value,
+    sorted by js descending, so a js bound skips whole row groups) restricted to the kept
+    cells; with no condition but js, under the bound of the `limit`-th largest js of those
+    cells (order index: the top rows by js DESC are all at or above it, ties included);
+    rows with a NULL js only come from the plain query, which answers when tokx_js gives
+    fewer than `limit` hits and js is not bounded; (2) their context, read from the hits'
+    traces only (table tokx_ctx). Same rows, order and columns as the one-query SQL."""
+    cells = indexed.cells(con, *filters)["cell"].tolist()
+    src = "SELECT * FROM tokx_js WHERE list_contains($m_cells::INTEGER[], cell)"
+    hp = {**p, "m_cells": cells}
+    if only_js:
+        ix = indexed.cell_index(con, "js")
+        n = int(ix.count(cells).sum())
+        if 0 < limit <= n:
+            t = float(ix.value_at(cells, n - limit))
+            if js_min is None or t > js_min:
+                src += " AND js >= $m_kth"
+                hp["m_kth"] = t
+    m = _q(con, hits.replace("<src>", src), hp)
+    if len(m) < limit and js_min is None:  # NULL js rows may follow: the plain query
+        m = _q(con, hits.replace("<src>", base), p)
     mcte = ", ".join(f"unnest($m_{c}::{t}[]) AS {c}" for c, t in _HIT_TYPES.items())
-    mp = {f"m_{c}": [None if pd.isna(v) else v for v in m[c].tolist()] for c in cols}
-    sql = f"WITH m AS (SELECT {mcte}) " + ctx.replace(
-        "<tids>", "list_contains($m_tids::INTEGER[], trace_id)")
-    return _q(con, sql, {**p, **mp, "m_tids": sorted(set(m["trace_id"].tolist()))})
+    mp = {f"m_{c}": [None if pd.isna(v) else v for v in m[c].tolist()] for c in _HIT_TYPES}
+    tids = ", ".join(str(int(t)) for t in sorted(set(m["trace_id"].tolist()))) or "NULL"
+    sql = f"WITH m AS (SELECT {mcte}) " + ctx.replace("<ctx>", "tokx_ctx").replace(
+        "<tids>", f"trace_id IN ({tids})")
+    return _q(con, sql, {**p, **mp})

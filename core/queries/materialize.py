@@ -41,14 +41,15 @@ def derive(con: duckdb.DuckDBPyConnection, materialize: bool) -> None:
 def attach(con: duckdb.DuckDBPyConnection) -> None:
     """Materialised: attach every run's on-disk index (core/queries/run_index.py, built on
     first use) and point tokens, traces and tok at it. Collection-level relations: `tokx`,
-    `traces`, `trace_agg` (views: a UNION ALL over the runs, each with its name as `run`), and
-    small tables `cells` (cell ids made unique across runs), `vocab` and `cell_kov`."""
+    `tokx_js`, `tokx_ctx`, `traces`, `trace_agg` (views: a UNION ALL over the runs, each with
+    its name as `run`), and small tables `cells` (cell ids made unique across runs), `vocab`
+    and `cell_kov`."""
     tok_cols = [r[0] for r in con.execute("DESCRIBE tok").fetchall()]
     tokens_cols = [r[0] for r in con.execute("DESCRIBE tokens").fetchall()]
     traces_cols = [r[0] for r in con.execute("DESCRIBE traces").fetchall()]
     runs = con.execute("SELECT idx, run, path FROM runs ORDER BY idx").fetchall()
-    parts: dict[str, list[str]] = {"tokx": [], "traces": [], "trace_agg": [], "cells": [],
-                                   "vocab": [], "cell_kov": []}
+    parts: dict[str, list[str]] = {"tokx": [], "tokx_js": [], "tokx_ctx": [], "traces": [],
+                                   "trace_agg": [], "cells": [], "vocab": [], "cell_kov": []}
     off = 0
     for idx, name, path in runs:
         db = f"r{int(idx)}"
@@ -56,6 +57,9 @@ def attach(con: duckdb.DuckDBPyConnection) -> None:
         run = _sql_str(name)
         parts["tokx"].append(f"SELECT * REPLACE (cell + {off} AS cell), {run} AS run "
                              f"FROM {db}.tokx")
+        parts["tokx_js"].append(f"SELECT * REPLACE (cell + {off} AS cell), {run} AS run "
+                                f"FROM {db}.tokx_js")
+        parts["tokx_ctx"].append(f"SELECT *, {run} AS run FROM {db}.tokx_ctx")
         parts["traces"].append(f"SELECT *, {run} AS run FROM {db}.traces_m")
         parts["trace_agg"].append(f"SELECT {run} AS run, * FROM {db}.trace_agg")
         parts["cells"].append(f"SELECT cell + {off} AS cell, {run} AS run, * EXCLUDE (cell) "
@@ -71,6 +75,8 @@ def attach(con: duckdb.DuckDBPyConnection) -> None:
         return "\nUNION ALL BY NAME\n".join(parts[name])
 
     con.execute(f"CREATE OR REPLACE VIEW tokx AS {union('tokx')}")
+    con.execute(f"CREATE OR REPLACE VIEW tokx_js AS {union('tokx_js')}")
+    con.execute(f"CREATE OR REPLACE VIEW tokx_ctx AS {union('tokx_ctx')}")
     con.execute("CREATE OR REPLACE VIEW traces AS SELECT "
                 + ", ".join(_ident(c) for c in traces_cols) + f" FROM ({union('traces')})")
     con.execute(f"CREATE OR REPLACE VIEW trace_agg AS {union('trace_agg')}")

@@ -7,6 +7,11 @@ index):
     tokx       every token row with its trace's correct / sampled_from / length, the per-row
                top-k facts (k_has, k_r, k_pb, k_n, k_ov1..k_ovKOV), its cell and `tcode`
                (a 64-bit hash of the token string), sorted by trace_id, pos
+    tokx_js    the rows with a js value, the columns token search returns or filters on,
+               sorted by js descending: DuckDB's zone maps then skip every row group below
+               a js bound, so the highest-js rows are read without a scan
+    tokx_ctx   trace_id, pos, token only, sorted by trace_id, pos: the context of search
+               hits (a narrow table decodes a few traces' tokens about 4x faster than tokx)
     traces_m   the traces table
     cells      the run's (sampled_from, correct) groups with row and top-1 counts
     vocab      (tcode, token) of every distinct token string
@@ -47,7 +52,7 @@ from core.queries.sql import KOV, TRACE_AGG_HIGH, _sql_str
 from core.store.schema import TOKENS_FILE, TOPK_FILE, TRACES_FILE
 
 INDEX_FILE = ".query-index.duckdb"
-INDEX_VERSION = 1
+INDEX_VERSION = 4
 # DuckDB memory while building one run's index (it spills to disk beyond this)
 BUILD_MEMORY = 2 * 1024**3
 FACT_BATCH = 1_000_000  # top-k rows per numpy batch of the overlap facts
@@ -134,9 +139,17 @@ def _view(db, view: str, files: list[Path]) -> None:
                "union_by_name = true)")
 
 
+# Rows per row group of the index's tables (DuckDB's default is 122,880): zone maps per 16k
+# rows let a few traces' rows (search context, one trace's tokens) be read without decoding
+# most of the table; measured on 10M rows: 200 traces' context 26 ms against 42 ms.
+ROW_GROUP_SIZE = 16_384
+
+
 def _build(run_dir: Path, out: Path, fp: str) -> None:
-    db = duckdb.connect(str(out))
+    db = duckdb.connect()
     try:
+        db.execute(f"ATTACH {_sql_str(str(out))} AS ix (ROW_GROUP_SIZE {ROW_GROUP_SIZE})")
+        db.execute("USE ix")
         db.execute(f"SET memory_limit = '{BUILD_MEMORY // 2**20}MiB'")
         db.execute(f"SET temp_directory = {_sql_str(str(out) + '.spill')}")
         tok_files, topk_files = _files(run_dir, TOKENS_FILE), _files(run_dir, TOPK_FILE)
@@ -164,6 +177,11 @@ def _build(run_dir: Path, out: Path, fp: str) -> None:
             AND tr.correct IS NOT DISTINCT FROM c.correct
           ORDER BY t.trace_id, t.pos""")
         db.execute("DROP TABLE facts")
+        db.execute("""CREATE TABLE tokx_js AS SELECT js, trace_id, pos, cell, tcode, token,
+            rank_base, dlogp, rel_pos FROM tokx WHERE js IS NOT NULL
+          ORDER BY js DESC, trace_id, pos""")
+        db.execute("CREATE TABLE tokx_ctx AS SELECT trace_id, pos, token FROM tokx "
+                   "ORDER BY trace_id, pos")
         sums = ", ".join(f"sum(k_ov{k})::BIGINT AS s{k}" for k in range(1, KOV + 1))
         db.execute(f"""CREATE TABLE cell_kov AS SELECT cell, least(k_n, {KOV}) AS kn,
             count(*) AS c, {sums} FROM tokx WHERE k_has AND k_n >= 1 GROUP BY ALL""")
@@ -175,7 +193,7 @@ def _build(run_dir: Path, out: Path, fp: str) -> None:
         db.execute("CREATE TABLE meta (key VARCHAR, value VARCHAR)")
         db.execute("INSERT INTO meta VALUES ('fingerprint', ?), ('source', ?)",
                    [fp, json.dumps({"run_dir": str(run_dir.resolve())})])
-        db.execute("CHECKPOINT")
+        db.execute("CHECKPOINT ix")
     finally:
         db.close()
 
@@ -207,6 +225,7 @@ def _facts(db, topk_files: list[Path]) -> None:
             tuned_top1_prob_base, least(len(base_ids), len(tuned_ids)), {ov} FROM topk_v""")
         return
     rd = db.cursor()  # reads while `db` inserts
+    rd.execute("USE ix")
     try:
         reader = rd.sql("SELECT trace_id, pos, tuned_top1_rank_base AS k_r, "
                         "tuned_top1_prob_base AS k_pb, base_ids, tuned_ids FROM topk_v"
