@@ -43,6 +43,7 @@ from core.precompute.shard import (
     shard_indices,
 )
 from core.prompts import PromptSet
+from core.queries.connection import prepare
 from core.rollouts import RolloutSet
 from core.store.cache import RunLock, check_start, open_staging, publish
 from core.store.manifest import build_manifest, config_hash, read_manifest
@@ -176,9 +177,22 @@ def precompute(cfg: PrecomputeConfig, log: Callable[[str], None] = print,
         assemble(cfg, info or ex.describe_pair(), ps, staging, len(shards), time.time() - t0)
         publish(staging, final)
         ex.cleanup()
-        report("done", n_done, p_done)
+    _prepare_queries(final, log)
+    report("done", n_done, p_done)
     log(f"wrote {final}")
     return final
+
+
+def _prepare_queries(run_dir: Path, log: Callable[[str], None]) -> None:
+    """Build a large run's query index in the job, not in the first page that opens it. The
+    run is published already: a failure here is logged, and the index is built on first open
+    instead."""
+    try:
+        t = time.time()
+        if prepare(run_dir) is not None:
+            log(f"query index built in {time.time() - t:.1f} s")
+    except Exception as e:  # noqa: BLE001 - the run itself is complete
+        log(f"query index not built now ({type(e).__name__}: {e}); it is built on first open")
 
 
 def assemble(cfg, info: dict, ps: PromptSet, staging: Path, n_shards: int,

@@ -14,9 +14,11 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from core.queries import indexed
 from core.queries.materialize import derive
+from core.queries.run_index import ensure_index
 from core.queries.sql import _sql_str
 from core.store.manifest import read_manifest
 from core.store.schema import (
@@ -101,6 +103,21 @@ def open_runs(run_dirs: list[str | Path] | str | Path, materialize: bool | None 
     if materialize:
         indexed.enable(con)
     return con
+
+
+def token_rows(run_dir: str | Path) -> int:
+    """Token rows of a run, from its Parquet footers (no data read)."""
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in table_files(run_dir, TOKENS_FILE))
+
+
+def prepare(run_dir: str | Path) -> Path | None:
+    """Build a run's query index now (core/queries/run_index.py) when it holds at least
+    MATERIALIZE_ROWS token rows, so that the first `open_runs` of it (in the app: the first
+    page that shows it) does not pay for the build; returns the index file, or None for a run
+    small enough to stay lazy. The precompute driver calls it after publishing."""
+    if token_rows(run_dir) < MATERIALIZE_ROWS:
+        return None
+    return ensure_index(run_dir)
 
 
 def opened_runs(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:

@@ -39,6 +39,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -130,6 +131,7 @@ def ensure_index(run_dir: str | Path) -> Path:
         finally:
             tmp.unlink(missing_ok=True)
             Path(str(tmp) + ".wal").unlink(missing_ok=True)
+            shutil.rmtree(str(tmp) + ".spill", ignore_errors=True)
     return path
 
 
