@@ -12,14 +12,21 @@ always DuckDB parameters; identifiers (metric names, grouping, sort columns) are
 Shared filters: `runs` (run names), `sampled_from` ("tuned"/"base"), `correct` (bool) and
 `by` (None, "run" or "sampled_from": adds that column as the leading grouping column).
 
-  connection.py   open_runs, table_files, opened_runs: the runs table and the lazy views
-  materialize.py  tokx and trace_agg (views, or in-memory tables) and the numpy top-k facts
+  connection.py   open_runs, table_files, opened_runs, prepare: the runs table and the lazy
+                  views
+  run_index.py    a run's on-disk query index (DuckDB file, built once per run): token rows
+                  with trace columns and top-k facts, a js-sorted copy, cells, vocab codes
+  materialize.py  tokx and trace_agg: views over the lazy views, or over the attached run
+                  indexes (materialised)
   sql.py          SQL helpers (whitelists, filters, binning) and the shared constants
   analyses.py     the paper's analyses: sparsity .. evolution, contrast
   browse.py       headline table, trace list (pages, counts, a trace's place), one trace's
                   tokens, token search
   indexed.py      the analyses answered from order indexes on materialised connections
-  order_index.py  exact order statistics over sorted segments (numpy only)
+  aggregated.py   the row-scanning analyses answered from per-cell pre-aggregates and the
+                  order index on materialised connections
+  order_index.py  exact order statistics over sorted segments (numpy only), and the
+                  per-connection caches
 """
 
 from core.queries.analyses import (

@@ -262,16 +262,26 @@ def _topk_overlap_tokx(con, threshold, k_max, runs, sampled_from, correct, by) -
           FROM f WHERE k_has AND k_n >= 1 GROUP BY ALL"""
         w = _q(con, sql, {**p, "thr": threshold})
     ids = [by] if by else []
+    ks = np.arange(1, k_max + 1)
     parts = []
-    for i, (label, sel) in enumerate([(SUBSET_HIGH, w["hi"]), (SUBSET_ALL, w["hi"] | True)]):
-        sub = w[sel.astype(bool)]
-        for k in range(1, k_max + 1):
-            ok = sub[sub["kn"] >= k]
-            agg = (ok.groupby(ids, dropna=False, sort=False)[["c", f"s{k}"]].sum().reset_index()
-                   if ids else pd.DataFrame({"c": [ok["c"].sum()], f"s{k}": [ok[f"s{k}"].sum()]}))
-            n = agg["c"].astype("int64")
-            parts.append(agg[ids].assign(k=np.int64(k), overlap=agg[f"s{k}"] / k / np.maximum(n, 1),
-                                         n=n, subset=label, _s=i))
+    for i, (label, sub) in enumerate([(SUBSET_HIGH, w[w["hi"].astype(bool)]),
+                                      (SUBSET_ALL, w)]):
+        # per group and k: rows whose stored lists reach k (kn >= k) give c and s_k
+        if ids:
+            inv, keys = pd.factorize(sub[by], use_na_sentinel=False)
+        else:
+            inv, keys = np.zeros(len(sub), dtype=np.int64), [None]
+        reach = sub["kn"].to_numpy()[:, None] >= ks[None, :]
+        n = np.zeros((len(keys), k_max), dtype=np.int64)
+        s = np.zeros((len(keys), k_max), dtype=np.int64)
+        np.add.at(n, inv, reach * sub["c"].to_numpy(dtype=np.int64)[:, None])
+        np.add.at(s, inv, reach * sub[[f"s{k}" for k in ks]].to_numpy(dtype=np.int64))
+        part = pd.DataFrame({"k": np.tile(ks, len(keys)).astype(np.int64),
+                             "overlap": (s / ks[None, :] / np.maximum(n, 1)).ravel(),
+                             "n": n.ravel(), "subset": label, "_s": i})
+        if ids:
+            part.insert(0, by, np.repeat(np.asarray(keys, dtype=object), k_max))
+        parts.append(part)
     df = pd.concat(parts)
     df = df[df["n"] > 0].sort_values(ids + ["_s", "k"]).reset_index(drop=True)
     return df[ids + ["subset", "k", "overlap", "n"]]
