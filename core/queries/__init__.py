@@ -53,7 +53,7 @@ from core.queries.browse import (
     trace_position,
     trace_tokens,
 )
-from core.queries.connection import open_runs, opened_runs, table_files
+from core.queries.connection import open_runs, opened_runs, prepare, session, table_files
 from core.queries.sql import (
     BY_COLUMNS,
     METRICS,
@@ -79,7 +79,9 @@ __all__ = [
     "open_runs",
     "opened_runs",
     "position_profile",
+    "prepare",
     "reallocation",
+    "session",
     "sparsity_summary",
     "table_files",
     "token_identity",

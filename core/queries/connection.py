@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.queries import indexed
+from core.queries import indexed, order_index
 from core.queries.materialize import derive
 from core.queries.run_index import ensure_index
 from core.queries.sql import _sql_str
@@ -91,8 +91,11 @@ def open_runs(run_dirs: list[str | Path] | str | Path, materialize: bool | None 
                 parts.append(f"SELECT t.*, r.run FROM read_parquet([{lst}], union_by_name = true)"
                              f" t, runs r WHERE r.idx = {int(i)}")
         if not parts:  # no run has this table: an empty view with the right columns
-            con.register(f"_empty_{view}", schema.append(pa.field("run", pa.string()))
-                         .empty_table())
+            # a table, not a registered Arrow object: those are private to one connection
+            # and a session's cursor would not see them
+            con.register("_empty", schema.append(pa.field("run", pa.string())).empty_table())
+            con.execute(f"CREATE TABLE _empty_{view} AS SELECT * FROM _empty")
+            con.unregister("_empty")
             parts = [f"SELECT * FROM _empty_{view}"]
         con.execute(f"CREATE VIEW {view} AS " + "\nUNION ALL BY NAME\n".join(parts))
     con.execute("CREATE VIEW tok AS SELECT t.*, tr.correct, tr.sampled_from, tr.length "
@@ -103,6 +106,16 @@ def open_runs(run_dirs: list[str | Path] | str | Path, materialize: bool | None 
     if materialize:
         indexed.enable(con)
     return con
+
+
+def session(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """A cursor of `con` for one user session or thread: DuckDB runs one call at a time per
+    connection object, so concurrent sessions sharing `con` itself fail with "connection is
+    busy". The cursor sees the same views and attached run indexes (nothing is copied) and
+    shares `con`'s order indexes and pre-aggregates."""
+    cur = con.cursor()
+    order_index.link(cur, con)
+    return cur
 
 
 def token_rows(run_dir: str | Path) -> int:

@@ -19,8 +19,9 @@ as DuckDB does. Means use a per-segment float64 sum (summation order differs fro
 last-bit differences). `tests/test_synthetic.py` checks the indexed queries against the SQL
 path on Parquet views.
 
-Indexes are built lazily and cached per connection (a weak reference: they go with it);
-`open_runs` prebuilds the ones the app's default views use.
+Indexes are built lazily and cached per connection (a weak reference: they go with it) and
+shared with its cursors (`link`: every session of the app queries through its own cursor of
+one connection); `open_runs` prebuilds the ones the app's default views use.
 
 This module is numpy only: it runs no SQL and imports no other core.queries module (the
 queries that fill and read these indexes are in core/queries/indexed.py).
@@ -258,19 +259,36 @@ class _Store:
         self.lru: OrderedDict = OrderedDict()  # bounded: keyed by user parameters
 
 
+_PARENT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def enable(con) -> None:
     """Mark `con` as materialised: the indexed query paths may be used on it."""
     with _STORES_LOCK:
         _STORES.setdefault(con, _Store())
 
 
+def link(cursor, con) -> None:
+    """`cursor` (a `con.cursor()`) shares `con`'s indexes and caches."""
+    with _STORES_LOCK:
+        _PARENT[cursor] = con
+
+
+def _store(con) -> _Store | None:
+    s = _STORES.get(con)
+    if s is None:
+        parent = _PARENT.get(con)
+        s = _STORES.get(parent) if parent is not None else None
+    return s
+
+
 def enabled(con) -> bool:
-    return con in _STORES
+    return _store(con) is not None
 
 
 def get(con, key: tuple, build):
     """The cached index `key` of `con`, built by `build()` the first time."""
-    store = _STORES[con]
+    store = _store(con)
     with store.lock:
         if key not in store.indexes:
             store.indexes[key] = build()
@@ -283,7 +301,7 @@ LRU_ENTRIES = 256
 def get_lru(con, key: tuple, build):
     """Like `get`, for small results keyed by user parameters (thresholds, bin edges): the
     LRU_ENTRIES most recently used are kept."""
-    store = _STORES[con]
+    store = _store(con)
     with store.lock:
         if key in store.lru:
             store.lru.move_to_end(key)
