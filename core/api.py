@@ -17,6 +17,10 @@ checks that the app keeps to this seam.
 
 from __future__ import annotations
 
+# --- access: loopback or exposed, the sign-in secret, allowed Host names, model roots ---
+from core.access import allowed_hosts, check_password, host_allowed, is_loopback
+from core.access import model_roots, password, refusal
+
 # --- runs: the cache folder of runs; list, rename, delete; series and contrast partners ---
 from core.paths import ASSETS, REPO_ROOT, default_cache
 from core.store.cache import RunInfo, contrast_candidates, list_runs, series_of
@@ -27,6 +31,7 @@ from core.queries import (
     eps_for_budget,
     headline,
     open_runs,
+    session,
     token_search,
     trace_count,
     trace_list,
@@ -66,12 +71,15 @@ from core.metrics import METRICS, Metric
 from core.engine.pair import pick_device
 
 __all__ = [
+    # access
+    "allowed_hosts", "check_password", "host_allowed", "is_loopback", "model_roots",
+    "password", "refusal",
     # runs
     "ASSETS", "REPO_ROOT", "RunInfo", "contrast_candidates", "default_cache", "delete_run",
     "list_runs", "rename_run", "series_of",
     # queries
-    "eps_for_budget", "headline", "open_runs", "token_search", "trace_count", "trace_list",
-    "trace_position", "trace_tokens",
+    "eps_for_budget", "headline", "open_runs", "session", "token_search", "trace_count",
+    "trace_list", "trace_position", "trace_tokens",
     # jobs & add-pair
     "Job", "PRESETS", "PrecomputeConfig", "RUN_SETTINGS", "add_pair", "cancel_job", "list_jobs",
     "parse_series",

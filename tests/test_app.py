@@ -53,9 +53,43 @@ def test_search_page(app):
 
 
 def test_bad_url_values_fall_back_to_defaults(app):
-    at = app(run="no-such-run", trace="x", pos="-5", metric="<script>")
+    at = app(run="demo-rl", trace="x", pos="-5", metric="<script>")
     assert at.sidebar.selectbox(key="run_picker").value == "demo-rl"
     assert at.selectbox(key="metric").value == "js"
+
+
+@pytest.mark.parametrize("page", [None, "views/overview.py", "views/search.py",
+                                  "views/cross.py", "views/live.py", "views/runs.py"])
+def test_a_url_naming_a_missing_run_says_so_and_shows_no_other_run(app, page):
+    """A renamed or deleted run's link must not open another run (issue 13): the page names
+    the missing run, shows none of another run's data, and offers the picker."""
+    at = app(run="gone-*run*", trace=3)
+    if page:
+        at.query_params["run"] = "gone-*run*"
+        at.switch_page(page)
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    if page == "views/runs.py":  # the Runs page lists every run; it picks none
+        return
+    assert any("no run named" in w.value and "gone" in w.value for w in at.warning)
+    assert not at.header and not at.get("plotly_chart") and not at.dataframe
+    picker = at.sidebar.selectbox(key="run_missing_picker")
+    assert picker.value is None
+    picker.set_value("demo-sft").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.query_params["run"] == "demo-sft"
+    assert at.sidebar.selectbox(key="run_picker").value == "demo-sft"
+
+
+def test_a_page_switch_keeps_the_sessions_run(app):
+    """Navigation drops the URL's parameters: the session's run stays (not the first run)."""
+    at = app(run="demo-sft")
+    at.query_params.clear()
+    at.switch_page("views/search.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.sidebar.selectbox(key="run_picker").value == "demo-sft"
+    assert at.query_params["run"] == "demo-sft"
 
 
 def test_overview_page_has_every_figure(app):

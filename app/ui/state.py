@@ -7,8 +7,11 @@ from pathlib import Path
 
 import streamlit as st
 
+from app.ui.text import md_escape
 from core import api
 from core.api import RunInfo
+
+RUN_KEY = "_run"  # this session's run (not a widget key: Streamlit drops those on page change)
 
 
 def cache_dir() -> Path:
@@ -26,11 +29,19 @@ def _connection(paths: tuple[str, ...], names: tuple[str, ...], stamp: tuple[flo
 
 
 def connection(infos: list[RunInfo]):
-    """One DuckDB connection per set of runs, which are named by folder (the names the app
-    shows and puts in URLs); reopened when a run folder changes."""
+    """This session's cursor of the server's one DuckDB connection per set of runs (runs
+    named by folder: the names the app shows and puts in URLs; reopened when a run folder
+    changes). Sessions never share a cursor: DuckDB runs one call at a time per connection
+    object, while cursors of one connection run side by side over the same data and share
+    its indexes."""
     paths = tuple(str(r.path) for r in infos)
     stamp = tuple((r.path / "manifest.json").stat().st_mtime for r in infos)
-    return _connection(paths, tuple(r.name for r in infos), stamp)
+    shared = _connection(paths, tuple(r.name for r in infos), stamp)
+    mine = st.session_state.setdefault("_cursors", {})
+    if id(shared) not in mine or mine[id(shared)][0] is not shared:
+        mine.clear()  # a reopened collection: the old cursor's views may name moved files
+        mine[id(shared)] = (shared, api.session(shared))
+    return mine[id(shared)][1]
 
 
 @st.cache_resource(show_spinner="Loading the pair…", max_entries=2)
@@ -76,20 +87,37 @@ def rollouts_line(run: RunInfo) -> str | None:
 
 
 def pick_run(infos: list[RunInfo]) -> RunInfo:
-    """Sidebar run picker, synchronised with the `run` query parameter (the URL wins, and a
-    choice in the picker is written to the URL at once)."""
+    """Sidebar run picker, synchronised with the `run` query parameter: the URL names the run
+    and wins; a choice in the picker is written to the URL at once. Moving to another page
+    (which drops the URL's parameters) keeps this session's run, never the picker's first
+    entry. A URL naming a run that is not here (renamed, deleted, another cache) says so and
+    shows nothing until a run is picked."""
     if not infos:
         st.warning(f"No runs in {cache_dir()}. Build the demo runs with "
-                   "`python -m core.demo.runs ensure`, or add a pair on the 'Add a pair' page.")
+                   "`python -m core demo-runs`, or add a pair on the 'Add a pair' page.")
         st.stop()
     names = [r.name for r in infos]
     wanted = param("run")
-    if wanted in names:
-        st.session_state["run_picker"] = wanted
-    elif st.session_state.get("run_picker") not in names:
-        st.session_state["run_picker"] = "demo-rl" if "demo-rl" in names else names[0]
+    if wanted is None:  # a page switch: this session's run, else the default
+        wanted = st.session_state.get(RUN_KEY)
+        if wanted not in names:
+            wanted = "demo-rl" if "demo-rl" in names else names[0]
+    if wanted not in names:
+        st.warning(f"There is no run named “{md_escape(wanted)}” here (renamed or deleted?). "
+                   "Pick a run in the sidebar.")
+        pick = st.sidebar.selectbox("Run", names, index=None, key="run_missing_picker",
+                                    placeholder="pick a run",
+                                    format_func=lambda n: _label(infos[names.index(n)]))
+        if pick is None:
+            st.stop()
+        set_params(run=pick, trace=None, pos=None)
+        st.session_state[RUN_KEY] = pick
+        st.rerun()
+    st.session_state["run_picker"] = wanted
+    st.session_state[RUN_KEY] = wanted
 
     def chosen() -> None:
+        st.session_state[RUN_KEY] = st.session_state["run_picker"]
         set_params(run=st.session_state["run_picker"], trace=None, pos=None)
 
     choice = st.sidebar.selectbox(
@@ -97,8 +125,9 @@ def pick_run(infos: list[RunInfo]) -> RunInfo:
         format_func=lambda n: _label(infos[names.index(n)]))
     run = infos[names.index(choice)]
     retok = rollouts_line(run)
-    st.sidebar.caption(f"**pair** {run.pair}  \n**prompts** {run.prompt_set}  \n"
-                       f"**created** {run.created}  \n{run.n_traces} traces, "
+    st.sidebar.caption(f"**pair** {md_escape(run.pair)}  \n**prompts** "
+                       f"{md_escape(run.prompt_set)}  \n"
+                       f"**created** {md_escape(run.created)}  \n{run.n_traces} traces, "
                        f"{run.n_tokens} tokens" + (f"  \n{retok}" if retok else ""))
     set_params(run=choice)
     return run

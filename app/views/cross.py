@@ -42,7 +42,7 @@ def _eps_grid(run, how: str, text: str, top_p: float) -> str:
     budgets = [float(x) / 100 for x in text.split(",") if x.strip()]
     metric = "js_top_p" if abs(top_p - run.manifest.get("config", {}).get("js_top_p", 0.7)) \
         < 1e-9 and top_p < 1 else "js"
-    con = state.connection([run])
+    con = state.connection(state.runs())  # the collection every page shares
     grid = api.eps_for_budget(con, budgets, metric=metric, runs=[run.name])
     st.caption("target budgets → eps from the stored " + metric + ": " + ", ".join(
         f"{100 * b:g}% → {e:.4f}" for b, e in zip(grid.budget, grid.eps)))
