@@ -23,6 +23,7 @@ def jobs_panel() -> None:
     if not listed:
         st.caption("No jobs yet.")
         return
+    present = {r.name for r in state.runs()}
     for job in listed[:20]:
         with st.container(border=True):
             c1, c2, c3 = st.columns([4, 1, 1])
@@ -35,7 +36,9 @@ def jobs_panel() -> None:
             if job.state in ("failed", "cancelled") and c2.button("Resume",
                                                                    key=f"jr_{job.id}"):
                 api.resume_job(cache, job.id)
-            if job.state == "done":
+            if job.state == "done" and job.run not in present:
+                c3.caption("run renamed or deleted since")  # no link to another run
+            elif job.state == "done":
                 page = "traces" if job.kind == "precompute" else "cross"
                 c3.page_link(st.session_state["_pages"][page], label="Open",
                              query_params={"run": job.run}, icon=":material/open_in_new:")
