@@ -27,16 +27,20 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def streamlit_server(cache: Path, timeout: float = 60.0, *, env: dict | None = None,
-                     own_group: bool = False, with_process: bool = False):
-    """Run `streamlit run app/main.py` against `cache`; yield its base URL (and the process
-    with `with_process`). `env` adds environment variables; `own_group` makes the server
-    lead its own process group (a test can then kill it, and only it, with killpg)."""
+                     own_group: bool = False, with_process: bool = False,
+                     address: str = "127.0.0.1", script: str = "app/serve.py"):
+    """Run `streamlit run app/serve.py` (as scripts/app.sh does: app/main.py behind the Host
+    check) against `cache`; yield its base URL, always http://127.0.0.1:PORT (and the
+    process with `with_process`). `env` adds environment variables; `own_group` makes the
+    server lead its own process group (a test can then kill it, and only it, with killpg);
+    `address` is the address it binds (anything beyond loopback only inside a network
+    namespace of the test's own: tests/test_access_browser.py); `script` another entry."""
     port = free_port()
     full_env = dict(os.environ, SHIFTLENS_CACHE=str(cache), PYTHONUNBUFFERED="1", **(env or {}))
     log = open(Path(tempfile.gettempdir()) / f"shiftlens-streamlit-{port}.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"),
-         "--server.port", str(port), "--server.address", "127.0.0.1",
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / script),
+         "--server.port", str(port), "--server.address", address,
          "--server.headless", "true", "--browser.gatherUsageStats", "false"],
         cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=own_group)
@@ -74,3 +78,76 @@ def stop(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
+
+
+# ----------------------------------------------------------------------------- many sessions
+
+PAGES = ("traces", "overview", "search", "cross", "live", "add", "runs")
+READY_JS = """() => !document.querySelector('[data-testid="stStatusWidget"]')
+  && !!document.querySelector('[data-testid="stSidebar"]')"""
+
+
+async def _ready(page, timeout: float) -> None:
+    """Until the script run has finished (no running indicator for 0.5 s)."""
+    deadline = time.monotonic() + timeout
+    calm = None
+    while time.monotonic() < deadline:
+        if await page.evaluate(READY_JS):
+            calm = calm or time.monotonic()
+            if time.monotonic() - calm >= 0.5:
+                return
+        else:
+            calm = None
+        await page.wait_for_timeout(100)
+    raise TimeoutError("page not ready")
+
+
+async def _session(browser, url: str, i: int, pages, run: str, until: float, rounds: int,
+                   out: dict) -> None:
+    ctx = await browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = await ctx.new_page()
+    done = 0
+    try:
+        while done < rounds or time.monotonic() < until:
+            for name in pages:
+                t = time.monotonic()
+                try:
+                    await page.goto(f"{url}/{name}?run={run}")
+                    await _ready(page, 120)
+                except Exception as e:  # noqa: BLE001 - reported as this visit's error
+                    out["errors"].append(f"session {i} {name}: {type(e).__name__}: {e}")
+                    continue
+                out["ready"].setdefault(name, []).append(time.monotonic() - t - 0.5)
+                for text in await page.locator('[data-testid="stException"]').all_inner_texts():
+                    out["errors"].append(f"session {i} {name}: {text.splitlines()[0][:200]}")
+                if name not in ("add", "runs") and f"run={run}" not in page.url:
+                    out["errors"].append(f"session {i} {name}: shows another run ({page.url})")
+            done += 1
+    finally:
+        await ctx.close()
+
+
+def drive_sessions(url: str, n: int = 8, seconds: float = 0.0, rounds: int = 1,
+                   run: str = "demo-rl", pages=PAGES) -> dict:
+    """Open `n` browser sessions at once, each visiting every page of `pages` with `?run=run`
+    for at least `rounds` rounds and `seconds` seconds; returns {"errors": [...], "ready":
+    {page: [seconds to a finished script run]}}. An error is a visit that did not finish, a
+    Streamlit exception on the page, or a page showing another run than asked."""
+    import asyncio
+
+    from playwright.async_api import async_playwright
+
+    out: dict = {"errors": [], "ready": {}}
+
+    async def main():
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            until = time.monotonic() + seconds
+            try:
+                await asyncio.gather(*(_session(browser, url, i, pages, run, until, rounds, out)
+                                       for i in range(n)))
+            finally:
+                await browser.close()
+
+    asyncio.run(main())
+    return out
