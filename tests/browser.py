@@ -112,7 +112,8 @@ async def _session(browser, url: str, i: int, pages, run: str, until: float, rou
             for name in pages:
                 t = time.monotonic()
                 try:
-                    await page.goto(f"{url}/{name}?run={run}")
+                    # generous: 8 Chromiums on 2 cores can take tens of seconds per page
+                    await page.goto(f"{url}/{name}?run={run}", timeout=180_000)
                     await _ready(page, 120)
                 except Exception as e:  # noqa: BLE001 - reported as this visit's error
                     out["errors"].append(f"session {i} {name}: {type(e).__name__}: {e}")

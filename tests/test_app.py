@@ -181,3 +181,31 @@ def test_trace_pages_and_a_link_to_a_later_page(tmp_path, monkeypatch):
     at.number_input(key="trace_page").set_value(1).run()
     assert not at.exception, [e.value for e in at.exception]
     assert "page" not in at.query_params and at.query_params["trace"] == str(first)
+
+
+def test_jobs_panel_marks_a_finished_jobs_run_that_is_gone(app_cache, tmp_path, monkeypatch):
+    """A done job whose run was renamed or deleted offers no link (which would open another
+    run); one whose run is here links to it."""
+    import json
+    import time
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "demo-rl").symlink_to(app_cache / "demo-rl")
+    for i, run in enumerate(["demo-rl", "renamed-away"]):
+        d = cache / ".jobs" / f"20261202-00000{i}-abcdef"
+        d.mkdir(parents=True)
+        (d / "log.txt").write_text("")
+        (d / "job.json").write_text(json.dumps({
+            "id": d.name, "run": run, "state": "done", "config": {}, "cwd": str(tmp_path),
+            "created": time.time() - 60, "kind": "precompute", "finished": time.time()}))
+    monkeypatch.setenv("SHIFTLENS_CACHE", str(cache))
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    at.run()
+    at.switch_page("views/add_pair.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    gone = [c for c in at.caption if "renamed or deleted" in c.value]
+    assert len(gone) == 1
+    links = at.get("page_link")
+    assert len(links) == 1 and "demo-rl" in str(links[0].proto)
