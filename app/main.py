@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app.ui.access import gate
+
 st.set_page_config(page_title="ShiftLens", page_icon="🔎", layout="wide")
 
 PAGES = (  # key, file under app/, title, url path
@@ -20,11 +22,12 @@ PAGES = (  # key, file under app/, title, url path
 
 
 def main() -> None:
+    pages = {key: st.Page(file, title=title, url_path=path, default=key == "traces")
+             for key, file, title, path in PAGES}
+    gate(list(pages.values()))  # beyond loopback: sign in first (refused without a password)
     st.sidebar.title("ShiftLens")
     st.sidebar.caption("What did fine-tuning change? Token-level divergence between a base "
                        "model and its tuned version.")
-    pages = {key: st.Page(file, title=title, url_path=path, default=key == "traces")
-             for key, file, title, path in PAGES}
     st.session_state["_pages"] = pages
     st.navigation(list(pages.values())).run()
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.ui import state
+from app.ui import access, state
 from app.ui.jobs import jobs_panel
 from app.ui.settings import settings_widgets
 from app.ui.text import md_escape, show_error
@@ -41,7 +41,7 @@ def _model_source(label: str, key: str, preset_value: str) -> str | None:
         except UploadError as e:
             show_error(f"{file.name}: {e}")
             return None
-    st.caption(f"unpacked to {done[tag]}")
+    st.caption(md_escape(f"unpacked to {done[tag]}"))
     return done[tag]
 
 
@@ -149,7 +149,7 @@ def render() -> None:
             with st.spinner("Validating…"):
                 result = add_pair(base, tuned, prompts or "", traces=traces or "", sft=sft,
                                   series=series, name=name, settings=settings,
-                                  cache=state.cache_dir())
+                                  cache=state.cache_dir(), model_roots=access.model_roots())
         except (ValueError, JobError) as e:
             show_error(e)
         else:

@@ -27,7 +27,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.access import confine_model
 from core.config import PrecomputeConfig
+from core.errors import PairError
 from core.jobs.validate import Report, validate_pair
 
 
@@ -109,28 +111,46 @@ def plan_runs(base: str, tuned: str, prompts: str = "", *, traces: str = "",
     return plan
 
 
+def _confined(spec: str, roots: list[Path]) -> str:
+    """A spec inside the model roots as its resolved folder; any other spec unchanged
+    (validate_pair refuses it, or it is a hub id)."""
+    try:
+        ref = confine_model(spec, roots)
+    except PairError:
+        return spec
+    return str(ref.local) if ref.local is not None else spec
+
+
 def add_pair(base: str, tuned: str, prompts: str = "", *, traces: str = "",
              sft: str | None = None,
              series: list[tuple[int, str]] | dict[int, str] | None = None, name: str = "",
              final_step: int | None = None, settings: PrecomputeConfig | None = None,
-             cache: str | Path = "cache", hub_timeout: float = 5.0) -> AddResult:
+             cache: str | Path = "cache", hub_timeout: float = 5.0,
+             model_roots: list[Path] | None = None) -> AddResult:
     """Validate an add-pair request and, when every fatal check passes, queue its runs.
 
     Returns AddResult(report, plan, jobs): `jobs` is empty when the report refused the pair
     (then nothing was written anywhere). Raises core.jobs.queue.JobError, before queueing any,
     when a planned run name is taken or busy. Start the jobs with core.jobs.queue.tick (the app's
     poll) or core.jobs.queue.wait (foreground). `prompts` or `traces`: as plan_runs.
+    `model_roots`: as validate_pair (a server reachable beyond this machine passes
+    core.access.model_roots); accepted local folders are queued by their resolved path.
     """
     from core.jobs import queue as jobs_mod
 
     s = settings or PrecomputeConfig()
+    if model_roots is not None:
+        base, tuned = _confined(base, model_roots), _confined(tuned, model_roots)
+        sft = _confined(sft, model_roots) if sft else sft
+        steps = series.items() if isinstance(series, dict) else series or []
+        series = [(step, _confined(spec, model_roots)) for step, spec in steps] or None
     plan = plan_runs(base, tuned, prompts, traces=traces, sft=sft, series=series, name=name,
                      final_step=final_step, settings=s, cache=cache)
     extra = {p.role: p.config.tuned for p in plan if p.role != "tuned"}
     report = validate_pair(base, tuned, extra=extra, prompts=prompts or "",
                            traces=traces or "", settings=s,
                            allow_pickle=s.allow_pickle, trust_remote_code=s.trust_remote_code,
-                           hub_timeout=hub_timeout)
+                           hub_timeout=hub_timeout, model_roots=model_roots)
     result = AddResult(report, plan)
     if not report.ok:
         return result

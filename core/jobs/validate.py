@@ -25,8 +25,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.access import confine_model
 from core.config import PrecomputeConfig
 from core.engine.pair import (
+    DEFAULT_MAX_NEW_TOKENS,
     PICKLE_SUFFIXES,
     PairError,
     check_local_model,
@@ -197,11 +199,12 @@ def _config_checks(facts: ModelFacts, folder: Path, trust_remote_code: bool) -> 
 
 
 def _inspect(role: str, spec: str, allow_pickle: bool, trust_remote_code: bool,
-             timeout: float) -> tuple[ModelFacts, object | None, list[Check]]:
-    """(facts, tokenizer or None, checks) for one checkpoint."""
+             timeout: float, model_roots=None) -> tuple[ModelFacts, object | None, list[Check]]:
+    """(facts, tokenizer or None, checks) for one checkpoint; with `model_roots`, a local
+    folder must lie under one of them (core.access.confine_model)."""
     facts, checks = ModelFacts(role, spec), []
     try:
-        ref = resolve(spec)
+        ref = resolve(spec) if model_roots is None else confine_model(spec, model_roots)
         if ref.local is not None:
             folder = ref.local
             weights = check_local_model(folder, allow_pickle)
@@ -259,7 +262,7 @@ def validate_pair(base: str, tuned: str, *, extra: dict[str, str] | list[str] | 
                   prompts: str | None = None, traces: str | None = None,
                   allow_pickle: bool = False, trust_remote_code: bool = False,
                   settings: PrecomputeConfig | None = None,
-                  hub_timeout: float = 5.0) -> Report:
+                  hub_timeout: float = 5.0, model_roots: list[Path] | None = None) -> Report:
     """Check a pair (and extra checkpoints: SFT, series steps) before any compute.
 
     extra: {role: spec} (e.g. {"sft": ..., "step-30": ...}) or a list of specs; each must
@@ -270,17 +273,21 @@ def validate_pair(base: str, tuned: str, *, extra: dict[str, str] | list[str] | 
       and against the base tokenizer; default `settings.traces`. Give one of the two.
     settings: the PrecomputeConfig whose n, max_prompts, sample_from, max_new_tokens,
       batch_size and device the estimate uses (defaults when None).
+    model_roots: when given (a server reachable beyond this machine), local model folders
+      are accepted only under these folders; any other path fails its "weights" check with
+      one message whether or not it exists (core.access.confine_model). Hub ids still pass.
     Returns a Report; its `ok` is False when any fatal check failed.
     """
     s = settings or PrecomputeConfig()
     if s.max_new_tokens <= 0:  # estimate at the cap precompute will use
-        s = dataclasses.replace(s, max_new_tokens=default_max_new_tokens(tuned)[0])
+        s = dataclasses.replace(s, max_new_tokens=_default_cap(tuned, model_roots))
     prompts = prompts if prompts is not None else (s.prompts or None)
     traces = traces if traces is not None else (s.traces or None)
     report = Report()
     toks = {}
     for role, spec in {"base": base, "tuned": tuned, **_extra_roles(extra)}.items():
-        facts, tok, checks = _inspect(role, spec, allow_pickle, trust_remote_code, hub_timeout)
+        facts, tok, checks = _inspect(role, spec, allow_pickle, trust_remote_code, hub_timeout,
+                                      model_roots)
         report.models[role] = facts
         report.checks += checks
         if tok is not None:
@@ -310,6 +317,17 @@ def validate_pair(base: str, tuned: str, *, extra: dict[str, str] | list[str] | 
             report.checks.append(Check("prompt set", False, str(e)))
     _estimate_checks(report, s, ps or rs, toks.get("base"))
     return report
+
+
+def _default_cap(tuned: str, model_roots) -> int:
+    """The tuned checkpoint's length cap; with model roots, read only from inside them."""
+    if model_roots is not None:
+        try:
+            ref = confine_model(tuned, model_roots)
+        except PairError:
+            return DEFAULT_MAX_NEW_TOKENS
+        tuned = str(ref.local or ref.spec)
+    return default_max_new_tokens(tuned)[0]
 
 
 def _rollout_check(report: Report, traces: str, s: PrecomputeConfig, base_tok):
