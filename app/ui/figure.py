@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app.ui.text import md_escape
 from core import api
 
 FORMATS = [("PNG", "png", "image/png"), ("SVG", "svg", "image/svg+xml"),
@@ -15,8 +16,8 @@ FORMATS = [("PNG", "png", "image/png"), ("SVG", "svg", "image/svg+xml"),
 
 
 def show_figure(spec, key: str) -> None:
-    st.subheader(spec.title)
-    st.caption(spec.caption)
+    st.subheader(md_escape(spec.title))  # titles and captions may quote runs and tokens
+    st.caption(md_escape(spec.caption))
     st.plotly_chart(spec.figure, key=f"chart_{key}", config={"displaylogo": False})
     with st.popover("Export", icon=":material/download:"):
         for label, fmt, mime in FORMATS:

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from app.ui import state
+from app.ui.text import md_escape, show_error
 from core.api import fork, save_fork
 from core.errors import PairError, RunsError
 
@@ -21,7 +22,7 @@ def fork_panel(run, trace: pd.Series, toks: pd.DataFrame, pos: int) -> None:
         try:
             pair = state.pair(str(run.path))
         except (PairError, RunsError, FileNotFoundError) as e:
-            st.error(f"Cannot load this run's pair: {e}")
+            show_error(f"Cannot load this run's pair: {e}")
             return
         cfg = run.manifest.get("config", {})
         with st.spinner("Rolling out both branches…"):
@@ -36,5 +37,5 @@ def fork_panel(run, trace: pd.Series, toks: pd.DataFrame, pos: int) -> None:
             col.metric(f"{branch} → continued by {who}", f"{100 * g.correct.mean():.0f}% correct",
                        help=f"{len(g)} rollouts")
             col.dataframe(g[["rollout", "correct", "answer", "text"]], hide_index=True)
-        st.caption(f"Saved as {fork_id} in {run.name}/forks.parquet")
+        st.caption(md_escape(f"Saved as {fork_id} in {run.name}/forks.parquet"))
 

@@ -10,7 +10,7 @@ import time
 import streamlit as st
 
 from app.ui import state
-from app.ui.text import md_escape
+from app.ui.text import md_escape, show_error
 from core import api
 
 
@@ -28,8 +28,8 @@ def jobs_panel() -> None:
         with st.container(border=True):
             c1, c2, c3 = st.columns([4, 1, 1])
             age = time.time() - job.created
-            c1.markdown(f"**{md_escape(job.run)}** · {job.kind} · `{job.id}` · {job.state} · "
-                        f"{age / 60:.0f} min ago")
+            c1.markdown(f"**{md_escape(job.run)}** · " + md_escape(
+                f"{job.kind} · {job.id} · {job.state} · {age / 60:.0f} min ago"))
             c1.progress(job.fraction(), text=f"{100 * job.fraction():.0f}%")
             if job.state in ("queued", "running") and c2.button("Cancel", key=f"jc_{job.id}"):
                 api.cancel_job(cache, job.id)
@@ -42,7 +42,7 @@ def jobs_panel() -> None:
                 page = "traces" if job.kind == "precompute" else "cross"
                 c3.page_link(st.session_state["_pages"][page], label="Open",
                              query_params={"run": job.run}, icon=":material/open_in_new:")
-            if job.error:
-                st.error(job.error)
+            if job.error:  # text from a job process (a model, a file): shown as text
+                show_error(job.error)
             with st.expander("log"):
                 st.code(api.read_job_log(cache, job.id, tail=40) or "(empty)", language=None)

@@ -11,6 +11,7 @@ import streamlit as st
 
 from app.ui import state
 from app.ui.colours import METRICS, colour_tokens, folds, legend_html
+from app.ui.text import md_escape
 from app.ui.trace_view import trace_view
 from core import api
 
@@ -92,7 +93,7 @@ def topk_panel(row: pd.Series) -> None:
 
 def selected(toks: pd.DataFrame, pos: int | None) -> None:
     if pos is not None:
-        st.subheader(f"Token {pos}: {toks['token'].iloc[pos]!r}")
+        st.subheader(f"Token {pos}: {md_escape(repr(toks['token'].iloc[pos]))}")
         topk_panel(toks.iloc[pos])
     else:
         st.caption("Click a token (or the strip) to see both models' top-k.")

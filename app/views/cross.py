@@ -8,6 +8,7 @@ import streamlit as st
 
 from app.ui import state
 from app.ui.figure import show_figure
+from app.ui.text import md_escape, show_error
 from app.ui.trace_view import trace_view
 from core import api
 from core.api import (
@@ -73,7 +74,7 @@ def _settings(run) -> CrossSampleConfig | None:
     try:
         eps = _eps_grid(run, how, eps, float(top_p))
     except ValueError as e:
-        st.error(f"Cannot read that grid: {e}")
+        show_error(f"Cannot read that grid: {e}")
         return None
     return CrossSampleConfig(run=str(run.path), cache=str(state.cache_dir()),
                              direction=",".join(directions), eps=eps,
@@ -109,13 +110,13 @@ def _live(run_name: str) -> None:
     if partial is not None and len(partial):
         spec = cross_sampling(partial, run_name)
         st.plotly_chart(spec.figure, key=f"live_chart_{job.id}")
-        st.caption(spec.caption)
+        st.caption(md_escape(spec.caption))
 
 
 def _last_failure(run_name: str) -> None:
     job = next(iter(_sweep_jobs(run_name)), None)
     if job is not None and job.state == "failed":
-        st.error(f"The last sweep ({job.id}) failed: {job.error}", icon=":material/error:")
+        show_error(f"The last sweep ({job.id}) failed: {job.error}")
 
 
 def _results(run) -> None:
@@ -141,7 +142,7 @@ def _results(run) -> None:
     rows = event.selection.rows if event and event.selection else []
     row = samples.iloc[rows[0] if rows else 0]
     toks = sample_tokens(tokenizer_of_run(run.path), row)
-    st.caption(f"{row['prompt_id']} · {row['n_switched']} of {row['n_tokens']} tokens "
+    st.caption(md_escape(row["prompt_id"]) + f" · {row['n_switched']} of {row['n_tokens']} tokens "
                f"switched · {'correct' if row['correct'] else 'incorrect'}. Colour = the model "
                f"that produced the token: blue base, orange tuned.")
     primary = CROSS_PRIMARY[row["direction"]]
@@ -166,7 +167,7 @@ def render() -> None:
             job = api.submit_cross_sample(state.cache_dir(), cfg)
             st.session_state["cross_watching"] = job.id
         except JobError as e:
-            st.warning(str(e))
+            st.warning(md_escape(e))
     _live(run.name)
     _last_failure(run.name)
     _results(run)

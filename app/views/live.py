@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app.ui import state, tokens
+from app.ui.text import show_error
 from core.api import score_text
 from core.errors import PairError, RunsError
 
@@ -23,7 +24,7 @@ def render() -> None:
         try:
             pair = state.pair(str(run.path))
         except (PairError, RunsError, FileNotFoundError) as e:
-            st.error(f"Cannot load this run's pair: {e}")
+            show_error(f"Cannot load this run's pair: {e}")
             return
         st.session_state["live_result"] = score_text(pair, response, prompt)
         st.session_state["live_pos"] = None

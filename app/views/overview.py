@@ -44,7 +44,7 @@ def render() -> None:
     infos = state.runs()
     run = state.pick_run(infos)
     con = state.connection(infos)
-    st.header(f"Overview · {run.name}")
+    st.header(f"Overview · {md_escape(run.name)}")
     _headline(con, run)
     _most_divergent(con, run)
     others = api.contrast_candidates(infos, run)

@@ -8,6 +8,7 @@ import streamlit as st
 
 from app.ui import state
 from app.ui.figure import show_figure
+from app.ui.text import md_escape, show_error
 from core.api import delete_run, rename_run
 from core.errors import RunsError
 from core.figures import overview
@@ -36,18 +37,18 @@ def _manage(infos) -> None:
     if c1.button("Rename", key="rm_rename", disabled=not new):
         try:
             rename_run(state.cache_dir(), name, new)
-            st.success(f"renamed {name} → {new}")
+            st.success(md_escape(f"renamed {name} → {new}"))
             st.rerun()
         except (RunsError, ValueError) as e:
-            st.error(str(e))
-    confirm = c2.text_input(f"Type {name!r} to delete it", key="rm_confirm")
+            show_error(e)
+    confirm = c2.text_input(md_escape(f"Type {name!r} to delete it"), key="rm_confirm")
     if c2.button("Delete", key="rm_delete", disabled=confirm != name, type="primary"):
         try:
             delete_run(state.cache_dir(), name)
-            st.success(f"deleted {name}")
+            st.success(md_escape(f"deleted {name}"))
             st.rerun()
         except (RunsError, ValueError) as e:
-            st.error(str(e))
+            show_error(e)
 
 
 def _compare(infos, con) -> None:
