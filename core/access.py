@@ -20,6 +20,7 @@ The app (app/ui/access.py, app/serve.py) and tests call these; nothing here know
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import os
@@ -54,8 +55,10 @@ def password() -> str | None:
 
 
 def check_password(given: str, secret: str) -> bool:
-    """Whether `given` equals `secret`, compared in constant time."""
-    return hmac.compare_digest(str(given).encode("utf-8"), str(secret).encode("utf-8"))
+    """Whether `given` equals `secret`, compared in constant time (of their SHA-256 digests,
+    so not even the secret's length shows in the timing)."""
+    digest = [hashlib.sha256(str(x).encode("utf-8")).digest() for x in (given, secret)]
+    return hmac.compare_digest(*digest)
 
 
 def refusal(address: str | None) -> str:
