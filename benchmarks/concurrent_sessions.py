@@ -4,8 +4,9 @@ page takes to be ready (p50 / p95), while every session walks through every page
     python benchmarks/concurrent_sessions.py [--sessions 8] [--seconds 60] [--run demo-rl]
                                               [--cache cache] [--baseline]
 
-Starts `streamlit run app/serve.py` (as scripts/app.sh does) on a free port against --cache (default: the app's cache;
-build the demo runs first with `python -m core demo-runs`), opens --sessions headless
+Starts `streamlit run app/serve.py` (as scripts/app.sh does) on a free port against --cache
+(default: the app's cache; build the demo runs first with `python -m core demo-runs`), opens
+--sessions headless
 Chromium contexts at once (Debian's /usr/bin/chromium through Playwright) and has each visit
 traces, overview, search, cross, live, add and runs with `?run=RUN`, round after round, for
 --seconds. A visit counts as an error when its script run does not finish, when the page
