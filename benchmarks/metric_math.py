@@ -1,0 +1,85 @@
+"""Where the metric math's time goes per row at a real vocabulary: each part of
+core.metrics.Context timed on random float32 logits, walked chunk by chunk as the scoring
+engine walks a block (same chunk size, reused work buffers).
+
+    python benchmarks/metric_math.py [--vocab 151936] [--std 0.78] [--rows 48] [--chunk 0]
+
+--std: standard deviation of the base logits; 0.78 is what a randomly initialised Qwen2 head
+gives (near-uniform rows, a nucleus of 0.7 spanning about 40% of the vocabulary), 1.5 the
+benchmark's --head-std 1.5, 5 or more peaked rows whose nucleus lies in the top-k. --chunk 0 =
+core.engine.heads.chunk_rows for this vocabulary. Prints microseconds per row for each part
+and in all (best of --repeat passes over the rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from core import metrics as M  # noqa: E402
+from core.engine import heads  # noqa: E402
+
+PARTS = {
+    "log-softmax + exp (both)": None,  # the Context itself
+    "kl (both)": lambda c: (c.kl_bt, c.kl_tb),
+    "js": lambda c: c.js,
+    "entropy (both)": lambda c: (c.entropy("base"), c.entropy("tuned")),
+    "top-k (both)": lambda c: (c.topk("base", 10), c.topk("tuned", 10)),
+    "js_top_p (nuclei + JS)": lambda c: c.js_top_p,
+    "ranks (3)": lambda c: (c.rank("base", c.tok), c.rank("tuned", c.tok),
+                            c.rank("base", c.topk("tuned", 1)[0][:, 0])),
+    "argmax (both)": M.METRICS["top1_agree"].fn,
+    "logp gathers": M.METRICS["dlogp"].fn,
+}
+
+
+def run(lb, lt, tok, step, scratch, acc):
+    for s in range(0, len(tok), step):
+        t0 = time.perf_counter()
+        c = M.Context(lb[s:s + step], lt[s:s + step], tok[s:s + step], 0.7, torch.float64,
+                      10, scratch)
+        for name, part in PARTS.items():
+            if part is not None:
+                part(c)
+            t = time.perf_counter()
+            acc[name] = acc.get(name, 0.0) + t - t0
+            t0 = t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--vocab", type=int, default=151_936)
+    ap.add_argument("--std", type=float, default=0.78)
+    ap.add_argument("--shift", type=float, default=0.3, help="std of tuned - base logits")
+    ap.add_argument("--rows", type=int, default=48)
+    ap.add_argument("--chunk", type=int, default=0)
+    ap.add_argument("--repeat", type=int, default=3)
+    a = ap.parse_args()
+    step = a.chunk or heads.chunk_rows(a.vocab, 1 << 30)
+    g = torch.Generator().manual_seed(0)
+    lb = torch.randn(a.rows, a.vocab, generator=g) * a.std
+    lt = lb + torch.randn(a.rows, a.vocab, generator=g) * a.shift
+    tok = torch.randint(0, a.vocab, (a.rows,), generator=g)
+    scratch = M.Scratch()
+    run(lb, lt, tok, step, scratch, {})  # warm-up: buffers, kernels
+    best: dict[str, float] = {}
+    for _ in range(a.repeat):
+        acc: dict[str, float] = {}
+        run(lb, lt, tok, step, scratch, acc)
+        if not best or sum(acc.values()) < sum(best.values()):
+            best = acc
+    print(f"vocab {a.vocab}, logits std {a.std}, {a.rows} rows in chunks of {step}, "
+          f"{torch.get_num_threads()} torch threads")
+    for name in PARTS:
+        print(f"  {name:26s} {best[name] / a.rows * 1e6:8.0f} us/row")
+    print(f"  {'all':26s} {sum(best.values()) / a.rows * 1e6:8.0f} us/row")
+
+
+if __name__ == "__main__":
+    main()
