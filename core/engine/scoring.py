@@ -1,12 +1,14 @@
 """Teacher-forced scoring: every per-token metric of a response under both models.
 
-Memory is bounded by vocabulary x chunk, never by batch x length x vocabulary: per batch,
+Memory is bounded by vocabulary x block, never by batch x length x vocabulary: per batch,
 each model's body runs to hidden states (in segments, core.engine.heads.ResponseLogits), only
-the response rows are kept, and the output heads are applied to row chunks of
-`heads.chunk_rows(vocab, budget)` rows, in which the registered metrics (core/metrics.py)
-and both models' top-k are computed. The budget (`ScoreSettings.memory_budget`, bytes; 0 =
-a quarter of free memory, 256 MiB..1 GiB on CPU) is what one chunk's metric math may use;
-batches are also capped so their KV cache fits in it.
+the response rows are kept, the output heads are applied to blocks of
+`heads.head_block_rows` rows (large enough for the head's matrix product to run at full
+speed) and the registered metrics (core/metrics.py) and both models' top-k are computed on
+chunks of `heads.chunk_rows(vocab, budget)` rows of a block (small enough for the math to
+stay in cache). The budget (`ScoreSettings.memory_budget`, bytes; 0 = a quarter of free
+memory, 256 MiB..1 GiB on CPU) is what one block of logits and one chunk's metric math may
+use together; batches are also capped so their KV cache fits in it.
 
 GPU path (untested here: no CUDA on the development machine; tests/test_gpu_scoring.py runs
 on a GPU and skips elsewhere): models run in bf16 (core.engine.pair.pick_device);
@@ -27,7 +29,7 @@ import torch
 
 from core.engine import heads
 from core.engine.batching import Columns, padded_batches, row_offsets, token_ids
-from core.metrics import Context, compute_metrics, rank_of, topk
+from core.metrics import Context, Scratch, compute_metrics
 
 
 @dataclass
@@ -75,16 +77,19 @@ def _resolve_batch_size(settings: "ScoreSettings", base, lengths: list[int]) -> 
                            budget=heads.resolve_budget(settings.memory_budget, dev))
 
 
-def plan(settings: "ScoreSettings", model, vocab: int) -> tuple[int, int, int | None]:
-    """(memory budget in bytes, rows per metric chunk, max padded tokens per batch) for
-    scoring with `model` (the one whose device holds the metric math)."""
+def plan(settings: "ScoreSettings", model, vocab: int,
+         models: int = 2) -> tuple[int, int, int, int | None]:
+    """(memory budget in bytes, rows per metric chunk, rows per head block, max padded
+    tokens per batch) for scoring with `model` (the one whose device holds the metric math)
+    and `models` heads applied block by block."""
     dev = next(model.parameters()).device
     budget = heads.resolve_budget(settings.memory_budget, dev)
-    rows = settings.chunk_rows or heads.chunk_rows(
-        vocab, budget, heads.itemsize(heads.math_dtype(dev)), cpu=dev.type == "cpu")
+    size = heads.itemsize(heads.math_dtype(dev))
+    rows = settings.chunk_rows or heads.chunk_rows(vocab, budget, size, cpu=dev.type == "cpu")
+    block = heads.head_block_rows(vocab, budget, rows, size, models)
     kv = heads.kv_bytes_per_token(model)
     max_tokens = max(1, budget // kv) if kv else None
-    return budget, rows, max_tokens
+    return budget, rows, block, max_tokens
 
 
 def vocab_size(model) -> int:
@@ -111,7 +116,8 @@ def score_traces(base, tuned, traces: list[tuple[list[int], list[int]]], pad_id:
     put = cols.put
 
     size = _resolve_batch_size(settings, base, lengths)
-    _, step, max_tokens = plan(settings, base, vocab_size(base))
+    _, step, block, max_tokens = plan(settings, base, vocab_size(base))
+    scratch = Scratch()  # work buffers reused by every chunk
     for ids, attn, spans, tok, rows in padded_batches(traces, pad_id, size, offsets,
                                                       max_tokens):
         rb = heads.ResponseLogits(base, ids, attn, spans, settings.segment_tokens)
@@ -119,21 +125,19 @@ def score_traces(base, tuned, traces: list[tuple[list[int], list[int]]], pad_id:
         dev = rb.device  # two-GPU placement: metric math on the base model's device
         mdtype = heads.math_dtype(dev)
         tok = tok.to(dev)
-        for s in range(0, len(tok), step):
-            sl = slice(s, s + step)
-            cb, ct, tk = rb.chunk(sl).to(mdtype), rt.chunk(sl).to(dev, mdtype), tok[sl]
-            ctx = Context(cb, ct, tk, settings.js_top_p)
-            for name, v in compute_metrics(cb, ct, tk, ctx=ctx).items():
-                put(name, rows[sl], v)
-            b_ids, b_probs = topk(cb, settings.top_k)
-            t_ids, t_probs = topk(ct, settings.top_k)
-            put("base_topk_ids", rows[sl], b_ids)
-            put("base_topk_probs", rows[sl], b_probs)
-            put("tuned_topk_ids", rows[sl], t_ids)
-            put("tuned_topk_probs", rows[sl], t_probs)
-            put("tuned_top1_rank_base", rows[sl], rank_of(ctx.logp, t_ids[:, 0]))
-            put("tuned_top1_prob_base", rows[sl],
-                ctx.logp.gather(-1, t_ids[:, :1]).squeeze(-1).exp())
+        for sl, (cb, ct) in heads.chunked([rb, rt], step, block, dev):
+            r = rows[sl]
+            ctx = Context(cb, ct, tok[sl], settings.js_top_p, mdtype, settings.top_k, scratch)
+            for name, v in compute_metrics(cb, ct, tok[sl], ctx=ctx).items():
+                put(name, r, v)
+            b_ids, b_probs = ctx.topk("base", settings.top_k)
+            t_ids, t_probs = ctx.topk("tuned", settings.top_k)
+            put("base_topk_ids", r, b_ids)
+            put("base_topk_probs", r, b_probs)
+            put("tuned_topk_ids", r, t_ids)
+            put("tuned_topk_probs", r, t_probs)
+            put("tuned_top1_rank_base", r, ctx.rank("base", t_ids[:, 0]))
+            put("tuned_top1_prob_base", r, ctx.p.gather(-1, t_ids[:, :1]).squeeze(-1))
             del cb, ct, ctx
         del rb, rt
         if progress is not None:

@@ -56,7 +56,7 @@ import numpy as np
 import torch
 
 from core.engine.batching import Columns, padded_batches, row_offsets, token_ids
-from core.engine.heads import ResponseLogits
+from core.engine.heads import ResponseLogits, chunked
 from core.engine.scoring import ScoreSettings, _resolve_batch_size, plan, vocab_size
 from core.metrics import METRICS, compute_metrics, topk
 
@@ -82,11 +82,12 @@ def _release() -> None:
 
 
 def _batches(traces, pad_id, settings, model, offsets):
-    """(batches, rows per metric chunk) for scoring `traces` with `model` alone."""
+    """(batches, rows per metric chunk, rows per head block) for scoring `traces` with
+    `model` alone."""
     lengths = [len(p) + len(r) for p, r in traces]
-    _, step, max_tokens = plan(settings, model, vocab_size(model))
+    _, step, block, max_tokens = plan(settings, model, vocab_size(model), models=1)
     return padded_batches(traces, pad_id, _resolve_batch_size(settings, model, lengths),
-                          offsets, max_tokens), step
+                          offsets, max_tokens), step, block
 
 
 def _mdtype(device: torch.device) -> torch.dtype:
@@ -112,15 +113,14 @@ def score_traces_sequential(load_base: Callable[[], torch.nn.Module],
     # --- pass 1: base alone ---
     model = load_base()
     kk = None
-    batches, step = _batches(traces, pad_id, settings, model, offsets)
+    batches, step, block = _batches(traces, pad_id, settings, model, offsets)
     vocab = vocab_size(model)
     for ids, attn, spans, tok, rows in batches:
         lb = ResponseLogits(model, ids, attn, spans, settings.segment_tokens)
         tok = tok.to(lb.device)
         kk = min(max(k, settings.top_k), vocab)
-        for s in range(0, len(tok), step):
-            sl = slice(s, s + step)
-            cb = lb.chunk(sl).to(_mdtype(lb.device))
+        for sl, (cb,) in chunked([lb], step, block):
+            cb = cb.to(_mdtype(lb.device))
             lse = torch.logsumexp(cb, -1)
             logp = cb - lse[:, None]
             vals, top = logp.topk(kk, -1)
@@ -137,15 +137,14 @@ def score_traces_sequential(load_base: Callable[[], torch.nn.Module],
 
     # --- pass 2: tuned alone, with the kept base data ---
     model = load_tuned()
-    batches, step = _batches(traces, pad_id, settings, model, offsets)
+    batches, step, block = _batches(traces, pad_id, settings, model, offsets)
     for ids, attn, spans, tok, rows in batches:
         lt = ResponseLogits(model, ids, attn, spans, settings.segment_tokens)
         dev, md = lt.device, _mdtype(lt.device)
         tok = tok.to(dev)
-        for s in range(0, len(tok), step):
-            sl = slice(s, s + step)
+        for sl, (ct,) in chunked([lt], step, block):
             r = rows[sl]
-            ct = lt.chunk(sl).to(md)
+            ct = ct.to(md)
             n, v = ct.shape
             s_ids = torch.from_numpy(cols["_k_ids"][r]).to(dev)
             s_logp = torch.from_numpy(cols["_k_logp"][r]).to(dev, md)
