@@ -63,7 +63,8 @@ def default_budget(device: torch.device) -> int:
 
 
 # On CPU the math runs fastest on tensors that stay in cache: with vocabulary 151,936 in
-# float64, 7 ms per row at 8 rows per chunk against 17 ms at 55 (2-core machine), so CPU
+# float64, 2.8 ms per row at 3 or 6 rows per chunk against 3.4 at 12 (and 17 ms at 55
+# before core.metrics reused its buffers; benchmarks/metric_math.py, 2-core machine), so CPU
 # chunks also stop at about this many entries per (rows, vocab) tensor.
 CPU_CHUNK_ENTRIES = 1 << 20
 
