@@ -70,3 +70,16 @@ def app_cache(tmp_path_factory) -> Path:
                                     series_step=n, traces_from="demo-rl", **common), **quiet)
     build_hostile_run(tmp_path_factory.mktemp("hostile_pair"), cache)
     return cache
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (Debian's /usr/bin/chromium through Playwright) for browser tests."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import CHROMIUM, FLAGS
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import CHROMIUM, FLAGS, streamlit_server
+from tests.browser import streamlit_server
 
 pytestmark = pytest.mark.browser
 SECRET = "correct horse battery staple"
@@ -27,16 +27,6 @@ def cache() -> Path:
     if not path:
         pytest.skip("run by tests/test_access_browser.py (needs SHIFTLENS_TEST_CACHE)")
     return Path(path)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from core.api import Job
-from tests.browser import CHROMIUM, FLAGS, ROOT, free_port, streamlit_server
+from tests.browser import CHROMIUM, ROOT, free_port, streamlit_server
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium")]
@@ -112,16 +112,6 @@ def test_foreign_host_refused(server):
     for host in (f"127.0.0.1:{port}", f"localhost:{port}", "shiftlens.lab"):
         assert status(server, "/", host) == 200, host
         assert status(server, "/_stcore/stream", host, WS_HEADERS) == 101, host
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield b
-        b.close()
 
 
 def test_markdown_image_in_job_error_is_text(server, browser, pixel):
