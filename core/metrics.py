@@ -407,18 +407,17 @@ def _js_sparse(p, logp, q, logq, a: Nucleus, b: Nucleus) -> torch.Tensor:
 
 def _js_row(pk, logp, qk, logq, s, e) -> torch.Tensor:
     """JS of one row's truncated distributions from the kept masses pk, qk (V,) (zeros
-    outside the nuclei) and finite log-probs, with work buffers s, e (V,): with P' = pk/Mp,
-    Q' = qk/Mq and log M = log(P' + Q') - ln 2,
-    JS = 1/2 [sum P'(log p - log M) - log Mp + sum Q'(log q - log M) - log Mq]."""
+    outside the nuclei) and finite log-probs, with work buffers s, e (V,). With P' = pk/Mp,
+    Q' = qk/Mq, s = qk + pk Mq/Mp = Mq (P' + Q') (one pass) and log M = log s - log Mq - ln 2:
+    JS = 1/2 [sum P'(log p - log s) - log Mp + log Mq + sum Q'(log q - log s)] + ln 2."""
     mp, mq = float(pk.sum()), float(qk.sum())
-    torch.div(pk, mp, out=s)
-    s.add_(qk, alpha=1.0 / mq)
+    torch.add(qk, pk, alpha=mq / mp, out=s)
     ls = _log(s.clamp_min_(torch.finfo(s.dtype).tiny), s)  # 0 outside both: any finite value
     torch.sub(logp, ls, out=e)
     a = float(_rowdot(pk[None], e[None])[0]) / mp
     torch.sub(logq, ls, out=e)
     b = float(_rowdot(qk[None], e[None])[0]) / mq
-    return 0.5 * (a + b - math.log(mp) - math.log(mq)) + LN2
+    return 0.5 * (a + b - math.log(mp) + math.log(mq)) + LN2
 
 
 def _js_top_p(p, logp, q, logq, top_p, top_b=None, top_t=None, finite=None,
