@@ -56,8 +56,8 @@ def available_memory(device: torch.device) -> int:
 def default_budget(device: torch.device) -> int:
     """The memory budget for logits and metric math when none is given: a quarter of the
     free memory, between 256 MiB and 1 GiB (4 GiB on CUDA). Measured on CPU with a
-    Qwen2-shaped 2-layer pair: 0.87 GiB peak beyond the weights at 512 and at 2,048 tokens
-    (benchmarks/realistic_shapes.py)."""
+    Qwen2-shaped 2-layer pair: 0.87-0.92 GiB peak beyond the weights from 512 to 16,384
+    tokens (benchmarks/realistic_shapes.py)."""
     cap = (4 if device.type == "cuda" else 1) * 1024**3
     return int(min(cap, max(256 * 1024**2, available_memory(device) // 4)))
 
