@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
+from core import kernels as K  # noqa: E402
 from core import metrics as M  # noqa: E402
 from core.engine import heads  # noqa: E402
 
@@ -66,7 +67,7 @@ def main() -> None:
     lb = torch.randn(a.rows, a.vocab, generator=g) * a.std
     lt = lb + torch.randn(a.rows, a.vocab, generator=g) * a.shift
     tok = torch.randint(0, a.vocab, (a.rows,), generator=g)
-    scratch = M.Scratch()
+    scratch = K.Scratch()
     run(lb, lt, tok, step, scratch, {})  # warm-up: buffers, kernels
     best: dict[str, float] = {}
     for _ in range(a.repeat):

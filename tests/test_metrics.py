@@ -8,13 +8,9 @@ import torch
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import entropy
 
-from core.metrics import (
-    compute_metrics,
-    js_from_logprobs,
-    kl_from_logprobs,
-    rank_of,
-    top_p_logprobs,
-)
+from core.kernels import js_from_logprobs, kl_from_logprobs
+from core.metrics import compute_metrics, rank_of
+from core.nucleus import top_p_logprobs
 
 pytestmark = pytest.mark.unit
 

@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 import torch
 
+from core import kernels as K
 from core import metrics as M
+from core import nucleus as N
 
 pytestmark = pytest.mark.unit
 
@@ -41,22 +43,22 @@ def rows_of(scale: float, n: int = 12, v: int = V, seed: int = 0) -> torch.Tenso
 
 
 def test_the_search_runs_above_the_sort_vocabulary():
-    assert V > M.NUCLEUS_SORT_VOCAB
+    assert V > N.NUCLEUS_SORT_VOCAB
 
 
 @pytest.mark.parametrize("scale", [0.05, 0.8, 1.5, 4.0, 30.0])  # near-uniform .. one token
 @pytest.mark.parametrize("top_p", [0.05, 0.5, 0.7, 0.95, 0.999])
 def test_search_equals_the_sorted_rule(scale, top_p):
     p = rows_of(scale, seed=int(scale * 100) + int(top_p * 1000))
-    got = M.nucleus(p, top_p).dense(p).numpy()
+    got = N.nucleus(p, top_p).dense(p).numpy()
     np.testing.assert_array_equal(got, ref_keep(p.numpy(), top_p))
-    np.testing.assert_array_equal(M._nucleus_sorted(p, top_p).numpy(), ref_keep(p.numpy(), top_p))
+    np.testing.assert_array_equal(N._nucleus_sorted(p, top_p).numpy(), ref_keep(p.numpy(), top_p))
 
 
 @pytest.mark.parametrize("top_p", [0.3, 0.7, 0.9])
 def test_search_equals_the_sorted_rule_on_a_real_size_vocabulary(top_p):
     p = rows_of(0.8, n=3, v=151_936, seed=7)  # the random-init benchmark's shape
-    np.testing.assert_array_equal(M.nucleus(p, top_p).dense(p).numpy(),
+    np.testing.assert_array_equal(N.nucleus(p, top_p).dense(p).numpy(),
                                   ref_keep(p.numpy(), top_p))
 
 
@@ -64,7 +66,7 @@ def test_ties_keep_the_lowest_ids():
     # uniform rows of exactly 2**-12: the mass before the i-th token is i * 2**-12 exactly,
     # so the nucleus of 0.5 is exactly the 2048 lowest ids
     p = torch.full((2, 4096), 2.0 ** -12, dtype=torch.float64)
-    keep = M.nucleus(p, 0.5).dense(p)
+    keep = N.nucleus(p, 0.5).dense(p)
     assert keep.sum(-1).tolist() == [2048, 2048]
     assert keep[:, :2048].all() and not keep[:, 2048:].any()
     # a tie group that straddles the boundary among other values; exact dyadic masses
@@ -79,7 +81,7 @@ def test_ties_keep_the_lowest_ids():
         rows.append(row / row.sum())
     p = torch.tensor(np.array(rows))
     for top_p in (0.3, 0.5, 0.71, 0.9):
-        np.testing.assert_array_equal(M.nucleus(p, top_p).dense(p).numpy(),
+        np.testing.assert_array_equal(N.nucleus(p, top_p).dense(p).numpy(),
                                       ref_keep(p.numpy(), top_p))
 
 
@@ -91,7 +93,7 @@ def test_a_top_k_nucleus_that_ends_among_tied_tokens():
     p[:, tied] = 2.0 ** -9
     p[:, 1] = 1.0 - 200 * 2.0 ** -9  # one likely token holds the rest
     for top_p in (0.7, 0.75, 0.8):
-        n = M.nucleus(p, top_p)
+        n = N.nucleus(p, top_p)
         assert n.ids is None and not n.masks  # neither sparse nor the fallback sort
         np.testing.assert_array_equal(n.dense(p).numpy(), ref_keep(p.numpy(), top_p))
 
@@ -100,27 +102,27 @@ def test_a_top_k_nucleus_that_ends_among_tied_tokens():
 def test_one_token_holds_all_the_mass(top_p):
     p = torch.zeros(3, V, dtype=torch.float64)
     p[0, 17] = p[1, V - 1] = p[2, 0] = 1.0
-    keep = M.nucleus(p, top_p).dense(p)
+    keep = N.nucleus(p, top_p).dense(p)
     assert keep.sum(-1).tolist() == [1, 1, 1]
     assert keep[0, 17] and keep[1, V - 1] and keep[2, 0]
 
 
 def test_peaked_rows_take_the_sparse_path_and_flat_ones_the_threshold_path():
     peaked, flat = rows_of(30.0, n=4), rows_of(0.05, n=4)
-    assert M.nucleus(peaked, 0.7).ids is not None
-    n = M.nucleus(flat, 0.7)
+    assert N.nucleus(peaked, 0.7).ids is not None
+    n = N.nucleus(flat, 0.7)
     assert n.ids is None and not n.masks  # the search found every row without the fallback
 
 
 def test_a_bracket_that_misses_falls_back_to_the_sort(monkeypatch):
     """With no safety margin the selection is often too narrow; results must not change."""
-    monkeypatch.setattr(M, "SAMPLE_Z", 0.0)
-    monkeypatch.setattr(M, "SAMPLE_STRIDE", 64)
+    monkeypatch.setattr(N, "SAMPLE_Z", 0.0)
+    monkeypatch.setattr(N, "SAMPLE_STRIDE", 64)
     missed = 0
     for scale in (0.05, 0.8, 1.5):
         for top_p in (0.5, 0.7, 0.95):
             p = rows_of(scale, n=8, seed=int(scale * 10) + int(top_p * 100))
-            n = M.nucleus(p, top_p)
+            n = N.nucleus(p, top_p)
             missed += len(n.masks or {})
             np.testing.assert_array_equal(n.dense(p).numpy(), ref_keep(p.numpy(), top_p))
     assert missed > 0  # the fallback did run
@@ -130,14 +132,14 @@ def test_top_p_logprobs_and_js_top_p_use_the_rule():
     lp = torch.log_softmax(torch.randn(6, V, dtype=torch.float64) * 0.7, -1)
     lq = torch.log_softmax(lp + torch.randn(6, V, dtype=torch.float64) * 0.3, -1)
     keep = ref_keep(lp.exp().numpy(), 0.7)
-    t = M.top_p_logprobs(lp, 0.7)
+    t = N.top_p_logprobs(lp, 0.7)
     np.testing.assert_array_equal(torch.isfinite(t).numpy(), keep)
     ref = lp.masked_fill(~torch.tensor(keep), -math.inf)
     torch.testing.assert_close(t, ref - torch.logsumexp(ref, -1, keepdim=True))
     kq = torch.tensor(ref_keep(lq.exp().numpy(), 0.7))
     tq = lq.masked_fill(~kq, -math.inf)
-    want = M.js_from_logprobs(t, tq - torch.logsumexp(tq, -1, keepdim=True))
-    torch.testing.assert_close(M.js_top_p(lp, lq, 0.7), want, atol=1e-14, rtol=1e-12)
+    want = K.js_from_logprobs(t, tq - torch.logsumexp(tq, -1, keepdim=True))
+    torch.testing.assert_close(N.js_top_p(lp, lq, 0.7), want, atol=1e-14, rtol=1e-12)
 
 
 def reference_metrics(lb, lt, tok, top_p):
@@ -176,7 +178,7 @@ def test_context_metrics_equal_the_plain_formulas(scale, shift):
     lb = torch.randn(5, 40_000, generator=g) * scale
     lt = lb + torch.randn(5, 40_000, generator=g) * shift
     tok = torch.randint(0, 40_000, (5,), generator=g)
-    ctx = M.Context(lb, lt, tok, 0.7, torch.float64, top_k=10, scratch=M.Scratch())
+    ctx = M.Context(lb, lt, tok, 0.7, torch.float64, top_k=10, scratch=K.Scratch())
     got = M.compute_metrics(lb, lt, tok, ctx=ctx)
     for name, want in reference_metrics(lb, lt, tok, 0.7).items():
         if want.is_floating_point():
@@ -205,7 +207,7 @@ def test_masked_logits_use_the_guarded_forms():
 
 
 def test_scratch_reuses_its_buffers():
-    s = M.Scratch()
+    s = K.Scratch()
     a = s.get("x", (4, 10), torch.float64, torch.device("cpu"))
     b = s.get("x", (3, 10), torch.float64, torch.device("cpu"))
     assert b.data_ptr() == a.data_ptr() and b.shape == (3, 10)
@@ -215,5 +217,5 @@ def test_scratch_reuses_its_buffers():
 
 def test_argmax_and_counts_break_ties_like_torch():
     x = torch.tensor([[1.0, 3.0, 3.0, 2.0], [5.0, 5.0, 5.0, 5.0]])
-    assert M._argmax(x).tolist() == x.argmax(-1).tolist() == [1, 0]
-    assert M._count_above(x, torch.tensor([2.0, 5.0])).tolist() == [2, 0]
+    assert K._argmax(x).tolist() == x.argmax(-1).tolist() == [1, 0]
+    assert K._count_above(x, torch.tensor([2.0, 5.0])).tolist() == [2, 0]

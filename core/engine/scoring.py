@@ -29,7 +29,8 @@ import torch
 
 from core.engine import heads
 from core.engine.batching import Columns, padded_batches, row_offsets, token_ids
-from core.metrics import Context, Scratch, compute_metrics
+from core.kernels import Scratch
+from core.metrics import Context, compute_metrics
 
 
 @dataclass
