@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from core.queries import indexed, order_index
 from core.queries.materialize import derive
-from core.queries.run_index import ensure_index
+from core.queries.run_index import ensure_index, table_files
 from core.queries.sql import _sql_str
 from core.store.manifest import read_manifest
 from core.store.schema import (
@@ -37,15 +37,6 @@ MATERIALIZE_ROWS = 2_000_000
 QUERY_MEMORY = min(3 * 1024**3, os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4)
 _TABLES = {"tokens": (TOKENS_FILE, TOKENS_SCHEMA), "topk": (TOPK_FILE, TOPK_SCHEMA),
            "traces": (TRACES_FILE, TRACES_SCHEMA)}
-
-
-def table_files(run_dir: str | Path, name: str) -> list[Path]:
-    """Parquet files of table `name` in a run folder: the file itself, the sorted *.parquet
-    part files when it is a directory, or [] when absent."""
-    p = Path(run_dir) / name
-    if p.is_dir():
-        return sorted(p.glob("*.parquet"))
-    return [p] if p.is_file() else []
 
 
 def open_runs(run_dirs: list[str | Path] | str | Path, materialize: bool | None = None,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import duckdb
 
 from core.queries.run_index import ensure_index
-from core.queries.sql import KOV, TRACE_AGG_HIGH, _ident, _sql_str
+from core.queries.sql import KOV, TRACE_AGG_HIGH, _ident, _sql_str, overlap_sql
 
 
 def derive(con: duckdb.DuckDBPyConnection, materialize: bool) -> None:
@@ -22,8 +22,7 @@ def derive(con: duckdb.DuckDBPyConnection, materialize: bool) -> None:
     views, or, materialised, the runs' indexes (see `attach`) that tokens, traces and tok are
     then re-pointed at. `topk` always stays a Parquet view (trace_tokens and topk_overlap
     beyond KOV read it)."""
-    ov = ", ".join(f"len(list_intersect(list_slice(k.base_ids, 1, {i}), "
-                   f"list_slice(k.tuned_ids, 1, {i})))::UTINYINT AS k_ov{i}"
+    ov = ", ".join(f"{overlap_sql('k.base_ids', 'k.tuned_ids', i)} AS k_ov{i}"
                    for i in range(1, KOV + 1))
     tokx = f"""SELECT t.*, k.pos IS NOT NULL AS k_has, k.tuned_top1_rank_base AS k_r,
         k.tuned_top1_prob_base AS k_pb, least(len(k.base_ids), len(k.tuned_ids)) AS k_n, {ov}

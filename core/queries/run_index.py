@@ -49,7 +49,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from core.queries.sql import KOV, TRACE_AGG_HIGH, _sql_str
+from core.queries.sql import KOV, TRACE_AGG_HIGH, _sql_str, overlap_sql
 from core.store.schema import TOKENS_FILE, TOPK_FILE, TRACES_FILE
 
 INDEX_FILE = ".query-index.duckdb"
@@ -59,8 +59,10 @@ BUILD_MEMORY = 2 * 1024**3
 FACT_BATCH = 1_000_000  # top-k rows per numpy batch of the overlap facts
 
 
-def _files(run_dir: Path, name: str) -> list[Path]:
-    p = run_dir / name
+def table_files(run_dir: str | Path, name: str) -> list[Path]:
+    """Parquet files of table `name` in a run folder: the file itself, the sorted *.parquet
+    part files when it is a directory, or [] when absent."""
+    p = Path(run_dir) / name
     if p.is_dir():
         return sorted(p.glob("*.parquet"))
     return [p] if p.is_file() else []
@@ -72,7 +74,7 @@ def fingerprint(run_dir: str | Path) -> str:
     run_dir = Path(run_dir)
     parts = [f"v{INDEX_VERSION}", f"kov{KOV}", f"hi{TRACE_AGG_HIGH!r}", duckdb.__version__]
     for name in (TOKENS_FILE, TOPK_FILE, TRACES_FILE):
-        for f in _files(run_dir, name):
+        for f in table_files(run_dir, name):
             st = f.stat()
             parts.append(f"{f.relative_to(run_dir)}:{st.st_size}:{st.st_mtime_ns}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
@@ -154,8 +156,8 @@ def _build(run_dir: Path, out: Path, fp: str) -> None:
         db.execute("USE ix")
         db.execute(f"SET memory_limit = '{BUILD_MEMORY // 2**20}MiB'")
         db.execute(f"SET temp_directory = {_sql_str(str(out) + '.spill')}")
-        tok_files, topk_files = _files(run_dir, TOKENS_FILE), _files(run_dir, TOPK_FILE)
-        tr_files = _files(run_dir, TRACES_FILE)
+        tok_files, topk_files = table_files(run_dir, TOKENS_FILE), table_files(run_dir, TOPK_FILE)
+        tr_files = table_files(run_dir, TRACES_FILE)
         if not tok_files or not tr_files:
             raise ValueError(f"{run_dir}: no tokens or traces table to index")
         _view(db, "tokens_v", tok_files)
@@ -220,9 +222,7 @@ def _facts(db, topk_files: list[Path]) -> None:
         "FROM topk_v").fetchall()[0]
     uniform = lo_b is not None and lo_b == hi_b == lo_t == hi_t and lo_b > 0 and not nulls
     if not uniform:
-        ov = ", ".join(f"len(list_intersect(list_slice(base_ids, 1, {i}), "
-                       f"list_slice(tuned_ids, 1, {i})))::UTINYINT"
-                       for i in range(1, KOV + 1))
+        ov = ", ".join(overlap_sql("base_ids", "tuned_ids", i) for i in range(1, KOV + 1))
         db.execute(f"""INSERT INTO facts SELECT trace_id, pos, tuned_top1_rank_base,
             tuned_top1_prob_base, least(len(base_ids), len(tuned_ids)), {ov} FROM topk_v""")
         return

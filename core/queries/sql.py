@@ -72,6 +72,14 @@ def _q(con, sql: str, params: dict) -> pd.DataFrame:
     return con.execute(sql, {k: v for k, v in params.items() if k in used}).df()
 
 
+def overlap_sql(base: str, tuned: str, k: int) -> str:
+    """SQL of the number of distinct ids shared by the first k of two id lists (UTINYINT):
+    the top-k overlap size of one row (tokx.k_ovK; core/queries/run_index.py computes the
+    same in numpy when the lists allow)."""
+    return (f"len(list_intersect(list_slice({base}, 1, {int(k)}), "
+            f"list_slice({tuned}, 1, {int(k)})))::UTINYINT")
+
+
 def _order(by: str | None, *cols: str) -> str:
     keys = ([by] if by else []) + list(cols)
     return "ORDER BY " + ", ".join(keys) if keys else ""
