@@ -8,6 +8,18 @@ as one line (`error: ...`) and the app shows it as one line of text. They all de
 from __future__ import annotations
 
 
+def clip(value, limit: int = 80) -> str:
+    """`repr(value)` for a message, cut to `limit` characters with an ellipsis and the full
+    length when longer: an error never echoes a 2 MB field whole."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    unit = ("bytes" if isinstance(value, bytes) else "items"
+            if isinstance(value, (list, tuple, dict)) else "characters")
+    size = len(value) if isinstance(value, (str, bytes, list, tuple, dict)) else len(text)
+    return f"{text[:limit]}… ({size:,} {unit})"
+
+
 class ShiftLensError(Exception):
     """Base of every refusal ShiftLens raises on purpose."""
 
@@ -42,3 +54,8 @@ class UploadError(ShiftLensError, ValueError):
 
 class ExportError(ShiftLensError, ValueError):
     """A figure or data export that cannot be written (no browser, unknown format)."""
+
+
+class InputError(ShiftLensError, ValueError):
+    """A text or chat template that cannot be used as given (too long, a template that runs
+    away or fails); the message names the input and the limit."""
