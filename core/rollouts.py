@@ -15,13 +15,11 @@ default "tuned"). Validation names the line or row and the field of every proble
 
 from __future__ import annotations
 
-import hashlib
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import PromptSetError
-from core.prompts import raise_problems, read_records
+from core.errors import PromptSetError, clip
+from core.prompts import answer_problem, raise_problems, read_records
 from core.verifiers import VERIFIERS
 
 
@@ -97,13 +95,12 @@ def _check(rec, where: str, index: int) -> tuple[RolloutRow | None, list[str]]:
     if not isinstance(pid, (str, int)) or isinstance(pid, bool):
         errs.append(f"{where}: field 'prompt_id' must be a string or integer")
     answer = rec.get("answer")
-    if answer is not None and (isinstance(answer, bool) or not isinstance(answer, (str, int, float))
-                               or (isinstance(answer, float) and not math.isfinite(answer))
-                               or str(answer).strip() == ""):
-        errs.append(f"{where}: field 'answer' must be a non-empty string or finite number")
+    if answer is not None and (why := answer_problem(answer)) is not None:
+        errs.append(f"{where}: {why}")
     verifier = rec.get("verifier") or "math"
-    if verifier not in VERIFIERS:
-        errs.append(f"{where}: field 'verifier' is {verifier!r}; known: {', '.join(VERIFIERS)}")
+    if not isinstance(verifier, str) or verifier not in VERIFIERS:
+        errs.append(f"{where}: field 'verifier' is {clip(verifier)}; known: "
+                    f"{', '.join(VERIFIERS)}")
     correct = rec.get("correct")
     if correct is not None and not isinstance(correct, bool):
         errs.append(f"{where}: field 'correct' must be true or false")
@@ -121,7 +118,7 @@ def _check(rec, where: str, index: int) -> tuple[RolloutRow | None, list[str]]:
 
 def load_rollouts(path: str | Path, limit: int | None = None) -> RolloutSet:
     """Read and validate a rollout file; raises PromptSetError listing every problem."""
-    p, data, located, errs = read_records(path, "rollout")
+    p, fingerprint, located, errs = read_records(path, "rollout")
     rows = []
     for i, (where, rec) in enumerate(located):
         row, row_errs = _check(rec, where, i)
@@ -133,4 +130,4 @@ def load_rollouts(path: str | Path, limit: int | None = None) -> RolloutSet:
         raise PromptSetError(f"{p.name}: no rollouts")
     if limit:
         rows = rows[:limit]
-    return RolloutSet(p, rows, hashlib.sha256(data).hexdigest())
+    return RolloutSet(p, rows, fingerprint)

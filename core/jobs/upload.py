@@ -306,7 +306,8 @@ def save_prompt_set(data: bytes | BinaryIO, filename: str, dest_root: str | Path
     """Validate an uploaded prompt set (.jsonl or .parquet) and keep it; returns its path.
 
     The bytes go to a hidden temporary file, core.prompts.load_prompts validates them
-    (PromptSetError naming each bad line and field), and only a valid file is renamed to
+    (PromptSetError naming each bad line and field; a line or field over the caps of
+    core.text_limits is refused before it is parsed), and only a valid file is renamed to
     `dest_root/<filename>`; an existing file of that name is refused unless identical.
     Raises UploadError (name, size) or PromptSetError; leaves nothing behind on error.
     """
@@ -337,13 +338,14 @@ def _save_checked(data: bytes | BinaryIO, filename: str, dest_root: str | Path,
                   max_bytes: int, what: str, load) -> Path:
     """Keep an uploaded .jsonl/.parquet file under a safe name once `load(path)` accepts it
     (see save_prompt_set)."""
+    from core.errors import clip
     from core.prompts import PromptSetError
 
     raw = data if isinstance(data, bytes) else data.read()
     name = Path(filename).name
     stem, suffix = Path(name).stem, Path(name).suffix.lower()
-    if suffix not in (".jsonl", ".parquet") or not MODEL_NAME.match(stem):
-        raise UploadError(f"{filename!r}: {what}s are NAME.jsonl or NAME.parquet (letters, "
+    if suffix not in (".jsonl", ".parquet") or not MODEL_NAME.fullmatch(stem):
+        raise UploadError(f"{clip(filename)}: {what}s are NAME.jsonl or NAME.parquet (letters, "
                           "digits, '.', '_', '-')")
     if len(raw) > max_bytes:
         raise UploadError(f"{name} is {_gib(len(raw))}, over the limit of {_gib(max_bytes)}")
