@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from core.engine.batching import left_pad
+from core.engine.chat_render import encode_chat
 
 
 @dataclass
@@ -32,9 +33,15 @@ class Sample:
     finished: bool  # True when the model emitted EOS before the cap
 
 
-def encode_prompts(tokenizer, prompts: list[str], chat_template: bool = True) -> list[list[int]]:
-    """Token ids of each prompt; through the tokenizer's chat template when it has one."""
+def encode_prompts(tokenizer, prompts: list[str], chat_template: bool = True,
+                   limits=None) -> list[list[int]]:
+    """Token ids of each prompt; through the tokenizer's chat template when it has one.
+    limits: a TextLimits to render the template in a child process under its time and
+    size limits (core.engine.chat_render: the server's live scoring); None renders here."""
     if chat_template and getattr(tokenizer, "chat_template", None):
+        if limits is not None:
+            return [encode_chat(tokenizer, [{"role": "user", "content": p}], limits=limits)
+                    for p in prompts]
         out = []
         for p in prompts:
             ids = tokenizer.apply_chat_template(

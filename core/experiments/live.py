@@ -13,9 +13,10 @@ from core.engine.detok import detokenizer_for
 from core.engine.pair import Pair
 from core.engine.sampling import encode_prompts
 from core.engine.scoring import ScoreSettings, score_traces
-from core.errors import RunsError
+from core.errors import InputError, RunsError
 from core.store.manifest import Manifest
 from core.store.storage import tokens_table, topk_table
+from core.text_limits import text_limits
 
 
 def pair_of_run(run_dir: str, device: str | None = None) -> Pair:
@@ -32,10 +33,18 @@ def score_text(pair: Pair, response: str, prompt: str = "", *, chat_template: bo
     """Score `response` as the continuation of `prompt` (chat template applied to a non-empty
     prompt when the tokenizer has one). One row per response token, ordered by pos, with the
     columns of `queries.trace_tokens` less `run` (trace_id is 0); empty when there are no
-    response tokens."""
+    response tokens. Raises InputError for a prompt or response longer than
+    `TextLimits.live_max_chars` (before tokenising) and for a chat template that breaks the
+    template limits (core.engine.chat_render)."""
+    lim = text_limits()
+    for name, text in (("prompt", prompt), ("response", response)):
+        if len(text) > lim.live_max_chars:
+            raise InputError(f"live scoring: the {name} is {len(text):,} characters, over the "
+                             f"limit of {lim.live_max_chars:,} (SHIFTLENS_LIVE_MAX_CHARS); "
+                             "score a shorter text")
     tok = pair.tokenizer
-    if prompt:
-        prompt_ids = encode_prompts(tok, [prompt], chat_template)[0]
+    if prompt:  # the chat template renders in a child process, under the template limits
+        prompt_ids = encode_prompts(tok, [prompt], chat_template, limits=lim)[0]
     else:
         prompt_ids = [tok.bos_token_id] if tok.bos_token_id is not None else []
     resp_ids = list(tok(response, add_special_tokens=False)["input_ids"])[:max_tokens]
