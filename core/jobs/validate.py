@@ -37,9 +37,12 @@ from core.engine.pair import (
     resolve,
     vocab_difference,
 )
+from core.errors import InputError
 from core.jobs.estimate import Estimate, estimate, fmt_bytes, fmt_seconds
+from core.jobs.text_checks import user_text_checks
 from core.prompts import PromptSetError, load_prompts
 from core.rollouts import RolloutSet, load_rollouts
+from core.text_limits import text_limits
 
 SMALL_FILES = ["config.json", "generation_config.json", "tokenizer*", "vocab*", "merges.txt",
                "special_tokens_map.json", "added_tokens.json", "*.tiktoken", "chat_template*"]
@@ -302,6 +305,11 @@ def validate_pair(base: str, tuned: str, *, extra: dict[str, str] | list[str] | 
                                        "identical token->id maps" if diff is None else
                                        f"the tokenizers differ: {diff}"))
     _pair_warnings(report)
+    try:
+        lim = text_limits()
+    except InputError as e:
+        report.checks.append(Check("limits", False, str(e)))
+        return report
     ps = rs = None
     if prompts and traces:
         report.checks.append(Check("traces", False, "give a prompt set to sample from or a "
@@ -315,7 +323,11 @@ def validate_pair(base: str, tuned: str, *, extra: dict[str, str] | list[str] | 
                                        f"{Path(prompts).name}"))
         except PromptSetError as e:
             report.checks.append(Check("prompt set", False, str(e)))
-    _estimate_checks(report, s, ps or rs, toks.get("base"))
+    plen = None
+    for name, ok, message, tokens in user_text_checks(ps or rs, toks, s.chat_template, lim):
+        report.checks.append(Check(name, ok, message))
+        plen = tokens or plen
+    _estimate_checks(report, s, ps or rs, toks.get("base"), plen)
     return report
 
 
@@ -371,10 +383,11 @@ def _pair_warnings(report: Report) -> None:
                                        f"{m.architecture} vs {b.architecture}", fatal=False))
 
 
-def _estimate_checks(report: Report, s: PrecomputeConfig, ps, base_tok) -> None:
+def _estimate_checks(report: Report, s: PrecomputeConfig, ps, base_tok,
+                     plen: int | None = None) -> None:
     """Per-run estimates (main pair, SFT, series steps); a memory check and a time line.
     `ps`: the prompt set, or a RolloutSet (one trace per row, scored at its longest response,
-    nothing sampled)."""
+    nothing sampled); `plen`: the longest prompt's tokens plus template slack, when known."""
     m = report.models
     if not all(k in m and m[k].parameters for k in ("base", "tuned")):
         report.checks.append(Check("estimate", False, "no parameter count for the pair, so no "
@@ -382,17 +395,14 @@ def _estimate_checks(report: Report, s: PrecomputeConfig, ps, base_tok) -> None:
         return
     n_prompts = len(ps.rows) if ps else (s.max_prompts or 100)
     n, sample_from, max_new, given = s.n, s.sample_from, s.max_new_tokens, False
-    plen = 64
+    plen = plen or 64
     if isinstance(ps, RolloutSet):
         n, sample_from, given = 1, "tuned", True
-        if base_tok is not None:  # the longest of (up to) 256 prompts and responses
+        if base_tok is not None:  # the longest of (up to) 256 responses
             head = ps.rows[:256]
-            plen = max(len(base_tok(r.prompt_text)["input_ids"]) for r in head) + 32
             max_new = max(len(r.response_ids) if r.response_ids is not None else
                           len(base_tok(r.response, add_special_tokens=False)["input_ids"])
                           for r in head)
-    elif ps and base_tok is not None:  # the longest of (up to) 256 prompts, plus template slack
-        plen = max(len(base_tok(r.prompt)["input_ids"]) for r in ps.rows[:256]) + 32
     b = m["base"]
     for role, f in m.items():
         if role == "base" or not f.parameters:
