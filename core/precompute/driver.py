@@ -1,22 +1,26 @@
 """The precompute driver: one job from its config to a published run folder, whatever
 executes the shards.
 
-    config -> start (prompt set, run name, settings clash) -> lock the run's name ->
-    staging folder (kept when resuming) -> executor runs the unfinished shards
-    (core.precompute.local in this process, core.precompute.ray on a Ray actor pool; each
-    shard = core.precompute.shard.run_shard -> part files + `.done` marker) -> assemble
+    config -> start (options, prompt set, run name) -> reserve the name (its lock, the
+    repair of an interrupted publish, the settings clash) -> check the pair -> staging
+    folder (kept when resuming) -> executor runs the unfinished shards (core.precompute.local
+    in this process, core.precompute.ray on a Ray actor pool; each shard =
+    core.precompute.shard.run_shard -> part files + `.done` marker) -> assemble
     tokens/topk/traces.parquet + manifest.json -> publish atomically (core.store.cache)
 
 Shards make a run resumable: re-running the same command skips finished shards, and
 per-shard seeds make the result identical to an uninterrupted run, on either executor (a run
 started on one resumes on the other: same staging folder, same markers). Changing any
-setting restarts the staging folder from scratch. The run's lock is taken before any model
-loads, so two processes never write one run.
+setting restarts the staging folder from scratch. The run's name is reserved (locked and
+checked, core.store.cache.Reservation) before any model loads and held through publish, so
+two processes never write one run, and no rename or delete can slip a run under the name
+that publish would then replace. A full disk is one line (RunError), the staging kept.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import importlib.util
 import json
 import re
@@ -45,7 +49,7 @@ from core.precompute.shard import (
 from core.prompts import PromptSet
 from core.queries.connection import prepare
 from core.rollouts import RolloutSet
-from core.store.cache import RunLock, check_start, open_staging, publish
+from core.store.cache import Reservation
 from core.store.manifest import build_manifest, config_hash, read_manifest
 from core.store.schema import MANIFEST_FILE, TOKENS_FILE, TRACES_FILE
 from core.store.storage import write_json, write_parquet
@@ -79,8 +83,8 @@ def default_name(cfg: PrecomputeConfig) -> str:
 
 
 def start(cfg: PrecomputeConfig, log: Callable[[str], None]):
-    """Validate a job: (cfg with its name, prompt set, final folder, config hash); the prompt
-    set is None when a complete run with these settings already exists (nothing to do)."""
+    """Validate a job's options and inputs: (cfg with its name and token cap, prompt set).
+    Nothing about the run's name is checked here: that is the Reservation's job."""
     if cfg.engine not in ENGINES:
         raise RunError(f"engine {cfg.engine!r}: use 'local' or 'ray'")
     if cfg.engine == "ray" and cfg.workers < 1:
@@ -93,11 +97,7 @@ def start(cfg: PrecomputeConfig, log: Callable[[str], None]):
         cap, source = default_max_new_tokens(cfg.tuned)
         log(f"max_new_tokens {cap} ({source} of {cfg.tuned})")
         cfg = dataclasses.replace(cfg, max_new_tokens=cap)
-    final = Path(cfg.cache) / cfg.name
-    if check_start(cfg.cache, cfg.name, cfg, RunError) == "done":
-        log(f"run {cfg.name!r} is already complete with these settings: {final}")
-        return cfg, None, final, config_hash(cfg)
-    return cfg, ps, final, config_hash(cfg)
+    return cfg, ps
 
 
 def reused_traces(cfg: PrecomputeConfig, cache: Path, ps: PromptSet) -> dict:
@@ -136,51 +136,73 @@ def precompute(cfg: PrecomputeConfig, log: Callable[[str], None] = print,
     "shards_total", "prompts_done", "prompts_total"} when the shard loop starts, after each
     finished shard and at the end (core.jobs.queue writes it to a progress file).
     """
-    cfg, ps, final, want = start(cfg, log)
-    if ps is None:
-        return final
+    cfg, ps = start(cfg, log)
+    report = _reporter(progress, ps)
+    with Reservation(cfg.cache, cfg.name, cfg, RunError) as res:
+        for line in res.repaired:
+            log(line)
+        if res.state == "done":
+            log(f"run {cfg.name!r} is already complete with these settings: {res.final}")
+            return res.final
+        try:
+            n_done, p_done = _compute(cfg, ps, res, log, show_progress, report)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise RunError(f"run {cfg.name!r}: disk full ({e.filename or cfg.cache}); the "
+                           "finished shards are kept: free space and re-run the same command "
+                           "to resume") from e
+    final = res.final
+    _prepare_queries(final, log)
+    report("done", n_done, p_done, n_done)
+    log(f"wrote {final}")
+    return final
+
+
+def _reporter(progress: Callable[[dict], None] | None, ps):
+    def report(stage: str, shards_done: int, prompts_done: int, shards_total: int) -> None:
+        if progress is not None:
+            progress({"stage": stage, "shards_done": shards_done, "shards_total": shards_total,
+                      "prompts_done": prompts_done, "prompts_total": len(ps.rows)})
+    return report
+
+
+def _compute(cfg: PrecomputeConfig, ps, res: Reservation, log, show_progress: bool,
+             report) -> tuple[int, int]:
+    """Under the reservation: check the pair, run the unfinished shards, assemble, publish.
+    Returns (shards done, prompts done)."""
     cache = Path(cfg.cache)
     reused = reused_traces(cfg, cache, ps) if cfg.traces_from else None
     shards = shard_indices(cfg, ps)
     # Refuse a bad pair (paths, weight formats, vocabularies) before anything is written:
-    # tokenizers and fingerprints only; the executor loads the weights under the run's lock.
+    # tokenizers and fingerprints only; the executor loads the weights.
     checked = load_pair(cfg.base, cfg.tuned, allow_pickle=cfg.allow_pickle,
                         trust_remote_code=cfg.trust_remote_code, device=cfg.device,
                         load_weights=False)
-
-    def report(stage: str, shards_done: int, prompts_done: int) -> None:
-        if progress is not None:
-            progress({"stage": stage, "shards_done": shards_done, "shards_total": len(shards),
-                      "prompts_done": prompts_done, "prompts_total": len(ps.rows)})
-
-    with RunLock(cache, cfg.name, error=RunError):
-        staging = open_staging(cache, cfg.name, want)
-        t0 = time.time()
-        ex = _executor(cfg, ps, shards, reused, staging / "parts", log, checked)
-        todo = [k for k in range(len(shards)) if not ex.is_done(k)]
-        if len(todo) < len(shards):
-            log(f"resuming {cfg.name!r}: {len(shards) - len(todo)}/{len(shards)} shards done")
-        n_done = len(shards) - len(todo)
-        p_done = len(ps.rows) - sum(len(shards[k]) for k in todo)
-        report("shards", n_done, p_done)
-        bar = tqdm(total=sum(len(shards[k]) for k in todo), desc=f"precompute {cfg.name}",
-                   unit="prompt", disable=not show_progress)
-        info = None
-        for k, shard_info in ex.run(todo):
-            info = shard_info
-            bar.update(len(shards[k]))
-            n_done, p_done = n_done + 1, p_done + len(shards[k])
-            report("shards", n_done, p_done)
-        bar.close()
-        ex.finish()
-        report("assembling", n_done, p_done)
-        assemble(cfg, info or ex.describe_pair(), ps, staging, len(shards), time.time() - t0)
-        publish(staging, final)
-        ex.cleanup()
-    _prepare_queries(final, log)
-    report("done", n_done, p_done)
-    log(f"wrote {final}")
-    return final
+    staging = res.open_staging(config_hash(cfg))
+    t0 = time.time()
+    ex = _executor(cfg, ps, shards, reused, staging / "parts", log, checked)
+    todo = [k for k in range(len(shards)) if not ex.is_done(k)]
+    if len(todo) < len(shards):
+        log(f"resuming {cfg.name!r}: {len(shards) - len(todo)}/{len(shards)} shards done")
+    n_done = len(shards) - len(todo)
+    p_done = len(ps.rows) - sum(len(shards[k]) for k in todo)
+    report("shards", n_done, p_done, len(shards))
+    bar = tqdm(total=sum(len(shards[k]) for k in todo), desc=f"precompute {cfg.name}",
+               unit="prompt", disable=not show_progress)
+    info = None
+    for k, shard_info in ex.run(todo):
+        info = shard_info
+        bar.update(len(shards[k]))
+        n_done, p_done = n_done + 1, p_done + len(shards[k])
+        report("shards", n_done, p_done, len(shards))
+    bar.close()
+    ex.finish()
+    report("assembling", n_done, p_done, len(shards))
+    assemble(cfg, info or ex.describe_pair(), ps, staging, len(shards), time.time() - t0)
+    res.publish(staging)
+    ex.cleanup()
+    return n_done, p_done
 
 
 def _prepare_queries(run_dir: Path, log: Callable[[str], None]) -> None:

@@ -3,8 +3,12 @@ renamed and deleted. Every other module goes through these functions.
 
     <cache>/<run>/                a complete run (manifest.json marks completeness)
     <cache>/.staging/<run>/       a run being computed (part files, resumable)
-    <cache>/.staging/<run>.lock   flock held by the one process writing <run>
-    <cache>/.trash-*              a run being deleted (renamed away first, then removed)
+    <cache>/.staging/.<run>.lock  flock on the name <run> (exists only while held): exclusive
+                                  for a precompute from before its models load to publish,
+                                  a rename (both names) and a delete; shared for sweeps and
+                                  forks writing into the complete run
+    <cache>/.<run>.old-<pid>      the replaced run during a --force publish (repair())
+    <cache>/.trash-<run>-<hex>    a run being deleted (renamed away first, then removed)
 
 Names are full-match checked (letters, digits, '.', '_', '-'; starting with a letter or
 digit; at most 100 characters). The default cache is core.paths.default_cache()
@@ -16,24 +20,26 @@ This module knows nothing about jobs: rename and delete take `busy`, the runs a 
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import shutil
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 from core.errors import RunsError
 from core.paths import default_cache
+from core.store.lock import FileLock, Held, is_held
 from core.store.manifest import config_hash, read_manifest
 from core.store.schema import MANIFEST_FILE
 from core.store.storage import write_json
 
-__all__ = ["RUN_NAME", "RunInfo", "RunLock", "check_start", "contrast_candidates",
-           "default_cache", "delete_run", "is_locked", "list_runs", "name_problem",
-           "open_staging", "publish", "rename_run", "resolve_run", "series_of", "staging_dir"]
+__all__ = ["RUN_NAME", "RunInfo", "RunLock", "Reservation", "check_start",
+           "contrast_candidates", "default_cache", "delete_run", "is_locked", "list_runs",
+           "name_problem", "rename_run", "repair", "resolve_run", "series_of", "staging_dir",
+           "writing_into"]
 
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 STAGING = ".staging"
@@ -119,7 +125,10 @@ def contrast_candidates(runs: list[RunInfo], run: RunInfo) -> list[str]:
     return [r.name for r in sorted(same, key=lambda r: (r.kind != "sft", r.name))]
 
 
-# ----------------------------------------------------------------------------- writing
+# ----------------------------------------------------------------------------- locking
+
+
+BUSY = "a precompute, a cross-sampling sweep, a fork being saved, a rename or a delete"
 
 
 def staging_dir(cache: str | Path, run: str) -> Path:
@@ -127,26 +136,30 @@ def staging_dir(cache: str | Path, run: str) -> Path:
 
 
 def _lock_path(cache: str | Path, run: str) -> Path:
-    return Path(cache) / STAGING / f"{run}.lock"
+    # '.<run>.lock': a run name never starts with '.', so no run's staging folder (and no
+    # run called 'X.lock') can be another run's lock file.
+    return Path(cache) / STAGING / f".{run}.lock"
 
 
 class RunLock:
-    """An exclusive, non-blocking flock on `<cache>/.staging/<run>.lock`, held by the one
-    process that writes the run; `error` is the exception type raised when it is held."""
+    """The lock of run name `run` in `cache`, a non-blocking flock on
+    `<cache>/.staging/.<run>.lock` (removed by its last holder): exclusive for whoever
+    creates, replaces, renames or deletes the run; shared (`shared=True`) for writers of
+    extra tables into a complete run (cross-sampling, forks), which may run together.
+    Raises `error` when it is held in a way that excludes this use."""
 
-    def __init__(self, cache: str | Path, run: str, error: type[Exception] = RunsError):
-        path = _lock_path(cache, run)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.f = open(path, "a+")
+    def __init__(self, cache: str | Path, run: str, error: type[Exception] = RunsError,
+                 shared: bool = False):
         try:
-            fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.f.close()
-            raise error(f"run {run!r} is being computed by another process") from None
+            self._lock = FileLock(_lock_path(cache, run), shared=shared)
+        except Held:
+            raise error(f"run {run!r} is in use by another process ({BUSY}); try again "
+                        "when it has finished") from None
+        except OSError as e:
+            raise error(f"cannot lock run {run!r} in {cache}: {e.strerror or e}") from None
 
     def release(self) -> None:
-        fcntl.flock(self.f, fcntl.LOCK_UN)
-        self.f.close()
+        self._lock.release()
 
     def __enter__(self) -> RunLock:
         return self
@@ -158,23 +171,60 @@ class RunLock:
 def is_locked(cache: str | Path, run: str) -> bool:
     """Whether a live process holds run's lock (never creates the lock file: a listing must
     not touch cache/)."""
-    lock = _lock_path(cache, run)
-    if not lock.is_file():
-        return False
-    with open(lock) as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fcntl.flock(f, fcntl.LOCK_UN)
-        except BlockingIOError:
-            return True
-    return False
+    return is_held(_lock_path(cache, run))
+
+
+@contextmanager
+def writing_into(run_dir: str | Path, error: type[Exception] = RunsError) -> Iterator[Path]:
+    """Hold a complete run's lock, shared, while extra tables are written into its folder
+    (a cross-sampling sweep, a fork): meanwhile a rename, a delete or a --force recompute
+    of it is refused, and this is refused while one of those holds it."""
+    run_dir = Path(run_dir)
+    lock = RunLock(run_dir.parent, run_dir.name, error, shared=True)
+    try:
+        if read_manifest(run_dir) is None:
+            raise error(f"{run_dir}: no complete run (renamed or deleted meanwhile?)")
+        yield run_dir
+    finally:
+        lock.release()
+
+
+def repair(cache: str | Path, name: str) -> list[str]:
+    """Finish what an interrupted publish or delete of run `name` left; call it holding the
+    name's lock (which proves that no process publishing or deleting it is alive: a PID
+    could be reused, the lock cannot). A publish killed between its two renames leaves
+    `.<name>.old-<pid>`: restored when `name` is missing, else removed; a delete killed in
+    its removal leaves `.trash-<name>-<hex>`: removed. Returns what was done, one line each."""
+    cache, done = Path(cache), []
+    final = cache / name
+    olds, trash = [], []
+    for p in cache.iterdir() if cache.is_dir() else ():
+        if p.name.startswith(f".{name}.old-") and p.name[len(name) + 6:].isdigit():
+            olds.append(p)
+        elif re.fullmatch(rf"\.trash-{re.escape(name)}-[0-9a-f]{{8}}", p.name):
+            trash.append(p)
+    for p in sorted(olds, key=lambda p: p.stat().st_mtime, reverse=True):
+        if not final.exists() and read_manifest(p) is not None:
+            os.replace(p, final)
+            done.append(f"restored run {name!r} from {p.name} (an interrupted --force publish)")
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+            done.append(f"removed {p.name} (left by an interrupted publish)")
+    for p in trash:
+        shutil.rmtree(p, ignore_errors=True)
+        done.append(f"removed {p.name} (left by an interrupted delete)")
+    return done
+
+
+# ----------------------------------------------------------------------------- writing
 
 
 def check_start(cache: str | Path, name: str, config, error: type[Exception]) -> str:
     """Whether a run `name` computed from `config` (a PrecomputeConfig) may start: "done"
     when a complete run with the same settings exists, "new" when it may be (re)computed.
     Raises `error` for an invalid name, a run with other settings (unless config.force) and
-    a folder that is not a run."""
+    a folder that is not a run (--force replaces runs only). Advisory when called without
+    the name's lock (the job queue); a Reservation calls it under the lock."""
     problem = name_problem(name)
     if problem:
         raise error(problem)
@@ -185,50 +235,101 @@ def check_start(cache: str | Path, name: str, config, error: type[Exception]) ->
             return "done"
         raise error(f"run {name!r} exists with other settings; pass --force to replace it "
                     "or --name to write a new run")
-    if final.exists() and old is None and not config.force:
-        raise error(f"{final} exists and is not a run folder; remove it or choose --name")
+    if old is None and (final.exists() or final.is_symlink()):
+        raise error(f"{final} exists and is not a run folder (--force replaces runs only); "
+                    "move it away or choose --name")
     return "new"
 
 
-def open_staging(cache: str | Path, run: str, want: str) -> Path:
-    """The run's staging folder, kept when it was made with the same settings (`want`, the
-    config hash: resume) and restarted otherwise; returns it with an empty `parts/` ready."""
-    staging = staging_dir(cache, run)
-    stamp = staging / "config_hash"
-    if staging.exists() and (not stamp.is_file() or stamp.read_text() != want):
-        shutil.rmtree(staging)  # other settings: restart cleanly
-    (staging / "parts").mkdir(parents=True, exist_ok=True)
-    stamp.write_text(want)
-    return staging
+def _identity(path: Path) -> tuple | None:
+    """What is at `path` now: None, or (device, inode, the manifest's created stamp)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino, (read_manifest(path) or {}).get("created")
 
 
-def publish(staging: Path, final: Path) -> None:
-    """Move a complete staging folder to its final place (replacing an older run)."""
-    if not (staging / MANIFEST_FILE).is_file():
-        raise RuntimeError(f"{staging}: no manifest; refusing to publish an incomplete run")
-    parts = staging / "parts"
-    if parts.exists():
-        shutil.rmtree(parts)
-    if final.exists():
-        trash = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, trash)
-        os.replace(staging, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging, final)
+class Reservation:
+    """Run name `name` held by one precompute from before its models load until publish:
+    the name's lock (exclusive), then repair() of an interrupted publish, check_start(), and
+    a note of what the final folder holds. `state` is check_start's answer; `repaired`
+    lists what repair() did. publish() replaces exactly that folder and nothing else."""
+
+    def __init__(self, cache: str | Path, name: str, config, error: type[Exception]):
+        problem = name_problem(name)
+        if problem:
+            raise error(problem)
+        self.cache, self.name, self.error = Path(cache), name, error
+        self.final = self.cache / name
+        self._lock = RunLock(cache, name, error)
+        try:
+            self.repaired = repair(self.cache, name)
+            self.state = check_start(cache, name, config, error)
+            self._found = _identity(self.final)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def open_staging(self, want: str) -> Path:
+        """The run's staging folder, kept when it was made with the same settings (`want`,
+        the config hash: resume) and restarted otherwise; returned with `parts/` ready."""
+        staging = staging_dir(self.cache, self.name)
+        if staging.is_file() and not is_held(staging):
+            staging.unlink()  # an older version's lock file of run NAME minus '.lock'
+        elif staging.exists() and not staging.is_dir():
+            raise self.error(f"{staging} is not a folder and is in use; try again later")
+        stamp = staging / "config_hash"
+        if staging.exists() and (not stamp.is_file() or stamp.read_text() != want):
+            shutil.rmtree(staging)  # other settings: restart cleanly
+        (staging / "parts").mkdir(parents=True, exist_ok=True)
+        stamp.write_text(want)
+        return staging
+
+    def publish(self, staging: Path) -> Path:
+        """Move the complete staging folder to the run's place, replacing the run that was
+        there when the name was reserved (a --force recompute) and nothing else: if the
+        folder changed meanwhile (outside ShiftLens, which the lock keeps out), nothing is
+        replaced and the staging folder is kept. Returns the run folder."""
+        if not (staging / MANIFEST_FILE).is_file():
+            raise RuntimeError(f"{staging}: no manifest; refusing to publish an incomplete run")
+        final = self.final
+        if _identity(final) != self._found:
+            raise self.error(
+                f"run {self.name!r}: {final} changed while this run was computed, so it is "
+                f"not replaced; the computed run is kept in {staging}: move {final} away "
+                "and re-run the same command to publish it")
+        parts = staging / "parts"
+        if parts.exists():
+            shutil.rmtree(parts)
+        if self._found is not None:
+            trash = final.with_name(f".{final.name}.old-{os.getpid()}")
+            os.replace(final, trash)  # a kill here leaves the trash: repair() restores it
+            os.replace(staging, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(staging, final)
+        self._found = _identity(final)
+        return final
 
 
 # ----------------------------------------------------------------------------- rename, delete
 
 
-def _check_idle(cache: Path, name: str, busy: Mapping[str, str]) -> None:
-    """Refuse a run that a queued/running job will write or a live precompute holds."""
+def _check_jobs(name: str, busy: Mapping[str, str]) -> None:
+    """Refuse a run that a queued/running job will write."""
     job = busy.get(name)
     if job:
         raise RunsError(f"run {name!r} is being written by job {job}; cancel it first")
-    if is_locked(cache, name):
-        raise RunsError(f"run {name!r} is being computed by another process")
 
 
 def _existing_run(cache: Path, name: str) -> Path:
@@ -243,49 +344,60 @@ def _existing_run(cache: Path, name: str) -> Path:
 def rename_run(cache: str | Path, old: str, new: str, busy: Mapping[str, str] = {}) -> Path:
     """Rename run `old` to `new`; returns the new run folder.
 
-    The folder is renamed (one atomic rename); then manifest.json gets the new "name" and
-    config.name plus a "renamed_from" list, and runs that re-scored this run's traces (a
-    checkpoint series: manifest traces_from == old) point at the new name, so series_of()
-    still finds them. The manifest copy inside each Parquet file's key-value metadata keeps
-    the name the run was computed under (rewriting whole tables to change it would cost as
-    much as the run is large); manifest.json is the authority. Refuses (RunsError) a name
-    that is not a run, a new name that is invalid or taken, and runs that a job (`busy`:
-    {run: job id}) or a live precompute is writing.
+    Both names' locks are held throughout, so a precompute that has reserved either name
+    (or a sweep or fork writing into `old`) refuses the rename, and a precompute cannot
+    reserve them meanwhile. The folder is renamed (one atomic rename); then manifest.json
+    gets the new "name" and config.name plus a "renamed_from" list, and runs that re-scored
+    this run's traces (a checkpoint series: manifest traces_from == old) point at the new
+    name, so series_of() still finds them. The manifest copy inside each Parquet file's
+    key-value metadata keeps the name the run was computed under (rewriting whole tables
+    to change it would cost as much as the run is large); manifest.json is the authority.
+    Refuses (RunsError) a name that is not a run, a new name that is invalid, taken or
+    being computed (its staging folder exists), and runs that a job (`busy`: {run: job
+    id}) or another process holds.
     """
     cache = Path(cache)
-    src = _existing_run(cache, old)
+    _existing_run(cache, old)
     problem = name_problem(new, "new name")
     if problem:
         raise RunsError(problem)
-    dst = cache / new
-    if dst.exists() or staging_dir(cache, new).exists():
-        raise RunsError(f"{new!r} is taken (a run, a folder or a run being computed)")
-    _check_idle(cache, old, busy)
-    _check_idle(cache, new, busy)
-    os.rename(src, dst)
-    m = read_manifest(dst)
-    m["renamed_from"] = [*m.get("renamed_from", []), old]
-    m["name"] = new
-    if isinstance(m.get("config"), dict):
-        m["config"]["name"] = new
-    write_json(m, dst / MANIFEST_FILE)
-    for r in list_runs(cache):
-        if r.manifest.get("traces_from") == old:
-            r.manifest["traces_from"] = new
-            if isinstance(r.manifest.get("config"), dict):
-                r.manifest["config"]["traces_from"] = new
-            write_json(r.manifest, r.path / MANIFEST_FILE)
+    _check_jobs(old, busy)
+    _check_jobs(new, busy)
+    with RunLock(cache, old), RunLock(cache, new):
+        repair(cache, new)
+        src = _existing_run(cache, old)
+        dst = cache / new
+        if dst.exists() or dst.is_symlink() or staging_dir(cache, new).exists():
+            raise RunsError(f"{new!r} is taken (a run, a folder or a run being computed)")
+        try:
+            os.rename(src, dst)
+        except OSError as e:
+            raise RunsError(f"cannot rename {old!r} to {new!r}: {e.strerror or e}") from None
+        m = read_manifest(dst)
+        m["renamed_from"] = [*m.get("renamed_from", []), old]
+        m["name"] = new
+        if isinstance(m.get("config"), dict):
+            m["config"]["name"] = new
+        write_json(m, dst / MANIFEST_FILE)
+        for r in list_runs(cache):
+            if r.manifest.get("traces_from") == old:
+                r.manifest["traces_from"] = new
+                if isinstance(r.manifest.get("config"), dict):
+                    r.manifest["config"]["traces_from"] = new
+                write_json(r.manifest, r.path / MANIFEST_FILE)
     return dst
 
 
 def delete_run(cache: str | Path, name: str, busy: Mapping[str, str] = {}) -> None:
     """Delete run `name`: renamed to a hidden trash folder at once (so no reader sees half a
     run), then removed. Series runs that re-scored its traces keep their own tables. Refuses
-    (RunsError) a name that is not a run and runs a job or a live precompute is writing.
-    The app asks first."""
+    (RunsError) a name that is not a run, and runs a job or another process (a precompute
+    that reserved the name, a sweep or fork writing into it) holds. The app asks first."""
     cache = Path(cache)
-    path = _existing_run(cache, name)
-    _check_idle(cache, name, busy)
-    trash = cache / f".trash-{name}-{uuid.uuid4().hex[:8]}"
-    os.rename(path, trash)
+    _existing_run(cache, name)
+    _check_jobs(name, busy)
+    with RunLock(cache, name):
+        path = _existing_run(cache, name)
+        trash = cache / f".trash-{name}-{uuid.uuid4().hex[:8]}"
+        os.rename(path, trash)
     shutil.rmtree(trash, ignore_errors=True)

@@ -38,7 +38,13 @@ def write_parquet(table: pa.Table, path: Path | str, metadata: dict | None = Non
         meta[b"shiftlens.manifest"] = json.dumps(metadata, default=str).encode()
     table = table.replace_schema_metadata(meta)
     tmp = f"{path}.tmp"
-    pq.write_table(table, tmp, compression="zstd", use_dictionary=True, filesystem=filesystem)
+    try:
+        pq.write_table(table, tmp, compression="zstd", use_dictionary=True,
+                       filesystem=filesystem)
+    except BaseException:  # a full disk, a kill: no half-written .tmp is left behind
+        if filesystem is None:
+            Path(tmp).unlink(missing_ok=True)
+        raise
     if filesystem is None:
         os.replace(tmp, path)
     else:
