@@ -18,6 +18,7 @@ import torch
 from core import verifiers
 from core.engine.pair import Pair
 from core.engine.sampling import encode_prompts, sample
+from core.store.cache import writing_into
 from core.store.manifest import read_manifest
 from core.store.schema import FORKS_FILE, FORKS_SCHEMA
 from core.store.storage import write_parquet
@@ -74,15 +75,18 @@ def fork(pair: Pair, prompt: str, response_ids: list[int], pos: int, reference: 
 
 def save_fork(run_dir: str | Path, trace_id: int, pos: int, rollouts: pd.DataFrame) -> str:
     """Append a fork's rollouts (the DataFrame `fork` returns) to the run's forks.parquet
-    (atomic); returns its fork_id."""
+    (atomic); returns its fork_id. Holds the run's lock, shared, meanwhile: refused
+    (RunsError) while the run is renamed, deleted or recomputed, and those are refused
+    while it writes."""
     run_dir = Path(run_dir)
     path = run_dir / FORKS_FILE
-    old = pq.read_table(path).to_pandas() if path.exists() else None
-    n = 0 if old is None else old["fork_id"].nunique()
-    fork_id = f"fork-{n:05d}"
-    new = rollouts.assign(fork_id=fork_id, trace_id=trace_id, pos=pos)
-    both = new if old is None else pd.concat([old, new], ignore_index=True)
-    table = pa.Table.from_pandas(both[FORKS_SCHEMA.names], schema=FORKS_SCHEMA,
-                                 preserve_index=False)
-    write_parquet(table, path, metadata=read_manifest(run_dir))
+    with writing_into(run_dir):
+        old = pq.read_table(path).to_pandas() if path.exists() else None
+        n = 0 if old is None else old["fork_id"].nunique()
+        fork_id = f"fork-{n:05d}"
+        new = rollouts.assign(fork_id=fork_id, trace_id=trace_id, pos=pos)
+        both = new if old is None else pd.concat([old, new], ignore_index=True)
+        table = pa.Table.from_pandas(both[FORKS_SCHEMA.names], schema=FORKS_SCHEMA,
+                                     preserve_index=False)
+        write_parquet(table, path, metadata=read_manifest(run_dir))
     return fork_id

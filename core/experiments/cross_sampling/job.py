@@ -19,6 +19,7 @@ from core.experiments.cross_sampling.config import CrossSampleConfig
 from core.experiments.cross_sampling.sweep import DIRECTIONS, Progress, SweepResult, sweep
 from core.prompts import load_prompts
 from core.store.cache import resolve_run as store_resolve
+from core.store.cache import writing_into
 from core.store.cross import provenance, write_results
 from core.store.manifest import Manifest, read_manifest
 
@@ -59,9 +60,18 @@ def run_cross_sample(cfg: CrossSampleConfig, log: Callable[[str], None] = print,
                      cancel: threading.Event | Callable[[], bool] | None = None,
                      ) -> tuple[SweepResult, Path | None]:
     """Run the sweep `cfg` describes; returns the result and the summary file written
-    (None when cancelled: nothing is written then, the partial rows are in the result)."""
+    (None when cancelled: nothing is written then, the partial rows are in the result).
+    The run's lock is held, shared, from start to finish (core.store.cache.writing_into):
+    no rename, delete or --force recompute of the run meanwhile."""
     dirs, eps = check_options(cfg)
-    run_dir, manifest = resolve_run(cfg.run, cfg.cache)
+    run_dir, _ = resolve_run(cfg.run, cfg.cache)
+    with writing_into(run_dir, CrossSampleError):
+        return _run(cfg, dirs, eps, run_dir, read_manifest(run_dir), log, show_progress,
+                    on_batch, cancel)
+
+
+def _run(cfg: CrossSampleConfig, dirs, eps, run_dir: Path, manifest: dict, log, show_progress,
+         on_batch, cancel) -> tuple[SweepResult, Path | None]:
     rc = manifest.get("config", {})
     limit = cfg.prompts or rc.get("max_prompts") or None
     ps = load_prompts(rc["prompts"], limit=limit)
