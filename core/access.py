@@ -136,6 +136,6 @@ def confine_model(spec: str, roots: Sequence[Path]) -> ModelRef:
         real = lexical.resolve()
         if _under(real, real_roots):
             return resolve(str(real))  # "no such folder" etc. reveal nothing outside the roots
-    elif HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
+    elif HUB_ID.fullmatch(spec) and not spec.startswith((".", "/", "~")):
         return ModelRef(spec, None)
     raise PairError(outside_roots(spec))

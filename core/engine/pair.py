@@ -21,7 +21,7 @@ import torch
 from core.errors import PairError
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # fullmatch: no trailing newline
 FULL_HASH_LIMIT = 2 * 1024**3  # hash whole files up to this total size, sample above it
 
 
@@ -45,7 +45,7 @@ def resolve(spec: str) -> ModelRef:
             raise PairError(f"{spec}: is a file; a model is a folder holding config.json "
                             "and weights")
         return ModelRef(spec, p.resolve())
-    if HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
+    if HUB_ID.fullmatch(spec) and not spec.startswith((".", "/", "~")):
         return ModelRef(spec, None)
     raise PairError(f"{spec}: no such folder (and not a Hugging Face hub id of the form org/name)")
 
