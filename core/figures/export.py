@@ -103,8 +103,32 @@ def _params_text(params: dict) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in params.items())
 
 
-def _csv(df: pd.DataFrame) -> bytes:
-    return df.to_csv(index=False).encode("utf-8")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may evaluate
+
+
+def _defused(v):
+    return "'" + v if isinstance(v, str) and v.startswith(FORMULA_START) else v
+
+
+def csv_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of `df` in which every text cell (and column name) that a spreadsheet would
+    evaluate as a formula, one that starts with =, +, -, @, a tab or a carriage return (a
+    token such as '=HYPERLINK(...)'), starts with a single quote instead. Numeric, boolean
+    and date columns are untouched, so -0.5 stays a number."""
+    out = df.rename(columns=_defused)
+    for i in range(out.shape[1]):
+        col = out.iloc[:, i]
+        if not (pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)
+                or pd.api.types.is_datetime64_any_dtype(col)):
+            out.isetitem(i, col.astype(object).map(_defused))
+    return out
+
+
+def csv_bytes(df: pd.DataFrame) -> bytes:
+    """`df` as UTF-8 CSV without its index, formula cells neutralised (csv_safe). Rows end
+    in CRLF (RFC 4180), which also quotes every cell holding a CR or LF: a carriage-return
+    token stays inside its cell."""
+    return csv_safe(df).to_csv(index=False, lineterminator="\r\n").encode("utf-8")
 
 
 def _parquet(df: pd.DataFrame) -> bytes:
@@ -150,7 +174,7 @@ def figure_bytes(spec: FigureSpec, fmt: str) -> bytes:
     if fmt == "html":
         return _html(spec)
     if fmt == "csv":
-        return _csv(spec.data)
+        return csv_bytes(spec.data)
     if fmt == "parquet":
         return _parquet(spec.data)
     raise ExportError(f"unknown format {fmt!r}; expected one of "
