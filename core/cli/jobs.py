@@ -21,11 +21,11 @@ Settings = dataclasses.make_dataclass(
 
 def _model_arg(spec: str | None, cache: Path, limit_gib: float) -> str | None:
     """A folder or hub id as given; an archive is unpacked into uploads/models/ first."""
-    from core.jobs.upload import UploadLimits, is_archive, models_dir, unpack_model
+    from core.jobs.upload import default_limits, is_archive, models_dir, unpack_model
 
-    if spec and is_archive(spec):
-        limits = UploadLimits(max_total_bytes=int(limit_gib * 1024**3),
-                              max_file_bytes=int(limit_gib * 1024**3))
+    if spec and is_archive(spec):  # the entry limit from the environment, sizes from the flag
+        limits = dataclasses.replace(default_limits(), max_total_bytes=int(limit_gib * 1024**3),
+                                     max_file_bytes=int(limit_gib * 1024**3))
         folder = unpack_model(spec, models_dir(cache), limits=limits)
         print(f"unpacked {spec} -> {folder}")
         return str(folder)

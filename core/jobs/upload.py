@@ -6,13 +6,18 @@ models in `uploads/models/<name>/`, prompt sets in `uploads/prompts/<file>`, rol
 not runs, so they stay out of `cache/`, which holds run folders only; an upload, refused or
 not, never touches `cache/`.
 
-What is refused, before a byte is written where it could stay (`UploadError` says why):
+What is refused, before a byte is written where it could stay (`UploadError` says why;
+core.jobs.archive reads the archive and checks each limit before the work it guards):
   - entries with absolute paths, drive letters or `..` components, duplicate names;
-  - anything but regular files and folders (symlinks, hardlinks, devices, fifos);
-  - more than `limits.max_files` entries, a file over `limits.max_file_bytes`, a total over
+  - anything but regular files and folders (symlinks, hardlinks, devices, fifos, sparse);
+  - more than `limits.max_files` entries (counted from a zip's end record, or header by
+    header in a tar), a file over `limits.max_file_bytes`, a total over
     `limits.max_total_bytes` (counted while writing too, so a lying header does not help);
   - too little free disk for the declared total plus a margin (`shutil.disk_usage`);
-  - a result that is not a model folder (no config.json or no readable weights).
+  - encrypted or unreadably compressed zip members, corrupt streams, a bad CRC or length
+    in a zip member or a gzip/xz/bzip2 trailer;
+  - a result that is not a model folder (no config.json, unreadable weights, a shard index
+    naming files outside the folder).
 Extraction goes into a hidden temporary folder beside the destination and is renamed into
 place only when complete; on any error the temporary folder is removed, so no partial model
 folder is ever left. If the archive holds a single top-level folder, that folder is the
@@ -24,41 +29,19 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import stat
-import tarfile
 import uuid
-import zipfile
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import BinaryIO
 
 from core.engine.pair import PairError, check_local_model
 from core.errors import UploadError
+from core.jobs.archive import ARCHIVE_SUFFIXES, UploadLimits, default_limits, extract
+from core.jobs.archive import gib as _gib
 
-ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+__all__ = ["ARCHIVE_SUFFIXES", "UploadLimits", "default_limits", "unpack_model",
+           "save_prompt_set", "save_rollouts", "uploads_dir", "models_dir", "prompts_dir",
+           "rollouts_dir", "is_archive", "name_from_archive"]
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-IGNORED = ("__MACOSX/", ".DS_Store")  # macOS Finder litter, skipped rather than refused
-CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class UploadLimits:
-    """Caps on an uploaded archive; the app and the CLI pass their configured values."""
-
-    max_total_bytes: int = 2 * 1024**3   # uncompressed, all files together
-    max_file_bytes: int = 2 * 1024**3    # uncompressed, any one file
-    max_files: int = 1000                # entries (files and folders)
-    free_margin_bytes: int = 256 * 1024**2  # disk that must stay free after unpacking
-
-
-def default_limits() -> UploadLimits:
-    """UploadLimits with the total and per-file caps from $SHIFTLENS_UPLOAD_LIMIT_GIB if set
-    (the app's configured limit), else the defaults (2 GiB)."""
-    gib = os.environ.get("SHIFTLENS_UPLOAD_LIMIT_GIB")
-    if not gib:
-        return UploadLimits()
-    n = int(float(gib) * 1024**3)
-    return UploadLimits(max_total_bytes=n, max_file_bytes=n)
 
 
 def uploads_dir(cache: str | Path = "cache") -> Path:
@@ -86,112 +69,6 @@ def name_from_archive(filename: str) -> str:
             base = base[: -len(suf)]
             break
     return re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip(".-_")[:100] or "model"
-
-
-@dataclass
-class _Entry:
-    name: str          # normalised relative posix path
-    is_dir: bool
-    size: int
-    handle: object     # ZipInfo or TarInfo
-
-
-def _clean_name(raw: str) -> str | None:
-    """The entry's normalised relative path; None for ignored litter; UploadError if unsafe."""
-    name = raw.replace("\\", "/")  # zips written on Windows may use backslashes
-    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
-        raise UploadError(f"archive entry {raw!r} has an absolute path; refusing the archive")
-    parts = [p for p in PurePosixPath(name).parts if p not in ("", ".")]
-    if ".." in parts:
-        raise UploadError(f"archive entry {raw!r} points outside the folder ('..'); "
-                          "refusing the archive")
-    if not parts or parts[0] == IGNORED[0].rstrip("/") or parts[-1] == IGNORED[1]:
-        return None
-    return "/".join(parts)
-
-
-def _zip_entries(zf: zipfile.ZipFile) -> list[_Entry]:
-    out = []
-    for info in zf.infolist():
-        mode = info.external_attr >> 16  # unix mode bits when the zip was made on unix
-        kind = stat.S_IFMT(mode)
-        if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
-            what = "a symlink" if kind == stat.S_IFLNK else "not a regular file"
-            raise UploadError(f"archive entry {info.filename!r} is {what}; refusing the archive")
-        name = _clean_name(info.filename)
-        if name is not None:
-            out.append(_Entry(name, info.is_dir(), info.file_size, info))
-    return out
-
-
-def _tar_entries(tf: tarfile.TarFile) -> list[_Entry]:
-    out = []
-    for m in tf.getmembers():
-        if not (m.isreg() or m.isdir()):
-            what = ("a symlink" if m.issym() else "a hardlink" if m.islnk()
-                    else "a device or fifo" if (m.isdev()) else "not a regular file")
-            raise UploadError(f"archive entry {m.name!r} is {what}; refusing the archive")
-        name = _clean_name(m.name)
-        if name is not None:
-            out.append(_Entry(name, m.isdir(), m.size, m))
-    return out
-
-
-def _check(entries: list[_Entry], limits: UploadLimits, dest_parent: Path) -> int:
-    """Total declared bytes after checking counts, sizes, duplicates and free disk."""
-    if len(entries) > limits.max_files:
-        raise UploadError(f"archive has {len(entries)} entries, more than the limit of "
-                          f"{limits.max_files}")
-    seen: set[str] = set()
-    total = 0
-    for e in entries:
-        if e.name in seen and not e.is_dir:
-            raise UploadError(f"archive entry {e.name!r} appears twice; refusing the archive")
-        seen.add(e.name)
-        if not e.is_dir:
-            if e.size > limits.max_file_bytes:
-                raise UploadError(f"archive entry {e.name!r} is {_gib(e.size)} uncompressed, "
-                                  f"over the per-file limit of {_gib(limits.max_file_bytes)}")
-            total += e.size
-    if total > limits.max_total_bytes:
-        raise UploadError(f"archive unpacks to {_gib(total)}, over the upload limit of "
-                          f"{_gib(limits.max_total_bytes)}")
-    free = shutil.disk_usage(dest_parent).free
-    if total + limits.free_margin_bytes > free:
-        raise UploadError(f"not enough free disk to unpack: {_gib(total)} needed plus a "
-                          f"{_gib(limits.free_margin_bytes)} margin, {_gib(free)} free in "
-                          f"{dest_parent}")
-    if not any(not e.is_dir for e in entries):
-        raise UploadError("archive holds no files")
-    return total
-
-
-def _gib(n: int) -> str:
-    return f"{n / 1024**3:.2f} GiB" if n >= 1024**3 else f"{n / 1024**2:.1f} MiB"
-
-
-def _extract(entries: list[_Entry], opener, root: Path, limits: UploadLimits) -> None:
-    """Write each entry under `root` ourselves (never extractall), counting real bytes."""
-    written = 0
-    for e in entries:
-        target = root.joinpath(*e.name.split("/"))
-        if e.is_dir:
-            target.mkdir(parents=True, exist_ok=True)
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists():
-            raise UploadError(f"archive entry {e.name!r} clashes with a folder of that name")
-        n = 0
-        with opener(e) as src, open(target, "xb") as dst:
-            while block := src.read(CHUNK):
-                n += len(block)
-                written += len(block)
-                if n > max(e.size, 0) or n > limits.max_file_bytes \
-                        or written > limits.max_total_bytes:
-                    raise UploadError(f"archive entry {e.name!r} holds more data than its header "
-                                      "declares or than the limits allow; refusing the archive")
-                dst.write(block)
-        os.chmod(target, 0o644)
 
 
 def _model_root(tmp: Path) -> Path:
@@ -227,11 +104,10 @@ def unpack_model(archive: str | Path | BinaryIO, dest_root: str | Path,
                           "another name or delete it first")
     dest_root.mkdir(parents=True, exist_ok=True)
     tmp = dest_root / f".upload-{name}-{uuid.uuid4().hex[:8]}"
+    own = open(archive, "rb") if isinstance(archive, (str, Path)) else None
     try:
-        with _OpenArchive(archive) as (entries, opener):
-            _check(entries, limits, dest_root)
-            tmp.mkdir()
-            _extract(entries, opener, tmp, limits)
+        tmp.mkdir()
+        extract(own or archive, tmp, limits)
         root = _model_root(tmp)
         try:
             check_local_model(root, allow_pickle=True)  # pickle policy is core.jobs.validate's job
@@ -241,54 +117,16 @@ def unpack_model(archive: str | Path | BinaryIO, dest_root: str | Path,
             raise UploadError(f"{where}: the archive does not hold a usable model: {why}") \
                 from e
         os.rename(root, final)  # same filesystem: the model appears whole or not at all
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as e:
+    except OSError as e:
         if isinstance(e, FileExistsError) and final.exists():
             raise UploadError(f"a model named {name!r} appeared while unpacking") from e
         raise UploadError(f"{Path(src_name).name}: cannot unpack the archive ({e})") from e
     finally:
+        if own is not None:
+            own.close()
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return final
-
-
-class _OpenArchive:
-    """Context manager: (entries, opener) for a zip or tar given as path or file object."""
-
-    def __init__(self, archive):
-        self.archive = archive
-        self.handle = None
-
-    def __enter__(self):
-        a = self.archive
-        self._own = open(a, "rb") if isinstance(a, (str, Path)) else None
-        try:
-            return self._entries(self._own or a)
-        except BaseException:
-            self.__exit__()
-            raise
-
-    def _entries(self, a):
-        a.seek(0)
-        if zipfile.is_zipfile(a):
-            a.seek(0)
-            zf = self.handle = zipfile.ZipFile(a)
-            return _zip_entries(zf), lambda e: zf.open(e.handle)
-        a.seek(0)
-        try:
-            tf = self.handle = tarfile.open(fileobj=a, mode="r:*")
-        except tarfile.TarError:
-            raise UploadError("the upload is neither a zip nor a tar archive "
-                              f"({', '.join(ARCHIVE_SUFFIXES)})") from None
-        return _tar_entries(tf), lambda e: tf.extractfile(e.handle)
-
-    def __exit__(self, *exc):
-        if self.handle is not None:
-            self.handle.close()
-            self.handle = None
-        if self._own is not None:
-            self._own.close()
-            self._own = None
-        return False
 
 
 def prompts_dir(cache: str | Path = "cache") -> Path:
