@@ -1,6 +1,8 @@
 """Plotly figures of the paper's analyses (docs/paper.md), one FigureSpec each.
 
-  builders.py  one builder per analysis: (con, run, ...) -> FigureSpec
+  builders.py  one builder per analysis of a run: (con, run, ...) -> FigureSpec
+  runs.py      the figures across runs: evolution over a series, contrast of two runs
+  spec.py      the FigureSpec and what the builders share (grouping, axes, line styles)
   style.py     the template, the colour-blind-safe palette, escaping of data text
 
 `overview(con, run, ...)` builds every figure that applies to a run. A FigureSpec carries the
@@ -13,9 +15,7 @@ from __future__ import annotations
 
 from core.figures.builders import (
     FigureSpec,
-    contrast,
     entropy_by_js,
-    evolution,
     js_cdf,
     js_entropy_heatmap,
     js_histogram,
@@ -25,6 +25,7 @@ from core.figures.builders import (
     tuned_top1_rank,
     urial,
 )
+from core.figures.runs import contrast, evolution
 from core.figures.style import TEMPLATE, esc, token_label
 from core.queries import opened_runs
 
@@ -78,6 +79,8 @@ def overview(con, run: str, *, series=None, contrast_with=None, split_by_source=
         specs.append(evolution(con, [str(s) for s in series], high=high))
     if contrast_with is not None and str(contrast_with) != run:
         specs.append(contrast(con, run, str(contrast_with), near_zero=near_zero, high=high))
+    for s in specs:  # evolution and contrast are named after the run whose overview they are
+        s.run = run
     return [s for s in specs if not s.data.empty and not _all_zero(s)]
 
 

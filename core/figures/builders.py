@@ -8,121 +8,47 @@ Captions are plain text (not HTML): escape them where they are rendered as HTML.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-
 import numpy as np
-import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from core import queries as Q
+from core.figures.spec import (
+    JS_AXIS,
+    LN2,
+    LOG_JS_TICKS,
+    FigureSpec,
+    _bar_range,
+    _colour,
+    _coloured,
+    _facets,
+    _gk,
+    _keys,
+    _line_style,
+    _name,
+    _part,
+    _per_group,
+    _spec,
+    _summary_by,
+    _thresholds,
+    pct_small,
+)
 from core.figures.style import (
     HEATMAP_SCALE,
     HIGH_LOW,
     MODEL_COLOURS,
     MONO,
     NEUTRAL,
-    PERCENTILE_COLOURS,
-    RUN_COLOURS,
-    SOURCE_ORDER,
     SUBSET_COLOURS,
     esc,
     num,
     pct,
     source_label,
-    styled,
     token_label,
 )
 
-LN2 = math.log(2)
-JS_AXIS = "JS divergence (nats; max ln 2 = 0.693)"
-
-
-@dataclass
-class FigureSpec:
-    id: str                 # slug, used as the file name of every export
-    title: str
-    caption: str            # one line: what it shows and its key number (plain text)
-    figure: go.Figure
-    data: pd.DataFrame      # the table behind the figure
-    query: str              # the core.queries function that produced `data`
-    params: dict            # the parameters passed to it (JSON-able)
-    summary: dict = field(default_factory=dict)  # the numbers quoted in the caption
-
-
-def _jsonable(v):
-    if isinstance(v, (tuple, list)):
-        return [_jsonable(x) for x in v]
-    return v.item() if isinstance(v, np.generic) else v
-
-
-def _spec(id, title, caption, fig, df, query, params, summary=None) -> FigureSpec:
-    params = {k: _jsonable(v) for k, v in params.items()}
-    return FigureSpec(id, title, caption, styled(fig, title), df.reset_index(drop=True),
-                      query, params, summary or {})
-
-
-def _keys(df: pd.DataFrame, by: str | None) -> list:
-    """Group keys in display order (tuned-sampled first); [None] when not grouped."""
-    if not by:
-        return [None]
-    present = df[by].dropna().unique().tolist() if by in df else []
-    keys = [k for k in SOURCE_ORDER if k in present] + sorted(k for k in present
-                                                            if k not in SOURCE_ORDER)
-    return keys or [None]  # no rows at all: one empty panel, not zero columns
-
-
-def _part(df, by, key):
-    return df if key is None else df[df[by] == key]
-
-
-def _colour(key, i=0):
-    return MODEL_COLOURS.get(key, RUN_COLOURS[i % 2]) if key is not None else NEUTRAL
-
-
-def _gk(key) -> str:
-    """A group key as a summary key: 'all' when not grouped."""
-    return "all" if key is None else str(key)
-
-
-def _name(key, default="all tokens"):
-    return default if key is None else source_label(key)
-
-
-def _per_group(values: dict, fmt) -> str:
-    """'87.1%' or '87.1% (tuned-sampled) / 80.2% (base-sampled)'."""
-    if list(values) == [None]:
-        return fmt(values[None])
-    return " / ".join(f"{fmt(v)} ({k}-sampled)" for k, v in values.items())
-
-
-def _facets(keys, **kw):
-    """One column per group (or a single plot), group names as subplot titles."""
-    if keys == [None]:
-        return make_subplots(rows=1, cols=1)
-    return make_subplots(rows=1, cols=len(keys), subplot_titles=[source_label(k) for k in keys],
-                         horizontal_spacing=0.08, **kw)
-
-
-def _thresholds(fig, near_zero, high, log=False):
-    """Dotted lines at the two cut-offs (labelled by hand: Plotly misplaces vline labels on
-    log axes)."""
-    for x, label in [(near_zero, f"near-zero {near_zero:g}"), (high, f"high {high:g}")]:
-        fig.add_vline(x=x, line=dict(color="#888888", dash="dot", width=1))
-        fig.add_annotation(x=math.log10(x) if log else x, y=1.0, yref="paper", text=esc(label),
-                           showarrow=False, xanchor="left", yanchor="top", font_size=11)
-
-
-LOG_JS_TICKS = dict(tickvals=[1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, LN2],
-                    ticktext=["1e-6", "1e-5", "1e-4", "0.001", "0.01", "0.1", "ln 2"])
-
-
-def _summary_by(df, by, keys, cols) -> dict:
-    rows = {k: _part(df, by, k) for k in keys}
-    return {_gk(k): {c: _jsonable(d[c].iloc[0]) if len(d) else None
-                                          for c in cols} for k, d in rows.items()}
-
+__all__ = ["FigureSpec", "entropy_by_js", "js_cdf", "js_entropy_heatmap", "js_histogram",
+           "position", "token_identity", "topk_overlap", "tuned_top1_rank", "urial"]
 
 # ----------------------------------------------------------------------------- 1 sparsity
 
@@ -160,12 +86,13 @@ def js_cdf(con, run, *, by=None, near_zero=0.01, high=0.1, bins=60) -> FigureSpe
     keys, fig = _keys(s, by), go.Figure()
     for i, k in enumerate(keys):
         d = _part(df, by, k)
-        fig.add_scatter(x=d.bin_right, y=d.cdf, mode="lines", line_shape="hv", name=_name(k),
-                        line=dict(color=_colour(k, i), width=2),
+        style = _coloured(_line_style(i, len(d)), _colour(k, i))
+        fig.add_scatter(x=d.bin_right, y=d.cdf, name=_name(k), line_shape="hv", **style,
                         hovertemplate="js < %{x:.2g}: %{y:.1%}")
     _thresholds(fig, near_zero, high, log=True)
-    fig.update_layout(showlegend=bool(by), yaxis=dict(title="share of tokens with js < x",
-                                                      tickformat=".0%", range=[0, 1.02]),
+    fig.update_layout(showlegend=bool(by), legend_itemsizing="constant",
+                      yaxis=dict(title="share of tokens with js < x", tickformat=".0%",
+                                 range=[0, 1.02]),
                       xaxis=dict(type="log", title=JS_AXIS + ", log scale", **LOG_JS_TICKS))
     q = {c: {k: _part(s, by, k)[c].iloc[0] for k in keys} for c in ("p50", "p95", "p99")}
     cap = (f"Cumulative share of tokens by js: median js {_per_group(q['p50'], num)}; 95% of "
@@ -285,31 +212,53 @@ def _visible(token) -> str:
 
 
 def token_identity(con, run, *, by=None, high=0.1, min_count=5, limit=20) -> FigureSpec:
+    """Per token string: the share of its occurrences with js > high (a bar), against the
+    share among all tokens (a dotted line). Counts would hide the point: 28 of 2,009 is a
+    sliver of a bar."""
     params = dict(high=high, min_count=min_count, limit=limit, runs=[run], by=by)
     df = Q.token_identity(con, **params)
+    s = Q.sparsity_summary(con, high=high, runs=[run], by=by)
     keys = _keys(df, by)
     fig = _facets(keys)
+    overall = {k: float(_part(s, by, k).share_high.iloc[0]) if len(_part(s, by, k)) else None
+               for k in keys}
+    xrange = _bar_range([*df.share_high, *[v for v in overall.values() if v is not None]])
     parts, summ = [], {}
     for c, k in enumerate(keys, start=1):
         d = _part(df, by, k).reset_index(drop=True)
         y = list(range(len(d)))
         labels = [token_label(t) for t in d.token]
-        for col, name in [("n_high", f"js > {high:g}"), ("n_low", f"js <= {high:g}")]:
-            fig.add_bar(y=y, x=d[col], orientation="h", name=esc(name), legendgroup=col,
-                        marker_color=HIGH_LOW["high" if col == "n_high" else "low"],
-                        showlegend=c == 1, customdata=np.array(labels, dtype=object),
-                        hovertemplate="%{customdata}: %{x}", row=1, col=c)
+        fig.add_bar(y=y, x=d.share_high, orientation="h", marker_color=HIGH_LOW["high"],
+                    name=esc(f"share of the token's occurrences with js > {high:g}"),
+                    legendgroup="token", showlegend=c == 1, cliponaxis=False,
+                    text=[pct_small(v) for v in d.share_high], textposition="outside",
+                    customdata=np.stack([np.array(labels, dtype=object), d.n_high, d.n_total],
+                                        axis=-1) if len(d) else None,
+                    hovertemplate="%{customdata[0]}: %{x:.2%} "
+                                  "(%{customdata[1]} of %{customdata[2]})<extra></extra>",
+                    row=1, col=c)
+        if overall[k] is not None:
+            fig.add_scatter(x=[overall[k]] * 2, y=[-0.5, max(len(d), 1) - 0.5], mode="lines",
+                            line=dict(color=NEUTRAL, dash="dot", width=2),
+                            name=esc(f"all tokens (js > {high:g})"), legendgroup="all",
+                            showlegend=c == 1, hovertemplate=f"all tokens: {pct_small(overall[k])}"
+                            "<extra></extra>", row=1, col=c)
         fig.update_yaxes(tickvals=y, ticktext=labels, autorange="reversed",
                          tickfont=dict(family=MONO), row=1, col=c)
-        fig.update_xaxes(title_text="occurrences", row=1, col=c)
+        fig.update_xaxes(title_text=esc(f"share of occurrences with js > {high:g}"),
+                         tickformat=".1%", range=xrange, row=1, col=c)
         if len(d):
             r = d.iloc[0]
-            summ[_gk(k)] = {"token": r.token, "n_high": int(r.n_high), "n_total": int(r.n_total)}
+            summ[_gk(k)] = {"token": r.token, "n_high": int(r.n_high), "n_total": int(r.n_total),
+                            "share_high": float(r.share_high), "share_high_all": overall[k]}
             parts.append(("" if k is None else f"{k}-sampled: ") + f"{_visible(r.token)} has "
                          f"{int(r.n_high)} of {int(r.n_total)} occurrences "
-                         f"({pct(r.share_high)}) with js > {high:g}")
-    fig.update_layout(barmode="stack", height=max(420, 22 * max(len(df), 1) // len(keys) + 160))
-    cap = "Token strings with the most high-js occurrences: " + "; ".join(parts or ["none"])
+                         f"({pct(r.share_high)}) with js > {high:g}, vs "
+                         f"{pct_small(overall[k])} of all tokens")
+    fig.update_layout(barmode="overlay", legend_itemsizing="constant",
+                      height=max(420, 22 * max(len(df), 1) // len(keys) + 160))
+    cap = ("Share of each token string's occurrences with high js, for the strings with the "
+           "most high-js occurrences: " + "; ".join(parts or ["none"]))
     return _spec("token_identity", "Token identity: which strings carry high divergence", cap,
                  fig, df, "token_identity", params, {"top_token": summ})
 
@@ -404,62 +353,3 @@ def urial(con, run, *, by=None) -> FigureSpec:
     return _spec("urial_categories", "URIAL categories of the sampled tokens", cap, fig, df,
                  "urial_categories", params,
                  {c: {_gk(k): float(v) for k, v in d.items()} for c, d in sh.items()})
-
-
-# ----------------------------------------------------------------------------- 6, 7 runs
-
-
-def evolution(con, series, *, high=0.1) -> FigureSpec:
-    params = dict(series_runs=list(series), high=high)
-    df = Q.evolution(con, **params)
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
-                        row_heights=[0.62, 0.38])
-    for p_, colour in PERCENTILE_COLOURS.items():
-        fig.add_scatter(x=df.step, y=df[p_], mode="lines+markers", name=p_ + " js",
-                        line=dict(color=colour, width=2), customdata=[esc(r) for r in df.run],
-                        hovertemplate="%{customdata} (step %{x}): %{y:.3f}", row=1, col=1)
-    fig.add_scatter(x=df.step, y=df.jaccard_final, mode="lines+markers", name="Jaccard with final",
-                    line=dict(color=NEUTRAL, width=2), row=2, col=1)
-    fig.update_yaxes(title_text="js (nats)", row=1, col=1)
-    fig.update_yaxes(title_text=esc(f"Jaccard, js > {high:g}"), range=[0, 1.05], row=2, col=1)
-    fig.update_xaxes(title_text="checkpoint (series step)", row=2, col=1)
-    fig.update_layout(height=600)
-    if df.empty:  # none of the series runs is opened: overview leaves it out
-        return _spec("evolution", "Evolution across checkpoints", "no data", fig, df,
-                     "evolution", params)
-    a, b = df.iloc[0], df.iloc[-1]
-    cap = (f"Across {len(df)} checkpoints p95 js goes from {num(a.p95)} (step {a.step}) to "
-           f"{num(b.p95)} (step {b.step}); Jaccard of step {a.step}'s high-js positions with "
-           f"the final's: {num(a.jaccard_final)}")
-    summ = {"p95_first": a.p95, "p95_last": b.p95, "jaccard_first": a.jaccard_final}
-    return _spec("evolution", "Evolution across checkpoints", cap, fig, df, "evolution", params,
-                 {k: _jsonable(v) for k, v in summ.items()})
-
-
-def contrast(con, run, other, *, near_zero=0.01, high=0.1, bins=60) -> FigureSpec:
-    params = dict(run_a=run, run_b=other, near_zero=near_zero, high=high)
-    df = Q.contrast(con, **params)
-    cdf = Q.histogram(con, bins=bins, lo=1e-6, hi=LN2, log=True, runs=[run, other], by="run")
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], subplot_titles=[
-        "cumulative share of tokens by js", "share of tokens"])
-    for i, r in enumerate([run, other]):
-        d = cdf[cdf.run == r]
-        fig.add_scatter(x=d.bin_right, y=d.cdf, mode="lines", line_shape="hv", name=esc(r),
-                        legendgroup=str(i), line=dict(color=RUN_COLOURS[i], width=2),
-                        row=1, col=1)
-        s = df[df.run == r]
-        fig.add_bar(x=[f"js < {near_zero:g}", f"js > {high:g}"],
-                    y=[s.share_near_zero.iloc[0], s.share_high.iloc[0]], name=esc(r),
-                    legendgroup=str(i), showlegend=False, marker_color=RUN_COLOURS[i],
-                    row=1, col=2)
-    fig.update_xaxes(type="log", title_text=JS_AXIS + ", log scale", row=1, col=1,
-                     **LOG_JS_TICKS)
-    fig.update_yaxes(tickformat=".0%", range=[0, 1.02])
-    fig.update_layout(barmode="group")
-    a, b = df.iloc[0], df.iloc[1]
-    cap = (f"Share of tokens with js < {near_zero:g}: {pct(a.share_near_zero)} ({run}) vs "
-           f"{pct(b.share_near_zero)} ({other}); js > {high:g}: {pct(a.share_high)} vs "
-           f"{pct(b.share_high)}")
-    return _spec("contrast", f"Contrast: {run} vs {other}", cap, fig, df, "contrast", params,
-                 {"share_near_zero": [_jsonable(a.share_near_zero), _jsonable(b.share_near_zero)],
-                  "share_high": [_jsonable(a.share_high), _jsonable(b.share_high)]})

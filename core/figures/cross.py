@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from core.figures.builders import FigureSpec
+from core.figures.spec import FigureSpec
 from core.figures.style import MODEL_COLOURS, NEUTRAL, styled
 
 LINES = {  # (direction, control) -> (label, colour, dash)
@@ -57,7 +57,7 @@ def cross_sampling(summary: pd.DataFrame, run: str = "") -> FigureSpec:
     caption, summ = _caption(summary)
     title = "Cross-sampling: accuracy against the share of tokens switched"
     return FigureSpec("cross_sampling", title, caption, styled(fig, title), summary.copy(),
-                      "cross_summary.parquet", {"run": run}, summ)
+                      "cross_summary.parquet", {"run": run}, summ, run)
 
 
 def _caption(s: pd.DataFrame) -> tuple[str, dict]:
