@@ -62,7 +62,7 @@ from core.experiments.cross_sampling.view import PRIMARY as CROSS_PRIMARY
 from core.experiments.cross_sampling.view import list_samples, sample_tokens, tokenizer_of_run
 
 # --- export: figures to bytes (PNG/SVG/PDF/HTML/CSV/Parquet) and a zip bundle of a run's ---
-from core.figures.export import bundle_bytes, figure_bytes
+from core.figures.export import bundle_bytes, bundle_name, export_name, figure_bytes
 
 # --- metrics: the per-token metric registry (names, labels, ranges, colour scales) ---
 from core.metrics import METRICS, Metric
@@ -91,7 +91,7 @@ __all__ = [
     "CROSS_PRIMARY", "CrossSampleConfig", "fork", "list_samples", "pair_of_run",
     "read_summary", "sample_tokens", "save_fork", "score_text", "tokenizer_of_run",
     # export
-    "bundle_bytes", "figure_bytes",
+    "bundle_bytes", "bundle_name", "export_name", "figure_bytes",
     # metrics
     "METRICS", "Metric",
     # device

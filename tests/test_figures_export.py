@@ -252,7 +252,7 @@ def test_html_and_data_without_browser(specs, tmp_path):
     assert SCRIPT not in page and BOLD not in page  # nor in the caption paragraph
     spec = specs["js_hist"]
     csv, parquet = export_data(spec, tmp_path)
-    assert [csv.name, parquet.name] == ["js_hist.csv", "js_hist.parquet"]
+    assert [csv.name, parquet.name] == ["rl_js_hist.csv", "rl_js_hist.parquet"]
     pd.testing.assert_frame_equal(pd.read_parquet(parquet), spec.data)
     assert pd.read_csv(csv)["count"].tolist() == spec.data["count"].tolist()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files
@@ -280,12 +280,13 @@ def test_bundle(env, specs, tmp_path, kaleido_server):
     chosen = [specs["urial_categories"], specs["contrast"]]
     out = kaleido_server.bundle(chosen, env["dirs"]["rl"], tmp_path / "b.zip")
     names = zipfile.ZipFile(out).namelist()
-    assert sorted(names) == sorted(f"{s.id}.{ext}" for s in chosen for ext in
+    assert sorted(names) == sorted(f"rl_{s.id}.{ext}" for s in chosen for ext in
                                    ("png", "svg", "pdf", "html", "csv", "parquet", "json"))
-    rec = json.loads(zipfile.ZipFile(out).read("contrast.json"))
+    rec = json.loads(zipfile.ZipFile(out).read("rl_contrast.json"))
     assert rec["manifest"] == json.loads((env["dirs"]["rl"] / "manifest.json").read_text())
     assert rec["query"] == "contrast" and rec["params"]["run_b"] == SFT_NAME
     assert rec["caption"] == specs["contrast"].caption and rec["id"] == "contrast"
+    assert rec["run"] == "rl"
 
 
 @needs_chromium
@@ -297,11 +298,12 @@ def test_cli_export(env, tmp_path, kaleido_server):
     z = zipfile.ZipFile(out / "rl-figures.zip")
     names = set(z.namelist())
     ids = list(FIGURE_IDS)
-    assert names == {f"{i}.{e}" for i in ids for e in ("png", "html", "csv", "parquet", "json")}
+    assert names == {f"rl_{i}.{e}" for i in ids
+                     for e in ("png", "html", "csv", "parquet", "json")}
     assert {p.name for p in out.iterdir()} == names | {"rl-figures.zip"}
-    rec = json.loads(z.read("js_hist.json"))
+    rec = json.loads(z.read("rl_js_hist.json"))
     assert rec["manifest"]["name"] == "rl" and rec["params"]["by"] == "sampled_from"
-    assert z.read("evolution.png").startswith(b"\x89PNG")
+    assert z.read("rl_evolution.png").startswith(b"\x89PNG")
     assert main(["export", "rl", "--cache", str(env["cache"]), "--out", str(out),
                  "--formats", "gif"]) == 2
 

@@ -204,7 +204,8 @@ def test_cli_export_writes_the_bundle(demo_cache, tmp_path):
     assert main(["export", "rl", "--out", str(tmp_path), "--cache", str(demo_cache),
                  "--formats", "png,svg"]) == 0
     names = zipfile.ZipFile(tmp_path / "rl-figures.zip").namelist()
-    assert "evolution.png" in names and "contrast.svg" in names and "js_hist.json" in names
+    assert ("rl_evolution.png" in names and "rl_contrast.svg" in names
+            and "rl_js_hist.json" in names)
 
 
 def test_export_of_a_copied_run_folder(demo_cache, tmp_path):
@@ -221,7 +222,7 @@ def test_export_of_a_copied_run_folder(demo_cache, tmp_path):
     assert main(["export", "rl-copy", "--cache", str(cache), "--contrast-with", "rl",
                  "--out", str(tmp_path / "out"), "--formats", "html"]) == 0
     z = zipfile.ZipFile(tmp_path / "out" / "rl-copy-figures.zip")
-    rec = json.loads(z.read("contrast.json"))
+    rec = json.loads(z.read("rl-copy_contrast.json"))
     assert (rec["params"]["run_a"], rec["params"]["run_b"]) == ("rl-copy", "rl")
 
 

@@ -55,7 +55,7 @@ def render() -> None:
     specs = overview(con, run.name, series=series, contrast_with=contrast)
     st.download_button("Figure bundle (zip)", icon=":material/folder_zip:",
                        data=lambda: api.bundle_bytes(specs, run.path),
-                       file_name=f"{run.name}-figures.zip", mime="application/zip",
+                       file_name=api.bundle_name(run.name), mime="application/zip",
                        on_click="ignore", key="bundle")
     for spec in specs:
         show_figure(spec, key=f"{run.name}_{spec.id}")

@@ -23,6 +23,7 @@ import pandas as pd
 from core import __version__
 from core.errors import ExportError
 from core.figures import FigureSpec, overview
+from core.figures.pdfmeta import with_info
 from core.figures.style import HEIGHT, WIDTH
 from core.store.cache import resolve_run
 from core.store.manifest import read_manifest
@@ -83,14 +84,36 @@ def _image(spec: FigureSpec, fmt: str) -> bytes:
                 scale=PNG_SCALE if fmt == "png" else 1)
     with _lock:
         kaleido = _ensure_server()
-        return kaleido.calc_fig_sync(fig.to_dict(), opts=opts)
+        data = kaleido.calc_fig_sync(fig.to_dict(), opts=opts)
+    return with_info(data, **pdf_info(spec)) if fmt == "pdf" else data
+
+
+def pdf_info(spec: FigureSpec) -> dict[str, str]:
+    """The PDF document information of a figure (Chromium would title every one after
+    kaleido's page, "Kaleido-fier")."""
+    run = f" of run {spec.run}" if spec.run else ""
+    return {"Title": spec.title, "Subject": f"ShiftLens figure {spec.id}{run}: {spec.caption}",
+            "Keywords": ", ".join(filter(None, ["ShiftLens", spec.id, spec.run])),
+            "Creator": f"ShiftLens {__version__} (Plotly, kaleido)"}
+
+
+def export_name(spec: FigureSpec, fmt: str) -> str:
+    """The file name of one export: <run>_<figure id>.<format> (e.g. demo-rl_js_hist.png),
+    the run name made safe for file systems, so files of several runs do not collide."""
+    return f"{_slug(spec.run)}_{spec.id}.{fmt}" if spec.run else f"{spec.id}.{fmt}"
+
+
+def bundle_name(run: str) -> str:
+    """The file name of a run's figure bundle: <run>-figures.zip, made safe."""
+    return f"{_slug(run)}-figures.zip"
 
 
 def _html(spec: FigureSpec) -> bytes:
     div = spec.figure.to_html(full_html=False, include_plotlyjs=True, include_mathjax=False,
                               config={"displaylogo": False, "responsive": True})
     page = (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
-            f"<title>{html.escape(spec.title)}</title></head>\n"
+            f"<title>{html.escape(spec.title + (f' · {spec.run}' if spec.run else ''))}"
+            f"</title></head>\n"
             f"<body style=\"font-family: sans-serif; margin: 1.5em;\">\n{div}\n"
             f"<p>{html.escape(spec.caption)}</p>\n"
             f"<p style=\"color: #666; font-size: small;\">query: "
@@ -138,8 +161,8 @@ def _parquet(df: pd.DataFrame) -> bytes:
 
 
 def _json(spec: FigureSpec, manifest: dict | None, files: list[str]) -> bytes:
-    rec = {"id": spec.id, "title": spec.title, "caption": spec.caption, "query": spec.query,
-           "params": spec.params, "summary": spec.summary, "files": files,
+    rec = {"id": spec.id, "run": spec.run, "title": spec.title, "caption": spec.caption,
+           "query": spec.query, "params": spec.params, "summary": spec.summary, "files": files,
            "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "shiftlens_version": __version__, "manifest": manifest}
     return json.dumps(_finite(rec), indent=2, default=_default, allow_nan=False).encode("utf-8")
@@ -194,20 +217,21 @@ def _check_formats(formats) -> tuple[str, ...]:
 
 
 def _rendered(spec: FigureSpec, formats) -> dict[str, bytes]:
-    out = {f"{spec.id}.{f}": figure_bytes(spec, f) for f in _check_formats(formats)}
-    out.update({f"{spec.id}.{f}": figure_bytes(spec, f) for f in DATA_FORMATS})
+    out = {export_name(spec, f): figure_bytes(spec, f) for f in _check_formats(formats)}
+    out.update({export_name(spec, f): figure_bytes(spec, f) for f in DATA_FORMATS})
     return out
 
 
 def export_figure(spec: FigureSpec, out_dir, formats=FIGURE_FORMATS) -> list[Path]:
-    """Write <id>.png/.svg/.pdf (kaleido) and <id>.html (self-contained) into out_dir."""
-    return [_write(Path(out_dir) / f"{spec.id}.{f}", figure_bytes(spec, f))
+    """Write <run>_<id>.png/.svg/.pdf (kaleido) and .html (self-contained) into out_dir."""
+    return [_write(Path(out_dir) / export_name(spec, f), figure_bytes(spec, f))
             for f in _check_formats(formats)]
 
 
 def export_data(spec: FigureSpec, out_dir) -> list[Path]:
-    """Write <id>.csv and <id>.parquet (the figure's table) into out_dir."""
-    return [_write(Path(out_dir) / f"{spec.id}.{f}", figure_bytes(spec, f)) for f in DATA_FORMATS]
+    """Write <run>_<id>.csv and .parquet (the figure's table) into out_dir."""
+    return [_write(Path(out_dir) / export_name(spec, f), figure_bytes(spec, f))
+            for f in DATA_FORMATS]
 
 
 def _manifest(run_dir_or_manifest) -> dict | None:
@@ -229,13 +253,13 @@ def _entries(specs, manifest, formats) -> dict[str, bytes]:
     for spec in specs:
         files = _rendered(spec, formats)
         entries.update(files)
-        entries[f"{spec.id}.json"] = _json(spec, manifest, sorted(files))
+        entries[export_name(spec, "json")] = _json(spec, manifest, sorted(files))
     return entries
 
 
 def bundle(specs: list[FigureSpec], run_dir_or_manifest, out_zip,
            formats=FIGURE_FORMATS) -> Path:
-    """One zip with, per figure, <id>.png/.svg/.pdf/.html, <id>.csv, <id>.parquet and <id>.json
+    """One zip with, per figure, <run>_<id>.png/.svg/.pdf/.html, .csv, .parquet and .json
     (id, title, caption, query, params, summary and the run's manifest)."""
     return _zip(_entries(specs, _manifest(run_dir_or_manifest), formats), Path(out_zip))
 
@@ -268,14 +292,15 @@ def _resolve(run, cache) -> Path:
 
 
 def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "run"
+    """A run name as a file name part: letters, digits, '.', '_', '-' only, 80 at most."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._-")[:80] or "run"
 
 
 def export_run(run_dir, out_dir, *, cache=None, formats=FIGURE_FORMATS, series=None,
                contrast_with=None, split_by_source=None, near_zero=0.01,
                high=0.1) -> Path:
     """Build the overview figures of a run and write them into out_dir: the loose files
-    (<id>.<format>, .csv, .parquet, .json) and <run>-figures.zip with the same content.
+    (<run>_<id>.<format>, .csv, .parquet, .json) and <run>-figures.zip with the same content.
     run_dir: a run folder (or a run name under `cache`); series / contrast_with: run names
     or folders (see core.figures.overview); when both are None they are found as the app
     finds them (core.store.cache.series_of / contrast_candidates). Returns the zip's path."""
@@ -305,4 +330,4 @@ def export_run(run_dir, out_dir, *, cache=None, formats=FIGURE_FORMATS, series=N
     out = Path(out_dir)
     for fname, data in entries.items():
         _write(out / fname, data)
-    return _zip(entries, out / f"{_slug(name)}-figures.zip")
+    return _zip(entries, out / bundle_name(name))
