@@ -9,19 +9,23 @@ import streamlit as st
 
 from app.ui.text import md_escape
 from core import api
+from core.figures.style import compact
 
 FORMATS = [("PNG", "png", "image/png"), ("SVG", "svg", "image/svg+xml"),
            ("PDF", "pdf", "application/pdf"), ("HTML", "html", "text/html"),
            ("CSV", "csv", "text/csv"), ("Parquet", "parquet", "application/octet-stream")]
 
 
-def show_figure(spec, key: str) -> None:
+def show_figure(spec, key: str, narrow: bool = False) -> None:
+    """`narrow`: the figure sits in a column (e.g. one of two side by side): drawn compact
+    (core.figures.style.compact: wrapped axis titles, no in-plot title); exports are full."""
     st.subheader(md_escape(spec.title))  # titles and captions may quote runs and tokens
     st.caption(md_escape(spec.caption))
-    st.plotly_chart(spec.figure, key=f"chart_{key}", config={"displaylogo": False})
+    st.plotly_chart(compact(spec.figure) if narrow else spec.figure, key=f"chart_{key}",
+                    config={"displaylogo": False})
     with st.popover("Export", icon=":material/download:"):
         for label, fmt, mime in FORMATS:
             st.download_button(
                 label, data=lambda f=fmt: api.figure_bytes(spec, f),
-                file_name=f"{spec.id}.{fmt}", mime=mime, key=f"dl_{key}_{fmt}",
+                file_name=api.export_name(spec, fmt), mime=mime, key=f"dl_{key}_{fmt}",
                 on_click="ignore")

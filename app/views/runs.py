@@ -62,10 +62,10 @@ def _compare(infos, con) -> None:
     for spec in left:
         col_a, col_b = st.columns(2)
         with col_a:
-            show_figure(spec, key=f"cmp_{a}_{spec.id}")
+            show_figure(spec, key=f"cmp_{a}_{spec.id}", narrow=True)
         with col_b:
             if spec.id in right:
-                show_figure(right[spec.id], key=f"cmpb_{b}_{spec.id}")
+                show_figure(right[spec.id], key=f"cmpb_{b}_{spec.id}", narrow=True)
 
 
 def render() -> None:
