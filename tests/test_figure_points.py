@@ -1,31 +1,43 @@
 """Figures that show their point: shares where the point is a share, value axes fitted to the
 data, lines told apart without colour, export names that carry the run, PDF metadata that
 names the figure, compact figures for narrow columns. On the synthetic runs of
-tests/test_figures_export.py (fixtures `env`, `specs`, `kaleido_server` imported from there)."""
+tests/figure_env.py (those of tests/test_figures_export.py)."""
 
 from __future__ import annotations
 
 import re
+import shutil
 import zipfile
 
-import numpy as np
 import pytest
 
 from core.figures import js_cdf, token_identity
 from core.figures.export import bundle_name, export_data, export_name, figure_bytes
 from core.figures.pdfmeta import with_info
 from core.figures.style import compact
-from tests.test_figures_export import (  # noqa: F401 - pytest fixtures
-    HI,
-    NZ,
-    SFT_NAME,
-    env,
-    kaleido_server,
-    needs_chromium,
-    specs,
-)
+from tests.figure_env import HI, NZ, SFT_NAME, build_env, build_specs
 
 pytestmark = pytest.mark.unit
+needs_chromium = pytest.mark.skipif(shutil.which("chromium") is None,
+                                    reason="static export needs chromium on PATH")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    return build_env(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def specs(env):
+    return build_specs(env)
+
+
+@pytest.fixture(scope="module")
+def kaleido_server():
+    from core.figures import export
+
+    yield export
+    export.stop_server()
 
 
 def _bars(fig):
@@ -131,7 +143,7 @@ def read_info(pdf: bytes) -> dict:
     trailer = section[section.index(b"trailer"):]
     num = int(re.search(rb"/Info\s+(\d+)\s+0\s+R", trailer).group(1))
     offsets = {}
-    for first, count, body in re.findall(rb"(\d+) (\d+)\n((?:\d{10} \d{5} [nf] \n)+)",
+    for first, _count, body in re.findall(rb"(\d+) (\d+)\n((?:\d{10} \d{5} [nf] \n)+)",
                                          section[:section.index(b"trailer")]):
         for i, entry in enumerate(re.findall(rb"\d{10} \d{5} [nf] \n", body)):
             offsets[int(first) + i] = int(entry[:10])
