@@ -7,14 +7,19 @@ from pathlib import Path
 
 
 def snapshot(root: Path) -> list[tuple]:
-    """Every path under `root` (root included) with its type, size, mtime and, for files, a
-    sha256 of its bytes: equal snapshots mean nothing was added, removed or rewritten."""
+    """Every path under `root` (root included) with its type and, for files, size, mtime and
+    a sha256 of its bytes: equal snapshots mean nothing was added, removed or rewritten.
+    Folders' mtimes are left out: a run's name is reserved (a lock file made and removed)
+    before a precompute loads anything, and that is not a write that stays."""
     if not root.exists():
         return []
     out = []
     for p in sorted([root, *root.rglob("*")]):
         st = p.lstat()
         digest = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
-        out.append((str(p.relative_to(root)), p.is_dir(), st.st_size, st.st_mtime_ns, digest))
+        if p.is_dir():
+            out.append((str(p.relative_to(root)), True, None, None, None))
+        else:
+            out.append((str(p.relative_to(root)), False, st.st_size, st.st_mtime_ns, digest))
     return out
 

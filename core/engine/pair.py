@@ -4,7 +4,8 @@ A model is named by a local folder or a Hugging Face hub id; both go through the
 `from_pretrained` path. Validation refuses, with a message that says what is wrong:
 a path that does not exist, a folder that is not a model, pickle-only weights (unless
 `allow_pickle`), truncated or corrupt safetensors files, and tokenizers whose
-token->id maps differ. `trust_remote_code` is never set unless the caller asks.
+token->id maps differ (the folder's files are read by core.engine.checkpoint).
+`trust_remote_code` is never set unless the caller asks.
 """
 
 from __future__ import annotations
@@ -12,15 +13,20 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from core.engine.checkpoint import (  # noqa: F401 - importers name pair for these
+    INDEX_GLOB,
+    PICKLE_SUFFIXES,
+    check_local_model,
+    read_safetensors_header,
+    tokenizer_problem,
+)
 from core.errors import PairError
 
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # fullmatch: no trailing newline
 FULL_HASH_LIMIT = 2 * 1024**3  # hash whole files up to this total size, sample above it
 
@@ -40,7 +46,12 @@ class ModelRef:
 def resolve(spec: str) -> ModelRef:
     """A local folder if `spec` names one, a hub id if it looks like `org/name`, else an error."""
     p = Path(spec).expanduser()
-    if p.exists():
+    try:
+        exists = p.exists()
+    except PermissionError:
+        raise PairError(f"{spec}: permission denied; give a folder this process can "
+                        "read") from None
+    if exists:
         if not p.is_dir():
             raise PairError(f"{spec}: is a file; a model is a folder holding config.json "
                             "and weights")
@@ -48,63 +59,6 @@ def resolve(spec: str) -> ModelRef:
     if HUB_ID.fullmatch(spec) and not spec.startswith((".", "/", "~")):
         return ModelRef(spec, None)
     raise PairError(f"{spec}: no such folder (and not a Hugging Face hub id of the form org/name)")
-
-
-def read_safetensors_header(path: Path) -> dict:
-    """The JSON header of a .safetensors file ({tensor name: {dtype, shape, data_offsets}},
-    plus "__metadata__"), read without touching tensor data; raises PairError when the file
-    is too short, the header does not fit or is not valid JSON."""
-    size = path.stat().st_size
-    if size < 8:
-        raise PairError(f"{path.name} is {size} bytes, too short to be a safetensors file")
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        if n > size - 8 or n > 100 * 1024**2:
-            raise PairError(f"{path.name}: header length {n} does not fit in a {size}-byte "
-                            "file (truncated?)")
-        try:
-            return json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise PairError(f"{path.name}: header is not valid JSON ({e})") from None
-
-
-def _safetensors_problem(path: Path) -> str | None:
-    """Why a .safetensors file cannot be read, or None when its header and size agree."""
-    try:
-        header = read_safetensors_header(path)
-    except PairError as e:
-        return str(e)
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
-    need = 8 + n + max(ends, default=0)
-    if need != size:
-        return (f"{path.name}: header describes {need} bytes but the file has {size} "
-                "(truncated or corrupt)")
-    return None
-
-
-def check_local_model(folder: Path, allow_pickle: bool) -> list[Path]:
-    """Weight files of a local model folder after validation; raises PairError."""
-    if not (folder / "config.json").is_file():
-        raise PairError(f"{folder}: not a model folder (no config.json)")
-    safe = sorted(folder.glob("*.safetensors"))
-    pickled = sorted(p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
-    if not safe:
-        if not pickled:
-            raise PairError(f"{folder}: no weight files (*.safetensors) found")
-        if not allow_pickle:
-            raise PairError(
-                f"{folder}: only pickle weights ({', '.join(p.name for p in pickled)}); loading "
-                "them can run arbitrary code. Convert to safetensors, or pass --allow-pickle "
-                "if you trust the source.")
-        return pickled
-    for p in safe:
-        problem = _safetensors_problem(p)
-        if problem:
-            raise PairError(f"{folder}: corrupt checkpoint: {problem}")
-    return safe
 
 
 def fingerprint_files(files: list[Path]) -> dict:
@@ -179,12 +133,14 @@ def load_model(spec: str, *, allow_pickle: bool = False, trust_remote_code: bool
     fp: dict = {}
     if ref.local:
         files = check_local_model(ref.local, allow_pickle)
-        fp = fingerprint_files(files)
+        # the shard index decides which tensor comes from which file: it is part of the weights
+        fp = fingerprint_files(files + sorted(ref.local.glob(INDEX_GLOB)))
     src = str(ref.local) if ref.local else ref.spec
     try:
         tok = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code)
-    except OSError as e:
-        raise PairError(f"{spec}: cannot load a tokenizer ({_short(e)})") from e
+    except Exception as e:  # noqa: BLE001 - missing, malformed or hostile tokenizer files
+        why = (tokenizer_problem(ref.local) if ref.local else None) or _short(e)
+        raise PairError(f"{spec}: cannot load a tokenizer ({why})") from e
     loaded = LoadedModel(ref, None, tok, fp)
     if not with_model:
         return loaded
@@ -273,12 +229,13 @@ def default_max_new_tokens(spec: str) -> tuple[int, str]:
 
     try:
         gc = GenerationConfig.from_pretrained(spec)
-    except (OSError, ValueError):
-        return DEFAULT_MAX_NEW_TOKENS, "default (no generation_config.json)"
-    if getattr(gc, "max_new_tokens", None):
-        return int(gc.max_new_tokens), "generation_config.json max_new_tokens"
-    if getattr(gc, "max_length", None) and int(gc.max_length) > 20:
-        return int(gc.max_length), "generation_config.json max_length"
+    except Exception:  # noqa: BLE001 - missing or malformed: check_local_model refuses the latter
+        return DEFAULT_MAX_NEW_TOKENS, "default (no readable generation_config.json)"
+    new, length = getattr(gc, "max_new_tokens", None), getattr(gc, "max_length", None)
+    if isinstance(new, int) and not isinstance(new, bool) and new > 0:
+        return new, "generation_config.json max_new_tokens"
+    if isinstance(length, int) and not isinstance(length, bool) and length > 20:
+        return length, "generation_config.json max_length"
     return DEFAULT_MAX_NEW_TOKENS, "default (generation_config.json sets no length)"
 
 

@@ -20,13 +20,13 @@ Hub ids download only config and tokenizer files (small), never weights.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.access import confine_model
 from core.config import PrecomputeConfig
+from core.engine.checkpoint import config_sizes, config_vs_weights, read_json, tokenizer_problem
 from core.engine.pair import (
     DEFAULT_MAX_NEW_TOKENS,
     PICKLE_SUFFIXES,
@@ -172,19 +172,21 @@ def _config_checks(facts: ModelFacts, folder: Path, trust_remote_code: bool) -> 
 
     role = facts.role
     try:
-        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        return [Check(f"{role}: config", False, f"config.json is unreadable ({e})")]
-    text_cfg = cfg.get("text_config") or cfg  # multimodal configs nest the language model
-    arch = (cfg.get("architectures") or [None])[0]
-    facts.architecture, facts.config_dtype = arch, cfg.get("dtype") or cfg.get("torch_dtype")
-    facts.layers = int(text_cfg.get("num_hidden_layers") or 0)
-    heads = int(text_cfg.get("num_attention_heads") or 1)
-    facts.kv_heads = int(text_cfg.get("num_key_value_heads") or heads)
-    facts.head_dim = int(text_cfg.get("head_dim") or
-                         (text_cfg.get("hidden_size") or 0) // max(heads, 1))
-    facts.vocab_size = int(text_cfg.get("vocab_size") or 0)
-    known = arch in LM.values() or cfg.get("model_type") in LM
+        cfg = read_json(folder / "config.json")
+        sizes = config_sizes(cfg)
+        arch, model_type = _config_names(cfg)
+        if facts.params_source in ("safetensors headers", "hub metadata"):
+            config_vs_weights(sizes, facts.parameters, f"the weights' {facts.params_source}")
+    except PairError as e:
+        return [Check(f"{role}: config", False, str(e))]
+    facts.architecture = arch
+    facts.config_dtype = str(cfg.get("dtype") or cfg.get("torch_dtype") or "")[:40] or None
+    facts.layers = sizes.get("layers", 0)
+    heads = sizes.get("heads", 1)
+    facts.kv_heads = sizes.get("kv_heads", heads)
+    facts.head_dim = sizes.get("head_dim") or sizes.get("width", 0) // heads
+    facts.vocab_size = sizes.get("vocab", 0)
+    known = arch in LM.values() or model_type in LM
     if cfg.get("auto_map") and not known:
         if not trust_remote_code:
             return [Check(f"{role}: config", False,
@@ -194,11 +196,23 @@ def _config_checks(facts: ModelFacts, folder: Path, trust_remote_code: bool) -> 
                       f"{arch} with its own code (trust_remote_code is on)")]
     if not known:
         return [Check(f"{role}: config", False,
-                      f"architecture {arch!r} (model_type {cfg.get('model_type')!r}) is not a "
+                      f"architecture {arch!r} (model_type {model_type!r}) is not a "
                       "causal language model this transformers version knows")]
     return [Check(f"{role}: config", True,
                   f"{arch}, {facts.layers} layers, vocabulary {facts.vocab_size}, dtype "
                   f"{facts.config_dtype or '?'}")]
+
+
+def _config_names(cfg: dict) -> tuple[str | None, str | None]:
+    """(architecture, model_type) of a config; PairError when either has the wrong type."""
+    archs, model_type = cfg.get("architectures") or [None], cfg.get("model_type")
+    arch = archs[0] if isinstance(archs, list) else archs
+    if arch is not None and not isinstance(arch, str):
+        raise PairError("config.json: 'architectures' must be a list of class names; fix "
+                        "config.json")
+    if model_type is not None and not isinstance(model_type, str):
+        raise PairError("config.json: 'model_type' must be a string; fix config.json")
+    return (arch[:100] if arch else arch), model_type
 
 
 def _inspect(role: str, spec: str, allow_pickle: bool, trust_remote_code: bool,
@@ -242,9 +256,10 @@ def _inspect(role: str, spec: str, allow_pickle: bool, trust_remote_code: bool,
     try:
         tok = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
     except Exception as e:
+        why = tokenizer_problem(Path(folder)) or \
+            f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
         checks.append(Check(f"{role}: tokenizer", False,
-                            f"cannot load a tokenizer from {spec} ({type(e).__name__}: "
-                            f"{' '.join(str(e).split())[:300]})"))
+                            f"cannot load a tokenizer from {spec} ({why})"))
         return facts, None, checks
     fits = not facts.vocab_size or len(tok) <= facts.vocab_size
     checks.append(Check(f"{role}: tokenizer", fits,
@@ -409,9 +424,10 @@ def _estimate_checks(report: Report, s: PrecomputeConfig, ps, base_tok,
             continue
         reuse = given or role.startswith(("step", "series"))
         report.estimates[role] = estimate(
-            params_base=b.parameters, params_tuned=f.parameters, layers=max(b.layers, 1),
-            kv_heads=max(b.kv_heads, 1), head_dim=max(b.head_dim, 1),
-            vocab=max(b.vocab_size, 1), prompts=n_prompts, prompt_tokens=plen, n=n,
+            params_base=b.parameters, params_tuned=f.parameters,  # this run's own sizes
+            layers=max(b.layers, f.layers, 1), kv_heads=max(b.kv_heads, f.kv_heads, 1),
+            head_dim=max(b.head_dim, f.head_dim, 1),
+            vocab=max(b.vocab_size, f.vocab_size, 1), prompts=n_prompts, prompt_tokens=plen, n=n,
             sample_from=sample_from, max_new_tokens=max_new,
             batch_size=s.batch_size, reuse_traces=reuse, device=s.device)
     if not report.estimates:
