@@ -254,3 +254,15 @@ def test_the_same_archives_unaltered_are_accepted(tmp_path):
         folder = unpack_model(archive, tmp_path / "models", name=f"ok{i}")
         assert (folder / "model.safetensors").read_bytes() == MODEL["m/model.safetensors"]
         assert json.loads((folder / "config.json").read_text()) == {}
+
+
+def test_entry_limit_is_a_setting(monkeypatch):
+    from core.jobs.upload import default_limits
+
+    monkeypatch.setenv("SHIFTLENS_UPLOAD_MAX_FILES", "5")
+    monkeypatch.setenv("SHIFTLENS_UPLOAD_LIMIT_GIB", "0.5")
+    lim = default_limits()
+    assert (lim.max_files, lim.max_total_bytes, lim.max_file_bytes) == (5, 2**29, 2**29)
+    monkeypatch.setenv("SHIFTLENS_UPLOAD_MAX_FILES", "many")
+    with pytest.raises(UploadError, match="SHIFTLENS_UPLOAD_MAX_FILES: not a number"):
+        default_limits()
