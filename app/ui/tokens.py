@@ -6,6 +6,9 @@ previous/next divergent buttons, the trace view component and the top-k panel.
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -18,8 +21,32 @@ from core import api
 METRIC_COLUMNS = (*api.METRICS, "rel_pos")  # every registered metric, then the position
 
 
-def controls(prefix: str = "", url: bool = True) -> tuple[str, float, bool]:
-    """Metric, threshold and fold toggle; read from (and later written to) the URL if `url`."""
+DEFAULT_THRESHOLD = {"diverging": 0.5, "sequential": 0.01}  # a faint highlight floor
+
+
+def threshold_scale(metric: str, values=None) -> tuple[float, float]:
+    """(top, step) of metric's threshold slider: the registry's upper bound where the metric
+    has one (js: ln 2), else the larger of its full colour scale and the largest |value| on
+    screen, so every value of the metric can be thresholded."""
+    m = api.METRICS[metric]
+    if m.hi is not None and m.hi > 0:
+        top = float(m.hi)
+    else:
+        seen = pd.to_numeric(pd.Series(values if values is not None else []),
+                             errors="coerce").abs()
+        seen = seen[np.isfinite(seen)]
+        top = max(float(m.full_scale or 1.0), float(seen.max()) if len(seen) else 0.0)
+    step = 10 ** math.floor(math.log10(top / 200)) if top > 0 else 0.001
+    return math.ceil(top / step) * step, step
+
+
+def controls(prefix: str = "", url: bool = True, values=None) -> tuple[str, float, bool]:
+    """Metric, threshold and fold toggle; read from (and later written to) the URL if `url`.
+
+    Each metric keeps its own threshold (its own slider): a threshold in the URL applies only
+    to the metric it was written with, so switching metric never carries js 0.05 over as
+    0.05 nats of entropy. `values`: a DataFrame (or mapping) with the metrics' columns, used
+    to size the sliders of unbounded metrics."""
     get = state.param if url else (lambda name, default=None, cast=str: default)
     c1, c2, c3 = st.columns([2, 2, 1])
     names = list(METRICS)
@@ -27,16 +54,27 @@ def controls(prefix: str = "", url: bool = True) -> tuple[str, float, bool]:
     metric = c1.selectbox("Highlight by", names, key=f"{prefix}metric",
                           index=names.index(wanted) if wanted in METRICS else 0,
                           format_func=lambda m: METRICS[m][0])
-    _, kind, top = METRICS[metric]
-    top = float(top)
+    kind = METRICS[metric][1]
     if kind == "categorical":
         threshold = 2.0
         c2.caption("URIAL buckets: unshifted (rank 1), marginal (2-3), shifted (>3)")
     else:
-        default = 0.5 if kind == "diverging" else 0.01
-        threshold = c2.slider("Threshold", 0.0, top, value=min(max(get("thr", default, float),
-                                                                    0.0), top),
-                              step=0.005, key=f"{prefix}thr_{metric}")
+        col = None if values is None or metric not in values else values[metric]
+        top, step = threshold_scale(metric, col)
+        key = f"{prefix}thr_{metric}"
+        default = DEFAULT_THRESHOLD[kind]
+        if metric == wanted:  # the URL's threshold belongs to the URL's metric only
+            default = get("thr", default, float)
+        # this session's own choice for this metric (not the widget's key: Streamlit drops
+        # a widget's state in a run that does not draw it, i.e. when another metric is shown)
+        kept = st.session_state.setdefault("_thresholds", {})
+        default = st.session_state.get(key, kept.get(key, default))
+        value = min(max(float(default), 0.0), top) if math.isfinite(float(default)) else 0.0
+        st.session_state[key] = value
+        threshold = c2.slider("Threshold", 0.0, top, step=step, key=key,
+                              help="tokens below it stay uncoloured; the slider spans the "
+                                   "metric's whole range")
+        kept[key] = threshold
     collapse = c3.toggle("Fold calm spans", value=get("fold", "0") == "1", key=f"{prefix}fold")
     return metric, threshold, collapse
 
@@ -61,14 +99,30 @@ def navigate(strength: list[float], pos: int | None, prefix: str = "") -> int | 
 
 def view(toks: pd.DataFrame, metric: str, threshold: float, collapse: bool, colours, strength,
          special: set[int], pos: int | None, key: str) -> int | None:
-    """Legend + trace view; returns the selected position (clicked, else `pos`)."""
+    """Legend + trace view; returns the selected position (clicked, else `pos`).
+
+    A click reaches Python as the component's trigger value in the rerun it causes; it is
+    read before the component is drawn, so the outline and the top-k panel below show the
+    same token in that rerun (drawing first outlined the previous click)."""
     st.html(legend_html(metric, threshold))
     titles = [f"pos {i} · {metric} {v:.4g} · rank_base {rb}" for i, (v, rb) in
               enumerate(zip(toks[metric].tolist(), toks["rank_base"].tolist()))]
-    clicked = trace_view(toks["token"].tolist(), colours, strength, titles,
-                         [int(t) in special for t in toks["token_id"]], pos,
-                         folds(strength) if collapse else [], key=key)
-    return clicked if clicked is not None else pos
+    clicked = _clicked(key, len(toks))
+    pos = clicked if clicked is not None else pos
+    trace_view(toks["token"].tolist(), colours, strength, titles,
+               [int(t) in special for t in toks["token_id"]], pos,
+               folds(strength) if collapse else [], key=key)
+    return pos
+
+
+def _clicked(key: str, n: int) -> int | None:
+    """The position clicked in the trace view `key` that caused this rerun, else None."""
+    try:
+        value = (st.session_state.get(key) or {}).get("clicked")
+        value = None if value is None else int(value)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return value if value is not None and 0 <= value < n else None
 
 
 def topk_panel(row: pd.Series) -> None:

@@ -34,7 +34,7 @@ def render() -> None:
     if toks.empty:
         st.warning("Nothing to score: the response has no tokens.")
         return
-    metric, threshold, collapse = tokens.controls(prefix="live_", url=False)
+    metric, threshold, collapse = tokens.controls(prefix="live_", url=False, values=toks)
     colours, strength = tokens.strength_of(toks, metric, threshold)
     special = set(run.manifest.get("tokenizer", {}).get("special_ids", []))
     pos = tokens.navigate(strength, st.session_state.get("live_pos"), prefix="live_")

@@ -70,6 +70,16 @@ def _page(con, run, f: dict) -> tuple[pd.DataFrame, int | None]:
     return traces, want if want is not None else int(traces.trace_id.iloc[0])
 
 
+def _picked(key: str, traces: pd.DataFrame) -> int | None:
+    """The trace id of the table row this session selected (None when none is)."""
+    try:
+        rows = list(st.session_state[key]["selection"]["rows"])
+    except (KeyError, TypeError):
+        return None
+    rows = [r for r in rows if 0 <= r < len(traces)]
+    return int(traces.trace_id.iloc[rows[0]]) if rows else None
+
+
 def render() -> None:
     infos = state.runs()
     run = state.pick_run(infos)
@@ -79,22 +89,25 @@ def render() -> None:
     if traces.empty:
         st.warning("No trace matches these filters.")
         return
-    shown = traces.drop(columns=["reference", "extracted_answer", "verifier"])
-    event = st.dataframe(shown, hide_index=True, height=220,  # a page's own selection
-                         key=f"trace_table_p{state.param('page', 1, int)}",
-                         on_select="rerun", selection_mode="single-row",
-                         column_config={"prompt": st.column_config.TextColumn(width="large")})
-    rows = event.selection.rows if event and event.selection else []
-    rows = [r for r in rows if r < len(traces)]
-    if rows and int(traces.trace_id.iloc[rows[0]]) != st.session_state.get("_picked_row"):
-        want = int(traces.trace_id.iloc[rows[0]])
-        st.session_state["_picked_row"] = want
+    table_key = f"trace_table_p{state.param('page', 1, int)}"  # a page's own selection
+    picked = _picked(table_key, traces)  # read before drawing, so the mark is current
+    if picked is not None and picked != st.session_state.get("_picked_row"):
+        want = picked
+        st.session_state["_picked_row"] = picked
         state.set_params(pos=None)
     tid = want
+    shown = traces.drop(columns=["reference", "extracted_answer", "verifier"])
+    shown.insert(0, "open", ["▶" if t == tid else "" for t in shown.trace_id])
+    st.dataframe(shown, hide_index=True, height=220, key=table_key, on_select="rerun",
+                 selection_mode="single-row",
+                 column_config={"open": st.column_config.TextColumn(
+                                    "open", width="small", help="the trace shown below"),
+                                "prompt": st.column_config.TextColumn(width="large")})
     trace = traces[traces.trace_id == tid].iloc[0]
+    st.subheader(f"Trace {tid}", anchor=False)
     toks = api.trace_tokens(con, run.name, tid)
 
-    metric, threshold, collapse = tokens.controls()
+    metric, threshold, collapse = tokens.controls(values=toks)
     colours, strength = tokens.strength_of(toks, metric, threshold)
     special = set(run.manifest.get("tokenizer", {}).get("special_ids", []))
     pos = state.param("pos", None, int)
