@@ -98,6 +98,19 @@ class Job:
         p = self.progress() or {}
         return p.get("done", 0) / max(p.get("total", 0), 1)
 
+    def progress_line(self) -> str:
+        """One line for a progress bar: percent, then the kind's own counts and step."""
+        pct = f"{100 * self.fraction():.0f}%"
+        p = self.progress()
+        if self.state == "done" or not p:
+            return pct
+        if "shards_total" in p:
+            return " · ".join(x for x in (
+                pct, f"{p.get('shards_done', 0)}/{p['shards_total']} shards",
+                f"{p.get('prompts_done', 0)}/{p.get('prompts_total', 0)} prompts",
+                p.get("step") or p.get("stage")) if x)
+        return f"{pct} · {p.get('done', 0)}/{p.get('total', 0)} {p.get('unit', '')}".strip()
+
     def partial(self):
         """A cross-sampling job's summary of the rows so far (DataFrame, columns of
         core.experiments.cross_sampling.summarize), or None before the first batch."""
@@ -422,7 +435,8 @@ def _precompute(job: Job, cfg, say) -> None:
     from core.precompute.driver import precompute
 
     def progress(d: dict) -> None:
-        write_json({**d, "done": d["prompts_done"], "total": d["prompts_total"],
+        write_json({**d, "done": d.get("prompts_partial", d["prompts_done"]),
+                    "total": d["prompts_total"],
                     "unit": "prompts", "time": time.time()}, job.path / "progress.json")
         say(f"{d['stage']}: {d['shards_done']}/{d['shards_total']} shards, "
             f"{d['prompts_done']}/{d['prompts_total']} prompts")

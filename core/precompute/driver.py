@@ -63,8 +63,11 @@ class Executor(Protocol):
     def is_done(self, k: int) -> bool:
         """Whether shard k's parts are complete (its `.done` marker exists)."""
 
-    def run(self, todo: list[int]) -> Iterator[tuple[int, dict]]:
-        """Run the shards `todo`; yields (shard, pair_info) as each one finishes."""
+    def run(self, todo: list[int], on_step: Callable[[int, float, str], None] | None = None
+            ) -> Iterator[tuple[int, dict]]:
+        """Run the shards `todo`; yields (shard, pair_info) as each one finishes. An executor
+        that runs shards in this process calls on_step(shard, fraction of it done, what it
+        is doing) as a shard moves from sampling to scoring; others need not."""
 
     def finish(self) -> None:
         """After the last shard: bring every part into local staging (remote parts)."""
@@ -133,8 +136,10 @@ def precompute(cfg: PrecomputeConfig, log: Callable[[str], None] = print,
     """Run the job described by `cfg`; returns the published run folder.
 
     progress: called with {"stage": "shards" | "assembling" | "done", "shards_done",
-    "shards_total", "prompts_done", "prompts_total"} when the shard loop starts, after each
-    finished shard and at the end (core.jobs.queue writes it to a progress file).
+    "shards_total", "prompts_done", "prompts_total", "prompts_partial" (prompts done,
+    counting the running shard's share), "step" (what the running shard does)} when the
+    shard loop starts, as a shard moves from sampling to scoring, after each finished shard
+    and at the end (core.jobs.queue writes it to a progress file).
     """
     cfg, ps = start(cfg, log)
     report = _reporter(progress, ps)
@@ -160,10 +165,12 @@ def precompute(cfg: PrecomputeConfig, log: Callable[[str], None] = print,
 
 
 def _reporter(progress: Callable[[dict], None] | None, ps):
-    def report(stage: str, shards_done: int, prompts_done: int, shards_total: int) -> None:
+    def report(stage: str, shards_done: int, prompts_done: int, shards_total: int,
+               partial: float = 0.0, step: str | None = None) -> None:
         if progress is not None:
             progress({"stage": stage, "shards_done": shards_done, "shards_total": shards_total,
-                      "prompts_done": prompts_done, "prompts_total": len(ps.rows)})
+                      "prompts_done": prompts_done, "prompts_total": len(ps.rows),
+                      "prompts_partial": prompts_done + partial, "step": step})
     return report
 
 
@@ -191,7 +198,11 @@ def _compute(cfg: PrecomputeConfig, ps, res: Reservation, log, show_progress: bo
     bar = tqdm(total=sum(len(shards[k]) for k in todo), desc=f"precompute {cfg.name}",
                unit="prompt", disable=not show_progress)
     info = None
-    for k, shard_info in ex.run(todo):
+    def on_step(k: int, frac: float, what: str) -> None:  # within shard k
+        report("shards", n_done, p_done, len(shards), frac * len(shards[k]),
+               f"shard {k + 1}/{len(shards)}: {what}")
+
+    for k, shard_info in ex.run(todo, on_step):
         info = shard_info
         bar.update(len(shards[k]))
         n_done, p_done = n_done + 1, p_done + len(shards[k])

@@ -23,10 +23,11 @@ class LocalExecutor:
     def is_done(self, k: int) -> bool:
         return (self.parts / shard.done_name(k)).exists()
 
-    def run(self, todo: list[int]) -> Iterator[tuple[int, dict]]:
+    def run(self, todo: list[int], on_step=None) -> Iterator[tuple[int, dict]]:
         for k in todo:
+            step = None if on_step is None else (lambda f, what, k=k: on_step(k, f, what))
             tables = shard.run_shard(self.cfg, self.pair, self.ps, self.shards[k], k,
-                                     self.reused)
+                                     self.reused, step=step)
             shard.write_part(k, tables, self.parts)
             yield k, shard.pair_info(self.pair)
 

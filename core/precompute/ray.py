@@ -105,7 +105,8 @@ class RayExecutor:
         return self.fs.get_file_info(f"{self.root}/{shard.done_name(k)}").type \
             != pafs.FileType.NotFound
 
-    def run(self, todo: list[int]) -> Iterator[tuple[int, dict]]:
+    def run(self, todo: list[int], on_step=None) -> Iterator[tuple[int, dict]]:
+        # shards run in Ray workers: progress is reported per finished shard only
         if not todo:
             return
         import ray

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -94,11 +95,15 @@ def pair_info(pair: Pair) -> dict:
 
 
 def run_shard(cfg: PrecomputeConfig, pair: Pair, ps: PromptSet | RolloutSet, idx: list[int],
-              shard: int, reused: dict | None) -> tuple[pa.Table, ...]:
+              shard: int, reused: dict | None,
+              step: Callable[[float, str], None] | None = None) -> tuple[pa.Table, ...]:
     """(tokens, topk, traces) tables of shard `shard` = prompts `idx` of `ps` (or rows `idx`
     of a rollout file, scored as given). `reused` holds another run's traces by prompt id
-    (--traces-from) instead of sampling."""
+    (--traces-from) instead of sampling. `step(fraction, what)` is told as the shard moves
+    from sampling (one part per sampling model) to scoring (the last part)."""
+    step = step or (lambda frac, what: None)
     if isinstance(ps, RolloutSet):
+        step(0.0, "scoring the given rollouts")
         return rollout_shard(cfg, pair, ps, idx)
     tok = pair.tokenizer
     rows: list[dict] = []
@@ -113,6 +118,7 @@ def run_shard(cfg: PrecomputeConfig, pair: Pair, ps: PromptSet | RolloutSet, idx
                     drawn.append((k, t["sample_index"], resp, t["finished"], t["seed"],
                                   t["sampled_from"], t["trace_id"]))
         else:
+            step(s_i / (n_src + 1), f"sampling from {source}")
             seed = derive_seed(cfg.seed, shard, source)
             model = pair.model(source)  # resident, or loaded now in sequential mode
             got = sample(model, tok, prompt_ids, n=cfg.n, temperature=cfg.temperature,
@@ -136,6 +142,7 @@ def run_shard(cfg: PrecomputeConfig, pair: Pair, ps: PromptSet | RolloutSet, idx
             seqs.append((prompt_ids[k], list(resp)))
         if reused is not None:
             break  # reused traces carry every source and keep their trace ids
+    step(n_src / (n_src + 1) if reused is None else 0.0, "scoring under both models")
     return score_rows(cfg, pair, rows, seqs)
 
 
