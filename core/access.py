@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import ipaddress
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -139,3 +140,22 @@ def confine_model(spec: str, roots: Sequence[Path]) -> ModelRef:
     elif HUB_ID.fullmatch(spec) and not spec.startswith((".", "/", "~")):
         return ModelRef(spec, None)
     raise PairError(outside_roots(spec))
+
+
+_ABS_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s'\"():,]+/)+([^\s'\"():,/]*)")
+
+
+def public_text(text: str) -> str:
+    """A log or error text as an exposed server may show it: tracebacks cut to their last
+    line (the exception itself) and absolute server paths reduced to `…/basename`. The full
+    text stays in the job's log file on the server."""
+    out, in_tb = [], False
+    for line in str(text).splitlines():
+        if line.startswith("Traceback (most recent call last):"):
+            in_tb = True
+            continue
+        if in_tb and (line[:1].isspace() or not line.strip()):  # frames, source, carets
+            continue
+        in_tb = False
+        out.append(_ABS_PATH.sub(lambda m: "…/" + m.group(1), line))
+    return "\n".join(out)

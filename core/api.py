@@ -19,7 +19,7 @@ from __future__ import annotations
 
 # --- access: loopback or exposed, the sign-in secret, allowed Host names, model roots ---
 from core.access import allowed_hosts, check_password, host_allowed, is_loopback
-from core.access import model_roots, password, refusal
+from core.access import model_roots, password, public_text, refusal
 
 # --- runs: the cache folder of runs; list, rename, delete; series and contrast partners ---
 from core.paths import ASSETS, REPO_ROOT, default_cache
@@ -55,6 +55,7 @@ from core.jobs.upload import models_dir, prompts_dir, rollouts_dir, save_prompt_
 from core.jobs.upload import save_rollouts, unpack_model
 
 # --- experiments: live scoring, the fork explorer, cross-sampling (config, stored results) ---
+from core.engine.coverage import coverage
 from core.experiments.live import pair_of_run, score_text
 from core.experiments.fork import fork, save_fork
 from core.experiments.cross_sampling import CrossSampleConfig, read_summary
@@ -73,6 +74,7 @@ from core.engine.pair import pick_device
 __all__ = [
     # access
     "allowed_hosts", "check_password", "host_allowed", "is_loopback", "model_roots",
+    "public_text",
     "password", "refusal",
     # runs
     "ASSETS", "REPO_ROOT", "RunInfo", "contrast_candidates", "default_cache", "delete_run",
@@ -88,7 +90,7 @@ __all__ = [
     "default_upload_limits", "models_dir", "prompts_dir", "rollouts_dir", "save_prompt_set",
     "save_rollouts", "unpack_model",
     # experiments
-    "CROSS_PRIMARY", "CrossSampleConfig", "fork", "list_samples", "pair_of_run",
+    "CROSS_PRIMARY", "CrossSampleConfig", "coverage", "fork", "list_samples", "pair_of_run",
     "read_summary", "sample_tokens", "save_fork", "score_text", "tokenizer_of_run",
     # export
     "bundle_bytes", "bundle_name", "export_name", "figure_bytes",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.ui import state
+from app.ui import flash, state
 from app.ui.figure import show_figure
 from app.ui.text import md_escape, show_error
 from core.api import delete_run, rename_run
@@ -37,18 +37,20 @@ def _manage(infos) -> None:
     if c1.button("Rename", key="rm_rename", disabled=not new):
         try:
             rename_run(state.cache_dir(), name, new)
-            st.success(md_escape(f"renamed {name} → {new}"))
-            st.rerun()
         except (RunsError, ValueError) as e:
             show_error(e)
+        else:
+            flash.flash(f"renamed {name} → {new}")
+            st.rerun()
     confirm = c2.text_input(md_escape(f"Type {name!r} to delete it"), key="rm_confirm")
     if c2.button("Delete", key="rm_delete", disabled=confirm != name, type="primary"):
         try:
             delete_run(state.cache_dir(), name)
-            st.success(md_escape(f"deleted {name}"))
-            st.rerun()
         except (RunsError, ValueError) as e:
             show_error(e)
+        else:
+            flash.flash(f"deleted {name}")
+            st.rerun()
 
 
 def _compare(infos, con) -> None:
@@ -70,6 +72,7 @@ def _compare(infos, con) -> None:
 
 def render() -> None:
     st.header("Runs")
+    flash.show()
     infos = state.runs()
     if not infos:
         st.info(f"No runs in {state.cache_dir()} yet.")
