@@ -18,13 +18,25 @@ from core.errors import JobError, PromptSetError, UploadError
 SHIPPED = api.ASSETS / "prompts"
 
 
-def _model_source(label: str, key: str, preset_value: str) -> str | None:
+MODES = ("folder or hub id", "upload a zip / tar")
+
+
+def _apply_preset() -> None:
+    """Fill the base and tuned fields with the chosen preset's hub ids (a widget's `value`
+    is ignored once its key has state, so the fields are set through their keys)."""
+    chosen = next((p for p in PRESETS if p.key == st.session_state.get("ap_preset")), None)
+    if chosen is None:
+        return
+    for key, spec in (("ap_base", chosen.base), ("ap_tuned", chosen.tuned)):
+        st.session_state[f"{key}_mode"] = MODES[0]
+        st.session_state[f"{key}_spec"] = spec
+
+
+def _model_source(label: str, key: str) -> str | None:
     """A model by path / hub id, or by upload (unpacked safely); returns the spec or None."""
-    mode = st.radio(label, ["folder or hub id", "upload a zip / tar"], horizontal=True,
-                    key=f"{key}_mode")
-    if mode == "folder or hub id":
-        return st.text_input(f"{label}: local folder or Hugging Face hub id",
-                             value=preset_value, key=f"{key}_spec",
+    mode = st.radio(label, MODES, horizontal=True, key=f"{key}_mode")
+    if mode == MODES[0]:
+        return st.text_input(f"{label}: local folder or Hugging Face hub id", key=f"{key}_spec",
                              placeholder="assets/demo/base or Qwen/Qwen2.5-Math-7B") or None
     limit = api.default_upload_limits()
     file = st.file_uploader(f"{label}: archive of a model folder (limit "
@@ -120,16 +132,19 @@ def render() -> None:
                "(same vocabulary, safetensors, no remote code, memory and time estimate) and "
                "precomputes the run in a background job. Nothing is written on a refusal.")
     keys = ["(none)"] + [p.key for p in PRESETS]
-    preset = st.selectbox("Preset (public base / RL pairs; need a network and memory)", keys,
-                          format_func=lambda k: k if k == "(none)" else next(
-                              f"{p.title} · {p.parameters:g}B · ~{p.memory_gib_bf16:.0f} GiB "
-                              "bf16 for the pair" for p in PRESETS if p.key == k))
-    chosen = next((p for p in PRESETS if p.key == preset), None)
+    st.selectbox("Preset (public base / RL pairs; need a network and memory)", keys,
+                 key="ap_preset", on_change=_apply_preset,
+                 format_func=lambda k: k if k == "(none)" else next(
+                     f"{p.title} · {p.parameters:g}B · ~{p.memory_gib_bf16:.0f} GiB "
+                     "bf16 for the pair" for p in PRESETS if p.key == k))
+    chosen = next((p for p in PRESETS if p.key == st.session_state.get("ap_preset")), None)
+    if chosen is not None and chosen.note:
+        st.caption(md_escape(chosen.note))
     left, right = st.columns(2)
     with left:
-        base = _model_source("Base model", "ap_base", chosen.base if chosen else "")
+        base = _model_source("Base model", "ap_base")
     with right:
-        tuned = _model_source("Tuned model", "ap_tuned", chosen.tuned if chosen else "")
+        tuned = _model_source("Tuned model", "ap_tuned")
     with st.expander("Optional: an SFT model and a checkpoint series"):
         sft = st.text_input("SFT model (folder or hub id)", key="ap_sft") or None
         series_text = st.text_input("Series: step=path pairs, comma-separated",
