@@ -74,3 +74,132 @@ def test_the_open_trace_is_named_and_its_row_marked(app):
     marked = at2.dataframe[0].value
     assert list(marked.trace_id[marked.open == "▶"]) == [other]
     assert first != other or len(table) < 3
+
+
+def test_a_preset_fills_both_model_fields(app):
+    from core.api import PRESETS
+
+    at = app("views/add_pair.py")
+    p = PRESETS[0]
+    at.text_input(key="ap_base_spec").set_value("assets/demo/base").run()
+    at.selectbox(key="ap_preset").select(p.key).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.text_input(key="ap_base_spec").value == p.base  # replaces what was typed
+    assert at.text_input(key="ap_tuned_spec").value == p.tuned
+
+
+def _cache_with(app_cache, tmp_path, *runs):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for name in runs:
+        import shutil
+
+        shutil.copytree(app_cache / name, cache / name)
+    return cache
+
+
+def test_rename_and_delete_messages_survive_the_rerun(app_cache, tmp_path, monkeypatch):
+    cache = _cache_with(app_cache, tmp_path, "demo-rl", "demo-sft")
+    monkeypatch.setenv("SHIFTLENS_CACHE", str(cache))
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    at.run()
+    at.switch_page("views/runs.py")
+    at.run()
+    at.selectbox(key="rm_run").select("demo-sft").run()
+    at.text_input(key="rm_new").set_value("sft-renamed").run()
+    at.button(key="rm_rename").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert (cache / "sft-renamed").is_dir()
+    assert any("renamed demo\\-sft → sft\\-renamed" in s.value for s in at.success)
+    at.run()  # the next interaction: the message has been read
+    assert not any("renamed" in s.value for s in at.success)
+    at.selectbox(key="rm_run").select("sft-renamed").run()
+    at.text_input(key="rm_confirm").set_value("sft-renamed").run()
+    at.button(key="rm_delete").click().run()
+    assert not (cache / "sft-renamed").exists()
+    assert any("deleted sft\\-renamed" in s.value for s in at.success)
+
+
+def _job(cache, tmp_path, jid, **fields):
+    import json
+    import time
+
+    d = cache / ".jobs" / jid
+    d.mkdir(parents=True)
+    (d / "log.txt").write_text(fields.pop("log", ""))
+    (d / "job.json").write_text(json.dumps({
+        "id": jid, "state": "queued", "config": {}, "cwd": str(tmp_path),
+        "created": time.time(), "kind": "precompute", **fields}))
+
+
+def test_a_cancel_message_stays_in_the_self_refreshing_jobs_panel(app_cache, tmp_path,
+                                                                   monkeypatch):
+    import os
+
+    from core.jobs.queue import _proc_stat
+
+    cache = _cache_with(app_cache, tmp_path, "demo-rl")
+    me = os.getpid()  # a "running" job whose process is alive: this test's own
+    _job(cache, tmp_path, "20261202-000001-aaaaaa", run="busy-run", state="running", pid=me,
+         proc_start=_proc_stat(me)[1])
+    _job(cache, tmp_path, "20261202-000002-bbbbbb", run="waiting-run",
+         depends_on=["20261202-000001-aaaaaa"])
+    monkeypatch.setenv("SHIFTLENS_CACHE", str(cache))
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    at.run()
+    at.switch_page("views/add_pair.py")
+    at.run()
+    at.button(key="jc_20261202-000002-bbbbbb").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    said = [s.value for s in at.success]
+    assert any(r"cancelled 20261202\-000002\-bbbbbb \(waiting\-run\)" in v for v in said)
+    at.run()  # the panel refreshes itself: the message stays
+    assert [s.value for s in at.success] == said
+
+
+def test_an_exposed_server_shows_job_logs_without_tracebacks_or_paths(app_cache, tmp_path,
+                                                                     monkeypatch):
+    from streamlit import config
+
+    cache = _cache_with(app_cache, tmp_path, "demo-rl")
+    _job(cache, tmp_path, "20261202-000001-abcdef", run="x", state="failed",
+         error="OSError: cannot read /srv/secret/model.bin",
+         log='Traceback (most recent call last):\n  File "/srv/secret/x.py", line 1\n'
+             'OSError: cannot read /srv/secret/model.bin\n')
+    monkeypatch.setenv("SHIFTLENS_CACHE", str(cache))
+
+    def jobs_texts(at):
+        at.run()
+        at.switch_page("views/add_pair.py")
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        return [c.value for c in at.code] + [e.value for e in at.error]
+
+    shown = jobs_texts(AppTest.from_file(MAIN, default_timeout=60))
+    assert any("/srv/secret/x.py" in v for v in shown)  # on loopback the log is whole
+    saved = config.get_option("server.address")
+    config.set_option("server.address", "0.0.0.0")
+    monkeypatch.setenv("SHIFTLENS_PASSWORD", "pw")
+    try:
+        at = AppTest.from_file(MAIN, default_timeout=60)
+        at.session_state["_shiftlens_signed_in"] = True
+        shown = jobs_texts(at)
+    finally:
+        config.set_option("server.address", saved)
+    assert not any("/srv/secret" in v or "Traceback" in v for v in shown), shown
+    assert any("OSError: cannot read …/model.bin" in v for v in shown)
+
+
+def test_live_scoring_flags_unknown_characters_and_forgets_another_runs_scores(app):
+    at = app("views/live.py", run="demo-rl")
+    at.text_area[1].set_value(" 3+4=7 café. #### 7")
+    at.button[0].click()
+    at.run(timeout=120)
+    assert not at.exception, [e.value for e in at.exception]
+    flags = [w.value for w in at.warning if "unknown token" in w.value]
+    assert flags and "'é'" in flags[0] and "'c'" in flags[0]
+    assert any("tokens highlighted" in c.value for c in at.caption)
+    at.sidebar.selectbox(key="run_picker").select("demo-sft").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not any("tokens highlighted" in c.value for c in at.caption)
+    assert any(r"demo\-rl" in i.value and "Score" in i.value for i in at.info)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from app.ui import state, tokens
-from app.ui.text import show_error
-from core.api import score_text
+from app.ui.text import md_escape, show_error
+from core.api import coverage, score_text
 from core.errors import PairError, RunsError
 
 
@@ -26,11 +26,23 @@ def render() -> None:
         except (PairError, RunsError, FileNotFoundError) as e:
             show_error(f"Cannot load this run's pair: {e}")
             return
-        st.session_state["live_result"] = score_text(pair, response, prompt)
+        flags = [f"{what}: {line}" for what, text in (("response", response),
+                                                      ("prompt", prompt))
+                 if text and (line := coverage(pair.tokenizer, text).line())]
+        st.session_state["live_result"] = (run.name, score_text(pair, response, prompt),
+                                           "\n".join(flags))
         st.session_state["live_pos"] = None
-    toks = st.session_state.get("live_result")
-    if toks is None:
+    kept = st.session_state.get("live_result")
+    if kept is None:
         return
+    scored_run, toks, flag = kept
+    if scored_run != run.name:  # scores belong to the pair they were computed with
+        st.session_state.pop("live_result", None)
+        st.info(f"The last scores were computed with run “{md_escape(scored_run)}”; press "
+                "Score to score the text with this run's pair.")
+        return
+    if flag:  # the text quotes the user's characters: escaped, one line each
+        st.warning("  \n".join(md_escape(x) for x in flag.splitlines()))
     if toks.empty:
         st.warning("Nothing to score: the response has no tokens.")
         return
