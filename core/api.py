@@ -57,7 +57,7 @@ from core.jobs.upload import save_rollouts, unpack_model
 # --- experiments: live scoring, the fork explorer, cross-sampling (config, stored results) ---
 from core.engine.coverage import coverage
 from core.experiments.live import pair_of_run, score_text
-from core.experiments.fork import fork, save_fork
+from core.experiments.fork import branch_options, fork, list_forks, load_fork, save_fork
 from core.experiments.cross_sampling import CrossSampleConfig, read_summary
 from core.experiments.cross_sampling.view import PRIMARY as CROSS_PRIMARY
 from core.experiments.cross_sampling.view import list_samples, sample_tokens, tokenizer_of_run
@@ -90,7 +90,8 @@ __all__ = [
     "default_upload_limits", "models_dir", "prompts_dir", "rollouts_dir", "save_prompt_set",
     "save_rollouts", "unpack_model",
     # experiments
-    "CROSS_PRIMARY", "CrossSampleConfig", "coverage", "fork", "list_samples", "pair_of_run",
+    "CROSS_PRIMARY", "CrossSampleConfig", "branch_options", "coverage", "fork", "list_forks",
+    "list_samples", "load_fork", "pair_of_run",
     "read_summary", "sample_tokens", "save_fork", "score_text", "tokenizer_of_run",
     # export
     "bundle_bytes", "bundle_name", "export_name", "figure_bytes",

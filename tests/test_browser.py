@@ -129,8 +129,8 @@ def test_fork_explorer_compares_two_branches(server, page):
     page.locator(".sl-sel").wait_for(timeout=30_000)
     page.get_by_text("Fork here (at token 4)").click()
     page.get_by_role("button", name="Fork", exact=True).click()
-    page.get_by_text("base top-1 → continued by tuned").wait_for(timeout=60_000)
-    page.get_by_text("tuned top-1 → continued by tuned").wait_for()
+    page.get_by_text("top-1 → continued by tuned").first.wait_for(timeout=60_000)
+    page.get_by_text("→ continued by tuned").nth(1).wait_for()  # the second branch
     page.get_by_text("forks.parquet").wait_for()
 
 

@@ -50,6 +50,12 @@ def pair(run_dir: str):
     return api.pair_of_run(run_dir)
 
 
+@st.cache_resource(show_spinner=False, max_entries=8)
+def tokenizer(run_dir: str):
+    """The run's tokenizer, loaded once per server."""
+    return api.tokenizer_of_run(run_dir)
+
+
 def param(name: str, default=None, cast=str):
     """A query parameter from the URL, cast, or `default` when absent or malformed."""
     raw = st.query_params.get(name)
