@@ -9,7 +9,7 @@ import streamlit as st
 from app.ui import state
 from app.ui.text import md_escape, show_error
 from core.api import branch_options, fork, list_forks, load_fork, save_fork
-from core.errors import PairError, RunsError
+from core.errors import PairError, RunsError, ShiftLensError
 
 
 def _options(run, row: pd.Series):
@@ -65,16 +65,25 @@ def _run_fork(run, trace, toks, pos, who, k, temperature, chosen) -> None:
     except (PairError, RunsError, FileNotFoundError) as e:
         show_error(f"Cannot load this run's pair: {e}")
         return
-    cfg = run.manifest.get("config", {})
     with st.spinner("Rolling out both branches…"):
-        rollouts = fork(pair, trace["prompt"], toks["token_id"].astype(int).tolist(), pos,
-                        str(trace["reference"]), verifier=trace["verifier"],
-                        continue_with=who, k=k, temperature=temperature,
-                        max_new_tokens=int(cfg.get("max_new_tokens", 128)),
-                        chat_template=bool(cfg.get("chat_template", True)), tokens=chosen)
-        fork_id = save_fork(run.path, int(trace["trace_id"]), pos, rollouts)
+        try:
+            rollouts, fork_id = _fork_and_save(run, trace, toks, pos, who, k, temperature,
+                                               chosen, pair)
+        except ShiftLensError as e:  # the run renamed meanwhile, a template over its limit
+            show_error(e)
+            return
     _show(rollouts, who)
     st.caption(md_escape(f"Saved as {fork_id} in {run.name}/forks.parquet"))
+
+
+def _fork_and_save(run, trace, toks, pos, who, k, temperature, chosen, pair):
+    cfg = run.manifest.get("config", {})
+    rollouts = fork(pair, trace["prompt"], toks["token_id"].astype(int).tolist(), pos,
+                    str(trace["reference"]), verifier=trace["verifier"], continue_with=who,
+                    k=k, temperature=temperature,
+                    max_new_tokens=int(cfg.get("max_new_tokens", 128)),
+                    chat_template=bool(cfg.get("chat_template", True)), tokens=chosen)
+    return rollouts, save_fork(run.path, int(trace["trace_id"]), pos, rollouts)
 
 
 def _saved(run, trace_id: int) -> None:

@@ -7,7 +7,7 @@ import streamlit as st
 from app.ui import state, tokens
 from app.ui.text import md_escape, show_error
 from core.api import coverage, score_text
-from core.errors import PairError, RunsError
+from core.errors import PairError, RunsError, ShiftLensError
 
 
 def render() -> None:
@@ -29,8 +29,12 @@ def render() -> None:
         flags = [f"{what}: {line}" for what, text in (("response", response),
                                                       ("prompt", prompt))
                  if text and (line := coverage(pair.tokenizer, text).line())]
-        st.session_state["live_result"] = (run.name, score_text(pair, response, prompt),
-                                           "\n".join(flags))
+        try:
+            scored = score_text(pair, response, prompt)
+        except ShiftLensError as e:  # a text or chat template over its limit: one line
+            show_error(e)
+            return
+        st.session_state["live_result"] = (run.name, scored, "\n".join(flags))
         st.session_state["live_pos"] = None
     kept = st.session_state.get("live_result")
     if kept is None:

@@ -27,10 +27,10 @@ from core import verifiers
 from core.engine.pair import Pair
 from core.engine.sampling import encode_prompts, sample
 from core.store.cache import writing_into
-from core.text_limits import text_limits
 from core.store.manifest import read_manifest
 from core.store.schema import FORKS_FILE, FORKS_SCHEMA
 from core.store.storage import write_parquet
+from core.text_limits import text_limits
 
 
 def top1_pair(pair: Pair, ids: list[int]) -> tuple[int, int]:
