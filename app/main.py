@@ -7,6 +7,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app.ui.access import gate
+from core import api
 
 st.set_page_config(page_title="ShiftLens", page_icon="🔎", layout="wide")
 
@@ -29,7 +30,13 @@ def main() -> None:
     st.sidebar.caption("What did fine-tuning change? Token-level divergence between a base "
                        "model and its tuned version.")
     st.session_state["_pages"] = pages
-    st.navigation(list(pages.values())).run()
+    try:
+        st.navigation(list(pages.values())).run()
+    except Exception as e:  # noqa: BLE001 - only a run that vanished mid-page is handled
+        if not api.run_gone(e):
+            raise
+        st.warning("A run changed on disk while this page was drawing: another session "
+                   "renamed or deleted it. Pick a run in the sidebar or reload the page.")
 
 
 main()

@@ -31,6 +31,7 @@ from core.queries import (
     eps_for_budget,
     headline,
     open_runs,
+    run_gone,
     session,
     token_search,
     trace_count,
@@ -80,7 +81,8 @@ __all__ = [
     "ASSETS", "REPO_ROOT", "RunInfo", "contrast_candidates", "default_cache", "delete_run",
     "list_runs", "rename_run", "series_of",
     # queries
-    "eps_for_budget", "headline", "open_runs", "session", "token_search", "trace_count",
+    "eps_for_budget", "headline", "open_runs", "run_gone", "session", "token_search",
+    "trace_count",
     "trace_list", "trace_position", "trace_tokens",
     # jobs & add-pair
     "Job", "PRESETS", "PrecomputeConfig", "RUN_SETTINGS", "add_pair", "cancel_job", "list_jobs",

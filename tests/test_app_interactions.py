@@ -203,3 +203,32 @@ def test_live_scoring_flags_unknown_characters_and_forgets_another_runs_scores(a
     assert not at.exception, [e.value for e in at.exception]
     assert not any("tokens highlighted" in c.value for c in at.caption)
     assert any(r"demo\-rl" in i.value and "Score" in i.value for i in at.info)
+
+
+def test_a_run_renamed_by_another_session_mid_page_is_a_message(app_cache, tmp_path,
+                                                                monkeypatch):
+    """Another session renames the open run after this page listed it and before it reads
+    its tokens: DuckDB finds no files; the page says what happened instead of a traceback,
+    and the next run of the page offers the renamed run."""
+    import os
+
+    from core import api
+
+    cache = _cache_with(app_cache, tmp_path, "demo-rl", "demo-sft")
+    monkeypatch.setenv("SHIFTLENS_CACHE", str(cache))
+    real = api.trace_tokens
+
+    def rename_first(con, run, tid):
+        if (cache / "demo-sft").exists():
+            os.rename(cache / "demo-sft", cache / "sft-elsewhere")  # another session's act
+        return real(con, run, tid)
+
+    monkeypatch.setattr(api, "trace_tokens", rename_first)
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    at.query_params["run"] = "demo-sft"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("renamed or deleted it" in w.value for w in at.warning)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("no run named" in w.value for w in at.warning)  # and the picker is offered

@@ -53,7 +53,14 @@ from core.queries.browse import (
     trace_position,
     trace_tokens,
 )
-from core.queries.connection import open_runs, opened_runs, prepare, session, table_files
+from core.queries.connection import (
+    open_runs,
+    opened_runs,
+    prepare,
+    run_gone,
+    session,
+    table_files,
+)
 from core.queries.sql import (
     BY_COLUMNS,
     METRICS,
@@ -63,6 +70,7 @@ from core.queries.sql import (
 )
 
 __all__ = [
+    "run_gone",
     "BY_COLUMNS",
     "METRICS",
     "SUBSET_ALL",

@@ -128,3 +128,14 @@ def opened_runs(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """The opened runs: run, kind, series_step, traces_from, path (in open order)."""
     return con.execute("SELECT run, kind, series_step, traces_from, path FROM runs "
                        "ORDER BY idx").df()
+
+
+def run_gone(exc: BaseException) -> bool:
+    """Whether `exc` says a run's files vanished under a query: another session or process
+    renamed or deleted the run between listing it and reading it. The app then says so
+    instead of showing the exception."""
+    if isinstance(exc, FileNotFoundError):
+        return True
+    text = str(exc)
+    return isinstance(exc, (duckdb.IOException, duckdb.InvalidInputException)) and (
+        "No files found" in text or "No such file" in text or "does not exist" in text)
