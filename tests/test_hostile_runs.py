@@ -239,6 +239,10 @@ def test_upload_names_must_match_in_full(tmp_path):
     for save in (save_prompt_set, save_rollouts):
         with pytest.raises(UploadError, match=r"s are NAME\.jsonl or NAME\.parquet \(letters"):
             save(line, "p\n.jsonl", tmp_path / "up")
+    from core.jobs.upload import unpack_model
+
+    with pytest.raises(UploadError, match=r"model name 'm\\n': use letters"):
+        unpack_model(tmp_path / "missing.zip", tmp_path / "models", name="m\n")
     assert sorted(tmp_path.iterdir()) == []
 
 

@@ -93,7 +93,7 @@ def unpack_model(archive: str | Path | BinaryIO, dest_root: str | Path,
     """
     src_name = filename or (str(archive) if isinstance(archive, (str, Path)) else "upload.zip")
     name = name or name_from_archive(src_name)
-    if not MODEL_NAME.match(name):
+    if not MODEL_NAME.fullmatch(name):
         raise UploadError(f"model name {name!r}: use letters, digits, '.', '_' and '-' only")
     if isinstance(archive, (str, Path)) and not Path(archive).is_file():
         raise UploadError(f"{archive}: no such archive file")
