@@ -232,3 +232,22 @@ def test_a_run_renamed_by_another_session_mid_page_is_a_message(app_cache, tmp_p
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("no run named" in w.value for w in at.warning)  # and the picker is offered
+
+
+def test_the_jobs_panel_lists_the_newest_job_first(app_cache, tmp_path, monkeypatch):
+    import time
+
+    cache = _cache_with(app_cache, tmp_path, "demo-rl")
+    now = time.time()
+    for i, run in enumerate(["oldest-run", "middle-run", "newest-run"]):
+        _job(cache, tmp_path, f"20261202-00000{i}-abcdef", run=run, state="done",
+             created=now - 300 + 100 * i)
+    monkeypatch.setenv("SHIFTLENS_CACHE", str(cache))
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    at.run()
+    at.switch_page("views/add_pair.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    order = [m.value.split("**")[1].replace("\\", "") for m in at.markdown
+             if m.value.startswith("**") and "-run" in m.value]
+    assert order == ["newest-run", "middle-run", "oldest-run"]
