@@ -111,3 +111,21 @@ def test_forced_branches_and_saved_forks_reopen(run):
                                   a.astype(back[a.columns].dtypes), check_dtype=False)
     with pytest.raises(KeyError, match="no fork"):
         load_fork(run, "fork-99999")
+
+
+def test_two_sessions_saving_forks_at_once_lose_nothing(run):
+    """Fork saves read, extend and rewrite forks.parquet: two at once took one fork id and
+    one of them was lost. They now take turns."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from core.experiments.fork import list_forks
+
+    rows = pd.DataFrame([{"branch": "base top-1", "branch_token_id": 1, "continued_by": "tuned",
+                          "rollout": 0, "text": "x", "answer": "1", "correct": True,
+                          "temperature": 1.0, "top_p": 1.0, "seed": 0, "created": "now"}])
+    before = len(list_forks(run))
+    with ThreadPoolExecutor(8) as ex:
+        ids = list(ex.map(lambda i: save_fork(run, 0, i, rows), range(8)))
+    assert len(set(ids)) == 8
+    assert len(list_forks(run)) == before + 8
+    assert not list((run.parent / ".staging").glob("*.forks.lock"))

@@ -13,8 +13,9 @@ queryable like the other tables; `list_forks` and `load_fork` read them back.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import fcntl
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,9 @@ import torch
 from core import verifiers
 from core.engine.pair import Pair
 from core.engine.sampling import encode_prompts, sample
-from core.store.cache import writing_into
+from core.errors import RunsError
+from core.store.cache import STAGING, writing_into
+from core.store.lock import FileLock, Held
 from core.store.manifest import read_manifest
 from core.store.schema import FORKS_FILE, FORKS_SCHEMA
 from core.store.storage import write_parquet
@@ -149,6 +152,26 @@ def fork(pair: Pair, prompt: str, response_ids: list[int], pos: int, reference: 
     return pd.DataFrame(rows)
 
 
+@contextlib.contextmanager
+def _one_saver(run_dir: Path, wait: float = 60.0):
+    """Exclusive among fork saves into one run (waits its turn); the lock file lives with
+    the run locks (cache/.staging) and is gone when the last saver is done."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            lock = FileLock(run_dir.parent / STAGING / f".{run_dir.name}.forks.lock")
+            break
+        except Held:
+            if time.monotonic() > deadline:
+                raise RunsError(f"run {run_dir.name!r}: another fork is still being saved; "
+                                "try again") from None
+            time.sleep(0.05)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def save_fork(run_dir: str | Path, trace_id: int, pos: int, rollouts: pd.DataFrame) -> str:
     """Append a fork's rollouts (the DataFrame `fork` returns) to the run's forks.parquet
     (atomic); returns its fork_id. Holds the run's lock, shared, meanwhile: refused
@@ -156,8 +179,7 @@ def save_fork(run_dir: str | Path, trace_id: int, pos: int, rollouts: pd.DataFra
     while it writes; two saves into one run take turns (the fork lock), so none is lost."""
     run_dir = Path(run_dir)
     path = run_dir / FORKS_FILE
-    with writing_into(run_dir), open(run_dir / ".forks.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # read-modify-write: one writer at a time
+    with writing_into(run_dir), _one_saver(run_dir):  # read-modify-write: one at a time
         old = pq.read_table(path).to_pandas() if path.exists() else None
         n = 0 if old is None else old["fork_id"].nunique()
         fork_id = f"fork-{n:05d}"
