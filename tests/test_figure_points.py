@@ -222,3 +222,17 @@ def test_compact_facets_wrap_to_half_width_and_make_room_on_top(env):
     assert legend >= 3 and heads >= 2
     assert fig.layout.margin.t >= 17 * legend + 15 * heads
     assert fig.layout.legend.orientation == "v" and fig.layout.legend.yref == "container"
+
+
+def test_fit_titles_wraps_long_axis_titles_and_keeps_the_rest(env, specs):
+    from core.figures import tuned_top1_rank
+    from core.figures.style import fit_titles
+
+    spec = tuned_top1_rank(env["con"], "rl", by="sampled_from")  # two facets
+    fig = fit_titles(spec.figure)
+    assert fig.layout.title.text == spec.figure.layout.title.text
+    long = spec.figure.layout.xaxis2.title.text
+    assert len(long) > 30 and fig.layout.xaxis2.title.text.replace("<br>", " ") == long
+    assert all(len(x) <= 26 for x in fig.layout.xaxis2.title.text.split("<br>"))
+    js = specs["js_hist"]  # short enough: unchanged
+    assert fit_titles(js.figure).layout.xaxis.title.text == js.figure.layout.xaxis.title.text

@@ -9,7 +9,7 @@ import streamlit as st
 
 from app.ui.text import md_escape
 from core import api
-from core.figures.style import compact
+from core.figures.style import compact, fit_titles
 
 FORMATS = [("PNG", "png", "image/png"), ("SVG", "svg", "image/svg+xml"),
            ("PDF", "pdf", "application/pdf"), ("HTML", "html", "text/html"),
@@ -18,11 +18,13 @@ FORMATS = [("PNG", "png", "image/png"), ("SVG", "svg", "image/svg+xml"),
 
 def show_figure(spec, key: str, narrow: bool = False) -> None:
     """`narrow`: the figure sits in a column (e.g. one of two side by side): drawn compact
-    (core.figures.style.compact: wrapped axis titles, no in-plot title); exports are full."""
+    (core.figures.style.compact: no in-plot title, titles wrapped shorter); exports are
+    the full figure."""
     st.subheader(md_escape(spec.title))  # titles and captions may quote runs and tokens
     st.caption(md_escape(spec.caption))
-    st.plotly_chart(compact(spec.figure) if narrow else spec.figure, key=f"chart_{key}",
-                    config={"displaylogo": False})
+    # long axis titles wrapped: a 1,000 px window leaves the page ~540 px for a figure
+    st.plotly_chart(compact(spec.figure) if narrow else fit_titles(spec.figure),
+                    key=f"chart_{key}", config={"displaylogo": False})
     with st.popover("Export", icon=":material/download:"):
         for label, fmt, mime in FORMATS:
             st.download_button(

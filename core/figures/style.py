@@ -106,31 +106,47 @@ def _legend_items(fig: go.Figure) -> list:
     return items
 
 
+def _width(axis) -> float:
+    d = axis.domain or (0, 1)
+    return float(d[1]) - float(d[0])
+
+
+def _facet_titles(fig: go.Figure) -> list:
+    """The facet titles of make_subplots: paper annotations just above the panels."""
+    return [a for a in fig.layout.annotations if a.yref == "paper" and a.yanchor == "bottom"
+            and (a.y or 0) >= 0.99]
+
+
+def fit_titles(fig: go.Figure, chars: int = 60, font_size: int | None = None) -> go.Figure:
+    """A copy of `fig` whose axis titles, facet titles and legend entries are wrapped to
+    about `chars` characters across the full plot width (a facet's share of it for its own
+    titles), so none runs off a figure drawn that narrow (~60 at 540 px wide, the overview
+    at a 1,000 px window). Exports keep the full figure."""
+    fig = go.Figure(fig)
+    for t in _legend_items(fig):
+        t.name = _wrap(t.name, chars + 6)
+    font = {} if font_size is None else {"title_font_size": font_size}
+    fig.for_each_xaxis(lambda a: a.update(
+        title_text=_wrap(a.title.text, round(0.85 * chars * _width(a))), automargin=True,
+        **font))
+    fig.for_each_yaxis(lambda a: a.update(title_text=_wrap(a.title.text, chars + 10),
+                                          automargin=True, **font))
+    n_cols = max(1, sum(1 for _ in fig.select_xaxes()))
+    for a in _facet_titles(fig):
+        a.update(text=_wrap(a.text, round(0.85 * chars / n_cols)))
+        if font_size is not None:
+            a.update(font_size=font_size)
+    return fig
+
+
 def compact(fig: go.Figure, chars: int = 28) -> go.Figure:
     """A copy of `fig` for a narrow column (two figures side by side at 1,000 px: ~260 px
-    each). No title: the page shows it above the chart, where it wraps. Axis titles and facet
-    titles wrapped to the width of their panel, legend entries wrapped and listed one per
-    line at the top, the top margin sized to hold them. Exports keep the full figure."""
-    fig = go.Figure(fig)
-    items = _legend_items(fig)
-    for t in items:
-        t.name = _wrap(t.name, chars + 6)
-    legend_lines = sum(_lines(t.name) for t in items)
-
-    def width(axis) -> float:
-        d = axis.domain or (0, 1)
-        return float(d[1]) - float(d[0])
-    fig.for_each_xaxis(lambda a: a.update(
-        title_text=_wrap(a.title.text, round(0.85 * chars * width(a))), title_font_size=12,
-        automargin=True))
-    fig.for_each_yaxis(lambda a: a.update(title_text=_wrap(a.title.text, chars + 10),
-                                          title_font_size=12, automargin=True))
-    n_cols = max(1, sum(1 for _ in fig.select_xaxes()))
-    heads = [a for a in fig.layout.annotations if a.yref == "paper" and a.yanchor == "bottom"
-             and (a.y or 0) >= 0.99]  # facet titles (make_subplots), above the panels
-    for a in heads:
-        a.update(text=_wrap(a.text, round(0.85 * chars / n_cols)), font_size=12)
-    head_lines = max([_lines(a.text) for a in heads] or [0])
+    each): titles wrapped (fit_titles) in a smaller font, no title (the page shows it above
+    the chart, where it wraps), legend entries one per line at the top and the top margin
+    sized to hold them and the facet titles. Exports keep the full figure."""
+    fig = fit_titles(fig, chars, font_size=12)
+    legend_lines = sum(_lines(t.name) for t in _legend_items(fig))
+    head_lines = max([_lines(a.text) for a in _facet_titles(fig)] or [0])
     top = 8 + 17 * legend_lines + 15 * head_lines + (6 if head_lines else 0)
     fig.update_layout(title=None, margin=dict(l=40, r=12, t=max(top, 16), b=40),
                       legend=dict(orientation="v", yref="container", y=1, yanchor="top", x=0,
