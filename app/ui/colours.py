@@ -3,6 +3,9 @@
 Pure functions (no Streamlit), so they are unit-tested. `strength` in [0, 1] is how strongly
 a token is highlighted; it drives the divergence strip and folding. The metrics offered, their
 labels, colour scales and full-scale values come from the metric registry (core.metrics).
+Colours come per theme ("light", "dark"): on the dark page the hues are lighter and the
+faintest highlight stronger, so it stays as visible as on white; `text_colours` picks the
+token text colour that reads best on each highlight.
 """
 
 from __future__ import annotations
@@ -13,6 +16,17 @@ import math
 from core import api
 
 RED, BLUE, AMBER, GREY = (220, 38, 38), (37, 99, 235), (217, 119, 6), (148, 163, 184)
+# Per Streamlit theme base: the highlight hues, the alpha of the faintest and of the strongest
+# highlight, and the page and text colours of Streamlit's built-in theme (1.67). On the dark
+# page a red at alpha 0.08 is 1.05:1 against the background (invisible); these reach 1.36:1,
+# more than the light theme's faintest (1.13:1 on white).
+THEMES = {
+    "light": {"red": RED, "blue": BLUE, "amber": AMBER, "floor": 0.08, "top": 0.9,
+              "page": (255, 255, 255), "text": (49, 51, 63), "other_text": (255, 255, 255)},
+    "dark": {"red": (248, 113, 113), "blue": (96, 165, 250), "amber": (251, 191, 36),
+             "floor": 0.2, "top": 0.9, "page": (23, 22, 20), "text": (237, 235, 232),
+             "other_text": (23, 22, 20)},
+}
 
 METRICS = {  # name -> (label, kind, full-scale value), for the metrics with a colour scale
     m.name: (m.label, m.scale, m.full_scale) for m in api.METRICS.values() if m.scale}
@@ -28,17 +42,19 @@ def urial_category(rank: int) -> str:
 
 
 def colour_tokens(values: list[float], metric: str, threshold: float = 0.0,
-                  vmax: float | None = None) -> tuple[list[str], list[float]]:
-    """(css colours, strengths) for a trace's tokens; below `threshold` (|value| for
-    diverging metrics) a token stays uncoloured."""
+                  vmax: float | None = None,
+                  theme: str = "light") -> tuple[list[str], list[float]]:
+    """(css colours, strengths) for a trace's tokens on the `theme` page; below `threshold`
+    (|value| for diverging metrics) a token stays uncoloured."""
     _, kind, full = METRICS[metric]
     full = vmax or full
+    t = THEMES[theme]
     colours, strength = [], []
     for v in values:
         v = float(v) if v is not None and math.isfinite(float(v)) else 0.0
         if kind == "categorical":
             cat = urial_category(int(v))
-            rgb = {"marginal": AMBER, "shifted": RED}.get(cat)
+            rgb = {"marginal": t["amber"], "shifted": t["red"]}.get(cat)
             s = {"unshifted": 0.0, "marginal": 0.5, "shifted": 1.0}[cat]
             on = rgb is not None and v >= max(threshold, 2)
             colours.append(_rgba(rgb, 0.55) if on else "transparent")
@@ -50,10 +66,57 @@ def colour_tokens(values: list[float], metric: str, threshold: float = 0.0,
             colours.append("transparent")
             strength.append(0.0)
             continue
-        rgb = (RED if v > 0 else BLUE) if kind == "diverging" else RED
-        colours.append(_rgba(rgb, 0.08 + 0.82 * s))
+        rgb = (t["red"] if v > 0 else t["blue"]) if kind == "diverging" else t["red"]
+        colours.append(_rgba(rgb, t["floor"] + (t["top"] - t["floor"]) * s))
         strength.append(s)
     return colours, strength
+
+
+def parse_rgba(css: str) -> tuple[float, float, float, float] | None:
+    """'rgba(220, 38, 38, 0.500)' / 'rgb(1, 2, 3)' / '#RRGGBB' -> (r, g, b, a); None for
+    'transparent' or anything else."""
+    css = css.strip()
+    if css.startswith("#") and len(css) == 7:
+        return (*(int(css[i:i + 2], 16) for i in (1, 3, 5)), 1.0)
+    if css.startswith(("rgb(", "rgba(")):
+        parts = [float(x) for x in css[css.index("(") + 1:-1].split(",")]
+        return (*parts[:3], parts[3] if len(parts) > 3 else 1.0)
+    return None
+
+
+def composite(css: str, page) -> tuple[float, float, float]:
+    """The colour seen where `css` (maybe translucent) lies on the `page` colour."""
+    c = parse_rgba(css)
+    if c is None:
+        return tuple(float(x) for x in page)
+    a = c[3]
+    return tuple(a * c[i] + (1 - a) * page[i] for i in range(3))
+
+
+def luminance(rgb) -> float:
+    """WCAG 2 relative luminance of an sRGB colour (0-255 channels)."""
+    def lin(v):
+        v = v / 255
+        return v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055) ** 2.4
+    return 0.2126 * lin(rgb[0]) + 0.7152 * lin(rgb[1]) + 0.0722 * lin(rgb[2])
+
+
+def contrast(a, b) -> float:
+    """WCAG 2 contrast ratio of two colours, 1 (none) to 21."""
+    hi, lo = sorted((luminance(a), luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def text_colours(colours: list[str], theme: str = "light") -> list[str]:
+    """Per highlight, the token text colour: '' (the theme's own text) unless the other
+    extreme (white on light pages, the page colour on dark ones) reads better on it."""
+    t = THEMES[theme]
+    out = []
+    for css in colours:
+        seen = composite(css, t["page"])
+        better = contrast(t["other_text"], seen) > contrast(t["text"], seen)
+        out.append("rgb({}, {}, {})".format(*t["other_text"]) if better else "")
+    return out
 
 
 def legend_html(metric: str, threshold: float, vmax: float | None = None) -> str:

@@ -12,6 +12,15 @@ function visible(tok) {
   return parts;
 }
 
+function isDark(el) {
+  // the theme's page colour, as Streamlit exposes it to components (#RRGGBB or rgb(...))
+  const v = getComputedStyle(el).getPropertyValue("--st-background-color").trim();
+  let rgb = null;
+  if (/^#[0-9a-f]{6}$/i.test(v)) rgb = [1, 3, 5].map((i) => parseInt(v.slice(i, i + 2), 16));
+  else if (v.startsWith("rgb")) rgb = v.slice(v.indexOf("(") + 1, -1).split(",").map(Number);
+  return !!rgb && 0.2126 * rgb[0] + 0.7152 * rgb[1] + 0.0722 * rgb[2] < 128;
+}
+
 export default function (component) {
   const { data, parentElement, setTriggerValue } = component;
   const started = performance.now();
@@ -23,6 +32,10 @@ export default function (component) {
   }
   root.replaceChildren();
   const n = data.tokens.length;
+  const dark = isDark(root);  // root: an element (parentElement may be a shadow root)
+  const colours = (dark && data.colours_dark) || data.colours;
+  const textColours = (dark ? data.text_dark : data.text) || [];
+  root.dataset.theme = dark ? "dark" : "light";  // read by the browser tests
 
   const strip = document.createElement("div");
   strip.className = "sl-strip";
@@ -33,7 +46,7 @@ export default function (component) {
     let best = lo;
     for (let i = lo; i < hi && i < n; i++) if (data.strength[i] > data.strength[best]) best = i;
     const cell = document.createElement("div");
-    cell.style.background = data.colours[best] || "transparent";
+    cell.style.background = colours[best] || "transparent";
     cell.title = `pos ${best}`;
     cell.onclick = () => setTriggerValue("clicked", best);
     strip.appendChild(cell);
@@ -73,7 +86,8 @@ export default function (component) {
     const span = document.createElement("span");
     span.className = "sl-tok" + (data.special[i] ? " sl-special" : "") + (i === data.selected ? " sl-sel" : "");
     span.dataset.pos = String(i);
-    span.style.background = data.colours[i] || "transparent";
+    span.style.background = colours[i] || "transparent";
+    if (textColours[i]) span.style.color = textColours[i];
     span.title = data.titles[i];
     for (const [s, mark] of visible(data.tokens[i])) {
       if (mark) {
