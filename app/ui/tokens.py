@@ -86,14 +86,15 @@ def strength_of(toks: pd.DataFrame, metric: str, threshold: float):
 def navigate(strength: list[float], pos: int | None, prefix: str = "") -> int | None:
     """Buttons to jump to the previous / next highlighted token."""
     divergent = [i for i, s in enumerate(strength) if s > 0]
-    b1, b2, b3 = st.columns([1, 1, 4])
-    if b1.button("◀ previous divergent", disabled=not divergent, key=f"{prefix}prev"):
+    # a row sized by its content (wraps when narrow): fixed column shares cut the labels
+    row = st.container(horizontal=True, vertical_alignment="center")
+    if row.button("◀ previous divergent", disabled=not divergent, key=f"{prefix}prev"):
         before = [i for i in divergent if pos is None or i < pos]
         pos = before[-1] if before else divergent[-1]
-    if b2.button("next divergent ▶", disabled=not divergent, key=f"{prefix}next"):
+    if row.button("next divergent ▶", disabled=not divergent, key=f"{prefix}next"):
         after = [i for i in divergent if pos is None or i > pos]
         pos = after[0] if after else divergent[0]
-    b3.caption(f"{len(divergent)} of {len(strength)} tokens highlighted")
+    row.caption(f"{len(divergent)} of {len(strength)} tokens highlighted")
     return pos
 
 
@@ -109,9 +110,10 @@ def view(toks: pd.DataFrame, metric: str, threshold: float, collapse: bool, colo
               enumerate(zip(toks[metric].tolist(), toks["rank_base"].tolist()))]
     clicked = _clicked(key, len(toks))
     pos = clicked if clicked is not None else pos
+    dark = colour_tokens(toks[metric].tolist(), metric, threshold, theme="dark")[0]
     trace_view(toks["token"].tolist(), colours, strength, titles,
                [int(t) in special for t in toks["token_id"]], pos,
-               folds(strength) if collapse else [], key=key)
+               folds(strength) if collapse else [], key=key, dark_colours=dark)
     return pos
 
 
