@@ -15,8 +15,10 @@ pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium")]
 VIEWPORT = {"width": 1000, "height": 800}
 
-# every visible button whose label (or an element inside it) is wider than its box
-CLIPPED_JS = """() => Array.from(document.querySelectorAll('button'))
+# every visible button, toggle or widget label whose text (or an element inside it) is
+# wider than its box
+CLIPPED_JS = """() => Array.from(document.querySelectorAll(
+    'button, [data-testid=stCheckbox], [data-testid=stWidgetLabel]'))
   .filter(b => b.offsetParent !== null && b.textContent.trim())
   .flatMap(b => [b, ...b.querySelectorAll('*')])
   .filter(e => e.scrollWidth > e.clientWidth + 1 && e.textContent.trim())

@@ -48,7 +48,7 @@ def controls(prefix: str = "", url: bool = True, values=None) -> tuple[str, floa
     0.05 nats of entropy. `values`: a DataFrame (or mapping) with the metrics' columns, used
     to size the sliders of unbounded metrics."""
     get = state.param if url else (lambda name, default=None, cast=str: default)
-    c1, c2, c3 = st.columns([2, 2, 1])
+    c1, c2, c3 = st.columns([2, 2, 1.5])  # the toggle label needs ~150 px at 1,000 px
     names = list(METRICS)
     wanted = get("metric", "js")
     metric = c1.selectbox("Highlight by", names, key=f"{prefix}metric",

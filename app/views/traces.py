@@ -19,7 +19,7 @@ PAGE = 500  # traces per page of the table
 
 def _filters() -> dict:
     """The table's sort and filter widgets (kept in the URL) as trace_list arguments."""
-    c1, c2, c3, c4 = st.columns([2, 1, 1, 2])
+    c1, c2, c3, c4 = st.columns([2, 1.4, 1, 2])  # "descending" uncut at 1,000 px
     sort_label = c1.selectbox("Sort traces by", list(SORTS), key="sort",
                               index=list(SORTS.values()).index(state.param("sort", "max_js"))
                               if state.param("sort", "max_js") in SORTS.values() else 0)
