@@ -13,7 +13,8 @@ from core.demo.train import DemoConfig, train_family
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.demo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train base, rl, rl-steps/*, rl-weighted and sft",
+    train = sub.add_parser("train", help="train base, rl, rl-steps/*, rl-weighted, sft and "
+                                         "sft-matched (or --only sft-matched)",
                            description="Train the demo family (seeded, CPU, ~15 min on 2 cores).")
     add_arguments(train, DemoConfig)
     table = sub.add_parser("table", help="print a Markdown table of the model cards in a folder")

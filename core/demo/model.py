@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import json
+from pathlib import Path
+
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -41,3 +45,21 @@ def architecture(model) -> dict:
         "max_position_embeddings": c.max_position_embeddings,
         "parameters": n_params(model),
     }
+
+
+def save_checkpoint(model, tokenizer, folder: Path) -> None:
+    """Save fp16 weights (half the bytes) + a config that loads them in fp32 + the tokenizer."""
+    folder.mkdir(parents=True, exist_ok=True)
+    copy.deepcopy(model).half().save_pretrained(folder)
+    cfg_path = folder / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["dtype"] = "float32"
+    cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
+    tokenizer.save_pretrained(folder)
+
+
+def load_checkpoint(folder: Path):
+    """A saved checkpoint in fp32, eval mode (what the cards evaluate: the shipped file)."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()

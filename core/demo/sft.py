@@ -26,18 +26,24 @@ def encode_examples(tokenizer, problems, noise: float = 0.0,
 
 def train_sft(model, tokenizer, *, steps: int, lr: float, batch_size: int, seed: int,
               operands: tuple[int, ...], digits: tuple[int, ...], warmup: int = 20,
-              noise: float = 0.0,
+              noise: float = 0.0, weight_decay: float = 0.01, cosine: bool = True,
+              after_step: Callable[[int], None] | None = None,
               log: Callable[[str], None] = print, log_every: int = 50) -> dict:
     """Next-token loss on response tokens of freshly drawn training problems.
 
     `noise` is the share of training responses with one deliberate arithmetic slip.
+    `cosine`: linear warm-up then cosine decay to 0 at `steps`; False: constant after the
+    warm-up (a checkpoint taken at any step is then the same as a run stopped there).
+    `after_step(k)` is called after update k (1-based), the model in eval mode.
     Returns training statistics for the model card.
     """
     rng = random.Random(f"sft-noise-{seed}")
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay,
+                            betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / steps))
+        if cosine else min(1.0, (s + 1) / warmup))
     t0 = time.time()
     loss_ema = None
     for step in range(steps):
@@ -53,8 +59,14 @@ def train_sft(model, tokenizer, *, steps: int, lr: float, batch_size: int, seed:
         loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
         if (step + 1) % log_every == 0 or step + 1 == steps:
             log(f"  sft step {step + 1}/{steps}  loss {loss_ema:.4f}  {time.time() - t0:.0f}s")
+        if after_step is not None:
+            model.eval()
+            after_step(step + 1)
+            model.train()
     model.eval()
     return {"steps": steps, "lr": lr, "batch_size": batch_size, "final_loss": loss_ema,
-            "flawed_share": noise,
+            "flawed_share": noise, "weight_decay": weight_decay,
+            "schedule": ("warm-up, " if warmup > 1 else "")
+            + ("cosine" if cosine else "constant"),
             "seconds": round(time.time() - t0, 1),
             "sequences_seen": steps * batch_size}

@@ -3,7 +3,10 @@
     base (SFT from scratch, stopped while imperfect)
       -> rl   (GRPO on the verifier reward; rl-steps/step-N saved along the way)
       -> rl-weighted (same, divergence-weighted advantage; for the card's comparison)
-      -> sft  (SFT on reference solutions, as many sequences as RL sampled)
+      -> sft  (SFT on reference solutions, as many sequences as RL sampled, at 10x RL's lr)
+      -> sft-matched (SFT at RL's lr, chosen at rl's mean KL from base; core/demo/matching.py)
+
+`--only sft-matched` trains just the last one from the shipped base and rl.
 
 Every checkpoint is saved with its tokenizer, then re-loaded from disk and evaluated on the
 held-out prompts, so the card describes exactly the shipped file. Weights are stored in
@@ -13,20 +16,21 @@ float16 (half the bytes) with `dtype: float32` in config.json, so they load and 
 from __future__ import annotations
 
 import copy
-import json
 import platform
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM
 
 from core.config import opt
 from core.demo.cards import write_card
 from core.demo.evaluate import evaluate
 from core.demo.grpo import GRPOSettings, train_grpo
+from core.demo.matching import train_sft_matched
 from core.demo.model import architecture, build_model
+from core.demo.model import load_checkpoint as _reload
+from core.demo.model import save_checkpoint as _save
 from core.demo.sft import train_sft
 from core.demo.task import prompt_records, sample_problems, write_jsonl
 from core.demo.tokenizer import build_tokenizer
@@ -55,7 +59,14 @@ class DemoConfig:
     weighted_s: float = opt(1.0, "s of the divergence-weighted advantage")
     weighted_alpha: float = opt(100.0, "alpha of the divergence-weighted advantage")
     compare_weighted: bool = opt(True, "also train the weighted variant and record both")
-    sft_lr: float = opt(3e-4, "learning rate of the SFT contrast model")
+    sft_lr: float = opt(3e-4, "learning rate of the `sft` contrast model (10x rl_lr)")
+    matched_max_steps: int = opt(200, "sft-matched: SFT steps at rl_lr to draw candidates from")
+    matched_every: int = opt(5, "sft-matched: a candidate every this many steps")
+    matched_tolerance: float = opt(0.05, "sft-matched: relative distance to rl's mean KL "
+                                         "from base within which the closest candidate is "
+                                         "kept; else the checkpoint at rl_steps")
+    only: str = opt("", "train only this member from the shipped base and rl",
+                    choices=["", "sft-matched"])
     heldout: int = opt(1000, "held-out prompts for evaluation (>= 500 for the cards)")
     tiny: bool = opt(False, "a throwaway family in under 2 minutes (tests of this code)")
 
@@ -64,42 +75,40 @@ class DemoConfig:
 
 
 TINY = dict(hidden=48, layers=2, base_steps=250, batch_size=32, rl_steps=4, rl_prompts=4,
-            rl_group=4, series=2, heldout=64, base_lr=3e-3, operands="2,3")
-
-
-def _save(model, tokenizer, folder: Path) -> None:
-    """Save fp16 weights + fp32 config + tokenizer."""
-    folder.mkdir(parents=True, exist_ok=True)
-    copy.deepcopy(model).half().save_pretrained(folder)
-    cfg_path = folder / "config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["dtype"] = "float32"
-    cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
-    tokenizer.save_pretrained(folder)
-
-
-def _reload(folder: Path):
-    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+            rl_group=4, series=2, heldout=64, base_lr=3e-3, operands="2,3",
+            matched_max_steps=8, matched_every=2)
 
 
 def train_family(cfg: DemoConfig, log=print) -> dict:
+    """Train the family into `cfg.out` (or only `cfg.only`); returns the cards by name."""
     if cfg.tiny:
         cfg = replace(cfg, **TINY)
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    out = Path(cfg.out)
     ops, digs = cfg.ints("operands"), cfg.ints("digits")
     tok = build_tokenizer()
     heldout = sample_problems(cfg.heldout, "heldout", seed=cfg.seed, operands=ops, digits=digs)
-    write_jsonl([dict(r, verifier="exact") for r in prompt_records(heldout, "heldout")],
-                Path(cfg.prompts_out) / "arith-heldout.jsonl")
-    train_sample = sample_problems(500, "train", seed=cfg.seed + 1, operands=ops, digits=digs)
-    write_jsonl([dict(r, verifier="exact") for r in prompt_records(train_sample, "train")],
-                Path(cfg.prompts_out) / "arith-train.jsonl")
     data = (f"synthetic +/- arithmetic with a written chain of thought, {'/'.join(map(str, ops))}"
             f" operands of {'/'.join(map(str, digs))} digit(s) (core/demo/task.py)")
     common = {"seed": cfg.seed, "data": data, "hardware": f"{platform.machine()} CPU, "
               f"{torch.get_num_threads()} threads", "config": asdict(cfg)}
+    results: dict = {}
+    if not cfg.only:
+        write_jsonl([dict(r, verifier="exact") for r in prompt_records(heldout, "heldout")],
+                    Path(cfg.prompts_out) / "arith-heldout.jsonl")
+        train_sample = sample_problems(500, "train", seed=cfg.seed + 1, operands=ops,
+                                       digits=digs)
+        write_jsonl([dict(r, verifier="exact") for r in prompt_records(train_sample, "train")],
+                    Path(cfg.prompts_out) / "arith-train.jsonl")
+        results = _train_main(cfg, tok, heldout, common, log)
+    results["sft-matched"] = train_sft_matched(cfg, tok, heldout, common, log=log)
+    return results
+
+
+def _train_main(cfg: DemoConfig, tok, heldout, common: dict, log) -> dict:
+    """base, rl (and its series), rl-weighted and sft."""
+    out = Path(cfg.out)
+    ops, digs = cfg.ints("operands"), cfg.ints("digits")
     results: dict = {}
 
     def finish(name: str, model, description: str, steps: int, seconds: float,
@@ -185,7 +194,11 @@ def train_family(cfg: DemoConfig, log=print) -> dict:
     sft = copy.deepcopy(base)
     st_s = train_sft(sft, tok, steps=cfg.rl_steps, lr=cfg.sft_lr, batch_size=sft_batch,
                      seed=cfg.seed + 17, operands=ops, digits=digs, warmup=5, log=log)
-    finish("sft", sft, "SFT contrast: `base` fine-tuned on reference solutions with the same "
-           "number of sequences as the RL stage sampled.", cfg.rl_steps, st_s["seconds"],
+    finish("sft", sft, "SFT contrast at 10x the learning rate: `base` fine-tuned on reference "
+           "solutions with the same number of sequences as the RL stage sampled, at lr "
+           f"{cfg.sft_lr:g} (rl: {cfg.rl_lr:g}) with weight decay 0.01 and a cosine schedule; "
+           "it moves further from `base` than `rl` (weight L2 distances in `sft-matched`'s "
+           "card), so its contrast with rl mixes SFT with scale. `sft-matched` is the "
+           "contrast at rl's mean KL from base.", cfg.rl_steps, st_s["seconds"],
            {"training": st_s})
     return results
