@@ -24,6 +24,7 @@ from core.access import model_roots, password, public_text, refusal
 # --- runs: the cache folder of runs; list, rename, delete; series and contrast partners ---
 from core.paths import ASSETS, REPO_ROOT, default_cache
 from core.store.cache import RunInfo, contrast_candidates, list_runs, series_of
+from core.store.samplers import checkpoint_accuracy, reused_note
 from core.jobs.runs import delete_run, rename_run
 
 # --- queries: a DuckDB connection over runs and the browsing queries (DataFrames) ---
@@ -79,7 +80,7 @@ __all__ = [
     "password", "refusal",
     # runs
     "ASSETS", "REPO_ROOT", "RunInfo", "contrast_candidates", "default_cache", "delete_run",
-    "list_runs", "rename_run", "series_of",
+    "list_runs", "rename_run", "series_of", "checkpoint_accuracy", "reused_note",
     # queries
     "eps_for_budget", "headline", "open_runs", "run_gone", "session", "token_search",
     "trace_count",

@@ -55,8 +55,17 @@ class PrecomputeConfig:
                                 "its error bound recorded in the manifest (pairs that do not fit "
                                 "together)", choices=["joint", "sequential"])
     sequential_k: int = opt(64, "sequential scoring: base log-probs kept per position")
-    traces_from: str = opt("", "re-score the traces of this existing run instead of sampling "
-                               "(for checkpoint series: same traces, another tuned model)")
+    traces_from: str = opt("", "checkpoint series: the series' final run (an existing run); "
+                               "with --series-sampling reuse its traces are re-scored under "
+                               "this tuned model instead of sampling")
+    series_sampling: str = opt("reuse", "checkpoint series (with --traces-from): reuse = "
+                                        "re-score the final run's traces, so every checkpoint "
+                                        "is measured at the same positions (what makes them "
+                                        "comparable, and the evolution's overlap with the "
+                                        "final defined); own = sample this checkpoint's own "
+                                        "traces from --prompts (its own accuracy and "
+                                        "distribution; positions then differ from the final's)",
+                               choices=["reuse", "own"])
     kind: str = opt("", "label for the tuned model: rl, sft, series-step, ... (free text)")
     series_step: int = opt(-1, "training step of the tuned checkpoint in a series (-1 = none)")
     device: str = opt("auto", "auto (CUDA in bf16 if present, else CPU fp32), cpu or cuda")

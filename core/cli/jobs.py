@@ -59,7 +59,10 @@ def _cmd_add_pair(args) -> int:
               final_step=args.final_step, settings=settings, cache=cache)
     plan = plan_runs(base, tuned, args.prompts or "", **kw)
     for p in plan:
-        extra = (f" (re-scores {p.config.traces_from}'s traces)" if p.config.traces_from else
+        own = p.config.series_sampling == "own"
+        extra = (f" (samples its own traces; series of {p.config.traces_from})"
+                 if p.config.traces_from and own else
+                 f" (re-scores {p.config.traces_from}'s traces)" if p.config.traces_from else
                  f" (scores the rollouts of {p.config.traces})" if p.config.traces else "")
         print(f"run {p.config.name}: {p.config.tuned} vs {p.config.base}{extra}")
     if args.check_only:
@@ -166,7 +169,8 @@ def add_commands(sub, common) -> None:
     ap.add_argument("--sft", help="optional SFT model of the same base: a contrast run NAME-sft")
     ap.add_argument("--series", help="optional checkpoint series of the tuned model's training "
                     "run, STEP=MODEL pairs separated by commas (e.g. 30=ckpt/step-30,60=..."
-                    "): runs NAME-step-STEP re-scoring the pair's traces")
+                    "): runs NAME-step-STEP re-scoring the pair's traces (or sampling their "
+                    "own: --series-sampling own)")
     ap.add_argument("--final-step", type=int, default=None,
                     help="training step of --tuned in the series (default: its "
                          "model_card.json 'steps', else after the last series step)")

@@ -11,7 +11,9 @@ The runs of one request, for run name N (default: derived from the inputs):
   N-sft          base vs sft, same prompts and settings (kind "sft"): the contrast figures
   N-step-<s>     base vs each series checkpoint, re-scoring N's traces (traces_from=N,
                  kind "series", series_step=s), queued to start after N is done; with N as
-                 the final checkpoint they give the evolution figures (core.store.cache.series_of)
+                 the final checkpoint they give the evolution figures (core.store.cache.series_of).
+                 With settings.series_sampling "own" each samples its own traces instead
+                 (traces_from=N then only names the series' final run; no waiting for N)
 With `traces` (a rollout file, core.rollouts) instead of `prompts`, every run scores that
 file's traces as given, nothing is sampled: it is each run's `PrecomputeConfig.traces`, as
 `precompute --traces` takes it, and the series runs score it directly (no traces_from, no
@@ -101,13 +103,14 @@ def plan_runs(base: str, tuned: str, prompts: str = "", *, traces: str = "",
     if sft:
         plan.append(PlannedRun("sft", dataclasses.replace(common, tuned=sft, kind="sft",
                                                           name=f"{main.name}-sft")))
+    reuse = not traces and s.series_sampling == "reuse"
     for step, spec in steps:
         if spec == tuned:
             continue  # the final checkpoint is the main run itself
         plan.append(PlannedRun(f"step-{step}", dataclasses.replace(
             common, tuned=spec, kind="series", series_step=int(step),
             traces_from="" if traces else main.name, name=f"{main.name}-step-{step}"),
-            after=None if traces else "tuned"))
+            after="tuned" if reuse else None))
     return plan
 
 

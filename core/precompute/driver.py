@@ -50,7 +50,8 @@ from core.prompts import PromptSet
 from core.queries.connection import prepare
 from core.rollouts import RolloutSet
 from core.store.cache import Reservation
-from core.store.manifest import build_manifest, config_hash, read_manifest
+from core.store.manifest import build_manifest, config_hash, read_manifest, reuses
+from core.store.samplers import read_card, reuse_plan, samplers_of
 from core.store.schema import MANIFEST_FILE, TOKENS_FILE, TRACES_FILE
 from core.store.storage import write_json, write_parquet
 
@@ -103,12 +104,19 @@ def start(cfg: PrecomputeConfig, log: Callable[[str], None]):
     return cfg, ps
 
 
-def reused_traces(cfg: PrecomputeConfig, cache: Path, ps: PromptSet) -> dict:
-    """Traces of `cfg.traces_from` grouped by prompt id: {prompt_id: [(trace row, ids)]}."""
+def reused_traces(cfg: PrecomputeConfig, cache: Path, ps: PromptSet,
+                  base_digest: str | None = None) -> dict:
+    """Traces of `cfg.traces_from` grouped by prompt id: {prompt_id: [(trace row, ids)]},
+    each row's sampled_from in this run's terms (core.store.samplers.reuse_plan: the source's
+    tuned-sampled traces become "reused")."""
     src = cache / cfg.traces_from
-    if read_manifest(src) is None:
+    source = read_manifest(src)
+    if source is None:
         raise RunError(f"--traces-from {cfg.traces_from!r}: no complete run at {src}")
+    relabel, _ = reuse_plan(source, cfg.base, base_digest)
     traces = pq.read_table(src / TRACES_FILE).to_pylist()
+    for t in traces:
+        t["sampled_from"] = relabel.get(t["sampled_from"], t["sampled_from"])
     toks = pq.read_table(src / TOKENS_FILE, columns=["trace_id", "pos", "token_id"]).to_pandas()
     ids = {t: g.sort_values("pos")["token_id"].tolist() for t, g in toks.groupby("trace_id")}
     out: dict[str, list] = {}
@@ -179,13 +187,14 @@ def _compute(cfg: PrecomputeConfig, ps, res: Reservation, log, show_progress: bo
     """Under the reservation: check the pair, run the unfinished shards, assemble, publish.
     Returns (shards done, prompts done)."""
     cache = Path(cfg.cache)
-    reused = reused_traces(cfg, cache, ps) if cfg.traces_from else None
     shards = shard_indices(cfg, ps)
     # Refuse a bad pair (paths, weight formats, vocabularies) before anything is written:
     # tokenizers and fingerprints only; the executor loads the weights.
     checked = load_pair(cfg.base, cfg.tuned, allow_pickle=cfg.allow_pickle,
                         trust_remote_code=cfg.trust_remote_code, device=cfg.device,
                         load_weights=False)
+    reused = (reused_traces(cfg, cache, ps, (checked.base.fingerprint or {}).get("digest"))
+              if reuses(cfg) else None)
     staging = res.open_staging(config_hash(cfg))
     t0 = time.time()
     ex = _executor(cfg, ps, shards, reused, staging / "parts", log, checked)
@@ -255,6 +264,8 @@ def assemble(cfg, info: dict, ps: PromptSet, staging: Path, n_shards: int,
         device=info["device"],
     )
     manifest["tokenizer"] = info["tokenizer"]
+    manifest["samplers"] = _samplers(cfg, manifest, acc)
+    manifest["tuned_card"] = read_card((info["models"].get("tuned") or {}).get("path"))
     manifest["scoring"] = {"mode": cfg.scoring, "memory_budget_bytes": resolve_budget(
         cfg.memory_budget, torch.device(info["device"]))}
     if isinstance(ps, RolloutSet):
@@ -275,3 +286,19 @@ def assemble(cfg, info: dict, ps: PromptSet, staging: Path, n_shards: int,
     for f, table in tables.items():
         write_parquet(table, staging / f, metadata=manifest)
     write_json(manifest, staging / MANIFEST_FILE)
+
+
+def _samplers(cfg, manifest: dict, labels) -> dict:
+    """The manifest's `samplers`: who sampled the traces of each label (core.store.samplers)."""
+    own = samplers_of({k: v for k, v in manifest.items() if k != "traces_from"})
+    if not reuses(cfg):
+        return {label: own.get(label, {"run": cfg.name, "role": None, "model": None,
+                                       "fingerprint": None}) for label in labels}
+    source = read_manifest(Path(cfg.cache) / cfg.traces_from) or {}
+    _, records = reuse_plan(source, cfg.base, _digest_of(manifest, "base"))
+    return {label: records.get(label, own.get(label)) for label in labels}
+
+
+def _digest_of(manifest: dict, role: str) -> str | None:
+    return (((manifest.get("models") or {}).get(role) or {}).get("fingerprint") or {}).get(
+        "digest")

@@ -1,7 +1,9 @@
 """DuckDB query layer over one or several run folders (the analyses of docs/paper.md).
 
 `open_runs` returns an in-memory connection with lazy views over the run tables:
-  runs    run, kind, series_step, traces_from, path, idx   (a small table, from manifest.json)
+  runs    run, kind, series_step, traces_from, path, idx, accuracy, accuracy_source,
+          series_sampling   (a small table, from manifest.json; accuracy is the tuned
+          checkpoint's own, core.store.samplers.checkpoint_accuracy)
   tokens  tokens.parquet rows of all runs + `run`
   topk    topk.parquet rows + `run`
   traces  traces.parquet rows + `run`

@@ -21,6 +21,7 @@ from core.queries.materialize import derive
 from core.queries.run_index import ensure_index, table_files
 from core.queries.sql import _sql_str
 from core.store.manifest import read_manifest
+from core.store.samplers import checkpoint_accuracy, label_sql
 from core.store.schema import (
     TOKENS_FILE,
     TOKENS_SCHEMA,
@@ -42,7 +43,9 @@ _TABLES = {"tokens": (TOKENS_FILE, TOKENS_SCHEMA), "topk": (TOPK_FILE, TOPK_SCHE
 def open_runs(run_dirs: list[str | Path] | str | Path, materialize: bool | None = None,
               names: list[str] | None = None) -> duckdb.DuckDBPyConnection:
     """In-memory connection with views tokens/topk/traces/tok over all runs (see
-    core/queries/__init__.py).
+    core/queries/__init__.py). The `runs` table also holds each run's tuned checkpoint's own
+    accuracy and where it comes from (core.store.samplers.checkpoint_accuracy) and its
+    series_sampling setting (NULL before it existed: reuse).
 
     `materialize`: query every run through its on-disk index (core/queries/run_index.py: the
     token rows with the trace columns and top-k facts the analyses need, in DuckDB's own
@@ -58,29 +61,36 @@ def open_runs(run_dirs: list[str | Path] | str | Path, materialize: bool | None 
     con = duckdb.connect()
     con.execute(f"SET memory_limit = '{QUERY_MEMORY // 2**20}MiB'")
     con.execute("CREATE TABLE runs (idx INTEGER, run VARCHAR, kind VARCHAR, "
-                "series_step INTEGER, traces_from VARCHAR, path VARCHAR)")
+                "series_step INTEGER, traces_from VARCHAR, path VARCHAR, "
+                "accuracy DOUBLE, accuracy_source VARCHAR, series_sampling VARCHAR)")
     dirs = [Path(run_dirs)] if isinstance(run_dirs, (str, Path)) else [Path(d) for d in run_dirs]
     if names is not None and len(names) != len(dirs):
         raise ValueError(f"{len(names)} names for {len(dirs)} run folders")
-    rows = []
+    rows, labels = [], {}
     for i, d in enumerate(dirs):
         m = read_manifest(d) or {}
         name = names[i] if names is not None else (m.get("name") or d.name)
+        acc, acc_source = checkpoint_accuracy(m)
         rows.append((i, str(name), m.get("kind"), m.get("series_step"),
-                     m.get("traces_from"), str(d)))
+                     m.get("traces_from"), str(d), acc, acc_source,
+                     (m.get("config") or {}).get("series_sampling")))
+        labels[i] = label_sql(m, "t.sampled_from")
     names = [r[1] for r in rows]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate run names: {names}")
     if rows:
-        con.executemany("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?)", rows)
+        con.executemany("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
     for view, (fname, schema) in _TABLES.items():
         parts = []
         for i, d in enumerate(dirs):
             files = table_files(d, fname)
             if files:
                 lst = ", ".join(_sql_str(str(f.resolve())) for f in files)
-                parts.append(f"SELECT t.*, r.run FROM read_parquet([{lst}], union_by_name = true)"
-                             f" t, runs r WHERE r.idx = {int(i)}")
+                cols = "t.*"  # an old series run's labels read as today's (core.store.samplers)
+                if view == "traces" and labels[i] != "t.sampled_from":
+                    cols = f"t.* REPLACE ({labels[i]} AS sampled_from)"
+                parts.append(f"SELECT {cols}, r.run FROM read_parquet([{lst}], "
+                             f"union_by_name = true) t, runs r WHERE r.idx = {int(i)}")
         if not parts:  # no run has this table: an empty view with the right columns
             # a table, not a registered Arrow object: those are private to one connection
             # and a session's cursor would not see them

@@ -50,6 +50,8 @@ import numpy as np
 import pyarrow as pa
 
 from core.queries.sql import KOV, TRACE_AGG_HIGH, _sql_str, overlap_sql
+from core.store.manifest import read_manifest
+from core.store.samplers import label_sql
 from core.store.schema import TOKENS_FILE, TOPK_FILE, TRACES_FILE
 
 INDEX_FILE = ".query-index.duckdb"
@@ -73,6 +75,9 @@ def fingerprint(run_dir: str | Path) -> str:
     index format and DuckDB's version (tcode is DuckDB's hash)."""
     run_dir = Path(run_dir)
     parts = [f"v{INDEX_VERSION}", f"kov{KOV}", f"hi{TRACE_AGG_HIGH!r}", duckdb.__version__]
+    relabel = _labels(run_dir)
+    if relabel != "sampled_from":  # an old series run's labels, read as today's
+        parts.append(relabel)
     for name in (TOKENS_FILE, TOPK_FILE, TRACES_FILE):
         for f in table_files(run_dir, name):
             st = f.stat()
@@ -137,10 +142,16 @@ def ensure_index(run_dir: str | Path) -> Path:
     return path
 
 
-def _view(db, view: str, files: list[Path]) -> None:
+def _view(db, view: str, files: list[Path], select: str = "*") -> None:
     lst = ", ".join(_sql_str(str(f.resolve())) for f in files)
-    db.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet([{lst}], "
+    db.execute(f"CREATE VIEW {view} AS SELECT {select} FROM read_parquet([{lst}], "
                "union_by_name = true)")
+
+
+def _labels(run_dir: Path) -> str:
+    """SQL of the run's sampled_from as today's labels (core.store.samplers.label_sql: an
+    old series run's "tuned" traces were sampled by its source run's model)."""
+    return label_sql(read_manifest(run_dir) or {})
 
 
 # Rows per row group of the index's tables (DuckDB's default is 122,880): zone maps per 16k
@@ -161,7 +172,9 @@ def _build(run_dir: Path, out: Path, fp: str) -> None:
         if not tok_files or not tr_files:
             raise ValueError(f"{run_dir}: no tokens or traces table to index")
         _view(db, "tokens_v", tok_files)
-        _view(db, "traces_v", tr_files)
+        relabel = _labels(run_dir)
+        _view(db, "traces_v", tr_files, "*" if relabel == "sampled_from"
+              else f"* REPLACE ({relabel} AS sampled_from)")
         db.execute("CREATE TABLE traces_m AS SELECT * FROM traces_v")
         db.execute("""CREATE TABLE cells AS SELECT (row_number() OVER (ORDER BY
             sampled_from NULLS LAST, correct NULLS LAST) - 1)::INTEGER AS cell, *

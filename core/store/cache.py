@@ -33,6 +33,7 @@ from core.errors import RunsError
 from core.paths import default_cache
 from core.store.lock import FileLock, Held, is_held
 from core.store.manifest import config_hash, read_manifest
+from core.store.samplers import rename_samplers
 from core.store.schema import MANIFEST_FILE
 from core.store.storage import write_json
 
@@ -104,9 +105,12 @@ def resolve_run(cache: str | Path, run: str | Path) -> Path:
 
 
 def series_of(runs: list[RunInfo], run: RunInfo) -> list[str]:
-    """The checkpoint series ending at `run`: runs that re-scored its traces with earlier
-    checkpoints (`traces_from == run`), by training step, then `run` itself. Empty if none."""
-    steps = [r for r in runs if r.manifest.get("traces_from") == run.name
+    """The checkpoint series ending at `run`: runs of earlier checkpoints that name it as
+    their series' final run (`series_of`, else, in runs written before that field,
+    `traces_from`: they re-scored its traces), by training step, then `run` itself. Empty
+    if none."""
+    steps = [r for r in runs
+             if (r.manifest.get("series_of") or r.manifest.get("traces_from")) == run.name
              and r.manifest.get("series_step") is not None]
     if not steps:
         return []
@@ -121,7 +125,7 @@ def contrast_candidates(runs: list[RunInfo], run: RunInfo) -> list[str]:
         return (m.get("models", {}).get("base", {}).get("spec"),
                 m.get("prompt_set", {}).get("fingerprint"))
     same = [r for r in runs if r.name != run.name and key(r) == key(run)
-            and not r.manifest.get("traces_from")]
+            and not (r.manifest.get("traces_from") or r.manifest.get("series_of"))]
     return [r.name for r in sorted(same, key=lambda r: (r.kind != "sft", r.name))]
 
 
@@ -348,10 +352,11 @@ def rename_run(cache: str | Path, old: str, new: str, busy: Mapping[str, str] = 
     (or a sweep or fork writing into `old`) refuses the rename, and a precompute cannot
     reserve them meanwhile. The folder is renamed (one atomic rename); then manifest.json
     gets the new "name" and config.name plus a "renamed_from" list, and runs that re-scored
-    this run's traces (a checkpoint series: manifest traces_from == old) point at the new
-    name, so series_of() still finds them. The manifest copy inside each Parquet file's
-    key-value metadata keeps the name the run was computed under (rewriting whole tables
-    to change it would cost as much as the run is large); manifest.json is the authority.
+    this run's traces or belong to its series (manifest traces_from or series_of == old,
+    sampler records naming it) point at the new name, so series_of() still finds them. The
+    manifest copy inside each Parquet file's key-value metadata keeps the name the run was
+    computed under (rewriting whole tables to change it would cost as much as the run is
+    large); manifest.json is the authority.
     Refuses (RunsError) a name that is not a run, a new name that is invalid, taken or
     being computed (its staging folder exists), and runs that a job (`busy`: {run: job
     id}) or another process holds.
@@ -378,11 +383,14 @@ def rename_run(cache: str | Path, old: str, new: str, busy: Mapping[str, str] = 
         m["name"] = new
         if isinstance(m.get("config"), dict):
             m["config"]["name"] = new
+        rename_samplers(m, old, new)
         write_json(m, dst / MANIFEST_FILE)
         for r in list_runs(cache):
-            if r.manifest.get("traces_from") == old:
-                r.manifest["traces_from"] = new
-                if isinstance(r.manifest.get("config"), dict):
+            linked = [k for k in ("traces_from", "series_of") if r.manifest.get(k) == old]
+            if linked or rename_samplers(r.manifest, old, new):
+                for k in linked:
+                    r.manifest[k] = new
+                if linked and isinstance(r.manifest.get("config"), dict):
                     r.manifest["config"]["traces_from"] = new
                 write_json(r.manifest, r.path / MANIFEST_FILE)
     return dst

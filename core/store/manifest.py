@@ -32,9 +32,15 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
+# Settings added after runs were written, at the value that gives the old content: left out
+# of the hash there, so those runs keep their hash (a re-run is still "already complete").
+ADDED_DEFAULTS = {"series_sampling": "reuse"}
+
+
 def config_hash(config) -> str:
     """Hash of the settings that determine a run's content (inputs and every knob)."""
-    d = {k: v for k, v in dataclasses.asdict(config).items() if k not in NON_CONTENT}
+    d = {k: v for k, v in dataclasses.asdict(config).items() if k not in NON_CONTENT
+         and not (k in ADDED_DEFAULTS and v == ADDED_DEFAULTS[k])}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -71,6 +77,11 @@ def redact_uri(uri: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+def reuses(config) -> bool:
+    """Whether a run re-scores another run's traces (--traces-from with reuse sampling)."""
+    return bool(config.traces_from) and getattr(config, "series_sampling", "reuse") == "reuse"
+
+
 def build_manifest(config, *, models: dict, prompt_set: dict, stats: dict, device: str) -> dict:
     return {
         "name": config.name,
@@ -79,7 +90,8 @@ def build_manifest(config, *, models: dict, prompt_set: dict, stats: dict, devic
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "kind": config.kind or None,
         "series_step": config.series_step if config.series_step >= 0 else None,
-        "traces_from": config.traces_from or None,
+        "traces_from": (config.traces_from or None) if reuses(config) else None,
+        "series_of": config.traces_from or None,
         "config": {k: redact_uri(v) if k == "parts_uri" else v
                    for k, v in dataclasses.asdict(config).items()},
         "config_hash": config_hash(config),
