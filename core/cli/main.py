@@ -199,8 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     runs.set_defaults(func=_cmd_runs)
 
     demo = command("demo-runs", help="build the demo runs the app opens on",
-                   description="ensure: build whichever demo runs (demo-rl, demo-sft, "
-                               "demo-rl-step-N) the cache lacks; build: recompute them all.")
+                   description="ensure: build whichever demo runs (demo-rl, "
+                               "demo-sft-matched, demo-sft, demo-rl-step-N) the cache lacks; "
+                               "build: recompute them all.")
     demo.add_argument("action", nargs="?", default="ensure", choices=["ensure", "build"],
                       help="ensure (default) or build")
     demo.set_defaults(func=_cmd_demo_runs)

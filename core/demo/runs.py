@@ -4,7 +4,9 @@
 cache lacks (under a minute on 2 CPU cores, with progress bars); `build` recomputes them all.
 
   demo-rl            base vs rl, 200 held-out prompts x 4 samples from each model
-  demo-sft           base vs sft, same prompts, 4 samples from the tuned model
+  demo-sft-matched   base vs sft-matched (SFT chosen at rl's mean KL from base), same
+                     prompts, 4 samples from the tuned model: the default RL-vs-SFT contrast
+  demo-sft           base vs sft (SFT at 10x rl's learning rate), same prompts and samples
   demo-rl-step-N     the traces of demo-rl re-scored with each rl-steps/step-N checkpoint
 """
 
@@ -36,9 +38,12 @@ def demo_configs(cache: str = "cache") -> list[PrecomputeConfig]:
         PrecomputeConfig(base=base, tuned=_rel(DEMO / "rl"), name="demo-rl", kind="rl",
                          sample_from="both", series_step=read_card(DEMO / "rl")["steps"],
                          **common),
-        PrecomputeConfig(base=base, tuned=_rel(DEMO / "sft"), name="demo-sft", kind="sft",
-                         **common),
+        PrecomputeConfig(base=base, tuned=_rel(DEMO / "sft"), name="demo-sft",
+                         kind="sft-10x-lr", **common),
     ]
+    if (DEMO / "sft-matched" / "model.safetensors").is_file():
+        out.append(PrecomputeConfig(base=base, tuned=_rel(DEMO / "sft-matched"),
+                                    name="demo-sft-matched", kind="sft-matched", **common))
     steps = sorted((DEMO / "rl-steps").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
     for s in steps:
         n = int(s.name.split("-")[1])

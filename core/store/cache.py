@@ -118,15 +118,29 @@ def series_of(runs: list[RunInfo], run: RunInfo) -> list[str]:
     return [r.name for r in steps] + [run.name]
 
 
+# SFT contrasts by kind, the default first: an SFT matched to the RL run (the demo's
+# sft-matched, chosen at the RL model's mean KL from base), then a plain "sft", then any
+# other "sft-..." label (the demo's sft-10x-lr).
+SFT_MATCHED = "sft-matched"
+
+
+def _contrast_rank(kind: str | None) -> int:
+    kind = kind or ""
+    return (0 if kind == SFT_MATCHED else 1 if kind == "sft"
+            else 2 if kind.startswith("sft") else 3)
+
+
 def contrast_candidates(runs: list[RunInfo], run: RunInfo) -> list[str]:
-    """Other runs on the same base model and prompt set (e.g. RL vs SFT), SFT runs first."""
+    """Other runs on the same base model and prompt set (e.g. RL vs SFT), SFT runs first:
+    an SFT matched to the RL run (kind "sft-matched") before a plain "sft", then other
+    "sft-..." kinds, then the rest; by name within each. The first is the default."""
     def key(r: RunInfo):
         m = r.manifest
         return (m.get("models", {}).get("base", {}).get("spec"),
                 m.get("prompt_set", {}).get("fingerprint"))
     same = [r for r in runs if r.name != run.name and key(r) == key(run)
             and not (r.manifest.get("traces_from") or r.manifest.get("series_of"))]
-    return [r.name for r in sorted(same, key=lambda r: (r.kind != "sft", r.name))]
+    return [r.name for r in sorted(same, key=lambda r: (_contrast_rank(r.kind), r.name))]
 
 
 # ----------------------------------------------------------------------------- locking
