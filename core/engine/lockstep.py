@@ -5,9 +5,23 @@ At every step both models score the row's current prefix, each through its own K
 and the row takes its next token from the intervention model when
 
     js(primary, intervention) > eps        (cross-sampling; eps = inf never switches), or
-    step in positions                      (the random-position control; eps is ignored),
+    step in positions                      (a control matched on decisions; eps ignored), or
+    a change is pending and the draws differ  (a control matched on changed tokens: each
+                                            step in positions arms one change, made at the
+                                            first step from there on where it changes the token)
 
 else from the primary. Rows stop at EOS or after `max_new_tokens` tokens.
+
+Decisions and changed tokens. A switch is a decision; it changes the token only when the
+intervention's draw differs from the token the primary would have taken at that step. "Would
+have taken" is defined with the row's own random number: at every step both models' tokens
+are drawn from the same prefix (the row's mixed prefix so far) with the same uniform u, the
+same temperature and the same top-p (greedy: both argmaxes), and the row keeps the one its
+decision picks. `Decoded.changed` lists the switched steps whose two draws differ; a switch
+whose draws agree (the intervention took the primary's token anyway) changes nothing. It is
+a per-step counterfactual on the mixed prefix, not a comparison with the primary-alone trace
+(which diverges after the first changed token). `Decoded.entropy` is the primary's entropy
+(nats, temperature 1, full vocabulary: the run's entropy_base / entropy_tuned) per step.
 
 Shapes: B rows in a batch, A <= B rows still running, W prompt width after left padding,
 V vocabulary size. Prompts are left padded; the 2-D attention mask (A, W + t) hides the
@@ -33,7 +47,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Collection
 
 import torch
 import torch.nn.functional as F
@@ -53,9 +67,13 @@ class Job:
     prompt_ids: list[int]
     primary: str = "base"  # "base" or "tuned"; the other model is the intervention
     eps: float = math.inf  # switch when js > eps (inf: never, negative: always)
-    positions: frozenset[int] | None = None  # control: switch exactly at these steps
+    positions: Collection[int] | None = None  # control: switch at these steps (see match)
     seed: int = 0
     tag: object = None
+    # Control matched on changed tokens: each entry of `positions` arms one change (a step
+    # may repeat), made at the first step from there on whose two draws differ. False:
+    # switch exactly at those steps.
+    match_changes: bool = False
 
     def needs(self) -> set[str]:
         """Models this row needs at every step (the intervention only if it may switch)."""
@@ -70,7 +88,9 @@ class Decoded:
     job: Job
     tokens: list[int] = field(default_factory=list)  # generated ids, EOS included if emitted
     switched: list[int] = field(default_factory=list)  # steps that took the intervention token
+    changed: list[int] = field(default_factory=list)  # switched steps whose two draws differ
     js: list[float] = field(default_factory=list)  # decision js per step (nan: one model ran)
+    entropy: list[float] = field(default_factory=list)  # primary's entropy per step (nats)
     finished: bool = False  # emitted EOS before the cap
 
 
@@ -157,28 +177,51 @@ def _draw(logits: torch.Tensor, temperature: float, top_p: float,
     return torch.searchsorted(cdf, x, right=True).squeeze(-1).clamp(max=cdf.shape[-1] - 1)
 
 
+def _entropy(lp: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy (nats) per row of log-probabilities (A, V) -> (A,)."""
+    return -(lp.exp() * lp.nan_to_num(neginf=0.0)).sum(-1)
+
+
 def _decide(logits: dict, top_p: float, eps: torch.Tensor, primary_base: torch.Tensor,
-            positions: list, step: int, temperature: float, u: torch.Tensor | None,
-            both: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One step for a chunk of rows: (js (A,), switched (A,), next tokens (A,)) from each
-    needed model's logits (A, V)."""
+            controls: list, temperature: float, u: torch.Tensor | None,
+            both: bool) -> tuple[torch.Tensor, ...]:
+    """One step for a chunk of rows: (js, switched, changed, primary entropy, next tokens),
+    each (A,), from each needed model's logits (A, V). `controls[i]` is None (js decides),
+    ("at", bool) (a decision control: switch iff this step is one of its positions) or
+    ("pending", int) (a change-matched control: changes still armed at this step)."""
+    full = {n: F.log_softmax(lg, -1) for n, lg in logits.items()}
     if both:
-        dec = {n: F.log_softmax(lg, -1) for n, lg in logits.items()}
+        ent = torch.where(primary_base, _entropy(full["base"]), _entropy(full["tuned"]))
+        dec = full
         if top_p < 1:  # decision distributions: temperature 1, optionally top-p truncated
-            dec = {n: top_p_logprobs(lp, top_p) for n, lp in dec.items()}
+            dec = {n: top_p_logprobs(lp, top_p) for n, lp in full.items()}
         js = js_from_logprobs(dec["base"], dec["tuned"])
-        del dec
+        del dec, full
+        # Both draws share the row's u: the token each model would give on this prefix.
+        tok_b = _draw(logits["base"], temperature, top_p, u)
+        tok_t = _draw(logits["tuned"], temperature, top_p, u)
+        differ = tok_b != tok_t
         switch = js > eps
-        for i, pos in enumerate(positions):  # the control ignores js: its own positions
-            if pos is not None:
-                switch[i] = step in pos
+        for i, c in enumerate(controls):  # a control ignores js: its own positions
+            if c is not None:
+                switch[i] = bool(c[1]) and (c[0] == "at" or bool(differ[i]))
         use_base = primary_base ^ switch
-        chosen = torch.where(use_base[:, None], logits["base"], logits["tuned"])
-    else:
-        chosen = next(iter(logits.values()))
-        js = torch.full((len(chosen),), float("nan"), device=chosen.device)
-        switch = torch.zeros(len(chosen), dtype=torch.bool, device=chosen.device)
-    return js, switch, _draw(chosen, temperature, top_p, u)
+        return js, switch, switch & differ, ent, torch.where(use_base, tok_b, tok_t)
+    chosen = next(iter(logits.values()))
+    lp = next(iter(full.values()))
+    js = torch.full((len(chosen),), float("nan"), device=chosen.device)
+    no = torch.zeros(len(chosen), dtype=torch.bool, device=chosen.device)
+    return js, no, no, _entropy(lp), _draw(chosen, temperature, top_p, u)
+
+
+def _control(job: Job, step: int, n_changed: int):
+    """The control state of a row at `step` for _decide (None for a js-deciding row)."""
+    if job.positions is None:
+        return None
+    if not job.match_changes:
+        return ("at", step in job.positions)
+    armed = sum(1 for p in job.positions if p <= step)
+    return ("pending", armed - n_changed)
 
 
 @torch.no_grad()
@@ -226,20 +269,25 @@ def cross_decode(base, tuned, jobs: list[Job], *, eos_id: int | None, pad_id: in
         u = None
         if temperature > 0:  # one uniform per row per step from the row's own generator
             u = torch.cat([torch.rand(1, generator=gens[r]) for r in active])
+        controls = [_control(jobs[r], step, len(out[r].changed)) for r in active]
         parts = [_decide({n: lg[a:a + step_rows] for n, lg in logits.items()}, top_p,
                          eps[rows[a:a + step_rows]], primary_base[rows[a:a + step_rows]],
-                         [jobs[r].positions for r in active[a:a + step_rows]], step,
-                         temperature, None if u is None else u[a:a + step_rows], both)
+                         controls[a:a + step_rows], temperature,
+                         None if u is None else u[a:a + step_rows], both)
                  for a in range(0, len(active), step_rows)]
-        js, switch, tok = (torch.cat(x) for x in zip(*parts))
+        js, switch, changed, ent, tok = (torch.cat(x) for x in zip(*parts))
 
         tok_l, sw_l, js_l = tok.tolist(), switch.tolist(), js.tolist()
+        ch_l, ent_l = changed.tolist(), ent.tolist()
         done = []
         for i, r in enumerate(active):
             d = out[r]
             if sw_l[i]:
                 d.switched.append(step)
+            if ch_l[i]:
+                d.changed.append(step)
             d.js.append(js_l[i])
+            d.entropy.append(ent_l[i])
             d.tokens.append(tok_l[i])
             if eos_id is not None and tok_l[i] == eos_id:
                 d.finished = True
