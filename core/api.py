@@ -60,7 +60,8 @@ from core.jobs.upload import save_rollouts, unpack_model
 from core.engine.coverage import coverage
 from core.experiments.live import pair_of_run, score_text
 from core.experiments.fork import branch_options, fork, list_forks, load_fork, save_fork
-from core.experiments.cross_sampling import CrossSampleConfig, read_summary
+from core.experiments.cross_sampling import CrossSampleConfig, list_sweeps, read_summary
+from core.experiments.cross_sampling.budget import eps_for_targets
 from core.experiments.cross_sampling.view import PRIMARY as CROSS_PRIMARY
 from core.experiments.cross_sampling.view import list_samples, sample_tokens, tokenizer_of_run
 
@@ -94,7 +95,7 @@ __all__ = [
     "save_rollouts", "unpack_model",
     # experiments
     "CROSS_PRIMARY", "CrossSampleConfig", "branch_options", "coverage", "fork", "list_forks",
-    "list_samples", "load_fork", "pair_of_run",
+    "eps_for_targets", "list_samples", "list_sweeps", "load_fork", "pair_of_run",
     "read_summary", "sample_tokens", "save_fork", "score_text", "tokenizer_of_run",
     # export
     "bundle_bytes", "bundle_name", "export_name", "figure_bytes",

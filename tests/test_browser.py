@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -135,8 +136,10 @@ def test_fork_explorer_compares_two_branches(server, page):
 
 
 def test_cross_sampling_sweep_runs_in_the_page(server, page, app_cache):
-    for f in ("cross_samples.parquet", "cross_summary.parquet"):  # only this sweep's results
-        (app_cache / "demo-rl" / f).unlink(missing_ok=True)      # can make the page show them
+    # Only this sweep's results can make the page show them: no stored sweep before it.
+    shutil.rmtree(app_cache / "demo-rl" / "cross", ignore_errors=True)
+    for f in ("cross_samples.parquet", "cross_summary.parquet"):  # an older run's single sweep
+        (app_cache / "demo-rl" / f).unlink(missing_ok=True)
     page.goto(f"{server}/cross?run=demo-rl")
     page.get_by_text("No stored sweep for this run yet.").wait_for(timeout=30_000)
     page.get_by_label("eps grid (js thresholds) or budgets in %").fill("0.05")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from core.experiments.cross_sampling import list_sweeps
 from core.jobs import queue
 from tests.browser import CHROMIUM, FLAGS, stop, streamlit_server
 
@@ -96,6 +97,7 @@ def test_sweep_survives_a_server_restart_and_shows_in_a_second_session(
     cache = tmp_path / "cache"
     run_dir = cache / "demo-rl"
     shutil.copytree(app_cache / "demo-rl", run_dir)  # this sweep is seen by no other test
+    shutil.rmtree(run_dir / "cross", ignore_errors=True)  # no stored sweep before this one
     for f in ("cross_samples.parquet", "cross_summary.parquet"):
         (run_dir / f).unlink(missing_ok=True)
     job_id = None
@@ -157,8 +159,8 @@ def test_sweep_survives_a_server_restart_and_shows_in_a_second_session(
             no_exception(page)
             job = queue.get_job(cache, job_id)
             assert job.state == "done", (job.state, job.error)
-            assert (run_dir / "cross_summary.parquet").is_file()
-            assert (run_dir / "cross_samples.parquet").is_file()
+            (sweep,) = list_sweeps(run_dir)  # stored as cross/<key>/
+            assert sweep.summary.is_file() and sweep.samples.is_file()
             expect(page.get_by_text(PROGRESS)).to_have_count(0, timeout=30_000)  # stale one
             wait_until(lambda: pid_gone(job), 20,
                        f"job process {job.pid} to be gone (not running, no zombie)")

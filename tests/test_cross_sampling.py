@@ -248,8 +248,9 @@ ROWS = [PromptRow(f"p{i}", s, "7", verifier="exact") for i, s in enumerate(["ab"
 @pytest.mark.unit
 def test_sweep_rows_summary_control_and_endpoints():
     pair = mock_pair(shift_rows=(3, 5, 8))
-    res = sweep(pair, ROWS, ["forward", "reverse"], [0.01, 0.3], control=True, samples=2,
-                temperature=1.0, top_p=0.7, max_new_tokens=12, batch_size=5, n_boot=100)
+    res = sweep(pair, ROWS, ["forward", "reverse"], [0.01, 0.3], control="random", samples=2,
+                match="decisions", temperature=1.0, top_p=0.7, max_new_tokens=12, batch_size=5,
+                n_boot=100)
     assert not res.cancelled and len(res.rows) == 3 * 2 * (2 * 2 * 2 + 2)
     df = res.frame()
     ctrl = df[df.control]
@@ -262,11 +263,12 @@ def test_sweep_rows_summary_control_and_endpoints():
     assert len(res.summary) == 2 + 2 * 2 * 2
     assert (res.summary.ci_lo <= res.summary.accuracy).all()
     assert (res.summary.accuracy <= res.summary.ci_hi).all()
-    again = sweep(pair, ROWS, ["forward", "reverse"], [0.01, 0.3], control=True, samples=2,
-                  temperature=1.0, top_p=0.7, max_new_tokens=12, batch_size=16, n_boot=100)
+    again = sweep(pair, ROWS, ["forward", "reverse"], [0.01, 0.3], control="random", samples=2,
+                  match="decisions", temperature=1.0, top_p=0.7, max_new_tokens=12,
+                  batch_size=16, n_boot=100)
     assert again.frame()[["tokens", "switched"]].equals(df[["tokens", "switched"]])
     assert again.summary.equals(res.summary)
-    assert summarize(res.rows, 100, 0).equals(res.summary)
+    assert summarize(res.rows, 100, 0, "decisions").equals(res.summary)
 
 
 @pytest.mark.unit
@@ -280,11 +282,11 @@ def test_sweep_streams_progress_and_cancels_between_batches():
         assert len(p.summary(n_boot=20)) >= 1
         stop.set()
 
-    res = sweep(pair, ROWS, ["forward"], [0.1], samples=2, max_new_tokens=8, batch_size=2,
-                on_batch=on_batch, cancel=stop)
+    res = sweep(pair, ROWS, ["forward"], [0.1], "random", samples=2, max_new_tokens=8,
+                batch_size=2, on_batch=on_batch, cancel=stop)
     assert res.cancelled and seen == [(2, 3 * 2 * 4, 2)] and len(res.rows) == 2
     full = []
-    sweep(pair, ROWS, ["forward"], [0.1], samples=2, max_new_tokens=8, batch_size=2,
+    sweep(pair, ROWS, ["forward"], [0.1], "random", samples=2, max_new_tokens=8, batch_size=2,
           on_batch=lambda p: full.append(p.done), cancel=lambda: False)
     assert full[-1] == 3 * 2 * 4 and full == sorted(full)
 
@@ -384,14 +386,17 @@ def test_cli_cross_sample_smoke(tiny_run, capsys):
     import pyarrow.parquet as pq
 
     from core.cli.main import main
+    from core.experiments.cross_sampling import get_sweep
 
     rc = main(["cross-sample", "tiny", "--cache", str(tiny_run.parent), "--direction",
                "forward,reverse", "--eps", "0.001,0.01", "--control", "random", "--prompts", "2",
-               "--samples", "2", "--bootstrap", "50", "--batch-size", "8"])
+               "--samples", "2", "--bootstrap", "50", "--batch-size", "8", "--match",
+               "decisions", "--target-budget", "0"])
     assert rc == 0
     out = capsys.readouterr().out
     assert "accuracy %" in out and "forward" in out and "random" in out
-    samples, summary = tiny_run / "cross_samples.parquet", tiny_run / "cross_summary.parquet"
+    info = get_sweep(tiny_run)
+    samples, summary = info.samples, info.summary
     con = duckdb.connect()
 
     def one(sql):
@@ -410,8 +415,9 @@ def test_cli_cross_sample_smoke(tiny_run, capsys):
     assert meta["packages"]["torch"]
     # A run folder path works as well as a name; a missing run is a clear error.
     assert main(["cross-sample", str(tiny_run), "--prompts", "1", "--eps", "0.1",
-                 "--direction", "reverse", "--control", "none", "--no-endpoints"]) == 0
-    assert one(f"SELECT count(*) FROM '{samples}'") == 1
+                 "--direction", "reverse", "--control", "none", "--no-endpoints",
+                 "--target-budget", "0"]) == 0
+    assert one(f"SELECT count(*) FROM '{get_sweep(tiny_run).samples}'") == 1
     assert main(["cross-sample", "nope", "--cache", str(tiny_run.parent)]) == 2
     assert "no complete run" in capsys.readouterr().err
 
@@ -420,13 +426,15 @@ def test_cli_cross_sample_smoke(tiny_run, capsys):
 def test_cancelled_job_writes_nothing(tiny_run):
     from core.experiments.cross_sampling import CrossSampleConfig, run_cross_sample
 
-    files = [tiny_run / "cross_samples.parquet", tiny_run / "cross_summary.parquet"]
-    before = [f.stat().st_mtime_ns if f.exists() else None for f in files]
+    def files():
+        return {f: f.stat().st_mtime_ns for f in tiny_run.rglob("*") if f.is_file()}
+
+    before = files()
     res, written = run_cross_sample(
         CrossSampleConfig(run="tiny", cache=str(tiny_run.parent), prompts=1, eps="0.1"),
         log=lambda s: None, show_progress=False, cancel=lambda: True)
     assert res.cancelled and written is None and res.rows == []
-    assert [f.stat().st_mtime_ns if f.exists() else None for f in files] == before
+    assert files() == before
 
 
 @pytest.mark.unit

@@ -228,16 +228,17 @@ def test_export_of_a_copied_run_folder(demo_cache, tmp_path):
 
 def test_cross_sample_cli_on_the_demo_pair(demo_cache, capsys):
     from core.cli.main import main
-    from core.experiments.cross_sampling import read_summary
+    from core.experiments.cross_sampling import get_sweep, read_summary
 
     assert main(["cross-sample", "rl", "--cache", str(demo_cache), "--prompts", "3",
-                 "--eps", "0.02,0.1", "--top-p", "1.0", "--bootstrap", "50"]) == 0
+                 "--eps", "0.02,0.1", "--top-p", "1.0", "--bootstrap", "50", "--control",
+                 "random", "--target-budget", "0"]) == 0
     s = read_summary(demo_cache / "rl")
     got = {(d, bool(c)) for d, c in zip(s.direction, s.control)}
     assert got == {("base", False), ("tuned", False), ("forward", False), ("forward", True),
                    ("reverse", False), ("reverse", True)}
     assert ((s.ci_lo <= s.accuracy) & (s.accuracy <= s.ci_hi)).all()
-    samples = pd.read_parquet(demo_cache / "rl" / "cross_samples.parquet")
+    samples = pd.read_parquet(get_sweep(demo_cache / "rl").samples)
     fwd = samples[(samples.direction == "forward") & ~samples.control]
     ctl = samples[(samples.direction == "forward") & samples.control]
     assert len(fwd) == len(ctl) == 3 * 2

@@ -108,18 +108,6 @@ def _cmd_export(args) -> int:
     return 0
 
 
-def _cmd_cross_sample(args) -> int:
-    from core.experiments.cross_sampling import (
-        CrossSampleConfig,
-        format_summary,
-        run_cross_sample,
-    )
-
-    result, _ = run_cross_sample(from_args(CrossSampleConfig, args))
-    print(format_summary(result.summary))
-    return 0
-
-
 def _cmd_demo_runs(args) -> int:
     from core.demo.runs import ensure
 
@@ -128,8 +116,8 @@ def _cmd_demo_runs(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from core.cli.cross import add_commands as add_cross  # cross-sample, cross-sweeps
     from core.cli.jobs import add_commands  # add-pair, jobs: bring your own checkpoints
-    from core.experiments.cross_sampling.config import CrossSampleConfig, CrossSampleOptions
 
     common = _cache_parent()
     p = argparse.ArgumentParser(prog="shiftlens", epilog=EPILOG,
@@ -176,17 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="another run (e.g. the SFT pair): adds the side-by-side contrast")
     exp.set_defaults(func=_cmd_export)
 
-    cross = command("cross-sample", help="cross-sampling sweep on a run's pair",
-                    description="Decode with one model of a run's pair and switch to the other "
-                                "wherever their next-token js exceeds eps (forward: base -> "
-                                "tuned, reverse: tuned -> base), plus a random-position "
-                                "control and both models alone; writes cross_samples.parquet "
-                                "and cross_summary.parquet into the run folder and prints "
-                                "accuracy against budget (share of tokens switched) with 95% "
-                                "bootstrap intervals over prompts.")
-    cross.add_argument("run", help=CrossSampleConfig.__dataclass_fields__["run"].metadata["help"])
-    add_arguments(cross, CrossSampleOptions, skip=("cache",))
-    cross.set_defaults(func=_cmd_cross_sample)
+    add_cross(sub, common)
 
     runs = command("runs", help="list, rename or delete the runs in the cache",
                    description="list (default): complete runs with their pair, prompt set and "

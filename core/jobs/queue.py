@@ -8,7 +8,7 @@
     <cache>/.jobs/.lock               flock held for every read-modify-write of a job.json
 
 Kinds: "precompute" (config = PrecomputeConfig; writes a run) and "cross-sample" (config =
-CrossSampleConfig; writes cross_samples/cross_summary.parquet into an existing run).
+CrossSampleConfig; stores a sweep in cross/<key>/ of an existing run).
 States: queued -> running -> done | failed | cancelled; resume() puts a failed or cancelled
 job back to queued (precompute then skips the shards it finished). A queued job may depend
 on others (a series re-scores the traces of the final run): it starts only when they are

@@ -6,7 +6,8 @@ A run folder under `cache/` holds:
   traces.parquet   one row per trace
   manifest.json    provenance (see core/manifest.py)
 Optional tables written by later stages live beside them, and their schemas live here too:
-  cross_samples.parquet, cross_summary.parquet  cross-sampling sweeps
+  cross/<sweep key>/samples.parquet, summary.parquet, settings.json  cross-sampling sweeps
+  (cross_samples.parquet, cross_summary.parquet: the single sweep of older runs)
   forks.parquet                                 the fork explorer
 
 Column names are the metric names of docs/paper.md (registered in core.metrics).
@@ -81,7 +82,11 @@ TRACES_SCHEMA = pa.schema(
 
 # --- Optional tables written beside them by later stages ---
 
-# Cross-sampling (core.experiments.cross_sampling; written by core.store.cross).
+# Cross-sampling (core.experiments.cross_sampling; written by core.store.cross): each sweep
+# in cross/<key>/ (key: sweep settings, core.store.cross.sweep_key). The two root files are
+# the single sweep older runs hold (read as the "legacy" sweep; columns added since are null).
+SWEEPS_DIR = "cross"
+SWEEP_SAMPLES, SWEEP_SUMMARY, SWEEP_SETTINGS = "samples.parquet", "summary.parquet", "settings.json"
 SAMPLES_FILE = "cross_samples.parquet"
 SUMMARY_FILE = "cross_summary.parquet"
 
@@ -90,14 +95,20 @@ SAMPLES_SCHEMA = pa.schema([
     ("sample_index", pa.int32()),          # 0..K-1 within (prompt, setting)
     ("direction", pa.string()),            # forward | reverse | base | tuned
     ("eps", pa.float64()),                 # +inf for the endpoints (never switch)
-    ("control", pa.bool_()),               # random-position control of the same setting
+    ("control", pa.bool_()),               # a control of the same setting (control_kind)
+    ("control_kind", pa.string()),         # "" (not a control) | random | entropy
     ("switched", pa.list_(pa.int32())),    # steps whose token came from the intervention
-    ("n_switched", pa.int32()),
-    ("n_requested", pa.int32()),           # control: switches asked for (null otherwise)
+    ("n_switched", pa.int32()),            # switch decisions
+    ("changed", pa.list_(pa.int32())),     # switched steps whose token differs from the
+    ("n_changed", pa.int32()),             # primary's draw there (core.engine.lockstep)
+    ("n_requested", pa.int32()),           # control: changes (or decisions) asked for
+    ("redraws", pa.int32()),               # control: positions redrawn (sample ended short)
     ("n_tokens", pa.int32()),              # generated tokens, EOS included
     ("budget", pa.float64()),              # n_switched / n_tokens
+    ("budget_changed", pa.float64()),      # n_changed / n_tokens
     ("tokens", pa.list_(pa.int32())),
     ("js", pa.list_(pa.float32())),        # decision js per step (NaN when one model ran)
+    ("entropy", pa.list_(pa.float32())),   # primary's entropy per step (nats, T=1, full)
     ("text", pa.string()),
     ("answer", pa.string()),               # extracted answer, null when none
     ("correct", pa.bool_()),
@@ -109,14 +120,23 @@ SUMMARY_SCHEMA = pa.schema([
     ("direction", pa.string()),
     ("eps", pa.float64()),
     ("control", pa.bool_()),
+    ("control_kind", pa.string()),         # "" | random | entropy
     ("n", pa.int32()),                     # samples
     ("n_prompts", pa.int32()),
     ("budget", pa.float64()),              # mean per-sample share of tokens switched
+    ("budget_changed", pa.float64()),      # mean per-sample share of tokens changed
     ("token_share", pa.float64()),         # all switched tokens / all tokens
+    ("changed_share", pa.float64()),       # all changed tokens / all tokens
     ("mean_tokens", pa.float64()),
+    ("mean_switched", pa.float64()),       # per sample
+    ("mean_changed", pa.float64()),
+    ("n_short", pa.int32()),               # control samples short of their requested count
     ("accuracy", pa.float64()),            # mean over prompts of per-prompt accuracy
     ("ci_lo", pa.float64()),               # 95% bootstrap interval over prompts
     ("ci_hi", pa.float64()),
+    ("diff", pa.float64()),                # control rows: reference - control accuracy,
+    ("diff_lo", pa.float64()),             # paired bootstrap 95% interval over prompts
+    ("diff_hi", pa.float64()),
 ])
 
 # The fork explorer (core.experiments.fork).
@@ -131,5 +151,5 @@ FORKS_SCHEMA = pa.schema([
 ])
 
 SCHEMAS = {TOKENS_FILE: TOKENS_SCHEMA, TOPK_FILE: TOPK_SCHEMA, TRACES_FILE: TRACES_SCHEMA}
-OPTIONAL_SCHEMAS = {SAMPLES_FILE: SAMPLES_SCHEMA, SUMMARY_FILE: SUMMARY_SCHEMA,
+OPTIONAL_SCHEMAS = {SWEEP_SAMPLES: SAMPLES_SCHEMA, SWEEP_SUMMARY: SUMMARY_SCHEMA,
                     FORKS_FILE: FORKS_SCHEMA}  # present once a sweep or a fork has run

@@ -27,9 +27,19 @@ class CrossSampleOptions:
     eps: str = opt("0.02,0.05,0.1,0.2",
                    "comma-separated js thresholds (nats, 0..ln 2): a step switches to the "
                    "intervention model when js > eps")
-    control: str = opt("random", "random: also decode each cross-sample's control, the same "
-                                 "number of switches at uniformly random positions; none: skip",
-                       choices=["random", "none"])
+    control: str = opt("random,entropy",
+                       "comma-separated controls decoded beside each cross-sample: random "
+                       "(positions drawn uniformly) and/or entropy (drawn in proportion to the "
+                       "primary's entropy at each step); none: skip")
+    match: str = opt("changed", "what a control matches per sample: changed (as many tokens "
+                                "actually changed as its cross-sample; a switch that takes the "
+                                "token the primary would have drawn changes nothing) or "
+                                "decisions (as many switch decisions)",
+                     choices=["changed", "decisions"])
+    target_budget: float = opt(0.05, "the budget (share of tokens, 0..1) the caption reports, "
+                                     "chosen before the sweep: its eps (the run's stored js "
+                                     "exceeding it on that share of tokens) joins the grid "
+                                     "(0 = none; the paper switched 3.9 and 5 percent)")
     endpoints: bool = opt(True, "also decode base alone and tuned alone (the curve's ends)")
     prompts: int = opt(0, "use the first N prompts of the run's prompt set (0 = as many as "
                           "the run used)")
@@ -54,3 +64,7 @@ class CrossSampleConfig(CrossSampleOptions):
 
     def eps_grid(self) -> list[float]:
         return split_list(self.eps, float)
+
+    def controls(self) -> list[str]:
+        kinds = split_list(self.control)
+        return [] if kinds == ["none"] else kinds

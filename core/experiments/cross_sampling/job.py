@@ -1,7 +1,8 @@
 """The cross-sampling job on a run folder: load its pair and prompts, sweep, write tables.
 
-    CrossSampleConfig -> run folder (manifest) -> load_pair + load_prompts -> sweep
-    -> cross_samples.parquet + cross_summary.parquet in the run folder
+    CrossSampleConfig -> run folder (manifest) -> load_pair + load_prompts
+    -> target budget's eps (budget.py) joins the grid -> sweep
+    -> cross/<sweep key>/samples.parquet + summary.parquet + settings.json in the run folder
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from core.errors import CrossSampleError, RunsError
+from core.experiments.cross_sampling.budget import eps_for_targets
 from core.experiments.cross_sampling.config import CrossSampleConfig
+from core.experiments.cross_sampling.controls import CONTROL_KINDS, MATCH
 from core.experiments.cross_sampling.sweep import DIRECTIONS, Progress, SweepResult, sweep
 from core.prompts import load_prompts
 from core.store.cache import resolve_run as store_resolve
 from core.store.cache import writing_into
-from core.store.cross import provenance, write_results
+from core.store.cross import provenance, sweep_key, write_results
 from core.store.manifest import Manifest, read_manifest
 
 
@@ -44,8 +47,14 @@ def check_options(cfg: CrossSampleConfig) -> tuple[list[str], list[float]]:
                                f"{' and/or '.join(DIRECTIONS)}")
     if not eps:
         raise CrossSampleError("--eps: give at least one threshold")
-    if cfg.control not in ("random", "none"):
-        raise CrossSampleError(f"--control: {cfg.control!r}; use random or none")
+    bad = [k for k in cfg.controls() if k not in CONTROL_KINDS]
+    if bad or not cfg.controls() and cfg.control.strip() != "none":
+        raise CrossSampleError(f"--control: {cfg.control!r}; use "
+                               f"{' and/or '.join(CONTROL_KINDS)}, or none")
+    if cfg.match not in MATCH:
+        raise CrossSampleError(f"--match: {cfg.match!r}; use {' or '.join(MATCH)}")
+    if not 0 <= cfg.target_budget < 1:
+        raise CrossSampleError("--target-budget must be a share in [0, 1) (0.05 = 5%)")
     for name in ("samples", "batch_size"):
         if getattr(cfg, name) < 1:
             raise CrossSampleError(f"--{name.replace('_', '-')} must be >= 1")
@@ -81,8 +90,18 @@ def _run(cfg: CrossSampleConfig, dirs, eps, run_dir: Path, manifest: dict, log, 
     pair = Manifest.load(run_dir).load_pair(device=cfg.device)
     max_new = cfg.max_new_tokens or rc.get("max_new_tokens") or 128
     n_boot = cfg.bootstrap
+    target = {"target_budget": cfg.target_budget or None, "target_eps": None}
+    if cfg.target_budget:
+        metric, got = eps_for_targets(run_dir, [cfg.target_budget], cfg.top_p, manifest)
+        t_eps = float(f"{max(float(got.eps.iloc[0]), 0.0):.6g}")
+        target.update(target_eps=t_eps, target_metric=metric)
+        if not any(abs(t_eps - e) <= 1e-9 * max(1.0, abs(e)) for e in eps):
+            eps = sorted([*eps, t_eps])
+        log(f"target budget {100 * cfg.target_budget:g}% of tokens: eps {t_eps:g} (from the "
+            f"run's stored {metric})")
+    kinds = cfg.controls()
 
-    per_prompt = cfg.samples * (len(dirs) * len(eps) * (2 if cfg.control == "random" else 1)
+    per_prompt = cfg.samples * (len(dirs) * len(eps) * (1 + len(kinds))
                                 + (2 if cfg.endpoints else 0))
     bar = tqdm(total=per_prompt * len(ps.rows), desc=f"cross-sample {run_dir.name}",
                unit="sample", disable=not show_progress)
@@ -95,7 +114,7 @@ def _run(cfg: CrossSampleConfig, dirs, eps, run_dir: Path, manifest: dict, log, 
             on_batch(p)
 
     try:
-        result = sweep(pair, ps.rows, dirs, eps, cfg.control == "random", cfg.samples,
+        result = sweep(pair, ps.rows, dirs, eps, kinds, cfg.samples, match=cfg.match,
                        endpoints=cfg.endpoints, temperature=cfg.temperature, top_p=cfg.top_p,
                        max_new_tokens=max_new, seed=cfg.seed, batch_size=cfg.batch_size,
                        chat_template=rc.get("chat_template", True), n_boot=n_boot,
@@ -106,28 +125,43 @@ def _run(cfg: CrossSampleConfig, dirs, eps, run_dir: Path, manifest: dict, log, 
     if result.cancelled:
         log(f"cancelled after {len(result.rows)} samples; nothing written")
         return result, None
+    result.settings.update(target)
     meta = provenance({"config": dataclasses.asdict(cfg), "sweep": result.settings,
                        "run_dir": str(run_dir)}, manifest,
                       {"seconds": round(result.seconds, 2), "tokens": result.tokens})
-    _, summary = write_results(run_dir, result, meta)
-    log(f"wrote {summary} and {summary.with_name('cross_samples.parquet').name} "
+    key = sweep_key(result.settings)
+    samples, summary = write_results(run_dir, result, meta, key)
+    log(f"wrote sweep {key}: {summary} and {samples.name} "
         f"({len(result.rows)} samples, {result.tokens} tokens, {result.seconds:.1f} s)")
     return result, summary
 
 
 def format_summary(summary: pd.DataFrame) -> str:
-    """The summary as a printable table: budget and accuracy in %, with the 95% interval."""
+    """The summary as a printable table: both budgets (switch decisions and changed tokens)
+    and accuracy in %, with the 95% interval; on control rows the paired difference
+    reference - control with its 95% interval over prompts."""
     if summary.empty:
         return "(no samples)"
+
+    def pct(col):
+        return (100 * summary[col]).map(lambda v: "-" if pd.isna(v) else f"{v:.2f}")
+
+    def interval(lo, hi, signed=False):
+        f = "{:+.1f}" if signed else "{:.1f}"
+        return ["" if pd.isna(a) else f"[{f.format(100 * a)}, {f.format(100 * b)}]"
+                for a, b in zip(summary[lo], summary[hi])]
+
     df = pd.DataFrame({
         "direction": summary["direction"],
         "eps": summary["eps"].map(lambda e: "-" if e == float("inf") else f"{e:g}"),
-        "control": summary["control"].map({True: "random", False: ""}),
+        "control": summary["control_kind"].fillna(""),
         "n": summary["n"],
-        "budget %": (100 * summary["budget"]).map("{:.2f}".format),
+        "decisions %": pct("budget"),
+        "changed %": pct("budget_changed"),
         "tokens": summary["mean_tokens"].map("{:.1f}".format),
         "accuracy %": (100 * summary["accuracy"]).map("{:.1f}".format),
-        "95% CI": [f"[{100 * lo:.1f}, {100 * hi:.1f}]"
-                   for lo, hi in zip(summary["ci_lo"], summary["ci_hi"])],
+        "95% CI": interval("ci_lo", "ci_hi"),
+        "ref - control": summary["diff"].map(lambda v: "" if pd.isna(v) else f"{100 * v:+.1f}"),
+        "paired 95% CI": interval("diff_lo", "diff_hi", signed=True),
     })
     return df.to_string(index=False)

@@ -1,0 +1,32 @@
+"""Budgets chosen before a sweep: the eps at which a target share of a run's stored tokens
+switches, read off the run's js distribution (core.queries.eps_for_budget).
+
+The metric is the one the decoder's decision computes: `js_top_p` when the sweep's top-p is
+the run's own js_top_p nucleus (< 1), else the full-vocabulary `js`. Cross-sampling decodes
+mixed prefixes, not the stored traces, so the budget a sweep actually spends at that eps is
+measured by the sweep itself (both its decisions and its changed tokens).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def budget_metric(run_manifest: dict | None, top_p: float) -> str:
+    nucleus = ((run_manifest or {}).get("config") or {}).get("js_top_p", 0.7)
+    return "js_top_p" if top_p < 1 and abs(top_p - nucleus) < 1e-9 else "js"
+
+
+def eps_for_targets(run_dir: str | Path, budgets: list[float], top_p: float,
+                    run_manifest: dict | None = None, con=None, run: str | None = None):
+    """(metric, DataFrame budget, eps) for target `budgets` (shares 0..1) on one run.
+    `con`/`run`: an open collection and the run's name in it (the app's shared connection);
+    default: the run folder opened on its own."""
+    from core.queries import eps_for_budget, open_runs
+
+    metric = budget_metric(run_manifest, top_p)
+    if con is None:
+        name = Path(run_dir).name
+        with open_runs([run_dir], names=[name]) as own:
+            return metric, eps_for_budget(own, budgets, metric=metric, runs=[name])
+    return metric, eps_for_budget(con, budgets, metric=metric, runs=[run])
