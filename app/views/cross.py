@@ -1,6 +1,7 @@
 """Cross-sampling: queue forward / reverse / control sweeps as jobs, watch accuracy against
-budget fill in (from any session, across server restarts), and open any mixed trace with each
-switched token marked by its source model."""
+budget fill in (from any session, across server restarts), pick any stored sweep of the run
+(or overlay two), and open any mixed trace with each switched token marked by its source
+model."""
 
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ from core.api import (
     CROSS_PRIMARY,
     CrossSampleConfig,
     list_samples,
+    list_sweeps,
     pick_device,
     read_summary,
     sample_tokens,
     tokenizer_of_run,
 )
 from core.errors import JobError
-from core.figures.cross import cross_sampling
+from core.figures.cross import cross_overlay, cross_sampling
 
 SOURCE_COLOURS = {"base": "rgba(0, 114, 178, 0.45)", "tuned": "rgba(213, 94, 0, 0.55)"}
 
@@ -41,10 +43,9 @@ def _eps_grid(run, how: str, text: str, top_p: float) -> str:
     if how == "eps grid":
         return text
     budgets = [float(x) / 100 for x in text.split(",") if x.strip()]
-    metric = "js_top_p" if abs(top_p - run.manifest.get("config", {}).get("js_top_p", 0.7)) \
-        < 1e-9 and top_p < 1 else "js"
     con = state.connection(state.runs())  # the collection every page shares
-    grid = api.eps_for_budget(con, budgets, metric=metric, runs=[run.name])
+    metric, grid = api.eps_for_targets(run.path, budgets, top_p, run.manifest, con=con,
+                                       run=run.name)
     st.caption("target budgets → eps from the stored " + metric + ": " + ", ".join(
         f"{100 * b:g}% → {e:.4f}" for b, e in zip(grid.budget, grid.eps)))
     return ",".join(f"{max(e, 0.0):.6g}" for e in grid.eps)
@@ -59,12 +60,20 @@ def _settings(run) -> CrossSampleConfig | None:
                        horizontal=True)
         eps = c2.text_input("eps grid (js thresholds) or budgets in %",
                             "0.005,0.01,0.02,0.05,0.1")
-        control = c3.checkbox("random-position control", value=True)
-        c4, c5, c6, c7 = st.columns(4)
+        controls = c3.multiselect("Controls", ["random", "entropy"], default=["random", "entropy"],
+                                  help="random: positions drawn uniformly; entropy: in "
+                                       "proportion to the primary's entropy")
+        match = c3.radio("Controls match", ["changed tokens", "switch decisions"],
+                         horizontal=True, help="changed tokens: a switch that takes the token "
+                                               "the primary would have drawn changes nothing")
+        c4, c5, c6, c7, c8 = st.columns(5)
         prompts = c4.number_input("prompts", 1, 100_000, value=min(50, run.n_traces or 50))
         samples = c5.number_input("samples per prompt", 1, 64, value=1)
         temperature = c6.number_input("temperature", 0.0, 2.0, 1.0, 0.1)
         top_p = c7.number_input("top-p (paper: 0.7)", 0.05, 1.0, 1.0, 0.05)
+        target = c8.number_input("caption's budget (% of tokens)", 0.0, 99.0, 5.0, 0.5,
+                                 help="chosen before the sweep: its eps joins the grid and the "
+                                      "caption reports that setting (0: none)")
         go = st.form_submit_button("Run sweep", type="primary")
     if not go:
         return None
@@ -78,7 +87,9 @@ def _settings(run) -> CrossSampleConfig | None:
         return None
     return CrossSampleConfig(run=str(run.path), cache=str(state.cache_dir()),
                              direction=",".join(directions), eps=eps,
-                             control="random" if control else "none", prompts=int(prompts),
+                             control=",".join(controls) or "none",
+                             match="changed" if match == "changed tokens" else "decisions",
+                             target_budget=float(target) / 100, prompts=int(prompts),
                              samples=int(samples), temperature=float(temperature),
                              top_p=float(top_p))
 
@@ -120,35 +131,63 @@ def _last_failure(run_name: str) -> None:
 
 
 def _results(run) -> None:
-    summary = read_summary(run.path)
-    if summary is None:
+    sweeps = list_sweeps(run.path)
+    if not sweeps:
         st.info("No stored sweep for this run yet.")
         return
-    show_figure(cross_sampling(summary, run.name), key=f"cross_{run.name}")
+    st.subheader("Stored sweeps")
+    labels = {s.key: s.label() for s in sweeps}
+    c1, c2, c3 = st.columns([3, 3, 1])
+    key = c1.selectbox("sweep", list(labels), format_func=labels.get, key="cs_sweep")
+    other = c2.selectbox("overlay with", [None, *[k for k in labels if k != key]],
+                         format_func=lambda k: "(none)" if k is None else labels[k],
+                         key="cs_overlay")
+    budget = c3.radio("budget", ["changed", "decisions"], key="cs_budget",
+                      help="tokens the switches changed, or switch decisions")
+    info = next(s for s in sweeps if s.key == key)
+    summary = read_summary(run.path, key)
+    if other is None:
+        show_figure(cross_sampling(summary, run.name, info.settings, budget, key),
+                    key=f"cross_{run.name}_{key}")
+    else:
+        show_figure(cross_overlay(summary, read_summary(run.path, other), labels[key],
+                                  labels[other], run.name, budget),
+                    key=f"cross_{run.name}_{key}_{other}")
+    _mixed_traces(run, key, summary)
+
+
+def _mixed_traces(run, key: str, summary) -> None:
     st.subheader("Mixed traces")
     c1, c2, c3 = st.columns(3)
     direction = c1.selectbox("direction", ["forward", "reverse"], key="cs_dir")
     eps_values = sorted(summary[summary.direction == direction].eps.unique())
     eps = c2.selectbox("eps", eps_values, key="cs_eps")
-    control = c3.toggle("random control", key="cs_ctl")
-    samples = list_samples(run.path, direction, float(eps), control)
+    kinds = sorted(set(summary.control_kind.fillna("")) - {""})
+    control = c3.selectbox("control", ["", *kinds], key="cs_ctl",
+                           format_func=lambda k: k or "(the cross-sample itself)")
+    samples = list_samples(run.path, direction, float(eps), control, sweep=key)
     if samples.empty:
         st.info("No samples for this setting.")
         return
-    event = st.dataframe(samples[["prompt_id", "sample_index", "n_switched", "n_tokens",
-                                  "budget", "correct", "answer", "text"]],
+    event = st.dataframe(samples[["prompt_id", "sample_index", "n_switched", "n_changed",
+                                  "n_tokens", "budget", "correct", "answer", "text"]],
                          hide_index=True, on_select="rerun", selection_mode="single-row",
                          key="cs_table", height=220)
     rows = event.selection.rows if event and event.selection else []
     row = samples.iloc[rows[0] if rows else 0]
     toks = sample_tokens(tokenizer_of_run(run.path), row)
+    changed = "" if toks["changed"].isna().all() else \
+        f", {int(toks['changed'].fillna(False).sum())} of them changed the token"
     st.caption(md_escape(row["prompt_id"]) + f" · {row['n_switched']} of {row['n_tokens']} tokens "
-               f"switched · {'correct' if row['correct'] else 'incorrect'}. Colour = the model "
-               f"that produced the token: blue base, orange tuned.")
+               f"switched{changed} · {'correct' if row['correct'] else 'incorrect'}. Colour = "
+               f"the model that produced the token: blue base, orange tuned.")
     primary = CROSS_PRIMARY[row["direction"]]
+    notes = {True: " · changed the token", False: " · same token as the primary's draw",
+             None: ""}
     trace_view(toks["token"].tolist(), [SOURCE_COLOURS[s] for s in toks["source"]],
                [float(s != primary) for s in toks["source"]],
-               [f"pos {p} · from {s}" for p, s in zip(toks["pos"], toks["source"])],
+               [f"pos {p} · from {s}" + (notes[c] if s != primary else "")
+                for p, s, c in zip(toks["pos"], toks["source"], toks["changed"])],
                [False] * len(toks), None, [], key="cs_view", scroll=False)
 
 
@@ -158,8 +197,9 @@ def render() -> None:
     st.header("Cross-sampling")
     st.caption("Decode with one model and take the other model's token wherever their "
                "next-token js exceeds eps. Forward (base → tuned): are the few divergent tokens "
-               "enough? Reverse (tuned → base): are they necessary? The random control makes "
-               "the same number of switches at random positions.")
+               "enough? Reverse (tuned → base): are they necessary? Each control changes as "
+               "many tokens (or makes as many switch decisions) as its cross-sample, at random "
+               "positions or at positions drawn by the primary's entropy.")
     st.info(_device_note(), icon=":material/memory:")
     cfg = _settings(run)
     if cfg is not None:

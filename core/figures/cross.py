@@ -1,7 +1,17 @@
-"""The cross-sampling figure: accuracy against budget (share of tokens switched), forward,
-reverse and the random-position control, with 95% bootstrap intervals and both endpoints."""
+"""The cross-sampling figures: accuracy against budget for forward, reverse and their
+controls, with 95% bootstrap intervals and both endpoints (`cross_sampling`), and two stored
+sweeps of one run overlaid (`cross_overlay`).
+
+The budget axis is the share of tokens the switches actually changed (`budget_changed`) by
+default, or of switch decisions (`budget="decisions"`; a legacy sweep has only that).
+The caption reports the setting chosen before the sweep (the sweep's target budget and its
+eps, core.experiments.cross_sampling.budget), never one picked afterwards for its effect;
+with no target it singles out nothing.
+"""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pandas as pd
@@ -10,79 +20,177 @@ import plotly.graph_objects as go
 from core.figures.spec import FigureSpec
 from core.figures.style import MODEL_COLOURS, NEUTRAL, styled
 
-LINES = {  # (direction, control) -> (label, colour, dash)
-    ("forward", False): ("forward: base, switching to tuned where js > eps", MODEL_COLOURS["tuned"],
-                         "solid"),
-    ("forward", True): ("forward control: same number of random switches",
-                        MODEL_COLOURS["tuned"], "dot"),
-    ("reverse", False): ("reverse: tuned, switching to base where js > eps", MODEL_COLOURS["base"],
-                         "solid"),
-    ("reverse", True): ("reverse control: same number of random switches",
-                        MODEL_COLOURS["base"], "dot"),
-}
+DIRECTIONS = {"forward": ("base, switching to tuned where js > eps", MODEL_COLOURS["tuned"]),
+              "reverse": ("tuned, switching to base where js > eps", MODEL_COLOURS["base"])}
+CONTROLS = {"": ("", "solid"), "random": ("random positions", "dot"),
+            "entropy": ("positions by the primary's entropy", "dash")}
+AXIS = {"changed": "budget: tokens changed (%)", "decisions": "budget: switch decisions (%)"}
+COLUMN = {"changed": "budget_changed", "decisions": "budget"}
 
 
-def _gap_share(acc: float, base: float, tuned: float) -> float:
-    return (acc - base) / (tuned - base) if tuned != base else float("nan")
+def _kind(s: pd.DataFrame) -> pd.Series:
+    if "control_kind" in s:
+        return s["control_kind"].fillna("")
+    return s["control"].map({True: "random", False: ""})
 
 
-def cross_sampling(summary: pd.DataFrame, run: str = "") -> FigureSpec:
-    """`summary` has the columns of cross_summary.parquet (direction, eps, control, budget,
-    accuracy, ci_lo, ci_hi, n, ...); partial summaries (while a sweep runs) work too."""
+def _axis(s: pd.DataFrame, budget: str) -> str:
+    """The budget actually drawn: "changed" needs the column (a legacy sweep lacks it)."""
+    if budget == "changed" and ("budget_changed" not in s or s["budget_changed"].isna().all()):
+        return "decisions"
+    return budget
+
+
+def _lines(fig: go.Figure, s: pd.DataFrame, budget: str, prefix: str = "",
+           symbol: str = "circle", group: str = "") -> None:
+    kinds = _kind(s)
+    for direction, (what, colour) in DIRECTIONS.items():
+        for kind, (where, dash) in CONTROLS.items():
+            d = s[(s.direction == direction) & (kinds == kind)].sort_values(COLUMN[budget])
+            if d.empty:
+                continue
+            label = f"{direction}: {what}" if not kind else f"{direction} control: {where}"
+            fig.add_scatter(
+                x=100 * d[COLUMN[budget]], y=100 * d.accuracy, mode="lines+markers",
+                name=prefix + label, legendgroup=group or None,
+                line=dict(color=colour, dash=dash),
+                marker=dict(symbol=symbol if not kind else f"{symbol}-open", size=8),
+                error_y=dict(type="data", symmetric=False, array=100 * (d.ci_hi - d.accuracy),
+                             arrayminus=100 * (d.accuracy - d.ci_lo), thickness=1),
+                customdata=np.stack([d.eps, d.n], axis=-1),
+                hovertemplate="eps %{customdata[0]:g}<br>budget %{x:.2f}%<br>accuracy "
+                              "%{y:.1f}%<br>n %{customdata[1]}<extra></extra>")
+
+
+def _endpoints(s: pd.DataFrame) -> tuple[float, float] | None:
+    b, t = s[s.direction == "base"].accuracy, s[s.direction == "tuned"].accuracy
+    return (float(b.iloc[0]), float(t.iloc[0])) if len(b) and len(t) else None
+
+
+def cross_sampling(summary: pd.DataFrame, run: str = "", settings: dict | None = None,
+                   budget: str = "changed", sweep: str = "") -> FigureSpec:
+    """`summary` has the columns of a sweep's summary.parquet (direction, eps, control,
+    control_kind, budget, budget_changed, accuracy, ci_lo, ci_hi, diff, ...; partial
+    summaries while a sweep runs work too); `settings` the sweep's settings (its
+    target_eps, n_prompts, samples, ...; core.store.cross.SweepInfo.settings)."""
+    settings = settings or {}
+    budget = _axis(summary, budget)
     fig = go.Figure()
-    ends = {d: summary[summary.direction == d] for d in ("base", "tuned")}
     for d, name in (("base", "base alone"), ("tuned", "tuned alone")):
-        if len(ends[d]):
-            r = ends[d].iloc[0]
-            fig.add_hline(y=100 * r.accuracy, line=dict(color=MODEL_COLOURS[d], width=1,
-                                                         dash="dash"),
-                          annotation_text=f"{name} {100 * r.accuracy:.1f}%",
+        e = summary[summary.direction == d]
+        if len(e):
+            acc = float(e.accuracy.iloc[0])
+            fig.add_hline(y=100 * acc, line=dict(color=MODEL_COLOURS[d], width=1, dash="dash"),
+                          annotation_text=f"{name} {100 * acc:.1f}%",
                           annotation_position="top right")
-    for (direction, control), (label, colour, dash) in LINES.items():
-        d = summary[(summary.direction == direction) & (summary.control == control)]
-        d = d.sort_values("budget")
-        if d.empty:
-            continue
-        fig.add_scatter(
-            x=100 * d.budget, y=100 * d.accuracy, mode="lines+markers", name=label,
-            line=dict(color=colour, dash=dash), marker=dict(symbol="circle-open" if control
-                                                           else "circle", size=8),
-            error_y=dict(type="data", symmetric=False, array=100 * (d.ci_hi - d.accuracy),
-                         arrayminus=100 * (d.accuracy - d.ci_lo), thickness=1),
-            customdata=np.stack([d.eps, d.n], axis=-1),
-            hovertemplate="eps %{customdata[0]:g}<br>budget %{x:.2f}%<br>accuracy %{y:.1f}%"
-                          "<br>n %{customdata[1]}<extra></extra>")
-    fig.update_layout(xaxis=dict(title="budget: tokens switched (%)", rangemode="tozero"),
+    _lines(fig, summary, budget)
+    fig.update_layout(xaxis=dict(title=AXIS[budget], rangemode="tozero"),
                       yaxis=dict(title="accuracy (%)"), legend=dict(font=dict(color=NEUTRAL)))
-    caption, summ = _caption(summary)
+    caption, summ = caption_of(summary, settings, budget)
     title = "Cross-sampling: accuracy against the share of tokens switched"
     return FigureSpec("cross_sampling", title, caption, styled(fig, title), summary.copy(),
-                      "cross_summary.parquet", {"run": run}, summ, run)
+                      "read_summary", {"run": run, "sweep": sweep, "budget": budget}, summ,
+                      run)
 
 
-def _caption(s: pd.DataFrame) -> tuple[str, dict]:
-    base = s[s.direction == "base"].accuracy
-    tuned = s[s.direction == "tuned"].accuracy
-    if base.empty or tuned.empty:
+def cross_overlay(a: pd.DataFrame, b: pd.DataFrame, label_a: str, label_b: str,
+                  run: str = "", budget: str = "changed") -> FigureSpec:
+    """Two sweeps of one run on one chart: sweep A with filled circles, sweep B with
+    squares; `label_a`/`label_b` name them (SweepInfo.label())."""
+    budget = _axis(b, _axis(a, budget))
+    fig = go.Figure()
+    _lines(fig, a, budget, "A: ", "circle", "A")
+    _lines(fig, b, budget, "B: ", "square", "B")
+    fig.update_layout(xaxis=dict(title=AXIS[budget], rangemode="tozero"),
+                      yaxis=dict(title="accuracy (%)"), legend=dict(font=dict(color=NEUTRAL)))
+    parts = []
+    for name, s, label in (("A", a, label_a), ("B", b, label_b)):
+        ends = _endpoints(s)
+        e = f"base {100 * ends[0]:.1f}%, tuned {100 * ends[1]:.1f}%" if ends else "no endpoints"
+        parts.append(f"{name} = {label} ({e})")
+    caption = "Two sweeps of this run: " + "; ".join(parts)
+    title = "Cross-sampling: two sweeps overlaid"
+    data = pd.concat([a.assign(sweep="A"), b.assign(sweep="B")], ignore_index=True)
+    return FigureSpec("cross_sampling_overlay", title, caption, styled(fig, title), data,
+                      "read_summary", {"run": run, "a": label_a, "b": label_b,
+                                       "budget": budget}, {}, run)
+
+
+def gap_text(direction: str, acc: float, base: float, tuned: float) -> tuple[str, float]:
+    """How much of the base-tuned gap a setting moves, in words, and the fraction: forward
+    recovers it (acc - base over tuned - base), reverse removes it (tuned - acc over the
+    same). Beyond 100% or below 0 the text says what happened."""
+    if tuned == base:
+        return "no gap between the models on these prompts", math.nan
+    share = (acc - base) / (tuned - base)
+    moved = share if direction == "forward" else 1 - share
+    verb = "recovers" if direction == "forward" else "removes"
+    text = f"{verb} {100 * moved:.0f}% of the gap"
+    if moved > 1:
+        text += (": the mixed decode beat the tuned model on these prompts"
+                 if direction == "forward"
+                 else ": the mixed decode fell below the base model on these prompts")
+    elif moved < 0:
+        text += (": it moved accuracy away from the tuned model" if direction == "forward"
+                 else ": it moved accuracy further from the base model")
+    return text, moved
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:+.1f}"
+
+
+def caption_of(s: pd.DataFrame, settings: dict, budget: str = "changed") -> tuple[str, dict]:
+    ends = _endpoints(s)
+    if ends is None:
         return "accuracy against budget (endpoints pending)", {}
-    b, t = float(base.iloc[0]), float(tuned.iloc[0])
-    parts, summ = [f"base {100 * b:.1f}%, tuned {100 * t:.1f}%"], {"base": b, "tuned": t}
+    b, t = ends
+    n_p = settings.get("n_prompts") or int(s.n_prompts.max())
+    k = settings.get("samples") or ""
+    traces = (f"{n_p} prompts x {k} samples decoded by the sweep" if k
+              else f"{n_p} prompts decoded by the sweep")
+    parts = [f"base {100 * b:.1f}%, tuned {100 * t:.1f}% ({traces})"]
+    summ = {"base": b, "tuned": t}
+    target = settings.get("target_eps")
+    if target is None and not settings:  # a running sweep's partial summary
+        return "; ".join(parts), summ
+    if target is None:
+        parts.append("no target budget was set before this sweep, so no setting is singled "
+                     "out (every eps is in the table)")
+        return "; ".join(parts), summ
+    summ["target_budget"], summ["target_eps"] = settings.get("target_budget"), target
+    parts.append(f"at the budget chosen before the sweep ({100 * settings['target_budget']:g}% "
+                 f"of the run's stored tokens: eps {target:g})")
+    kinds = _kind(s)
     for direction in ("forward", "reverse"):
-        d = s[(s.direction == direction) & (~s.control) & (s.budget <= 0.10)]
-        if d.empty:
+        at = s[(s.direction == direction) & (np.isclose(s.eps, target))]
+        ref = at[kinds[at.index] == ""]
+        if ref.empty:
             continue
-        best = d.loc[(d.accuracy - b).abs().idxmax() if direction == "forward"
-                     else (d.accuracy - t).abs().idxmax()]
-        ctrl = s[(s.direction == direction) & s.control & (s.eps == best.eps)]
-        share = _gap_share(best.accuracy, b, t)
-        moved = share if direction == "forward" else 1 - share
-        verb = "recovered" if direction == "forward" else "removed"
-        text = (f"{direction} at {100 * best.budget:.1f}% of tokens: {100 * best.accuracy:.1f}%"
-                f" ({100 * moved:.0f}% of the gap {verb}")
-        if len(ctrl):
-            text += f"; random control {100 * ctrl.accuracy.iloc[0]:.1f}%"
-        parts.append(text + ")")
-        summ[direction] = {"eps": float(best.eps), "budget": float(best.budget),
-                           "accuracy": float(best.accuracy), "gap_share": float(moved),
-                           "control": float(ctrl.accuracy.iloc[0]) if len(ctrl) else None}
+        r = ref.iloc[0]
+        gap, moved = gap_text(direction, float(r.accuracy), b, t)
+        text = (f"{direction} {100 * r.accuracy:.1f}% with {100 * r.budget:.1f}% of tokens "
+                f"switched")
+        if not pd.isna(r.get("budget_changed", math.nan)):
+            text += f" and {100 * r.budget_changed:.1f}% changed"
+        text += f", {gap}"
+        item = {"eps": float(r.eps), "budget": float(r.budget), "accuracy": float(r.accuracy),
+                "gap_share": moved, "controls": {}}
+        for _, c in at[kinds[at.index] != ""].iterrows():
+            kind = kinds[c.name]
+            if pd.isna(c.get("diff", math.nan)):
+                text += f"; {kind} control {100 * c.accuracy:.1f}%"
+            else:
+                text += (f"; minus {kind} control {_pct(c['diff'])} points "
+                         f"[{_pct(c.diff_lo)}, {_pct(c.diff_hi)}] (paired)")
+            item["controls"][kind] = {"accuracy": float(c.accuracy),
+                                      "diff": _nan_none(c.get("diff")),
+                                      "diff_lo": _nan_none(c.get("diff_lo")),
+                                      "diff_hi": _nan_none(c.get("diff_hi"))}
+        parts.append(text)
+        summ[direction] = item
     return "; ".join(parts), summ
+
+
+def _nan_none(v):
+    return None if v is None or pd.isna(v) else float(v)
