@@ -200,3 +200,28 @@ def test_old_series_runs_open_with_their_labels_read_as_reused(series_cache, tmp
         acc = con.execute("SELECT accuracy, accuracy_source FROM runs").fetchone()
         assert acc == (0.563, "model card, 1,000 prompts sampled at T=1")
         assert Q.headline(con).accuracy_tuned.isna().all()
+
+
+@pytest.mark.model
+def test_overview_shows_a_series_checkpoints_own_accuracy(app_cache, monkeypatch):
+    """The app cache's series re-scores demo-rl's traces: step 120's headline shows its
+    card's 62.2%, not the 60-odd % of the final model's samples, and says who sampled them."""
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import ROOT
+
+    monkeypatch.setenv("SHIFTLENS_CACHE", str(app_cache))
+    at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=60)
+    at.query_params["run"] = "demo-rl-step-120"
+    at.run()
+    at.switch_page("views/overview.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    acc = next(m for m in at.metric if m.label == "accuracy (this checkpoint)")
+    assert acc.value == "62.2%"
+    text = " ".join(c.value for c in at.caption).replace("\\", "")  # md_escape's
+    assert "model card, 1,000 prompts sampled at T=1" in text
+    assert "sampled by demo-rl's tuned model" in text
+    at.switch_page("views/add_pair.py")
+    at.run()
+    assert at.radio(key="ap_series_sampling").value == "reuse"

@@ -4,6 +4,8 @@ settings; validate, then queue background jobs."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 import streamlit as st
 
@@ -121,8 +123,10 @@ def _settings(sampling: bool) -> PrecomputeConfig:
             help="score only the file's first N rows")))
     with st.expander("All settings (as `shiftlens precompute --help`): scoring mode, memory "
                      "budget, engine, ..."):
-        rest = settings_widgets(PrecomputeConfig, tuple(
-            n for n in RUN_SETTINGS if n not in FIRST and n != "sample_from"), key="ap_set")
+        rest = settings_widgets(PrecomputeConfig, tuple(  # series_sampling: series section
+            n for n in RUN_SETTINGS if n not in FIRST and n not in ("sample_from",
+                                                                     "series_sampling")),
+            key="ap_set")
     return PrecomputeConfig(**first, **rest, cache=str(state.cache_dir()))
 
 
@@ -150,12 +154,17 @@ def render() -> None:
         series_text = st.text_input("Series: step=path pairs, comma-separated",
                                     placeholder="30=runs/ckpt-30,60=runs/ckpt-60",
                                     key="ap_series")
+        series_sampling = st.radio(
+            "Series traces", ["reuse", "own"], horizontal=True, key="ap_series_sampling",
+            format_func={"reuse": "re-score the tuned model's traces",
+                         "own": "each checkpoint samples its own"}.get,
+            help=api.PrecomputeConfig.__dataclass_fields__["series_sampling"].metadata["help"])
     source = st.radio("Traces", SOURCES, horizontal=True, key="ap_source",
                       help="score my rollouts: traces you already have (verl, OpenRLHF, TRL, "
                            "an eval harness) are scored as given, nothing is sampled")
     sampling = source == SOURCES[0]
     prompts, traces = (_prompt_set(), None) if sampling else (None, _rollouts())
-    settings = _settings(sampling)
+    settings = dataclasses.replace(_settings(sampling), series_sampling=series_sampling)
     name = st.text_input("Run name (optional)", key="ap_name")
     if st.button("Validate and queue", type="primary", key="ap_go",
                  disabled=not (base and tuned and (prompts or traces))):

@@ -17,10 +17,14 @@ def _headline(con, run) -> None:
     c[0].metric("tokens with js < 0.01", f"{100 * hl.share_near_zero:.1f}%")
     c[1].metric("tokens with js > 0.1", f"{100 * hl.share_high:.2f}%")
     c[2].metric("top-1 agreement", f"{100 * hl.top1_agree:.1f}%")
-    c[3].metric("accuracy (tuned samples)", "—" if hl.accuracy_tuned != hl.accuracy_tuned
-                else f"{100 * hl.accuracy_tuned:.1f}%")
+    acc, source = api.checkpoint_accuracy(run.manifest)  # never another model's samples
+    c[3].metric("accuracy (this checkpoint)", "not measured" if acc is None
+                else f"{100 * acc:.1f}%", help=f"the tuned checkpoint's own accuracy: {source}")
     c[4].metric("accuracy (base samples)", "—" if hl.accuracy_base != hl.accuracy_base
                 else f"{100 * hl.accuracy_base:.1f}%")
+    note = api.reused_note(run.manifest)
+    st.caption(md_escape(f"Accuracy of this checkpoint: {source}."
+                         + (f" {note}" if note else "")))
 
 
 def _most_divergent(con, run) -> None:
