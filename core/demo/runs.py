@@ -1,7 +1,7 @@
 """The demo runs: the app's default data, precomputed from the shipped demo family.
 
 `python -m core demo-runs ensure` (= `shiftlens demo-runs`) builds whichever of them the
-cache lacks (under a minute on 2 CPU cores, with progress bars); `build` recomputes them all.
+cache lacks (a few minutes on 2 CPU cores, with progress bars); `build` recomputes them all.
 
   demo-rl            base vs rl, 200 held-out prompts x 4 samples from each model
   demo-sft-matched   base vs sft-matched (SFT chosen at rl's mean KL from base), same
