@@ -52,6 +52,18 @@ def test_the_outline_follows_every_click_in_live_scoring(server, page):
         _click_and_check(page, i)
 
 
+def choose(page, box, typed: str, chosen: re.Pattern) -> None:
+    """Type into a select box and take the first match (retried: Enter before the list has
+    filtered leaves only the typed text)."""
+    for _ in range(5):
+        box.locator("input").fill(typed)
+        page.wait_for_timeout(400)
+        page.keyboard.press("Enter")
+        if chosen.search(box.locator("input").input_value()):
+            return
+    expect(box.locator("input")).to_have_value(chosen, timeout=5_000)
+
+
 def test_fork_explorer_offers_both_top_k_lists_and_reopens_saved_forks(server, page):
     page.goto(f"{server}/?run=demo-rl&pos=4")
     page.locator(".sl-sel").wait_for(timeout=30_000)
@@ -65,9 +77,7 @@ def test_fork_explorer_offers_both_top_k_lists_and_reopens_saved_forks(server, p
     if "tuned #1" in a:  # both models' top-1 is this token: said, and the runner-up offered
         page.get_by_text("the two top-1 branches would be the same branch").wait_for()
         assert "tuned #2" in b
-    second.locator("input").fill("#3")  # force another token of either list: a third rank
-    page.keyboard.press("Enter")
-    expect(second.locator("input")).to_have_value(re.compile("#3"), timeout=10_000)
+    choose(page, second, "#3", re.compile("^'.*#3"))  # force another token: a third rank
     page.get_by_role("button", name="Fork", exact=True).click()
     page.get_by_text("→ continued by tuned").nth(1).wait_for(timeout=60_000)
     page.get_by_text("forks.parquet").wait_for()
@@ -75,13 +85,13 @@ def test_fork_explorer_offers_both_top_k_lists_and_reopens_saved_forks(server, p
     saved = page.locator("[data-testid=stSelectbox]").filter(has_text="Reopen a saved fork")
     labels = page.get_by_test_id("stMetricLabel").all_inner_texts()
     assert len(labels) == 2 and labels[0] != labels[1]
-    page.reload()  # a new session: the fork is on disk, listed and reopens
+    fid = re.search(r"Saved as (fork-\d{5})", page.get_by_text("Saved as fork-").inner_text())
+    # a new session opened on a link naming the fork: it is on disk, listed and reopens
+    page.goto(f"{server}/?run=demo-rl&pos=4&fork={fid.group(1)}")
     page.locator(".sl-sel").wait_for(timeout=30_000)
     page.get_by_text("Fork here (at token 4)").click()
-    page.get_by_text("Saved forks of trace").wait_for(timeout=20_000)
     saved = page.locator("[data-testid=stSelectbox]").filter(has_text="Reopen a saved fork")
-    saved.locator("input").fill("fork-")
-    page.keyboard.press("Enter")  # the first match: the newest fork
-    expect(saved.locator("input")).to_have_value(re.compile("^fork-"), timeout=10_000)
+    expect(saved.locator("input")).to_have_value(re.compile(f"^{fid.group(1)} · token 4"),
+                                                 timeout=20_000)
     expect(page.get_by_test_id("stMetricLabel")).to_have_count(2, timeout=30_000)
     assert page.get_by_test_id("stMetricLabel").all_inner_texts() == labels

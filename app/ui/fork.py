@@ -94,10 +94,13 @@ def _saved(run, trace_id: int) -> None:
     st.markdown(f"**Saved forks of trace {trace_id}** ({len(saved)})")
     st.dataframe(saved, hide_index=True, key="fork_list")
     ids = saved.fork_id.tolist()
-    fid = st.selectbox("Reopen a saved fork", ids, index=None, key=f"fork_reopen_{trace_id}",
+    wanted = state.param("fork")  # the URL names the reopened fork, so a link reopens it
+    fid = st.selectbox("Reopen a saved fork", ids, key=f"fork_reopen_{trace_id}",
+                       index=ids.index(wanted) if wanted in ids else None,
                        placeholder="pick a fork",
                        format_func=lambda f: f"{f} · token {saved.pos[ids.index(f)]} · "
                                              f"{saved.branches[ids.index(f)]}")
+    state.set_params(fork=fid)
     if fid is not None:
         try:
             rollouts = load_fork(run.path, fid)
