@@ -42,10 +42,26 @@ def evolution(con, series, *, high=0.1) -> FigureSpec:
     a, b = df.iloc[0], df.iloc[-1]
     cap = (f"Across {len(df)} checkpoints p95 js goes from {num(a.p95)} (step {a.step}) to "
            f"{num(b.p95)} (step {b.step}); Jaccard of step {a.step}'s high-js positions with "
-           f"the final's: {num(a.jaccard_final)}")
+           f"the final's: {num(a.jaccard_final)}" + _own_accuracy(df))
     summ = {"p95_first": a.p95, "p95_last": b.p95, "jaccard_first": a.jaccard_final}
     return _spec("evolution", "Evolution across checkpoints", cap, fig, df, "evolution", params,
                  {k: _jsonable(v) for k, v in summ.items()})
+
+
+def _own_accuracy(df) -> str:
+    """The caption's clause on each checkpoint's own accuracy and where each comes from
+    (Q.evolution's accuracy, accuracy_source): never the accuracy of another model's traces."""
+    rows = df.drop_duplicates("run")
+    if "accuracy" not in rows or rows.empty:
+        return ""
+    vals = ", ".join(f"step {s} {pct(a) if a == a and a is not None else 'not measured'}"
+                     for s, a in zip(rows.step, rows.accuracy, strict=True))
+    by: dict = {}
+    for s, src in zip(rows.step, rows.accuracy_source, strict=True):
+        by.setdefault(src, []).append(str(s))
+    srcs = "; ".join(f"{src}: step{'s' if len(st) > 1 else ''} {', '.join(st)}"
+                     for src, st in by.items())
+    return f". Each checkpoint's own accuracy: {vals} ({srcs})"
 
 
 def contrast(con, run, other, *, near_zero=0.01, high=0.1, bins=60) -> FigureSpec:

@@ -369,8 +369,11 @@ def urial_categories(con, runs=None, sampled_from=None, correct=None,
 def evolution(con, series_runs: list[str], high=0.1, sampled_from=None,
               correct=None) -> pd.DataFrame:
     """run, step (manifest series_step, else the list index), p50, p90, p95, p99 of js,
-    n_high and jaccard_final: Jaccard overlap of the run's high-js positions (trace_id, pos
-    with js > high) with those of the last run in `series_runs`."""
+    n_high, jaccard_final: Jaccard overlap of the run's high-js positions (trace_id, pos
+    with js > high) with those of the last run in `series_runs` (NULL for a run that sampled
+    its own traces, --series-sampling own: its positions are not the final's), and accuracy,
+    accuracy_source: the checkpoint's own accuracy (the runs table,
+    core.store.samplers.checkpoint_accuracy; NULL with "not measured")."""
     series_runs = [str(r) for r in series_runs]
     if not series_runs:
         raise ValueError("series_runs is empty")
@@ -399,15 +402,18 @@ def evolution(con, series_runs: list[str], high=0.1, sampled_from=None,
       i AS ({i})
       SELECT s.run, r.series_step, s.q[1] AS p50, s.q[2] AS p90, s.q[3] AS p95, s.q[4] AS p99,
         coalesce(i.n_high, 0) AS n_high,
-        coalesce(i.n_inter, 0) / nullif(coalesce(i.n_high, 0) + {hfin}
-          - coalesce(i.n_inter, 0), 0) AS jaccard_final
+        CASE WHEN r.series_sampling = 'own' AND s.run <> $last THEN NULL  -- own positions
+          ELSE coalesce(i.n_inter, 0) / nullif(coalesce(i.n_high, 0) + {hfin}
+            - coalesce(i.n_inter, 0), 0) END AS jaccard_final,
+        r.accuracy, coalesce(r.accuracy_source, 'not measured') AS accuracy_source
       FROM s LEFT JOIN i USING (run) LEFT JOIN runs r USING (run)"""
     df = _q(con, sql, {**p, "hi": high, "last": series_runs[-1]})
     order = {r: k for k, r in enumerate(series_runs)}
     df = df.assign(_o=df["run"].map(order)).sort_values("_o").reset_index(drop=True)
     df["step"] = [int(s) if pd.notna(s) else int(o)
                   for s, o in zip(df["series_step"], df["_o"], strict=True)]
-    return df[["run", "step", "p50", "p90", "p95", "p99", "n_high", "jaccard_final"]]
+    return df[["run", "step", "p50", "p90", "p95", "p99", "n_high", "jaccard_final",
+               "accuracy", "accuracy_source"]]
 
 
 def contrast(con, run_a: str, run_b: str, near_zero=0.01, high=0.1, metric="js",
