@@ -59,6 +59,11 @@ def make_tables(seed: int, n_traces: int = 14, dense: bool = False, js_override=
     metrics = {"js": js, "js_top_p": js * 0.9, "kl_tb": js * 2, "kl_bt": js * 2.1,
                "entropy_base": rng.uniform(0, 3, n), "entropy_tuned": rng.uniform(0, 3, n),
                "logp_base": lb, "logp_tuned": lt, "dlogp": lt - lb}
+    # truncated js at fixed nuclei: exactly 0 on most rows (ties), noisy elsewhere (its own
+    # generator, so the other columns' values do not depend on these)
+    r2 = np.random.default_rng(seed + 1000)
+    for name, keep in (("js_top_p90", 0.4), ("js_top_p95", 0.7)):
+        metrics[name] = np.where(r2.random(n) < keep, js * r2.uniform(0.3, 1.5, n), 0.0)
     for m in FLOAT_METRICS:
         tokens[m] = metrics[m]
     tokens["rank_base"] = rng.geometric(0.45, n).astype(np.int32)
