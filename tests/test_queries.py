@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import shutil
 from pathlib import Path
@@ -10,12 +11,30 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import queries as Q
+from core import queries as _queries
 from core.store.schema import FLOAT_METRICS, MANIFEST_FILE, TOKENS_FILE, TOPK_FILE, TRACES_FILE
 from core.store.storage import tokens_table, topk_table, traces_table, write_json, write_parquet
 
 pytestmark = pytest.mark.unit
 
+
+class _PooledByDefault:
+    """core.queries with sampled_from="pooled" unless a test names another choice: these
+    tests check each query against pandas over every row its other filters keep. The
+    default (each run's tuned-sampled traces) is tested in tests/test_sampled_from.py."""
+
+    def __getattr__(self, name):
+        f = getattr(_queries, name)
+        if not callable(f) or "sampled_from" not in inspect.signature(f).parameters:
+            return f
+
+        def pooled(*args, **kw):
+            kw.setdefault("sampled_from", "pooled")
+            return f(*args, **kw)
+        return pooled
+
+
+Q = _PooledByDefault()
 HOSTILE = "x'; DROP TABLE tokens; --"
 VOCAB = ["the", " 1", " 2", "+", "=", " answer", "\n", "", "The", " 12"]
 LN2 = math.log(2)
