@@ -26,13 +26,15 @@ from core.figures.builders import (
     tuned_top1_rank,
     urial,
 )
+from core.figures.robustness import position_absolute, truncation
 from core.figures.runs import contrast, evolution
 from core.figures.style import TEMPLATE, esc, token_label
 from core.queries import opened_runs, sampler
 
 FIGURE_IDS = ("js_hist", "js_cdf", "entropy_by_js", "js_entropy_2d", "position_profile",
+              "position_profile_abs",
               "token_identity", "topk_overlap", "tuned_top1_base_rank", "urial_categories",
-              "evolution", "contrast")
+              "truncation", "evolution", "contrast")
 
 
 def _count(con, sql: str, run: str) -> int:
@@ -75,11 +77,13 @@ def overview(con, run: str, *, series=None, contrast_with=None, sampled_from=Non
                   entropy_by_js(con, run, near_zero=near_zero, high=high, **one),
                   js_entropy_heatmap(con, run, **one),
                   position(con, run, high=high, **one),
+                  position_absolute(con, run, high=high, **one),
                   token_identity(con, run, high=high, **one)]
         if has_topk:
             specs += [topk_overlap(con, run, high=high, **one),
                       tuned_top1_rank(con, run, high=high, **one)]
         specs.append(urial(con, run, **one))
+        specs.append(truncation(con, run, high=high, **one))
     if series:
         specs.append(evolution(con, [str(s) for s in series], high=high, **one))
     if contrast_with is not None and str(contrast_with) != run:
@@ -112,9 +116,11 @@ __all__ = [
     "js_histogram",
     "overview",
     "position",
+    "position_absolute",
     "token_identity",
     "token_label",
     "topk_overlap",
     "tuned_top1_rank",
+    "truncation",
     "urial",
 ]

@@ -36,6 +36,11 @@ from core.queries import sampler
 def evolution(con, series, *, high=0.1, sampled_from=None) -> FigureSpec:
     params = dict(series_runs=list(series), high=high, sampled_from=sampled_from)
     df = Q.evolution(con, **params)
+    # beside the thresholded Jaccard: its size bound and the overlap of equal-size sets
+    ov = Q.evolution_overlap(con, **params)
+    on = [c for c in ("sampled_from", "run") if c in df and c in ov]
+    df = df.merge(ov[on + ["n_final", "jaccard_bound", "top_n", "jaccard_top_n"]], on=on,
+                  how="left")
     keys = (df["sampled_from"].drop_duplicates().tolist() if "sampled_from" in df else []) or [None]
     fig = make_subplots(rows=2, cols=len(keys), shared_xaxes=True, vertical_spacing=0.08,
                         row_heights=[0.62, 0.38], horizontal_spacing=0.08,
@@ -51,6 +56,14 @@ def evolution(con, series, *, high=0.1, sampled_from=None) -> FigureSpec:
         fig.add_scatter(x=d.step, y=d.jaccard_final, mode="lines+markers",
                         name="Jaccard with final", legendgroup="j", showlegend=c == 1,
                         line=dict(color=NEUTRAL, width=2), row=2, col=c)
+        fig.add_scatter(x=d.step, y=d.jaccard_bound, mode="lines",
+                        name="largest Jaccard the two set sizes allow", legendgroup="jb",
+                        showlegend=c == 1, line=dict(color=NEUTRAL, width=1.5, dash="dot"),
+                        row=2, col=c)
+        fig.add_scatter(x=d.step, y=d.jaccard_top_n, mode="lines+markers",
+                        name="Jaccard of equal-size sets (top-N by js, N = final's)",
+                        legendgroup="jn", showlegend=c == 1, marker_symbol="square",
+                        line=dict(color="#000000", width=2, dash="dash"), row=2, col=c)
         fig.update_yaxes(range=[0, 1.05], row=2, col=c)
         fig.update_xaxes(title_text="checkpoint (series step)", row=2, col=c)
     fig.update_yaxes(title_text="js (nats)", row=1, col=1)
@@ -67,15 +80,24 @@ def evolution(con, series, *, high=0.1, sampled_from=None) -> FigureSpec:
         parts.append(("" if k is None else f"{k}-sampled: ") + f"p95 js goes from "
                      f"{num(a.p95)} (step {a.step}) to {num(b.p95)} (step {b.step}); Jaccard "
                      f"of step {a.step}'s high-js positions with the final's: "
-                     f"{num(a.jaccard_final)}")
+                     f"{num(a.jaccard_final)} (at most {num(a.jaccard_bound)} for "
+                     f"{_count(a.n_high)} high-js tokens against the final's "
+                     f"{_count(a.n_final)}); of equal-size sets, its top-{_count(a.top_n)} by "
+                     f"js: {num(a.jaccard_top_n)}")
         summ[str(k) if k else "all"] = {"p95_first": _jsonable(a.p95),
                                         "p95_last": _jsonable(b.p95),
-                                        "jaccard_first": _jsonable(a.jaccard_final)}
+                                        "jaccard_first": _jsonable(a.jaccard_final),
+                                        "jaccard_bound_first": _jsonable(a.jaccard_bound),
+                                        "jaccard_top_n_first": _jsonable(a.jaccard_top_n)}
     n = df["run"].nunique()
     cap = f"Across {n} checkpoints " + "; ".join(parts) + _own_accuracy(df)
     summ = summ["all"] if keys == [None] else summ
     return _spec("evolution", "Evolution across checkpoints", cap, fig, df, "evolution", params,
                  summ, traces=traces)
+
+
+def _count(x) -> str:
+    return "n/a" if x is None or x != x else f"{int(x):,}"
 
 
 def _own_accuracy(df) -> str:

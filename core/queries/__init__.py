@@ -25,6 +25,8 @@ grouping column).
   sql.py          SQL helpers (whitelists, filters, binning) and the shared constants
   sampler.py      the sampled_from choice: validation, the per-run default, captions' words
   analyses.py     the paper's analyses: sparsity .. evolution, contrast
+  robustness.py   how much an answer moves: full vs truncated js, the evolution's Jaccard
+                  beside its size bound and equal-size sets, js by absolute position
   browse.py       headline table, trace list (pages, counts, a trace's place), one trace's
                   tokens, token search
   indexed.py      the analyses answered from order indexes on materialised connections
@@ -66,6 +68,11 @@ from core.queries.connection import (
     session,
     table_files,
 )
+from core.queries.robustness import (
+    evolution_overlap,
+    position_profile_abs,
+    truncation_agreement,
+)
 from core.queries.sampler import SAMPLED_FROM
 from core.queries.sampler import choices as sampled_from_choices
 from core.queries.sampler import describe as describe_traces
@@ -92,12 +99,14 @@ __all__ = [
     "entropy_by_js_bin",
     "eps_for_budget",
     "evolution",
+    "evolution_overlap",
     "headline",
     "histogram",
     "js_entropy_hist2d",
     "open_runs",
     "opened_runs",
     "position_profile",
+    "position_profile_abs",
     "prepare",
     "reallocation",
     "resolve_sampled_from",
@@ -112,6 +121,7 @@ __all__ = [
     "trace_list",
     "trace_position",
     "trace_tokens",
+    "truncation_agreement",
     "tuned_top1_base_rank_hist",
     "urial_categories",
 ]
