@@ -33,6 +33,7 @@ PARTS = {
     "entropy (both)": lambda c: (c.entropy("base"), c.entropy("tuned")),
     "top-k (both)": lambda c: (c.topk("base", 10), c.topk("tuned", 10)),
     "js_top_p (nuclei + JS)": lambda c: c.js_top_p,
+    **{f"{n} (nuclei + JS)": M.METRICS[n].fn for n in M.TRUNCATED_JS},
     "ranks (3)": lambda c: (c.rank("base", c.tok), c.rank("tuned", c.tok),
                             c.rank("base", c.topk("tuned", 1)[0][:, 0])),
     "argmax (both)": M.METRICS["top1_agree"].fn,

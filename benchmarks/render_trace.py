@@ -32,7 +32,8 @@ def synthetic_run(cache: Path, n: int, k: int = 10) -> None:
     rng = np.random.default_rng(0)
     js = np.where(rng.random(n) < 0.05, rng.uniform(0.1, 0.69, n), rng.uniform(0, 0.01, n))
     scores = {"offsets": np.array([0, n]), "token_id": rng.integers(3, 25, n).astype(np.int32),
-              "js": js, "js_top_p": js, "kl_tb": js * 2, "kl_bt": js * 2,
+              "js": js, "js_top_p": js, "js_top_p90": js, "js_top_p95": js,
+              "kl_tb": js * 2, "kl_bt": js * 2,
               "entropy_base": rng.uniform(0, 2, n), "entropy_tuned": rng.uniform(0, 2, n),
               "logp_base": -rng.uniform(0, 3, n), "logp_tuned": -rng.uniform(0, 3, n),
               "dlogp": rng.normal(0, 1, n), "rank_base": rng.integers(1, 6, n),

@@ -29,10 +29,12 @@ from core.jobs.runs import delete_run, rename_run
 
 # --- queries: a DuckDB connection over runs and the browsing queries (DataFrames) ---
 from core.queries import (
+    describe_traces,
     eps_for_budget,
     headline,
     open_runs,
     run_gone,
+    sampled_from_choices,
     session,
     token_search,
     trace_count,
@@ -83,7 +85,8 @@ __all__ = [
     "ASSETS", "REPO_ROOT", "RunInfo", "contrast_candidates", "default_cache", "delete_run",
     "list_runs", "rename_run", "series_of", "checkpoint_accuracy", "reused_note",
     # queries
-    "eps_for_budget", "headline", "open_runs", "run_gone", "session", "token_search",
+    "describe_traces", "eps_for_budget", "headline", "open_runs", "run_gone",
+    "sampled_from_choices", "session", "token_search",
     "trace_count",
     "trace_list", "trace_position", "trace_tokens",
     # jobs & add-pair

@@ -142,12 +142,23 @@ class Context:
             ids, probs = self._top(which)
         return ids[:, :k], probs[:, :k]
 
-    @cached_property
+    def js_at(self, top_p: float) -> torch.Tensor:
+        """JS between the top-p truncated, renormalised distributions (core/nucleus.py's
+        rule), once per nucleus: the run's `js_top_p` and the fixed TRUNCATED_JS nuclei share
+        the top-k lists and the work buffers, and a repeated nucleus is computed once."""
+        done = self.__dict__.setdefault("_js_at", {})
+        key = float(top_p)
+        if key not in done:
+            v = self.p.shape[-1]
+            top = ((None, None) if v <= NUCLEUS_SORT_VOCAB
+                   else (self._top("base"), self._top("tuned")))
+            done[key] = _js_top_p(self.p, self.logp, self.q, self.logq, key, *top,
+                                  finite=self.finite, scratch=self.scratch)
+        return done[key]
+
+    @property
     def js_top_p(self) -> torch.Tensor:
-        v = self.p.shape[-1]
-        top = (None, None) if v <= NUCLEUS_SORT_VOCAB else (self._top("base"), self._top("tuned"))
-        return _js_top_p(self.p, self.logp, self.q, self.logq, self.top_p, *top,
-                         finite=self.finite, scratch=self.scratch)
+        return self.js_at(self.top_p)
 
 
 @dataclass(frozen=True)
@@ -206,6 +217,18 @@ def _js_metric(c: Context) -> torch.Tensor:
           scale="sequential", full_scale=LN2 / 2, sequential="approximate", **JS_RANGE)
 def _js_top_p_metric(c: Context) -> torch.Tensor:
     return c.js_top_p
+
+
+# Truncated JS at fixed nuclei beside the run's own (`js_top_p`, the config's js_top_p): the
+# paper's truncation rule is not written down, so how much the answer moves with the nucleus
+# is stored with every run (docs/paper.md, "Truncated JS"). No colour scale: runs written
+# before these columns existed lack them, and the trace view offers only what every run has.
+TRUNCATED_JS = {"js_top_p90": 0.9, "js_top_p95": 0.95}
+
+for _name, _top_p in TRUNCATED_JS.items():
+    register(_name, label=f"JS on top-p {_top_p:g} truncated distributions ({_name})",
+             sequential="approximate", **JS_RANGE)(
+        lambda c, _top_p=_top_p: c.js_at(_top_p))
 
 
 @register("kl_tb", label="KL(tuned || base)", lo=0.0, unit="nats", sequential="approximate")

@@ -52,6 +52,14 @@ def build_env(cache) -> dict:
     return {"cache": cache, "dirs": dirs, "con": con, "ref": ref}
 
 
+def tuned(env, run: str):
+    """The reference rows of `run`'s tuned-sampled traces: what every figure uses by default
+    (core.queries.sampler; every run here has them)."""
+    t = env["ref"][run]
+    return t[t.sampled_from == "tuned"]
+
+
 def build_specs(env) -> dict:
-    s = overview(env["con"], "rl", series=SERIES, contrast_with=SFT_NAME, split_by_source=False)
+    """The overview of rl with its defaults: tuned-sampled traces, not split."""
+    s = overview(env["con"], "rl", series=SERIES, contrast_with=SFT_NAME)
     return {x.id: x for x in s}

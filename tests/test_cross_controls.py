@@ -218,16 +218,28 @@ def demo_run(tmp_path_factory):
                       log=lambda s: None, show_progress=False)
 
 
-@pytest.mark.model
-def test_two_sweeps_with_different_top_p_are_stored_side_by_side_and_listed(demo_run, capsys):
+COMMON = ["--prompts", "2", "--eps", "0.05", "--direction", "forward", "--control", "random",
+          "--bootstrap", "20"]
+
+
+@pytest.fixture(scope="module")
+def two_sweeps(demo_run):
+    """Two sweeps of the demo run that differ only in top-p, run by the CLI."""
     from core.cli.main import main
 
-    common = ["--cache", str(demo_run.parent), "--prompts", "2", "--eps", "0.05",
-              "--direction", "forward", "--control", "random", "--bootstrap", "20"]
-    assert main(["cross-sample", "demo", "--top-p", "1", *common]) == 0
-    assert main(["cross-sample", "demo", "--top-p", "0.7", *common]) == 0
+    for top_p in ("1", "0.7"):
+        assert main(["cross-sample", "demo", "--cache", str(demo_run.parent), "--top-p", top_p,
+                     *COMMON]) == 0
+    return list_sweeps(demo_run)
+
+
+@pytest.mark.model
+def test_two_sweeps_with_different_top_p_are_stored_side_by_side_and_listed(demo_run, two_sweeps,
+                                                                           capsys):
+    from core.cli.main import main
+
     capsys.readouterr()
-    sweeps = list_sweeps(demo_run)
+    sweeps = two_sweeps
     assert sorted(s.settings["top_p"] for s in sweeps) == [0.7, 1.0]
     assert len({s.key for s in sweeps}) == 2 and all(s.summary.is_file() for s in sweeps)
     for s in sweeps:  # each sweep's own files, with its own settings in their metadata
@@ -242,8 +254,32 @@ def test_two_sweeps_with_different_top_p_are_stored_side_by_side_and_listed(demo
                  sweeps[1].key]) == 0
     assert "changed %" in capsys.readouterr().out
     # The same settings again replace that sweep only.
-    assert main(["cross-sample", "demo", "--top-p", "1", *common]) == 0
+    assert main(["cross-sample", "demo", "--cache", str(demo_run.parent), "--top-p", "1",
+                 *COMMON]) == 0
     assert {s.key for s in list_sweeps(demo_run)} == {s.key for s in sweeps}
+
+
+@pytest.mark.model
+def test_the_page_lists_the_stored_sweeps_and_overlays_two(demo_run, two_sweeps, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import ROOT
+
+    monkeypatch.setenv("SHIFTLENS_CACHE", str(demo_run.parent))
+    at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=60)
+    at.query_params["run"] = "demo"
+    at.run()
+    at.switch_page("views/cross.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    keys = {s.key for s in two_sweeps}
+    shown = at.selectbox(key="cs_sweep").options  # each sweep's label: its key, its settings
+    assert all(any(o.startswith(f"{k}: top-p") for o in shown) for k in keys)
+    other = next(k for k in keys if k != at.selectbox(key="cs_sweep").value)
+    at.selectbox(key="cs_overlay").set_value(other).run()
+    assert not at.exception, [e.value for e in at.exception]
+    caps = " ".join(c.value for c in at.caption).replace("\\", "")  # md_escape'd
+    assert "Two sweeps of this run: A = " in caps and f"B = {other}: top-p" in caps
 
 
 @pytest.mark.model

@@ -15,7 +15,7 @@ from core.figures import js_cdf, token_identity
 from core.figures.export import bundle_name, export_data, export_name, figure_bytes
 from core.figures.pdfmeta import with_info
 from core.figures.style import compact
-from tests.figure_env import HI, NZ, SFT_NAME, build_env, build_specs
+from tests.figure_env import HI, NZ, SFT_NAME, build_env, build_specs, tuned
 
 pytestmark = pytest.mark.unit
 needs_chromium = pytest.mark.skipif(shutil.which("chromium") is None,
@@ -49,7 +49,7 @@ def _bars(fig):
 
 def test_token_identity_plots_each_token_share_not_counts(env, specs):
     spec = specs["token_identity"]
-    t = env["ref"]["rl"]
+    t = tuned(env, "rl")  # the default: the tuned-sampled traces
     (bar,) = _bars(spec.figure)
     d = spec.data
     assert list(bar.x) == pytest.approx(list(d.share_high))  # shares, not n_high
@@ -76,7 +76,8 @@ def test_token_identity_split_facets_share_one_axis(env):
 
 def test_contrast_puts_small_shares_on_an_axis_that_fits(env, specs):
     fig = specs["contrast"].figure
-    a, b = env["ref"]["rl"].js, env["ref"][SFT_NAME].js
+    # like with like by default: each run on its own tuned model's samples
+    a, b = tuned(env, "rl").js, tuned(env, SFT_NAME).js
     near, high = _bars(fig)
     assert list(high.y) == pytest.approx([(a > HI).mean(), (b > HI).mean()])
     assert list(near.y) == pytest.approx([(a < NZ).mean(), (b < NZ).mean()])

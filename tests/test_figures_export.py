@@ -31,6 +31,7 @@ from tests.figure_env import (
     SFT_NAME,
     build_env,
     build_specs,
+    tuned,
 )
 from tests.test_queries import make_tables, write_run
 
@@ -78,10 +79,17 @@ def test_overview_ids_and_split(env, specs):
     assert list(specs) == list(FIGURE_IDS)
     con = env["con"]
     assert has_both_sources(con, "rl") and not has_both_sources(con, SFT_NAME)
-    auto = overview(con, "rl")  # auto: rl has base- and tuned-sampled traces
-    assert [s.id for s in auto] == list(FIGURE_IDS[:-2])
-    assert all(s.params.get("by") == "sampled_from" for s in auto)
-    assert all(s.params.get("by") is None for s in overview(con, SFT_NAME))
+    default = overview(con, "rl")  # rl has base- and tuned-sampled traces: the tuned ones
+    assert [s.id for s in default] == list(FIGURE_IDS[:-2])
+    assert all(s.params.get("by") is None and s.params["sampled_from"] == "tuned"
+               and s.caption.endswith("; on 10 tuned-sampled traces") for s in default)
+    split = overview(con, "rl", sampled_from="split")
+    assert all(s.params.get("by") == "sampled_from" for s in split)
+    assert all(s.caption.endswith("on 10 tuned-sampled traces and 4 base-sampled traces, "
+                                  "side by side") for s in split)
+    pooled = overview(con, "rl", sampled_from="pooled")
+    assert all(s.caption.endswith("pooled over 10 tuned- and 4 base-sampled traces")
+               for s in pooled)
     for s in specs.values():
         assert s.caption and "\n" not in s.caption and s.title
         assert s.query in Q.__all__ and not s.data.empty
@@ -89,7 +97,7 @@ def test_overview_ids_and_split(env, specs):
 
 
 def test_split_colours_and_captions(env):
-    spec = {s.id: s for s in overview(env["con"], "rl")}
+    spec = {s.id: s for s in overview(env["con"], "rl", sampled_from="split")}
     t = env["ref"]["rl"]
     hist = spec["js_hist"]
     bars = {tr.name: tr.marker.color for tr in hist.figure.data}
@@ -107,7 +115,7 @@ def test_split_colours_and_captions(env):
 
 
 def test_sparsity_captions(env, specs):
-    js = env["ref"]["rl"].js
+    js = tuned(env, "rl").js
     cap = specs["js_hist"].caption
     assert cap.startswith(f"{pct((js < NZ).mean())} of tokens have js < 0.01")
     assert f"{pct((js > HI).mean())} have js > 0.1 ({len(js)} tokens)" in cap
@@ -118,7 +126,7 @@ def test_sparsity_captions(env, specs):
 
 
 def test_entropy_captions(env, specs):
-    t = env["ref"]["rl"]
+    t = tuned(env, "rl")
     cap = specs["entropy_by_js"].caption
     assert (f"{num(t[t.js < NZ].entropy_base.mean())} nats at js < 0.01 vs "
             f"{num(t[t.js >= HI].entropy_base.mean())} nats at js >= 0.1") in cap
@@ -127,11 +135,11 @@ def test_entropy_captions(env, specs):
     i, j = np.unravel_index(np.argmax(h), h.shape)
     cell = (f"{pct(h[i, j] / h.sum())} of tokens in js [{je[i]:.3g}, {je[i + 1]:.3g}) x "
             f"entropy [{ee[j]:.3g}, {ee[j + 1]:.3g})")
-    assert specs["js_entropy_2d"].caption.endswith(cell)
+    assert specs["js_entropy_2d"].caption.endswith(cell + "; on 10 tuned-sampled traces")
 
 
 def test_position_caption(env, specs):
-    t = env["ref"]["rl"]
+    t = tuned(env, "rl")
     b = np.minimum(np.floor(t.rel_pos * 20), 19)
     mean = t.js.groupby(b).mean()
     cap = specs["position_profile"].caption
@@ -140,7 +148,7 @@ def test_position_caption(env, specs):
 
 
 def test_token_identity_caption_and_escaping(env, specs):
-    t = env["ref"]["rl"]
+    t = tuned(env, "rl")
     g = t.groupby("token").js.agg(n_total="size", n_high=lambda s: (s > HI).sum())
     g["share"] = g.n_high / g.n_total
     g = g[(g.n_total >= 5) & (g.n_high > 0)].reset_index().sort_values(
@@ -161,7 +169,7 @@ def test_token_identity_caption_and_escaping(env, specs):
 
 
 def test_reallocation_captions(env, specs):
-    t = env["ref"]["rl"]
+    t = tuned(env, "rl")
     h = t[t.js > HI]
 
     def overlap(d, k):
@@ -182,19 +190,25 @@ def test_reallocation_captions(env, specs):
 
 
 def test_evolution_and_contrast_captions(env, specs):
-    ref = env["ref"]
+    # like with like: every checkpoint on its tuned-sampled traces, each run of the contrast
+    # on its own tuned model's samples
+    ref = {s: tuned(env, s) for s in [*SERIES, "rl", SFT_NAME]}
     sets = {s: set(map(tuple, ref[s][ref[s].js > HI][["trace_id", "pos"]].values))
             for s in SERIES}
     jac = len(sets["s-1"] & sets["s-3"]) / len(sets["s-1"] | sets["s-3"])
     p95 = [np.quantile(ref[s].js, 0.95) for s in SERIES]
-    assert specs["evolution"].caption == (
+    cap = specs["evolution"].caption
+    assert cap.startswith(
         f"Across 3 checkpoints p95 js goes from {num(p95[0])} (step 0) to {num(p95[-1])} "
         f"(step 20); Jaccard of step 0's high-js positions with the final's: {num(jac)}")
+    assert cap.endswith("; s-1 .. s-2 on 10 tuned-sampled traces; s-3 on 10 tuned-sampled "
+                        "traces")
     a, b = ref["rl"].js, ref[SFT_NAME].js
     assert specs["contrast"].caption == (
         f"Share of tokens with js < 0.01: {pct((a < NZ).mean())} (rl) vs "
         f"{pct((b < NZ).mean())} ({SFT_NAME}); js > 0.1: {pct((a > HI).mean())} vs "
-        f"{pct((b > HI).mean())}")
+        f"{pct((b > HI).mean())}; rl on 10 tuned-sampled traces; {SFT_NAME} on 14 "
+        "tuned-sampled traces")
 
 
 def test_missing_tables(tmp_path):
@@ -266,7 +280,8 @@ def test_bundle(env, specs, tmp_path, kaleido_server):
 def test_cli_export(env, tmp_path, kaleido_server):
     out = tmp_path / "out"
     rc = main(["export", "rl", "--cache", str(env["cache"]), "--out", str(out),
-               "--formats", "png,html", "--series", ",".join(SERIES), "--contrast-with", "sft"])
+               "--formats", "png,html", "--series", ",".join(SERIES), "--contrast-with", "sft",
+               "--sampled-from", "split"])
     assert rc == 0
     z = zipfile.ZipFile(out / "rl-figures.zip")
     names = set(z.namelist())
@@ -276,6 +291,7 @@ def test_cli_export(env, tmp_path, kaleido_server):
     assert {p.name for p in out.iterdir()} == names | {"rl-figures.zip"}
     rec = json.loads(z.read("rl_js_hist.json"))
     assert rec["manifest"]["name"] == "rl" and rec["params"]["by"] == "sampled_from"
+    assert rec["params"]["sampled_from"] == "split" and rec["caption"].endswith("side by side")
     assert z.read("rl_evolution.png").startswith(b"\x89PNG")
     assert main(["export", "rl", "--cache", str(env["cache"]), "--out", str(out),
                  "--formats", "gif"]) == 2

@@ -151,17 +151,22 @@ def reference_metrics(lb, lt, tok, top_p):
     def xlogy_diff(a, la, lb_):
         return torch.where(a > 0, a * (la - lb_), zero).sum(-1)
 
+    def truncated_js(nucleus):
+        """JS of each model's own nucleus, renormalised; 0 * log 0 = 0 off the support."""
+        kp = torch.tensor(ref_keep(p.numpy(), nucleus))
+        kq = torch.tensor(ref_keep(q.numpy(), nucleus))
+        tp, tq = lp.masked_fill(~kp, -math.inf), lq.masked_fill(~kq, -math.inf)
+        tp = tp - torch.logsumexp(tp, -1, keepdim=True)
+        tq = tq - torch.logsumexp(tq, -1, keepdim=True)
+        pt, qt = tp.exp(), tq.exp()
+        logmt = torch.log(pt + qt) - math.log(2)
+        return 0.5 * xlogy_diff(pt, tp, logmt) + 0.5 * xlogy_diff(qt, tq, logmt)
+
     logm = torch.log(p + q) - math.log(2)
-    kp = torch.tensor(ref_keep(p.numpy(), top_p))
-    kq = torch.tensor(ref_keep(q.numpy(), top_p))
-    tp, tq = lp.masked_fill(~kp, -math.inf), lq.masked_fill(~kq, -math.inf)
-    tp, tq = tp - torch.logsumexp(tp, -1, keepdim=True), tq - torch.logsumexp(tq, -1,
-                                                                                 keepdim=True)
-    pt, qt = tp.exp(), tq.exp()
-    logmt = torch.log(pt + qt) - math.log(2)
     return {
         "js": 0.5 * xlogy_diff(p, lp, logm) + 0.5 * xlogy_diff(q, lq, logm),
-        "js_top_p": 0.5 * xlogy_diff(pt, tp, logmt) + 0.5 * xlogy_diff(qt, tq, logmt),
+        "js_top_p": truncated_js(top_p),
+        "js_top_p90": truncated_js(0.9), "js_top_p95": truncated_js(0.95),
         "kl_bt": xlogy_diff(p, lp, lq), "kl_tb": xlogy_diff(q, lq, lp),
         "entropy_base": -torch.where(p > 0, p * lp, zero).sum(-1),
         "entropy_tuned": -torch.where(q > 0, q * lq, zero).sum(-1),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import shutil
 from pathlib import Path
@@ -10,12 +11,30 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import queries as Q
+from core import queries as _queries
 from core.store.schema import FLOAT_METRICS, MANIFEST_FILE, TOKENS_FILE, TOPK_FILE, TRACES_FILE
 from core.store.storage import tokens_table, topk_table, traces_table, write_json, write_parquet
 
 pytestmark = pytest.mark.unit
 
+
+class _PooledByDefault:
+    """core.queries with sampled_from="pooled" unless a test names another choice: these
+    tests check each query against pandas over every row its other filters keep. The
+    default (each run's tuned-sampled traces) is tested in tests/test_sampled_from.py."""
+
+    def __getattr__(self, name):
+        f = getattr(_queries, name)
+        if not callable(f) or "sampled_from" not in inspect.signature(f).parameters:
+            return f
+
+        def pooled(*args, **kw):
+            kw.setdefault("sampled_from", "pooled")
+            return f(*args, **kw)
+        return pooled
+
+
+Q = _PooledByDefault()
 HOSTILE = "x'; DROP TABLE tokens; --"
 VOCAB = ["the", " 1", " 2", "+", "=", " answer", "\n", "", "The", " 12"]
 LN2 = math.log(2)
@@ -59,6 +78,11 @@ def make_tables(seed: int, n_traces: int = 14, dense: bool = False, js_override=
     metrics = {"js": js, "js_top_p": js * 0.9, "kl_tb": js * 2, "kl_bt": js * 2.1,
                "entropy_base": rng.uniform(0, 3, n), "entropy_tuned": rng.uniform(0, 3, n),
                "logp_base": lb, "logp_tuned": lt, "dlogp": lt - lb}
+    # truncated js at fixed nuclei: exactly 0 on most rows (ties), noisy elsewhere (its own
+    # generator, so the other columns' values do not depend on these)
+    r2 = np.random.default_rng(seed + 1000)
+    for name, keep in (("js_top_p90", 0.4), ("js_top_p95", 0.7)):
+        metrics[name] = np.where(r2.random(n) < keep, js * r2.uniform(0.3, 1.5, n), 0.0)
     for m in FLOAT_METRICS:
         tokens[m] = metrics[m]
     tokens["rank_base"] = rng.geometric(0.45, n).astype(np.int32)

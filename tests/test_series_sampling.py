@@ -82,16 +82,6 @@ def test_checkpoint_accuracy_is_its_own_else_its_card_else_not_measured(tmp_path
 
 
 @pytest.mark.unit
-def test_series_filter_takes_the_same_traces_in_every_run():
-    labels = {"step-30": {"reused", "base"}, "final": {"tuned", "base"},
-              "own-60": {"tuned"}}
-    assert samplers.series_filter(labels, "tuned") == {"step-30": "reused", "final": "tuned",
-                                                       "own-60": "tuned"}
-    assert samplers.series_filter(labels, "base")["step-30"] == "base"
-    assert samplers.series_filter(labels, None) is None
-
-
-@pytest.mark.unit
 def test_the_default_series_sampling_keeps_existing_runs_hashes():
     cfg = PrecomputeConfig(base="b", tuned="t", prompts="p", traces_from="final")
     d = {k: v for k, v in dataclasses.asdict(cfg).items()
@@ -173,6 +163,31 @@ def test_own_sampling_gives_the_checkpoints_own_traces_and_accuracy(series_cache
     runs = list_runs(series_cache)
     final = next(r for r in runs if r.name == "final")
     assert series_of(runs, final) == ["final-step-30", "final-step-60", "final"]
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("materialize", [False, True])
+def test_evolution_shows_each_checkpoints_own_accuracy(series_cache, materialize):
+    from core import queries as Q
+
+    names = ["final-step-30", "final-step-60", "final"]
+    con = Q.open_runs([series_cache / n for n in names], materialize=materialize)
+    df = Q.evolution(con, names, high=0.01).set_index("run")  # a small run: a low bar
+    final = json.loads((series_cache / "final" / "manifest.json").read_text())
+    assert df.loc["final-step-30", "accuracy"] == 0.563
+    assert df.loc["final-step-30", "accuracy_source"].startswith("model card")
+    assert df.loc["final-step-60", "accuracy_source"] == "own samples"
+    assert df.loc["final", "accuracy"] == final["stats"]["accuracy"]["tuned"]
+    assert pd.isna(df.loc["final-step-60", "jaccard_final"])  # its positions are its own
+    assert df.loc["final", "jaccard_final"] == 1.0
+    assert 0 < df.loc["final-step-30", "jaccard_final"] < 1  # the final's positions
+    from core.figures import evolution
+
+    spec = evolution(con, names)  # the figure's caption and table carry them too
+    assert "step 30 56.3%" in spec.caption
+    assert "model card, 1,000 prompts sampled at T=1: step 30" in spec.caption
+    assert "own samples: steps 60, 150" in spec.caption
+    assert spec.data.set_index("run").loc["final-step-30", "accuracy"] == 0.563
 
 
 @pytest.mark.model

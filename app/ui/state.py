@@ -1,5 +1,6 @@
 """Shared app state: the cache folder, the chosen run, a cached DuckDB connection, and the
-URL (query parameters) that carries run, trace, position, metric and filters."""
+URL (query parameters) that carries run, trace, position, metric, filters and which traces
+the analyses use (`from`)."""
 
 from __future__ import annotations
 
@@ -137,3 +138,25 @@ def pick_run(infos: list[RunInfo]) -> RunInfo:
                        f"{run.n_tokens} tokens" + (f"  \n{retok}" if retok else ""))
     set_params(run=choice)
     return run
+
+
+SAMPLED_FROM_LABELS = {"tuned": "tuned model's samples", "base": "base model's samples",
+                       "pooled": "pooled (every trace)", "split": "split by sampler"}
+
+
+def sampled_from(con, run: RunInfo) -> str | None:
+    """Which traces the analyses use (core.queries.sampler), a control synchronised with the
+    URL's `from` (e.g. ?from=tuned): the options that select something in this run, the
+    run's default first (tuned-sampled traces where it has them, the paper's setting).
+    Returns None for the run's default (so runs compared with it resolve their own default,
+    like with like), else the chosen value."""
+    options = api.sampled_from_choices(con, run.name)
+    wanted = param("from")
+    choice = st.radio("Traces", options, horizontal=True, key=f"from_{run.name}",
+                      index=options.index(wanted) if wanted in options else 0,
+                      format_func=lambda o: SAMPLED_FROM_LABELS[o]
+                      + (" (default)" if o == options[0] else ""),
+                      help="Which traces the headline and figures are computed on. The paper "
+                           "measures on the tuned model's own samples.")
+    set_params(**{"from": choice})
+    return None if choice == options[0] else choice

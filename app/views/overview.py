@@ -1,4 +1,6 @@
-"""Overview: every analysis of the paper as a figure with a one-line caption and key number."""
+"""Overview: every analysis of the paper as a figure with a one-line caption and key number,
+on the traces the `from` control chooses (default: the tuned model's samples, the paper's
+setting); every caption names them."""
 
 from __future__ import annotations
 
@@ -11,12 +13,18 @@ from core import api
 from core.figures import overview
 
 
-def _headline(con, run) -> None:
-    hl = api.headline(con, runs=[run.name]).iloc[0]
+def _pct(rows, col: str, digits: int) -> str:
+    """A headline share: one value, or one per sampler side by side (split) in caption order."""
+    return " · ".join("—" if v != v else f"{100 * v:.{digits}f}%" for v in rows[col])
+
+
+def _headline(con, run, sampled_from=None) -> None:
+    rows = api.headline(con, runs=[run.name], sampled_from=sampled_from)
+    hl = rows.iloc[0]
     c = st.columns(5)
-    c[0].metric("tokens with js < 0.01", f"{100 * hl.share_near_zero:.1f}%")
-    c[1].metric("tokens with js > 0.1", f"{100 * hl.share_high:.2f}%")
-    c[2].metric("top-1 agreement", f"{100 * hl.top1_agree:.1f}%")
+    c[0].metric("tokens with js < 0.01", _pct(rows, "share_near_zero", 1))
+    c[1].metric("tokens with js > 0.1", _pct(rows, "share_high", 2))
+    c[2].metric("top-1 agreement", _pct(rows, "top1_agree", 1))
     acc, source = api.checkpoint_accuracy(run.manifest)  # never another model's samples
     c[3].metric("accuracy (this checkpoint)", "not measured" if acc is None
                 else f"{100 * acc:.1f}%", help=f"the tuned checkpoint's own accuracy: {source}")
@@ -49,14 +57,18 @@ def render() -> None:
     run = state.pick_run(infos)
     con = state.connection(infos)
     st.header(f"Overview · {md_escape(run.name)}")
-    _headline(con, run)
+    sampled_from = state.sampled_from(con, run)
+    _headline(con, run, sampled_from)
+    st.caption(md_escape("Token shares and top-1 agreement "
+                         + api.describe_traces(con, [run.name], sampled_from) + "."))
     _most_divergent(con, run)
     others = api.contrast_candidates(infos, run)
     contrast = st.sidebar.selectbox("Compare with", ["(none)"] + others,
                                     index=1 if others else 0, key="contrast")
     contrast = None if contrast == "(none)" else contrast
     series = api.series_of(infos, run) or None
-    specs = overview(con, run.name, series=series, contrast_with=contrast)
+    specs = overview(con, run.name, series=series, contrast_with=contrast,
+                     sampled_from=sampled_from)
     st.download_button("Figure bundle (zip)", icon=":material/folder_zip:",
                        data=lambda: api.bundle_bytes(specs, run.path),
                        file_name=api.bundle_name(run.name), mime="application/zip",

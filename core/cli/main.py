@@ -59,7 +59,7 @@ def _cmd_summary(args) -> int:
         print(f"no runs in {args.cache}")
         return 1
     df = headline(open_runs(dirs, names=[d.name for d in dirs]), near_zero=args.near_zero,
-                  high=args.high)
+                  high=args.high, sampled_from=args.sampled_from)
     with pd.option_context("display.max_columns", None, "display.width", 200):
         print(df.set_index("run").T.to_string() if args.transpose else df.to_string(index=False))
     return 0
@@ -103,7 +103,7 @@ def _cmd_export(args) -> int:
         run, Path(args.out), cache=cache, formats=args.formats.split(","),
         series=_run_dirs(cache, args.series.split(",")) if args.series else None,
         contrast_with=_run_dirs(cache, [args.contrast_with])[0] if args.contrast_with
-        else None)
+        else None, sampled_from=args.sampled_from)
     print(f"wrote {zip_path} and the loose files in {args.out}")
     return 0
 
@@ -113,6 +113,15 @@ def _cmd_demo_runs(args) -> int:
 
     ensure(args.cache, force=args.action == "build")
     return 0
+
+
+def _sampled_from_argument(p: argparse.ArgumentParser) -> None:
+    from core.queries.sampler import SAMPLED_FROM
+
+    p.add_argument("--sampled-from", choices=SAMPLED_FROM, default=None,
+                   help="which traces: tuned (the tuned model's samples), base, pooled (all), "
+                        "split (one result per sampler); default: tuned where a run has "
+                        "tuned-sampled traces (the paper's setting), else what it has")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,19 +146,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     summ = command("summary", help="headline table of one or more runs",
                    description="Shares of near-zero and high-js tokens, mean/p95 js, top-1 "
-                               "agreement and accuracy, per run.")
+                               "agreement and accuracy, per run, on the traces --sampled-from "
+                               "chooses (column sampled_from; default: the tuned-sampled "
+                               "traces where a run has them, as the paper measures).")
     summ.add_argument("runs", nargs="*", help="run names or folders (default: every run)")
     summ.add_argument("--near-zero", type=float, default=0.01,
                       help="js below this counts as near-zero (default: 0.01)")
     summ.add_argument("--high", type=float, default=0.1,
                       help="js above this counts as high divergence (default: 0.1)")
     summ.add_argument("--transpose", action="store_true", help="one column per run")
+    _sampled_from_argument(summ)
     summ.set_defaults(func=_cmd_summary)
 
     exp = command("export", help="write a run's figures as PNG/SVG/PDF/HTML + data",
                   description="Build every figure of a run (sparsity, entropy, position, token "
-                              "identity, reallocation, URIAL; split by the sampling model when "
-                              "the run has both) and write, per figure, the image files, "
+                              "identity, reallocation, URIAL; on the traces --sampled-from "
+                              "chooses, named in each caption) and write, per figure, the "
+                              "image files, "
                               "<id>.csv/.parquet and <id>.json (caption, query, parameters, "
                               "run manifest) into --out, plus one zip of it all. PNG/SVG/PDF "
                               "need Chromium on PATH.")
@@ -162,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "figure")
     exp.add_argument("--contrast-with", default=None,
                      help="another run (e.g. the SFT pair): adds the side-by-side contrast")
+    _sampled_from_argument(exp)
     exp.set_defaults(func=_cmd_export)
 
     add_cross(sub, common)

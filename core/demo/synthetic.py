@@ -96,6 +96,8 @@ def _scores(n: int, offsets: np.ndarray, k: int, rng) -> dict:
     return {
         "offsets": offsets, "token_id": token_id.astype(np.int32), "js": js,
         "js_top_p": (js * rng.uniform(0.9, 1.0, n)).astype(np.float32),
+        "js_top_p90": (js * rng.uniform(0.95, 1.0, n)).astype(np.float32),
+        "js_top_p95": (js * rng.uniform(0.97, 1.0, n)).astype(np.float32),
         "kl_tb": (js * rng.uniform(2.0, 4.0, n)).astype(np.float32),
         "kl_bt": (js * rng.uniform(2.0, 4.0, n)).astype(np.float32),
         "entropy_base": entropy_base, "entropy_tuned": entropy_tuned,

@@ -5,10 +5,11 @@
   spec.py      the FigureSpec and what the builders share (grouping, axes, line styles)
   style.py     the template, the colour-blind-safe palette, escaping of data text
 
-`overview(con, run, ...)` builds every figure that applies to a run. A FigureSpec carries the
-figure, its caption (plain text, with the key number computed from the data), the DataFrame
-behind it and the core.queries call (name and parameters) that produced it; core.figures.export
-writes them to files. Never imports a UI toolkit.
+`overview(con, run, ...)` builds every figure that applies to a run, by default on the run's
+tuned-sampled traces (the paper's setting; `sampled_from`, core.queries.sampler). A
+FigureSpec carries the figure, its caption (plain text, with the key number computed from
+the data and the traces used), the DataFrame behind it and the core.queries call (name and
+parameters) that produced it; core.figures.export writes them to files. Never imports a UI toolkit.
 """
 
 from __future__ import annotations
@@ -25,13 +26,15 @@ from core.figures.builders import (
     tuned_top1_rank,
     urial,
 )
+from core.figures.robustness import position_absolute, truncation
 from core.figures.runs import contrast, evolution
 from core.figures.style import TEMPLATE, esc, token_label
-from core.queries import opened_runs
+from core.queries import opened_runs, sampler
 
 FIGURE_IDS = ("js_hist", "js_cdf", "entropy_by_js", "js_entropy_2d", "position_profile",
+              "position_profile_abs",
               "token_identity", "topk_overlap", "tuned_top1_base_rank", "urial_categories",
-              "evolution", "contrast")
+              "truncation", "evolution", "contrast")
 
 
 def _count(con, sql: str, run: str) -> int:
@@ -43,13 +46,16 @@ def has_both_sources(con, run: str) -> bool:
     return _count(con, "SELECT count(DISTINCT sampled_from) FROM traces WHERE run = ?", run) > 1
 
 
-def overview(con, run: str, *, series=None, contrast_with=None, split_by_source=None,
-             near_zero=0.01, high=0.1) -> list[FigureSpec]:
+def overview(con, run: str, *, series=None, contrast_with=None, sampled_from=None,
+             split_by_source=None, near_zero=0.01, high=0.1) -> list[FigureSpec]:
     """Every figure that applies to `run` (a run opened in `con`), in FIGURE_IDS order.
 
     series: run names of a checkpoint series (oldest first, the last = final) -> evolution.
     contrast_with: another run (e.g. the SFT pair) -> the side-by-side contrast.
-    split_by_source: split by traces.sampled_from; None = when the run has both sources.
+    sampled_from: which traces (core.queries.sampler): None = the paper's setting, each run
+    on its tuned-sampled traces when it has them; "tuned", "base", "pooled" or "split" (one
+    set per sampler, side by side). Every caption names the traces it used.
+    split_by_source: True is sampled_from="split" (kept for older callers).
     Figures whose table is empty (e.g. no top-k table) are left out.
     """
     run = str(run)
@@ -58,27 +64,31 @@ def overview(con, run: str, *, series=None, contrast_with=None, split_by_source=
                                                else [])] if str(r) not in opened]
     if missing:
         raise ValueError(f"runs not opened in this connection: {missing}")
-    if split_by_source is None:
-        split_by_source = has_both_sources(con, run)
-    by = "sampled_from" if split_by_source else None
+    if split_by_source and sampled_from is None:
+        sampled_from = "split"
+    sampler.check(sampled_from)
+    one = dict(sampled_from=sampled_from)
     has_tokens = _count(con, "SELECT count(js) FROM tokens WHERE run = ?", run) > 0
     has_topk = _count(con, "SELECT count(*) FROM topk WHERE run = ?", run) > 0
     specs = []
     if has_tokens:
-        specs += [js_histogram(con, run, by=by, near_zero=near_zero, high=high),
-                  js_cdf(con, run, by=by, near_zero=near_zero, high=high),
-                  entropy_by_js(con, run, by=by, near_zero=near_zero, high=high),
-                  js_entropy_heatmap(con, run, by=by),
-                  position(con, run, by=by, high=high),
-                  token_identity(con, run, by=by, high=high)]
+        specs += [js_histogram(con, run, near_zero=near_zero, high=high, **one),
+                  js_cdf(con, run, near_zero=near_zero, high=high, **one),
+                  entropy_by_js(con, run, near_zero=near_zero, high=high, **one),
+                  js_entropy_heatmap(con, run, **one),
+                  position(con, run, high=high, **one),
+                  position_absolute(con, run, high=high, **one),
+                  token_identity(con, run, high=high, **one)]
         if has_topk:
-            specs += [topk_overlap(con, run, by=by, high=high),
-                      tuned_top1_rank(con, run, by=by, high=high)]
-        specs.append(urial(con, run, by=by))
+            specs += [topk_overlap(con, run, high=high, **one),
+                      tuned_top1_rank(con, run, high=high, **one)]
+        specs.append(urial(con, run, **one))
+        specs.append(truncation(con, run, high=high, **one))
     if series:
-        specs.append(evolution(con, [str(s) for s in series], high=high))
+        specs.append(evolution(con, [str(s) for s in series], high=high, **one))
     if contrast_with is not None and str(contrast_with) != run:
-        specs.append(contrast(con, run, str(contrast_with), near_zero=near_zero, high=high))
+        specs.append(contrast(con, run, str(contrast_with), near_zero=near_zero, high=high,
+                              **one))
     for s in specs:  # evolution and contrast are named after the run whose overview they are
         s.run = run
     return [s for s in specs if not s.data.empty and not _all_zero(s)]
@@ -106,9 +116,11 @@ __all__ = [
     "js_histogram",
     "overview",
     "position",
+    "position_absolute",
     "token_identity",
     "token_label",
     "topk_overlap",
     "tuned_top1_rank",
+    "truncation",
     "urial",
 ]

@@ -1,7 +1,9 @@
 """One builder per analysis of docs/paper.md: query -> Plotly figure + caption.
 
 Every builder takes the connection of core.queries.open_runs and a run name, and returns a
-FigureSpec. `by="sampled_from"` splits the figure by the model that sampled the traces
+FigureSpec. `sampled_from` chooses the traces (core.queries.sampler: default tuned-sampled
+when the run has them, the paper's setting; the caption ends with which traces it used);
+"split" (or `by="sampled_from"`) splits the figure by the model that sampled the traces
 (colour = that model, or one facet per model where colour already means something else).
 Captions are plain text (not HTML): escape them where they are rendered as HTML.
 """
@@ -28,6 +30,7 @@ from core.figures.spec import (
     _name,
     _part,
     _per_group,
+    _sources,
     _spec,
     _summary_by,
     _thresholds,
@@ -53,10 +56,12 @@ __all__ = ["FigureSpec", "entropy_by_js", "js_cdf", "js_entropy_heatmap", "js_hi
 # ----------------------------------------------------------------------------- 1 sparsity
 
 
-def js_histogram(con, run, *, by=None, near_zero=0.01, high=0.1, bins=50) -> FigureSpec:
-    params = dict(metric="js", bins=bins, runs=[run], by=by)
+def js_histogram(con, run, *, sampled_from=None, by=None,
+                 near_zero=0.01, high=0.1, bins=50) -> FigureSpec:
+    sf, by, traces = _sources(con, run, sampled_from, by)
+    params = dict(metric="js", bins=bins, runs=[run], sampled_from=sf, by=by)
     df = Q.histogram(con, **params)
-    s = Q.sparsity_summary(con, near_zero=near_zero, high=high, runs=[run], by=by)
+    s = Q.sparsity_summary(con, near_zero=near_zero, high=high, runs=[run], sampled_from=sf, by=by)
     keys, fig = _keys(s, by), go.Figure()
     for i, k in enumerate(keys):
         d = _part(df, by, k)
@@ -76,13 +81,16 @@ def js_histogram(con, run, *, by=None, near_zero=0.01, high=0.1, bins=50) -> Fig
            f"{_per_group(hi, pct)} have js > {high:g} ({n} tokens)")
     summ = _summary_by(s, by, keys, ["n_tokens", "share_near_zero", "share_high"])
     return _spec("js_hist", "Sparsity: distribution of token-level JS divergence", cap, fig,
-                 df, "histogram", params, {"source": "sparsity_summary", **summ})
+                 df, "histogram", params, {"source": "sparsity_summary", **summ}, traces=traces)
 
 
-def js_cdf(con, run, *, by=None, near_zero=0.01, high=0.1, bins=60) -> FigureSpec:
-    params = dict(metric="js", bins=bins, lo=1e-6, hi=LN2, log=True, runs=[run], by=by)
+def js_cdf(con, run, *, sampled_from=None, by=None,
+           near_zero=0.01, high=0.1, bins=60) -> FigureSpec:
+    sf, by, traces = _sources(con, run, sampled_from, by)
+    params = dict(metric="js", bins=bins, lo=1e-6, hi=LN2, log=True, runs=[run],
+                  sampled_from=sf, by=by)
     df = Q.histogram(con, **params)
-    s = Q.sparsity_summary(con, near_zero=near_zero, high=high, runs=[run], by=by)
+    s = Q.sparsity_summary(con, near_zero=near_zero, high=high, runs=[run], sampled_from=sf, by=by)
     keys, fig = _keys(s, by), go.Figure()
     for i, k in enumerate(keys):
         d = _part(df, by, k)
@@ -99,7 +107,7 @@ def js_cdf(con, run, *, by=None, near_zero=0.01, high=0.1, bins=60) -> FigureSpe
            f"tokens below {_per_group(q['p95'], num)}, 99% below {_per_group(q['p99'], num)}")
     summ = _summary_by(s, by, keys, ["n_tokens", "p50", "p95", "p99"])
     return _spec("js_cdf", "Sparsity: cumulative distribution of JS divergence", cap, fig, df,
-                 "histogram", params, {"source": "sparsity_summary", **summ})
+                 "histogram", params, {"source": "sparsity_summary", **summ}, traces=traces)
 
 
 # ----------------------------------------------------------------------------- 2 entropy
@@ -110,10 +118,11 @@ def _weighted(d, col):
     return float((d[col].fillna(0) * d.n).sum() / n) if n else float("nan")
 
 
-def entropy_by_js(con, run, *, by=None, near_zero=0.01, high=0.1) -> FigureSpec:
+def entropy_by_js(con, run, *, sampled_from=None, by=None, near_zero=0.01, high=0.1) -> FigureSpec:
+    sf, by, traces = _sources(con, run, sampled_from, by)
     edges = sorted({0.0, near_zero, 0.05, high, 0.2, 0.3} - {LN2}) + [LN2 + 1e-6]
     edges = [e for e in edges if e <= LN2 + 1e-6]
-    params = dict(edges=edges, runs=[run], by=by)
+    params = dict(edges=edges, runs=[run], sampled_from=sf, by=by)
     df = Q.entropy_by_js_bin(con, **params)
     keys = _keys(df, by)
     fig = _facets(keys, shared_yaxes=True)
@@ -134,12 +143,14 @@ def entropy_by_js(con, run, *, by=None, near_zero=0.01, high=0.1) -> FigureSpec:
     summ = {"entropy_base_low_js": {_gk(k): v for k, v in lo.items()},
             "entropy_base_high_js": {_gk(k): v for k, v in hi.items()}}
     return _spec("entropy_by_js", "Entropy: base and tuned entropy by js bin", cap, fig, df,
-                 "entropy_by_js_bin", params, summ)
+                 "entropy_by_js_bin", params, summ, traces=traces)
 
 
-def js_entropy_heatmap(con, run, *, by=None, js_bins=30, entropy_bins=30) -> FigureSpec:
+def js_entropy_heatmap(con, run, *, sampled_from=None, by=None,
+                       js_bins=30, entropy_bins=30) -> FigureSpec:
+    sf, by, traces = _sources(con, run, sampled_from, by)
     params = dict(js_bins=js_bins, entropy_bins=entropy_bins, entropy="entropy_base",
-                  runs=[run], by=by)
+                  runs=[run], sampled_from=sf, by=by)
     df = Q.js_entropy_hist2d(con, **params)
     keys = _keys(df, by)
     fig = _facets(keys, shared_yaxes=True)
@@ -170,14 +181,15 @@ def js_entropy_heatmap(con, run, *, by=None, js_bins=30, entropy_bins=30) -> Fig
     cap = "Tokens by js and base entropy (log colour); densest cell: " + _per_group(cells, str)
     return _spec("js_entropy_2d", "Entropy: js vs base-model entropy", cap, fig, df,
                  "js_entropy_hist2d", params,
-                 {"densest_cell": {_gk(k): v for k, v in top.items()}})
+                 {"densest_cell": {_gk(k): v for k, v in top.items()}}, traces=traces)
 
 
 # ----------------------------------------------------------------------------- 3 position
 
 
-def position(con, run, *, by=None, high=0.1, bins=20) -> FigureSpec:
-    params = dict(bins=bins, metric="js", high=high, runs=[run], by=by)
+def position(con, run, *, sampled_from=None, by=None, high=0.1, bins=20) -> FigureSpec:
+    sf, by, traces = _sources(con, run, sampled_from, by)
+    params = dict(bins=bins, metric="js", high=high, runs=[run], sampled_from=sf, by=by)
     df = Q.position_profile(con, **params)
     keys, fig, parts, summ = _keys(df, by), go.Figure(), [], {}
     for i, k in enumerate(keys):
@@ -200,7 +212,8 @@ def position(con, run, *, by=None, high=0.1, bins=20) -> FigureSpec:
                                  range=[0, 1]), yaxis_title="js (nats)")
     cap = "Mean js along the response: " + "; ".join(parts or ["no tokens"])
     return _spec("position_profile", "Position: js along the response", cap, fig, df,
-                 "position_profile", params, {"mean_js": {_gk(k): v for k, v in summ.items()}})
+                 "position_profile", params, {"mean_js": {_gk(k): v for k, v in summ.items()}},
+                 traces=traces)
 
 
 # ----------------------------------------------------------------------------- 4 tokens
@@ -211,13 +224,15 @@ def _visible(token) -> str:
     return repr("" if token is None else str(token))
 
 
-def token_identity(con, run, *, by=None, high=0.1, min_count=5, limit=20) -> FigureSpec:
+def token_identity(con, run, *, sampled_from=None, by=None,
+                   high=0.1, min_count=5, limit=20) -> FigureSpec:
     """Per token string: the share of its occurrences with js > high (a bar), against the
     share among all tokens (a dotted line). Counts would hide the point: 28 of 2,009 is a
     sliver of a bar."""
-    params = dict(high=high, min_count=min_count, limit=limit, runs=[run], by=by)
+    sf, by, traces = _sources(con, run, sampled_from, by)
+    params = dict(high=high, min_count=min_count, limit=limit, runs=[run], sampled_from=sf, by=by)
     df = Q.token_identity(con, **params)
-    s = Q.sparsity_summary(con, high=high, runs=[run], by=by)
+    s = Q.sparsity_summary(con, high=high, runs=[run], sampled_from=sf, by=by)
     keys = _keys(df, by)
     fig = _facets(keys)
     overall = {k: float(_part(s, by, k).share_high.iloc[0]) if len(_part(s, by, k)) else None
@@ -260,14 +275,15 @@ def token_identity(con, run, *, by=None, high=0.1, min_count=5, limit=20) -> Fig
     cap = ("Share of each token string's occurrences with high js, for the strings with the "
            "most high-js occurrences: " + "; ".join(parts or ["none"]))
     return _spec("token_identity", "Token identity: which strings carry high divergence", cap,
-                 fig, df, "token_identity", params, {"top_token": summ})
+                 fig, df, "token_identity", params, {"top_token": summ}, traces=traces)
 
 
 # ----------------------------------------------------------------------------- 5 reallocation
 
 
-def topk_overlap(con, run, *, by=None, high=0.1, k_max=10) -> FigureSpec:
-    params = dict(threshold=high, k_max=k_max, runs=[run], by=by)
+def topk_overlap(con, run, *, sampled_from=None, by=None, high=0.1, k_max=10) -> FigureSpec:
+    sf, by, traces = _sources(con, run, sampled_from, by)
+    params = dict(threshold=high, k_max=k_max, runs=[run], sampled_from=sf, by=by)
     df = Q.topk_overlap(con, **params)
     keys, fig, summ = _keys(df, by), go.Figure(), {}
     for i, k in enumerate(keys):
@@ -292,11 +308,13 @@ def topk_overlap(con, run, *, by=None, high=0.1, k_max=10) -> FigureSpec:
            f"{all1} overall; top-{k_max} {_per_group(at(Q.SUBSET_HIGH, k_max), pct)} at js > "
            f"{high:g}")
     return _spec("topk_overlap", "Reallocation: overlap of the top-k candidates", cap, fig, df,
-                 "topk_overlap", params, {"overlap": summ})
+                 "topk_overlap", params, {"overlap": summ}, traces=traces)
 
 
-def tuned_top1_rank(con, run, *, by=None, high=0.1, max_rank=10, low_prob=0.01) -> FigureSpec:
-    params = dict(threshold=high, max_rank=max_rank, runs=[run], by=by)
+def tuned_top1_rank(con, run, *, sampled_from=None, by=None,
+                    high=0.1, max_rank=10, low_prob=0.01) -> FigureSpec:
+    sf, by, traces = _sources(con, run, sampled_from, by)
+    params = dict(threshold=high, max_rank=max_rank, runs=[run], sampled_from=sf, by=by)
     df = Q.tuned_top1_base_rank_hist(con, **params)
     keys = _keys(df, by)
     order = [str(r) for r in range(1, max_rank + 1)] + [f">{max_rank}"]
@@ -319,7 +337,7 @@ def tuned_top1_rank(con, run, *, by=None, high=0.1, max_rank=10, low_prob=0.01) 
     hi = df[df.subset == Q.SUBSET_HIGH]
     r1 = {k: float(_part(hi[hi["rank"] == 1], by, k).share.sum()) for k in keys}
     r3 = {k: float(_part(hi[hi["rank"] <= 3], by, k).share.sum()) for k in keys}
-    re = Q.reallocation(con, threshold=high, low_prob=low_prob, runs=[run], by=by)
+    re = Q.reallocation(con, threshold=high, low_prob=low_prob, runs=[run], sampled_from=sf, by=by)
     re = re[re.subset == Q.SUBSET_HIGH]
     lp = {k: _part(re, by, k).share_low_prob.iloc[0] if len(_part(re, by, k)) else None
           for k in keys}
@@ -331,11 +349,12 @@ def tuned_top1_rank(con, run, *, by=None, high=0.1, max_rank=10, low_prob=0.01) 
     return _spec("tuned_top1_base_rank", "Reallocation: where the tuned top-1 sits under the base",
                  cap, fig, df, "tuned_top1_base_rank_hist", params,
                  {k: ({_gk(g): x for g, x in v.items()} if isinstance(v, dict) else v)
-                  for k, v in summ.items()})
+                  for k, v in summ.items()}, traces=traces)
 
 
-def urial(con, run, *, by=None) -> FigureSpec:
-    params = dict(runs=[run], by=by)
+def urial(con, run, *, sampled_from=None, by=None) -> FigureSpec:
+    sf, by, traces = _sources(con, run, sampled_from, by)
+    params = dict(runs=[run], sampled_from=sf, by=by)
     df = Q.urial_categories(con, **params)
     keys, fig = _keys(df, by), go.Figure()
     for i, k in enumerate(keys):
@@ -352,4 +371,5 @@ def urial(con, run, *, by=None) -> FigureSpec:
            + ", ".join(f"{_per_group(sh[c], pct)} {c}" for c in Q.URIAL_CATEGORIES))
     return _spec("urial_categories", "URIAL categories of the sampled tokens", cap, fig, df,
                  "urial_categories", params,
-                 {c: {_gk(k): float(v) for k, v in d.items()} for c, d in sh.items()})
+                 {c: {_gk(k): float(v) for k, v in d.items()} for c, d in sh.items()},
+                 traces=traces)

@@ -87,7 +87,8 @@ def cross_sampling(summary: pd.DataFrame, run: str = "", settings: dict | None =
     fig.update_layout(xaxis=dict(title=AXIS[budget], rangemode="tozero"),
                       yaxis=dict(title="accuracy (%)"), legend=dict(font=dict(color=NEUTRAL)))
     caption, summ = caption_of(summary, settings, budget)
-    title = "Cross-sampling: accuracy against the share of tokens switched"
+    title = ("Cross-sampling: accuracy against the share of tokens "
+             + ("changed" if budget == "changed" else "switched"))
     return FigureSpec("cross_sampling", title, caption, styled(fig, title), summary.copy(),
                       "read_summary", {"run": run, "sweep": sweep, "budget": budget}, summ,
                       run)

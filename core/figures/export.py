@@ -298,12 +298,14 @@ def _slug(name: str) -> str:
 
 def export_run(run_dir, out_dir, *, cache=None, formats=FIGURE_FORMATS, series=None,
                contrast_with=None, split_by_source=None, near_zero=0.01,
-               high=0.1) -> Path:
+               high=0.1, sampled_from=None) -> Path:
     """Build the overview figures of a run and write them into out_dir: the loose files
     (<run>_<id>.<format>, .csv, .parquet, .json) and <run>-figures.zip with the same content.
     run_dir: a run folder (or a run name under `cache`); series / contrast_with: run names
     or folders (see core.figures.overview); when both are None they are found as the app
-    finds them (core.store.cache.series_of / contrast_candidates). Returns the zip's path."""
+    finds them (core.store.cache.series_of / contrast_candidates). sampled_from: which traces
+    (core.figures.overview; default: tuned-sampled where a run has them). Returns the zip's
+    path."""
     from core.queries import open_runs, opened_runs
 
     main = _resolve(run_dir, cache)
@@ -323,7 +325,8 @@ def export_run(run_dir, out_dir, *, cache=None, formats=FIGURE_FORMATS, series=N
         name = names[str(main.resolve())]
         specs = overview(con, name, series=[names[str(p.resolve())] for p in extra] or None,
                          contrast_with=names[str(other.resolve())] if other else None,
-                         split_by_source=split_by_source, near_zero=near_zero, high=high)
+                         split_by_source=split_by_source, sampled_from=sampled_from,
+                         near_zero=near_zero, high=high)
         entries = _entries(specs, read_manifest(main), formats)
     finally:
         con.close()

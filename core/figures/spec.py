@@ -1,5 +1,7 @@
-"""What every figure builder shares: the FigureSpec, grouping by the model that sampled the
-traces, the js axis, line styles that stay apart without colour, value axes fitted to the data.
+"""What every figure builder shares: the FigureSpec, which traces a figure uses (the
+sampled_from choice of core.queries.sampler, named in every caption) and grouping by the model
+that sampled them, the js axis, line styles that stay apart without colour, value axes fitted
+to the data.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from core.figures.style import (
     source_label,
     styled,
 )
+from core.queries import sampler
 
 LN2 = math.log(2)
 JS_AXIS = "JS divergence (nats; max ln 2 = 0.693)"
@@ -51,10 +54,29 @@ def _run_of(params: dict) -> str:
     return str(runs[0])
 
 
-def _spec(id, title, caption, fig, df, query, params, summary=None) -> FigureSpec:
+def _spec(id, title, caption, fig, df, query, params, summary=None,
+          traces: str = "") -> FigureSpec:
+    """`traces`: which traces the figure used, in words (sampler.describe): it ends the
+    caption and is kept in the summary."""
     params = {k: _jsonable(v) for k, v in params.items()}
+    summary = dict(summary or {})
+    if traces:
+        caption = f"{caption}; {traces}"
+        summary["traces"] = traces
     return FigureSpec(id, title, caption, styled(fig, title), df.reset_index(drop=True),
-                      query, params, summary or {}, _run_of(params))
+                      query, params, summary, _run_of(params))
+
+
+def _sources(con, run, sampled_from=None, by=None) -> tuple[str, str | None, str]:
+    """(choice, by, traces) of a figure of one run: the sampled_from choice resolved for the
+    run (None: tuned when it has tuned-sampled traces, core.queries.sampler), the grouping it
+    implies ("split": by sampled_from) and the traces it uses, in words. by="sampled_from"
+    with the default is "split"."""
+    if sampled_from is None and by == "sampled_from":
+        sampled_from = sampler.SPLIT
+    choice = sampler.resolve(con, [run], sampled_from)[str(run)]
+    return (choice, "sampled_from" if choice == sampler.SPLIT else by,
+            sampler.describe(con, [run], choice))
 
 
 def _keys(df: pd.DataFrame, by: str | None) -> list:

@@ -11,8 +11,10 @@
 
 Every query takes the connection first and returns a pandas DataFrame. User values are
 always DuckDB parameters; identifiers (metric names, grouping, sort columns) are whitelisted.
-Shared filters: `runs` (run names), `sampled_from` ("tuned"/"base"), `correct` (bool) and
-`by` (None, "run" or "sampled_from": adds that column as the leading grouping column).
+Shared filters: `runs` (run names), `sampled_from` (which traces: "tuned", "base", "pooled"
+or "split"; None = the paper's setting, tuned-sampled where a run has them, see sampler.py),
+`correct` (bool) and `by` (None, "run" or "sampled_from": adds that column as the leading
+grouping column).
 
   connection.py   open_runs, table_files, opened_runs, prepare: the runs table and the lazy
                   views
@@ -21,7 +23,10 @@ Shared filters: `runs` (run names), `sampled_from` ("tuned"/"base"), `correct` (
   materialize.py  tokx and trace_agg: views over the lazy views, or over the attached run
                   indexes (materialised)
   sql.py          SQL helpers (whitelists, filters, binning) and the shared constants
+  sampler.py      the sampled_from choice: validation, the per-run default, captions' words
   analyses.py     the paper's analyses: sparsity .. evolution, contrast
+  robustness.py   how much an answer moves: full vs truncated js, the evolution's Jaccard
+                  beside its size bound and equal-size sets, js by absolute position
   browse.py       headline table, trace list (pages, counts, a trace's place), one trace's
                   tokens, token search
   indexed.py      the analyses answered from order indexes on materialised connections
@@ -63,6 +68,15 @@ from core.queries.connection import (
     session,
     table_files,
 )
+from core.queries.robustness import (
+    evolution_overlap,
+    position_profile_abs,
+    truncation_agreement,
+)
+from core.queries.sampler import SAMPLED_FROM
+from core.queries.sampler import choices as sampled_from_choices
+from core.queries.sampler import describe as describe_traces
+from core.queries.sampler import resolve as resolve_sampled_from
 from core.queries.sql import (
     BY_COLUMNS,
     METRICS,
@@ -75,22 +89,28 @@ __all__ = [
     "run_gone",
     "BY_COLUMNS",
     "METRICS",
+    "SAMPLED_FROM",
     "SUBSET_ALL",
     "SUBSET_HIGH",
     "TRACE_SORT",
     "URIAL_CATEGORIES",
     "contrast",
+    "describe_traces",
     "entropy_by_js_bin",
     "eps_for_budget",
     "evolution",
+    "evolution_overlap",
     "headline",
     "histogram",
     "js_entropy_hist2d",
     "open_runs",
     "opened_runs",
     "position_profile",
+    "position_profile_abs",
     "prepare",
     "reallocation",
+    "resolve_sampled_from",
+    "sampled_from_choices",
     "session",
     "sparsity_summary",
     "table_files",
@@ -101,6 +121,7 @@ __all__ = [
     "trace_list",
     "trace_position",
     "trace_tokens",
+    "truncation_agreement",
     "tuned_top1_base_rank_hist",
     "urial_categories",
 ]

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from core.queries import aggregated, indexed
+from core.queries import aggregated, indexed, sampler
 from core.queries.sql import (
     KOV,
     LN2,
@@ -29,6 +29,7 @@ def sparsity_summary(con, near_zero=0.01, high=0.1, metric="js", runs=None,
                      sampled_from=None, correct=None, by=None) -> pd.DataFrame:
     """[by,] n_tokens, share_near_zero (< near_zero), share_high (> high), mean, p50, p95,
     p99, max of `metric` (NULL metric values are ignored)."""
+    sampled_from, by = sampler.apply(con, runs, sampled_from, by)
     m, g = _metric(metric), _group(by)
     if indexed.active(con):
         return indexed.sparsity_summary(con, near_zero, high, m, runs, sampled_from, correct,
@@ -50,6 +51,7 @@ def histogram(con, metric="js", bins=50, lo=None, hi=None, log=False, runs=None,
     """[by,] bin_left, bin_right, count, share, cdf. Range: [0, ln 2] for js (log: [1e-6,
     ln 2]), else the data's min..max (min positive value when log). Values outside the range
     are counted in the first/last bin, so shares sum to 1; log bins are geometric."""
+    sampled_from, by = sampler.apply(con, runs, sampled_from, by)
     m, g = _metric(metric), _group(by)
     base, p = _filtered(runs, sampled_from, correct)
     if lo is None or hi is None:
@@ -97,6 +99,7 @@ def entropy_by_js_bin(con, edges=(0, 0.01, 0.05, 0.1, 0.2, 0.3, LN2 + 1e-6), run
                       sampled_from=None, correct=None, by=None) -> pd.DataFrame:
     """[by,] bin ("[lo, hi)"), lo, hi, n, mean_entropy_base, mean_entropy_tuned per js bin
     (edges strictly increasing; empty bins kept, n = 0)."""
+    sampled_from, by = sampler.apply(con, runs, sampled_from, by)
     _group(by)  # validates `by`
     edges = [float(e) for e in edges]
     if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])):
@@ -134,6 +137,7 @@ def js_entropy_hist2d(con, js_bins=30, entropy_bins=30, entropy="entropy_base",
                       by=None) -> pd.DataFrame:
     """[by,] js_bin_left, entropy_bin_left, count: the full js x entropy grid (zeros
     included), js over [0, ln 2], entropy over [0, entropy_max or the data's max]."""
+    sampled_from, by = sampler.apply(con, runs, sampled_from, by)
     if entropy not in ("entropy_base", "entropy_tuned"):
         raise ValueError(f"entropy must be entropy_base or entropy_tuned, got {entropy!r}")
     g = _group(by)
@@ -163,6 +167,7 @@ def position_profile(con, bins=20, metric="js", high=0.1, runs=None, sampled_fro
                      correct=None, by=None) -> pd.DataFrame:
     """[by,] bin_left, bin_right, mean, p50, p90, share_high (> high), n per rel_pos bin
     (non-empty bins only)."""
+    sampled_from, by = sampler.apply(con, runs, sampled_from, by)
     m, g = _metric(metric), _group(by)
     if indexed.active(con):
         return indexed.position_profile(con, bins, m, high, runs, sampled_from, correct, by)
@@ -185,6 +190,7 @@ def token_identity(con, high=0.1, min_count=5, limit=50, runs=None, sampled_from
     """[by,] token, n_total, n_high (js > high), n_low (the rest), share_high, mean_js for
     token strings seen >= min_count times with n_high > 0; top `limit` (per group) by n_high
     desc, then share_high desc."""
+    sampled_from, by = sampler.apply(con, runs, sampled_from, by)
     g = _group(by)
     part = f"PARTITION BY {by} " if by else ""
     if indexed.active(con) and aggregated.codes_ok(con):
@@ -210,6 +216,7 @@ def topk_overlap(con, threshold=0.1, k_max=10, runs=None, sampled_from=None, cor
                  by=None) -> pd.DataFrame:
     """[by,] subset ("js>threshold" / "all"), k, overlap (mean |top-k base & top-k tuned| / k),
     n, for k = 1..k_max (k beyond a row's stored list length is skipped)."""
+    sampled_from, by = sampler.apply(con, runs, sampled_from, by)
     g = _group(by)
     if 1 <= k_max <= KOV:  # the per-row overlap sizes precomputed in tokx: one pass
         return _topk_overlap_tokx(con, threshold, int(k_max), runs, sampled_from, correct, by)
@@ -302,6 +309,7 @@ def reallocation(con, threshold=0.1, low_prob=0.01, runs=None, sampled_from=None
                  correct=None, by=None) -> pd.DataFrame:
     """[by,] subset, share_same_top1 (tuned top-1 is base top-1), share_in_base_top3,
     share_low_prob (base prob of tuned top-1 < low_prob), n."""
+    sampled_from, by = sampler.apply(con, runs, sampled_from, by)
     g = _group(by)
     base, p = _filtered(runs, sampled_from, correct, src="tokx")
     aggs = {"share_same_top1": "avg((k_r = 1)::DOUBLE)", "share_in_base_top3":
@@ -320,6 +328,7 @@ def tuned_top1_base_rank_hist(con, threshold=0.1, max_rank=10, runs=None, sample
                               correct=None, by=None) -> pd.DataFrame:
     """[by,] subset, rank (1..max_rank, max_rank + 1 = overflow), bucket ("1".., ">10"), n,
     share (within subset) of the tuned top-1's rank under the base model (present ranks only)."""
+    sampled_from, by = sampler.apply(con, runs, sampled_from, by)
     g = _group(by)
     base, p = _filtered(runs, sampled_from, correct, src="tokx")
     sql = f"""WITH f AS ({base}) SELECT {g}least(k_r, $mr + 1) AS rank,
@@ -346,6 +355,7 @@ URIAL_CATEGORIES = ("unshifted", "marginal", "shifted")
 def urial_categories(con, runs=None, sampled_from=None, correct=None,
                      by=None) -> pd.DataFrame:
     """[by,] category (unshifted: rank_base 1, marginal: 2-3, shifted: > 3), n, share."""
+    sampled_from, by = sampler.apply(con, runs, sampled_from, by)
     g = _group(by)
     base, p = _filtered(runs, sampled_from, correct)
     sql = f"""WITH f AS ({base}) SELECT {g}
@@ -368,12 +378,32 @@ def urial_categories(con, runs=None, sampled_from=None, correct=None,
 
 def evolution(con, series_runs: list[str], high=0.1, sampled_from=None,
               correct=None) -> pd.DataFrame:
-    """run, step (manifest series_step, else the list index), p50, p90, p95, p99 of js,
-    n_high and jaccard_final: Jaccard overlap of the run's high-js positions (trace_id, pos
-    with js > high) with those of the last run in `series_runs`."""
+    """[sampled_from (split only),] run, step (manifest series_step, else the list index),
+    p50, p90, p95, p99 of js, n_high and jaccard_final: Jaccard overlap of the run's high-js
+    positions (trace_id, pos with js > high) with those of the last run in `series_runs`,
+    each run on the traces `sampled_from` chooses for it (default: its tuned-sampled ones;
+    NULL for a run that sampled its own traces, --series-sampling own: its positions are not
+    the final's), and accuracy, accuracy_source: the checkpoint's own accuracy (the runs
+    table, core.store.samplers.checkpoint_accuracy; NULL with "not measured")."""
     series_runs = [str(r) for r in series_runs]
     if not series_runs:
         raise ValueError("series_runs is empty")
+    if sampler.check(sampled_from) != sampler.SPLIT:
+        filt = sampler.row_filter(sampler.labels_kept(con, series_runs, sampled_from))
+        return _evolution(con, series_runs, high, filt, correct)
+    counts = sampler.trace_counts(con, series_runs)
+    parts = [_evolution(con, series_runs, high, sampler.row_filter(
+                 sampler.labels_kept(con, series_runs, s)), correct).assign(sampled_from=s)
+             for s in sampler.SOURCES
+             if any(sampler.label_for(c, s) for c in counts.values())]
+    cols = ["sampled_from", "run", "step", "p50", "p90", "p95", "p99", "n_high",
+            "jaccard_final", "accuracy", "accuracy_source"]
+    return (pd.concat(parts, ignore_index=True)[cols] if parts
+            else pd.DataFrame(columns=cols))
+
+
+def _evolution(con, series_runs, high, sampled_from, correct) -> pd.DataFrame:
+    """evolution for one row filter (sql._filtered's `sampled_from`)."""
     base, p = _filtered(series_runs, sampled_from, correct)
     s = "SELECT run, quantile_cont(js, [0.5, 0.9, 0.95, 0.99]) AS q FROM f GROUP BY run"
     hfin = "(SELECT count(*) FROM fin)"
@@ -399,31 +429,49 @@ def evolution(con, series_runs: list[str], high=0.1, sampled_from=None,
       i AS ({i})
       SELECT s.run, r.series_step, s.q[1] AS p50, s.q[2] AS p90, s.q[3] AS p95, s.q[4] AS p99,
         coalesce(i.n_high, 0) AS n_high,
-        coalesce(i.n_inter, 0) / nullif(coalesce(i.n_high, 0) + {hfin}
-          - coalesce(i.n_inter, 0), 0) AS jaccard_final
+        CASE WHEN r.series_sampling = 'own' AND s.run <> $last THEN NULL  -- own positions
+          ELSE coalesce(i.n_inter, 0) / nullif(coalesce(i.n_high, 0) + {hfin}
+            - coalesce(i.n_inter, 0), 0) END AS jaccard_final,
+        r.accuracy, coalesce(r.accuracy_source, 'not measured') AS accuracy_source
       FROM s LEFT JOIN i USING (run) LEFT JOIN runs r USING (run)"""
     df = _q(con, sql, {**p, "hi": high, "last": series_runs[-1]})
     order = {r: k for k, r in enumerate(series_runs)}
     df = df.assign(_o=df["run"].map(order)).sort_values("_o").reset_index(drop=True)
     df["step"] = [int(s) if pd.notna(s) else int(o)
                   for s, o in zip(df["series_step"], df["_o"], strict=True)]
-    return df[["run", "step", "p50", "p90", "p95", "p99", "n_high", "jaccard_final"]]
+    return df[["run", "step", "p50", "p90", "p95", "p99", "n_high", "jaccard_final",
+               "accuracy", "accuracy_source"]]
 
 
 def contrast(con, run_a: str, run_b: str, near_zero=0.01, high=0.1, metric="js",
              sampled_from=None, correct=None) -> pd.DataFrame:
-    """sparsity_summary of run_a and run_b, one row each (in that order), with a run column."""
+    """sparsity_summary of run_a and run_b, one row each (in that order), with a run column;
+    like with like by default: each run on its own tuned model's samples (sampler.py).
+    split: one row per run and sampler (run, sampled_from, ...)."""
+    if sampler.check(sampled_from) == sampler.SPLIT:
+        parts = [sparsity_summary(con, near_zero, high, metric, runs=[r], correct=correct,
+                                  sampled_from=sampler.SPLIT).assign(run=r)
+                 for r in (run_a, run_b)]
+        df = pd.concat(parts, ignore_index=True)
+        df = df.iloc[sorted(range(len(df)), key=lambda i: (
+            df["run"].iat[i] != run_a, sampler.label_rank(df["sampled_from"].iat[i])))]
+        return df[["run"] + [c for c in df.columns if c != "run"]].reset_index(drop=True)
     df = sparsity_summary(con, near_zero, high, metric, runs=[run_a, run_b],
                           sampled_from=sampled_from, correct=correct, by="run")
     return df.set_index("run").reindex([run_a, run_b]).reset_index()
 
 
 def eps_for_budget(con, budgets, metric="js", runs=None, sampled_from=None) -> pd.DataFrame:
-    """The js threshold that a share `budget` of the stored tokens exceeds, per budget:
+    """The js threshold that a share `budget` of the stored tokens (of the traces
+    `sampled_from` chooses; default: tuned-sampled) exceeds, per budget:
     columns budget, eps (the (1 - budget) quantile of `metric`). A starting point for a
     cross-sampling sweep aimed at a token budget: the mixed prefixes of cross-sampling are
     not the stored traces, so the budget actually spent is measured by the sweep itself."""
     col = _metric(metric)
+    sampled_from, by = sampler.apply(con, runs, sampled_from)
+    if by:
+        raise ValueError("eps_for_budget gives one eps per budget: choose sampled_from tuned, "
+                         "base or pooled, not split")
     base, p = _filtered(runs, sampled_from)
     qs = [min(1.0, max(0.0, 1.0 - float(b))) for b in budgets]
     if indexed.active(con):

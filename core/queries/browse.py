@@ -7,21 +7,53 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from core.queries import aggregated, indexed
+from core.queries import aggregated, indexed, sampler
 from core.queries.sql import TRACE_AGG_HIGH, TRACE_SORT, _filtered, _q
 
 
-def headline(con, near_zero=0.01, high=0.1, runs=None) -> pd.DataFrame:
-    """Per run (open order): run, kind, n_traces, n_tokens, share_near_zero, share_high,
-    mean_js, p95_js, top1_agree, accuracy_tuned, accuracy_base (NULL without such traces),
-    mean_length (response tokens per trace)."""
-    base, p = _filtered(runs)
+def headline(con, near_zero=0.01, high=0.1, runs=None, sampled_from=None) -> pd.DataFrame:
+    """Per run (open order): run, kind, sampled_from (the label of the traces the row is on,
+    e.g. tuned or base, or pooled; the default resolved per run as core/queries/sampler.py
+    says; split: one row per sampler label of the run), n_traces, n_tokens,
+    share_near_zero, share_high, mean_js, p95_js, top1_agree, mean_length (response tokens
+    per trace) over those traces, and
+    accuracy_tuned, accuracy_base over all the run's tuned- / base-sampled traces (NULL
+    without such traces)."""
+    if sampler.check(sampled_from) != sampler.SPLIT:
+        kept = sampler.labels_kept(con, runs, sampled_from)
+        df = _headline(con, near_zero, high, runs, sampler.row_filter(kept))
+        df.insert(2, "sampled_from", [kept.get(r) or sampler.POOLED for r in df["run"]])
+        return df
+    counts = sampler.trace_counts(con, runs)
+    labels = dict.fromkeys(lab for c in counts.values() for lab in c if lab is not None)
+    parts = [_headline(con, near_zero, high, runs, lab).assign(sampled_from=lab)
+             for lab in labels]
+    if not parts:
+        return _headline(con, near_zero, high, runs, None).assign(sampled_from=None)
+    df = pd.concat(parts, ignore_index=True)
+    df = df[[c.get(lab, 0) > 0 for c, lab in zip(df["run"].map(counts), df["sampled_from"],
+                                                  strict=True)]]
+    order = {r: i for i, r in enumerate(counts)}
+    df = df.iloc[sorted(range(len(df)), key=lambda i: (
+        order[df["run"].iat[i]], sampler.label_rank(df["sampled_from"].iat[i])))]
+    cols = list(df.columns[:2]) + ["sampled_from"] + [c for c in df.columns[2:]
+                                                      if c != "sampled_from"]
+    return df[cols].reset_index(drop=True)
+
+
+def _headline(con, near_zero, high, runs, sampled_from) -> pd.DataFrame:
+    """headline for one row filter (sql._filtered's `sampled_from`), without its
+    sampled_from column."""
+    base, p = _filtered(runs, sampled_from)
+    trs, tp = _filtered(runs, sampled_from, src="traces")
+    p = {**p, **tp}  # the same filter: equal names carry equal values
     t = f"""SELECT run, count(*) AS n_tokens, avg((js < $nz)::DOUBLE) AS
           share_near_zero, avg((js > $hi)::DOUBLE) AS share_high, avg(js) AS mean_js,
           quantile_cont(js, 0.95) AS p95_js, avg(top1_agree::DOUBLE) AS top1_agree
         FROM ({base}) GROUP BY run"""
     if indexed.active(con):  # the per-run numbers from the order index and cell counts
-        st = indexed.run_stats(con, "js", runs, [0.95], near_zero, high)
+        st = indexed.run_stats(con, "js", runs, [0.95], near_zero, high,
+                               sampled_from=sampled_from)
 
         def per(num, den):
             return [a / b if b else None for a, b in zip(st[num], st[den], strict=True)]
@@ -36,14 +68,16 @@ def headline(con, near_zero=0.01, high=0.1, runs=None) -> pd.DataFrame:
              "t_p95": [None if np.isnan(q[0]) else q[0] for q in st["q"]],
              "t_top1": per("s_top1", "n_top1")}
     sql = f"""WITH t AS ({t}),
-      tr AS (SELECT run, count(*) AS n_traces,
+      tr AS (SELECT run, count(*) AS n_traces, avg(length) AS mean_length FROM ({trs})
+          GROUP BY run),
+      acc AS (SELECT run,
           avg(correct::DOUBLE) FILTER (WHERE sampled_from = 'tuned') AS accuracy_tuned,
-          avg(correct::DOUBLE) FILTER (WHERE sampled_from = 'base') AS accuracy_base,
-          avg(length) AS mean_length FROM traces GROUP BY run)
+          avg(correct::DOUBLE) FILTER (WHERE sampled_from = 'base') AS accuracy_base
+          FROM traces GROUP BY run)
       SELECT r.run, r.kind, coalesce(tr.n_traces, 0) AS n_traces,
         coalesce(t.n_tokens, 0) AS n_tokens, t.* EXCLUDE (run, n_tokens),
-        tr.* EXCLUDE (run, n_traces)
-      FROM runs r LEFT JOIN t USING (run) LEFT JOIN tr USING (run)
+        acc.* EXCLUDE (run), tr.mean_length
+      FROM runs r LEFT JOIN t USING (run) LEFT JOIN tr USING (run) LEFT JOIN acc USING (run)
       WHERE $all_runs OR list_contains($f_runs::VARCHAR[], r.run) ORDER BY r.idx"""
     return _q(con, sql, {**p, "nz": near_zero, "hi": high, "all_runs": runs is None,
                          "f_runs": p.get("f_runs", [])})
@@ -93,6 +127,7 @@ def trace_list(con, run: str, sort_by="max_js", descending=True, search=None, co
     the length cap; None: not known, e.g. given rollouts) for one run; `search` =
     case-insensitive substring of the prompt; sort_by one of TRACE_SORT (ties by trace_id),
     NULLs last; rows offset .. offset + limit of that order (a page)."""
+    sampled_from = sampler.browse_filter(con, [run], sampled_from)
     sql, params = _trace_rows(run, sort_by, descending, search, correct, high, sampled_from)
     sql = f"""SELECT * EXCLUDE (_rank) FROM ({sql}) WHERE _rank >= $off ORDER BY _rank
       LIMIT $lim"""
@@ -101,7 +136,8 @@ def trace_list(con, run: str, sort_by="max_js", descending=True, search=None, co
 
 def trace_count(con, run: str, search=None, correct=None, sampled_from=None) -> int:
     """How many traces of `run` trace_list's filters keep (for paging)."""
-    conds, params = _trace_filters(run, search, correct, sampled_from)
+    conds, params = _trace_filters(run, search, correct,
+                                   sampler.browse_filter(con, [run], sampled_from))
     return int(_q(con, f"SELECT count(*) AS n FROM traces tr WHERE {' AND '.join(conds)}",
                   params)["n"].iloc[0])
 
@@ -110,6 +146,7 @@ def trace_position(con, run: str, trace_id: int, sort_by="max_js", descending=Tr
                    search=None, correct=None, high=0.1, sampled_from=None) -> int | None:
     """0-based place of `trace_id` in trace_list's order with these filters (its page is
     place // page size), or None when the filters leave it out."""
+    sampled_from = sampler.browse_filter(con, [run], sampled_from)
     sql, params = _trace_rows(run, sort_by, descending, search, correct, high, sampled_from)
     df = _q(con, f"SELECT _rank FROM ({sql}) WHERE trace_id = $tid",
             {**params, "tid": int(trace_id)})
@@ -144,7 +181,9 @@ def token_search(con, js_min=None, rank_base_min=None, dlogp_max=None, text_cont
     dlogp <= dlogp_max, case-insensitive substring of the token, lo <= rel_pos <= hi, correct
     traces only), highest js first: run, trace_id, pos, token, js, rank_base, dlogp, rel_pos,
     context (tokens pos-window..pos+window concatenated), before, after (the parts of the
-    context on either side of the token)."""
+    context on either side of the token). sampled_from: every trace by default (see
+    sampler.browse_filter)."""
+    sampled_from = sampler.browse_filter(con, runs, sampled_from)
     base, p = _filtered(runs, sampled_from, True if correct_only else None,
                         src="tokx" if indexed.active(con) else "tok")
     conds = ["TRUE"]

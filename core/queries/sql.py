@@ -52,12 +52,26 @@ def _group(by: str | None) -> str:
 
 def _filtered(runs=None, sampled_from=None, correct=None, src="tok") -> tuple[str, dict]:
     """SQL of the filtered `src` rows ("tok" or "tokx"; use as a CTE body) and its named
-    parameters."""
+    parameters. sampled_from: None (every row), one label, or {run: label or None} (per-run
+    choices, core/queries/sampler.py: runs left out of the dict keep no rows)."""
     conds, params = ["TRUE"], {}
     if runs is not None:
         conds.append("list_contains($f_runs::VARCHAR[], run)")
         params["f_runs"] = [str(r) for r in runs]
-    if sampled_from is not None:
+    if isinstance(sampled_from, dict):
+        by_label: dict = {}
+        for r, label in sampled_from.items():
+            by_label.setdefault(label, []).append(str(r))
+        alts = []
+        for i, (label, rs) in enumerate(by_label.items()):
+            params[f"f_sf_runs{i}"] = rs
+            alt = f"list_contains($f_sf_runs{i}::VARCHAR[], run)"
+            if label is not None:
+                params[f"f_sf{i}"] = str(label)
+                alt += f" AND sampled_from = $f_sf{i}"
+            alts.append(f"({alt})")
+        conds.append("(" + (" OR ".join(alts) or "FALSE") + ")")
+    elif sampled_from is not None:
         conds.append("sampled_from = $f_sampled_from")
         params["f_sampled_from"] = sampled_from
     if correct is not None:

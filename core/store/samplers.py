@@ -27,11 +27,6 @@ from pathlib import Path
 
 REUSED = "reused"
 REUSED_BASE = "reused-base"
-# labels that name the series' final (or this run's) model: tuned-sampled in the final run,
-# reused in a series run that re-scored its traces, tuned again in one that sampled its own
-SAME_SAMPLER = {"tuned": ("tuned", REUSED), "base": ("base", REUSED_BASE)}
-
-
 def _digest(record: dict | None) -> str | None:
     return ((record or {}).get("fingerprint") or {}).get("digest")
 
@@ -87,17 +82,6 @@ def reuse_plan(source: dict, base_spec: str | None, base_digest: str | None
         relabel[label] = new
         records[new] = rec
     return relabel, records
-
-
-def series_filter(labels: dict[str, set], sampled_from):
-    """The sampled_from filter of an analysis across a series' runs ({run: its labels}):
-    "tuned" / "base" become per run the label of the same sampler's traces ({run: label}:
-    "reused" where a run re-scored the final's tuned-sampled traces); anything else as given."""
-    if sampled_from not in SAME_SAMPLER:
-        return sampled_from
-    alts = SAME_SAMPLER[sampled_from]
-    return {run: next((a for a in alts if a in labs), sampled_from)
-            for run, labs in labels.items()}
 
 
 def rename_samplers(manifest: dict, old: str, new: str) -> bool:
