@@ -114,11 +114,18 @@ def test_accuracy_per_sampler(numbers, manifest):
 @pytest.mark.parametrize("materialize", [False, True], ids=["views", "materialized"])
 def test_headline_agrees(demo_rl, numbers, materialize):
     """core.queries.headline (both the SQL-view path and the materialised, indexed one)
-    gives the same numbers as the independent computation and the goldens."""
+    gives the same numbers as the independent computation and the goldens: by default on the
+    tuned-sampled traces (the paper's setting), pooled over both samplers on request."""
     from core.queries import headline, open_runs
 
     con = open_runs([demo_rl], materialize=materialize)
-    h = headline(con, near_zero=NEAR_ZERO, high=HIGH)
+    r = headline(con, near_zero=NEAR_ZERO, high=HIGH).iloc[0]
+    assert r["sampled_from"] == "tuned"
+    assert int(r["n_tokens"]) == N_TOKENS_BY["tuned"] and int(r["n_traces"]) == 800
+    nz, hi = numbers["shares"]["tuned"]
+    assert float(r["share_near_zero"]) == pytest.approx(nz, abs=1e-9)
+    assert float(r["share_high"]) == pytest.approx(hi, abs=1e-9)
+    h = headline(con, near_zero=NEAR_ZERO, high=HIGH, sampled_from="pooled")
     assert h["run"].tolist() == ["demo-rl"]
     r = h.iloc[0]
     assert r["kind"] == "rl"
