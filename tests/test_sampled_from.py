@@ -115,6 +115,11 @@ def test_overview_control_changes_headline_and_captions_and_is_kept_in_the_url(
     assert _metric(at, "tokens with js < 0.01") == f"{100 * tuned['share_near_zero']:.1f}%"
     n = tuned["n_traces"]
     assert sum(c.endswith(f"on {n} tuned-sampled traces") for c in _captions(at)) >= 9
+    # the most divergent traces listed are tuned-sampled ones too
+    traces = pd.read_parquet(demo_rl / "traces.parquet").set_index("trace_id")["sampled_from"]
+    listed = [int(link.label.split()[1]) for link in at.get("page_link")
+              if link.label.startswith("trace ")]
+    assert listed and {traces[t] for t in listed} == {"tuned"}
 
     control.set_value("pooled").run()
     assert not at.exception, [e.value for e in at.exception]

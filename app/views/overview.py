@@ -35,16 +35,20 @@ def _headline(con, run, sampled_from=None) -> None:
                          + (f" {note}" if note else "")))
 
 
-def _most_divergent(con, run) -> None:
-    """The interesting first: the most divergent traces and tokens, one click away."""
+def _most_divergent(con, run, shown: str) -> None:
+    """The interesting first: the most divergent traces and tokens, one click away, among
+    the traces the analyses use (`shown`: a sampled_from choice; pooled and split: all)."""
     left, right = st.columns(2)
-    left.markdown("**Most divergent traces**")
-    for t in api.trace_list(con, run.name, sort_by="max_js", limit=5).itertuples():
+    which = md_escape(state.SAMPLED_FROM_LABELS[shown])
+    left.markdown(f"**Most divergent traces** · {which}")
+    for t in api.trace_list(con, run.name, sort_by="max_js", limit=5,
+                            sampled_from=shown).itertuples():
         left.page_link(st.session_state["_pages"]["traces"],
                        label=md_escape(f"trace {t.trace_id} · max js {t.max_js:.3f} · {t.prompt}"),
                        query_params={"run": run.name, "trace": str(t.trace_id)})
-    right.markdown("**Most divergent tokens**")
-    for t in api.token_search(con, js_min=0.0, runs=[run.name], limit=5).itertuples():
+    right.markdown(f"**Most divergent tokens** · {which}")
+    for t in api.token_search(con, js_min=0.0, runs=[run.name], limit=5,
+                              sampled_from=shown).itertuples():
         right.page_link(st.session_state["_pages"]["traces"],
                         label=md_escape(f"{t.token!r} · js {t.js:.3f} · trace {t.trace_id} "
                                         f"pos {t.pos}"),
@@ -61,7 +65,7 @@ def render() -> None:
     _headline(con, run, sampled_from)
     st.caption(md_escape("Token shares and top-1 agreement "
                          + api.describe_traces(con, [run.name], sampled_from) + "."))
-    _most_divergent(con, run)
+    _most_divergent(con, run, sampled_from or api.sampled_from_choices(con, run.name)[0])
     others = api.contrast_candidates(infos, run)
     contrast = st.sidebar.selectbox("Compare with", ["(none)"] + others,
                                     index=1 if others else 0, key="contrast")
