@@ -237,3 +237,18 @@ def test_fit_titles_wraps_long_axis_titles_and_keeps_the_rest(env, specs):
     assert all(len(x) <= 26 for x in fig.layout.xaxis2.title.text.split("<br>"))
     js = specs["js_hist"]  # short enough: unchanged
     assert fit_titles(js.figure).layout.xaxis.title.text == js.figure.layout.xaxis.title.text
+
+
+def test_fit_titles_wraps_every_row_of_a_grid_to_its_column():
+    """A 2 x 2 grid: the bottom row's panel titles are wrapped like the top row's, to a
+    column's share of the width (two columns, not four axes)."""
+    from plotly.subplots import make_subplots
+
+    from core.figures.style import fit_titles
+
+    titles = ["a fairly long top-left title", "a fairly long top-right title",
+              "a fairly long bottom-left one", "a fairly long bottom-right one"]
+    fig = fit_titles(make_subplots(rows=2, cols=2, subplot_titles=titles), chars=40)
+    wrapped = [a.text for a in fig.layout.annotations]
+    assert all("<br>" in t for t in wrapped), wrapped  # 0.85 * 40 / 2 = 17 characters
+    assert all(len(line) <= 17 for t in wrapped for line in t.split("<br>")), wrapped

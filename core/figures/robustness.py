@@ -19,7 +19,7 @@ from core.figures.spec import (
     _spec,
     pct_small,
 )
-from core.figures.style import NEUTRAL, esc, fit_titles, num, source_label
+from core.figures.style import NEUTRAL, esc, num, source_label
 from core.queries import robustness as R
 
 NOT_STORED = "not stored in this run"
@@ -40,10 +40,10 @@ def truncation(con, run, *, sampled_from=None, high=0.1) -> FigureSpec:
     params = dict(run=run, high=high, sampled_from=sf, by=by)
     df = R.truncation_agreement(con, **params)
     keys = _keys(df, by)
-    panels = [("share_high", esc(f"share of tokens above {high:g}")),
-              ("spearman", "rank correlation with full js"),
-              ("jaccard_high", esc(f"Jaccard with full js's tokens above {high:g}")),
-              ("jaccard_top_n", "Jaccard with full js's top-N (equal sizes)")]
+    panels = [("share_high", esc(f"share above {high:g}")),  # short: 4 panels fit 260 px
+              ("spearman", "rank correlation with js"),
+              ("jaccard_high", esc(f"Jaccard above {high:g}")),
+              ("jaccard_top_n", "Jaccard of top-N sets")]
     fig = make_subplots(rows=2, cols=2, horizontal_spacing=0.12, vertical_spacing=0.2,
                         subplot_titles=[t for _, t in panels])
     order = list(dict.fromkeys(df["metric"]))
@@ -76,7 +76,6 @@ def truncation(con, run, *, sampled_from=None, high=0.1) -> FigureSpec:
                                showarrow=False, yanchor="bottom", font_size=10,
                                xref=f"x{ax}", yref=f"y{ax}")
     fig.update_layout(barmode="group", height=680, uniformtext=dict(minsize=10, mode="show"))
-    fit_titles(fig)
     cap, summ = _caption(df, by, keys, labels, high, missing)
     spec = _spec("truncation", "Truncated js: how much the answer moves", cap, fig, df,
                  "truncation_agreement", params, summ, traces=traces)

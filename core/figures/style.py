@@ -112,9 +112,11 @@ def _width(axis) -> float:
 
 
 def _facet_titles(fig: go.Figure) -> list:
-    """The facet titles of make_subplots: paper annotations just above the panels."""
+    """The facet titles of make_subplots: paper annotations just above the panels (of every
+    row of a grid: each sits at the top of its row's y domain)."""
+    tops = {round(float((a.domain or (0, 1))[1]), 6) for a in fig.select_yaxes()}
     return [a for a in fig.layout.annotations if a.yref == "paper" and a.yanchor == "bottom"
-            and (a.y or 0) >= 0.99]
+            and ((a.y or 0) >= 0.99 or round(float(a.y or 0), 6) in tops)]
 
 
 def fit_titles(fig: go.Figure, chars: int = 60, font_size: int | None = None) -> go.Figure:
@@ -131,7 +133,9 @@ def fit_titles(fig: go.Figure, chars: int = 60, font_size: int | None = None) ->
         **font))
     fig.for_each_yaxis(lambda a: a.update(title_text=_wrap(a.title.text, chars + 10),
                                           automargin=True, **font))
-    n_cols = max(1, sum(1 for _ in fig.select_xaxes()))
+    # facets side by side share the width: count columns (distinct x domains), not axes
+    # (a 2 x 2 grid has four x axes but two columns)
+    n_cols = max(1, len({tuple(a.domain or (0, 1)) for a in fig.select_xaxes()}))
     for a in _facet_titles(fig):
         a.update(text=_wrap(a.text, round(0.85 * chars / n_cols)))
         if font_size is not None:
