@@ -83,3 +83,47 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         yield b
         b.close()
+
+
+MAIN = str(ROOT / "app" / "main.py")
+
+
+@pytest.fixture
+def app(app_cache, monkeypatch):
+    """AppTest of app/main.py on the app cache: app(page, **query params) -> a run AppTest
+    (on `page` when given), checked to have raised nothing."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("SHIFTLENS_CACHE", str(app_cache))
+
+    def make(page: str | None = None, **params) -> AppTest:
+        at = AppTest.from_file(MAIN, default_timeout=60)
+        for k, v in params.items():
+            at.query_params[k] = str(v)
+        at.run()
+        if page:
+            at.switch_page(page)
+            at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        return at
+    return make
+
+
+@pytest.fixture(scope="module")
+def server(app_cache):
+    """The app as scripts/app.sh serves it, on the app cache: one server per test module."""
+    from tests.browser import streamlit_server
+
+    with streamlit_server(app_cache) as url:
+        yield url
+
+
+@pytest.fixture
+def page(browser):
+    """A 1400 x 1000 page that accepts downloads and records (and dismisses) dialogs."""
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    pg = ctx.new_page()
+    pg.dialogs = []
+    pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.dismiss()))
+    yield pg
+    ctx.close()

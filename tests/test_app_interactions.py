@@ -11,27 +11,9 @@ import math
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import ROOT
+from tests.conftest import MAIN
 
 pytestmark = pytest.mark.model
-MAIN = str(ROOT / "app" / "main.py")
-
-
-@pytest.fixture
-def app(app_cache, monkeypatch):
-    monkeypatch.setenv("SHIFTLENS_CACHE", str(app_cache))
-
-    def make(page: str | None = None, **params) -> AppTest:
-        at = AppTest.from_file(MAIN, default_timeout=60)
-        for k, v in params.items():
-            at.query_params[k] = str(v)
-        at.run()
-        if page:
-            at.switch_page(page)
-            at.run()
-        assert not at.exception, [e.value for e in at.exception]
-        return at
-    return make
 
 
 def test_each_metric_keeps_its_own_threshold_over_its_whole_range(app):

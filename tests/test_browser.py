@@ -9,27 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.browser import CHROMIUM, streamlit_server
+from tests.browser import CHROMIUM
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium")]
 ARTIFACTS = Path(os.environ.get("SHIFTLENS_ARTIFACTS", Path(__file__).parent / "artifacts"))
-
-
-@pytest.fixture(scope="module")
-def server(app_cache):
-    with streamlit_server(app_cache) as url:
-        yield url
-
-
-@pytest.fixture
-def page(browser):
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-    pg = ctx.new_page()
-    pg.dialogs = []
-    pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.dismiss()))
-    yield pg
-    ctx.close()
 
 
 def background(loc) -> str:

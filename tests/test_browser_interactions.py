@@ -10,23 +10,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser import CHROMIUM, streamlit_server
+from tests.browser import CHROMIUM
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium")]
-
-
-@pytest.fixture(scope="module")
-def server(app_cache):
-    with streamlit_server(app_cache) as url:
-        yield url
-
-
-@pytest.fixture
-def page(browser):
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-    yield ctx.new_page()
-    ctx.close()
 
 
 def _click_and_check(page, i: int) -> None:

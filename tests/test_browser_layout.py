@@ -38,12 +38,6 @@ OUTSIDE_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).f
 })"""
 
 
-@pytest.fixture(scope="module")
-def server(app_cache):
-    with streamlit_server(app_cache) as url:
-        yield url
-
-
 @pytest.fixture
 def page(browser):
     ctx = browser.new_context(viewport=VIEWPORT, accept_downloads=True)

@@ -20,6 +20,7 @@ It does not load a tokenizer or a model (core.engine.pair does).
 from __future__ import annotations
 
 import json
+import math
 import re
 import struct
 from pathlib import Path, PurePosixPath
@@ -141,10 +142,7 @@ def safetensors_params(path: Path) -> tuple[dict, int]:
     for k, v in header.items():
         if k == "__metadata__":
             continue
-        count = 1
-        for d in v["shape"]:
-            count *= d
-        params, end = params + count, max(end, v["data_offsets"][1])
+        params, end = params + math.prod(v["shape"]), max(end, v["data_offsets"][1])
     size = path.stat().st_size
     if 8 + n + end != size:
         raise PairError(f"{path.name}: header describes {8 + n + end} bytes but the file has "

@@ -20,6 +20,7 @@ Hub ids download only config and tokenizer files (small), never weights.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,9 +159,7 @@ def _header_params(files: list[Path]) -> tuple[int, str | None]:
         for k, v in header.items():
             if k == "__metadata__":
                 continue
-            count = 1
-            for d in v["shape"]:
-                count *= d
+            count = math.prod(v["shape"])
             total += count
             by_dtype[v["dtype"]] = by_dtype.get(v["dtype"], 0) + count
     return total, (max(by_dtype, key=by_dtype.get) if by_dtype else None)
