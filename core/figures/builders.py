@@ -30,6 +30,7 @@ from core.figures.spec import (
     _name,
     _part,
     _per_group,
+    _profile_lines,
     _sources,
     _spec,
     _summary_by,
@@ -194,12 +195,7 @@ def position(con, run, *, sampled_from=None, by=None, high=0.1, bins=20) -> Figu
     keys, fig, parts, summ = _keys(df, by), go.Figure(), [], {}
     for i, k in enumerate(keys):
         d = _part(df, by, k)
-        mid = (d.bin_left + d.bin_right) / 2
-        for stat, dash in [("mean", "solid"), ("p90", "dash")]:
-            fig.add_scatter(x=mid, y=d[stat], mode="lines+markers", name=f"{stat} js"
-                            + ("" if k is None else f", {source_label(k)}"),
-                            line=dict(color=_colour(k, i), dash=dash, width=2), marker_size=5,
-                            hovertemplate=f"rel. pos %{{x:.2f}}: {stat} js %{{y:.3f}}")
+        _profile_lines(fig, d, k, i, lambda stat: f"rel. pos %{{x:.2f}}: {stat} js %{{y:.3f}}")
         if len(d):
             lo = d.loc[d["mean"].idxmin()]
             s = {"first": float(d["mean"].iloc[0]), "min": float(lo["mean"]),

@@ -15,6 +15,7 @@ from core.figures.spec import (
     _gk,
     _keys,
     _part,
+    _profile_lines,
     _sources,
     _spec,
     pct_small,
@@ -119,15 +120,10 @@ def position_absolute(con, run, *, sampled_from=None, high=0.1, bins=20) -> Figu
     keys, fig, parts, summ = _keys(df, by), go.Figure(), [], {}
     for i, k in enumerate(keys):
         d = _part(df, by, k)
-        mid = (d.bin_left + d.bin_right) / 2
-        for stat, dash in [("mean", "solid"), ("p90", "dash")]:
-            fig.add_scatter(x=mid, y=d[stat], mode="lines+markers", name=f"{stat} js"
-                            + ("" if k is None else f", {source_label(k)}"),
-                            line=dict(color=_colour(k, i), dash=dash, width=2), marker_size=5,
-                            customdata=d[["bin_left", "bin_right", "n"]].to_numpy(),
-                            hovertemplate=f"tokens %{{customdata[0]}}-%{{customdata[1]}}: "
-                                          f"{stat} js %{{y:.3f}} (%{{customdata[2]}} tokens)"
-                                          "<extra></extra>")
+        _profile_lines(fig, d, k, i, lambda stat: (
+            f"tokens %{{customdata[0]}}-%{{customdata[1]}}: {stat} js %{{y:.3f}} "
+            "(%{customdata[2]} tokens)<extra></extra>"),
+            customdata=d[["bin_left", "bin_right", "n"]].to_numpy())
         if len(d):
             lo = d.loc[d["mean"].idxmin()]
             first, last = d.iloc[0], d.iloc[-1]

@@ -154,6 +154,17 @@ def _coloured(style: dict, colour: str) -> dict:
     return style
 
 
+def _profile_lines(fig: go.Figure, d: pd.DataFrame, key, i: int, hover, customdata=None):
+    """A position profile's mean (solid) and p90 (dashed) js lines for one group `key` of
+    `d` (bins with bin_left, bin_right); `hover(stat)` gives each line's hovertemplate."""
+    mid = (d.bin_left + d.bin_right) / 2
+    for stat, dash in [("mean", "solid"), ("p90", "dash")]:
+        fig.add_scatter(x=mid, y=d[stat], mode="lines+markers", name=f"{stat} js"
+                        + ("" if key is None else f", {source_label(key)}"),
+                        line=dict(color=_colour(key, i), dash=dash, width=2), marker_size=5,
+                        customdata=customdata, hovertemplate=hover(stat))
+
+
 def _bar_range(values, pad: float = 1.15) -> list[float]:
     """A value axis from 0 to `pad` x the largest value: small shares fill the panel instead
     of sitting at the bottom of a 0-100% axis (room above for the value labels)."""
