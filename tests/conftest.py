@@ -127,3 +127,14 @@ def page(browser):
     pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.dismiss()))
     yield pg
     ctx.close()
+
+
+@pytest.fixture
+def cache(tmp_path) -> Path:
+    """A cache that already holds something, so 'untouched' is a real comparison."""
+    c = tmp_path / "cache"
+    (c / "old-run").mkdir(parents=True)
+    (c / "README.md").write_text("runs live here\n")
+    (c / "old-run" / "manifest.json").write_text(
+        '{"name": "old-run", "created": "2026-01-01T00:00:00+00:00"}')
+    return c

@@ -23,3 +23,11 @@ def snapshot(root: Path) -> list[tuple]:
             out.append((str(p.relative_to(root)), False, st.st_size, st.st_mtime_ns, digest))
     return out
 
+
+def listing(root: Path) -> list[tuple]:
+    """Every path under root, root included, with its type, size and mtime: equal listings
+    mean untouched (a folder's mtime also moves when an entry is created and removed)."""
+    if not root.exists():
+        return []
+    return sorted((str(p.relative_to(root)), p.is_dir(), p.stat().st_size, p.stat().st_mtime_ns)
+                  for p in [root, *root.rglob("*")])

@@ -215,14 +215,6 @@ CASES = {
 }
 
 
-@pytest.fixture
-def cache(tmp_path) -> Path:
-    c = tmp_path / "cache"
-    (c / "old-run").mkdir(parents=True)
-    (c / "old-run" / "manifest.json").write_text('{"name": "old-run"}')
-    return c
-
-
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_hostile_archive_is_refused_cleanly(case, tmp_path, cache, monkeypatch):
     make, limits, needle = CASES[case]

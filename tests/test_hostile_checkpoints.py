@@ -132,14 +132,6 @@ CASES = {
 
 
 @pytest.fixture
-def cache(tmp_path) -> Path:
-    c = tmp_path / "cache"
-    (c / "old-run").mkdir(parents=True)
-    (c / "old-run" / "manifest.json").write_text('{"name": "old-run"}')
-    return c
-
-
-@pytest.fixture
 def temp(tmp_path, monkeypatch) -> Path:
     """A temp dir of the test's own, so that 'nothing left in temp' is a real comparison."""
     t = tmp_path / "tmpdir"
