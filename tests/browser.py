@@ -62,6 +62,25 @@ def streamlit_server(cache: Path, timeout: float = 60.0, *, env: dict | None = N
         log.close()
 
 
+def press(page, button, done, timeout: float = 60.0, tries: int = 3) -> None:
+    """Click `button` and wait for the locator `done` to show. A click that starts no script
+    run (no running indicator, nothing shown, within 5 s) is made again, up to `tries`
+    times: on a loaded machine Chromium sometimes drops a click on a Streamlit button and
+    no message reaches the server (seen 1 run in 5-10 under two CPU-bound processes, with
+    the button visible, enabled and still; a person clicks again). A button that does
+    nothing still fails: `done` never shows."""
+    running = page.get_by_test_id("stStatusWidget")
+    for _ in range(tries):
+        button.click()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if running.count() or done.first.is_visible():
+                done.first.wait_for(timeout=timeout * 1000)
+                return
+            page.wait_for_timeout(100)
+    done.first.wait_for(timeout=timeout * 1000)
+
+
 def stop(proc: subprocess.Popen) -> None:
     """Terminate the server (its whole process group when it leads one) and wait for it."""
     if proc.poll() is not None:

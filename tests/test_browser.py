@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.browser import CHROMIUM
+from tests.browser import CHROMIUM, press
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium")]
@@ -113,8 +113,8 @@ def test_fork_explorer_compares_two_branches(server, page):
     page.goto(f"{server}/?run=demo-rl&pos=4")
     page.locator(".sl-sel").wait_for(timeout=30_000)
     page.get_by_text("Fork here (at token 4)").click()
-    page.get_by_role("button", name="Fork", exact=True).click()
-    page.get_by_text("top-1 → continued by tuned").first.wait_for(timeout=60_000)
+    press(page, page.get_by_role("button", name="Fork", exact=True),
+          page.get_by_text("top-1 → continued by tuned"))
     page.get_by_text("→ continued by tuned").nth(1).wait_for()  # the second branch
     page.get_by_text("forks.parquet").wait_for()
 

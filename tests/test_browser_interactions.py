@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser import CHROMIUM
+from tests.browser import CHROMIUM, press
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium")]
@@ -65,8 +65,8 @@ def test_fork_explorer_offers_both_top_k_lists_and_reopens_saved_forks(server, p
         page.get_by_text("the two top-1 branches would be the same branch").wait_for()
         assert "tuned #2" in b
     choose(page, second, "#3", re.compile("^'.*#3"))  # force another token: a third rank
-    page.get_by_role("button", name="Fork", exact=True).click()
-    page.get_by_text("→ continued by tuned").nth(1).wait_for(timeout=60_000)
+    press(page, page.get_by_role("button", name="Fork", exact=True),
+          page.get_by_text("→ continued by tuned").nth(1))
     page.get_by_text("forks.parquet").wait_for()
     page.get_by_text("Saved forks of trace").wait_for()
     saved = page.locator("[data-testid=stSelectbox]").filter(has_text="Reopen a saved fork")
