@@ -101,9 +101,8 @@ def test_overview_figure_downloads_as_png(server, page):
 
 def test_live_scoring_highlights_typed_text(server, page):
     page.goto(f"{server}/live?run=demo-rl")
-    page.get_by_test_id("stBaseButton-primaryFormSubmit").click()
     toks = page.locator(".sl-tok")
-    toks.first.wait_for(timeout=60_000)
+    press(page, page.get_by_test_id("stBaseButton-primaryFormSubmit"), toks)
     assert toks.count() > 5
     toks.nth(3).click()
     page.get_by_text("Token 3:").wait_for(timeout=20_000)
@@ -128,8 +127,8 @@ def test_cross_sampling_sweep_runs_in_the_page(server, page, app_cache):
     page.get_by_text("No stored sweep for this run yet.").wait_for(timeout=30_000)
     page.get_by_label("eps grid (js thresholds) or budgets in %").fill("0.05")
     page.get_by_label("prompts").fill("2")
-    page.get_by_test_id("stBaseButton-primaryFormSubmit").click()
-    page.get_by_text("Mixed traces").wait_for(timeout=120_000)  # shown once results are stored
+    press(page, page.get_by_test_id("stBaseButton-primaryFormSubmit"),
+          page.get_by_text("Mixed traces"), timeout=120)  # shown once results are stored
     page.locator(".sl-tok").first.wait_for(timeout=30_000)
     assert page.get_by_text("Runs on CPU").count() + page.get_by_text("Runs on GPU").count() == 1
 
@@ -156,8 +155,8 @@ def test_upload_a_pair_queue_watch_and_open(server, page, tmp_path):
     page.get_by_label("samples per prompt").fill("1")
     page.get_by_role("spinbutton", name="max new tokens").fill("40")
     page.get_by_label("Run name (optional)").fill("uploaded-pair")
-    page.get_by_role("button", name="Validate and queue").click()
-    page.get_by_text("Queued 1 job(s): uploaded-pair").wait_for(timeout=120_000)
+    press(page, page.get_by_role("button", name="Validate and queue"),
+          page.get_by_text("Queued 1 job(s): uploaded-pair"), timeout=120)
     # the queue also lists other jobs of this server (the sweep above): open this run's
     opened = page.locator("a[href*='run=uploaded-pair']").filter(has_text="Open")
     opened.first.wait_for(timeout=180_000)  # job done

@@ -33,8 +33,8 @@ def test_the_outline_follows_every_click_in_the_trace_view(server, page):
 
 def test_the_outline_follows_every_click_in_live_scoring(server, page):
     page.goto(f"{server}/live?run=demo-rl")
-    page.get_by_test_id("stBaseButton-primaryFormSubmit").click()
-    page.locator(".sl-tok").nth(8).wait_for(timeout=60_000)
+    press(page, page.get_by_test_id("stBaseButton-primaryFormSubmit"),
+          page.locator(".sl-tok").nth(8))
     for i in (3, 6):
         _click_and_check(page, i)
 

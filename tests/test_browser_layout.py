@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.ui.colours import composite, contrast, parse_rgba
-from tests.browser import CHROMIUM, READY_JS, streamlit_server
+from tests.browser import CHROMIUM, READY_JS, press, streamlit_server
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium")]
@@ -73,8 +73,7 @@ def test_no_button_label_is_cut(server, page, path, last):
 
 def test_live_scoring_buttons_are_not_cut(server, page):
     page.goto(f"{server}/live?run=demo-rl")
-    page.get_by_test_id("stBaseButton-primaryFormSubmit").click()
-    page.locator(".sl-tok").first.wait_for(timeout=60_000)
+    press(page, page.get_by_test_id("stBaseButton-primaryFormSubmit"), page.locator(".sl-tok"))
     ready(page)
     page.get_by_role("button", name="next divergent ▶").wait_for()
     assert page.evaluate(CLIPPED_JS) == []
