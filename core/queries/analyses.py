@@ -30,7 +30,7 @@ def sparsity_summary(con, near_zero=0.01, high=0.1, metric="js", runs=None,
     """[by,] n_tokens, share_near_zero (< near_zero), share_high (> high), mean, p50, p95,
     p99, max of `metric` (NULL metric values are ignored)."""
     sampled_from, by = sampler.apply(con, runs, sampled_from, by)
-    m, g = _metric(metric), _group(by)
+    m, g = _metric(metric, con), _group(by)
     if indexed.active(con):
         return indexed.sparsity_summary(con, near_zero, high, m, runs, sampled_from, correct,
                                         by)
@@ -52,7 +52,7 @@ def histogram(con, metric="js", bins=50, lo=None, hi=None, log=False, runs=None,
     ln 2]), else the data's min..max (min positive value when log). Values outside the range
     are counted in the first/last bin, so shares sum to 1; log bins are geometric."""
     sampled_from, by = sampler.apply(con, runs, sampled_from, by)
-    m, g = _metric(metric), _group(by)
+    m, g = _metric(metric, con), _group(by)
     base, p = _filtered(runs, sampled_from, correct)
     if lo is None or hi is None:
         if m == "js":
@@ -168,7 +168,7 @@ def position_profile(con, bins=20, metric="js", high=0.1, runs=None, sampled_fro
     """[by,] bin_left, bin_right, mean, p50, p90, share_high (> high), n per rel_pos bin
     (non-empty bins only)."""
     sampled_from, by = sampler.apply(con, runs, sampled_from, by)
-    m, g = _metric(metric), _group(by)
+    m, g = _metric(metric, con), _group(by)
     if indexed.active(con):
         return indexed.position_profile(con, bins, m, high, runs, sampled_from, correct, by)
     base, p = _filtered(runs, sampled_from, correct)
@@ -467,7 +467,7 @@ def eps_for_budget(con, budgets, metric="js", runs=None, sampled_from=None) -> p
     columns budget, eps (the (1 - budget) quantile of `metric`). A starting point for a
     cross-sampling sweep aimed at a token budget: the mixed prefixes of cross-sampling are
     not the stored traces, so the budget actually spent is measured by the sweep itself."""
-    col = _metric(metric)
+    col = _metric(metric, con)
     sampled_from, by = sampler.apply(con, runs, sampled_from)
     if by:
         raise ValueError("eps_for_budget gives one eps per budget: choose sampled_from tuned, "

@@ -27,15 +27,10 @@ import pandas as pd
 
 from core.metrics import TRUNCATED_JS
 from core.queries import order_index, sampler
-from core.queries.sql import _filtered, _group, _metric, _order, _q
+from core.queries.sql import _filtered, _group, _metric, _order, _q, stored_columns
 from core.store.manifest import read_manifest
 
 TRUNCATED = ("js_top_p", *TRUNCATED_JS)  # the truncated js columns, the run's own nucleus first
-
-
-def stored_columns(con, view: str = "tok") -> set[str]:
-    """The columns of a view of this connection."""
-    return {r[0] for r in con.execute(f"DESCRIBE {view}").fetchall()}
 
 
 def _stored(con, run: str, col: str) -> bool:
@@ -223,7 +218,7 @@ def position_profile_abs(con, bins=20, width=None, metric="js", high=0.1, runs=N
     tokens). Late bins hold only the long traces: `n` says how many tokens each mean rests
     on."""
     sampled_from, by = sampler.apply(con, runs, sampled_from, by)
-    m, g = _metric(metric), _group(by)
+    m, g = _metric(metric, con), _group(by)
     base, p = _filtered(runs, sampled_from, correct)
     if width is None:
         top = _q(con, f"SELECT max(pos) AS m FROM ({base})", p).m.iloc[0]

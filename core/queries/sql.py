@@ -37,9 +37,21 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _metric(name: str) -> str:
+def stored_columns(con, view: str = "tok") -> set[str]:
+    """The columns of a view of this connection."""
+    return {r[0] for r in con.execute(f"DESCRIBE {view}").fetchall()}
+
+
+def _metric(name: str, con=None) -> str:
+    """`name`, a metric a query may name; with `con`, also one that the opened runs store
+    (runs written before a metric existed lack its column: one clear line, not DuckDB's
+    binder error)."""
     if name not in METRICS:
         raise ValueError(f"unknown metric {name!r}; expected one of {METRICS}")
+    if con is not None and name not in stored_columns(con):
+        raise ValueError(f"metric {name!r} is not stored in the runs opened here: they were "
+                         "written before it existed; precompute them again with --force to "
+                         "add it")
     return name
 
 
