@@ -134,19 +134,19 @@ def read_records(path: str | Path, what: str = "prompt",
         raise PromptSetError(f"{clip(str(path))[1:-1]}: no such {what} file")
     errs: list[str] = []
     if p.suffix == ".parquet":
-        import pyarrow.parquet as pq
+        from core import user_parquet
 
-        try:
-            records = pq.read_table(p).to_pylist()
-        except Exception as e:
-            raise PromptSetError(f"{p.name}: not a readable Parquet file "
-                                 f"({clip(str(e), 200)[1:-1]})") from e
+        records = user_parquet.read_records(p, lim)  # its size checked before it is read
         located = [(f"{p.name} row {i}", r) for i, r in enumerate(records, 1)]
         for where, rec in located:
             errs.extend(field_problems(rec, where, lim))
         return p, _sha256(p), located, errs
     if p.suffix not in (".jsonl", ".json", ".ndjson"):
         raise PromptSetError(f"{p.name}: {what} files are .jsonl or .parquet files")
+    if (size := p.stat().st_size) > lim.max_file_text_bytes:
+        raise PromptSetError(f"{p.name}: {fmt_size(size)}, more than "
+                             f"{fmt_size(lim.max_file_text_bytes)}, the limit for one "
+                             "file (SHIFTLENS_MAX_FILE_TEXT_BYTES); split it")
     located = []
     digest = hashlib.sha256()
     with open(p, "rb") as f:

@@ -30,6 +30,11 @@ class TextLimits:
         1024**2, "SHIFTLENS_MAX_FIELD_BYTES",
         "UTF-8 bytes of any one field of a prompt or rollout file (prompt, response, answer, "
         "a message's content, ...); a JSONL line may hold at most 4 times this")
+    max_file_text_bytes: int = _setting(
+        2 * 1024**3, "SHIFTLENS_MAX_FILE_TEXT_BYTES",
+        "bytes of a prompt or rollout file's values in all: a JSONL file's size, a Parquet "
+        "file's values once decompressed and decoded (checked from its footer and "
+        "dictionaries before any row is read)")
     max_prompt_tokens: int = _setting(
         16_384, "SHIFTLENS_MAX_PROMPT_TOKENS",
         "tokens of one prompt (its text, or a rollout's chat messages joined), counted with "

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from transformers import PreTrainedTokenizerBase
 
+from core import user_parquet
 from core.engine.chat_render import render_chat
 from core.errors import InputError, PromptSetError
 from core.jobs.upload import prompts_dir, rollouts_dir, save_prompt_set, save_rollouts
@@ -259,3 +260,67 @@ def test_validation_refuses_50mb_prompt_before_tokenising_and_a_runaway_template
     assert {c.name: c.message for c in rep.failures()} == {
         "prompt tokens": "long.jsonl: prompt id 'p2': the prompt is 20,001 tokens, over the "
                          "limit of 16,384 (SHIFTLENS_MAX_PROMPT_TOKENS); shorten it"}
+
+
+def _bomb(root: Path, kind: str) -> bytes:
+    """A small Parquet rollout file that holds far more than its size: 'compressed', 10 MiB
+    of one byte in plain-encoded zstd pages; 'dictionary', one 1 KiB response repeated in
+    200,000 rows through a dictionary (200 MiB once decoded, a few KiB uncompressed)."""
+    p = root / f"{kind}.parquet"
+    if kind == "compressed":
+        t = pa.table({"prompt": ["Q"] * 10, "response": ["7" * MB] * 10})
+        pq.write_table(t, p, compression="zstd", use_dictionary=False)
+    else:
+        t = pa.table({"prompt": ["Q"] * 200_000, "response": ["7" * 1024] * 200_000})
+        pq.write_table(t, p, compression="zstd")
+    return p.read_bytes()
+
+
+@pytest.mark.parametrize("kind,limit", [("compressed", 4 * MB), ("dictionary", 16 * MB)])
+def test_parquet_bombs_are_refused_before_their_rows_are_read(world, monkeypatch, kind,
+                                                               limit):
+    """Each file is under 1 MiB but holds 10 or 200 MiB: refused from its footer, or from its
+    dictionaries' lengths, before any row becomes a Python record (was: read whole first)."""
+    data = _bomb(world["root"], kind)
+    assert len(data) < MB
+    monkeypatch.setenv("SHIFTLENS_MAX_FILE_TEXT_BYTES", str(limit))
+
+    def never(table):
+        raise AssertionError("rows were read into Python before the size check")
+
+    monkeypatch.setattr(user_parquet, "_rows", never)
+    before = snapshot(world["cache"])
+    with pytest.raises(PromptSetError, match=rf"^{kind}\.parquet: its values take "
+                       rf"{'10' if kind == 'compressed' else '19[0-9]'}\.\d MiB once "
+                       rf"decompressed, more than {limit // MB}\.0 MiB, the limit for one "
+                       r"file \(SHIFTLENS_MAX_FILE_TEXT_BYTES\); split it$"):
+        save_rollouts(data, f"{kind}.parquet", rollouts_dir(world["cache"]))
+    assert snapshot(world["cache"]) == before
+    assert files_under(world["root"] / "uploads") == [] and files_under(world["tmp"]) == []
+
+
+def test_a_jsonl_file_over_the_text_limit_is_refused_before_reading(world, monkeypatch):
+    monkeypatch.setenv("SHIFTLENS_MAX_FILE_TEXT_BYTES", str(MB))
+    with pytest.raises(PromptSetError, match=r"^r\.jsonl: 2\.\d MiB, more than 1\.0 MiB, "
+                                             r"the limit for one file"):
+        save_rollouts(rows(*[{"prompt": "Q", "response": "7" * 1000}] * 2100), "r.jsonl",
+                      rollouts_dir(world["cache"]))
+
+
+def test_parquet_rollouts_under_the_limit_read_as_written(world, monkeypatch):
+    """Dictionary-kept reading changes nothing: nested chat messages, ids and repeated
+    strings come back as the plain values written (limit just above the file's values)."""
+    recs = [{"messages": [{"role": "user", "content": f"Q {i % 3}"}], "response": "7" * 50,
+             "response_ids": None, "answer": "7", "sampled_from": "base"} for i in range(30)]
+    recs[4] = dict(recs[4], response=None, response_ids=[5, 6, 7])
+    data = parquet_bytes(world["root"], recs)
+    monkeypatch.setenv("SHIFTLENS_MAX_FILE_TEXT_BYTES", str(10_000))
+    saved = save_rollouts(data, "ok.parquet", rollouts_dir(world["cache"]))
+    got = load_rollouts(saved).rows
+    assert [r.messages for r in got[:3]] == [(("user", "Q 0"),), (("user", "Q 1"),),
+                                             (("user", "Q 2"),)]
+    assert got[0].response == "7" * 50 and got[4].response_ids == (5, 6, 7)
+    assert {r.sampled_from for r in got} == {"base"}
+    monkeypatch.setenv("SHIFTLENS_MAX_FILE_TEXT_BYTES", str(1000))
+    with pytest.raises(PromptSetError, match="the limit for one file"):
+        load_rollouts(saved)

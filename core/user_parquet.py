@@ -1,0 +1,91 @@
+"""A Parquet file that a user brings (prompts, rollouts), read within a size limit that is
+checked before its values are materialised.
+
+A Parquet file can be far smaller than what it holds: a compressed page of 10 GB of one
+repeated byte takes a few megabytes, and a dictionary-encoded column can repeat one 1 MB
+string a million times for the cost of a million small indices. Reading such a file as
+Python records takes all memory long before any per-field check runs. So, in order:
+1. the footer's uncompressed sizes (no data read) must fit `TextLimits.max_file_text_bytes`;
+2. the file is read with every string column kept dictionary-encoded (at most those
+   uncompressed sizes in memory), and the bytes its values take once decoded are summed
+   from the dictionaries' lengths (nothing decoded) and must fit the same limit;
+3. only then are the rows turned into Python records.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from core.errors import PromptSetError, clip
+from core.text_limits import TextLimits, fmt_size
+
+
+def read_records(p: Path, lim: TextLimits) -> list[dict]:
+    """The rows of the Parquet file `p` as dicts; PromptSetError for a file that is not
+    readable Parquet or holds more than `lim.max_file_text_bytes` of values."""
+    try:
+        meta = pq.ParquetFile(p).metadata  # the footer only
+        stored = sum(meta.row_group(g).column(c).total_uncompressed_size
+                     for g in range(meta.num_row_groups) for c in range(meta.num_columns))
+        _check(p, stored, lim)
+        strings = [meta.schema.column(c).path for c in range(meta.num_columns)
+                   if meta.schema.column(c).physical_type == "BYTE_ARRAY"]
+        table = pq.ParquetFile(p, read_dictionary=strings).read()
+    except PromptSetError:
+        raise
+    except Exception as e:
+        raise PromptSetError(f"{p.name}: not a readable Parquet file "
+                             f"({clip(str(e), 200)[1:-1]})") from e
+    _check(p, sum(decoded_bytes(col) for col in table.columns), lim)
+    return _rows(table)
+
+
+def _rows(table: pa.Table) -> list[dict]:
+    """The rows as Python records (strings decoded): the step the checks above bound."""
+    return table.to_pylist()
+
+
+def _check(p: Path, size: int, lim: TextLimits) -> None:
+    if size > lim.max_file_text_bytes:
+        raise PromptSetError(
+            f"{p.name}: its values take {fmt_size(size)} once decompressed, more than "
+            f"{fmt_size(lim.max_file_text_bytes)}, the limit for one file "
+            "(SHIFTLENS_MAX_FILE_TEXT_BYTES); split it")
+
+
+def decoded_bytes(arr) -> int:
+    """Bytes the values of `arr` (an Arrow array or chunked array, nested or not) take once
+    decoded: string and binary lengths counted through their dictionaries without decoding
+    them, plus the fixed-width values' buffers."""
+    if isinstance(arr, pa.ChunkedArray):
+        return sum(decoded_bytes(c) for c in arr.chunks)
+    t = arr.type
+    if pa.types.is_dictionary(t):
+        lengths = _value_lengths(arr.dictionary)
+        if lengths is None:
+            return len(arr) * 8
+        return int(pc.sum(pc.take(lengths, arr.indices)).as_py() or 0)
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return decoded_bytes(arr.flatten()) + 8 * len(arr)
+    if pa.types.is_map(t):
+        return decoded_bytes(arr.keys) + decoded_bytes(arr.items) + 8 * len(arr)
+    if pa.types.is_struct(t):
+        return sum(decoded_bytes(arr.field(i)) for i in range(t.num_fields))
+    lengths = _value_lengths(arr)
+    if lengths is not None:
+        return int(pc.sum(lengths).as_py() or 0)
+    return arr.nbytes
+
+
+def _value_lengths(arr):
+    """Byte lengths of a string or binary array's values (None for other types)."""
+    t = arr.type
+    if (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t)
+            or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)
+            or pa.types.is_string_view(t) or pa.types.is_binary_view(t)):
+        return pc.binary_length(arr)
+    return None
