@@ -88,25 +88,27 @@ def browser():
 MAIN = str(ROOT / "app" / "main.py")
 
 
-@pytest.fixture
-def app(app_cache, monkeypatch):
-    """AppTest of app/main.py on the app cache: app(page, **query params) -> a run AppTest
-    (on `page` when given), checked to have raised nothing."""
+def open_app(monkeypatch, cache: Path, page: str | None = None, **params):
+    """AppTest of app/main.py on `cache` with the URL's query `params`, run (and switched to
+    `page` when given, then run again), checked to have raised nothing."""
     from streamlit.testing.v1 import AppTest
 
-    monkeypatch.setenv("SHIFTLENS_CACHE", str(app_cache))
-
-    def make(page: str | None = None, **params) -> AppTest:
-        at = AppTest.from_file(MAIN, default_timeout=60)
-        for k, v in params.items():
-            at.query_params[k] = str(v)
+    monkeypatch.setenv("SHIFTLENS_CACHE", str(cache))
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    for k, v in params.items():
+        at.query_params[k] = str(v)
+    at.run()
+    if page:
+        at.switch_page(page)
         at.run()
-        if page:
-            at.switch_page(page)
-            at.run()
-        assert not at.exception, [e.value for e in at.exception]
-        return at
-    return make
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+@pytest.fixture
+def app(app_cache, monkeypatch):
+    """open_app on the app cache: app(page, **query params) -> a run AppTest."""
+    return lambda page=None, **params: open_app(monkeypatch, app_cache, page, **params)
 
 
 @pytest.fixture(scope="module")

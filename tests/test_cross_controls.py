@@ -261,17 +261,9 @@ def test_two_sweeps_with_different_top_p_are_stored_side_by_side_and_listed(demo
 
 @pytest.mark.model
 def test_the_page_lists_the_stored_sweeps_and_overlays_two(demo_run, two_sweeps, monkeypatch):
-    from streamlit.testing.v1 import AppTest
+    from tests.conftest import open_app
 
-    from tests.conftest import ROOT
-
-    monkeypatch.setenv("SHIFTLENS_CACHE", str(demo_run.parent))
-    at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=60)
-    at.query_params["run"] = "demo"
-    at.run()
-    at.switch_page("views/cross.py")
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
+    at = open_app(monkeypatch, demo_run.parent, "views/cross.py", run="demo")
     keys = {s.key for s in two_sweeps}
     shown = at.selectbox(key="cs_sweep").options  # each sweep's label: its key, its settings
     assert all(any(o.startswith(f"{k}: top-p") for o in shown) for k in keys)

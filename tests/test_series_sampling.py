@@ -218,20 +218,10 @@ def test_old_series_runs_open_with_their_labels_read_as_reused(series_cache, tmp
 
 
 @pytest.mark.model
-def test_overview_shows_a_series_checkpoints_own_accuracy(app_cache, monkeypatch):
+def test_overview_shows_a_series_checkpoints_own_accuracy(app):
     """The app cache's series re-scores demo-rl's traces: step 120's headline shows its
     card's 62.2%, not the 60-odd % of the final model's samples, and says who sampled them."""
-    from streamlit.testing.v1 import AppTest
-
-    from tests.conftest import ROOT
-
-    monkeypatch.setenv("SHIFTLENS_CACHE", str(app_cache))
-    at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=60)
-    at.query_params["run"] = "demo-rl-step-120"
-    at.run()
-    at.switch_page("views/overview.py")
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
+    at = app("views/overview.py", run="demo-rl-step-120")
     acc = next(m for m in at.metric if m.label == "accuracy (this checkpoint)")
     assert acc.value == "62.2%"
     text = " ".join(c.value for c in at.caption).replace("\\", "")  # md_escape's
