@@ -15,24 +15,16 @@ from __future__ import annotations
 import argparse
 import gzip
 import resource
-import subprocess
-import sys
 import tarfile
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from child import run_child  # benchmarks/child.py: the child prelude and runner
 
 CHILD = """
-import sys, time
-sys.path.insert(0, {root!r})
 from core.jobs.upload import unpack_model
 from core.errors import UploadError
-def hwm():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
 before = hwm()
 t = time.perf_counter()
 try:
@@ -67,9 +59,9 @@ def main() -> None:
             build(archive, a.entries)
             print(f"built {archive} ({archive.stat().st_size / 1e6:.1f} MB, {a.entries:,} "
                   f"entries) in {time.perf_counter() - t:.1f} s")
-        code = CHILD.format(root=str(ROOT), archive=str(archive), dest=str(Path(d) / "models"))
+        code = CHILD.format(archive=str(archive), dest=str(Path(d) / "models"))
         t = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        out = run_child(code, check=False)
         wall = time.perf_counter() - t
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB -> MiB
         print(out.stdout.strip() or out.stderr.strip().splitlines()[-1])
