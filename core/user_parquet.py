@@ -27,21 +27,23 @@ from core.text_limits import TextLimits, fmt_size
 def read_records(p: Path, lim: TextLimits) -> list[dict]:
     """The rows of the Parquet file `p` as dicts; PromptSetError for a file that is not
     readable Parquet or holds more than `lim.max_file_text_bytes` of values."""
+    meta = _readable(p, lambda: pq.ParquetFile(p).metadata)  # the footer only
+    columns = [meta.schema.column(c) for c in range(meta.num_columns)]
+    _check(p, sum(meta.row_group(g).column(c).total_uncompressed_size
+                  for g in range(meta.num_row_groups) for c in range(meta.num_columns)), lim)
+    strings = [c.path for c in columns if c.physical_type == "BYTE_ARRAY"]
+    table = _readable(p, lambda: pq.ParquetFile(p, read_dictionary=strings).read())
+    _check(p, sum(decoded_bytes(col) for col in table.columns), lim)
+    return _rows(table)
+
+
+def _readable(p: Path, read):
+    """read(), or PromptSetError naming the file when it is not readable Parquet."""
     try:
-        meta = pq.ParquetFile(p).metadata  # the footer only
-        stored = sum(meta.row_group(g).column(c).total_uncompressed_size
-                     for g in range(meta.num_row_groups) for c in range(meta.num_columns))
-        _check(p, stored, lim)
-        strings = [meta.schema.column(c).path for c in range(meta.num_columns)
-                   if meta.schema.column(c).physical_type == "BYTE_ARRAY"]
-        table = pq.ParquetFile(p, read_dictionary=strings).read()
-    except PromptSetError:
-        raise
+        return read()
     except Exception as e:
         raise PromptSetError(f"{p.name}: not a readable Parquet file "
                              f"({clip(str(e), 200)[1:-1]})") from e
-    _check(p, sum(decoded_bytes(col) for col in table.columns), lim)
-    return _rows(table)
 
 
 def _rows(table: pa.Table) -> list[dict]:
