@@ -22,9 +22,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from core import kernels as K  # noqa: E402
-from core import metrics as M  # noqa: E402
 from core.engine import heads  # noqa: E402
+from core.metrics import kernels as K  # noqa: E402
+from core.metrics import registry as M  # noqa: E402
 
 PARTS = {
     "log-softmax + exp (both)": None,  # the Context itself

@@ -1,5 +1,5 @@
 """What reading a user's Parquet rollout file costs, the old way (`pq.read_table(p).to_pylist()`,
-the baseline) against core.user_parquet.read_records (sizes checked from the footer and the
+the baseline) against core.inputs.user_parquet.read_records (sizes checked from the footer and the
 dictionaries before any row becomes a record), on two files:
 
   realistic  ROWS rollouts with distinct ~8 KB responses (about a 2,000-token trace each)
@@ -26,9 +26,9 @@ from child import run_child  # benchmarks/child.py: the child prelude and runner
 CHILD = """
 import pyarrow.dataset  # read_table's own import: outside the timing, for both
 import pyarrow.parquet as pq
-from core import user_parquet
+from core.inputs import user_parquet
 from core.errors import PromptSetError
-from core.text_limits import TextLimits
+from core.inputs.text_limits import TextLimits
 before = hwm()
 t = time.perf_counter()
 try:

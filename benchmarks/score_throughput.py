@@ -83,7 +83,7 @@ def main() -> int:
     torch.manual_seed(0)
     pair = load_pair(a.base, a.tuned)
     tok = pair.tokenizer
-    from core.prompts import load_prompts
+    from core.inputs.prompts import load_prompts
     rows = load_prompts(a.prompts, limit=a.traces).rows
     got = sample(pair.tuned.model, tok, [r.prompt for r in rows], max_new_tokens=96, seed=0)
     traces = [(s.prompt_ids, s.response_ids) for s in got]

@@ -9,8 +9,8 @@ import torch
 
 from core.config import PrecomputeConfig
 from core.engine.pair import PairError
+from core.inputs.prompts import PromptSetError, load_prompts
 from core.precompute.driver import RunError, precompute
-from core.prompts import PromptSetError, load_prompts
 
 pytestmark = pytest.mark.model
 

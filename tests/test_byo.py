@@ -28,13 +28,13 @@ import torch
 from core.cli.main import main as cli_main
 from core.config import PrecomputeConfig
 from core.errors import RunsError
+from core.inputs.prompts import PromptSetError
 from core.jobs import queue as jobs
 from core.jobs.add_pair import add_pair, parse_series, plan_runs
 from core.jobs.runs import delete_run, rename_run
 from core.jobs.upload import UploadError, UploadLimits, save_prompt_set, unpack_model
 from core.jobs.validate import validate_pair
 from core.precompute.driver import precompute
-from core.prompts import PromptSetError
 from core.store.cache import list_runs, series_of
 from core.store.storage import write_json
 from tests.conftest import DEMO, HELDOUT

@@ -23,8 +23,8 @@ from core.experiments.cross_sampling import (
     summarize,
     sweep,
 )
-from core.kernels import LN2, js_from_logprobs
-from core.prompts import PromptRow
+from core.inputs.prompts import PromptRow
+from core.metrics.kernels import LN2, js_from_logprobs
 
 PAD, EOS, V = 0, 1, 12
 
@@ -315,7 +315,7 @@ def tiny_llama_pair(layers: int):
 @torch.no_grad()
 def reference_decode(base, tuned, prompt, primary, eps, n, eos, top_p):
     """Independent greedy reference: one row, no padding, no cache, whole prefix each step."""
-    from core.nucleus import top_p_logprobs
+    from core.metrics.nucleus import top_p_logprobs
 
     seq, out, switched, js = list(prompt), [], [], []
     for step in range(n):

@@ -128,8 +128,8 @@ def test_train_tiny_family(tmp_path):
 
     from core.demo.__main__ import main
     from core.engine.sampling import sample
-    from core.prompts import load_prompts
-    from core.verifiers import exact
+    from core.inputs.prompts import load_prompts
+    from core.inputs.verifiers import exact
 
     out, prompts = tmp_path / "demo", tmp_path / "prompts"
     assert main(["train", "--tiny", "--out", str(out), "--prompts-out", str(prompts)]) == 0

@@ -16,13 +16,13 @@ import pyarrow.parquet as pq
 import pytest
 from transformers import PreTrainedTokenizerBase
 
-from core import user_parquet
 from core.engine.chat_render import render_chat
 from core.errors import InputError, PromptSetError
+from core.inputs import user_parquet
+from core.inputs.prompts import load_prompts
+from core.inputs.rollouts import load_rollouts
+from core.inputs.text_limits import TextLimits
 from core.jobs.upload import prompts_dir, rollouts_dir, save_prompt_set, save_rollouts
-from core.prompts import load_prompts
-from core.rollouts import load_rollouts
-from core.text_limits import TextLimits
 from tests.hostile import hostile_tokenizer
 
 pytestmark = pytest.mark.unit

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.kernels import js_from_logprobs
-from core.nucleus import js_top_p, top_p_logprobs
+from core.metrics.kernels import js_from_logprobs
+from core.metrics.nucleus import js_top_p, top_p_logprobs
 
 
 @pytest.mark.unit

@@ -8,9 +8,9 @@ import torch
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import entropy
 
-from core.kernels import js_from_logprobs, kl_from_logprobs
 from core.metrics import compute_metrics, rank_of
-from core.nucleus import top_p_logprobs
+from core.metrics.kernels import js_from_logprobs, kl_from_logprobs
+from core.metrics.nucleus import top_p_logprobs
 
 pytestmark = pytest.mark.unit
 
@@ -109,13 +109,13 @@ def test_rank_ties_count_strictly_greater():
     (" 7+8=15. #### 15", "15", True),
 ])
 def test_math_verifier(response, reference, ok):
-    from core.verifiers import get
+    from core.inputs.verifiers import get
 
     assert get("math")(response, reference)[1] is ok
 
 
 def test_exact_verifier_wants_the_canonical_integer():
-    from core.verifiers import get
+    from core.inputs.verifiers import get
 
     assert get("exact")(" 5-9=-4. #### -4", "-4") == ("-4", True)
     assert get("exact")(" #### -04", "-4")[1] is False

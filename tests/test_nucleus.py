@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from core import kernels as K
-from core import metrics as M
-from core import nucleus as N
+from core.metrics import kernels as K
+from core.metrics import nucleus as N
+from core.metrics import registry as M
 
 pytestmark = pytest.mark.unit
 

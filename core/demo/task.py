@@ -6,7 +6,7 @@ The train / held-out split is a pure function of the question text (a hash), so 
 splits can never share a problem however many are drawn.
 
 This module knows nothing about models; it only makes, formats and checks problems (the
-checker, `extract_answer` / `is_correct`, is core.verifiers' "exact" verifier).
+checker, `extract_answer` / `is_correct`, is core.inputs.verifiers' "exact" verifier).
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.inputs.verifiers import ANSWER_MARK, extract_answer, is_correct  # noqa: F401
+
 # The answer checker is the "exact" verifier of the base layer; re-exported for the demo.
 from core.store.storage import write_bytes
-from core.verifiers import ANSWER_MARK, extract_answer, is_correct  # noqa: F401
 
 HELDOUT_SHARE = 5  # one question in HELDOUT_SHARE is held out
 

@@ -26,7 +26,7 @@ import time
 from functools import lru_cache
 
 from core.errors import InputError, clip
-from core.text_limits import TextLimits, text_limits
+from core.inputs.text_limits import TextLimits, text_limits
 
 MEMORY_BYTES = 512 * 1024**2
 START_SECONDS = 60.0  # for the child to start and import transformers' renderer

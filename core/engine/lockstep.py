@@ -54,8 +54,8 @@ import torch.nn.functional as F
 
 from core.engine.batching import left_pad
 from core.engine.heads import chunk_rows, resolve_budget
-from core.kernels import js_from_logprobs
-from core.nucleus import top_p_logprobs
+from core.metrics.kernels import js_from_logprobs
+from core.metrics.nucleus import top_p_logprobs
 
 MODELS = ("base", "tuned")
 

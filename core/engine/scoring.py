@@ -4,7 +4,7 @@ Memory is bounded by vocabulary x block, never by batch x length x vocabulary: p
 each model's body runs to hidden states (in segments, core.engine.heads.ResponseLogits), only
 the response rows are kept, the output heads are applied to blocks of
 `heads.head_block_rows` rows (large enough for the head's matrix product to run at full
-speed) and the registered metrics (core/metrics.py) and both models' top-k are computed on
+speed) and the registered metrics (core/metrics/registry.py) and both models' top-k are computed on
 chunks of `heads.chunk_rows(vocab, budget)` rows of a block (small enough for the math to
 stay in cache). The budget (`ScoreSettings.memory_budget`, bytes; 0 = a quarter of free
 memory, 256 MiB..1 GiB on CPU) is what one block of logits and one chunk's metric math may
@@ -29,8 +29,8 @@ import torch
 
 from core.engine import heads
 from core.engine.batching import Columns, padded_batches, row_offsets, token_ids
-from core.kernels import Scratch
 from core.metrics import Context, compute_metrics
+from core.metrics.kernels import Scratch
 
 
 @dataclass

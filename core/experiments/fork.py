@@ -24,16 +24,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from core import verifiers
 from core.engine.pair import Pair
 from core.engine.sampling import encode_prompts, sample
 from core.errors import RunsError
+from core.inputs import verifiers
+from core.inputs.text_limits import text_limits
 from core.store.cache import STAGING, writing_into
 from core.store.lock import FileLock, Held
 from core.store.manifest import read_manifest
 from core.store.schema import FORKS_FILE, FORKS_SCHEMA
 from core.store.storage import write_parquet
-from core.text_limits import text_limits
 
 
 def top1_pair(pair: Pair, ids: list[int]) -> tuple[int, int]:

@@ -14,9 +14,9 @@ from core.engine.pair import Pair
 from core.engine.sampling import encode_prompts
 from core.engine.scoring import ScoreSettings, score_traces
 from core.errors import InputError, RunsError
+from core.inputs.text_limits import text_limits
 from core.store.manifest import Manifest
 from core.store.storage import tokens_table, topk_table
-from core.text_limits import text_limits
 
 
 def pair_of_run(run_dir: str, device: str | None = None) -> Pair:

@@ -14,7 +14,7 @@ The runs of one request, for run name N (default: derived from the inputs):
                  the final checkpoint they give the evolution figures (core.store.cache.series_of).
                  With settings.series_sampling "own" each samples its own traces instead
                  (traces_from=N then only names the series' final run; no waiting for N)
-With `traces` (a rollout file, core.rollouts) instead of `prompts`, every run scores that
+With `traces` (a rollout file, core.inputs.rollouts) instead of `prompts`, every run scores that
 file's traces as given, nothing is sampled: it is each run's `PrecomputeConfig.traces`, as
 `precompute --traces` takes it, and the series runs score it directly (no traces_from, no
 waiting for N).

@@ -1,7 +1,7 @@
 """Validation of the text a pair will read, before any job: each prompt's token count and
 each checkpoint's chat template (core.jobs.validate turns these into report checks).
 
-Fields are already capped in bytes when the file is read (core.prompts), so every
+Fields are already capped in bytes when the file is read (core.inputs.prompts), so every
 tokenisation here is bounded; chat templates render in a child process under the template
 limits (core.engine.chat_render). Nothing here loads weights.
 """
@@ -12,8 +12,8 @@ import time
 
 from core.engine.chat_render import render_chat, template_of
 from core.errors import InputError, PromptSetError, clip
-from core.rollouts import RolloutSet
-from core.text_limits import TextLimits, check_prompt_tokens
+from core.inputs.rollouts import RolloutSet
+from core.inputs.text_limits import TextLimits, check_prompt_tokens
 
 SAMPLE = "What is 7+8-3?"  # rendered when there is no prompt to render
 

@@ -143,13 +143,13 @@ def save_prompt_set(data: bytes | BinaryIO, filename: str, dest_root: str | Path
                     max_bytes: int = 200 * 1024**2) -> Path:
     """Validate an uploaded prompt set (.jsonl or .parquet) and keep it; returns its path.
 
-    The bytes go to a hidden temporary file, core.prompts.load_prompts validates them
+    The bytes go to a hidden temporary file, core.inputs.prompts.load_prompts validates them
     (PromptSetError naming each bad line and field; a line or field over the caps of
-    core.text_limits is refused before it is parsed), and only a valid file is renamed to
+    core.inputs.text_limits is refused before it is parsed), and only a valid file is renamed to
     `dest_root/<filename>`; an existing file of that name is refused unless identical.
     Raises UploadError (name, size) or PromptSetError; leaves nothing behind on error.
     """
-    from core.prompts import load_prompts
+    from core.inputs.prompts import load_prompts
 
     return _save_checked(data, filename, dest_root, max_bytes, "prompt set", load_prompts)
 
@@ -157,16 +157,16 @@ def save_prompt_set(data: bytes | BinaryIO, filename: str, dest_root: str | Path
 def save_rollouts(data: bytes | BinaryIO, filename: str, dest_root: str | Path,
                   max_bytes: int | None = None) -> Path:
     """Validate an uploaded rollout file (.jsonl or .parquet rows of prompt or messages,
-    response or response_ids, ...: core.rollouts) and keep it; returns its path, which
+    response or response_ids, ...: core.inputs.rollouts) and keep it; returns its path, which
     `PrecomputeConfig.traces` (add_pair's `traces`) then scores instead of sampling.
 
-    As save_prompt_set: validated line by line (core.rollouts.load_rollouts; PromptSetError
+    As save_prompt_set: validated line by line (core.inputs.rollouts.load_rollouts; PromptSetError
     naming the line and field) in a hidden temporary file before it is renamed to
     `dest_root/<filename>`; a different file of that name is refused. max_bytes: default the
     configured upload limit (default_limits().max_file_bytes). Raises UploadError or
     PromptSetError; leaves nothing behind on error.
     """
-    from core.rollouts import load_rollouts
+    from core.inputs.rollouts import load_rollouts
 
     limit = max_bytes if max_bytes is not None else default_limits().max_file_bytes
     return _save_checked(data, filename, dest_root, limit, "rollout file", load_rollouts)
@@ -177,7 +177,7 @@ def _save_checked(data: bytes | BinaryIO, filename: str, dest_root: str | Path,
     """Keep an uploaded .jsonl/.parquet file under a safe name once `load(path)` accepts it
     (see save_prompt_set)."""
     from core.errors import clip
-    from core.prompts import PromptSetError
+    from core.inputs.prompts import PromptSetError
 
     raw = data if isinstance(data, bytes) else data.read()
     name = Path(filename).name

@@ -39,11 +39,11 @@ from core.engine.pair import (
     vocab_difference,
 )
 from core.errors import InputError
+from core.inputs.prompts import PromptSetError, load_prompts
+from core.inputs.rollouts import RolloutSet, load_rollouts
+from core.inputs.text_limits import text_limits
 from core.jobs.estimate import Estimate, estimate, fmt_bytes, fmt_seconds
 from core.jobs.text_checks import user_text_checks
-from core.prompts import PromptSetError, load_prompts
-from core.rollouts import RolloutSet, load_rollouts
-from core.text_limits import text_limits
 
 SMALL_FILES = ["config.json", "generation_config.json", "tokenizer*", "vocab*", "merges.txt",
                "special_tokens_map.json", "added_tokens.json", "*.tiktoken", "chat_template*"]
@@ -286,7 +286,7 @@ def validate_pair(base: str, tuned: str, *, extra: dict[str, str] | list[str] | 
       share the base's vocabulary. Roles named "step-*" or "series*" are scored on reused
       traces (no sampling) in the time estimate.
     prompts: prompt set to validate; default `settings.prompts` when settings are given.
-    traces: rollout file to score instead of sampling (core.rollouts), validated row by row
+    traces: rollout file to score instead of sampling (core.inputs.rollouts), validated row by row
       and against the base tokenizer; default `settings.traces`. Give one of the two.
     settings: the PrecomputeConfig whose n, max_prompts, sample_from, max_new_tokens,
       batch_size and device the estimate uses (defaults when None).

@@ -38,6 +38,8 @@ from core.engine.heads import resolve_budget
 from core.engine.pair import default_max_new_tokens, load_pair
 from core.engine.sequential import APPROXIMATE_COLUMNS
 from core.errors import RunError
+from core.inputs.prompts import PromptSet
+from core.inputs.rollouts import RolloutSet
 from core.precompute.shard import (
     BOUND_KEY,
     RETOK_KEY,
@@ -46,9 +48,7 @@ from core.precompute.shard import (
     part_name,
     shard_indices,
 )
-from core.prompts import PromptSet
 from core.queries.connection import prepare
-from core.rollouts import RolloutSet
 from core.store.cache import Reservation
 from core.store.manifest import build_manifest, config_hash, read_manifest, reuses
 from core.store.samplers import read_card, reuse_plan, samplers_of

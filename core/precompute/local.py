@@ -8,8 +8,8 @@ from typing import Iterator
 
 from core.config import PrecomputeConfig
 from core.engine.pair import Pair
+from core.inputs.prompts import PromptSet
 from core.precompute import shard
-from core.prompts import PromptSet
 
 
 class LocalExecutor:

@@ -17,7 +17,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from core import verifiers
 from core.config import PrecomputeConfig
 from core.engine.batching import derive_seed
 from core.engine.detok import detokenizer_for
@@ -26,8 +25,9 @@ from core.engine.sampling import encode_prompts, sample
 from core.engine.scoring import ScoreSettings, score_traces
 from core.engine.sequential import score_traces_sequential
 from core.errors import PromptSetError, RunError
-from core.prompts import PromptSet, load_prompts
-from core.rollouts import RolloutSet, load_rollouts
+from core.inputs import verifiers
+from core.inputs.prompts import PromptSet, load_prompts
+from core.inputs.rollouts import RolloutSet, load_rollouts
 from core.store.manifest import model_record
 from core.store.schema import TOKENS_FILE, TOPK_FILE, TRACES_FILE
 from core.store.storage import tokens_table, topk_table, traces_table, write_parquet

@@ -20,7 +20,7 @@ from core.experiments.cross_sampling.budget import eps_for_targets
 from core.experiments.cross_sampling.config import CrossSampleConfig
 from core.experiments.cross_sampling.controls import CONTROL_KINDS, MATCH
 from core.experiments.cross_sampling.sweep import DIRECTIONS, Progress, SweepResult, sweep
-from core.prompts import load_prompts
+from core.inputs.prompts import load_prompts
 from core.store.cache import resolve_run as store_resolve
 from core.store.cache import writing_into
 from core.store.cross import provenance, sweep_key, write_results

@@ -29,7 +29,6 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
-from core import verifiers
 from core.engine.batching import derive_seed
 from core.engine.lockstep import Job, cross_decode
 from core.engine.sampling import encode_prompts
@@ -41,7 +40,8 @@ from core.experiments.cross_sampling.controls import (
     redraw_job,
 )
 from core.experiments.cross_sampling.summary import _direction_order, summarize
-from core.prompts import PromptRow
+from core.inputs import verifiers
+from core.inputs.prompts import PromptRow
 
 DIRECTIONS = {"forward": "base", "reverse": "tuned"}  # direction -> primary model
 ENDPOINTS = ("base", "tuned")  # each model alone

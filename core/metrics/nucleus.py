@@ -1,5 +1,5 @@
 """The nucleus (top-p) of a next-token distribution without sorting the vocabulary, and the
-metrics built on it: `nucleus`, `top_p_logprobs`, `js_top_p` (core/metrics.py registers
+metrics built on it: `nucleus`, `top_p_logprobs`, `js_top_p` (core/metrics/registry.py registers
 js_top_p; the cross-sampling decoder truncates with top_p_logprobs)."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from core.kernels import (
+from core.metrics.kernels import (
     LN2,
     Scratch,
     _empty,

@@ -4,7 +4,7 @@ Optional fields: `difficulty` (a label), `verifier` ("exact" or "math", default 
 Validation names the line (JSONL, 1-based) or row (Parquet, 1-based) and the field of
 every problem it finds, so a user can fix a file in one pass. Before any of that, a JSONL
 line longer than `TextLimits.max_line_bytes` stops the reading and a field over
-`TextLimits.max_field_bytes` is refused (core.text_limits), so no parser or tokenizer sees
+`TextLimits.max_field_bytes` is refused (core.inputs.text_limits), so no parser or tokenizer sees
 an oversized text; answers must be non-empty strings or finite numbers; a UTF-8 byte-order
 mark and raw U+2028/U+2029 inside strings are read as valid JSONL.
 """
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import PromptSetError, clip
-from core.text_limits import TextLimits, fmt_size, text_limits
-from core.verifiers import VERIFIERS
+from core.inputs.text_limits import TextLimits, fmt_size, text_limits
+from core.inputs.verifiers import VERIFIERS
 
 REQUIRED = ("id", "prompt", "answer")
 
@@ -134,7 +134,7 @@ def read_records(path: str | Path, what: str = "prompt",
         raise PromptSetError(f"{clip(str(path))[1:-1]}: no such {what} file")
     errs: list[str] = []
     if p.suffix == ".parquet":
-        from core import user_parquet
+        from core.inputs import user_parquet
 
         records = user_parquet.read_records(p, lim)  # its size checked before it is read
         located = [(f"{p.name} row {i}", r) for i, r in enumerate(records, 1)]

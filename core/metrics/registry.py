@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from core.kernels import (
+from core.metrics.kernels import (
     LN2,
     Scratch,
     _argmax,
@@ -32,7 +32,7 @@ from core.kernels import (
     _rowdot,
     _xlogy_diff,
 )
-from core.nucleus import (
+from core.metrics.nucleus import (
     NUCLEUS_SORT_VOCAB,
     NUCLEUS_TOPK,
     _js_top_p,
@@ -143,7 +143,7 @@ class Context:
         return ids[:, :k], probs[:, :k]
 
     def js_at(self, top_p: float) -> torch.Tensor:
-        """JS between the top-p truncated, renormalised distributions (core/nucleus.py's
+        """JS between the top-p truncated, renormalised distributions (core/metrics/nucleus.py's
         rule), once per nucleus: the run's `js_top_p` and the fixed TRUNCATED_JS nuclei share
         the top-k lists and the work buffers, and a repeated nucleus is computed once."""
         done = self.__dict__.setdefault("_js_at", {})

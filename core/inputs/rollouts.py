@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import PromptSetError, clip
-from core.prompts import answer_problem, raise_problems, read_records
-from core.verifiers import VERIFIERS
+from core.inputs.prompts import answer_problem, raise_problems, read_records
+from core.inputs.verifiers import VERIFIERS
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
-"""The numeric building blocks of the metrics (core/metrics.py) and the nucleus search
-(core/nucleus.py): KL, JS and entropy from (log-)probabilities, CPU fast paths through numpy,
-reused work buffers, and a log-softmax with one exp per entry. Tensors only; no registry."""
+"""The numeric building blocks of the metrics (core/metrics/registry.py) and the nucleus
+search (core/metrics/nucleus.py): KL, JS and entropy from (log-)probabilities, CPU fast paths
+through numpy, reused work buffers, and a log-softmax with one exp per entry. Tensors only;
+no registry."""
 from __future__ import annotations
 
 import math

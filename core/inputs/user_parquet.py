@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core.errors import PromptSetError, clip
-from core.text_limits import TextLimits, fmt_size
+from core.inputs.text_limits import TextLimits, fmt_size
 
 
 def read_records(p: Path, lim: TextLimits) -> list[dict]:
