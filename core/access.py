@@ -1,6 +1,7 @@
 """Who may reach a ShiftLens server, and what it may be asked to read: the access policy.
 
 The app (app/ui/access.py, app/serve.py) and tests call these; nothing here knows Streamlit.
+The three variables below are settings of core.settings, read through it.
 
 - `is_loopback(address)`: whether the address the server listens on is reachable from this
   machine only (127.0.0.0/8, ::1, "localhost"). Anything else, "" and 0.0.0.0 included (an
@@ -31,7 +32,8 @@ from urllib.parse import urlsplit
 
 from core.engine.pair import HUB_ID, ModelRef, resolve
 from core.errors import PairError
-from core.paths import ASSETS
+from core.paths import ASSETS, models_dir
+from core.settings import value
 
 PASSWORD_VAR = "SHIFTLENS_PASSWORD"
 HOSTS_VAR = "SHIFTLENS_ALLOWED_HOSTS"
@@ -52,7 +54,7 @@ def is_loopback(address: str | None) -> bool:
 
 def password() -> str | None:
     """The sign-in secret from $SHIFTLENS_PASSWORD; None when unset or empty."""
-    return os.environ.get(PASSWORD_VAR) or None
+    return value(PASSWORD_VAR)
 
 
 def check_password(given: str, secret: str) -> bool:
@@ -72,8 +74,7 @@ def refusal(address: str | None) -> str:
 
 def allowed_hosts() -> tuple[str, ...]:
     """The Host names the server answers to: loopback names plus $SHIFTLENS_ALLOWED_HOSTS."""
-    extra = (h.strip().lower().strip("[]").rstrip(".")
-             for h in os.environ.get(HOSTS_VAR, "").split(","))
+    extra = (h.lower().strip("[]").rstrip(".") for h in value(HOSTS_VAR))
     return LOOPBACK_NAMES + tuple(h for h in extra if h)
 
 
@@ -96,14 +97,11 @@ def host_allowed(host: str | None, allowed: Sequence[str] | None = None) -> bool
     return name.lower().rstrip(".") in allowed
 
 
-def model_roots(cache: str | Path) -> list[Path]:
+def model_roots(cache: str | Path | None = None) -> list[Path]:
     """Folders a local model may come from on an exposed server: $SHIFTLENS_MODEL_ROOTS
-    (os.pathsep-separated), else the upload folder of `cache` and assets/. Absolute."""
-    from core.jobs.upload import models_dir
-
-    env = os.environ.get(ROOTS_VAR, "")
-    roots = [p for p in env.split(os.pathsep) if p.strip()] if env.strip() else \
-        [models_dir(cache), ASSETS]
+    (os.pathsep-separated), else the upload folder of `cache` (None: the default cache)
+    and assets/. Absolute."""
+    roots = value(ROOTS_VAR) or (models_dir(cache), ASSETS)
     return [_absolute(str(r)) for r in roots]
 
 

@@ -26,7 +26,8 @@ class PrecomputeConfig:
                           "response_ids, optional id/prompt_id, answer, verifier, correct, "
                           "sampled_from")
     name: str = opt("", "run name (folder under the cache); default: derived from the inputs")
-    cache: str = opt("cache", "folder that holds run folders")
+    cache: str = opt("", "folder that holds run folders (default: $SHIFTLENS_CACHE, else "
+                         "cache/ in the repository)")
     n: int = opt(4, "samples per prompt (per sampling model)")
     max_prompts: int = opt(0, "use only the first N prompts (0 = all)")
     sample_from: str = opt("tuned", "which model samples the traces",

@@ -59,3 +59,8 @@ class ExportError(ShiftLensError, ValueError):
 class InputError(ShiftLensError, ValueError):
     """A text or chat template that cannot be used as given (too long, a template that runs
     away or fails); the message names the input and the limit."""
+
+
+class SettingError(ShiftLensError, ValueError):
+    """A SHIFTLENS_* environment variable with a value that cannot be used (core.settings);
+    the message names the variable, what is wrong and the default."""

@@ -115,6 +115,13 @@ def _cmd_demo_runs(args) -> int:
     return 0
 
 
+def _cmd_settings(args) -> int:
+    from core import settings
+
+    print(settings.markdown_table() if args.markdown else settings.text_table(), end="")
+    return 0
+
+
 def _sampled_from_argument(p: argparse.ArgumentParser) -> None:
     from core.queries.sampler import SAMPLED_FROM
 
@@ -198,13 +205,22 @@ def build_parser() -> argparse.ArgumentParser:
                       help="ensure (default) or build")
     demo.set_defaults(func=_cmd_demo_runs)
 
+    sets = sub.add_parser("settings", help="the SHIFTLENS_* environment variables",
+                          description="Every SHIFTLENS_* setting with its type, default and "
+                                      "meaning, and the value set now (a secret only as "
+                                      "set/unset).")
+    sets.add_argument("--markdown", action="store_true",
+                      help="print the README's settings table instead")
+    sets.set_defaults(func=_cmd_settings)
+
     add_commands(sub, common)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.cache = str(args.cache or default_cache())
+    if hasattr(args, "cache"):  # every command but `settings`
+        args.cache = str(args.cache or default_cache())
     try:
         return args.func(args)
     except ShiftLensError as e:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from core.config import PrecomputeConfig
 from core.demo.cards import read_card
-from core.paths import ASSETS
+from core.paths import ASSETS, cache_dir
 from core.store.manifest import read_manifest
 
 DEMO = ASSETS / "demo"
@@ -31,8 +31,9 @@ def _rel(p: Path) -> str:
     return str(p.relative_to(root)) if Path.cwd().resolve() == root else str(p)
 
 
-def demo_configs(cache: str = "cache") -> list[PrecomputeConfig]:
-    common = dict(COMMON, prompts=_rel(PROMPTS), cache=cache)
+def demo_configs(cache: str | Path | None = None) -> list[PrecomputeConfig]:
+    """The demo runs' configs, into `cache` (None: the default cache)."""
+    common = dict(COMMON, prompts=_rel(PROMPTS), cache=str(cache_dir(cache)))
     base = _rel(DEMO / "base")
     out = [
         PrecomputeConfig(base=base, tuned=_rel(DEMO / "rl"), name="demo-rl", kind="rl",
@@ -53,9 +54,11 @@ def demo_configs(cache: str = "cache") -> list[PrecomputeConfig]:
     return out
 
 
-def ensure(cache: str = "cache", force: bool = False, log=print) -> list[Path]:
+def ensure(cache: str | Path | None = None, force: bool = False, log=print) -> list[Path]:
+    """Build the demo runs `cache` (None: the default cache) lacks; every one with force."""
     from core.precompute.driver import precompute
 
+    cache = cache_dir(cache)
     done = []
     for cfg in demo_configs(cache):
         if not force and read_manifest(Path(cache) / cfg.name) is not None:

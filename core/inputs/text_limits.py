@@ -1,54 +1,40 @@
 """Limits on text that users bring: prompt and rollout files, chat templates, live scoring.
 
-Each limit is a setting (an environment variable, read when the limits are asked for) and
-is checked before the work it bounds: a file's line and field sizes before a JSON parser or
-a tokenizer sees them, a prompt's token count before a job is queued, a live-scoring text's
-length before it is tokenised, a chat template's running time and output while it renders
-(core.engine.chat_render). Why bytes first: a tokenizer needs hundreds of bytes of memory
-per input character (the demo's, 13 GB for a 50 MB line, then an uncatchable abort), so a
-field is capped far below that before any tokenizer runs. This module does not read files
-or tokenise anything itself except in `check_prompt_tokens`.
+Each limit is a setting (a SHIFTLENS_* environment variable registered in core.settings,
+read when the limits are asked for) and is checked before the work it bounds: a file's line
+and field sizes before a JSON parser or a tokenizer sees them, a prompt's token count before
+a job is queued, a live-scoring text's length before it is tokenised, a chat template's
+running time and output while it renders (core.engine.chat_render). Why bytes first: a
+tokenizer needs hundreds of bytes of memory per input character (the demo's, 13 GB for a
+50 MB line, then an uncatchable abort), so a field is capped far below that before any
+tokenizer runs. This module does not read files or tokenise anything itself except in
+`check_prompt_tokens`.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, fields
 
 from core.errors import InputError, PromptSetError
+from core.settings import setting, value
 
 
-def _setting(default, env: str, help: str):
-    return field(default=default, metadata={"env": env, "help": help})
+def _setting(env: str):
+    """A field whose default and help are the registered setting `env`'s (core.settings)."""
+    s = setting(env)
+    return field(default=s.default, metadata={"env": env, "help": s.help})
 
 
 @dataclass(frozen=True)
 class TextLimits:
-    """The limits on user text; `text_limits()` reads them from the environment."""
+    """The limits on user text; `text_limits()` reads them from the settings."""
 
-    max_field_bytes: int = _setting(
-        1024**2, "SHIFTLENS_MAX_FIELD_BYTES",
-        "UTF-8 bytes of any one field of a prompt or rollout file (prompt, response, answer, "
-        "a message's content, ...); a JSONL line may hold at most 4 times this")
-    max_file_text_bytes: int = _setting(
-        2 * 1024**3, "SHIFTLENS_MAX_FILE_TEXT_BYTES",
-        "bytes of a prompt or rollout file's values in all: a JSONL file's size, a Parquet "
-        "file's values once decompressed and decoded (checked from its footer and "
-        "dictionaries before any row is read)")
-    max_prompt_tokens: int = _setting(
-        16_384, "SHIFTLENS_MAX_PROMPT_TOKENS",
-        "tokens of one prompt (its text, or a rollout's chat messages joined), counted with "
-        "the base tokenizer when a pair is validated")
-    template_seconds: float = _setting(
-        1.0, "SHIFTLENS_TEMPLATE_SECONDS",
-        "seconds a checkpoint's chat template may take to render one chat (validation, live "
-        "scoring); it renders in a child process that is killed at the limit")
-    template_max_chars: int = _setting(
-        65_536, "SHIFTLENS_TEMPLATE_MAX_CHARS",
-        "characters a rendered chat may add to its messages' own text")
-    live_max_chars: int = _setting(
-        100_000, "SHIFTLENS_LIVE_MAX_CHARS",
-        "characters of the prompt, and of the response, typed into live scoring")
+    max_field_bytes: int = _setting("SHIFTLENS_MAX_FIELD_BYTES")
+    max_file_text_bytes: int = _setting("SHIFTLENS_MAX_FILE_TEXT_BYTES")
+    max_prompt_tokens: int = _setting("SHIFTLENS_MAX_PROMPT_TOKENS")
+    template_seconds: float = _setting("SHIFTLENS_TEMPLATE_SECONDS")
+    template_max_chars: int = _setting("SHIFTLENS_TEMPLATE_MAX_CHARS")
+    live_max_chars: int = _setting("SHIFTLENS_LIVE_MAX_CHARS")
 
     @property
     def max_line_bytes(self) -> int:
@@ -57,22 +43,10 @@ class TextLimits:
 
 
 def text_limits() -> TextLimits:
-    """TextLimits with each field from its environment variable when set, else the default.
-    Raises InputError for a variable that is not a positive number."""
-    values = {}
-    for f in fields(TextLimits):
-        raw = os.environ.get(f.metadata["env"])
-        if raw is None or not raw.strip():
-            continue
-        try:
-            value = float(raw) if isinstance(f.default, float) else int(raw)
-        except ValueError:
-            value = 0
-        if value <= 0:
-            raise InputError(f"{f.metadata['env']}={raw[:40]!r}: give a positive number "
-                             f"(default {f.default})")
-        values[f.name] = value
-    return TextLimits(**values)
+    """TextLimits with each field from its setting when set, else the default. Raises
+    InputError (one line) for a setting that is not a positive number."""
+    return TextLimits(**{f.name: value(f.metadata["env"], InputError)
+                         for f in fields(TextLimits)})
 
 
 def fmt_size(n: int) -> str:

@@ -33,6 +33,7 @@ from core.access import confine_model
 from core.config import PrecomputeConfig
 from core.errors import PairError
 from core.jobs.validate import Report, validate_pair
+from core.paths import cache_dir
 
 
 @dataclass
@@ -80,9 +81,10 @@ def plan_runs(base: str, tuned: str, prompts: str = "", *, traces: str = "",
               sft: str | None = None,
               series: list[tuple[int, str]] | dict[int, str] | None = None, name: str = "",
               final_step: int | None = None, settings: PrecomputeConfig | None = None,
-              cache: str | Path = "cache") -> list[PlannedRun]:
+              cache: str | Path | None = None) -> list[PlannedRun]:
     """The ordered runs of an add-pair request (see module docstring); returns PlannedRuns
-    whose configs are complete PrecomputeConfigs (settings copied, names filled in).
+    whose configs are complete PrecomputeConfigs (settings copied, names filled in; `cache`
+    None: the default cache).
     Give `prompts` (a prompt set to sample from) or `traces` (a rollout file to score), not
     both: ValueError otherwise."""
     from core.precompute.driver import default_name
@@ -92,7 +94,7 @@ def plan_runs(base: str, tuned: str, prompts: str = "", *, traces: str = "",
                          "score" + (", not both" if prompts else ""))
     s = settings or PrecomputeConfig()
     common = dataclasses.replace(s, base=base, prompts=prompts or "", traces=traces or "",
-                                 cache=str(cache), traces_from="", series_step=-1)
+                                 cache=str(cache_dir(cache)), traces_from="", series_step=-1)
     steps = sorted((series.items() if isinstance(series, dict) else series or []))
     main = dataclasses.replace(common, tuned=tuned, kind=s.kind or "rl")
     main.name = name or default_name(main)[:80]
@@ -128,7 +130,7 @@ def add_pair(base: str, tuned: str, prompts: str = "", *, traces: str = "",
              sft: str | None = None,
              series: list[tuple[int, str]] | dict[int, str] | None = None, name: str = "",
              final_step: int | None = None, settings: PrecomputeConfig | None = None,
-             cache: str | Path = "cache", hub_timeout: float = 5.0,
+             cache: str | Path | None = None, hub_timeout: float = 5.0,
              model_roots: list[Path] | None = None) -> AddResult:
     """Validate an add-pair request and, when every fatal check passes, queue its runs.
 
@@ -141,6 +143,7 @@ def add_pair(base: str, tuned: str, prompts: str = "", *, traces: str = "",
     """
     from core.jobs import queue as jobs_mod
 
+    cache = cache_dir(cache)
     s = settings or PrecomputeConfig()
     if model_roots is not None:
         base, tuned = _confined(base, model_roots), _confined(tuned, model_roots)

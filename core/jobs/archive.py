@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from core.errors import UploadError
+from core.settings import value
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 IGNORED = ("__MACOSX/", ".DS_Store")  # macOS Finder litter, skipped rather than refused
@@ -64,16 +65,11 @@ class UploadLimits:
 
 
 def default_limits() -> UploadLimits:
-    """UploadLimits from the environment: $SHIFTLENS_UPLOAD_LIMIT_GIB caps the total and each
-    file (default 2 GiB), $SHIFTLENS_UPLOAD_MAX_FILES the entries (default 1,000)."""
-    d = UploadLimits()
-    try:
-        gib = os.environ.get("SHIFTLENS_UPLOAD_LIMIT_GIB")
-        n = int(float(gib) * 1024**3) if gib else d.max_total_bytes
-        files = int(os.environ.get("SHIFTLENS_UPLOAD_MAX_FILES") or d.max_files)
-    except ValueError as e:
-        raise UploadError(f"SHIFTLENS_UPLOAD_LIMIT_GIB / SHIFTLENS_UPLOAD_MAX_FILES: not a "
-                          f"number ({e})") from None
+    """UploadLimits from the settings (core.settings): SHIFTLENS_UPLOAD_LIMIT_GIB caps the
+    total and each file (default 2 GiB), SHIFTLENS_UPLOAD_MAX_FILES the entries (default
+    1,000). A malformed value is refused as an UploadError line."""
+    n = int(value("SHIFTLENS_UPLOAD_LIMIT_GIB", UploadError) * 1024**3)
+    files = value("SHIFTLENS_UPLOAD_MAX_FILES", UploadError)
     return UploadLimits(max_total_bytes=n, max_file_bytes=n, max_files=files)
 
 

@@ -47,6 +47,7 @@ from pathlib import Path
 
 from core.config import PrecomputeConfig
 from core.errors import CrossSampleError, JobError, RunsError
+from core.paths import jobs_dir
 from core.store.cache import check_start, resolve_run
 from core.store.storage import write_json
 
@@ -123,11 +124,6 @@ class Job:
             return pq.read_table(f).to_pandas()
         except OSError:
             return None
-
-
-def jobs_dir(cache: str | Path) -> Path:
-    """The queue folder of a cache: `<cache>/.jobs` (hidden, so runs listings skip it)."""
-    return Path(cache) / ".jobs"
 
 
 @contextlib.contextmanager

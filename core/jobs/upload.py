@@ -1,10 +1,10 @@
 """Safe unpacking of an uploaded model archive (zip, tar, tar.gz/bz2/xz) into a model folder.
 
-Uploads live beside the cache, in `<cache>/../uploads/` (`$SHIFTLENS_UPLOADS` overrides it):
-models in `uploads/models/<name>/`, prompt sets in `uploads/prompts/<file>`, rollout files
-(traces to score instead of sampling) in `uploads/rollouts/<file>`. They are inputs,
-not runs, so they stay out of `cache/`, which holds run folders only; an upload, refused or
-not, never touches `cache/`.
+Uploads live beside the cache, in `<cache>/../uploads/` (core.paths.uploads_dir; the
+`SHIFTLENS_UPLOADS` setting overrides it): models in `uploads/models/<name>/`, prompt sets
+in `uploads/prompts/<file>`, rollout files (traces to score instead of sampling) in
+`uploads/rollouts/<file>`. They are inputs, not runs, so they stay out of `cache/`, which
+holds run folders only; an upload, refused or not, never touches `cache/`.
 
 What is refused, before a byte is written where it could stay (`UploadError` says why;
 core.jobs.archive reads the archive and checks each limit before the work it guards):
@@ -37,22 +37,12 @@ from core.engine.pair import PairError, check_local_model
 from core.errors import UploadError
 from core.jobs.archive import ARCHIVE_SUFFIXES, UploadLimits, default_limits, extract
 from core.jobs.archive import gib as _gib
+from core.paths import models_dir, prompts_dir, rollouts_dir, uploads_dir
 
 __all__ = ["ARCHIVE_SUFFIXES", "UploadLimits", "default_limits", "unpack_model",
            "save_prompt_set", "save_rollouts", "uploads_dir", "models_dir", "prompts_dir",
            "rollouts_dir", "is_archive", "name_from_archive"]
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-
-
-def uploads_dir(cache: str | Path = "cache") -> Path:
-    """The folder for uploads: $SHIFTLENS_UPLOADS, else `<cache>/../uploads`."""
-    env = os.environ.get("SHIFTLENS_UPLOADS")
-    return Path(env) if env else Path(cache).resolve().parent / "uploads"
-
-
-def models_dir(cache: str | Path = "cache") -> Path:
-    """The folder that holds uploaded models: `uploads_dir(cache) / "models"`."""
-    return uploads_dir(cache) / "models"
 
 
 def is_archive(path: str | Path) -> bool:
@@ -128,15 +118,6 @@ def unpack_model(archive: str | Path | BinaryIO, dest_root: str | Path,
             shutil.rmtree(tmp, ignore_errors=True)
     return final
 
-
-def prompts_dir(cache: str | Path = "cache") -> Path:
-    """The folder that holds uploaded prompt sets: `uploads_dir(cache) / "prompts"`."""
-    return uploads_dir(cache) / "prompts"
-
-
-def rollouts_dir(cache: str | Path = "cache") -> Path:
-    """The folder that holds uploaded rollout files: `uploads_dir(cache) / "rollouts"`."""
-    return uploads_dir(cache) / "rollouts"
 
 
 def save_prompt_set(data: bytes | BinaryIO, filename: str, dest_root: str | Path,

@@ -40,6 +40,7 @@ from core.engine.sequential import APPROXIMATE_COLUMNS
 from core.errors import RunError
 from core.inputs.prompts import PromptSet
 from core.inputs.rollouts import RolloutSet
+from core.paths import cache_dir
 from core.precompute.shard import (
     BOUND_KEY,
     RETOK_KEY,
@@ -88,7 +89,9 @@ def default_name(cfg: PrecomputeConfig) -> str:
 
 def start(cfg: PrecomputeConfig, log: Callable[[str], None]):
     """Validate a job's options and inputs: (cfg with its name and token cap, prompt set).
-    Nothing about the run's name is checked here: that is the Reservation's job."""
+    Nothing about the run's name is checked here: that is the Reservation's job. An empty
+    `cfg.cache` is the default cache (core.paths.cache_dir), never the working directory."""
+    cfg = dataclasses.replace(cfg, cache=str(cache_dir(cfg.cache)))
     if cfg.engine not in ENGINES:
         raise RunError(f"engine {cfg.engine!r}: use 'local' or 'ray'")
     if cfg.engine == "ray" and cfg.workers < 1:

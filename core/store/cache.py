@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 from core.errors import RunsError
-from core.paths import default_cache
+from core.paths import STAGING, default_cache
 from core.store.lock import FileLock, Held, is_held
 from core.store.manifest import config_hash, read_manifest
 from core.store.samplers import rename_samplers
@@ -43,7 +43,6 @@ __all__ = ["RUN_NAME", "RunInfo", "RunLock", "Reservation", "check_start",
            "writing_into"]
 
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-STAGING = ".staging"
 
 
 def name_problem(name: str | None, what: str = "run name") -> str | None:

@@ -24,8 +24,6 @@ from core.store.schema import (
     TRACES_SCHEMA,
 )
 
-STAGING = ".staging"
-
 
 def write_parquet(table: pa.Table, path: Path | str, metadata: dict | None = None,
                   filesystem: pafs.FileSystem | None = None) -> None:

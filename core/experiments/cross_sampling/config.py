@@ -20,7 +20,8 @@ def split_list(value: str | list | tuple, cast=str) -> list:
 
 @dataclass
 class CrossSampleOptions:
-    cache: str = opt("cache", "folder that holds run folders")
+    cache: str = opt("", "folder that holds run folders (default: $SHIFTLENS_CACHE, else "
+                         "cache/ in the repository)")
     direction: str = opt("forward,reverse",
                          "comma-separated directions: forward (primary base, switch to tuned) "
                          "and/or reverse (primary tuned, switch to base)")

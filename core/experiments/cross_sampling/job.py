@@ -21,6 +21,7 @@ from core.experiments.cross_sampling.config import CrossSampleConfig
 from core.experiments.cross_sampling.controls import CONTROL_KINDS, MATCH
 from core.experiments.cross_sampling.sweep import DIRECTIONS, Progress, SweepResult, sweep
 from core.inputs.prompts import load_prompts
+from core.paths import cache_dir
 from core.store.cache import resolve_run as store_resolve
 from core.store.cache import writing_into
 from core.store.cross import provenance, sweep_key, write_results
@@ -73,7 +74,7 @@ def run_cross_sample(cfg: CrossSampleConfig, log: Callable[[str], None] = print,
     The run's lock is held, shared, from start to finish (core.store.cache.writing_into):
     no rename, delete or --force recompute of the run meanwhile."""
     dirs, eps = check_options(cfg)
-    run_dir, _ = resolve_run(cfg.run, cfg.cache)
+    run_dir, _ = resolve_run(cfg.run, cache_dir(cfg.cache))  # "": the default cache
     with writing_into(run_dir, CrossSampleError):
         return _run(cfg, dirs, eps, run_dir, read_manifest(run_dir), log, show_progress,
                     on_batch, cancel)
