@@ -43,10 +43,11 @@ from core.queries import (
     trace_tokens,
 )
 
-# --- jobs & add-pair: precompute settings, the background job queue, presets ---
+# --- jobs & add-pair: precompute settings, the job kinds and queue, presets ---
 from core.config import RUN_SETTINGS, PrecomputeConfig
 from core.jobs.add_pair import add_pair, parse_series
 from core.jobs.presets import PRESETS
+from core.jobs.kinds import JOB_KINDS, JobKind, job_kind
 from core.jobs.queue import Job, list_jobs, submit_cross_sample
 from core.jobs.queue import cancel as cancel_job
 from core.jobs.queue import read_log as read_job_log
@@ -90,8 +91,8 @@ __all__ = [
     "trace_count",
     "trace_list", "trace_position", "trace_tokens",
     # jobs & add-pair
-    "Job", "PRESETS", "PrecomputeConfig", "RUN_SETTINGS", "add_pair", "cancel_job", "list_jobs",
-    "parse_series",
+    "JOB_KINDS", "Job", "JobKind", "job_kind", "PRESETS", "PrecomputeConfig", "RUN_SETTINGS",
+    "add_pair", "cancel_job", "list_jobs", "parse_series",
     "read_job_log", "resume_job", "submit_cross_sample", "tick_jobs",
     # uploads
     "default_upload_limits", "models_dir", "prompts_dir", "rollouts_dir", "save_prompt_set",

@@ -1,7 +1,8 @@
 """The background-job panel: progress of every queued and running job (precomputes and
-cross-sampling sweeps), newest first, refreshed every two seconds; cancel, resume and read the
-log. State lives in files (the job queue of core.api), so it survives page reloads and server
-restarts and shows in every session."""
+cross-sampling sweeps, each named by its kind's label and linked to its kind's page, both
+from the job-kind registry through core.api's Job), newest first, refreshed every two
+seconds; cancel, resume and read the log. State lives in files (the job queue of core.api),
+so it survives page reloads and server restarts and shows in every session."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def jobs_panel() -> None:
             c1, c2, c3 = st.columns([4, 1, 1])
             age = time.time() - job.created
             c1.markdown(f"**{md_escape(job.run)}** · " + md_escape(
-                f"{job.kind} · {job.id} · {job.state} · {age / 60:.0f} min ago"))
+                f"{job.label} · {job.id} · {job.state} · {age / 60:.0f} min ago"))
             c1.progress(job.fraction(), text=job.progress_line())
             if job.state in ("queued", "running") and c2.button("Cancel", key=f"jc_{job.id}"):
                 _act(api.cancel_job, cache, job, "cancelled")
@@ -58,9 +59,8 @@ def jobs_panel() -> None:
                 _act(api.resume_job, cache, job, "resumed")
             if job.state == "done" and job.run not in present:
                 c3.caption("run renamed or deleted since")  # no link to another run
-            elif job.state == "done":
-                page = "traces" if job.kind == "precompute" else "cross"
-                c3.page_link(st.session_state["_pages"][page], label="Open",
+            elif job.state == "done" and job.opens:  # the page the job kind's results are on
+                c3.page_link(st.session_state["_pages"][job.opens], label="Open",
                              query_params={"run": job.run}, icon=":material/open_in_new:")
             shown = api.public_text if access.exposed() else str  # no server paths out
             if job.error:  # text from a job process (a model, a file): shown as text

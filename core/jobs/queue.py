@@ -7,7 +7,8 @@
     <cache>/.jobs/<id>/partial.parquet  a sweep's summary of the rows so far (live charts)
     <cache>/.jobs/.lock               flock held for every read-modify-write of a job.json
 
-Kinds: "precompute" (config = PrecomputeConfig; writes a run) and "cross-sample" (config =
+Kinds (core.jobs.kinds, the one registry of config class, runner and label per kind):
+"precompute" (config = PrecomputeConfig; writes a run) and "cross-sample" (config =
 CrossSampleConfig; stores a sweep in cross/<key>/ of an existing run).
 States: queued -> running -> done | failed | cancelled; resume() puts a failed or cancelled
 job back to queued (precompute then skips the shards it finished). A queued job may depend
@@ -47,13 +48,13 @@ from pathlib import Path
 
 from core.config import PrecomputeConfig
 from core.errors import CrossSampleError, JobError, RunsError
+from core.jobs.kinds import JOB_KINDS, job_kind
 from core.paths import jobs_dir
 from core.store.cache import check_start, resolve_run
 from core.store.storage import write_json
 
 ACTIVE = ("queued", "running")
 TERMINAL = ("done", "failed", "cancelled")
-KINDS = ("precompute", "cross-sample")
 _CHILDREN: dict[int, subprocess.Popen] = {}  # processes this process started, to reap them
 
 
@@ -65,7 +66,7 @@ class Job:
     config: dict                 # dataclasses.asdict of the kind's config dataclass
     cwd: str                     # the job process's working folder (configs may be relative)
     created: float
-    kind: str = "precompute"     # one of KINDS
+    kind: str = "precompute"     # a key of core.jobs.kinds.JOB_KINDS
     depends_on: list[str] = field(default_factory=list)
     started: float | None = None
     finished: float | None = None
@@ -81,6 +82,18 @@ class Job:
         d = dataclasses.asdict(self)
         d.pop("path")
         return d
+
+    @property
+    def label(self) -> str:
+        """What the jobs panel calls this job's kind (its registered label)."""
+        kind = JOB_KINDS.get(self.kind) if isinstance(self.kind, str) else None
+        return kind.label if kind else f"unknown kind {str(self.kind)[:40]!r}"
+
+    @property
+    def opens(self) -> str | None:
+        """The app page a done job of this kind links to; None for an unknown kind."""
+        kind = JOB_KINDS.get(self.kind) if isinstance(self.kind, str) else None
+        return kind.opens if kind else None
 
     def progress(self) -> dict | None:
         """The last progress record, or None before the first one: {"stage", "done",
@@ -180,7 +193,9 @@ def busy_runs(cache: str | Path) -> dict[str, str]:
 
 def _enqueue(cache: str | Path, kind: str, run: str, config: dict,
              depends_on: list[str] = ()) -> Job:
-    """Write a queued job atomically; refuses a run an active job holds, unknown deps."""
+    """Write a queued job atomically; refuses an unknown kind, a run an active job holds,
+    unknown deps."""
+    job_kind(kind)
     with _locked(cache):
         jobs = {j.id: j for j in list_jobs(cache)}
         for j in jobs.values():
@@ -419,44 +434,6 @@ def _finish(job_dir: Path, state: str, error: str | None = None) -> None:
         _write(job)
 
 
-def _config(job: Job):
-    from core.experiments.cross_sampling.config import CrossSampleConfig
-
-    cls = PrecomputeConfig if job.kind == "precompute" else CrossSampleConfig
-    known = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in job.config.items() if k in known})
-
-
-def _precompute(job: Job, cfg, say) -> None:
-    from core.precompute.driver import precompute
-
-    def progress(d: dict) -> None:
-        write_json({**d, "done": d.get("prompts_partial", d["prompts_done"]),
-                    "total": d["prompts_total"],
-                    "unit": "prompts", "time": time.time()}, job.path / "progress.json")
-        say(f"{d['stage']}: {d['shards_done']}/{d['shards_total']} shards, "
-            f"{d['prompts_done']}/{d['prompts_total']} prompts")
-
-    precompute(cfg, log=say, show_progress=False, progress=progress)
-
-
-def _cross_sample(job: Job, cfg, say) -> None:
-    import pyarrow as pa
-
-    from core.experiments.cross_sampling.job import run_cross_sample
-    from core.store.storage import write_parquet
-
-    def on_batch(p) -> None:
-        write_parquet(pa.Table.from_pandas(p.summary(n_boot=200), preserve_index=False),
-                      job.path / "partial.parquet")
-        write_json({"stage": "sampling", "done": p.done, "total": p.total, "unit": "samples",
-                    "tokens": p.tokens, "seconds": p.seconds, "time": time.time()},
-                   job.path / "progress.json")
-
-    result, _ = run_cross_sample(cfg, log=say, show_progress=False, on_batch=on_batch)
-    say(f"{len(result.rows)} samples, {result.tokens} tokens in {result.seconds:.1f} s")
-
-
 def work(job_dir: Path) -> int:
     """The job process (`python -m core.jobs <job folder>`): run the job, record the result."""
     job = _read(job_dir)
@@ -467,9 +444,8 @@ def work(job_dir: Path) -> int:
     say(f"job {job.id} ({job.kind}): run {job.run!r}, attempt {job.attempts}, "
         f"pid {os.getpid()}")
     try:
-        if job.kind not in KINDS:
-            raise JobError(f"unknown job kind {job.kind!r}")
-        (_precompute if job.kind == "precompute" else _cross_sample)(job, _config(job), say)
+        kind = job_kind(job.kind)
+        kind.runner(job, kind.make_config(job.config), say)
     except BaseException as e:  # record every failure, interrupts included
         traceback.print_exc()
         _finish(job_dir, "failed", f"{type(e).__name__}: {e}")
