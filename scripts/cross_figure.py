@@ -28,6 +28,7 @@ from core.experiments.cross_sampling import (  # noqa: E402
 )
 from core.figures.cross import cross_sampling  # noqa: E402
 from core.figures.export import figure_bytes  # noqa: E402
+from core.paths import default_cache  # noqa: E402
 
 
 def main() -> int:
@@ -44,11 +45,12 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(a.threads)
-    cfg = CrossSampleConfig(run="demo-rl", cache=str(ROOT / "cache"), prompts=a.prompts,
+    cache = default_cache()  # $SHIFTLENS_CACHE, else cache/ in the repository, as the app
+    cfg = CrossSampleConfig(run="demo-rl", cache=str(cache), prompts=a.prompts,
                             samples=a.samples, eps=a.eps, top_p=1.0, match=a.match)
     if a.key is None:
         run_cross_sample(cfg)
-    run_dir = ROOT / "cache" / "demo-rl"
+    run_dir = cache / "demo-rl"
     info = get_sweep(run_dir, a.key)
     summary = read_summary(run_dir, info.key)
     spec = cross_sampling(summary, "demo-rl", info.settings, sweep=info.key)

@@ -11,6 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from core.paths import default_cache  # noqa: E402
 from tests.browser import CHROMIUM, FLAGS, streamlit_server  # noqa: E402
 
 
@@ -19,7 +20,7 @@ def main() -> int:
 
     out = ROOT / "assets" / "screenshots"
     out.mkdir(parents=True, exist_ok=True)
-    with streamlit_server(ROOT / "cache") as url, sync_playwright() as p:
+    with streamlit_server(default_cache()) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1050})
         page.goto(f"{url}/?run=demo-rl")
