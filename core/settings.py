@@ -9,8 +9,9 @@ refuses as an `UploadError`, a text limit as an `InputError`, so the app's exist
 handlers show the line). `markdown_table()` is the README's settings table (`python -m core
 settings --markdown` prints it; tests/test_settings.py fails when the two differ).
 
-Types: "path" (a folder), "int" and "float" (positive numbers), "secret" (text never echoed
-in a message), "names" (comma-separated), "paths" (separated by os.pathsep).
+Types: "path" (a folder), "int" and "float" (positive finite numbers), "secret" (text
+taken as given, never echoed in a message), "names" (comma-separated), "paths" (separated
+by os.pathsep).
 
 What this module does not do: decide what a default that depends on other settings is
 (`None` here; core.paths derives the cache and upload folders, core.access the model roots)
@@ -20,6 +21,7 @@ or what a limit bounds (core.inputs.text_limits, core.jobs.archive). No other mo
 
 from __future__ import annotations
 
+import math
 import os
 import textwrap
 from dataclasses import dataclass
@@ -125,7 +127,7 @@ def value(name: str, error: type[ShiftLensError] = SettingError):
     if s.type == "path":
         return Path(text).expanduser()
     if s.type == "secret":
-        return text
+        return os.environ[name]  # as given: spaces may belong to a secret (blank is unset)
     if s.type == "names":
         return tuple(x.strip() for x in text.split(",") if x.strip())
     if s.type == "paths":
@@ -137,8 +139,8 @@ def value(name: str, error: type[ShiftLensError] = SettingError):
         wrong = "not a whole number" if s.type == "int" and _is_float(text) else "not a number"
         raise error(f"{name}: {wrong} ({clip(text, 40)}); give a positive {what} "
                     f"(default {s.default_text()})") from None
-    if not number > 0:
-        raise error(f"{name}: {clip(text, 40)} is not positive; give a positive {what} "
+    if not (number > 0 and math.isfinite(number)):
+        raise error(f"{name}: {clip(text, 40)} is not a positive finite {what}; give one "
                     f"(default {s.default_text()})")
     return number
 

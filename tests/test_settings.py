@@ -138,8 +138,10 @@ def test_a_malformed_number_is_one_line_naming_the_variable(s, monkeypatch):
         assert settings.value(s.name) == s.default  # blank counts as unset
     monkeypatch.setenv(s.name, " 3 ")
     assert settings.value(s.name) == 3
-    for bad, why in (("lots", "not a"), ("-2", "is not positive"), ("0", "is not positive"),
-                     ("x" * 10_000, "not a")):
+    for bad, why in (("lots", "not a number"), ("-2", "is not a positive finite"),
+                     ("0", "is not a positive finite"), ("x" * 10_000, "not a number"),
+                     ("1e999", "not a" if s.type == "int" else "is not a positive finite"),
+                     ("nan", "not a" if s.type == "int" else "is not a positive finite")):
         monkeypatch.setenv(s.name, bad)
         with pytest.raises(SettingError) as e:
             settings.value(s.name)
@@ -161,7 +163,7 @@ def test_limits_refuse_in_their_callers_error_type(monkeypatch):
     with pytest.raises(InputError, match=r"^SHIFTLENS_MAX_FIELD_BYTES: not a whole number"):
         text_limits()
     monkeypatch.setenv("SHIFTLENS_UPLOAD_LIMIT_GIB", "-1")
-    with pytest.raises(UploadError, match=r"^SHIFTLENS_UPLOAD_LIMIT_GIB: '-1' is not positive"):
+    with pytest.raises(UploadError, match=r"^SHIFTLENS_UPLOAD_LIMIT_GIB: '-1' is not a posi"):
         default_limits()
     with pytest.raises(SettingError, match="SHIFTLENS_NOPE: not a ShiftLens setting"):
         settings.value("SHIFTLENS_NOPE")
@@ -175,7 +177,9 @@ def test_access_settings_parse_lists(monkeypatch, tmp_path):
     monkeypatch.setenv("SHIFTLENS_MODEL_ROOTS", f"{tmp_path}/a: :{tmp_path}/b/../c")
     assert access.model_roots() == [tmp_path / "a", tmp_path / "c"]
     monkeypatch.setenv("SHIFTLENS_PASSWORD", "  ")
-    assert access.password() is None
+    assert access.password() is None  # blank: no password, so an exposed server refuses
+    monkeypatch.setenv("SHIFTLENS_PASSWORD", " pass phrase ")
+    assert access.password() == " pass phrase "  # a secret is taken as given
 
 
 # --- one cache default, never the working directory ---
