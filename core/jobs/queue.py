@@ -48,7 +48,7 @@ from pathlib import Path
 
 from core.config import PrecomputeConfig
 from core.errors import CrossSampleError, JobError, RunsError
-from core.jobs.kinds import JOB_KINDS, job_kind
+from core.jobs.kinds import JOB_KINDS, JobKind, job_kind
 from core.paths import jobs_dir
 from core.store.cache import check_start, resolve_run
 from core.store.storage import write_json
@@ -83,16 +83,19 @@ class Job:
         d.pop("path")
         return d
 
+    def _registered(self) -> JobKind | None:
+        return JOB_KINDS.get(self.kind) if isinstance(self.kind, str) else None
+
     @property
     def label(self) -> str:
         """What the jobs panel calls this job's kind (its registered label)."""
-        kind = JOB_KINDS.get(self.kind) if isinstance(self.kind, str) else None
+        kind = self._registered()
         return kind.label if kind else f"unknown kind {str(self.kind)[:40]!r}"
 
     @property
     def opens(self) -> str | None:
         """The app page a done job of this kind links to; None for an unknown kind."""
-        kind = JOB_KINDS.get(self.kind) if isinstance(self.kind, str) else None
+        kind = self._registered()
         return kind.opens if kind else None
 
     def progress(self) -> dict | None:
