@@ -65,7 +65,7 @@ SETTINGS: tuple[Setting, ...] = (
             "`uploads/` beside the cache"),
     Setting("SHIFTLENS_PASSWORD", "secret", None,
             "the sign-in secret a server bound beyond loopback needs; without it, it refuses "
-            "to serve (empty counts as unset)"),
+            "to serve (blank counts as unset; otherwise taken as given)"),
     Setting("SHIFTLENS_ALLOWED_HOSTS", "names", (),
             "Host names the server answers to besides localhost, 127.0.0.1 and ::1 "
             "(comma-separated; `*` allows any)", "(none)"),
