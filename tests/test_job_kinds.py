@@ -74,24 +74,31 @@ def test_a_job_of_an_unknown_kind_fails_with_the_line(tmp_path, capsys):
 
 
 @pytest.mark.model
-def test_the_jobs_panel_shows_each_kind_by_its_label(tmp_path, monkeypatch):
-    """The "Add a pair" page's jobs panel, on a cache whose queue holds a finished job of
-    every registered kind and one of an unknown kind: each line carries its kind's label."""
+def test_the_jobs_panel_shows_each_kind_by_its_label_and_opens_its_page(tmp_path,
+                                                                        monkeypatch):
+    """The "Add a pair" page's jobs panel, on a cache with one run, a finished job of every
+    registered kind on it and a failed job of an unknown kind: each line carries its kind's
+    label, and each finished job links to its kind's page (the unknown one to none)."""
+    from core.demo.synthetic import write_synthetic_run
     from tests.conftest import open_app
 
     cache = tmp_path / "cache"
+    write_synthetic_run(cache / "syn", n_tokens=2000, mean_length=30, seed=2)
     kinds = [*sorted(JOB_KINDS), "bogus"]
     for i, name in enumerate(kinds):
         folder = cache / ".jobs" / f"j{i}"
         folder.mkdir(parents=True)
-        job = queue.Job(id=f"j{i}", run=f"run-{i}", state="failed", config={},
-                        cwd=str(tmp_path), created=time.time() - 60 * i, kind=name,
-                        error="stopped")
+        job = queue.Job(id=f"j{i}", run="syn", state="done" if name in JOB_KINDS else "failed",
+                        config={}, cwd=str(tmp_path), created=time.time() - 60 * i, kind=name)
         (folder / "job.json").write_text(json.dumps(job.to_json()))
         (folder / "log.txt").write_text("")
     at = open_app(monkeypatch, cache, "views/add_pair.py")
     lines = [m.value.replace("\\", "") for m in at.markdown if "min ago" in m.value]
     for i, name in enumerate(kinds):
         label = JOB_KINDS[name].label if name in JOB_KINDS else "unknown kind 'bogus'"
-        assert any(f"run-{i}" in line and f" · {label} · j{i} · failed" in line
-                   for line in lines), (label, lines)
+        state = "done" if name in JOB_KINDS else "failed"
+        assert any(f" · {label} · j{i} · {state}" in line for line in lines), (label, lines)
+    # Newest job first; the traces page is the app's default, whose URL path is empty.
+    links = [(link.proto.page, link.proto.query_string) for link in at.get("page_link")]
+    assert links == [("" if JOB_KINDS[n].opens == "traces" else JOB_KINDS[n].opens, "run=syn")
+                     for n in sorted(JOB_KINDS)]
