@@ -256,3 +256,31 @@ def test_a_rendered_chat_template_is_not_applied_twice(bpe, tmp_path):  # noqa: 
     assert (ma["prompts_as_given"], mb["prompts_as_given"]) == (1, 0)
     assert mb["fields"]["messages"] == "prompt (chat list)"
     assert mb["fields"]["response"] == "completion (assistant turns' content)"
+
+
+@pytest.mark.unit
+def test_repeated_field_flags_reach_the_config(tmp_path):
+    from core.cli.main import build_parser
+    from core.config import from_args
+
+    argv = ["precompute", "--base", "b", "--tuned", "t", "--traces", "x.jsonl",
+            "--field", "prompt=question", "--field", "correct=grade>5"]
+    cfg = from_args(PrecomputeConfig, build_parser().parse_args(argv))
+    assert cfg.field == "prompt=question\ncorrect=grade>5"
+    assert from_args(PrecomputeConfig, build_parser().parse_args(argv[:7])).field == ""
+
+
+@pytest.mark.unit
+def test_the_add_pair_page_says_which_format_an_upload_was_read_as(tmp_path, monkeypatch):
+    from tests.test_byo_rollouts import add_page, unescape
+
+    at = add_page(tmp_path / "cache", monkeypatch)
+    dump = [{"input": "Q: 1+2=? A:", "output": " 1+2=3. #### 3", "gts": "3", "score": 1.0,
+             "step": 2, "acc": True, "my_reward": 1.0}]
+    at.file_uploader(key="ap_rollout_file").set_value(
+        ("2.jsonl", "".join(json.dumps(r) + "\n" for r in dump).encode(),
+         "application/jsonl")).run()
+    assert not at.exception and not at.error, [e.value for e in at.exception or at.error]
+    shown = [unescape(c.value) for c in at.caption]
+    assert any("read as verl generation/validation dump ({step}.jsonl); verdicts from acc "
+               "(binary reward: 1 = correct)" in c for c in shown), shown
