@@ -169,6 +169,12 @@ def read_rollout_records(path: str | Path, fields=""):
     except PromptSetError as e:
         raise PromptSetError(f"{p.name}: {e}") from None
     _group_ids(located, mapping)
+    step = re.fullmatch(r"(?:completions_)?(\d+)\.(?:parquet|jsonl)", p.name)
+    if fmt in ("trl", "verl") and step:
+        k = int(step.group(1))
+        mapping.notes.append(f"step {k}: sampled by the policy before update {k}, "
+                             + ("the base model" if k <= 1 else f"checkpoint-{k - 1}")
+                             + " (validation dumps: after it)" * (fmt == "verl"))
     if fmt != "shiftlens":
         _verdicts(located, raw, mapping, specs)
     return p, fingerprint, located, errs, mapping

@@ -45,9 +45,10 @@ def sources(cfg: PrecomputeConfig) -> list[str]:
 
 def load_inputs(cfg: PrecomputeConfig) -> PromptSet | RolloutSet:
     """The job's prompt set (to sample from) or rollout file (to score as given)."""
-    if cfg.traces and (cfg.prompts or cfg.traces_from):
+    if cfg.traces and (cfg.prompts or (cfg.traces_from and cfg.series_sampling != "own")):
         raise RunError("--traces scores given rollouts: give it without --prompts and "
-                       "--traces-from")
+                       "--traces-from (or with --series-sampling own, where --traces-from "
+                       "only names the series' final run: a training run's steps)")
     if cfg.traces:
         return load_rollouts(cfg.traces, limit=cfg.max_prompts or None, fields=cfg.field)
     if not cfg.prompts:
