@@ -141,8 +141,11 @@ def test_a_reward_that_is_not_binary_gives_no_verdict_and_says_so(tmp_path):
     rs = load_rollouts(path)
     assert [r.correct for r in rs.rows] == [None, None]
     assert rs.mapping.verdict is None
-    assert rs.mapping.notes == ["no verdict from rewards: score (0.1..1) not binary; map one "
-                                "with --field correct=COLUMN>THRESHOLD"]
+    assert rs.mapping.notes == [
+        "step 3: sampled by the policy before update 3, checkpoint-2 (validation dumps: "
+        "after it)",
+        "no verdict from rewards: score (0.1..1) not binary; map one with --field "
+        "correct=COLUMN>THRESHOLD"]
     mapped = load_rollouts(path, fields="prompt=input\nresponse=output\ncorrect=score>0.5")
     assert [r.correct for r in mapped.rows] == [False, True]
     assert mapped.mapping.verdict == "score>0.5" and mapped.mapping.format.key == "mapped"

@@ -19,8 +19,9 @@ column is recorded; a non-binary reward gives no verdict and says so. slime's to
 pickles are refused by their bytes, never unpickled.
 
 It does not validate the canonical fields (core.inputs.rollouts does), tokenise anything
-(the scoring shard does, asking `already_templated` and counting re-tokenisation
-mismatches), or read files beyond core.inputs.prompts.read_records.
+(the scoring shard does, asking core.inputs.rendered whether a prompt is templated already
+and counting re-tokenisation mismatches), or read files beyond
+core.inputs.prompts.read_records.
 """
 
 from __future__ import annotations
@@ -383,24 +384,3 @@ def _verdicts(located: list, raw: list[dict], mapping: Mapping, specs) -> None:
         v = r.get(rule[0] if rule else source)
         if isinstance(rec, dict) and v is not None and isinstance(v, (int, float)):
             rec["correct"] = judge(v)
-
-
-def already_templated(tok, text: str) -> bool:
-    """Whether a text prompt carries the tokenizer's chat template rendered already (TRL logs
-    conversational prompts so): it starts with what the template puts before the user's
-    content or ends with its generation prompt (BOS aside)."""
-    if not getattr(tok, "chat_template", None) or not isinstance(text, str):
-        return False
-    probe = "\x00shiftlens-probe\x00"
-    try:
-        rendered = tok.apply_chat_template([{"role": "user", "content": probe}],
-                                           tokenize=False, add_generation_prompt=True)
-    except Exception:  # noqa: BLE001 - a template that cannot render tells nothing
-        return False
-    head, _, tail = rendered.partition(probe)
-    bos = tok.bos_token or ""
-    head = (head.replace(bos, "", 1) if bos else head).strip()
-    body = (text.replace(bos, "", 1) if bos and text.startswith(bos) else text).strip()
-    tail = tail.strip()
-    return bool((len(head) >= 2 and body.startswith(head))
-                or (len(tail) >= 2 and body.endswith(tail)))

@@ -26,8 +26,8 @@ from core.engine.scoring import ScoreSettings, score_traces
 from core.engine.sequential import score_traces_sequential
 from core.errors import PromptSetError, RunError
 from core.inputs import verifiers
-from core.inputs.formats import already_templated
 from core.inputs.prompts import PromptSet, load_prompts
+from core.inputs.rendered import already_templated, template_markers
 from core.inputs.rollouts import RolloutSet, load_rollouts
 from core.store.manifest import model_record
 from core.store.schema import TOKENS_FILE, TOPK_FILE, TRACES_FILE
@@ -203,6 +203,7 @@ def rollout_shard(cfg: PrecomputeConfig, pair: Pair, rs: RolloutSet, idx: list[i
     eos = tok.eos_token_id
     sample_index = rs.sample_index
     extras = rs.mapping.extras if rs.mapping is not None else []
+    markers = template_markers(tok) if cfg.chat_template else None
     for i in idx:
         r = rs.rows[i]
         extra = extras[i] if i < len(extras) else {}
@@ -212,8 +213,8 @@ def rollout_shard(cfg: PrecomputeConfig, pair: Pair, rs: RolloutSet, idx: list[i
             prompt_text = tok.decode(prompt_ids, skip_special_tokens=False)
         elif r.messages is not None:
             prompt_ids = _chat_ids(tok, r.messages, r.where)
-        elif extra.get("template") is False or (cfg.chat_template
-                                                and already_templated(tok, r.prompt)):
+        elif extra.get("template") is False or already_templated(markers, r.prompt,
+                                                                 tok.bos_token):
             count["prompts_as_given"] += 1  # rendered already: not templated twice
             prompt_ids = list(tok(r.prompt, add_special_tokens=extra.get("template") is False
                                   and not _starts_with_bos(tok, r.prompt))["input_ids"])
