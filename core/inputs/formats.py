@@ -131,7 +131,7 @@ def refuse_pickle(path: str | Path) -> None:
     with open(p, "rb") as f:
         head = f.read(64)
     zipped_pickle = head.startswith(b"PK\x03\x04") and b".pkl" in _zip_names(p)
-    if (p.suffix.lower() in (".pt", ".pth", ".pkl", ".pickle", ".bin") or head[:1] == b"\x80"
+    if (p.suffix.lower() in (".pt", ".pth", ".pkl", ".pickle") or head[:1] == b"\x80"
             or zipped_pickle):
         raise PromptSetError(
             f"{p.name}: a pickle (torch.save, as slime writes rollouts), refused unread: "
