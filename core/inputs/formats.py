@@ -76,12 +76,13 @@ FORMATS = {f.key: f for f in (
 class Mapping:
     """How a file was read: its format, canonical field <- source, the verdict's column and
     rule, notes, and per record the extras the scoring shard needs (prompt_ids,
-    response_length)."""
+    response_length, template): a list while converting, then keyed by the record's
+    `where` (RolloutRow.where), so rows dropped or cut later never shift them."""
     format: Format
     fields: dict[str, str]
     verdict: str | None = None
     notes: list[str] = field(default_factory=list)
-    extras: list[dict] = field(default_factory=list)
+    extras: list | dict = field(default_factory=list)
 
     def record(self) -> dict:
         """JSON for the run manifest's `rollouts`."""
@@ -170,6 +171,7 @@ def read_rollout_records(path: str | Path, fields=""):
     except PromptSetError as e:
         raise PromptSetError(f"{p.name}: {e}") from None
     _group_ids(located, mapping)
+    mapping.extras = {where: e for (where, _), e in zip(located, mapping.extras)}
     step = re.fullmatch(r"(?:completions_)?(\d+)\.(?:parquet|jsonl)", p.name)
     if fmt in ("trl", "verl") and step:
         k = int(step.group(1))
@@ -247,6 +249,10 @@ def _answer(out: dict, rec: dict, key: str, mapping: Mapping) -> None:
     if isinstance(gold, (str, int, float)) and not isinstance(gold, bool) and str(gold).strip():
         out["answer"] = gold
         mapping.fields.setdefault("answer", key)
+    elif gold is not None:
+        note = f"'{key}' that is not text or a number (a list or object) is not used as the gold"
+        if note not in mapping.notes:
+            mapping.notes.append(note)
 
 
 def _shiftlens(rec, mapping, specs):

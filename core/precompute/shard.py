@@ -202,11 +202,11 @@ def rollout_shard(cfg: PrecomputeConfig, pair: Pair, rs: RolloutSet, idx: list[i
                            "prompts_as_given"), 0)
     eos = tok.eos_token_id
     sample_index = rs.sample_index
-    extras = rs.mapping.extras if rs.mapping is not None else []
+    extras = rs.mapping.extras if rs.mapping is not None else {}
     markers = template_markers(tok) if cfg.chat_template else None
     for i in idx:
         r = rs.rows[i]
-        extra = extras[i] if i < len(extras) else {}
+        extra = extras.get(r.where, {})
         prompt_text = r.prompt_text
         if extra.get("prompt_ids") is not None:
             prompt_ids = _in_vocab(list(extra["prompt_ids"]), vocab, r.where, "prompt")
