@@ -151,6 +151,21 @@ def test_a_reward_that_is_not_binary_gives_no_verdict_and_says_so(tmp_path):
     assert mapped.mapping.verdict == "score>0.5" and mapped.mapping.format.key == "mapped"
 
 
+@pytest.mark.unit
+def test_nan_rewards_give_no_verdict_and_a_mistyped_field_is_named(tmp_path):
+    path = tmp_path / "completions_00002.parquet"
+    pq.write_table(pa.table({"step": [2] * 3, "prompt": ["Q"] * 3, "completion": ["A"] * 3,
+                             "accuracy_reward": [1.0, float("nan"), 0.0],
+                             "advantage": [0.0] * 3}), path)
+    rs = load_rollouts(path)
+    assert [r.correct for r in rs.rows] == [True, None, False]  # TRL's NaN: no reward given
+    assert rs.mapping.verdict == "accuracy_reward (binary reward: 1 = correct)"
+    with pytest.raises(PromptSetError) as e:
+        load_rollouts(path, fields="prompt=promt\nresponse=completion")
+    assert str(e.value) == ("--field prompt=promt: completions_00002.parquet has no field "
+                            "'promt'")
+
+
 @pytest.mark.model
 def test_trl_completions_parquet_scores_as_given(demo, reference, tmp_path):
     rows = demo["rows"]

@@ -163,8 +163,13 @@ def read_rollout_records(path: str | Path, fields=""):
             f"{p.name}: not a rollout format ShiftLens knows (fields: "
             f"{', '.join(clip(k, 30)[1:-1] for k in keys) or 'none'}); map its fields, e.g. "
             "--field prompt=input --field response=output --field correct=score>0")
-    mapping = Mapping(FORMATS[fmt], {})
     raw = [rec if isinstance(rec, dict) else {} for rec in recs]
+    present = {k for r in raw for k in r}
+    for target, source, _, _ in specs:
+        if raw and source not in present:
+            raise PromptSetError(f"--field {target}={clip(source)[1:-1]}: {p.name} has no field "
+                                 f"{clip(source)}")
+    mapping = Mapping(FORMATS[fmt], {})
     try:
         located = [(where, CONVERT[fmt](rec, mapping, specs) if isinstance(rec, dict)
                     else _skip(rec, mapping)) for where, rec in located]
@@ -355,7 +360,7 @@ def _verdicts(located: list, raw: list[dict], mapping: Mapping, specs) -> None:
     if rule is not None:
         source, op, threshold = rule
         values = [r.get(source) for r in raw]
-        if op is None and not _binary([v for v in values if v is not None]):
+        if op is None and not _binary([v for v in values if _number(v)]):
             raise PromptSetError(f"--field correct={clip(source)[1:-1]}: its values are not "
                                  "true/false or 0/1; give a rule such as "
                                  f"correct={clip(source)[1:-1]}>0")
@@ -371,9 +376,10 @@ def _verdicts(located: list, raw: list[dict], mapping: Mapping, specs) -> None:
         nonbinary = []
         source = None
         for c in cands:
-            values = [r.get(c) for r in raw if r.get(c) is not None]
-            if not values or not all(isinstance(v, (int, float)) for v in values):
-                continue
+            values = [v for r in raw if _number(v := r.get(c))]
+            if not values or any(not isinstance(r.get(c), (int, float, type(None)))
+                                 for r in raw):
+                continue  # absent, or not a column of numbers
             if _binary(values):
                 source = c
                 break
@@ -388,5 +394,11 @@ def _verdicts(located: list, raw: list[dict], mapping: Mapping, specs) -> None:
         mapping.verdict = f"{source} (binary reward: 1 = correct)"
     for (_, rec), r in zip(located, raw):
         v = r.get(rule[0] if rule else source)
-        if isinstance(rec, dict) and v is not None and isinstance(v, (int, float)):
+        if isinstance(rec, dict) and _number(v):
             rec["correct"] = judge(v)
+
+
+def _number(v) -> bool:
+    """A value a verdict can come from: a number or bool, not NaN (TRL writes NaN for a reward
+    function that returned None)."""
+    return isinstance(v, (int, float)) and v == v
