@@ -53,6 +53,15 @@ def test_steps_are_aligned_with_the_checkpoint_that_sampled_them(tmp_path):
              p.config.series_sampling) for p in plan] == [
         ("grpo", 2, "", "reuse"), ("grpo-step-0", 0, "grpo", "own"),
         ("grpo-step-1", 1, "grpo", "own")]
+    verl = tmp_path / "verl"  # rollout_data_dir one folder below, beside checkpoint-k/
+    (verl / "rollouts").mkdir(parents=True)
+    for k in (1, 2, 3):
+        (verl / "rollouts" / f"{k}.jsonl").write_text("{}\n")
+    (verl / "checkpoint-2").mkdir()
+    run = find_training_run(verl, "BASE")
+    assert [(s.step, s.path.name, s.sampler) for s in run.steps] == [
+        (1, "1.jsonl", "BASE"), (3, "3.jsonl", str(verl / "checkpoint-2"))]
+    assert run.notes[0].startswith("steps 2 left out")
     (tmp_path / "empty").mkdir()
     with pytest.raises(PairError, match="no step's rollouts with the checkpoint that sampled"):
         find_training_run(tmp_path / "empty", "BASE")
@@ -93,6 +102,9 @@ def test_a_trl_run_becomes_a_series_the_evolution_page_shows(demo, tmp_path,  # 
     at = open_app(monkeypatch, cache, "views/overview.py", run="grpo")
     charts = " ".join(c.proto.spec for c in at.get("plotly_chart"))
     assert all(n in charts for n in names)
+    side = " ".join(c.value for c in at.sidebar.caption).replace("\\", "")  # md_escape's
+    assert "read as TRL completions Parquet (GRPOTrainer log_completions); verdicts from " \
+           "accuracy_reward (binary reward: 1 = correct)" in side, side
 
 
 @pytest.mark.unit
