@@ -57,7 +57,7 @@ from core.jobs.queue import tick as tick_jobs
 # --- uploads: model archives, prompt sets and rollout files taken from the browser, kept safely ---
 from core.jobs.upload import default_limits as default_upload_limits
 from core.jobs.upload import models_dir, prompts_dir, rollouts_dir, save_prompt_set
-from core.jobs.upload import save_rollouts, unpack_model
+from core.jobs.upload import rollout_format, save_rollouts, unpack_model
 
 # --- experiments: live scoring, the fork explorer, cross-sampling (config, stored results) ---
 from core.engine.coverage import coverage
@@ -96,7 +96,7 @@ __all__ = [
     "read_job_log", "resume_job", "submit_cross_sample", "tick_jobs",
     # uploads
     "default_upload_limits", "models_dir", "prompts_dir", "rollouts_dir", "save_prompt_set",
-    "save_rollouts", "unpack_model",
+    "save_rollouts", "rollout_format", "unpack_model",
     # experiments
     "CROSS_PRIMARY", "CrossSampleConfig", "branch_options", "coverage", "fork", "list_forks",
     "eps_for_targets", "list_samples", "list_sweeps", "load_fork", "pair_of_run",

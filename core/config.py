@@ -25,6 +25,12 @@ class PrecomputeConfig:
                           "with prompt (text) or messages (chat list), response (text) or "
                           "response_ids, optional id/prompt_id, answer, verifier, correct, "
                           "sampled_from")
+    field: str = opt("", "with --traces: map a file's own fields onto the rollout fields, "
+                         "repeatable: --field prompt=input --field response=output --field "
+                         "correct=score>0 (targets: prompt, messages, prompt_ids, response, "
+                         "response_ids, id, answer, correct, verifier, sampled_from); not "
+                         "needed for TRL, verl, OpenRLHF or token-id files, which are "
+                         "recognised by their fields", repeat=True)
     name: str = opt("", "run name (folder under the cache); default: derived from the inputs")
     cache: str = opt("", "folder that holds run folders (default: $SHIFTLENS_CACHE, else "
                          "cache/ in the repository)")
@@ -85,7 +91,7 @@ class PrecomputeConfig:
 # What a run is computed from and called (set per run by add-pair and the app) versus its
 # settings: every other PrecomputeConfig field. The one settings source that `precompute`,
 # `add-pair` and the app's "Add a pair" page all offer.
-RUN_INPUTS = ("base", "tuned", "prompts", "traces", "name", "cache", "traces_from",
+RUN_INPUTS = ("base", "tuned", "prompts", "traces", "field", "name", "cache", "traces_from",
               "series_step")
 RUN_SETTINGS = tuple(f.name for f in dataclasses.fields(PrecomputeConfig)
                      if f.name not in RUN_INPUTS)
@@ -100,6 +106,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = 
         meta = dict(f.metadata)
         help_ = meta.pop("help", "")
         required = meta.pop("required", False)
+        if meta.pop("repeat", False):  # given once per value; from_args joins them by lines
+            parser.add_argument(flag, action="append", default=None, help=help_, **meta)
+            continue
         if f.type in (bool, "bool"):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
                                 help=help_)
@@ -111,4 +120,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = 
 
 
 def from_args(cls, args: argparse.Namespace):
-    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+    def value(f):
+        v = getattr(args, f.name)
+        return "\n".join(v or []) if f.metadata.get("repeat") else v
+    return cls(**{f.name: value(f) for f in dataclasses.fields(cls)})

@@ -85,12 +85,24 @@ def _label(r: RunInfo) -> str:
 
 def rollouts_line(run: RunInfo) -> str | None:
     """For a run scored from a rollout file: how many of its text responses do not survive
-    decode(encode(text)) (manifest `rollouts`); None for a sampled run."""
+    decode(encode(text)) (manifest `rollouts`), and for a framework's file the format it was
+    read as, the verdicts' column and what is lossy (Markdown-escaped); None for a sampled
+    run."""
     r = run.manifest.get("rollouts")
     if not r:
         return None
-    return (f"scored from rollouts: {r.get('retokenization_mismatches', 0)} of "
+    line = (f"scored from rollouts: {r.get('retokenization_mismatches', 0)} of "
             f"{r.get('text_responses', 0)} text responses re-tokenise differently")
+    if r.get("format") not in (None, "shiftlens"):  # framework files (core.inputs.formats)
+        line = (f"{line}; read as {md_escape(r.get('format_name', ''))}; verdicts from "
+                f"{md_escape(r.get('verdict') or 'no column')}")
+        if r.get("responses_with_length"):
+            line += (f"; {r.get('length_mismatches', 0)} of {r['responses_with_length']} "
+                     "responses differ from their recorded token count")
+        if r.get("prompts_as_given"):
+            line += f"; {r['prompts_as_given']} prompts already templated, taken as given"
+        line += f". Lossy: {md_escape(r.get('lossy', ''))}"
+    return line
 
 
 def pick_run(infos: list[RunInfo]) -> RunInfo:

@@ -82,9 +82,11 @@ def _rollouts() -> str | None:
     kept in uploads/rollouts/; its path, or None."""
     limit = api.default_upload_limits().max_file_bytes
     file = st.file_uploader(
-        "Rollouts: one row per trace with prompt (text) or messages (chat list), response "
-        "(text) or response_ids; optional id / prompt_id, answer, verifier, correct, "
-        f"sampled_from (limit {limit / 1024**3:.1f} GiB)",
+        "Rollouts: TRL completions_N.parquet, verl N.jsonl, OpenRLHF eval samples with a "
+        "response, prompt_tokens/response_tokens dumps (recognised by their fields), or one "
+        "row per trace with prompt (text) or messages (chat list), response (text) or "
+        "response_ids; optional id / prompt_id, answer, verifier, correct, sampled_from "
+        f"(limit {limit / 1024**3:.1f} GiB)",
         type=["jsonl", "parquet"], key="ap_rollout_file")
     if file is None:
         return None
@@ -94,7 +96,7 @@ def _rollouts() -> str | None:
     except (PromptSetError, UploadError) as e:
         show_error(e)
         return None
-    st.caption(md_escape(f"validated; kept as {path}"))
+    st.caption(md_escape(f"validated; kept as {path}; {api.rollout_format(path)}"))
     return str(path)
 
 

@@ -38,6 +38,8 @@ def _cmd_add_pair(args) -> int:
     from core.jobs.queue import wait
 
     cache = Path(args.cache)
+    if args.training_run:
+        return _training_run(args, cache)
     if args.preset:
         p = get_preset(args.preset)
         args.base, args.tuned = args.base or p.base, args.tuned or p.tuned
@@ -82,6 +84,41 @@ def _cmd_add_pair(args) -> int:
         return 2
     for j in result.jobs:
         print(f"queued job {j.id}: run {j.run}")
+    if not args.wait:
+        print(f"start them with: python -m core jobs run --cache {cache}")
+        return 0
+    done = wait(cache, [j.id for j in result.jobs], on_update=_printer())
+    return 0 if all(j.state == "done" for j in done) else 1
+
+
+def _training_run(args, cache: Path) -> int:
+    """add-pair --training-run FOLDER --base B: one run per step (core.jobs.training_run)."""
+    from core.errors import PairError
+    from core.jobs.queue import wait
+    from core.jobs.training_run import ALIGNMENT, add_training_run, plan_training_run
+
+    if not args.base or args.tuned or args.prompts or args.traces or args.series:
+        raise SystemExit("error: --training-run FOLDER takes --base only (the checkpoints "
+                         "and rollouts come from the folder)")
+    settings = PrecomputeConfig(**{k: getattr(args, k) for k in SETTINGS})
+    try:
+        run, plan = plan_training_run(args.training_run, args.base, name=args.name,
+                                      settings=settings, cache=cache)
+    except PairError as e:
+        raise SystemExit(f"error: {e}") from None
+    print(f"alignment: {ALIGNMENT}")
+    for note in run.notes:
+        print(note)
+    for p in plan:
+        print(f"run {p.config.name}: {Path(p.config.traces).name} scored under "
+              f"{p.config.tuned} vs {p.config.base} (series step {p.config.series_step})")
+    if args.check_only:
+        return 0
+    result = add_training_run(args.training_run, args.base, name=args.name,
+                              settings=settings, cache=cache, hub_timeout=args.hub_timeout)
+    print(result.report.text())
+    if not result.ok:
+        return 2
     if not args.wait:
         print(f"start them with: python -m core jobs run --cache {cache}")
         return 0
@@ -171,6 +208,11 @@ def add_commands(sub, common) -> None:
                     "run, STEP=MODEL pairs separated by commas (e.g. 30=ckpt/step-30,60=..."
                     "): runs NAME-step-STEP re-scoring the pair's traces (or sampling their "
                     "own: --series-sampling own)")
+    ap.add_argument("--training-run", default="", metavar="FOLDER",
+                    help="a training run's folder (TRL: completions/completions_K.parquet "
+                         "and checkpoint-K/; verl: K.jsonl beside checkpoint-K/) as a "
+                         "checkpoint series: each step's rollouts scored under --base and the "
+                         "checkpoint that sampled them (checkpoint-(K-1); the base for K = 1)")
     ap.add_argument("--final-step", type=int, default=None,
                     help="training step of --tuned in the series (default: its "
                          "model_card.json 'steps', else after the last series step)")

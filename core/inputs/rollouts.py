@@ -11,6 +11,8 @@ number), answer (the reference, for verifying), verifier ("exact" | "math", defa
 "math"), correct (true/false: kept as given; absent, it is verified against `answer` when
 there is one, else left empty) and sampled_from (any label: tuned, base, step-300, ...;
 default "tuned"). Validation names the line or row and the field of every problem.
+Files as frameworks write them (TRL, verl, OpenRLHF, token-id dumps, --field mappings) are
+turned into these fields first by core.inputs.formats, which records how.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import PromptSetError, clip
-from core.inputs.prompts import answer_problem, raise_problems, read_records
+from core.inputs import formats
+from core.inputs.prompts import answer_problem, raise_problems
 from core.inputs.verifiers import VERIFIERS
 
 
@@ -49,6 +52,7 @@ class RolloutSet:
     path: Path
     rows: list[RolloutRow]
     fingerprint: str  # sha256 of the file's bytes
+    mapping: formats.Mapping | None = None  # the format read and its field mapping
 
     @property
     def sample_index(self) -> list[int]:
@@ -116,9 +120,10 @@ def _check(rec, where: str, index: int) -> tuple[RolloutRow | None, list[str]]:
         None if answer is None else str(answer), verifier, correct, source, where), []
 
 
-def load_rollouts(path: str | Path, limit: int | None = None) -> RolloutSet:
-    """Read and validate a rollout file; raises PromptSetError listing every problem."""
-    p, fingerprint, located, errs = read_records(path, "rollout")
+def load_rollouts(path: str | Path, limit: int | None = None, fields="") -> RolloutSet:
+    """Read and validate a rollout file, in any format core.inputs.formats knows (`fields`:
+    --field mappings for others); raises PromptSetError listing every problem."""
+    p, fingerprint, located, errs, mapping = formats.read_rollout_records(path, fields)
     rows = []
     for i, (where, rec) in enumerate(located):
         row, row_errs = _check(rec, where, i)
@@ -130,4 +135,4 @@ def load_rollouts(path: str | Path, limit: int | None = None) -> RolloutSet:
         raise PromptSetError(f"{p.name}: no rollouts")
     if limit:
         rows = rows[:limit]
-    return RolloutSet(p, rows, fingerprint)
+    return RolloutSet(p, rows, fingerprint, mapping)

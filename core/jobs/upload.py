@@ -40,8 +40,8 @@ from core.jobs.archive import gib as _gib
 from core.paths import models_dir, prompts_dir, rollouts_dir, uploads_dir
 
 __all__ = ["ARCHIVE_SUFFIXES", "UploadLimits", "default_limits", "unpack_model",
-           "save_prompt_set", "save_rollouts", "uploads_dir", "models_dir", "prompts_dir",
-           "rollouts_dir", "is_archive", "name_from_archive"]
+           "save_prompt_set", "save_rollouts", "rollout_format", "uploads_dir", "models_dir",
+           "prompts_dir", "rollouts_dir", "is_archive", "name_from_archive"]
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -151,6 +151,15 @@ def save_rollouts(data: bytes | BinaryIO, filename: str, dest_root: str | Path,
 
     limit = max_bytes if max_bytes is not None else default_limits().max_file_bytes
     return _save_checked(data, filename, dest_root, limit, "rollout file", load_rollouts)
+
+
+def rollout_format(path: str | Path) -> str:
+    """One line about a (validated) rollout file: the format it was read as and the column its
+    verdicts come from (core.inputs.formats)."""
+    from core.inputs.rollouts import load_rollouts
+
+    rs = load_rollouts(path)
+    return rs.mapping.summary() if rs.mapping is not None else "read as rollouts"
 
 
 def _save_checked(data: bytes | BinaryIO, filename: str, dest_root: str | Path,

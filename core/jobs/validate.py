@@ -359,7 +359,7 @@ def _default_cap(tuned: str, model_roots) -> int:
 def _rollout_check(report: Report, traces: str, s: PrecomputeConfig, base_tok):
     """The "rollouts" check: every row valid, every response id inside the vocabulary."""
     try:
-        rs = load_rollouts(traces, limit=s.max_prompts or None)
+        rs = load_rollouts(traces, limit=s.max_prompts or None, fields=s.field)
     except PromptSetError as e:
         report.checks.append(Check("rollouts", False, str(e)))
         return None
@@ -373,7 +373,7 @@ def _rollout_check(report: Report, traces: str, s: PrecomputeConfig, base_tok):
     prompts = len({r.prompt_id for r in rs.rows})
     report.checks.append(Check("rollouts", True, f"{len(rs.rows)} rollouts of {prompts} "
                                f"prompt(s) from {Path(traces).name}, scored as given (no "
-                               "sampling)"))
+                               "sampling)" + (f"; {rs.mapping.summary()}" if rs.mapping else "")))
     return rs
 
 

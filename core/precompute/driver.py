@@ -99,6 +99,8 @@ def start(cfg: PrecomputeConfig, log: Callable[[str], None]):
     if cfg.engine == "ray" and importlib.util.find_spec("ray") is None:
         raise RunError("--engine ray needs Ray Data: pip install -r requirements-ray.txt")
     ps = load_inputs(cfg)
+    if isinstance(ps, RolloutSet) and ps.mapping is not None:
+        log(f"{ps.path.name}: {ps.mapping.summary()}")
     cfg = dataclasses.replace(cfg, name=cfg.name or default_name(cfg))
     if cfg.max_new_tokens <= 0 and not cfg.traces:  # the checkpoint's own cap
         cap, source = default_max_new_tokens(cfg.tuned)
@@ -275,7 +277,13 @@ def assemble(cfg, info: dict, ps: PromptSet, staging: Path, n_shards: int,
         manifest["rollouts"] = {
             "text_responses": sum(r["text_rows"] for r in retok),
             "retokenization_mismatches": sum(r["changed"] for r in retok),
-            "note": "text responses whose decode(encode(text)) differs from the text"}
+            "note": "text responses whose decode(encode(text)) differs from the text",
+            "responses_with_length": sum(r.get("length_rows", 0) for r in retok),
+            "length_mismatches": sum(r.get("length_mismatches", 0) for r in retok),
+            "length_note": "responses whose token count differs from the length the file "
+                           "records (special tokens dropped in decoding, other tokenisation)",
+            "prompts_as_given": sum(r.get("prompts_as_given", 0) for r in retok),
+            **(ps.mapping.record() if ps.mapping is not None else {})}
     if cfg.scoring == "sequential":
         n = sum(b["n"] for b in bounds)
         manifest["sequential"] = {

@@ -27,6 +27,7 @@ from core.engine.sequential import score_traces_sequential
 from core.errors import PromptSetError, RunError
 from core.inputs import verifiers
 from core.inputs.prompts import PromptSet, load_prompts
+from core.inputs.rendered import already_templated, template_markers
 from core.inputs.rollouts import RolloutSet, load_rollouts
 from core.store.manifest import model_record
 from core.store.schema import TOKENS_FILE, TOPK_FILE, TRACES_FILE
@@ -44,11 +45,12 @@ def sources(cfg: PrecomputeConfig) -> list[str]:
 
 def load_inputs(cfg: PrecomputeConfig) -> PromptSet | RolloutSet:
     """The job's prompt set (to sample from) or rollout file (to score as given)."""
-    if cfg.traces and (cfg.prompts or cfg.traces_from):
+    if cfg.traces and (cfg.prompts or (cfg.traces_from and cfg.series_sampling != "own")):
         raise RunError("--traces scores given rollouts: give it without --prompts and "
-                       "--traces-from")
+                       "--traces-from (or with --series-sampling own, where --traces-from "
+                       "only names the series' final run: a training run's steps)")
     if cfg.traces:
-        return load_rollouts(cfg.traces, limit=cfg.max_prompts or None)
+        return load_rollouts(cfg.traces, limit=cfg.max_prompts or None, fields=cfg.field)
     if not cfg.prompts:
         raise RunError("give --prompts (a prompt set to sample from) or --traces (rollouts "
                        "to score)")
@@ -188,29 +190,47 @@ def _chat_ids(tok, messages, where: str) -> list[int]:
 
 def rollout_shard(cfg: PrecomputeConfig, pair: Pair, rs: RolloutSet, idx: list[int]):
     """Rows `idx` of a rollout file scored as given: prompts encoded (chat lists through the
-    tokenizer's chat template, text as precompute encodes prompts), text responses
-    tokenised once (rows whose decode(encode(text)) differs from the text are counted),
-    `correct` kept when given, else verified when the row has an answer."""
+    tokenizer's chat template; text as precompute encodes prompts unless it carries the
+    template rendered already or its format says it is rendered (verl), then as given; token
+    ids as they are), text responses tokenised once (rows whose decode(encode(text)) differs
+    from the text are counted, and those whose token count differs from a length the file
+    records), `correct` kept when given, else verified when the row has an answer."""
     tok = pair.tokenizer
     vocab = len(tok)
-    rows, seqs, changed = [], [], 0
+    rows, seqs = [], []
+    count = dict.fromkeys(("changed", "text_rows", "length_mismatches", "length_rows",
+                           "prompts_as_given"), 0)
     eos = tok.eos_token_id
     sample_index = rs.sample_index
+    extras = rs.mapping.extras if rs.mapping is not None else {}
+    markers = template_markers(tok) if cfg.chat_template else None
     for i in idx:
         r = rs.rows[i]
-        prompt_ids = (_chat_ids(tok, r.messages, r.where) if r.messages is not None
-                      else encode_prompts(tok, [r.prompt], cfg.chat_template)[0])
+        extra = extras.get(r.where, {})
+        prompt_text = r.prompt_text
+        if extra.get("prompt_ids") is not None:
+            prompt_ids = _in_vocab(list(extra["prompt_ids"]), vocab, r.where, "prompt")
+            prompt_text = tok.decode(prompt_ids, skip_special_tokens=False)
+        elif r.messages is not None:
+            prompt_ids = _chat_ids(tok, r.messages, r.where)
+        elif extra.get("template") is False or already_templated(markers, r.prompt,
+                                                                 tok.bos_token):
+            count["prompts_as_given"] += 1  # rendered already: not templated twice
+            prompt_ids = list(tok(r.prompt, add_special_tokens=extra.get("template") is False
+                                  and not _starts_with_bos(tok, r.prompt))["input_ids"])
+        else:
+            prompt_ids = encode_prompts(tok, [r.prompt], cfg.chat_template)[0]
         if r.response_ids is not None:
-            resp = list(r.response_ids)
-            bad = [t for t in resp if t >= vocab]
-            if bad:
-                raise PromptSetError(f"{r.where}: field 'response_ids' has id {bad[0]}, "
-                                     f"outside the tokenizer's {vocab} ids")
+            resp = _in_vocab(list(r.response_ids), vocab, r.where, "response")
             text = tok.decode(resp, skip_special_tokens=True)
         else:
             resp = list(tok.encode(r.response, add_special_tokens=False))
             text = r.response
-            changed += tok.decode(resp) != r.response
+            count["text_rows"] += 1
+            count["changed"] += tok.decode(resp) != r.response
+        if isinstance(extra.get("response_length"), int):
+            count["length_rows"] += 1
+            count["length_mismatches"] += len(resp) != extra["response_length"]
         if not prompt_ids or not resp:
             raise PromptSetError(f"{r.where}: the prompt and the response must each encode to "
                                  "at least one token")
@@ -219,12 +239,22 @@ def rollout_shard(cfg: PrecomputeConfig, pair: Pair, rs: RolloutSet, idx: list[i
             answer, verified = verifiers.get(r.verifier)(text, r.answer)
             ok = verified if r.correct is None else r.correct
         rows.append({
-            "trace_id": i, "prompt_id": r.prompt_id, "prompt": r.prompt_text, "response": text,
+            "trace_id": i, "prompt_id": r.prompt_id, "prompt": prompt_text, "response": text,
             "reference": r.answer, "verifier": r.verifier, "extracted_answer": answer,
             "correct": ok, "length": len(resp), "sampled_from": r.sampled_from,
             "sample_index": sample_index[i], "seed": None,
             "finished": (resp[-1] == eos) if eos is not None else None, "difficulty": None})
         seqs.append((prompt_ids, resp))
-    meta = {RETOK_KEY: json.dumps({"changed": changed, "text_rows": sum(
-        rs.rows[i].response is not None for i in idx)}).encode()}
-    return score_rows(cfg, pair, rows, seqs, meta)
+    return score_rows(cfg, pair, rows, seqs, {RETOK_KEY: json.dumps(count).encode()})
+
+
+def _in_vocab(ids: list[int], vocab: int, where: str, what: str) -> list[int]:
+    bad = [t for t in ids if t >= vocab]
+    if bad:
+        raise PromptSetError(f"{where}: the {what}'s token ids include {bad[0]}, outside the "
+                             f"tokenizer's {vocab} ids")
+    return ids
+
+
+def _starts_with_bos(tok, text: str) -> bool:
+    return bool(tok.bos_token) and text.startswith(tok.bos_token)
