@@ -66,6 +66,7 @@ def math_dtype(device) -> torch.dtype:
     return torch.float64 if torch.device(device).type == "cpu" else torch.float32
 
 
+@torch.no_grad()
 def readout(model, hidden: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Log-probabilities (N, V) of residual rows `hidden` (N, H) through the model's final
     norm and output head (in `dtype`, default the math dtype of its device)."""

@@ -19,24 +19,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.engine.lens import compare, decoder_parts
+from core.engine.lens import compare
 from core.errors import RunsError
-from core.experiments.run_trace import check_pos, check_traces, load_trace, manifest, trace_ids
+from core.experiments.run_trace import (
+    chat_template,
+    check_pos,
+    check_traces,
+    load_trace,
+    manifest,
+    pair_for,
+    trace_ids,
+)
 from core.store import extras
 
 METRICS = ("js", "base_kl_final", "tuned_kl_final", "base_js_final", "tuned_js_final",
            "base_entropy", "tuned_entropy", "base_top1_prob", "tuned_top1_prob")
-
-
-def _pair(run_dir, pair, device):
-    pair = pair if pair is not None else manifest(run_dir).load_pair(device=device)
-    decoder_parts(pair.base.model, "base")
-    decoder_parts(pair.tuned.model, "tuned")
-    return pair
-
-
-def _chat(run_dir) -> bool:
-    return bool(manifest(run_dir).config.get("chat_template", True))
 
 
 def _frame(cmp: dict) -> pd.DataFrame:
@@ -58,9 +55,9 @@ def layer_view(run_dir: str | Path, trace_id: int, pos: int, *, pair=None,
     the architecture cannot be used."""
     tr = load_trace(run_dir, trace_id)
     pos = check_pos(tr, pos)
-    pair = _pair(run_dir, pair, device)
+    pair = pair_for(run_dir, pair, device)
     tok = pair.tokenizer
-    tr.encode(tok, _chat(run_dir))
+    tr.encode(tok, chat_template(run_dir))
     if tr.row(pos) < 0:
         raise RunsError(f"trace {trace_id}: no context before position {pos}")
     df = _frame(compare(pair.base.model, pair.tuned.model, tr.ids, [tr.row(pos)])).drop(
@@ -95,8 +92,8 @@ def layer_profile(run_dir: str | Path, traces: list[int] | None = None, *, high:
     manifest(run_dir)
     traces = (check_traces(run_dir, traces) if traces is not None
               else trace_ids(run_dir)[:max_traces])
-    pair = _pair(run_dir, pair, device)
-    chat = _chat(run_dir)
+    pair = pair_for(run_dir, pair, device)
+    chat = chat_template(run_dir)
     parts = []
     for tid in traces:
         tr = load_trace(run_dir, tid).encode(pair.tokenizer, chat)

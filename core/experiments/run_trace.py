@@ -3,7 +3,8 @@ run scored (prompt encoded as the run encoded it, the response ids from tokens.p
 its stored per-token js and entropies, how it is verified and which model sampled it.
 
 Validation (`load_trace`, `check_pos`) refuses a missing run, trace or position with one
-line (RunsError) before any model is loaded. Does not: load models or compute anything.
+line (RunsError) before any model is loaded. Does not: compute anything (`pair_for`
+loads the run's pair when none is given).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from core.engine.lens import decoder_parts
 from core.engine.sampling import encode_prompts
 from core.errors import RunsError
 from core.inputs.text_limits import text_limits
@@ -57,6 +59,20 @@ def manifest(run_dir: str | Path) -> Manifest:
     if m is None:
         raise RunsError(f"{run_dir}: no complete run")
     return m
+
+
+def pair_for(run_dir, pair=None, device: str | None = None):
+    """`pair`, else the run's own pair loaded now; refused (PairError) unless both models are
+    Llama/Qwen2-style decoders (core.engine.lens.decoder_parts)."""
+    pair = pair if pair is not None else manifest(run_dir).load_pair(device=device)
+    decoder_parts(pair.base.model, "base")
+    decoder_parts(pair.tuned.model, "tuned")
+    return pair
+
+
+def chat_template(run_dir) -> bool:
+    """Whether the run encoded its prompts through the chat template."""
+    return bool(manifest(run_dir).config.get("chat_template", True))
 
 
 def trace_ids(run_dir: str | Path) -> list[int]:
