@@ -227,3 +227,16 @@ def test_figures_export_and_escape_token_text(run, pair):
         assert figure_bytes(s, "html").startswith(b"<!DOCTYPE html>") or \
             b"<html" in figure_bytes(s, "html")[:200]
         assert len(figure_bytes(s, "csv")) > 0
+
+
+@pytest.mark.parametrize("command", ["layers", "attribute", "critical"])
+def test_help_explains_every_option(command, capsys):
+    from core.cli.main import build_parser, main
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    sub = build_parser()._subparsers._group_actions[0].choices[command]
+    for action in sub._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.option_strings[-1] in out and action.help, action.dest

@@ -122,7 +122,9 @@ def add_commands(sub, common) -> None:
     att.add_argument("--pos", type=int, default=None, help="one response position")
     att.add_argument("--high", type=float, default=0.1, help="high-js cut (default 0.1)")
     att.add_argument("--direction", default="base<-tuned", choices=["base<-tuned",
-                                                                     "tuned<-base"])
+                                                                     "tuned<-base"],
+                     help="base<-tuned (default): base with one tuned component; "
+                          "tuned<-base: the reverse")
     att.set_defaults(func=_cmd_attribute)
 
     cri = command("critical", help="critical-token scan: which divergent tokens decide the "
@@ -135,8 +137,10 @@ def add_commands(sub, common) -> None:
                               "Spearman correlation of |effect| with js and with entropy.")
     cri.add_argument("--traces", default=None,
                      help="comma-separated trace ids (default: the first --max-traces)")
-    cri.add_argument("--max-traces", type=int, default=8)
+    cri.add_argument("--max-traces", type=int, default=8,
+                     help="traces scanned when --traces is not given (default 8)")
     cri.add_argument("--top", type=int, default=4, help="positions per group (default 4)")
     cri.add_argument("--rollouts", type=int, default=8, help="rollouts per branch (default 8)")
-    cri.add_argument("--seed", type=int, default=0)
+    cri.add_argument("--seed", type=int, default=0,
+                     help="base seed: position pos of trace t uses seed + 7919 t + pos")
     cri.set_defaults(func=_cmd_critical)
