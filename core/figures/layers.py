@@ -23,7 +23,7 @@ from core.figures.style import HEATMAP_SCALE, HIGH_LOW, MODEL_COLOURS, NEUTRAL, 
 
 
 def _layer_ticks(n_layers: int) -> dict:
-    return dict(tickvals=list(range(n_layers + 1)),
+    return dict(tickvals=list(range(n_layers + 1)), range=[-0.3, n_layers + 0.3],
                 ticktext=["emb"] + [str(i) for i in range(1, n_layers + 1)])
 
 
@@ -33,15 +33,16 @@ def lens_figure(df: pd.DataFrame, run: str) -> FigureSpec:
     n = int(df.layer.max())
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
                         subplot_titles=["js between the models' lenses",
-                                        "KL(final || lens), each model"])
+                                        "KL(final || lens), each model (0 at the last)"])
     top = [f"base {token_label(b)} / tuned {token_label(t)}"
            for b, t in zip(df.base_top1_token, df.tuned_top1_token)]
     fig.add_scatter(x=df.layer, y=df.js, mode="lines+markers", name="js base vs tuned",
                     line=dict(color=NEUTRAL, width=3), customdata=top,
                     hovertemplate="layer %{x}: js %{y:.3g}<br>top-1 %{customdata}"
                                   "<extra></extra>", row=1, col=1)
+    inner = df[df.layer < n]  # KL from the final is 0 at the last layer: off a log axis
     for m in ("base", "tuned"):
-        fig.add_scatter(x=df.layer, y=df[f"{m}_kl_final"], mode="lines+markers",
+        fig.add_scatter(x=inner.layer, y=inner[f"{m}_kl_final"], mode="lines+markers",
                         name=f"{m}: KL from its final", line=dict(color=MODEL_COLOURS[m],
                         dash="solid" if m == "base" else "dash"), row=1, col=2)
     fig.update_xaxes(title_text="layer (residual stream after it)", **_layer_ticks(n))
@@ -62,7 +63,7 @@ def profile_figure(df: pd.DataFrame, run: str, *, high: float = 0.1,
     """`layer_profile` rows."""
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
                         subplot_titles=["mean js between the lenses",
-                                        "mean KL(final || lens), tuned"])
+                                        "mean KL(final || lens), tuned (0 at the last)"])
     n = int(df.layer.max()) if len(df) else 0
     for g, label in (("high", f"js >= {high:g}"), ("low", f"js < {low:g}")):
         d = df[df.group == g]
@@ -72,6 +73,7 @@ def profile_figure(df: pd.DataFrame, run: str, *, high: float = 0.1,
         fig.add_scatter(x=d.layer, y=d.js, mode="lines+markers", name=esc(f"{label} "
                         f"({tokens} tokens)"), line=dict(color=HIGH_LOW[g], width=3),
                         legendgroup=g, row=1, col=1)
+        d = d[d.layer < n]  # 0 at the last layer: off the log axis
         fig.add_scatter(x=d.layer, y=d.tuned_kl_final, mode="lines+markers",
                         line=dict(color=HIGH_LOW[g], dash="dash"), legendgroup=g,
                         showlegend=False, row=1, col=2)
