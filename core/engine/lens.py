@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 
 from core.errors import PairError
@@ -91,29 +92,58 @@ def lens_logprobs(model, ids: list[int], rows: list[int]) -> torch.Tensor:
     return torch.stack([readout(model, h) for h in residuals(model, ids, rows)])
 
 
+ROW_CHUNK = 64  # rows read out at once: 4 x ROW_CHUNK x vocabulary floats live at a time
+
+
+def row_chunks(n: int, size: int = ROW_CHUNK):
+    for i in range(0, n, size):
+        yield slice(i, min(n, i + size))
+
+
 @torch.no_grad()
-def compare(base, tuned, ids: list[int], rows: list[int]) -> dict:
+def js_rows(model_a, hidden_a: torch.Tensor, model_b, hidden_b: torch.Tensor,
+            chunk: int = ROW_CHUNK) -> np.ndarray:
+    """js between `model_a`'s readout of residual rows `hidden_a` and `model_b`'s of
+    `hidden_b` (same number of rows), row by row, `chunk` rows at a time: (N,) float64."""
+    out = np.empty(len(hidden_a))
+    for sl in row_chunks(len(hidden_a), chunk):
+        a = readout(model_a, hidden_a[sl])
+        b = readout(model_b, hidden_b[sl]).to(a.device)
+        out[sl] = js_from_logprobs(a, b).double().cpu().numpy()
+    return out
+
+
+@torch.no_grad()
+def compare(base, tuned, ids: list[int], rows: list[int], chunk: int = ROW_CHUNK) -> dict:
     """Per layer and row, the two models' logit lenses compared (all arrays (L+1, len(rows))):
     js (base lens vs tuned lens at the same layer), {m}_kl_final = KL(final || lens) and
     {m}_js_final (each model's lens against its own final distribution), {m}_entropy,
-    {m}_top1 (token id) and {m}_top1_prob, for m in base, tuned. Float64 on the CPU."""
+    {m}_top1 (token id) and {m}_top1_prob, for m in base, tuned. Float64 on the CPU. One
+    forward per model; the readouts run `chunk` rows at a time (memory: a few chunk x
+    vocabulary tensors, never layers x rows x vocabulary)."""
     decoder_parts(base, "base")
     decoder_parts(tuned, "tuned")
-    out = {}
-    lp = {}
-    for role, model in (("base", base), ("tuned", tuned)):
-        lens = lens_logprobs(model, ids, rows)
-        lp[role] = lens
-        final = lens[-1].unsqueeze(0).expand_as(lens)
-        flat = lens.reshape(-1, lens.shape[-1])
-        ff = final.reshape(-1, lens.shape[-1])
-        shape = lens.shape[:2]
-        out[f"{role}_kl_final"] = kl_from_logprobs(ff, flat).reshape(shape)
-        out[f"{role}_js_final"] = js_from_logprobs(ff, flat).reshape(shape)
-        out[f"{role}_entropy"] = entropy_from_logprobs(flat).reshape(shape)
-        p, i = lens.exp().max(-1)
-        out[f"{role}_top1"], out[f"{role}_top1_prob"] = i, p
-    b, t = lp["base"], lp["tuned"].to(lp["base"].device)
-    v = b.shape[-1]
-    out["js"] = js_from_logprobs(b.reshape(-1, v), t.reshape(-1, v)).reshape(b.shape[:2])
-    return {k: x.cpu().numpy() for k, x in out.items()}
+    models = {"base": base, "tuned": tuned}
+    res = {m: residuals(model, ids, rows) for m, model in models.items()}
+    n_layers, n = len(res["base"]), len(rows)
+    keys = ["js"] + [f"{m}_{k}" for m in models for k in
+                     ("kl_final", "js_final", "entropy", "top1", "top1_prob")]
+    out = {k: np.empty((n_layers, n), dtype=np.int64 if k.endswith("top1") else np.float64)
+           for k in keys}
+    for sl in row_chunks(n, chunk):
+        final = {m: readout(models[m], res[m][-1][sl]) for m in models}
+        dev = final["base"].device
+        for layer in range(n_layers):
+            lp = {}
+            for m, model in models.items():
+                x = final[m] if layer == n_layers - 1 else readout(model, res[m][layer][sl])
+                lp[m] = x.to(dev)
+                put = {"kl_final": kl_from_logprobs(final[m].to(dev), lp[m]),
+                       "js_final": js_from_logprobs(final[m].to(dev), lp[m]),
+                       "entropy": entropy_from_logprobs(lp[m])}
+                p, i = lp[m].max(-1)
+                put["top1"], put["top1_prob"] = i, p.exp()
+                for k, v in put.items():
+                    out[f"{m}_{k}"][layer, sl] = v.cpu().numpy()
+            out["js"][layer, sl] = js_from_logprobs(lp["base"], lp["tuned"]).cpu().numpy()
+    return out

@@ -117,22 +117,35 @@ def _replace(value: torch.Tensor):
 
 
 @torch.no_grad()
-def patched_logprobs(recipient, donor, cache: dict[Component, torch.Tensor], ids: list[int],
+def patched_residual(recipient, cache: dict[Component, torch.Tensor], ids: list[int],
                      rows: list[int], patch) -> torch.Tensor:
-    """Log-probabilities (len(rows), V) of `recipient` on `ids` with the components in
-    `patch` taken from the donor (`cache` = component_outputs(donor, ids); the readout
-    means the donor's final norm and head). One forward of the recipient."""
-    patch = set(patch)
+    """The last residual rows (len(rows), H) of `recipient` on `ids` with the embed/attn/mlp
+    components in `patch` taken from the donor (`cache` = component_outputs(donor, ids)).
+    One forward of the recipient; a readout in `patch` is the caller's (`reader`)."""
     dev = next(recipient.parameters()).device
     with ExitStack() as stack:
-        for c in patch:
+        for c in set(patch):
             mod = module_of(recipient, c)
             if mod is not None:
                 h = mod.register_forward_hook(_replace(cache[c]))
                 stack.callback(h.remove)
         got = stack.enter_context(residual_capture(recipient))
         recipient(input_ids=torch.tensor([ids], device=dev), logits_to_keep=1)
-    last = got[-1][0].index_select(0, torch.tensor(rows, device=got[-1].device))
-    reader = donor if any(c.kind == "readout" for c in patch) else recipient
-    last = last.to(next(reader.parameters()).device)
-    return readout(reader, last)
+    return got[-1][0].index_select(0, torch.tensor(rows, device=got[-1].device))
+
+
+def reader(recipient, donor, patch):
+    """The model whose final norm and head read a patched residual out: the donor's when
+    the readout is patched."""
+    return donor if any(c.kind == "readout" for c in patch) else recipient
+
+
+@torch.no_grad()
+def patched_logprobs(recipient, donor, cache: dict[Component, torch.Tensor], ids: list[int],
+                     rows: list[int], patch) -> torch.Tensor:
+    """Log-probabilities (len(rows), V) of `recipient` on `ids` with the components in
+    `patch` taken from the donor (the readout means the donor's final norm and head). For
+    a few rows: the attribution reads out in chunks (patched_residual + lens.js_rows)."""
+    last = patched_residual(recipient, cache, ids, rows, patch)
+    model = reader(recipient, donor, patch)
+    return readout(model, last.to(next(model.parameters()).device))

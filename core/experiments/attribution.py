@@ -24,21 +24,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
-from core.engine.lens import readout, residuals
-from core.engine.patching import component_outputs, components, patched_logprobs, weight_change
+from core.engine.lens import js_rows, residuals
+from core.engine.patching import (
+    component_outputs,
+    components,
+    patched_residual,
+    reader,
+    weight_change,
+)
 from core.errors import RunsError
 from core.experiments.run_trace import chat_template, load_trace, pair_for
-from core.metrics.kernels import js_from_logprobs
 from core.store import extras
 
 MIN_JS = 1e-6
 DIRECTIONS = ("base<-tuned", "tuned<-base")
-
-
-def _final(model, ids, rows) -> torch.Tensor:
-    return readout(model, residuals(model, ids, rows)[-1])
 
 
 def attribute(run_dir: str | Path, trace_id: int, *, pair=None, device: str | None = None,
@@ -54,17 +54,16 @@ def attribute(run_dir: str | Path, trace_id: int, *, pair=None, device: str | No
         raise RunsError(f"trace {trace_id}: no response token to attribute")
     rows, ids = [tr.row(p) for p in pos], tr.ids
     base, tuned = pair.base.model, pair.tuned.model
-    lb, lt = _final(base, ids, rows), _final(tuned, ids, rows)
-    lt = lt.to(lb.device)
-    js = js_from_logprobs(lb, lt).cpu().numpy()
+    hb, ht = residuals(base, ids, rows)[-1], residuals(tuned, ids, rows)[-1]
+    js = js_rows(base, hb, tuned, ht)
     dw = weight_change(base, tuned)
     out = []
-    for direction, rec, don, target in (("base<-tuned", base, tuned, lt),
-                                        ("tuned<-base", tuned, base, lb)):
+    for direction, rec, don, target in (("base<-tuned", base, tuned, ht),
+                                        ("tuned<-base", tuned, base, hb)):
         cache = component_outputs(don, ids)
         for c in components(rec):
-            lp = patched_logprobs(rec, don, cache, ids, rows, [c]).to(target.device)
-            jp = js_from_logprobs(lp, target).cpu().numpy()
+            h = patched_residual(rec, cache, ids, rows, [c])
+            jp = js_rows(reader(rec, don, [c]), h, don, target)
             with np.errstate(divide="ignore", invalid="ignore"):
                 share = np.where(js >= MIN_JS, 1.0 - jp / js, np.nan)
             out.append(pd.DataFrame({
