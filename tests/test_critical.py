@@ -73,6 +73,20 @@ def test_effect_equals_hand_counted_rollouts(run, pair, scanned):
     assert C.read_scan(run).shape == scanned.shape
 
 
+def test_resume_takes_stored_traces_with_the_same_settings(run, scanned, monkeypatch):
+    from core.store.manifest import Manifest
+
+    def no_models(*a, **k):
+        raise AssertionError("a resumed scan with nothing left to do loaded the pair")
+
+    monkeypatch.setattr(Manifest, "load_pair", no_models)
+    again = C.scan(run, [0, 1], top=2, rollouts=3, seed=5, resume=True)
+    pd.testing.assert_frame_equal(again, scanned, check_dtype=False)
+    assert (again.rollouts == 3).all() and (again.base_seed == 5).all()
+    with pytest.raises(AssertionError, match="loaded the pair"):  # other settings: rescanned
+        C.scan(run, [0, 1], top=2, rollouts=4, seed=5, resume=True)
+
+
 def test_positions_are_top_js_random_and_entropy(run, scanned):
     for tid in (0, 1):
         tr = load_trace(run, tid)

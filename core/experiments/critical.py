@@ -65,13 +65,20 @@ def choose_positions(js: np.ndarray, entropy: np.ndarray, top: int, seed: int,
     return dict(sorted(chosen.items()))
 
 
+SETTINGS = ("top", "rollouts", "base_seed", "temperature", "top_p", "max_new_tokens")
+
+
 def scan(run_dir: str | Path, traces: list[int] | None = None, *, top: int = 4,
          rollouts: int = 8, seed: int = 0, max_traces: int = 8, pair=None,
-         device: str | None = None, save: bool = True, progress=None) -> pd.DataFrame:
+         device: str | None = None, save: bool = True, resume: bool = False,
+         progress=None) -> pd.DataFrame:
     """Rollout rows of the scan over `traces` (default: the run's first `max_traces`):
     trace_id, pos, groups ("top,entropy"), js, entropy, base_token_id, tuned_token_id,
     same_choice, continued_by, branch ("base top-1" / "tuned top-1"; null when same_choice),
-    rollout, correct, seed. Refused (RunsError) before any model loads for bad arguments."""
+    rollout, correct, seed, and the SETTINGS. Each trace's rows are stored as soon as it is
+    done (`save`); `resume` takes the stored rows of traces already scanned with the same
+    SETTINGS instead of scanning them again. `progress(done, total)` after each trace.
+    Refused (RunsError) before any model loads for bad arguments."""
     run_dir = Path(run_dir)
     m = manifest(run_dir)
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
@@ -82,36 +89,63 @@ def scan(run_dir: str | Path, traces: list[int] | None = None, *, top: int = 4,
     traces = (check_traces(run_dir, traces) if traces is not None
               else trace_ids(run_dir)[:max_traces])
     cfg = m.config
-    temperature, top_p = float(cfg.get("temperature", 1.0)), float(cfg.get("top_p", 1.0))
-    max_new = int(cfg.get("max_new_tokens", 128))
-    pair = pair_for(run_dir, pair, device)
+    settings = dict(top=top, rollouts=rollouts, base_seed=int(seed),
+                    temperature=float(cfg.get("temperature", 1.0)),
+                    top_p=float(cfg.get("top_p", 1.0)),
+                    max_new_tokens=int(cfg.get("max_new_tokens", 128)))
+    done = _stored(run_dir, traces, settings) if resume else {}
+    todo = [t for t in traces if t not in done]
+    pair = pair_for(run_dir, pair, device) if todo else None
     chat = chat_template(run_dir)
-    out = []
+    parts = []
     for i, tid in enumerate(traces):
-        tr = load_trace(run_dir, tid).encode(pair.tokenizer, chat)
-        ent = tr.entropy_tuned if tr.sampled_from == "tuned" else tr.entropy_base
-        for pos, groups in choose_positions(tr.js, ent, top, seed, tid).items():
-            s = position_seed(seed, tid, pos)
-            b1, t1 = top1_pair(pair, tr.ids[:tr.row(pos) + 1])
-            head = dict(trace_id=tid, pos=pos, groups=",".join(groups), js=float(tr.js[pos]),
-                        entropy=float(ent[pos]), base_token_id=b1, tuned_token_id=t1,
-                        same_choice=b1 == t1, continued_by=tr.sampled_from)
-            if b1 == t1:
-                out.append(dict(head, branch=None, rollout=-1, correct=None, seed=s))
-                continue
-            got = fork(pair, tr.prompt, tr.response_ids, pos, tr.reference,
-                       verifier=tr.verifier, continue_with=tr.sampled_from, k=rollouts,
-                       temperature=temperature, top_p=top_p, max_new_tokens=max_new, seed=s,
-                       chat_template=chat, tokens=(b1, t1))
-            for r in got.itertuples():
-                out.append(dict(head, branch=r.branch, rollout=int(r.rollout),
-                                correct=bool(r.correct), seed=s))
+        if tid in done:
+            parts.append(done[tid])
+        else:
+            rows = pd.DataFrame(_scan_trace(run_dir, pair, chat, tid, settings))
+            rows = rows.assign(**settings)
+            if save:
+                extras.write_table(run_dir, "critical", rows)
+            parts.append(rows)
         if progress is not None:
             progress(i + 1, len(traces))
-    df = pd.DataFrame(out)
-    if save and len(df):
-        extras.write_table(run_dir, "critical", df)
-    return df
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def _stored(run_dir, traces, settings) -> dict[int, pd.DataFrame]:
+    """{trace: its stored rows} for traces scanned before with exactly `settings`."""
+    old = read_scan(run_dir)
+    out = {}
+    if old.empty or not set(SETTINGS) <= set(old.columns):
+        return out
+    for tid, g in old[old.trace_id.isin(traces)].groupby("trace_id"):
+        if all(g[k].iloc[0] == v for k, v in settings.items()):
+            out[int(tid)] = g.reset_index(drop=True)
+    return out
+
+
+def _scan_trace(run_dir, pair, chat, tid, st) -> list[dict]:
+    tr = load_trace(run_dir, tid).encode(pair.tokenizer, chat)
+    ent = tr.entropy_tuned if tr.sampled_from == "tuned" else tr.entropy_base
+    out = []
+    for pos, groups in choose_positions(tr.js, ent, st["top"], st["base_seed"], tid).items():
+        s = position_seed(st["base_seed"], tid, pos)
+        b1, t1 = top1_pair(pair, tr.ids[:tr.row(pos) + 1])
+        head = dict(trace_id=tid, pos=pos, groups=",".join(groups), js=float(tr.js[pos]),
+                    entropy=float(ent[pos]), base_token_id=b1, tuned_token_id=t1,
+                    same_choice=b1 == t1, continued_by=tr.sampled_from)
+        if b1 == t1:
+            out.append(dict(head, branch=None, rollout=-1, correct=None, seed=s))
+            continue
+        got = fork(pair, tr.prompt, tr.response_ids, pos, tr.reference, verifier=tr.verifier,
+                   continue_with=tr.sampled_from, k=st["rollouts"],
+                   temperature=st["temperature"], top_p=st["top_p"],
+                   max_new_tokens=st["max_new_tokens"], seed=s, chat_template=chat,
+                   tokens=(b1, t1))
+        for r in got.itertuples():
+            out.append(dict(head, branch=r.branch, rollout=int(r.rollout),
+                            correct=bool(r.correct), seed=s))
+    return out
 
 
 def read_scan(run_dir: str | Path, trace_id: int | None = None) -> pd.DataFrame:
