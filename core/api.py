@@ -72,6 +72,8 @@ from core.experiments.layers import layer_profile, layer_view, read_layer_view
 from core.experiments.attribution import attribute, attribution_table, read_attribution
 from core.experiments.critical import criticality, read_scan, scan as critical_scan
 from core.experiments.critical import positions as critical_positions
+from core.experiments.critical import CriticalConfig, estimate as critical_estimate
+from core.jobs.queue import submit_critical
 from core.figures.layers import attribution_figure, critical_figure, lens_figure
 from core.figures.layers import profile_figure as layer_profile_figure
 
@@ -109,7 +111,8 @@ __all__ = [
     "eps_for_targets", "list_samples", "list_sweeps", "load_fork", "pair_of_run",
     "read_summary", "sample_tokens", "save_fork", "score_text", "tokenizer_of_run",
     # layer views
-    "attribute", "attribution_figure", "attribution_table", "critical_figure",
+    "CriticalConfig", "attribute", "attribution_figure", "attribution_table",
+    "critical_estimate", "critical_figure", "submit_critical",
     "critical_positions", "critical_scan", "criticality", "layer_profile",
     "layer_profile_figure", "layer_view", "lens_figure", "read_attribution",
     "read_layer_view", "read_scan",

@@ -140,3 +140,22 @@ def test_cli_critical_json(run, capsys):
     assert {r["predictor"] for r in out["criticality"]} == {"js", "entropy"}
     assert all(r["trace_id"] == 2 for r in out["positions"])
     assert "tuned" in out["continued_by"]
+
+
+def test_scan_as_a_queue_job(run, capsys):
+    from core.cli.main import main
+    from core.jobs import queue
+
+    cache = run.parent
+    assert main(["critical", RUN, "--cache", str(cache), "--traces", "3", "--top", "1",
+                 "--rollouts", "2", "--queue", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["estimate"].startswith("at most 3 positions of 1 traces, 12 rollouts")
+    with pytest.raises(Exception, match="already queued"):  # one job per run at a time
+        queue.submit_critical(cache, C.CriticalConfig(RUN, traces=[3]))
+    (job,) = queue.wait(cache, [out["job"]], timeout=300)
+    assert job.state == "done", queue.read_log(cache, job.id)
+    assert job.progress()["done"] == 1 and job.progress()["unit"] == "traces"
+    assert set(C.read_scan(run, 3).rollouts) == {2}
+    with pytest.raises(Exception, match="no trace 999"):  # refused before it is queued
+        queue.submit_critical(cache, C.CriticalConfig(RUN, traces=[999]))

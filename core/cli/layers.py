@@ -2,8 +2,9 @@
 or `--profile`: per layer over high- vs low-js tokens), `shiftlens attribute RUN --trace T`
 (component attribution, one token with --pos, else the mean over the trace's high-js
 tokens) and `shiftlens critical RUN --traces ... --top N --rollouts K` (the critical-token
-scan). Each stores its rows in the run (except the profile), prints a table, or JSON with
---json. A thin shell over core.experiments.{layers,attribution,critical}."""
+scan; --queue makes it a job of the queue). Each stores its rows in the run (except the
+profile), prints a table, or JSON with --json. A thin shell over
+core.experiments.{layers,attribution,critical}."""
 
 from __future__ import annotations
 
@@ -74,11 +75,25 @@ def _cmd_attribute(args) -> int:
 
 
 def _cmd_critical(args) -> int:
-    from core.experiments.critical import criticality, positions, scan
+    from core.experiments.critical import CriticalConfig, criticality, estimate, positions, scan
 
     run = _run(args)
-    rows = scan(run, _traces(args.traces), top=args.top, rollouts=args.rollouts,
-                seed=args.seed, max_traces=args.max_traces, device=args.device)
+    traces = _traces(args.traces)
+    cost = estimate(run, traces, top=args.top, rollouts=args.rollouts,
+                    max_traces=args.max_traces)
+    line = (f"at most {cost['positions']} positions of {cost['traces']} traces, "
+            f"{cost['rollouts']} rollouts, {cost['tokens']:,} generated tokens")
+    if args.queue:
+        from core.jobs.queue import submit_critical
+
+        job = submit_critical(args.cache, CriticalConfig(
+            run.name, traces=traces, top=args.top, rollouts=args.rollouts, seed=args.seed,
+            max_traces=args.max_traces, device=args.device))
+        return _show(args, {"estimate": line, "job": job.id})
+    if not args.json:
+        print(f"# estimate\n{line}", flush=True)
+    rows = scan(run, traces, top=args.top, rollouts=args.rollouts, seed=args.seed,
+                max_traces=args.max_traces, device=args.device, resume=args.resume)
     pos = positions(rows)
     sampler = ", ".join(sorted(set(rows.continued_by))) if len(rows) else "-"
     return _show(args, {"continued_by": f"rollouts sampled by the trace's sampler: {sampler}",
@@ -141,6 +156,10 @@ def add_commands(sub, common) -> None:
                      help="traces scanned when --traces is not given (default 8)")
     cri.add_argument("--top", type=int, default=4, help="positions per group (default 4)")
     cri.add_argument("--rollouts", type=int, default=8, help="rollouts per branch (default 8)")
+    cri.add_argument("--queue", action="store_true",
+                     help="queue the scan as a job (see `jobs`) instead of running it here")
+    cri.add_argument("--resume", action="store_true",
+                     help="reuse traces already scanned with the same settings")
     cri.add_argument("--seed", type=int, default=0,
                      help="base seed: position pos of trace t uses seed + 7919 t + pos")
     cri.set_defaults(func=_cmd_critical)

@@ -18,16 +18,20 @@ Spearman rank correlation of effect with js and with entropy over the scanned po
 with a bootstrap interval over positions. Rollouts are stored in the run (table
 "critical", core.store.extras).
 
-Does not: run as a queue job or mark tokens in the app (not built yet).
+`estimate` bounds the cost before a scan runs; `CriticalConfig` + core.jobs.queue
+.submit_critical run it as a queue job (progress per trace, cancel, resume: a resumed job
+reuses the traces already stored). Does not: mark tokens in the app (not built yet).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from core.errors import RunsError
 from core.experiments.fork import fork, top1_pair
@@ -40,6 +44,7 @@ from core.experiments.run_trace import (
     trace_ids,
 )
 from core.store import extras
+from core.store.schema import TRACES_FILE
 
 GROUPS = ("top", "random", "entropy")
 MAX_ROLLOUTS = 1024
@@ -65,6 +70,35 @@ def choose_positions(js: np.ndarray, entropy: np.ndarray, top: int, seed: int,
     return dict(sorted(chosen.items()))
 
 
+def _check(run_dir: Path, traces, top, rollouts, max_traces) -> list[int]:
+    """The traces to scan, after refusing (RunsError) bad settings; no model is loaded."""
+    manifest(run_dir)
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise RunsError(f"--top must be a positive number of positions, not {top!r}")
+    if isinstance(rollouts, bool) or not isinstance(rollouts, int) \
+            or not 1 <= rollouts <= MAX_ROLLOUTS:
+        raise RunsError(f"--rollouts must be 1..{MAX_ROLLOUTS}, not {rollouts!r}")
+    if isinstance(max_traces, bool) or not isinstance(max_traces, int) or max_traces < 1:
+        raise RunsError(f"--max-traces must be a positive number, not {max_traces!r}")
+    return (check_traces(run_dir, traces) if traces is not None
+            else trace_ids(run_dir)[:max_traces])
+
+
+def estimate(run_dir: str | Path, traces: list[int] | None = None, *, top: int = 4,
+             rollouts: int = 8, max_traces: int = 8) -> dict:
+    """What a scan will cost at most, before it runs (reads only the run's tables): traces,
+    positions (<= 3 x top per trace), rollouts (2 x `rollouts` per position where the two
+    top-1s differ: at most all of them) and generated tokens (rollouts x max_new_tokens)."""
+    run_dir = Path(run_dir)
+    traces = _check(run_dir, traces, top, rollouts, max_traces)
+    lengths = pq.read_table(run_dir / TRACES_FILE, columns=["trace_id", "length"]).to_pandas()
+    lengths = lengths.set_index("trace_id").length
+    positions = int(sum(min(3 * top, int(lengths[t])) for t in traces))
+    max_new = int(manifest(run_dir).config.get("max_new_tokens", 128))
+    return dict(traces=len(traces), positions=positions, rollouts=2 * rollouts * positions,
+                tokens=2 * rollouts * positions * max_new)
+
+
 SETTINGS = ("top", "rollouts", "base_seed", "temperature", "top_p", "max_new_tokens")
 
 
@@ -80,15 +114,8 @@ def scan(run_dir: str | Path, traces: list[int] | None = None, *, top: int = 4,
     SETTINGS instead of scanning them again. `progress(done, total)` after each trace.
     Refused (RunsError) before any model loads for bad arguments."""
     run_dir = Path(run_dir)
-    m = manifest(run_dir)
-    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-        raise RunsError(f"--top must be a positive number of positions, not {top!r}")
-    if isinstance(rollouts, bool) or not isinstance(rollouts, int) \
-            or not 1 <= rollouts <= MAX_ROLLOUTS:
-        raise RunsError(f"--rollouts must be 1..{MAX_ROLLOUTS}, not {rollouts!r}")
-    traces = (check_traces(run_dir, traces) if traces is not None
-              else trace_ids(run_dir)[:max_traces])
-    cfg = m.config
+    traces = _check(run_dir, traces, top, rollouts, max_traces)
+    cfg = manifest(run_dir).config
     settings = dict(top=top, rollouts=rollouts, base_seed=int(seed),
                     temperature=float(cfg.get("temperature", 1.0)),
                     top_p=float(cfg.get("top_p", 1.0)),
@@ -146,6 +173,31 @@ def _scan_trace(run_dir, pair, chat, tid, st) -> list[dict]:
             out.append(dict(head, branch=r.branch, rollout=int(r.rollout),
                             correct=bool(r.correct), seed=s))
     return out
+
+
+@dataclass
+class CriticalConfig:
+    """A scan as a queue job (core.jobs.queue.submit_critical): the arguments of `scan`."""
+    run: str
+    cache: str = ""
+    traces: list[int] | None = None
+    top: int = 4
+    rollouts: int = 8
+    seed: int = 0
+    max_traces: int = 8
+    device: str | None = None
+
+    def folder(self) -> Path:
+        from core.store.cache import resolve_run
+
+        return resolve_run(self.cache, self.run)
+
+
+def run_config(cfg: CriticalConfig, progress=None) -> pd.DataFrame:
+    """The job's work: `scan` with resume (a resumed job skips the traces already stored)."""
+    return scan(cfg.folder(), cfg.traces, top=cfg.top, rollouts=cfg.rollouts, seed=cfg.seed,
+                max_traces=cfg.max_traces, device=cfg.device, resume=True,
+                progress=progress)
 
 
 def read_scan(run_dir: str | Path, trace_id: int | None = None) -> pd.DataFrame:

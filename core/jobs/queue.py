@@ -7,8 +7,10 @@
     <cache>/.jobs/<id>/partial.parquet  a sweep's summary of the rows so far (live charts)
     <cache>/.jobs/.lock               flock held for every read-modify-write of a job.json
 
-Kinds: "precompute" (config = PrecomputeConfig; writes a run) and "cross-sample" (config =
-CrossSampleConfig; stores a sweep in cross/<key>/ of an existing run).
+Kinds: "precompute" (config = PrecomputeConfig; writes a run), "cross-sample" (config =
+CrossSampleConfig; stores a sweep in cross/<key>/ of an existing run) and "critical"
+(config = core.experiments.critical.CriticalConfig; stores a critical-token scan in
+layers/ of an existing run, trace by trace: a resumed scan skips the traces it stored).
 States: queued -> running -> done | failed | cancelled; resume() puts a failed or cancelled
 job back to queued (precompute then skips the shards it finished). A queued job may depend
 on others (a series re-scores the traces of the final run): it starts only when they are
@@ -52,7 +54,7 @@ from core.store.storage import write_json
 
 ACTIVE = ("queued", "running")
 TERMINAL = ("done", "failed", "cancelled")
-KINDS = ("precompute", "cross-sample")
+KINDS = ("precompute", "cross-sample", "critical")
 _CHILDREN: dict[int, subprocess.Popen] = {}  # processes this process started, to reap them
 
 
@@ -234,6 +236,21 @@ def submit_cross_sample(cache: str | Path, cfg) -> Job:
         raise JobError(str(e)) from None
     cfg = dataclasses.replace(cfg, cache=str(cache))
     return _enqueue(cache, "cross-sample", folder.name, dataclasses.asdict(cfg))
+
+
+def submit_critical(cache: str | Path, cfg) -> Job:
+    """Queue a critical-token scan (core.experiments.critical.CriticalConfig) on a complete
+    run of `cache`; refuses (JobError) bad settings and a run an active job holds."""
+    from core.experiments.critical import estimate
+
+    cfg = dataclasses.replace(cfg, cache=str(cache))
+    try:
+        folder = cfg.folder()
+        estimate(folder, cfg.traces, top=cfg.top, rollouts=cfg.rollouts,
+                 max_traces=cfg.max_traces)
+    except RunsError as e:
+        raise JobError(str(e)) from None
+    return _enqueue(cache, "critical", folder.name, dataclasses.asdict(cfg))
 
 
 def _proc_stat(pid: int) -> tuple[str, str] | None:
@@ -424,9 +441,11 @@ def _finish(job_dir: Path, state: str, error: str | None = None) -> None:
 
 
 def _config(job: Job):
+    from core.experiments.critical import CriticalConfig
     from core.experiments.cross_sampling.config import CrossSampleConfig
 
-    cls = PrecomputeConfig if job.kind == "precompute" else CrossSampleConfig
+    cls = {"precompute": PrecomputeConfig, "cross-sample": CrossSampleConfig,
+           "critical": CriticalConfig}[job.kind]
     known = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in job.config.items() if k in known})
 
@@ -461,6 +480,18 @@ def _cross_sample(job: Job, cfg, say) -> None:
     say(f"{len(result.rows)} samples, {result.tokens} tokens in {result.seconds:.1f} s")
 
 
+def _critical(job: Job, cfg, say) -> None:
+    from core.experiments.critical import run_config
+
+    def progress(done: int, total: int) -> None:
+        write_json({"stage": "scanning", "done": done, "total": total, "unit": "traces",
+                    "time": time.time()}, job.path / "progress.json")
+        say(f"scanned {done}/{total} traces")
+
+    rows = run_config(cfg, progress)
+    say(f"{len(rows)} rows for {rows.trace_id.nunique() if len(rows) else 0} traces")
+
+
 def work(job_dir: Path) -> int:
     """The job process (`python -m core.jobs <job folder>`): run the job, record the result."""
     job = _read(job_dir)
@@ -473,7 +504,8 @@ def work(job_dir: Path) -> int:
     try:
         if job.kind not in KINDS:
             raise JobError(f"unknown job kind {job.kind!r}")
-        (_precompute if job.kind == "precompute" else _cross_sample)(job, _config(job), say)
+        {"precompute": _precompute, "cross-sample": _cross_sample,
+         "critical": _critical}[job.kind](job, _config(job), say)
     except BaseException as e:  # record every failure, interrupts included
         traceback.print_exc()
         _finish(job_dir, "failed", f"{type(e).__name__}: {e}")
