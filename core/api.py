@@ -73,6 +73,7 @@ from core.experiments.attribution import attribute, attribution_table, read_attr
 from core.experiments.critical import criticality, read_scan, scan as critical_scan
 from core.experiments.critical import positions as critical_positions
 from core.experiments.critical import CriticalConfig, estimate as critical_estimate
+from core.experiments.critical import marks as critical_marks
 from core.jobs.queue import submit_critical
 from core.figures.layers import attribution_figure, critical_figure, lens_figure
 from core.figures.layers import profile_figure as layer_profile_figure
@@ -112,7 +113,7 @@ __all__ = [
     "read_summary", "sample_tokens", "save_fork", "score_text", "tokenizer_of_run",
     # layer views
     "CriticalConfig", "attribute", "attribution_figure", "attribution_table",
-    "critical_estimate", "critical_figure", "submit_critical",
+    "critical_estimate", "critical_figure", "critical_marks", "submit_critical",
     "critical_positions", "critical_scan", "criticality", "layer_profile",
     "layer_profile_figure", "layer_view", "lens_figure", "read_attribution",
     "read_layer_view", "read_scan",

@@ -159,3 +159,17 @@ def test_scan_as_a_queue_job(run, capsys):
     assert set(C.read_scan(run, 3).rollouts) == {2}
     with pytest.raises(Exception, match="no trace 999"):  # refused before it is queued
         queue.submit_critical(cache, C.CriticalConfig(RUN, traces=[999]))
+
+
+def test_trace_browser_lists_the_scanned_positions(run, scanned, monkeypatch):
+    from tests.conftest import open_app
+
+    marks = C.marks(run, 1)
+    assert len(marks) == scanned[scanned.trace_id == 1].pos.nunique()
+    at = open_app(monkeypatch, run.parent, None, trace=1)
+    (exp,) = [e for e in at.expander if e.label.startswith("Critical tokens")]
+    assert exp.label.startswith(f"Critical tokens: {int(marks.critical.sum())} of "
+                                f"{len(marks)} scanned positions")
+    assert len(at.dataframe[-1].value) == len(marks)
+    none = open_app(monkeypatch, run.parent, None, trace=4)  # never scanned: no panel
+    assert not [e for e in none.expander if e.label.startswith("Critical tokens")]

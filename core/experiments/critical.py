@@ -20,7 +20,8 @@ with a bootstrap interval over positions. Rollouts are stored in the run (table
 
 `estimate` bounds the cost before a scan runs; `CriticalConfig` + core.jobs.queue
 .submit_critical run it as a queue job (progress per trace, cancel, resume: a resumed job
-reuses the traces already stored). Does not: mark tokens in the app (not built yet).
+reuses the traces already stored). `marks` is what the trace browser
+lists under a scanned trace.
 """
 
 from __future__ import annotations
@@ -244,6 +245,17 @@ def positions(rows: pd.DataFrame) -> pd.DataFrame:
                        effect_lo=lo, effect_hi=hi)
         out.append(rec)
     return pd.DataFrame(out)
+
+
+def marks(run_dir: str | Path, trace_id: int) -> pd.DataFrame:
+    """The stored scan of one trace, one row per scanned position (`positions` columns) plus
+    `critical`: the effect's interval excludes 0. Empty when the trace was never scanned."""
+    rows = read_scan(run_dir, trace_id)
+    if rows.empty:
+        return pd.DataFrame()
+    pos = positions(rows)
+    pos["critical"] = (pos.effect_lo > 0) | (pos.effect_hi < 0)
+    return pos
 
 
 def spearman(x, y) -> float:
