@@ -14,14 +14,14 @@ from core.errors import RunsError
 from core.experiments import critical as C
 from core.experiments.run_trace import chat_template, load_trace
 from core.inputs import verifiers
-from tests.layerrun import RUN, build_layer_run, files
+from tests.layerrun import RUN, files
 
 pytestmark = pytest.mark.model
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return build_layer_run(tmp_path_factory.mktemp("critical_cache"))
+def run(layer_run):
+    return layer_run
 
 
 @pytest.fixture(scope="module")

@@ -18,15 +18,15 @@ from core.errors import PairError, RunsError
 from core.experiments import attribution as A
 from core.experiments import layers as L
 from core.store import extras
-from tests.layerrun import RUN, build_layer_run, files
+from tests.layerrun import RUN, files
 from tests.mockpair import mock_pair
 
 pytestmark = pytest.mark.model
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return build_layer_run(tmp_path_factory.mktemp("layers_cache"))
+def run(layer_run):
+    return layer_run
 
 
 @pytest.fixture(scope="module")

@@ -132,7 +132,7 @@ def scan(run_dir: str | Path, traces: list[int] | None = None, *, top: int = 4,
         else:
             rows = pd.DataFrame(_scan_trace(run_dir, pair, chat, tid, settings))
             rows = rows.assign(**settings)
-            if save:
+            if save and len(rows):
                 extras.write_table(run_dir, "critical", rows)
             parts.append(rows)
         if progress is not None:
