@@ -68,6 +68,17 @@ from core.experiments.cross_sampling.budget import eps_for_targets
 from core.experiments.cross_sampling.view import PRIMARY as CROSS_PRIMARY
 from core.experiments.cross_sampling.view import list_samples, sample_tokens, tokenizer_of_run
 
+# --- layer views: logit lens, component attribution, the critical-token scan (issue 28) ---
+from core.experiments.layers import layer_profile, layer_view, read_layer_view
+from core.experiments.attribution import attribute, attribution_table, read_attribution
+from core.experiments.critical import criticality, read_scan, scan as critical_scan
+from core.experiments.critical import positions as critical_positions
+from core.experiments.critical import CriticalConfig, estimate as critical_estimate
+from core.experiments.critical import marks as critical_marks
+from core.jobs.queue import submit_critical
+from core.figures.layers import attribution_figure, critical_figure, lens_figure
+from core.figures.layers import profile_figure as layer_profile_figure
+
 # --- export: figures to bytes (PNG/SVG/PDF/HTML/CSV/Parquet) and a zip bundle of a run's ---
 from core.figures.export import bundle_bytes, bundle_name, export_name, figure_bytes
 
@@ -101,6 +112,12 @@ __all__ = [
     "CROSS_PRIMARY", "CrossSampleConfig", "branch_options", "coverage", "fork", "list_forks",
     "eps_for_targets", "list_samples", "list_sweeps", "load_fork", "pair_of_run",
     "read_summary", "sample_tokens", "save_fork", "score_text", "tokenizer_of_run",
+    # layer views
+    "CriticalConfig", "attribute", "attribution_figure", "attribution_table",
+    "critical_estimate", "critical_figure", "critical_marks", "submit_critical",
+    "critical_positions", "critical_scan", "criticality", "layer_profile",
+    "layer_profile_figure", "layer_view", "lens_figure", "read_attribution",
+    "read_layer_view", "read_scan",
     # export
     "bundle_bytes", "bundle_name", "export_name", "figure_bytes",
     # metrics

@@ -140,3 +140,12 @@ def cache(tmp_path) -> Path:
     (c / "old-run" / "manifest.json").write_text(
         '{"name": "old-run", "created": "2026-01-01T00:00:00+00:00"}')
     return c
+
+
+@pytest.fixture(scope="session")
+def layer_run(tmp_path_factory) -> Path:
+    """A small demo-pair run for the layer views (tests/layerrun.py), shared by
+    test_layers.py and test_critical.py (each writes only its own tables into it)."""
+    from tests.layerrun import build_layer_run
+
+    return build_layer_run(tmp_path_factory.mktemp("layers_cache"))

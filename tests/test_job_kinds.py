@@ -34,7 +34,7 @@ def test_unknown_kind_is_one_line_and_queues_nothing(tmp_path):
         with pytest.raises(JobError) as e:
             job_kind(bad)
         assert str(e.value).startswith("unknown job kind ") and "\n" not in str(e.value)
-        assert str(e.value).endswith("known kinds are precompute, cross-sample")
+        assert str(e.value).endswith("known kinds are " + ", ".join(JOB_KINDS))
     cache = tmp_path / "cache"
     with pytest.raises(JobError, match=r"^unknown job kind 'bogus'"):
         queue._enqueue(cache, "bogus", "r", {})
@@ -68,8 +68,8 @@ def test_a_job_of_an_unknown_kind_fails_with_the_line(tmp_path, capsys):
     assert queue.work(folder) == 1
     done = queue.list_jobs(tmp_path / "cache")[0]
     assert done.state == "failed"
-    assert done.error == ("JobError: unknown job kind 'bogus': known kinds are precompute, "
-                          "cross-sample")
+    assert done.error == ("JobError: unknown job kind 'bogus': known kinds are "
+                          + ", ".join(JOB_KINDS))
     assert done.label == "unknown kind 'bogus'" and done.opens is None
 
 

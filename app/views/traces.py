@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from app.ui import state, tokens
+from app.ui.critical import critical_panel
 from app.ui.fork import fork_panel
 from app.ui.text import md_escape
 from core import api
@@ -132,6 +133,7 @@ def render() -> None:
                      thr=None if tokens.METRICS[metric][1] == "categorical"
                      else f"{threshold:g}")
     tokens.selected(toks, pos)
+    critical_panel(run, toks, tid)
     if pos is not None:
         fork_panel(run, trace, toks, pos)
 

@@ -134,6 +134,7 @@ def _sampled_from_argument(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from core.cli.cross import add_commands as add_cross  # cross-sample, cross-sweeps
     from core.cli.jobs import add_commands  # add-pair, jobs: bring your own checkpoints
+    from core.cli.layers import add_commands as add_layers  # layers, attribute, critical
 
     common = _cache_parent()
     p = argparse.ArgumentParser(prog="shiftlens", epilog=EPILOG,
@@ -214,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     sets.set_defaults(func=_cmd_settings)
 
     add_commands(sub, common)
+    add_layers(sub, common)
     return p
 
 

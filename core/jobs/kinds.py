@@ -6,6 +6,8 @@ through core.api) look a kind up here instead of branching on its name.
     "precompute"    core.config.PrecomputeConfig        "precompute"            traces
     "cross-sample"  core.experiments.cross_sampling     "cross-sampling sweep"  cross
                     .config.CrossSampleConfig
+    "critical"      core.experiments.critical           "critical-token scan"   traces
+                    .CriticalConfig
 
 A runner is `runner(job, cfg, say)`: it does the work in the job process and writes the
 job's progress records (`<job folder>/progress.json`, and a sweep's `partial.parquet`);
@@ -81,12 +83,26 @@ def _run_cross_sample(job, cfg, say) -> None:
     say(f"{len(result.rows)} samples, {result.tokens} tokens in {result.seconds:.1f} s")
 
 
+def _run_critical(job, cfg, say) -> None:
+    from core.experiments.critical import run_config
+
+    def progress(done: int, total: int) -> None:
+        write_json({"stage": "scanning", "done": done, "total": total, "unit": "traces",
+                    "time": time.time()}, job.path / "progress.json")
+        say(f"scanned {done}/{total} traces")
+
+    rows = run_config(cfg, progress)
+    say(f"{len(rows)} rows for {rows.trace_id.nunique() if len(rows) else 0} traces")
+
+
 JOB_KINDS: dict[str, JobKind] = {k.name: k for k in (
     JobKind("precompute", "precompute", "core.config:PrecomputeConfig", _run_precompute,
             opens="traces"),
     JobKind("cross-sample", "cross-sampling sweep",
             "core.experiments.cross_sampling.config:CrossSampleConfig", _run_cross_sample,
             opens="cross"),
+    JobKind("critical", "critical-token scan", "core.experiments.critical:CriticalConfig",
+            _run_critical, opens="traces"),
 )}
 
 

@@ -8,8 +8,10 @@
     <cache>/.jobs/.lock               flock held for every read-modify-write of a job.json
 
 Kinds (core.jobs.kinds, the one registry of config class, runner and label per kind):
-"precompute" (config = PrecomputeConfig; writes a run) and "cross-sample" (config =
-CrossSampleConfig; stores a sweep in cross/<key>/ of an existing run).
+"precompute" (config = PrecomputeConfig; writes a run), "cross-sample" (config =
+CrossSampleConfig; stores a sweep in cross/<key>/ of an existing run) and "critical"
+(config = CriticalConfig; stores a critical-token scan in layers/ of an existing run, trace
+by trace: a resumed scan skips the traces it stored).
 States: queued -> running -> done | failed | cancelled; resume() puts a failed or cancelled
 job back to queued (precompute then skips the shards it finished). A queued job may depend
 on others (a series re-scores the traces of the final run): it starts only when they are
@@ -248,6 +250,21 @@ def submit_cross_sample(cache: str | Path, cfg) -> Job:
         raise JobError(str(e)) from None
     cfg = dataclasses.replace(cfg, cache=str(cache))
     return _enqueue(cache, "cross-sample", folder.name, dataclasses.asdict(cfg))
+
+
+def submit_critical(cache: str | Path, cfg) -> Job:
+    """Queue a critical-token scan (core.experiments.critical.CriticalConfig) on a complete
+    run of `cache`; refuses (JobError) bad settings and a run an active job holds."""
+    from core.experiments.critical import estimate
+
+    cfg = dataclasses.replace(cfg, cache=str(cache))
+    try:
+        folder = cfg.folder()
+        estimate(folder, cfg.traces, top=cfg.top, rollouts=cfg.rollouts,
+                 max_traces=cfg.max_traces)
+    except RunsError as e:
+        raise JobError(str(e)) from None
+    return _enqueue(cache, "critical", folder.name, dataclasses.asdict(cfg))
 
 
 def _proc_stat(pid: int) -> tuple[str, str] | None:

@@ -28,6 +28,7 @@ from pathlib import Path
 from core.config import PrecomputeConfig
 from core.errors import PairError
 from core.jobs.add_pair import AddResult, PlannedRun
+from core.paths import cache_dir
 
 ALIGNMENT = ("the rollouts of step k were sampled by the policy before update k: "
              "checkpoint-(k-1), the base model for k = 1")
@@ -95,12 +96,12 @@ def find_training_run(folder: str | Path, base: str) -> TrainingRun:
 
 def plan_training_run(folder: str | Path, base: str, *, name: str = "",
                       settings: PrecomputeConfig | None = None,
-                      cache: str | Path = "cache") -> tuple[TrainingRun, list[PlannedRun]]:
+                      cache: str | Path | None = None) -> tuple[TrainingRun, list[PlannedRun]]:
     """The runs of a training run's series (see the module docstring), final run first."""
     run = find_training_run(folder, base)
     s = settings or PrecomputeConfig()
     name = name or re.sub(r"[^A-Za-z0-9._-]+", "-", run.folder.resolve().name)[:60]
-    common = dataclasses.replace(s, base=base, prompts="", cache=str(cache), field="")
+    common = dataclasses.replace(s, base=base, prompts="", cache=str(cache_dir(cache)), field="")
     last = run.steps[-1]
     plan = [PlannedRun("tuned", dataclasses.replace(
         common, tuned=last.sampler, traces=str(last.path), name=name, kind=s.kind or "rl",
@@ -114,7 +115,7 @@ def plan_training_run(folder: str | Path, base: str, *, name: str = "",
 
 
 def add_training_run(folder: str | Path, base: str, *, name: str = "",
-                     settings: PrecomputeConfig | None = None, cache: str | Path = "cache",
+                     settings: PrecomputeConfig | None = None, cache: str | Path | None = None,
                      hub_timeout: float = 5.0) -> AddResult:
     """Validate a training run's series (every checkpoint against the base, the final
     step's rollout file) and, when every fatal check passes, queue one job per step."""
@@ -122,6 +123,7 @@ def add_training_run(folder: str | Path, base: str, *, name: str = "",
     from core.jobs.validate import validate_pair
 
     s = settings or PrecomputeConfig()
+    cache = cache_dir(cache)
     _, plan = plan_training_run(folder, base, name=name, settings=s, cache=cache)
     final = plan[0].config
     extra = {p.role: p.config.tuned for p in plan[1:] if p.config.tuned != base}
