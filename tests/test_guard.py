@@ -6,14 +6,19 @@ the cookie that owns it."""
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from app import guard
 from core import signin
 
-pytestmark = pytest.mark.unit
 MIB = 1024**2
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class Inner:
@@ -73,6 +78,7 @@ def signed_in_browser(session="s1"):
     return token, ("cookie", f"{guard.COOKIE}={token}")
 
 
+@pytest.mark.unit
 def test_closed_before_sign_in(fresh):
     g, inner = make()
     for path in ("/_stcore/metrics", "/_stcore/metrics?families=x", "/media/abc.png",
@@ -90,6 +96,7 @@ def test_closed_before_sign_in(fresh):
     assert call(g, "/_stcore/metrics", headers=[cookie])[0] == 204
 
 
+@pytest.mark.unit
 def test_open_on_loopback(fresh):
     g, inner = make(exposed=False)
     assert call(g, "/_stcore/metrics")[0] == 204
@@ -97,6 +104,7 @@ def test_open_on_loopback(fresh):
     assert status == 204 and b"set-cookie" not in headers  # no sign-in, no cookie
 
 
+@pytest.mark.unit
 def test_upload_before_sign_in_refused_unread(fresh):
     g, inner = make()
     token = signin.tokens().issue()
@@ -109,6 +117,7 @@ def test_upload_before_sign_in_refused_unread(fresh):
     assert not inner.scopes
 
 
+@pytest.mark.unit
 def test_upload_only_into_the_signed_in_session(fresh):
     g, inner = make()
     token, cookie = signed_in_browser("s1")
@@ -123,6 +132,7 @@ def test_upload_only_into_the_signed_in_session(fresh):
     assert call(g, put.format("s1"), "OPTIONS")[0] == 204  # CORS preflight carries no cookie
 
 
+@pytest.mark.unit
 def test_upload_budgets(fresh, monkeypatch):
     monkeypatch.setenv("SHIFTLENS_UPLOAD_SESSION_MIB", "100")
     monkeypatch.setenv("SHIFTLENS_UPLOAD_TOTAL_MIB", "150")
@@ -142,6 +152,7 @@ def test_upload_budgets(fresh, monkeypatch):
     assert call(g, put, "PUT", headers=[("content-length", str(20 * MIB))])[0] == 413
 
 
+@pytest.mark.unit
 def test_cookie_issued_once_and_locked_down(fresh):
     g, _ = make()
     status, headers, _ = call(g, "/")
@@ -160,6 +171,7 @@ def ws(g, inner, headers):
     return dict((k.decode(), v.decode()) for k, v in inner.scopes[-1]["headers"])
 
 
+@pytest.mark.unit
 def test_identity_headers_are_the_guards(fresh):
     g, inner = make()
     token, cookie = signed_in_browser()
@@ -169,6 +181,7 @@ def test_identity_headers_are_the_guards(fresh):
     assert seen[guard.TOKEN_HEADER] == ""
 
 
+@pytest.mark.unit
 def test_forwarded_address_only_when_trusted(fresh, monkeypatch):
     g, inner = make()
     assert ws(g, inner, [("x-forwarded-for", "1.2.3.4")])[guard.ADDRESS_HEADER] == "10.0.0.9"
@@ -177,6 +190,7 @@ def test_forwarded_address_only_when_trusted(fresh, monkeypatch):
     assert ws(g, inner, [("x-forwarded-for", "1.2.3.4")])[guard.ADDRESS_HEADER] == "1.2.3.4"
 
 
+@pytest.mark.unit
 def test_session_resumed_only_with_its_cookie(fresh, caplog):
     g, inner = make()
     token, cookie = signed_in_browser("victim-session")
@@ -190,3 +204,26 @@ def test_session_resumed_only_with_its_cookie(fresh, caplog):
     assert ws(g, inner, [(header, "streamlit, xsrf")])[header] == "streamlit, xsrf"
     g, inner = make(exposed=False)  # on loopback there is no sign-in to protect
     assert ws(g, inner, [(header, proto)])[header] == proto
+
+
+def _netns_ok() -> bool:
+    if not shutil.which("unshare") or not shutil.which("ip"):
+        return False
+    return subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.model
+@pytest.mark.skipif(not _netns_ok(), reason="needs `unshare -n` (root or user namespaces)")
+def test_exposed_server_guard():
+    """tests/netns_guard.py inside a network namespace of its own: a real server on 0.0.0.0
+    there (reachable through that namespace's loopback only), attacked over HTTP and
+    Streamlit's WebSocket protocol: uploads and metrics before sign-in, a session id reused
+    on a new connection, guessing from many sessions."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIFTLENS_")}
+    env["SHIFTLENS_IN_NETNS"] = "1"
+    inner = (f"ip link set lo up && exec {sys.executable} -m pytest -q -p no:cacheprovider "
+             "tests/netns_guard.py")
+    proc = subprocess.run(["unshare", "-n", "sh", "-c", inner], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    assert "3 passed" in proc.stdout and "skipped" not in proc.stdout, proc.stdout[-2000:]
