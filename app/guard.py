@@ -12,6 +12,10 @@ What it does, before Streamlit sees a request:
   a request to resume a session (its id, third in Sec-WebSocket-Protocol) is honoured only
   with the token that owns the session; otherwise the id is dropped and Streamlit opens a
   new session, which asks for the password. A session id alone grants nothing.
+- Connections before sign-in. Exposed, WebSocket connections of browsers not signed in
+  (each a Streamlit session in memory) are capped per address and in all
+  (SHIFTLENS_SIGNIN_CONNECTIONS, SHIFTLENS_SIGNIN_CONNECTIONS_TOTAL); past a cap a new one is
+  refused before it is accepted.
 - Closed before sign-in (HTTP 403, logged with the address): every /_stcore/ path except
   health, host-config and stream (metrics, uploads, components, the agent API, ...),
   /media/, /component/, /app/static/ and /auth/. They open to a browser whose token owns a
@@ -88,6 +92,7 @@ class Guard:
         self.held = held or _held
         self.proxies = api.trusted_proxies()
         self.budget = api.UploadBudget.from_settings()
+        self.connections = api.Connections.from_settings()
         api.throttle()  # reads the sign-in settings now
         _active = True
 
@@ -108,7 +113,8 @@ class Guard:
         scope = self._with_identity(scope, token, address)
         path = self._relative(scope.get("path", ""))
         if scope["type"] == "websocket":
-            await self.app(self._resume_check(scope, token, address), receive, send)
+            await self._websocket(self._resume_check(scope, token, address), receive, send,
+                                  token, address)
             return
         method = scope.get("method", "GET")
         upload = UPLOAD.fullmatch(path)
@@ -148,6 +154,23 @@ class Guard:
                 entries[2] = ""
                 headers[i] = (k, ",".join(entries).encode("latin-1"))
         return dict(scope, headers=headers)
+
+    async def _websocket(self, scope, receive, send, token, address) -> None:
+        """Exposed, a connection of a browser not signed in counts against the caps on such
+        connections (each holds a Streamlit session); past them it is closed before it is
+        accepted (HTTP 403)."""
+        if not self.exposed or api.sessions().token_signed_in(token):
+            await self.app(scope, receive, send)
+            return
+        refused = self.connections.open(address)
+        if refused:
+            log.warning("refused a WebSocket connection from %s: %s", address, refused)
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.connections.close(address)
 
     async def _upload(self, scope, receive, send, session_id: str, token, address) -> None:
         if self.exposed and not api.sessions().signed_in(session_id, token):

@@ -53,6 +53,7 @@ class HostCheck:
 
 try:  # the guard's settings, read now: a bad value stops the start with one line
     api.trusted_proxies(), api.UploadBudget.from_settings(), api.throttle()
+    api.Connections.from_settings()
 except ValueError as e:
     raise SystemExit(f"error: {e}") from None
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 #     sign-in cookies and sessions, wrong-password limits, upload budgets ---
 from core.access import allowed_hosts, check_password, host_allowed, is_loopback
 from core.access import model_roots, password, public_text, refusal
-from core.signin import client_address, sessions, throttle, tokens, trusted_proxies
+from core.signin import Connections, client_address, sessions, throttle, tokens
+from core.signin import trusted_proxies
 from core.upload_budget import UploadBudget
 
 # --- runs: the cache folder of runs; list, rename, delete; series and contrast partners ---
@@ -84,7 +85,8 @@ __all__ = [
     "allowed_hosts", "check_password", "host_allowed", "is_loopback", "model_roots",
     "public_text",
     "password", "refusal",
-    "client_address", "sessions", "throttle", "tokens", "trusted_proxies", "UploadBudget",
+    "Connections", "client_address", "sessions", "throttle", "tokens", "trusted_proxies",
+    "UploadBudget",
     # runs
     "ASSETS", "REPO_ROOT", "RunInfo", "contrast_candidates", "default_cache", "delete_run",
     "list_runs", "rename_run", "series_of", "checkpoint_accuracy", "reused_note",

@@ -17,12 +17,15 @@ Streamlit or HTTP.
   `global_failures` from all addresses lock every address out. While a wait or a lockout
   lasts a try is refused before the password is compared (no answer to guess from).
   Each wrong password and each lockout is logged with the client address.
+- `Connections`: WebSocket connections (each a Streamlit session in memory) open from
+  browsers not signed in, per address and in all; past either cap a new one is refused.
 - `client_address(peer, forwarded, proxies)`: the socket's address, or with `proxies` > 0
   trusted reverse proxies in front, the address they recorded in X-Forwarded-For.
 
 Settings (read when the guard starts; `AccessError` for a value that is not a number):
 SHIFTLENS_SIGNIN_DELAY (1 s), SHIFTLENS_SIGNIN_FAILURES (10), SHIFTLENS_SIGNIN_GLOBAL_FAILURES
-(100), SHIFTLENS_SIGNIN_LOCKOUT (900 s), SHIFTLENS_TRUSTED_PROXIES (0).
+(100), SHIFTLENS_SIGNIN_LOCKOUT (900 s), SHIFTLENS_TRUSTED_PROXIES (0),
+SHIFTLENS_SIGNIN_CONNECTIONS (20), SHIFTLENS_SIGNIN_CONNECTIONS_TOTAL (500).
 """
 
 from __future__ import annotations
@@ -48,11 +51,15 @@ FAILURES_VAR = "SHIFTLENS_SIGNIN_FAILURES"
 GLOBAL_FAILURES_VAR = "SHIFTLENS_SIGNIN_GLOBAL_FAILURES"
 LOCKOUT_VAR = "SHIFTLENS_SIGNIN_LOCKOUT"
 PROXIES_VAR = "SHIFTLENS_TRUSTED_PROXIES"
+CONNECTIONS_VAR = "SHIFTLENS_SIGNIN_CONNECTIONS"
+ALL_CONNECTIONS_VAR = "SHIFTLENS_SIGNIN_CONNECTIONS_TOTAL"
 DEFAULT_DELAY_S = 1.0
 DEFAULT_FAILURES = 10
 DEFAULT_GLOBAL_FAILURES = 100
 DEFAULT_LOCKOUT_S = 900.0
 DEFAULT_PROXIES = 0
+DEFAULT_CONNECTIONS = 20
+DEFAULT_ALL_CONNECTIONS = 500
 SESSION_CAP = 10_000
 WRONG = "Wrong password."
 
@@ -98,6 +105,14 @@ def trusted_proxies() -> int:
     """Reverse proxies in front of the server whose X-Forwarded-For entries are trusted:
     $SHIFTLENS_TRUSTED_PROXIES, default 0 (the socket's address is the client's)."""
     return _number(PROXIES_VAR, DEFAULT_PROXIES, 0, int)
+
+
+def signin_connections() -> tuple[int, int]:
+    """Connections (Streamlit sessions, about 175 KiB each) open before sign-in from one
+    address, and from all: $SHIFTLENS_SIGNIN_CONNECTIONS (20) and
+    $SHIFTLENS_SIGNIN_CONNECTIONS_TOTAL (500)."""
+    return (_number(CONNECTIONS_VAR, DEFAULT_CONNECTIONS, 1, int),
+            _number(ALL_CONNECTIONS_VAR, DEFAULT_ALL_CONNECTIONS, 1, int))
 
 
 def client_address(peer: str | None, forwarded: list[str] | None, proxies: int) -> str:
@@ -196,6 +211,40 @@ class Sessions:
             self._signed[token] = n
         else:
             self._signed.pop(token, None)
+
+
+class Connections:
+    """Open connections of browsers not signed in, per address and in all, under caps."""
+
+    def __init__(self, per_address: int, total: int) -> None:
+        self.per_address, self.total = per_address, total
+        self._lock = threading.Lock()
+        self._open: dict[str, int] = {}
+
+    @classmethod
+    def from_settings(cls) -> Connections:
+        return cls(*signin_connections())
+
+    def open(self, address: str) -> str | None:
+        """Count a new connection from `address`: None, or the reason it is refused (then it
+        is not counted)."""
+        with self._lock:
+            if self._open.get(address, 0) >= self.per_address:
+                return (f"{self.per_address} connections from {address} are open before "
+                        f"sign-in ({CONNECTIONS_VAR})")
+            if sum(self._open.values()) >= self.total:
+                return f"{self.total} connections are open before sign-in ({ALL_CONNECTIONS_VAR})"
+            self._open[address] = self._open.get(address, 0) + 1
+            return None
+
+    def close(self, address: str) -> None:
+        """A connection counted by `open` has ended."""
+        with self._lock:
+            n = self._open.get(address, 0) - 1
+            if n > 0:
+                self._open[address] = n
+            else:
+                self._open.pop(address, None)
 
 
 def _minutes(seconds: float) -> str:

@@ -16,6 +16,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from websockets.exceptions import InvalidStatus
 
 from tests.browser import streamlit_server
 from tests.stclient import StClient
@@ -26,7 +27,7 @@ SIGNED_IN = "add a pair on the"  # the app's "no runs yet" warning (an empty cac
 MIB = 1024**2
 ENV = {"SHIFTLENS_PASSWORD": SECRET, "SHIFTLENS_SIGNIN_DELAY": "0",
        "SHIFTLENS_SIGNIN_FAILURES": "3", "SHIFTLENS_UPLOAD_SESSION_MIB": "2",
-       "SHIFTLENS_TRUSTED_PROXIES": "1"}
+       "SHIFTLENS_TRUSTED_PROXIES": "1", "SHIFTLENS_SIGNIN_CONNECTIONS": "4"}
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +160,16 @@ def test_guessing_from_many_sessions_is_limited(server):
     c.run()
     assert SIGNED_IN in c.sign_in(SECRET)  # another address is not locked out
     c.close()
+
+
+def test_connections_before_sign_in_capped(server):
+    url, _ = server
+    crowd = {"X-Forwarded-For": "203.0.113.9"}
+    open_ = [StClient(url, headers=crowd) for _ in range(4)]
+    with pytest.raises(InvalidStatus) as e:
+        StClient(url, headers=crowd)
+    assert e.value.response.status_code == 403
+    other = StClient(url, headers={"X-Forwarded-For": "203.0.113.10"})  # another address
+    other.run()
+    for c in open_ + [other]:
+        c.close()

@@ -218,7 +218,7 @@ def test_exposed_server_guard():
     """tests/netns_guard.py inside a network namespace of its own: a real server on 0.0.0.0
     there (reachable through that namespace's loopback only), attacked over HTTP and
     Streamlit's WebSocket protocol: uploads and metrics before sign-in, a session id reused
-    on a new connection, guessing from many sessions."""
+    on a new connection, guessing from many sessions, connections before sign-in."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHIFTLENS_")}
     env["SHIFTLENS_IN_NETNS"] = "1"
     inner = (f"ip link set lo up && exec {sys.executable} -m pytest -q -p no:cacheprovider "
@@ -226,4 +226,29 @@ def test_exposed_server_guard():
     proc = subprocess.run(["unshare", "-n", "sh", "-c", inner], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
-    assert "3 passed" in proc.stdout and "skipped" not in proc.stdout, proc.stdout[-2000:]
+    assert "4 passed" in proc.stdout and "skipped" not in proc.stdout, proc.stdout[-2000:]
+
+
+@pytest.mark.unit
+def test_connections_before_sign_in_capped(fresh, monkeypatch):
+    monkeypatch.setenv("SHIFTLENS_SIGNIN_CONNECTIONS", "2")
+    g, inner = make()
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    def connect(headers=()):
+        scope = {"type": "websocket", "path": "/_stcore/stream", "client": ("10.0.0.9", 1),
+                 "headers": [(k.lower().encode(), v.encode()) for k, v in headers]}
+        asyncio.run(g(scope, None, send))
+
+    connect()  # counted while open, released when it ends
+    assert len(inner.scopes) == 1 and g.connections._open == {}
+    g.connections.open("10.0.0.9")
+    g.connections.open("10.0.0.9")  # two still open from this address
+    connect()
+    assert sent == [{"type": "websocket.close", "code": 1008}] and len(inner.scopes) == 1
+    _, cookie = signed_in_browser()
+    connect([cookie])  # a signed-in browser is not capped
+    assert len(inner.scopes) == 2

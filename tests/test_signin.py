@@ -144,3 +144,15 @@ def test_upload_budget_per_session_and_total():
     assert b.pending() == 50
     assert b.reserve("s1", 90, held_session=10, held_total=10) is None  # held counts too
     assert b.reserve("s4", 1, held_session=0, held_total=10) is not None  # 10+140+1 > 150
+
+
+def test_connections_before_sign_in_capped(monkeypatch):
+    monkeypatch.setenv(signin.CONNECTIONS_VAR, "2")
+    monkeypatch.setenv(signin.ALL_CONNECTIONS_VAR, "3")
+    c = signin.Connections.from_settings()
+    assert c.open("a") is None and c.open("a") is None
+    assert signin.CONNECTIONS_VAR in c.open("a")  # a third from one address
+    assert c.open("b") is None
+    assert signin.ALL_CONNECTIONS_VAR in c.open("c")  # a fourth in all
+    c.close("a")
+    assert c.open("c") is None
