@@ -17,9 +17,13 @@ checks that the app keeps to this seam.
 
 from __future__ import annotations
 
-# --- access: loopback or exposed, the sign-in secret, allowed Host names, model roots ---
+# --- access: loopback or exposed, the sign-in secret, allowed Host names, model roots,
+#     sign-in cookies and sessions, wrong-password limits, upload budgets ---
 from core.access import allowed_hosts, check_password, host_allowed, is_loopback
 from core.access import model_roots, password, public_text, refusal
+from core.signin import Connections, client_address, sessions, throttle, tokens
+from core.signin import trusted_proxies
+from core.upload_budget import UploadBudget
 
 # --- runs: the cache folder of runs; list, rename, delete; series and contrast partners ---
 from core.paths import ASSETS, REPO_ROOT, default_cache
@@ -93,6 +97,8 @@ __all__ = [
     "allowed_hosts", "check_password", "host_allowed", "is_loopback", "model_roots",
     "public_text",
     "password", "refusal",
+    "Connections", "client_address", "sessions", "throttle", "tokens", "trusted_proxies",
+    "UploadBudget",
     # runs
     "ASSETS", "REPO_ROOT", "RunInfo", "contrast_candidates", "default_cache", "delete_run",
     "list_runs", "rename_run", "series_of", "checkpoint_accuracy", "reused_note",

@@ -52,6 +52,11 @@ class UploadError(ShiftLensError, ValueError):
     """An archive or file that cannot be taken as an upload; the message says why."""
 
 
+class AccessError(ShiftLensError, ValueError):
+    """A server access setting that cannot be used (sign-in limits, upload budgets); the
+    message names the variable and what it takes."""
+
+
 class ExportError(ShiftLensError, ValueError):
     """A figure or data export that cannot be written (no browser, unknown format)."""
 

@@ -44,6 +44,7 @@ class Setting:
     default: object
     help: str
     shown: str = ""
+    zero_ok: bool = False  # numbers: 0 is a valid value (e.g. "no wait"), negatives never
 
     def default_text(self) -> str:
         """The default as the README's table shows it."""
@@ -94,6 +95,29 @@ SETTINGS: tuple[Setting, ...] = (
             "(`add-pair --upload-limit-gib` for one command)"),
     Setting("SHIFTLENS_UPLOAD_MAX_FILES", "int", 1000,
             "entries of an uploaded model archive"),
+    Setting("SHIFTLENS_UPLOAD_SESSION_MIB", "int", 2048,
+            "MiB of uploads one app session may hold in server memory (413 before the body is "
+            "read beyond it)", "2,048 MiB"),
+    Setting("SHIFTLENS_UPLOAD_TOTAL_MIB", "int", 4096,
+            "MiB of uploads all sessions together may hold in server memory", "4,096 MiB"),
+    Setting("SHIFTLENS_SIGNIN_DELAY", "float", 1.0,
+            "seconds the next sign-in try from an address waits after its first wrong "
+            "password, doubling with each further one (0 turns the waits off)", "1 s",
+            zero_ok=True),
+    Setting("SHIFTLENS_SIGNIN_FAILURES", "int", 10,
+            "wrong passwords from one address that lock it out for SHIFTLENS_SIGNIN_LOCKOUT"),
+    Setting("SHIFTLENS_SIGNIN_GLOBAL_FAILURES", "int", 100,
+            "wrong passwords from all addresses together that lock every address out"),
+    Setting("SHIFTLENS_SIGNIN_LOCKOUT", "float", 900.0,
+            "seconds a lockout lasts, and how long a wrong password counts towards one",
+            "900 s"),
+    Setting("SHIFTLENS_TRUSTED_PROXIES", "int", 0,
+            "reverse proxies in front of the server whose X-Forwarded-For entries are "
+            "trusted (0: the socket's address is the client's)", zero_ok=True),
+    Setting("SHIFTLENS_SIGNIN_CONNECTIONS", "int", 20,
+            "connections open before sign-in from one address (about 175 KiB each)"),
+    Setting("SHIFTLENS_SIGNIN_CONNECTIONS_TOTAL", "int", 500,
+            "connections open before sign-in from all addresses together"),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -139,8 +163,9 @@ def value(name: str, error: type[ShiftLensError] = SettingError):
         wrong = "not a whole number" if s.type == "int" and _is_float(text) else "not a number"
         raise error(f"{name}: {wrong} ({clip(text, 40)}); give a positive {what} "
                     f"(default {s.default_text()})") from None
-    if not (number > 0 and math.isfinite(number)):
-        raise error(f"{name}: {clip(text, 40)} is not a positive finite {what}; give one "
+    if not ((number >= 0 if s.zero_ok else number > 0) and math.isfinite(number)):
+        sign = "non-negative" if s.zero_ok else "positive"
+        raise error(f"{name}: {clip(text, 40)} is not a {sign} finite {what}; give one "
                     f"(default {s.default_text()})")
     return number
 

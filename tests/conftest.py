@@ -149,3 +149,25 @@ def layer_run(tmp_path_factory) -> Path:
     from tests.layerrun import build_layer_run
 
     return build_layer_run(tmp_path_factory.mktemp("layers_cache"))
+
+
+@pytest.fixture
+def behind_guard(monkeypatch):
+    """AppTest sessions as if served behind app/serve.py's guard, from a browser with a
+    sign-in cookie at 10.0.0.1: `behind_guard(signed_in=True)` also signs the AppTest session
+    in (AppTest cannot send the cookie and headers a real connection carries). Sign-ins and
+    wrong-password counts start afresh at each call and are forgotten after the test."""
+    from core import signin
+
+    token = signin.tokens().issue()
+
+    def setup(signed_in: bool = False, address: str = "10.0.0.1") -> str:
+        signin.reset()  # reads the SHIFTLENS_SIGNIN_* settings as the test set them
+        monkeypatch.setattr("app.ui.access.connection", lambda: (token, address))
+        if signed_in:
+            signin.sessions().bind("test session id", token)  # AppTest's one session id
+            signin.sessions().sign_in("test session id", token)
+        return token
+
+    yield setup
+    signin.reset()

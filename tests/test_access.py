@@ -176,20 +176,95 @@ def test_gate_refuses_without_password(exposed_app, monkeypatch):
 
 
 @pytest.mark.model
-def test_gate_sign_in(exposed_app, monkeypatch):
+def test_gate_refuses_without_the_guard(exposed_app, monkeypatch):
+    """Exposed but not behind app/serve.py's guard (`streamlit run app/main.py`): uploads and
+    metrics would be open before sign-in, so the gate serves nothing."""
+    from app.ui.access import NOT_GUARDED
+
     monkeypatch.setenv(access.PASSWORD_VAR, "s3cret")
     at = exposed_app()
     at.run()
+    assert len(at.error) == 1 and "serves only through app/serve" in at.error[0].value, \
+        NOT_GUARDED
+    assert not at.text_input and not at.sidebar.selectbox
+
+
+def sign_in(at, password):
+    at.text_input(key="sign_in_password").input(password)
+    at.button[0].click()
+    at.run()
+    return [e.value for e in at.error]
+
+
+@pytest.mark.model
+def test_gate_sign_in(exposed_app, monkeypatch, behind_guard):
+    monkeypatch.setenv(access.PASSWORD_VAR, "s3cret")
+    monkeypatch.setenv("SHIFTLENS_SIGNIN_DELAY", "0")
+    behind_guard()
+    at = exposed_app()
+    at.run()
     assert not at.sidebar.selectbox and not at.header  # no run picker, no page
-    monkeypatch.setattr("app.ui.access.WRONG_PASSWORD_DELAY_S", 0)
-    at.text_input(key="sign_in_password").input("wrong")
-    at.button[0].click()
-    at.run()
-    assert [e.value for e in at.error] == ["Wrong password."] and not at.sidebar.selectbox
-    at.text_input(key="sign_in_password").input("s3cret")
-    at.button[0].click()
-    at.run()
+    assert sign_in(at, "wrong") == ["Wrong password."] and not at.sidebar.selectbox
+    assert sign_in(at, "s3cret") == []
     assert not at.exception, [e.value for e in at.exception]
     assert at.sidebar.selectbox(key="run_picker").value == "demo-rl"
     at.run()  # a later rerun of the same session stays signed in
+    assert at.sidebar.selectbox(key="run_picker").value == "demo-rl"
+
+
+@pytest.mark.model
+def test_session_id_on_another_connection_is_not_signed_in(exposed_app, monkeypatch,
+                                                           behind_guard):
+    """The signed-in session, run for a connection with another browser's cookie (its id
+    copied into a new socket) or with none, is not signed in: one line, nothing else. (The
+    guard does not even resume it there: tests/test_guard.py.)"""
+    from app.ui.access import NO_COOKIE, OTHER_BROWSER
+
+    monkeypatch.setenv(access.PASSWORD_VAR, "s3cret")
+    behind_guard(signed_in=True)
+    at = exposed_app()
+    at.run()
+    assert at.sidebar.selectbox(key="run_picker").value == "demo-rl"
+    for token, line in ((access_token(), OTHER_BROWSER), ("", NO_COOKIE)):
+        monkeypatch.setattr("app.ui.access.connection", lambda t=token: (t, "10.6.6.6"))
+        at.run()
+        assert [e.value for e in at.error] == [line]
+        assert not at.sidebar.selectbox and not at.text_input and not at.header
+
+
+def access_token() -> str:
+    from core import signin
+
+    return signin.tokens().issue()
+
+
+@pytest.mark.model
+def test_guessing_from_many_sessions_locks_the_address_out(exposed_app, monkeypatch,
+                                                          behind_guard, caplog):
+    """Wrong passwords from one address in many sessions add up: at the limit the address is
+    locked out (even the right password is refused unchecked), logged with the address;
+    another address still signs in."""
+    import logging
+
+    monkeypatch.setenv(access.PASSWORD_VAR, "s3cret")
+    monkeypatch.setenv("SHIFTLENS_SIGNIN_DELAY", "0")
+    monkeypatch.setenv("SHIFTLENS_SIGNIN_FAILURES", "3")
+    caplog.set_level(logging.WARNING, "shiftlens.access")
+    token = behind_guard(address="10.9.9.9")
+    for _ in range(3):  # three sessions, one wrong password each
+        at = exposed_app()
+        at.run()
+        assert sign_in(at, "guess") == ["Wrong password."]
+    at = exposed_app()
+    at.run()
+    said = sign_in(at, "s3cret")
+    assert len(said) == 1 and said[0].startswith("Too many wrong passwords from your address")
+    assert not at.sidebar.selectbox
+    assert "wrong password from 10.9.9.9 (1 of 3" in caplog.text
+    assert "wrong password from 10.9.9.9; 3 in 15 min from this address: locked out" \
+        in caplog.text
+    monkeypatch.setattr("app.ui.access.connection", lambda: (token, "10.8.8.8"))
+    at = exposed_app()
+    at.run()
+    assert sign_in(at, "s3cret") == []
     assert at.sidebar.selectbox(key="run_picker").value == "demo-rl"

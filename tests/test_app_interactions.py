@@ -140,7 +140,7 @@ def test_a_cancel_message_stays_in_the_self_refreshing_jobs_panel(app_cache, tmp
 
 
 def test_an_exposed_server_shows_job_logs_without_tracebacks_or_paths(app_cache, tmp_path,
-                                                                     monkeypatch):
+                                                                     monkeypatch, behind_guard):
     from streamlit import config
 
     cache = _cache_with(app_cache, tmp_path, "demo-rl")
@@ -164,7 +164,7 @@ def test_an_exposed_server_shows_job_logs_without_tracebacks_or_paths(app_cache,
     monkeypatch.setenv("SHIFTLENS_PASSWORD", "pw")
     try:
         at = AppTest.from_file(MAIN, default_timeout=60)
-        at.session_state["_shiftlens_signed_in"] = True
+        behind_guard(signed_in=True)
         shown = jobs_texts(at)
     finally:
         config.set_option("server.address", saved)

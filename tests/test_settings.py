@@ -138,10 +138,15 @@ def test_a_malformed_number_is_one_line_naming_the_variable(s, monkeypatch):
         assert settings.value(s.name) == s.default  # blank counts as unset
     monkeypatch.setenv(s.name, " 3 ")
     assert settings.value(s.name) == 3
-    for bad, why in (("lots", "not a number"), ("-2", "is not a positive finite"),
-                     ("0", "is not a positive finite"), ("x" * 10_000, "not a number"),
-                     ("1e999", "not a" if s.type == "int" else "is not a positive finite"),
-                     ("nan", "not a" if s.type == "int" else "is not a positive finite")):
+    sign = "non-negative" if s.zero_ok else "positive"
+    if s.zero_ok:
+        monkeypatch.setenv(s.name, "0")
+        assert settings.value(s.name) == 0
+    for bad, why in (("lots", "not a number"), ("-2", f"is not a {sign} finite"),
+                     *(() if s.zero_ok else (("0", "is not a positive finite"),)),
+                     ("x" * 10_000, "not a number"),
+                     ("1e999", "not a" if s.type == "int" else f"is not a {sign} finite"),
+                     ("nan", "not a" if s.type == "int" else f"is not a {sign} finite")):
         monkeypatch.setenv(s.name, bad)
         with pytest.raises(SettingError) as e:
             settings.value(s.name)
