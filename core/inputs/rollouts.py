@@ -117,17 +117,40 @@ def _check(rec, where: str, index: int) -> tuple[RolloutRow | None, list[str]]:
 
 
 def load_rollouts(path: str | Path, limit: int | None = None) -> RolloutSet:
-    """Read and validate a rollout file; raises PromptSetError listing every problem."""
-    p, fingerprint, located, errs = read_records(path, "rollout")
-    rows = []
-    for i, (where, rec) in enumerate(located):
-        row, row_errs = _check(rec, where, i)
-        errs.extend(row_errs)
+    """Read and validate a rollout file; raises PromptSetError listing the problems found
+    (a row limit and the first problems stop the reading: core.inputs.prompts.read_records)."""
+    first: dict[str, tuple[object, RolloutRow]] = {}  # prompt id -> (as given, first row)
+
+    def check(rec, where: str, index: int):
+        row, errs = _check(rec, where, index)
         if row is not None:
-            rows.append(row)
+            given = rec.get("prompt_id", rec.get("id", index))
+            if (why := _id_conflict(row, given, first.setdefault(row.prompt_id, (given, row)))):
+                errs.append(why)
+        return row, errs
+
+    p, fingerprint, located, errs = read_records(path, "rollout", check=check)
     raise_problems(errs, "invalid rollout file")
+    rows = [row for _, row in located]
     if not rows:
         raise PromptSetError(f"{p.name}: no rollouts")
     if limit:
         rows = rows[:limit]
     return RolloutSet(p, rows, fingerprint)
+
+
+def _id_conflict(row: RolloutRow, given, first: tuple[object, RolloutRow]) -> str | None:
+    """Why `row` (its prompt id as `given`) cannot share the id of the `first` row that had
+    it: the same id spelt as a number and as a string, or the same id on a different prompt
+    (rows with one id are one prompt's samples, so either would merge prompts silently)."""
+    first_given, other = first
+    if other is row:
+        return None
+    if type(given) is not type(first_given):
+        return (f"{row.where}: prompt id {clip(given)} and {clip(first_given)} in "
+                f"{other.where} are the same id written as a number and as a string; write "
+                "every id one way")
+    if (row.prompt, row.messages) != (other.prompt, other.messages):
+        return (f"{row.where}: prompt id {clip(given)} is also {other.where}'s, whose prompt "
+                "differs; give different prompts different ids")
+    return None

@@ -35,6 +35,11 @@ class TextLimits:
         "bytes of a prompt or rollout file's values in all: a JSONL file's size, a Parquet "
         "file's values once decompressed and decoded (checked from its footer and "
         "dictionaries before any row is read)")
+    max_rows: int = _setting(
+        200_000, "SHIFTLENS_MAX_ROWS",
+        "rows of one prompt or rollout file: a Parquet file's row count is read from its "
+        "footer before any data is read, JSONL lines are counted as they are read and the "
+        "reading stops at the first row past the limit")
     max_prompt_tokens: int = _setting(
         16_384, "SHIFTLENS_MAX_PROMPT_TOKENS",
         "tokens of one prompt (its text, or a rollout's chat messages joined), counted with "
