@@ -1,0 +1,199 @@
+"""Hostile row counts, lengths, ids, run folders and job floods (issue 23): each attack is
+refused with one clear line, nothing in the cache or the uploads is lost or changed
+(tests/hostile_fs.py snapshot), and the limit holds: row bombs are refused from a Parquet
+footer or at the first JSONL row past SHIFTLENS_MAX_ROWS, with the peak memory of a fresh
+child process measured (benchmarks/child.py), through the CLI and the upload path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from benchmarks.child import run_child
+from core.errors import PromptSetError
+from core.inputs.prompts import load_prompts
+from core.inputs.rollouts import load_rollouts
+from core.jobs.upload import rollouts_dir, save_prompt_set, save_rollouts
+from tests.conftest import DEMO
+from tests.hostile_fs import snapshot
+
+pytestmark = pytest.mark.unit
+ROW = b'{"prompt": "Q: 1+1=? A:", "response": " 2"}\n'
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch):
+    """A cache with a run in it and the uploads beside it; snapshot() of both."""
+    cache = tmp_path / "cache"
+    (cache / "demo-rl").mkdir(parents=True)
+    (cache / "demo-rl" / "manifest.json").write_text('{"schema": 1}')
+    uploads = tmp_path / "uploads"
+    for sub in ("prompts", "rollouts"):
+        (uploads / sub).mkdir(parents=True)
+    monkeypatch.setenv("SHIFTLENS_CACHE", str(cache))
+    monkeypatch.setenv("SHIFTLENS_UPLOADS", str(uploads))
+    monkeypatch.delenv("SHIFTLENS_MAX_ROWS", raising=False)
+    return {"root": tmp_path, "cache": cache, "uploads": uploads,
+            "state": lambda: (snapshot(cache), snapshot(uploads))}
+
+
+def null_rows_parquet(path: Path, rows: int) -> Path:
+    """A Parquet file of `rows` null rows: a few kilobytes that describe millions of rows."""
+    pq.write_table(pa.table({"prompt": pa.nulls(rows, pa.string())}), path)
+    return path
+
+
+def jsonl_rows(path: Path, rows: int, line: bytes = ROW) -> Path:
+    path.write_bytes(line * rows)
+    return path
+
+
+# --- row bombs, in a child process whose peak memory is measured ----------------------------
+
+CHILD = """
+import contextlib, io, json
+from pathlib import Path
+from core.cli.main import main
+from core.errors import ShiftLensError
+from core.jobs.upload import save_prompt_set, save_rollouts
+import core.precompute.driver  # what the CLI imports, before the measurement
+how, path, cache = {how!r}, Path({path!r}), {cache!r}
+data = path.read_bytes() if how != "cli" else None
+before = hwm()
+t = time.perf_counter()
+try:
+    if how == "cli":
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            rc = main(["precompute", "--base", {base!r}, "--tuned", {base!r}, "--traces",
+                       str(path), "--cache", cache])
+        message = err.getvalue().strip() if rc else "accepted"
+    elif how == "upload-rollouts":
+        save_rollouts(data, path.name, Path(cache).parent / "uploads" / "rollouts")
+        message = "accepted"
+    else:
+        save_prompt_set(data, path.name, Path(cache).parent / "uploads" / "prompts")
+        message = "accepted"
+except ShiftLensError as e:
+    message = str(e)
+print(json.dumps({{"mib": hwm() - before, "s": time.perf_counter() - t, "message": message}}))
+"""
+
+
+def in_child(how: str, path: Path, cache: Path, **env) -> dict:
+    import os
+
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        out = run_child(CHILD.format(how=how, path=str(path), cache=str(cache),
+                                     base=str(DEMO / "base")))
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("how", ["cli", "upload-rollouts", "upload-prompts"])
+def test_parquet_row_bomb_is_refused_from_its_footer(world, how):
+    """2,000,000 null rows in a few kilobytes (1.4-1.6 GB and 10-15 s before): refused from
+    the footer at the default limit, the child's memory barely moving."""
+    bomb = null_rows_parquet(world["root"] / "bomb.parquet", 2_000_000)
+    assert bomb.stat().st_size < 64 * 1024
+    before = world["state"]()
+    got = in_child(how, bomb, world["cache"])
+    prefix = "error: " if how == "cli" else ""
+    assert got["message"] == (f"{prefix}bomb.parquet: 2,000,000 rows, more than 200,000, the "
+                              "limit for one file (SHIFTLENS_MAX_ROWS); split it")
+    assert got["mib"] < 64, got
+    assert world["state"]() == before
+
+
+@pytest.mark.parametrize("how", ["cli", "upload-rollouts"])
+def test_jsonl_row_bomb_stops_at_the_first_row_past_the_limit(world, how):
+    """300,000 valid one-line rollouts against a limit of 1,000: the reading stops at line
+    1,001, so the child's memory stays near its imports (every row read became a
+    RolloutRow before: about 150 MB for this file)."""
+    bomb = jsonl_rows(world["root"] / "bomb.jsonl", 300_000)
+    before = world["state"]()
+    got = in_child(how, bomb, world["cache"], SHIFTLENS_MAX_ROWS="1000")
+    prefix = "error: " if how == "cli" else ""
+    assert got["message"] == (f"{prefix}bomb.jsonl line 1001: more than 1,000 rows, the limit "
+                              "for one file (SHIFTLENS_MAX_ROWS); split it")
+    assert got["mib"] < 32, got
+    assert world["state"]() == before
+
+
+def test_a_file_of_bad_rows_stops_at_the_first_problems(world):
+    """6 MB of `{}` lines (1.07 GB before): every line is a problem, and the reading stops
+    after 20 of them; the message lists them and says it stopped."""
+    bomb = jsonl_rows(world["root"] / "empty.jsonl", 3_000_000, b"{}\n")
+    before = world["state"]()
+    got = in_child("upload-rollouts", bomb, world["cache"])
+    lines = got["message"].splitlines()
+    assert lines[0] == "invalid rollout file:"
+    assert lines[1].startswith("  empty.jsonl line 1: give exactly one of 'prompt'")
+    assert lines[-1] == "  ... and more: the reading stopped after 20 problems"
+    assert got["mib"] < 32, got
+    assert world["state"]() == before
+
+
+def test_rows_at_the_limit_are_read(world, monkeypatch):
+    monkeypatch.setenv("SHIFTLENS_MAX_ROWS", "50")
+    ok = jsonl_rows(world["root"] / "ok.jsonl", 50)
+    assert len(load_rollouts(ok).rows) == 50
+    pq.write_table(pa.table({"id": [f"p{i}" for i in range(50)], "prompt": ["Q"] * 50,
+                             "answer": ["2"] * 50}), world["root"] / "ok.parquet")
+    assert len(load_prompts(world["root"] / "ok.parquet").rows) == 50
+    with pytest.raises(PromptSetError, match=r"^ok\.jsonl line 51: more than 50 rows"):
+        load_rollouts(jsonl_rows(world["root"] / "ok.jsonl", 51))
+
+
+# --- conflicting rollout ids -----------------------------------------------------------------
+
+def rollout_lines(*recs) -> bytes:
+    return b"".join(json.dumps(r).encode() + b"\n" for r in recs)
+
+
+@pytest.mark.parametrize("recs,message", [
+    ([{"id": 1, "prompt": "Q: 1+1=? A:", "response": " 2"},
+      {"id": "1", "prompt": "Q: 1+1=? A:", "response": " 3"}],
+     "invalid rollout file: ids.jsonl line 2: prompt id '1' and 1 in ids.jsonl line 1 are "
+     "the same id written as a number and as a string; write every id one way"),
+    ([{"prompt_id": "a", "prompt": "Q: 1+1=? A:", "response": " 2"},
+      {"prompt_id": "b", "prompt": "Q: 2+2=? A:", "response": " 4"},
+      {"prompt_id": "a", "prompt": "Q: 3+3=? A:", "response": " 6"}],
+     "invalid rollout file: ids.jsonl line 3: prompt id 'a' is also ids.jsonl line 1's, whose "
+     "prompt differs; give different prompts different ids"),
+], ids=["number-and-string", "one-id-two-prompts"])
+def test_conflicting_rollout_ids_are_one_line_naming_both_rows(world, recs, message):
+    before = world["state"]()
+    with pytest.raises(PromptSetError) as info:
+        save_rollouts(rollout_lines(*recs), "ids.jsonl", rollouts_dir(world["cache"]))
+    assert str(info.value) == message
+    assert world["state"]() == before
+
+
+def test_one_id_on_samples_of_one_prompt_is_one_prompt(world):
+    p = world["root"] / "same.jsonl"
+    p.write_bytes(rollout_lines(*[{"id": 7, "prompt": "Q: 1+1=? A:", "response": f" {k}"}
+                                  for k in range(3)]))
+    rs = load_rollouts(p)
+    assert {r.prompt_id for r in rs.rows} == {"7"} and rs.sample_index == [0, 1, 2]
+
+
+def test_save_prompt_set_counts_rows_too(world, monkeypatch):
+    monkeypatch.setenv("SHIFTLENS_MAX_ROWS", "3")
+    data = b"".join(json.dumps({"id": f"p{i}", "prompt": "Q", "answer": "2"}).encode() + b"\n"
+                    for i in range(4))
+    before = world["state"]()
+    with pytest.raises(PromptSetError, match=r"^p\.jsonl line 4: more than 3 rows, the limit"):
+        save_prompt_set(data, "p.jsonl", world["uploads"] / "prompts")
+    assert world["state"]() == before
