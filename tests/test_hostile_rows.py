@@ -197,3 +197,98 @@ def test_save_prompt_set_counts_rows_too(world, monkeypatch):
     with pytest.raises(PromptSetError, match=r"^p\.jsonl line 4: more than 3 rows, the limit"):
         save_prompt_set(data, "p.jsonl", world["uploads"] / "prompts")
     assert world["state"]() == before
+
+
+# --- lengths: the estimate covers every row, a row past the context is refused --------------
+
+def long_row_file(path: Path, response_tokens: int, at: int, rows: int = 300) -> Path:
+    """`rows` short rollouts, the one at (1-based) line `at` with `response_tokens` ids."""
+    recs = [{"id": f"p{i}", "prompt": "Q: 1+1=? A:", "response_ids": [5, 14, 5]}
+            for i in range(rows)]
+    recs[at - 1]["response_ids"] = [5] * response_tokens
+    path.write_bytes(rollout_lines(*recs))
+    return path
+
+
+def check(report, name: str):
+    (c,) = [c for c in report.checks if c.name == name]
+    return c
+
+
+def validate(traces: Path, **settings):
+    from core.config import PrecomputeConfig
+    from core.jobs.validate import validate_pair
+
+    return validate_pair(str(DEMO / "base"), str(DEMO / "rl"), traces=str(traces),
+                         settings=PrecomputeConfig(**settings))
+
+
+def test_the_estimate_counts_a_long_row_past_row_256(world):
+    """The estimate read the first 256 rows: a long response at row 300 was left out. Now
+    the file is estimated the same whichever row holds it, and that row is named."""
+    late = validate(long_row_file(world["root"] / "late.jsonl", 100, at=300))
+    first = validate(long_row_file(world["root"] / "first.jsonl", 100, at=1))
+    assert late.ok and first.ok
+    assert check(late, "context").message == (
+        "the longest row is late.jsonl line 300: 12 prompt and 100 response tokens, within "
+        "the 128 positions the base model reads")
+    assert late.estimates["tuned"].scored_tokens == first.estimates["tuned"].scored_tokens
+    assert late.estimates["tuned"].total_bytes == first.estimates["tuned"].total_bytes
+    assert "longest response's length, late.jsonl line 300)" in check(late, "time").message
+
+
+def test_a_response_past_the_context_is_refused_naming_the_row(world):
+    before = world["state"]()
+    report = validate(long_row_file(world["root"] / "long.jsonl", 3000, at=300))
+    assert not report.ok
+    failed = [c for c in report.checks if not c.ok and c.fatal]
+    assert [(c.name, c.message) for c in failed] == [("context", (
+        "long.jsonl line 300: the prompt and response are 3,012 tokens, more than the 128 "
+        "positions the base model reads (max_position_embeddings in config.json); shorten "
+        "the row, or cut rows at the context (--truncate-to-context)"))]
+    cut = validate(world["root"] / "long.jsonl", truncate_to_context=True)
+    assert cut.ok and check(cut, "context").message == (
+        "1 row(s) longer than the 128 positions the base model reads will be cut there and "
+        "marked as cut in the run (the first: long.jsonl line 300)")
+    assert world["state"]() == before
+
+
+def test_a_prompt_past_the_context_is_refused(world):
+    from core.jobs.validate import validate_pair
+
+    p = world["root"] / "p.jsonl"
+    p.write_bytes(rollout_lines({"id": "a", "prompt": "Q: 1+1=? A:", "answer": "2"},
+                                {"id": "b", "prompt": "1+" * 100, "answer": "2"}))
+    report = validate_pair(str(DEMO / "base"), str(DEMO / "rl"), prompts=str(p))
+    assert check(report, "context").message == (
+        "p.jsonl: prompt id 'b': the prompt is 201 tokens, at least the 128 positions the "
+        "base model reads (max_position_embeddings in config.json), leaving none for a "
+        "response; shorten it")
+    assert not report.ok
+
+
+@pytest.mark.model
+def test_precompute_refuses_a_row_past_the_context_or_cuts_it_when_asked(world, capsys):
+    """Through the CLI: refused in one line before anything is written; with
+    --truncate-to-context the row is cut at the 128 positions and the run says so."""
+    from core.cli.main import main
+    from core.store.manifest import read_manifest
+
+    traces = world["root"] / "long.jsonl"
+    traces.write_bytes(rollout_lines(
+        {"id": "a", "prompt": "Q: 1+1=? A:", "response": " 2"},
+        {"id": "b", "prompt": "Q: 1+1=? A:", "response_ids": [5] * 300}))
+    argv = ["precompute", "--base", str(DEMO / "base"), "--tuned", str(DEMO / "rl"),
+            "--traces", str(traces), "--cache", str(world["cache"]), "--name", "cut"]
+    before = world["state"]()
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        "error: long.jsonl line 2: the prompt and response are 312 tokens, more than the 128 "
+        "positions either model reads (max_position_embeddings in config.json); shorten the "
+        "row, or cut rows at the context (--truncate-to-context)\n")
+    assert world["state"]() == before
+    assert main([*argv, "--truncate-to-context"]) == 0
+    run = world["cache"] / "cut"
+    assert read_manifest(run)["rollouts"]["cut_to_context"] == [1]
+    traces_table = pq.read_table(run / "traces.parquet").to_pylist()
+    assert [(t["length"], t["finished"]) for t in traces_table][1] == (128 - 12, False)

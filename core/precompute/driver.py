@@ -37,7 +37,8 @@ from core.config import PrecomputeConfig
 from core.engine.heads import resolve_budget
 from core.engine.pair import default_max_new_tokens, load_pair
 from core.engine.sequential import APPROXIMATE_COLUMNS
-from core.errors import RunError
+from core.errors import PromptSetError, RunError
+from core.inputs.lengths import rollout_lengths
 from core.inputs.prompts import PromptSet
 from core.inputs.rollouts import RolloutSet
 from core.precompute.shard import (
@@ -45,6 +46,7 @@ from core.precompute.shard import (
     RETOK_KEY,
     TABLES,
     load_inputs,
+    pair_context,
     part_name,
     shard_indices,
 )
@@ -195,6 +197,10 @@ def _compute(cfg: PrecomputeConfig, ps, res: Reservation, log, show_progress: bo
                         load_weights=False)
     reused = (reused_traces(cfg, cache, ps, (checked.base.fingerprint or {}).get("digest"))
               if reuses(cfg) else None)
+    if isinstance(ps, RolloutSet) and not cfg.truncate_to_context:  # every row, nothing written
+        over = rollout_lengths(ps, checked.tokenizer, pair_context(checked), "either model").over
+        if over is not None:
+            raise PromptSetError(over)
     staging = res.open_staging(config_hash(cfg))
     t0 = time.time()
     ex = _executor(cfg, ps, shards, reused, staging / "parts", log, checked)
@@ -272,7 +278,8 @@ def assemble(cfg, info: dict, ps: PromptSet, staging: Path, n_shards: int,
         manifest["rollouts"] = {
             "text_responses": sum(r["text_rows"] for r in retok),
             "retokenization_mismatches": sum(r["changed"] for r in retok),
-            "note": "text responses whose decode(encode(text)) differs from the text"}
+            "note": "text responses whose decode(encode(text)) differs from the text",
+            "cut_to_context": sorted(i for r in retok for i in r.get("cut", []))}
     if cfg.scoring == "sequential":
         n = sum(b["n"] for b in bounds)
         manifest["sequential"] = {

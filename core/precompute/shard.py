@@ -19,6 +19,7 @@ import pyarrow.fs as pafs
 
 from core.config import PrecomputeConfig
 from core.engine.batching import derive_seed
+from core.engine.checkpoint import context_of, read_json
 from core.engine.detok import detokenizer_for
 from core.engine.pair import Pair, vocab_fingerprint
 from core.engine.sampling import encode_prompts, sample
@@ -186,14 +187,32 @@ def _chat_ids(tok, messages, where: str) -> list[int]:
     return list(ids)
 
 
+def pair_context(pair: Pair) -> int | None:
+    """The shorter of the two models' contexts (max_position_embeddings), None if unknown."""
+    found = []
+    for loaded in (pair.base, pair.tuned):
+        if loaded.model is not None:
+            cfg = loaded.model.config.to_dict()
+        elif loaded.ref.local is not None:
+            cfg = read_json(loaded.ref.local / "config.json")
+        else:
+            continue
+        if (c := context_of(cfg)) is not None:
+            found.append(c)
+    return min(found, default=None)
+
+
 def rollout_shard(cfg: PrecomputeConfig, pair: Pair, rs: RolloutSet, idx: list[int]):
     """Rows `idx` of a rollout file scored as given: prompts encoded (chat lists through the
     tokenizer's chat template, text as precompute encodes prompts), text responses
-    tokenised once (rows whose decode(encode(text)) differs from the text are counted),
+    tokenised once (rows whose decode(encode(text)) differs from the text are counted), a
+    row longer than the models' context refused, or with `truncate_to_context` cut there
+    (its response and length as cut, "finished" false, its trace id in the manifest),
     `correct` kept when given, else verified when the row has an answer."""
     tok = pair.tokenizer
     vocab = len(tok)
-    rows, seqs, changed = [], [], 0
+    rows, seqs, changed, cut = [], [], 0, []
+    context = pair_context(pair)
     eos = tok.eos_token_id
     sample_index = rs.sample_index
     for i in idx:
@@ -214,6 +233,16 @@ def rollout_shard(cfg: PrecomputeConfig, pair: Pair, rs: RolloutSet, idx: list[i
         if not prompt_ids or not resp:
             raise PromptSetError(f"{r.where}: the prompt and the response must each encode to "
                                  "at least one token")
+        if context is not None and len(prompt_ids) + len(resp) > context:
+            if not cfg.truncate_to_context or len(prompt_ids) >= context:
+                raise PromptSetError(
+                    f"{r.where}: the prompt and response are {len(prompt_ids) + len(resp):,} "
+                    f"tokens, more than the {context:,} positions the models read "
+                    "(max_position_embeddings in config.json); shorten the row, or cut rows "
+                    "at the context (--truncate-to-context)")
+            resp = resp[:context - len(prompt_ids)]
+            text = tok.decode(resp, skip_special_tokens=True)
+            cut.append(i)
         answer, ok = (None, r.correct)
         if r.answer is not None:
             answer, verified = verifiers.get(r.verifier)(text, r.answer)
@@ -226,5 +255,5 @@ def rollout_shard(cfg: PrecomputeConfig, pair: Pair, rs: RolloutSet, idx: list[i
             "finished": (resp[-1] == eos) if eos is not None else None, "difficulty": None})
         seqs.append((prompt_ids, resp))
     meta = {RETOK_KEY: json.dumps({"changed": changed, "text_rows": sum(
-        rs.rows[i].response is not None for i in idx)}).encode()}
+        rs.rows[i].response is not None for i in idx), "cut": cut}).encode()}
     return score_rows(cfg, pair, rows, seqs, meta)
