@@ -14,10 +14,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from benchmarks.child import run_child
-from core.errors import PromptSetError
+from core.errors import PromptSetError, RunsError
 from core.inputs.prompts import load_prompts
 from core.inputs.rollouts import load_rollouts
+from core.jobs.runs import delete_run, rename_run
 from core.jobs.upload import rollouts_dir, save_prompt_set, save_rollouts
+from core.store.cache import list_runs, writing_into
 from tests.conftest import DEMO
 from tests.hostile_fs import snapshot
 
@@ -292,3 +294,52 @@ def test_precompute_refuses_a_row_past_the_context_or_cuts_it_when_asked(world, 
     assert read_manifest(run)["rollouts"]["cut_to_context"] == [1]
     traces_table = pq.read_table(run / "traces.parquet").to_pylist()
     assert [(t["length"], t["finished"]) for t in traces_table][1] == (128 - 12, False)
+
+
+# --- run folders that are links -----------------------------------------------------------
+
+def manifest_run(folder: Path, name: str, **extra) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps(
+        {"name": name, "created": "2026-01-01T00:00:00", "config": {"name": name}, **extra}))
+    return folder
+
+
+@pytest.fixture
+def linked(world):
+    """A run outside the cache reached through a link `cache/linked`, a real run `cache/a`."""
+    outside = manifest_run(world["root"] / "elsewhere" / "run", "linked", traces_from="a")
+    (world["cache"] / "linked").symlink_to(outside, target_is_directory=True)
+    manifest_run(world["cache"] / "a", "a")
+    world["outside"] = outside.parent
+    world["state"] = lambda: (snapshot(world["cache"]), snapshot(outside.parent))
+    return world
+
+
+LINK = r"^run 'linked' is a link to '.*elsewhere/run', not a folder of the cache: it is only " \
+       r"read; move the run into the cache to change it$"
+
+
+@pytest.mark.parametrize("call", [
+    lambda c: rename_run(c, "linked", "new"),
+    lambda c: delete_run(c, "linked"),
+    lambda c: writing_into(c / "linked").__enter__(),
+], ids=["rename", "delete", "sweep-or-fork-writes-into-it"])
+def test_a_run_folder_that_is_a_link_is_only_read(linked, call):
+    before = linked["state"]()
+    with pytest.raises(RunsError, match=LINK):
+        call(linked["cache"])
+    assert linked["state"]() == before
+    assert not [p for p in linked["cache"].iterdir() if p.name.startswith(".trash-")]
+    assert {r.name for r in list_runs(linked["cache"])} == {"a", "demo-rl", "linked"}  # read
+
+
+def test_rename_never_rewrites_a_manifest_behind_a_link(linked):
+    """Renaming `a` would point the linked run's traces_from at the new name, a write
+    outside the cache: refused, nothing renamed."""
+    before = linked["state"]()
+    with pytest.raises(RunsError) as info:
+        rename_run(linked["cache"], "a", "b")
+    assert str(info.value) == ("run 'linked' names 'a' and is a link to outside the cache, "
+                               "which a rename does not rewrite; move it into the cache first")
+    assert linked["state"]() == before
