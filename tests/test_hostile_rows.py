@@ -343,3 +343,98 @@ def test_rename_never_rewrites_a_manifest_behind_a_link(linked):
     assert str(info.value) == ("run 'linked' names 'a' and is a link to outside the cache, "
                                "which a rename does not rewrite; move it into the cache first")
     assert linked["state"]() == before
+
+
+# --- a sweep's final write: staged outside the run, published whole -------------------------
+
+def sweep_result(seed: int = 0):
+    import pandas as pd
+
+    from core.store.cross import KEY_FIELDS
+
+    settings = {k: None for k in KEY_FIELDS} | {"directions": ["tuned"], "eps_grid": [0.1],
+                                                "seed": seed, "top_p": 1, "temperature": 1,
+                                                "samples": 1}
+    return type("Result", (), {"rows": [], "summary": pd.DataFrame(), "settings": settings})()
+
+
+KILL_CHILD = """
+import os, signal
+from pathlib import Path
+import core.store.cross as cross
+from tests.test_hostile_rows import sweep_result
+before = hwm()
+real_write, real_rename, calls = cross.write_parquet, cross.os.rename, []
+def write(*a, **kw):
+    calls.append(a[1])
+    if {at!r} == "summary" and Path(a[1]).name == "summary.parquet":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_write(*a, **kw)
+def rename(src, dst):
+    real_rename(src, dst)
+    if {at!r} == "set-aside" and ".sweep-" in str(dst):
+        os.kill(os.getpid(), signal.SIGKILL)
+cross.write_parquet, cross.os.rename = write, rename
+cross.write_results(Path({run!r}), sweep_result({seed}), {{}})
+"""
+
+
+def killed_while_writing(run: Path, at: str, seed: int = 0) -> int:
+    import os
+
+    from tests.conftest import ROOT
+
+    body = KILL_CHILD.format(at=at, run=str(run), seed=seed)
+    env_path = os.environ.get("PYTHONPATH", "")
+    os.environ["PYTHONPATH"] = f"{ROOT}:{env_path}"
+    try:
+        return run_child(body, check=False).returncode
+    finally:
+        os.environ["PYTHONPATH"] = env_path
+
+
+def test_a_failed_or_cancelled_final_write_leaves_nothing_in_the_run(world, monkeypatch):
+    import core.store.cross as cross
+
+    run = world["cache"] / "demo-rl"
+    real = cross.write_parquet
+
+    def interrupted(table, path, **kw):
+        if Path(path).name == "summary.parquet":
+            raise KeyboardInterrupt  # what a cancel's signal raises mid-write
+        return real(table, path, **kw)
+
+    monkeypatch.setattr(cross, "write_parquet", interrupted)
+    before = snapshot(run)
+    with pytest.raises(KeyboardInterrupt):
+        cross.write_results(run, sweep_result(), {})
+    assert snapshot(run) == before
+    assert not list((world["cache"] / ".staging").glob(".sweep-*"))
+
+
+def test_a_kill_during_the_final_write_leaves_nothing_in_the_run(world):
+    from core.store.cross import list_sweeps, repair_sweeps, write_results
+
+    run = world["cache"] / "demo-rl"
+    before = snapshot(run)
+    assert killed_while_writing(run, "summary") == -9
+    assert snapshot(run) == before  # nothing in the run; its staging is outside
+    (left,) = (world["cache"] / ".staging").glob(".sweep-*")
+    write_results(run, sweep_result(), {})  # the next write cleans up
+    assert not left.exists() and [s.key for s in list_sweeps(run)] != []
+    assert repair_sweeps(world["cache"] / ".staging") == []
+
+
+def test_a_kill_while_replacing_a_sweep_puts_the_old_one_back(world):
+    from core.store.cross import list_sweeps, write_results
+
+    run = world["cache"] / "demo-rl"
+    write_results(run, sweep_result(), {})
+    before = snapshot(run)
+    assert killed_while_writing(run, "set-aside") == -9  # the same key, rewritten
+    assert [s.key for s in list_sweeps(run)] == []  # set aside, the new one never published
+    write_results(run, sweep_result(seed=1), {})  # another sweep: repairs first
+    keys = {s.key for s in list_sweeps(run)}
+    assert len(keys) == 2
+    restored = [e for e in snapshot(run) if not e[0].startswith("cross/p1-t1-k1-s1-")]
+    assert restored == before
