@@ -6,6 +6,7 @@ child process measured (benchmarks/child.py), through the CLI and the upload pat
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -438,3 +439,88 @@ def test_a_kill_while_replacing_a_sweep_puts_the_old_one_back(world):
     assert len(keys) == 2
     restored = [e for e in snapshot(run) if not e[0].startswith("cross/p1-t1-k1-s1-")]
     assert restored == before
+
+
+# --- a flood of jobs: a cap per submitter, round-robin between submitters -------------------
+
+def precompute_cfg(name: str):
+    from core.config import PrecomputeConfig
+
+    return PrecomputeConfig(base=str(DEMO / "base"), tuned=str(DEMO / "rl"), prompts="p.jsonl",
+                            name=name)
+
+
+def test_a_flood_of_jobs_stops_at_the_cap_per_submitter(world, monkeypatch):
+    """One process queued 200 jobs in 2.7 s before; now the 33rd is refused in one line,
+    nothing written for it, while another submitter can still queue."""
+    from core.jobs import queue
+
+    cache = world["cache"]
+    for i in range(32):
+        queue.submit(cache, precompute_cfg(f"r{i}"))
+    before = snapshot(cache)
+    with pytest.raises(queue.JobError) as info:
+        queue.submit(cache, precompute_cfg("r32"))
+    assert str(info.value) == (
+        f"{queue.SUBMITTER} has 32 job(s) queued or running; 1 more would pass the limit of "
+        "32 per submitter (SHIFTLENS_MAX_JOBS_PER_SUBMITTER); wait for them to finish or "
+        "cancel some")
+    assert snapshot(cache) == before
+    assert queue.submit(cache, precompute_cfg("other"), submitter="session b").submitter == \
+        "session b"
+    monkeypatch.setenv("SHIFTLENS_MAX_JOBS_PER_SUBMITTER", "many")
+    with pytest.raises(queue.JobError, match=r"^SHIFTLENS_MAX_JOBS_PER_SUBMITTER='many': give "
+                                             r"a positive number \(default 32\)$"):
+        queue.submit(cache, precompute_cfg("r33"))
+
+
+def test_add_pair_refuses_a_plan_past_the_cap_before_queueing_any(world, monkeypatch):
+    from core.jobs import queue
+    from core.jobs.add_pair import add_pair
+    from tests.conftest import HELDOUT
+
+    monkeypatch.setenv("SHIFTLENS_MAX_JOBS_PER_SUBMITTER", "2")
+    queue.submit(world["cache"], precompute_cfg("mine"), submitter="session a")
+    before = snapshot(world["cache"])
+    with pytest.raises(queue.JobError, match=r"^session a has 1 job\(s\) queued or running; "
+                                             r"2 more would pass the limit of 2"):
+        add_pair(str(DEMO / "base"), str(DEMO / "rl"), str(HELDOUT), sft=str(DEMO / "sft"),
+                 cache=world["cache"], submitter="session a")
+    assert snapshot(world["cache"]) == before
+
+
+def test_queued_jobs_start_round_robin_between_submitters(world, monkeypatch):
+    """Ten jobs from a flooder, then one each from two others: with one job at a time the
+    others' jobs start second and third, not eleventh and twelfth."""
+    from core.jobs import queue
+
+    cache = world["cache"]
+    for i in range(10):
+        queue.submit(cache, precompute_cfg(f"flood{i}"), submitter="session flood")
+    queue.submit(cache, precompute_cfg("b"), submitter="session b")
+    queue.submit(cache, precompute_cfg("c"), submitter="session c")
+    order = []
+
+    def start(job):  # no process: record the order and finish the job at once
+        order.append(job.run)
+        job.state, job.started, job.finished = "done", float(len(order)), float(len(order))
+        queue._write(job)
+
+    monkeypatch.setattr(queue, "_start", start)
+    while queue.tick(cache, max_running=1):
+        pass
+    assert order == ["flood0", "b", "c", *[f"flood{i}" for i in range(1, 10)]]
+
+
+def test_fair_order_counts_running_jobs():
+    from core.jobs.queue import Job, fair_order
+
+    def job(i, who, state="queued"):
+        return Job(id=f"j{i}", run=f"r{i}", state=state, config={}, cwd=".", created=i,
+                   submitter=who)
+
+    running = [job(0, "a", "running"), job(1, "a", "running")]
+    queued = [job(2, "a"), job(3, "b"), job(4, "b"), job(5, "a"), job(6, "c")]
+    assert [j.id for j in fair_order(queued, running)] == ["j3", "j6", "j4", "j2", "j5"]
+    done = [dataclasses.replace(job(7, "b", "done"), started=9.0)]  # b was served last
+    assert [j.id for j in fair_order([job(8, "b"), job(9, "c")], done)] == ["j9", "j8"]
