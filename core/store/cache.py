@@ -7,11 +7,15 @@ renamed and deleted. Every other module goes through these functions.
                                   for a precompute from before its models load to publish,
                                   a rename (both names) and a delete; shared for sweeps and
                                   forks writing into the complete run
+    <cache>/.staging/.sweep-<pid>-<hex>/  a sweep being written, or one set aside while its
+                                  replacement is published (core.store.cross)
     <cache>/.<run>.old-<pid>      the replaced run during a --force publish (repair())
     <cache>/.trash-<run>-<hex>    a run being deleted (renamed away first, then removed)
 
 Names are full-match checked (letters, digits, '.', '_', '-'; starting with a letter or
-digit; at most 100 characters). The default cache is core.paths.default_cache()
+digit; at most 100 characters). A run folder that is a symbolic link is read like any
+other, but never renamed, deleted or written into (that would change files outside the
+cache). The default cache is core.paths.default_cache()
 ($SHIFTLENS_CACHE, else cache/ in the repository) for the CLI and the app alike.
 
 This module knows nothing about jobs: rename and delete take `busy`, the runs a job holds
