@@ -58,94 +58,111 @@ def jsonl_rows(path: Path, rows: int, line: bytes = ROW) -> Path:
 # --- row bombs, in a child process whose peak memory is measured ----------------------------
 
 CHILD = """
-import contextlib, io, json
+import contextlib, io, json, os
 from pathlib import Path
 from core.cli.main import main
 from core.errors import ShiftLensError
 from core.jobs.upload import save_prompt_set, save_rollouts
 import core.precompute.driver  # what the CLI imports, before the measurement
-how, path, cache = {how!r}, Path({path!r}), {cache!r}
-data = path.read_bytes() if how != "cli" else None
+cache = Path({cache!r})
+cases = json.loads({cases!r})
+datas = [Path(path).read_bytes() if how != "cli" else None for how, path, env in cases]
 before = hwm()
-t = time.perf_counter()
-try:
-    if how == "cli":
-        err = io.StringIO()
-        with contextlib.redirect_stderr(err):
-            rc = main(["precompute", "--base", {base!r}, "--tuned", {base!r}, "--traces",
-                       str(path), "--cache", cache])
-        message = err.getvalue().strip() if rc else "accepted"
-    elif how == "upload-rollouts":
-        save_rollouts(data, path.name, Path(cache).parent / "uploads" / "rollouts")
-        message = "accepted"
-    else:
-        save_prompt_set(data, path.name, Path(cache).parent / "uploads" / "prompts")
-        message = "accepted"
-except ShiftLensError as e:
-    message = str(e)
-print(json.dumps({{"mib": hwm() - before, "s": time.perf_counter() - t, "message": message}}))
+out = []
+for (how, path, env), data in zip(cases, datas):  # VmHWM only grows: each mib bounds all before
+    os.environ.pop("SHIFTLENS_MAX_ROWS", None)
+    os.environ.update(env)
+    path, t = Path(path), time.perf_counter()
+    try:
+        if how == "cli":
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                rc = main(["precompute", "--base", {base!r}, "--tuned", {base!r}, "--traces",
+                           str(path), "--cache", str(cache)])
+            message = err.getvalue().strip() if rc else "accepted"
+        elif how == "upload-rollouts":
+            save_rollouts(data, path.name, cache.parent / "uploads" / "rollouts")
+            message = "accepted"
+        else:
+            save_prompt_set(data, path.name, cache.parent / "uploads" / "prompts")
+            message = "accepted"
+    except ShiftLensError as e:
+        message = str(e)
+    out.append({{"mib": hwm() - before, "s": time.perf_counter() - t, "message": message}})
+print(json.dumps(out))
 """
 
-
-def in_child(how: str, path: Path, cache: Path, **env) -> dict:
-    import os
-
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        out = run_child(CHILD.format(how=how, path=str(path), cache=str(cache),
-                                     base=str(DEMO / "base")))
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    return json.loads(out.stdout.strip().splitlines()[-1])
+# (id, how, file, SHIFTLENS_MAX_ROWS or None)
+BOMBS = [("parquet-cli", "cli", "bomb.parquet", None),
+         ("parquet-upload-rollouts", "upload-rollouts", "bomb.parquet", None),
+         ("parquet-upload-prompts", "upload-prompts", "bomb.parquet", None),
+         ("jsonl-cli", "cli", "bomb.jsonl", "1000"),
+         ("jsonl-upload-rollouts", "upload-rollouts", "bomb.jsonl", "1000"),
+         ("bad-rows-upload", "upload-rollouts", "empty.jsonl", None)]
 
 
-@pytest.mark.parametrize("how", ["cli", "upload-rollouts", "upload-prompts"])
-def test_parquet_row_bomb_is_refused_from_its_footer(world, how):
-    """2,000,000 null rows in a few kilobytes (1.4-1.6 GB and 10-15 s before): refused from
-    the footer at the default limit, the child's memory barely moving."""
-    bomb = null_rows_parquet(world["root"] / "bomb.parquet", 2_000_000)
-    assert bomb.stat().st_size < 64 * 1024
-    before = world["state"]()
-    got = in_child(how, bomb, world["cache"])
-    prefix = "error: " if how == "cli" else ""
+@pytest.fixture(scope="module")
+def bombs(tmp_path_factory) -> dict:
+    """Every row bomb through the CLI and the uploads, in one fresh child process whose peak
+    memory (VmHWM, over its imports) is read after each: {id: {mib, s, message}}, and
+    whether the cache and the uploads are byte for byte what they were."""
+    root = tmp_path_factory.mktemp("bombs")
+    cache = root / "cache"
+    (cache / "demo-rl").mkdir(parents=True)
+    (cache / "demo-rl" / "manifest.json").write_text('{"schema": 1}')
+    for sub in ("prompts", "rollouts"):
+        (root / "uploads" / sub).mkdir(parents=True)
+    null_rows_parquet(root / "bomb.parquet", 2_000_000)
+    assert (root / "bomb.parquet").stat().st_size < 64 * 1024
+    jsonl_rows(root / "bomb.jsonl", 300_000)
+    jsonl_rows(root / "empty.jsonl", 3_000_000, b"{}\n")
+    cases = [(how, str(root / f), {"SHIFTLENS_MAX_ROWS": rows} if rows else {})
+             for _, how, f, rows in BOMBS]
+    before = (snapshot(cache), snapshot(root / "uploads"))
+    out = run_child(CHILD.format(cache=str(cache), cases=json.dumps(cases),
+                                 base=str(DEMO / "base")))
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"results": {b[0]: r for b, r in zip(BOMBS, got)},
+            "unchanged": before == (snapshot(cache), snapshot(root / "uploads"))}
+
+
+def test_row_bombs_change_no_file(bombs):
+    assert bombs["unchanged"]
+
+
+@pytest.mark.parametrize("case", ["parquet-cli", "parquet-upload-rollouts",
+                                  "parquet-upload-prompts"])
+def test_parquet_row_bomb_is_refused_from_its_footer(bombs, case):
+    """2,000,000 null rows in 4 KB (1.4-1.6 GB and 10-15 s before): refused from the footer
+    at the default limit, the child's memory barely moving."""
+    got = bombs["results"][case]
+    prefix = "error: " if case.endswith("cli") else ""
     assert got["message"] == (f"{prefix}bomb.parquet: 2,000,000 rows, more than 200,000, the "
                               "limit for one file (SHIFTLENS_MAX_ROWS); split it")
     assert got["mib"] < 64, got
-    assert world["state"]() == before
 
 
-@pytest.mark.parametrize("how", ["cli", "upload-rollouts"])
-def test_jsonl_row_bomb_stops_at_the_first_row_past_the_limit(world, how):
+@pytest.mark.parametrize("case", ["jsonl-cli", "jsonl-upload-rollouts"])
+def test_jsonl_row_bomb_stops_at_the_first_row_past_the_limit(bombs, case):
     """300,000 valid one-line rollouts against a limit of 1,000: the reading stops at line
     1,001, so the child's memory stays near its imports (every row read became a
-    RolloutRow before: about 150 MB for this file)."""
-    bomb = jsonl_rows(world["root"] / "bomb.jsonl", 300_000)
-    before = world["state"]()
-    got = in_child(how, bomb, world["cache"], SHIFTLENS_MAX_ROWS="1000")
-    prefix = "error: " if how == "cli" else ""
+    RolloutRow before: 249 MiB and 16 s for this file, accepted)."""
+    got = bombs["results"][case]
+    prefix = "error: " if case.endswith("cli") else ""
     assert got["message"] == (f"{prefix}bomb.jsonl line 1001: more than 1,000 rows, the limit "
                               "for one file (SHIFTLENS_MAX_ROWS); split it")
-    assert got["mib"] < 32, got
-    assert world["state"]() == before
+    assert got["mib"] < 64, got
 
 
-def test_a_file_of_bad_rows_stops_at_the_first_problems(world):
+def test_a_file_of_bad_rows_stops_at_the_first_problems(bombs):
     """6 MB of `{}` lines (1.07 GB before): every line is a problem, and the reading stops
     after 20 of them; the message lists them and says it stopped."""
-    bomb = jsonl_rows(world["root"] / "empty.jsonl", 3_000_000, b"{}\n")
-    before = world["state"]()
-    got = in_child("upload-rollouts", bomb, world["cache"])
+    got = bombs["results"]["bad-rows-upload"]
     lines = got["message"].splitlines()
     assert lines[0] == "invalid rollout file:"
     assert lines[1].startswith("  empty.jsonl line 1: give exactly one of 'prompt'")
     assert lines[-1] == "  ... and more: the reading stopped after 20 problems"
-    assert got["mib"] < 32, got
-    assert world["state"]() == before
+    assert got["mib"] < 64, got
 
 
 def test_rows_at_the_limit_are_read(world, monkeypatch):
