@@ -2,8 +2,10 @@
 
 Optional fields: `difficulty` (a label), `verifier` ("exact" or "math", default "math").
 Validation names the line (JSONL, 1-based) or row (Parquet, 1-based) and the field of
-every problem it finds, so a user can fix a file in one pass. Before any of that, a JSONL
-line longer than `TextLimits.max_line_bytes` stops the reading and a field over
+the problems it finds (the first 20: then it stops reading), so a user can fix a file in
+one pass. Before any of that, a file of more rows than `TextLimits.max_rows` (a Parquet
+footer's count, or the JSONL row past it) or a JSONL line longer than
+`TextLimits.max_line_bytes` stops the reading, and a field over
 `TextLimits.max_field_bytes` is refused (core.inputs.text_limits), so no parser or tokenizer sees
 an oversized text; answers must be non-empty strings or finite numbers; a UTF-8 byte-order
 mark and raw U+2028/U+2029 inside strings are read as valid JSONL.

@@ -10,7 +10,9 @@ and optionally id or prompt_id (rows with the same prompt share it; default: the
 number), answer (the reference, for verifying), verifier ("exact" | "math", default
 "math"), correct (true/false: kept as given; absent, it is verified against `answer` when
 there is one, else left empty) and sampled_from (any label: tuned, base, step-300, ...;
-default "tuned"). Validation names the line or row and the field of every problem.
+default "tuned"). Validation names the line or row and the field of every problem. One
+prompt id is one prompt: the same id written as a number and as a string (1 and "1"), or
+given to different prompts, is refused naming both rows, never merged.
 """
 
 from __future__ import annotations
