@@ -350,9 +350,11 @@ def validate_pair(base: str, tuned: str, *, extra: dict[str, str] | list[str] | 
     for name, ok, message, tokens in user_text_checks(ps or rs, toks, s.chat_template, lim):
         report.checks.append(Check(name, ok, message))
         plen = tokens or plen
-    longest, checks = length_checks(report.models, ps or rs, toks.get("base"),
-                                    s.truncate_to_context)
-    report.checks += [Check(*c) for c in checks]
+    longest = None
+    if not any(c.name == "prompt tokens" and not c.ok for c in report.checks):  # one line
+        longest, checks = length_checks(report.models, ps or rs, toks.get("base"),
+                                        s.truncate_to_context)
+        report.checks += [Check(*c) for c in checks]
     _estimate_checks(report, s, ps or rs, longest, plen)
     return report
 
