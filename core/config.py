@@ -73,6 +73,9 @@ class PrecomputeConfig:
                                         "traces from --prompts (its own accuracy and "
                                         "distribution; positions then differ from the final's)",
                                choices=["reuse", "own"])
+    truncate_to_context: bool = opt(False, "rollouts (--traces) longer than either model's "
+                                           "context (max_position_embeddings) are cut there "
+                                           "and marked as cut in the run, instead of refused")
     kind: str = opt("", "label for the tuned model: rl, sft, series-step, ... (free text)")
     series_step: int = opt(-1, "training step of the tuned checkpoint in a series (-1 = none)")
     device: str = opt("auto", "auto (CUDA in bf16 if present, else CPU fp32), cpu or cuda")

@@ -80,6 +80,10 @@ SETTINGS: tuple[Setting, ...] = (
             "bytes of a prompt or rollout file's values in all: a JSONL file's size, a Parquet "
             "file's values once decompressed and decoded (checked from its footer and "
             "dictionaries before any row is read)", "2 GiB"),
+    Setting("SHIFTLENS_MAX_ROWS", "int", 200_000,
+            "rows of one prompt or rollout file: a Parquet file's row count is read from its "
+            "footer before any data is read, JSONL lines are counted as they are read and the "
+            "reading stops at the first row past the limit"),
     Setting("SHIFTLENS_MAX_PROMPT_TOKENS", "int", 16_384,
             "tokens of one prompt (its text, or a rollout's chat messages joined), counted "
             "with the base tokenizer when a pair is validated"),
@@ -95,6 +99,9 @@ SETTINGS: tuple[Setting, ...] = (
             "(`add-pair --upload-limit-gib` for one command)"),
     Setting("SHIFTLENS_UPLOAD_MAX_FILES", "int", 1000,
             "entries of an uploaded model archive"),
+    Setting("SHIFTLENS_MAX_JOBS_PER_SUBMITTER", "int", 32,
+            "queued or running jobs one submitter may hold (an app session, a CLI process); "
+            "jobs start round-robin between submitters"),
     Setting("SHIFTLENS_UPLOAD_SESSION_MIB", "int", 2048,
             "MiB of uploads one app session may hold in server memory (413 before the body is "
             "read beyond it)", "2,048 MiB"),

@@ -15,6 +15,19 @@ from core.api import RunInfo
 RUN_KEY = "_run"  # this session's run (not a widget key: Streamlit drops those on page change)
 
 
+def submitter() -> str:
+    """Who queues a job from this page: this browser session (the queue's per-submitter cap
+    and round-robin order, core.jobs.queue), as a hash: the session id itself is never
+    written to disk."""
+    import hashlib
+
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    sid = ctx.session_id if ctx is not None else ""
+    return f"session {hashlib.sha256(sid.encode()).hexdigest()[:12]}"
+
+
 def cache_dir() -> Path:
     """The folder of runs: $SHIFTLENS_CACHE, else cache/ in the repository."""
     return api.default_cache()

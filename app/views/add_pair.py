@@ -175,7 +175,8 @@ def render() -> None:
             with st.spinner("Validating…"):
                 result = add_pair(base, tuned, prompts or "", traces=traces or "", sft=sft,
                                   series=series, name=name, settings=settings,
-                                  cache=state.cache_dir(), model_roots=access.model_roots())
+                                  cache=state.cache_dir(), model_roots=access.model_roots(),
+                                  submitter=state.submitter())
         except (ValueError, JobError) as e:
             show_error(e)
         else:

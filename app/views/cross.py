@@ -204,7 +204,7 @@ def render() -> None:
     cfg = _settings(run)
     if cfg is not None:
         try:
-            job = api.submit_cross_sample(state.cache_dir(), cfg)
+            job = api.submit_cross_sample(state.cache_dir(), cfg, submitter=state.submitter())
             st.session_state["cross_watching"] = job.id
         except JobError as e:
             st.warning(md_escape(e))

@@ -276,3 +276,16 @@ def tokenizer_problem(folder: Path) -> str | None:
         except (PairError, OSError) as e:
             return str(e)
     return None
+
+
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "n_ctx")
+
+
+def context_of(cfg: dict) -> int | None:
+    """The positions a model reads, from its config.json's dict (None when it says none):
+    past them its scores mean nothing (core.inputs.lengths, core.precompute.shard)."""
+    for key in CONTEXT_KEYS:
+        v = cfg.get(key)
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v
+    return None

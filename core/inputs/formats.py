@@ -154,7 +154,7 @@ def read_rollout_records(path: str | Path, fields=""):
     known format; the per-line errors of read_records are kept."""
     specs = parse_fields(fields)
     refuse_pickle(path)
-    p, fingerprint, located, errs = read_records(path, "rollout")
+    p, fingerprint, located, errs = read_records(path, "rollout", check=_not_empty)
     recs = [r for _, r in located]
     fmt = "mapped" if specs else detect(recs)
     if fmt is None:
@@ -186,6 +186,15 @@ def read_rollout_records(path: str | Path, fields=""):
     if fmt != "shiftlens":
         _verdicts(located, raw, mapping, specs)
     return p, fingerprint, located, errs, mapping
+
+
+def _not_empty(rec, where: str, index: int):
+    """read_records' check while the file streams: an empty object can be no format's record,
+    so it counts as a problem at once (a file of `{}` lines stops after the first problems
+    instead of being held whole for format detection)."""
+    if isinstance(rec, dict) and not rec:
+        return None, [f"{where}: an empty record (no fields)"]
+    return rec, []
 
 
 def _skip(rec, mapping: Mapping):

@@ -2,8 +2,10 @@
 
 Optional fields: `difficulty` (a label), `verifier` ("exact" or "math", default "math").
 Validation names the line (JSONL, 1-based) or row (Parquet, 1-based) and the field of
-every problem it finds, so a user can fix a file in one pass. Before any of that, a JSONL
-line longer than `TextLimits.max_line_bytes` stops the reading and a field over
+the problems it finds (the first 20: then it stops reading), so a user can fix a file in
+one pass. Before any of that, a file of more rows than `TextLimits.max_rows` (a Parquet
+footer's count, or the JSONL row past it) or a JSONL line longer than
+`TextLimits.max_line_bytes` stops the reading, and a field over
 `TextLimits.max_field_bytes` is refused (core.inputs.text_limits), so no parser or tokenizer sees
 an oversized text; answers must be non-empty strings or finite numbers; a UTF-8 byte-order
 mark and raw U+2028/U+2029 inside strings are read as valid JSONL.
@@ -120,26 +122,51 @@ def field_problems(rec, where: str, limits: TextLimits) -> list[str]:
     return errs
 
 
-def read_records(path: str | Path, what: str = "prompt",
-                 limits: TextLimits | None = None) -> tuple[Path, str, list, list]:
-    """(path, sha256 of the file's bytes, [(where, record)], [errors]) of a JSONL or Parquet
-    file; `where` names the 1-based line (JSONL) or row (Parquet). Raises PromptSetError for
-    a file that cannot be read at all, or at the first JSONL line longer than
-    `limits.max_line_bytes` (the rest is not read); per-line problems (JSON, field sizes) are
-    returned so every one is listed. JSONL lines end at "\\n" only (a raw U+2028 inside a
-    string is text, not a line break) and a UTF-8 byte-order mark before line 1 is skipped."""
+MAX_PROBLEMS = 20  # reading stops once this many problems are found (all of them listed)
+
+
+def _keep(rec, where: str, index: int):
+    return rec, []
+
+
+def read_records(path: str | Path, what: str = "prompt", limits: TextLimits | None = None,
+                 check=_keep) -> tuple[Path, str, list, list]:
+    """(path, sha256 of the file's bytes, [(where, check's value)], [errors]) of a JSONL or
+    Parquet file; `where` names the 1-based line (JSONL) or row (Parquet). `check(record,
+    where, index)` -> (value or None, [problems]) turns each record into what is kept, so no
+    raw record outlives its row (default: the record itself).
+    Raises PromptSetError for a file that cannot be read at all, has more rows than
+    `limits.max_rows` (a Parquet file's count from its footer, before any row is read; a
+    JSONL file at the first row past the limit), or at the first JSONL line longer than
+    `limits.max_line_bytes` (the rest is not read). Other problems (JSON, field sizes,
+    check's) are returned so they are listed together; the reading stops once more than
+    MAX_PROBLEMS are found (the fingerprint is then empty). JSONL lines end at "\\n" only (a
+    raw U+2028 inside a string is text, not a line break) and a UTF-8 byte-order mark before
+    line 1 is skipped."""
     lim = limits or text_limits()
     p = Path(path).expanduser()
     if not p.is_file():
         raise PromptSetError(f"{clip(str(path))[1:-1]}: no such {what} file")
     errs: list[str] = []
+    located: list = []
+
+    def take(rec, where: str) -> None:
+        errs.extend(field_problems(rec, where, lim))
+        value, problems = check(rec, where, len(located))
+        errs.extend(problems)
+        if value is not None:
+            located.append((where, value))
+
     if p.suffix == ".parquet":
         from core.inputs import user_parquet
 
-        records = user_parquet.read_records(p, lim)  # its size checked before it is read
-        located = [(f"{p.name} row {i}", r) for i, r in enumerate(records, 1)]
-        for where, rec in located:
-            errs.extend(field_problems(rec, where, lim))
+        i = 0
+        for batch in user_parquet.iter_records(p, lim):  # rows and size checked first
+            for rec in batch:
+                i += 1
+                take(rec, f"{p.name} row {i}")
+                if len(errs) > MAX_PROBLEMS:
+                    return p, "", located, errs
         return p, _sha256(p), located, errs
     if p.suffix not in (".jsonl", ".json", ".ndjson"):
         raise PromptSetError(f"{p.name}: {what} files are .jsonl or .parquet files")
@@ -147,8 +174,8 @@ def read_records(path: str | Path, what: str = "prompt",
         raise PromptSetError(f"{p.name}: {fmt_size(size)}, more than "
                              f"{fmt_size(lim.max_file_text_bytes)}, the limit for one "
                              "file (SHIFTLENS_MAX_FILE_TEXT_BYTES); split it")
-    located = []
     digest = hashlib.sha256()
+    records = 0
     with open(p, "rb") as f:
         for i in itertools.count(1):
             raw = f.readline(lim.max_line_bytes + 1)
@@ -160,12 +187,20 @@ def read_records(path: str | Path, what: str = "prompt",
                     f"for one line (fields of at most {fmt_size(lim.max_field_bytes)} each: "
                     "SHIFTLENS_MAX_FIELD_BYTES); shorten it")
             digest.update(raw)
+            if not raw.strip():
+                continue
+            records += 1
+            if records > lim.max_rows:
+                raise PromptSetError(
+                    f"{p.name} line {i}: more than {lim.max_rows:,} rows, the limit for one "
+                    "file (SHIFTLENS_MAX_ROWS); split it")
             where = f"{p.name} line {i}"
             rec = _parse_line(raw[3:] if i == 1 and raw.startswith(codecs.BOM_UTF8) else raw,
                               where, errs)
             if rec is not _BLANK:
-                errs.extend(field_problems(rec, where, lim))
-                located.append((where, rec))
+                take(rec, where)
+            if len(errs) > MAX_PROBLEMS:
+                return p, "", located, errs
     return p, digest.hexdigest(), located, errs
 
 
@@ -201,29 +236,31 @@ def _sha256(p: Path) -> str:
 
 
 def raise_problems(errs: list[str], title: str) -> None:
-    """One PromptSetError listing the first 20 problems (and how many more there are); a
-    single problem reads as one line, `title: where: problem`."""
+    """One PromptSetError listing the first MAX_PROBLEMS problems (saying when the reading
+    stopped there); a single problem reads as one line, `title: where: problem`."""
     if len(errs) == 1:
         raise PromptSetError(f"{title}: {errs[0]}")
     if errs:
-        more = f"\n  ... and {len(errs) - 20} more" if len(errs) > 20 else ""
-        raise PromptSetError(f"{title}:\n  " + "\n  ".join(errs[:20]) + more)
+        more = (f"\n  ... and more: the reading stopped after {MAX_PROBLEMS} problems"
+                if len(errs) > MAX_PROBLEMS else "")
+        raise PromptSetError(f"{title}:\n  " + "\n  ".join(errs[:MAX_PROBLEMS]) + more)
 
 
 def load_prompts(path: str | Path, limit: int | None = None) -> PromptSet:
-    """Read and validate a prompt set; raises PromptSetError listing every problem found."""
-    p, fingerprint, located, errs = read_records(path)
-    rows: list[PromptRow] = []
+    """Read and validate a prompt set; raises PromptSetError listing the problems found."""
     seen: dict[str, str] = {}
-    for where, rec in located:
-        row, row_errs = _check_row(rec, where)
-        errs.extend(row_errs)
+
+    def check(rec, where: str, index: int):
+        row, errs = _check_row(rec, where)
         if row is not None:
             if row.id in seen:
                 errs.append(f"{where}: field 'id' {clip(row.id)} repeats {seen[row.id]}")
             seen[row.id] = where
-            rows.append(row)
+        return row, errs
+
+    p, fingerprint, located, errs = read_records(path, check=check)
     raise_problems(errs, "invalid prompt set")
+    rows = [row for _, row in located]
     if not rows:
         raise PromptSetError(f"{p.name}: no prompts")
     if limit is not None:

@@ -13,6 +13,8 @@ there is one, else left empty) and sampled_from (any label: tuned, base, step-30
 default "tuned"). Validation names the line or row and the field of every problem.
 Files as frameworks write them (TRL, verl, OpenRLHF, token-id dumps, --field mappings) are
 turned into these fields first by core.inputs.formats, which records how.
+One prompt id is one prompt: the same id written as a number and as a string (1 and "1"),
+or given to different prompts, is refused naming both rows, never merged.
 """
 
 from __future__ import annotations
@@ -122,13 +124,18 @@ def _check(rec, where: str, index: int) -> tuple[RolloutRow | None, list[str]]:
 
 def load_rollouts(path: str | Path, limit: int | None = None, fields="") -> RolloutSet:
     """Read and validate a rollout file, in any format core.inputs.formats knows (`fields`:
-    --field mappings for others); raises PromptSetError listing every problem."""
+    --field mappings for others); raises PromptSetError listing the problems found (a row
+    limit and the first problems stop the reading: core.inputs.prompts.read_records)."""
     p, fingerprint, located, errs, mapping = formats.read_rollout_records(path, fields)
+    first: dict[str, tuple[object, RolloutRow]] = {}  # prompt id -> (as given, first row)
     rows = []
     for i, (where, rec) in enumerate(located):
         row, row_errs = _check(rec, where, i)
         errs.extend(row_errs)
         if row is not None:
+            given = rec.get("prompt_id", rec.get("id", i)) if isinstance(rec, dict) else i
+            if (why := _id_conflict(row, given, first.setdefault(row.prompt_id, (given, row)))):
+                errs.append(why)
             rows.append(row)
     raise_problems(errs, "invalid rollout file")
     if not rows:
@@ -136,3 +143,20 @@ def load_rollouts(path: str | Path, limit: int | None = None, fields="") -> Roll
     if limit:
         rows = rows[:limit]
     return RolloutSet(p, rows, fingerprint, mapping)
+
+
+def _id_conflict(row: RolloutRow, given, first: tuple[object, RolloutRow]) -> str | None:
+    """Why `row` (its prompt id as `given`) cannot share the id of the `first` row that had
+    it: the same id spelt as a number and as a string, or the same id on a different prompt
+    (rows with one id are one prompt's samples, so either would merge prompts silently)."""
+    first_given, other = first
+    if other is row:
+        return None
+    if type(given) is not type(first_given):
+        return (f"{row.where}: prompt id {clip(given)} and {clip(first_given)} in "
+                f"{other.where} are the same id written as a number and as a string; write "
+                "every id one way")
+    if (row.prompt, row.messages) != (other.prompt, other.messages):
+        return (f"{row.where}: prompt id {clip(given)} is also {other.where}'s, whose prompt "
+                "differs; give different prompts different ids")
+    return None

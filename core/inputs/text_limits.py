@@ -31,6 +31,7 @@ class TextLimits:
 
     max_field_bytes: int = _setting("SHIFTLENS_MAX_FIELD_BYTES")
     max_file_text_bytes: int = _setting("SHIFTLENS_MAX_FILE_TEXT_BYTES")
+    max_rows: int = _setting("SHIFTLENS_MAX_ROWS")
     max_prompt_tokens: int = _setting("SHIFTLENS_MAX_PROMPT_TOKENS")
     template_seconds: float = _setting("SHIFTLENS_TEMPLATE_SECONDS")
     template_max_chars: int = _setting("SHIFTLENS_TEMPLATE_MAX_CHARS")

@@ -4,12 +4,16 @@ checked before its values are materialised.
 A Parquet file can be far smaller than what it holds: a compressed page of 10 GB of one
 repeated byte takes a few megabytes, and a dictionary-encoded column can repeat one 1 MB
 string a million times for the cost of a million small indices. Reading such a file as
-Python records takes all memory long before any per-field check runs. So, in order:
-1. the footer's uncompressed sizes (no data read) must fit `TextLimits.max_file_text_bytes`;
+Python records takes all memory long before any per-field check runs; and a file of a few
+kilobytes can describe millions of null rows, each of which would become a Python dict.
+So, in order:
+1. the footer's row count (no data read) must fit `TextLimits.max_rows`, and its
+   uncompressed sizes `TextLimits.max_file_text_bytes`;
 2. the file is read with every string column kept dictionary-encoded (at most those
    uncompressed sizes in memory), and the bytes its values take once decoded are summed
    from the dictionaries' lengths (nothing decoded) and must fit the same limit;
-3. only then are the rows turned into Python records.
+3. only then are the rows turned into Python records, a batch at a time (`iter_records`), so
+   a reader that stops at its first problems never makes the rest.
 """
 
 from __future__ import annotations
@@ -23,18 +27,34 @@ import pyarrow.parquet as pq
 from core.errors import PromptSetError, clip
 from core.inputs.text_limits import TextLimits, fmt_size
 
+BATCH = 4096  # rows turned into Python records at a time
+
 
 def read_records(p: Path, lim: TextLimits) -> list[dict]:
-    """The rows of the Parquet file `p` as dicts; PromptSetError for a file that is not
-    readable Parquet or holds more than `lim.max_file_text_bytes` of values."""
+    """The rows of the Parquet file `p` as dicts (see iter_records)."""
+    return [rec for batch in iter_records(p, lim) for rec in batch]
+
+
+def iter_records(p: Path, lim: TextLimits):
+    """The rows of the Parquet file `p` as lists of dicts, BATCH rows at a time; raises
+    PromptSetError (before the first batch) for a file that is not readable Parquet, holds
+    more than `lim.max_rows` rows or more than `lim.max_file_text_bytes` of values."""
+    table = _checked_table(p, lim)
+    for batch in table.to_batches(max_chunksize=BATCH):
+        yield _rows(batch)
+
+
+def _checked_table(p: Path, lim: TextLimits) -> pa.Table:
     meta = _readable(p, lambda: pq.ParquetFile(p).metadata)  # the footer only
+    _check_rows(p, meta.num_rows, lim)
     columns = [meta.schema.column(c) for c in range(meta.num_columns)]
     _check(p, sum(meta.row_group(g).column(c).total_uncompressed_size
                   for g in range(meta.num_row_groups) for c in range(meta.num_columns)), lim)
     strings = [c.path for c in columns if c.physical_type == "BYTE_ARRAY"]
     table = _readable(p, lambda: pq.ParquetFile(p, read_dictionary=strings).read())
+    _check_rows(p, table.num_rows, lim)  # what was read, should the footer understate it
     _check(p, sum(decoded_bytes(col) for col in table.columns), lim)
-    return _rows(table)
+    return table
 
 
 def _readable(p: Path, read):
@@ -46,9 +66,15 @@ def _readable(p: Path, read):
                              f"({clip(str(e), 200)[1:-1]})") from e
 
 
-def _rows(table: pa.Table) -> list[dict]:
+def _rows(table) -> list[dict]:
     """The rows as Python records (strings decoded): the step the checks above bound."""
     return table.to_pylist()
+
+
+def _check_rows(p: Path, rows: int, lim: TextLimits) -> None:
+    if rows > lim.max_rows:
+        raise PromptSetError(f"{p.name}: {rows:,} rows, more than {lim.max_rows:,}, the limit "
+                             "for one file (SHIFTLENS_MAX_ROWS); split it")
 
 
 def _check(p: Path, size: int, lim: TextLimits) -> None:

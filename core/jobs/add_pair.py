@@ -131,7 +131,7 @@ def add_pair(base: str, tuned: str, prompts: str = "", *, traces: str = "",
              series: list[tuple[int, str]] | dict[int, str] | None = None, name: str = "",
              final_step: int | None = None, settings: PrecomputeConfig | None = None,
              cache: str | Path | None = None, hub_timeout: float = 5.0,
-             model_roots: list[Path] | None = None) -> AddResult:
+             model_roots: list[Path] | None = None, submitter: str | None = None) -> AddResult:
     """Validate an add-pair request and, when every fatal check passes, queue its runs.
 
     Returns AddResult(report, plan, jobs): `jobs` is empty when the report refused the pair
@@ -140,6 +140,8 @@ def add_pair(base: str, tuned: str, prompts: str = "", *, traces: str = "",
     poll) or core.jobs.queue.wait (foreground). `prompts` or `traces`: as plan_runs.
     `model_roots`: as validate_pair (a server reachable beyond this machine passes
     core.access.model_roots); accepted local folders are queued by their resolved path.
+    `submitter`: who asks (an app session; default this process), held to the queue's cap
+    for the whole plan before any job is queued.
     """
     from core.jobs import queue as jobs_mod
 
@@ -168,9 +170,10 @@ def add_pair(base: str, tuned: str, prompts: str = "", *, traces: str = "",
         if (Path(cache) / p.config.name / "manifest.json").exists() and not s.force:
             raise jobs_mod.JobError(f"run {p.config.name!r} already exists; choose another "
                                     "name (or force a recompute)")
+    jobs_mod.check_cap(cache, submitter or jobs_mod.SUBMITTER, len(plan))
     ids: dict[str, str] = {}
     for p in plan:
-        job = jobs_mod.submit(cache, p.config,
+        job = jobs_mod.submit(cache, p.config, submitter=submitter,
                               depends_on=[ids[p.after]] if p.after else [])
         ids[p.role] = job.id
         result.jobs.append(job)

@@ -26,6 +26,12 @@ so it survives app reloads and restarts, and cancel() can end it with everything
 started. Everything a page shows is read back from these files, so progress and logs
 survive page reloads and server restarts and show in every session.
 
+Fairness: every job records its submitter (an app session, or a command-line process:
+`SUBMITTER` by default); one submitter may hold at most SHIFTLENS_MAX_JOBS_PER_SUBMITTER
+(default 32) queued or running jobs, refused at submit, and queued jobs start round-robin
+between submitters (`fair_order`), not first in first out, so a flood from one waits its
+turn behind everyone else's next job.
+
 Safety: two jobs never write the same run (submit and resume refuse a run that an active
 job of any kind holds, and precompute's run lock refuses a second writer anyway); a killed
 or cancelled precompute leaves only staging part files, never a run folder (runs are
@@ -48,6 +54,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core import settings
 from core.config import PrecomputeConfig
 from core.errors import CrossSampleError, JobError, RunsError
 from core.jobs.kinds import JOB_KINDS, JobKind, job_kind
@@ -58,6 +65,8 @@ from core.store.storage import write_json
 ACTIVE = ("queued", "running")
 TERMINAL = ("done", "failed", "cancelled")
 _CHILDREN: dict[int, subprocess.Popen] = {}  # processes this process started, to reap them
+SUBMITTER = f"process {os.getpid()}"  # the command line's submitter: its own process
+MAX_JOBS_ENV = "SHIFTLENS_MAX_JOBS_PER_SUBMITTER"
 
 
 @dataclass
@@ -78,6 +87,7 @@ class Job:
     error: str | None = None
     blocked_by: str | None = None  # the dependency whose failure failed this job
     attempts: int = 0
+    submitter: str = ""          # who queued it (an app session, a CLI process): fair_order
     path: Path = field(default=Path(), compare=False)  # the job folder (not stored)
 
     def to_json(self) -> dict:
@@ -196,12 +206,50 @@ def busy_runs(cache: str | Path) -> dict[str, str]:
     return {j.run: j.id for j in list_jobs(cache) if j.state in ACTIVE}
 
 
+def max_jobs() -> int:
+    """SHIFTLENS_MAX_JOBS_PER_SUBMITTER: queued or running jobs one submitter may hold."""
+    return settings.value(MAX_JOBS_ENV, JobError)
+
+
+def check_cap(cache: str | Path, submitter: str, adding: int = 1) -> None:
+    """Refuse (JobError) `adding` more jobs from `submitter` when they would hold more than
+    max_jobs() queued or running jobs."""
+    cap = max_jobs()
+    held = sum(j.state in ACTIVE and j.submitter == submitter for j in list_jobs(cache))
+    if held + adding > cap:
+        raise JobError(f"{submitter} has {held} job(s) queued or running; {adding} more would "
+                       f"pass the limit of {cap} per submitter ({MAX_JOBS_ENV}); wait for "
+                       "them to finish or cancel some")
+
+
+def fair_order(queued: list[Job], others: list[Job]) -> list[Job]:
+    """The order in which `queued` jobs start: round-robin between submitters. A submitter's
+    k-th job in line (counting its running jobs first) goes before anyone's (k+1)-th; among
+    one rank, the submitter served longest ago (by its jobs' start times, `others` included)
+    goes first, then submission time."""
+    rank: dict[str, int] = {}
+    served: dict[str, float] = {}
+    for j in [*others, *queued]:
+        if j.state == "running":
+            rank[j.submitter] = rank.get(j.submitter, 0) + 1
+        if j.started is not None:
+            served[j.submitter] = max(served.get(j.submitter, j.started), j.started)
+    keyed = []
+    for j in sorted(queued, key=lambda j: (j.created, j.id)):
+        k = rank.get(j.submitter, 0)
+        rank[j.submitter] = k + 1
+        keyed.append((k, served.get(j.submitter, float("-inf")), j.created, j.id, j))
+    return [j for *_, j in sorted(keyed, key=lambda t: t[:4])]
+
+
 def _enqueue(cache: str | Path, kind: str, run: str, config: dict,
-             depends_on: list[str] = ()) -> Job:
+             depends_on: list[str] = (), submitter: str | None = None) -> Job:
     """Write a queued job atomically; refuses an unknown kind, a run an active job holds,
-    unknown deps."""
+    unknown deps, and a submitter at its cap."""
     job_kind(kind)
+    submitter = submitter or SUBMITTER
     with _locked(cache):
+        check_cap(cache, submitter)
         jobs = {j.id: j for j in list_jobs(cache)}
         for j in jobs.values():
             if j.run == run and j.state in ACTIVE:
@@ -212,7 +260,7 @@ def _enqueue(cache: str | Path, kind: str, run: str, config: dict,
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         job = Job(id=f"{stamp}-{secrets.token_hex(3)}", run=run, state="queued",
                   config=config, cwd=os.getcwd(), created=time.time(), kind=kind,
-                  depends_on=list(depends_on))
+                  depends_on=list(depends_on), submitter=submitter)
         tmp = jobs_dir(cache) / f".new-{job.id}"
         tmp.mkdir()
         job.path = tmp
@@ -223,21 +271,25 @@ def _enqueue(cache: str | Path, kind: str, run: str, config: dict,
     return job
 
 
-def submit(cache: str | Path, cfg: PrecomputeConfig, *, depends_on: list[str] = ()) -> Job:
+def submit(cache: str | Path, cfg: PrecomputeConfig, *, depends_on: list[str] = (),
+           submitter: str | None = None) -> Job:
     """Queue a precompute of `cfg` into `cache`; returns the queued Job (not started: tick()).
+    `submitter`: who asks (an app session; default this process: SUBMITTER).
 
     Refuses (JobError) a run name that is invalid, held by an active job, or taken by a
-    complete run with other settings (unless cfg.force); and unknown dependencies.
+    complete run with other settings (unless cfg.force); unknown dependencies; a submitter
+    at its cap (max_jobs).
     """
     from core.precompute.driver import default_name
 
     cfg = dataclasses.replace(cfg, cache=str(cache))
     cfg = dataclasses.replace(cfg, name=cfg.name or default_name(cfg))
     check_start(cache, cfg.name, cfg, JobError)
-    return _enqueue(cache, "precompute", cfg.name, dataclasses.asdict(cfg), depends_on)
+    return _enqueue(cache, "precompute", cfg.name, dataclasses.asdict(cfg), depends_on,
+                    submitter)
 
 
-def submit_cross_sample(cache: str | Path, cfg) -> Job:
+def submit_cross_sample(cache: str | Path, cfg, submitter: str | None = None) -> Job:
     """Queue a cross-sampling sweep (a CrossSampleConfig) on an existing run of `cache`;
     returns the queued Job. Refuses (JobError) bad options, a run that is not complete, and
     a run an active job holds (a sweep or a precompute of it)."""
@@ -249,7 +301,8 @@ def submit_cross_sample(cache: str | Path, cfg) -> Job:
     except (RunsError, CrossSampleError) as e:
         raise JobError(str(e)) from None
     cfg = dataclasses.replace(cfg, cache=str(cache))
-    return _enqueue(cache, "cross-sample", folder.name, dataclasses.asdict(cfg))
+    return _enqueue(cache, "cross-sample", folder.name, dataclasses.asdict(cfg),
+                    submitter=submitter)
 
 
 def submit_critical(cache: str | Path, cfg) -> Job:
@@ -317,7 +370,8 @@ def tick(cache: str | Path, max_running: int = 1, start: bool = True) -> list[Jo
 
     A running job whose process is gone without reporting becomes failed; a queued job whose
     dependency failed or was cancelled becomes failed with `blocked_by`; queued jobs whose
-    dependencies are done start in submission order while fewer than `max_running` run.
+    dependencies are done start in fair_order (round-robin between submitters) while fewer
+    than `max_running` run.
     start=False only records deaths and dependency failures (a listing that starts nothing).
     Cheap (reads a few small files); never creates the queue folder.
     """
@@ -340,9 +394,8 @@ def tick(cache: str | Path, max_running: int = 1, start: bool = True) -> list[Jo
             if child.poll() is not None:            # it reported: none lingers as a zombie
                 del _CHILDREN[pid]
         running = sum(j.state == "running" for j in jobs)
-        for j in jobs:
-            if j.state != "queued":
-                continue
+        for j in fair_order([j for j in jobs if j.state == "queued"],
+                            [j for j in jobs if j.state != "queued"]):
             deps = [by_id.get(d) for d in j.depends_on]
             bad = next((d for d in deps if d is None or d.state in ("failed", "cancelled")),
                        None)

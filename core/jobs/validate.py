@@ -27,7 +27,13 @@ from pathlib import Path
 
 from core.access import confine_model
 from core.config import PrecomputeConfig
-from core.engine.checkpoint import config_sizes, config_vs_weights, read_json, tokenizer_problem
+from core.engine.checkpoint import (
+    config_sizes,
+    config_vs_weights,
+    context_of,
+    read_json,
+    tokenizer_problem,
+)
 from core.engine.pair import (
     DEFAULT_MAX_NEW_TOKENS,
     PICKLE_SUFFIXES,
@@ -39,6 +45,7 @@ from core.engine.pair import (
     vocab_difference,
 )
 from core.errors import InputError
+from core.inputs.lengths import Longest, length_checks
 from core.inputs.prompts import PromptSetError, load_prompts
 from core.inputs.rollouts import RolloutSet, load_rollouts
 from core.inputs.text_limits import text_limits
@@ -75,6 +82,7 @@ class ModelFacts:
     kv_heads: int = 0
     head_dim: int = 0
     vocab_size: int = 0               # config.json's embedding rows
+    context: int | None = None        # config.json's max_position_embeddings
 
 
 @dataclass
@@ -185,6 +193,7 @@ def _config_checks(facts: ModelFacts, folder: Path, trust_remote_code: bool) -> 
     facts.kv_heads = sizes.get("kv_heads", heads)
     facts.head_dim = sizes.get("head_dim") or sizes.get("width", 0) // heads
     facts.vocab_size = sizes.get("vocab", 0)
+    facts.context = context_of(cfg)
     known = arch in LM.values() or model_type in LM
     if cfg.get("auto_map") and not known:
         if not trust_remote_code:
@@ -341,7 +350,12 @@ def validate_pair(base: str, tuned: str, *, extra: dict[str, str] | list[str] | 
     for name, ok, message, tokens in user_text_checks(ps or rs, toks, s.chat_template, lim):
         report.checks.append(Check(name, ok, message))
         plen = tokens or plen
-    _estimate_checks(report, s, ps or rs, toks.get("base"), plen)
+    longest = None
+    if not any(c.name == "prompt tokens" and not c.ok for c in report.checks):  # one line
+        longest, checks = length_checks(report.models, ps or rs, toks.get("base"),
+                                        s.truncate_to_context)
+        report.checks += [Check(*c) for c in checks]
+    _estimate_checks(report, s, ps or rs, longest, plen)
     return report
 
 
@@ -397,11 +411,12 @@ def _pair_warnings(report: Report) -> None:
                                        f"{m.architecture} vs {b.architecture}", fatal=False))
 
 
-def _estimate_checks(report: Report, s: PrecomputeConfig, ps, base_tok,
+def _estimate_checks(report: Report, s: PrecomputeConfig, ps, longest: Longest | None,
                      plen: int | None = None) -> None:
     """Per-run estimates (main pair, SFT, series steps); a memory check and a time line.
-    `ps`: the prompt set, or a RolloutSet (one trace per row, scored at its longest response,
-    nothing sampled); `plen`: the longest prompt's tokens plus template slack, when known."""
+    `ps`: the prompt set, or a RolloutSet (one trace per row, nothing sampled) scored at its
+    `longest` row's response, every row counted; `plen`: the longest prompt's tokens plus
+    template slack, when known."""
     m = report.models
     if not all(k in m and m[k].parameters for k in ("base", "tuned")):
         report.checks.append(Check("estimate", False, "no parameter count for the pair, so no "
@@ -412,11 +427,8 @@ def _estimate_checks(report: Report, s: PrecomputeConfig, ps, base_tok,
     plen = plen or 64
     if isinstance(ps, RolloutSet):
         n, sample_from, given = 1, "tuned", True
-        if base_tok is not None:  # the longest of (up to) 256 responses
-            head = ps.rows[:256]
-            max_new = max(len(r.response_ids) if r.response_ids is not None else
-                          len(base_tok(r.response, add_special_tokens=False)["input_ids"])
-                          for r in head)
+        if longest is not None:  # every row counted (core.inputs.lengths)
+            max_new = longest.response
     b = m["base"]
     for role, f in m.items():
         if role == "base" or not f.parameters:
@@ -441,5 +453,6 @@ def _estimate_checks(report: Report, s: PrecomputeConfig, ps, base_tok,
     report.checks.append(Check("time", True, (
         f"about {fmt_seconds(seconds)} for {len(report.estimates)} run(s) on {worst.device} "
         f"(estimate from {worst.throughput_source} {worst.throughput_flops / 1e9:.0f} "
-        "GFLOP/s; every trace counted at the " + ("longest response's length)" if given
-                                                   else "length cap)")), fatal=False))
+        "GFLOP/s; every trace counted at the " + (
+            f"longest response's length, {longest.where})" if given and longest else
+            "longest response's length)" if given else "length cap)")), fatal=False))

@@ -37,7 +37,8 @@ from core.config import PrecomputeConfig
 from core.engine.heads import resolve_budget
 from core.engine.pair import default_max_new_tokens, load_pair
 from core.engine.sequential import APPROXIMATE_COLUMNS
-from core.errors import RunError
+from core.errors import PromptSetError, RunError
+from core.inputs.lengths import rollout_lengths
 from core.inputs.prompts import PromptSet
 from core.inputs.rollouts import RolloutSet
 from core.paths import cache_dir
@@ -46,6 +47,7 @@ from core.precompute.shard import (
     RETOK_KEY,
     TABLES,
     load_inputs,
+    pair_context,
     part_name,
     shard_indices,
 )
@@ -200,6 +202,10 @@ def _compute(cfg: PrecomputeConfig, ps, res: Reservation, log, show_progress: bo
                         load_weights=False)
     reused = (reused_traces(cfg, cache, ps, (checked.base.fingerprint or {}).get("digest"))
               if reuses(cfg) else None)
+    if isinstance(ps, RolloutSet) and not cfg.truncate_to_context:  # every row, nothing written
+        over = rollout_lengths(ps, checked.tokenizer, pair_context(checked), "either model").over
+        if over is not None:
+            raise PromptSetError(over)
     staging = res.open_staging(config_hash(cfg))
     t0 = time.time()
     ex = _executor(cfg, ps, shards, reused, staging / "parts", log, checked)
@@ -283,7 +289,8 @@ def assemble(cfg, info: dict, ps: PromptSet, staging: Path, n_shards: int,
             "length_note": "responses whose token count differs from the length the file "
                            "records (special tokens dropped in decoding, other tokenisation)",
             "prompts_as_given": sum(r.get("prompts_as_given", 0) for r in retok),
-            **(ps.mapping.record() if ps.mapping is not None else {})}
+            **(ps.mapping.record() if ps.mapping is not None else {}),
+            "cut_to_context": sorted(i for r in retok for i in r.get("cut", []))}
     if cfg.scoring == "sequential":
         n = sum(b["n"] for b in bounds)
         manifest["sequential"] = {

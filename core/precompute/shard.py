@@ -19,6 +19,7 @@ import pyarrow.fs as pafs
 
 from core.config import PrecomputeConfig
 from core.engine.batching import derive_seed
+from core.engine.checkpoint import context_of, read_json
 from core.engine.detok import detokenizer_for
 from core.engine.pair import Pair, vocab_fingerprint
 from core.engine.sampling import encode_prompts, sample
@@ -188,18 +189,37 @@ def _chat_ids(tok, messages, where: str) -> list[int]:
     return list(ids)
 
 
+def pair_context(pair: Pair) -> int | None:
+    """The shorter of the two models' contexts (max_position_embeddings), None if unknown."""
+    found = []
+    for loaded in (pair.base, pair.tuned):
+        if loaded.model is not None:
+            cfg = loaded.model.config.to_dict()
+        elif loaded.ref.local is not None:
+            cfg = read_json(loaded.ref.local / "config.json")
+        else:
+            continue
+        if (c := context_of(cfg)) is not None:
+            found.append(c)
+    return min(found, default=None)
+
+
 def rollout_shard(cfg: PrecomputeConfig, pair: Pair, rs: RolloutSet, idx: list[int]):
     """Rows `idx` of a rollout file scored as given: prompts encoded (chat lists through the
     tokenizer's chat template; text as precompute encodes prompts unless it carries the
     template rendered already or its format says it is rendered (verl), then as given; token
     ids as they are), text responses tokenised once (rows whose decode(encode(text)) differs
     from the text are counted, and those whose token count differs from a length the file
-    records), `correct` kept when given, else verified when the row has an answer."""
+    records), a row longer than the models' context refused, or with `truncate_to_context`
+    cut there (its response and length as cut, "finished" false, its trace id in the
+    manifest), `correct` kept when given, else verified when the row has an answer."""
     tok = pair.tokenizer
     vocab = len(tok)
     rows, seqs = [], []
     count = dict.fromkeys(("changed", "text_rows", "length_mismatches", "length_rows",
                            "prompts_as_given"), 0)
+    cut: list[int] = []
+    context = pair_context(pair)
     eos = tok.eos_token_id
     sample_index = rs.sample_index
     extras = rs.mapping.extras if rs.mapping is not None else {}
@@ -234,6 +254,16 @@ def rollout_shard(cfg: PrecomputeConfig, pair: Pair, rs: RolloutSet, idx: list[i
         if not prompt_ids or not resp:
             raise PromptSetError(f"{r.where}: the prompt and the response must each encode to "
                                  "at least one token")
+        if context is not None and len(prompt_ids) + len(resp) > context:
+            if not cfg.truncate_to_context or len(prompt_ids) >= context:
+                raise PromptSetError(
+                    f"{r.where}: the prompt and response are {len(prompt_ids) + len(resp):,} "
+                    f"tokens, more than the {context:,} positions the models read "
+                    "(max_position_embeddings in config.json); shorten the row, or cut rows "
+                    "at the context (--truncate-to-context)")
+            resp = resp[:context - len(prompt_ids)]
+            text = tok.decode(resp, skip_special_tokens=True)
+            cut.append(i)
         answer, ok = (None, r.correct)
         if r.answer is not None:
             answer, verified = verifiers.get(r.verifier)(text, r.answer)
@@ -245,7 +275,8 @@ def rollout_shard(cfg: PrecomputeConfig, pair: Pair, rs: RolloutSet, idx: list[i
             "sample_index": sample_index[i], "seed": None,
             "finished": (resp[-1] == eos) if eos is not None else None, "difficulty": None})
         seqs.append((prompt_ids, resp))
-    return score_rows(cfg, pair, rows, seqs, {RETOK_KEY: json.dumps(count).encode()})
+    meta = {RETOK_KEY: json.dumps({**count, "cut": cut}).encode()}
+    return score_rows(cfg, pair, rows, seqs, meta)
 
 
 def _in_vocab(ids: list[int], vocab: int, where: str, what: str) -> list[int]:

@@ -7,11 +7,15 @@ renamed and deleted. Every other module goes through these functions.
                                   for a precompute from before its models load to publish,
                                   a rename (both names) and a delete; shared for sweeps and
                                   forks writing into the complete run
+    <cache>/.staging/.sweep-<pid>-<hex>/  a sweep being written, or one set aside while its
+                                  replacement is published (core.store.cross)
     <cache>/.<run>.old-<pid>      the replaced run during a --force publish (repair())
     <cache>/.trash-<run>-<hex>    a run being deleted (renamed away first, then removed)
 
 Names are full-match checked (letters, digits, '.', '_', '-'; starting with a letter or
-digit; at most 100 characters). The default cache is core.paths.default_cache()
+digit; at most 100 characters). A run folder that is a symbolic link is read like any
+other, but never renamed, deleted or written into (that would change files outside the
+cache). The default cache is core.paths.default_cache()
 ($SHIFTLENS_CACHE, else cache/ in the repository) for the CLI and the app alike.
 
 This module knows nothing about jobs: rename and delete take `busy`, the runs a job holds
@@ -29,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from core.errors import RunsError
+from core.errors import RunsError, clip
 from core.paths import STAGING, default_cache
 from core.store.lock import FileLock, Held, is_held
 from core.store.manifest import config_hash, read_manifest
@@ -197,6 +201,7 @@ def writing_into(run_dir: str | Path, error: type[Exception] = RunsError) -> Ite
     (a cross-sampling sweep, a fork): meanwhile a rename, a delete or a --force recompute
     of it is refused, and this is refused while one of those holds it."""
     run_dir = Path(run_dir)
+    _not_a_link(run_dir, error)
     lock = RunLock(run_dir.parent, run_dir.name, error, shared=True)
     try:
         if read_manifest(run_dir) is None:
@@ -353,9 +358,28 @@ def _existing_run(cache: Path, name: str) -> Path:
     if name_problem(name):
         raise RunsError(f"{name!r} is not a run name")
     path = cache / name
+    _not_a_link(path)
     if read_manifest(path) is None:
         raise RunsError(f"no complete run named {name!r} in {cache}")
     return path
+
+
+def _not_a_link(path: Path, error: type[Exception] = RunsError) -> None:
+    """Refuse a run folder that is a symbolic link: renaming, deleting or writing into it
+    would change files wherever it leads, outside the cache (reading it is fine)."""
+    if path.is_symlink():
+        raise error(f"run {path.name!r} is a link to {clip(os.readlink(path), 120)}, not a "
+                    "folder of the cache: it is only read; move the run into the cache to "
+                    "change it")
+
+
+def _linked_runs_naming(cache: Path, old: str) -> list[str]:
+    """Runs reached through a link whose manifest names run `old` (rename would rewrite them
+    wherever they lie)."""
+    return [r.name for r in list_runs(cache) if r.path.is_symlink() and (
+        old in (r.manifest.get("traces_from"), r.manifest.get("series_of"))
+        or any(isinstance(rec, dict) and rec.get("run") == old
+               for rec in (r.manifest.get("samplers") or {}).values()))]
 
 
 def rename_run(cache: str | Path, old: str, new: str, busy: Mapping[str, str] = {}) -> Path:
@@ -387,6 +411,10 @@ def rename_run(cache: str | Path, old: str, new: str, busy: Mapping[str, str] = 
         dst = cache / new
         if dst.exists() or dst.is_symlink() or staging_dir(cache, new).exists():
             raise RunsError(f"{new!r} is taken (a run, a folder or a run being computed)")
+        if linked := _linked_runs_naming(cache, old):
+            raise RunsError(f"run {linked[0]!r} names {old!r} and is a link to outside the "
+                            "cache, which a rename does not rewrite; move it into the cache "
+                            "first")
         try:
             os.rename(src, dst)
         except OSError as e:

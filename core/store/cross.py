@@ -15,6 +15,11 @@ Plain Parquet files (DuckDB: `SELECT * FROM 'cache/<run>/cross/<key>/summary.par
 written atomically through core.store.storage with the provenance (sweep settings, the
 run's manifest, package versions) in the file metadata under `shiftlens.manifest`;
 settings.json is written last, so a sweep is listed only once all three files exist.
+All three are written in a staging folder outside the run (`<cache>/.staging/.sweep-<pid>-
+<hex>`) and published by renaming that folder to cross/<key>, a sweep it replaces moved
+aside first: a sweep cancelled, failed or killed while it writes leaves nothing in the run.
+What a killed writer left in .staging is cleaned up (a replaced sweep put back where its
+replacement never arrived) by the next sweep written into the cache (`repair_sweeps`).
 Endpoint rows (direction 'base' / 'tuned': each model alone) have eps = +inf. Writers hold
 the run's lock (core.store.cache.writing_into), as the cross-sampling job does.
 """
@@ -24,6 +29,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
+import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core.paths import STAGING
 from core.store.manifest import package_versions
 from core.store.schema import (
     SAMPLES_FILE,
@@ -114,19 +123,82 @@ def provenance(settings: dict, run_manifest: dict | None, extra: dict | None = N
 def write_results(run_dir: str | Path, result, metadata: dict,
                   key: str | None = None) -> tuple[Path, Path]:
     """Write a `SweepResult` as the sweep `key` (default: sweep_key(result.settings)) into
-    `run_dir`/cross/<key>/; returns the samples and summary paths. Hold the run's lock."""
+    `run_dir`/cross/<key>/, staged and published whole (see the module docstring); returns
+    the samples and summary paths. Hold the run's lock."""
     key = key or sweep_key(result.settings)
-    folder = Path(run_dir) / SWEEPS_DIR / key
-    folder.mkdir(parents=True, exist_ok=True)
-    samples, summary = folder / SWEEP_SAMPLES, folder / SWEEP_SUMMARY
-    write_parquet(samples_table(result.rows), samples, metadata=metadata)
-    write_parquet(summary_table(result.summary), summary, metadata=metadata)
-    # Microseconds: "newest" must tell apart two sweeps written within one second.
-    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
-    write_json({"key": key, "created": created, "settings": result.settings,
-                "config": (metadata.get("cross_sample_config") or {}).get("config"),
-                "n_samples": len(result.rows)}, folder / SWEEP_SETTINGS)
-    return samples, summary
+    run_dir = Path(run_dir)
+    root = run_dir.parent / STAGING
+    repair_sweeps(root)
+    stage = root / f".sweep-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    folder = run_dir / SWEEPS_DIR / key
+    try:
+        stage.mkdir(parents=True)
+        write_parquet(samples_table(result.rows), stage / SWEEP_SAMPLES, metadata=metadata)
+        write_parquet(summary_table(result.summary), stage / SWEEP_SUMMARY, metadata=metadata)
+        # Microseconds: "newest" must tell apart two sweeps written within one second.
+        created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
+        write_json({"key": key, "created": created, "settings": result.settings,
+                    "config": (metadata.get("cross_sample_config") or {}).get("config"),
+                    "n_samples": len(result.rows)}, stage / SWEEP_SETTINGS)
+        _publish(stage, folder, root)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return folder / SWEEP_SAMPLES, folder / SWEEP_SUMMARY
+
+
+ORIGIN = "origin"  # in a sweep set aside for its replacement: the cross/<key> it came from
+
+
+def _publish(stage: Path, folder: Path, root: Path) -> None:
+    """Rename `stage` to `folder`; a sweep already there is set aside in `root` first (with
+    its origin noted, so repair_sweeps puts it back if this process dies before the rename)
+    and removed after."""
+    folder.parent.mkdir(exist_ok=True)
+    old = None
+    if folder.exists():
+        old = root / f".sweep-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        (folder / ORIGIN).write_text(str(folder), encoding="utf-8")
+        os.rename(folder, old)
+    try:
+        os.rename(stage, folder)
+    except BaseException:
+        if old is not None:
+            os.rename(old, folder)
+            (folder / ORIGIN).unlink(missing_ok=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def repair_sweeps(root: Path) -> list[str]:
+    """Clean what killed sweep writers left in `root` (a cache's .staging): a staged sweep
+    is removed; a sweep set aside for a replacement that never arrived is put back. Folders
+    of live processes are left alone. Returns what was done, one line each."""
+    done = []
+    for d in sorted(root.glob(".sweep-*")) if root.is_dir() else ():
+        pid = d.name.split("-")[1]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        origin = d / ORIGIN
+        home = Path(origin.read_text(encoding="utf-8")) if origin.is_file() else None
+        if home is not None and (d / SWEEP_SETTINGS).is_file() and not home.exists():
+            os.rename(d, home)
+            (home / ORIGIN).unlink(missing_ok=True)
+            done.append(f"put back sweep {home.name} of run {home.parent.parent.name}")
+        else:
+            shutil.rmtree(d, ignore_errors=True)
+            done.append(f"removed an unfinished sweep write ({d.name})")
+    return done
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _legacy(run_dir: Path) -> SweepInfo | None:
@@ -152,6 +224,8 @@ def list_sweeps(run_dir: str | Path) -> list[SweepInfo]:
     root = run_dir / SWEEPS_DIR
     for d in sorted(root.iterdir()) if root.is_dir() else ():
         f = d / SWEEP_SETTINGS
+        if d.name.startswith("."):
+            continue
         if not (f.is_file() and (d / SWEEP_SUMMARY).is_file()):
             continue
         try:

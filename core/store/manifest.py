@@ -34,7 +34,7 @@ def package_versions() -> dict[str, str | None]:
 
 # Settings added after runs were written, at the value that gives the old content: left out
 # of the hash there, so those runs keep their hash (a re-run is still "already complete").
-ADDED_DEFAULTS = {"series_sampling": "reuse", "field": ""}
+ADDED_DEFAULTS = {"series_sampling": "reuse", "field": "", "truncate_to_context": False}
 
 
 def config_hash(config) -> str:
