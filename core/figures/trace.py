@@ -71,29 +71,33 @@ def _num(v) -> str:
 
 
 def _side(ids, tokens, probs, token_id) -> list:
-    return [[repr(str(t)), float(p), int(i) == int(token_id)]
+    return [[repr(str(t)), round(float(p), 4), int(i) == token_id]  # the panel shows 3 digits
             for i, t, p in zip(ids, tokens, probs)]
 
 
 def topk_rows(toks) -> list | None:
     """Per position, what the top-k panel shows: {"token": repr of the trace's token, "base"
-    and "tuned": [[repr of token, prob, is the trace's token], ...] best first, "metrics":
-    [[name, formatted value], ...]}; None for a position without stored lists. None when the
-    run stored no top-k at all."""
+    and "tuned": [[repr of token, prob to 4 decimals, is the trace's token], ...] best
+    first, "metrics": [[name, formatted value], ...]}; None for a position without stored
+    lists. None when the run stored no top-k at all."""
     if "base_ids" not in toks or toks["base_ids"].isna().all():
         return None
+    col = {c: toks[c].tolist() for c in ("token", "token_id", "base_ids", "base_tokens",
+                                         "base_probs", "tuned_ids", "tuned_tokens",
+                                         "tuned_probs")}
+    metrics = [(k, [_num(v) for v in toks[k].tolist()]) for k in METRIC_COLUMNS if k in toks]
     rows = []
-    for r in toks.itertuples(index=False):
-        r = r._asdict()
-        if r.get("base_ids") is None:
+    for i, tid in enumerate(col["token_id"]):
+        if col["base_ids"][i] is None:
             rows.append(None)
             continue
-        rows.append({"token": repr(str(r["token"])),
-                     "base": _side(r["base_ids"], r["base_tokens"], r["base_probs"],
-                                   r["token_id"]),
-                     "tuned": _side(r["tuned_ids"], r["tuned_tokens"], r["tuned_probs"],
-                                    r["token_id"]),
-                     "metrics": [[k, _num(r[k])] for k in METRIC_COLUMNS if k in r]})
+        tid = int(tid)
+        rows.append({"token": repr(str(col["token"][i])),
+                     "base": _side(col["base_ids"][i], col["base_tokens"][i],
+                                   col["base_probs"][i], tid),
+                     "tuned": _side(col["tuned_ids"][i], col["tuned_tokens"][i],
+                                    col["tuned_probs"][i], tid),
+                     "metrics": [[k, values[i]] for k, values in metrics]})
     return rows
 
 
