@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.ui.colours import composite, contrast, parse_rgba
+from core.figures.colours import composite, contrast, parse_rgba
 from tests.browser import CHROMIUM, READY_JS, press, streamlit_server
 
 pytestmark = [pytest.mark.browser,

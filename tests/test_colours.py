@@ -2,7 +2,7 @@
 
 import pytest
 
-from app.ui.colours import colour_tokens, folds, legend_html, urial_category
+from core.figures.colours import colour_tokens, folds, legend_html, urial_category
 
 pytestmark = pytest.mark.unit
 
@@ -54,7 +54,7 @@ def _sweep(metric):
 
 
 def test_contrast_helpers():
-    from app.ui.colours import composite, contrast, parse_rgba
+    from core.figures.colours import composite, contrast, parse_rgba
 
     assert contrast((255, 255, 255), (0, 0, 0)) == pytest.approx(21.0)
     assert contrast((10, 20, 30), (10, 20, 30)) == pytest.approx(1.0)
@@ -68,7 +68,7 @@ def test_contrast_helpers():
 def test_faint_highlights_stay_visible_on_the_dark_page(metric):
     """The faintest highlight differs from the page at least as much in dark mode as in light
     mode (where a red at alpha 0.08 is 1.13:1 on white), and at least 1.3:1."""
-    from app.ui.colours import THEMES, composite, contrast
+    from core.figures.colours import THEMES, composite, contrast
 
     seen = {}
     for theme in ("light", "dark"):
@@ -84,7 +84,7 @@ def test_faint_highlights_stay_visible_on_the_dark_page(metric):
 def test_token_text_reads_on_every_highlight(theme, metric):
     """The text colour is chosen per highlight: never worse than the theme's own text, and
     at least 3.5:1 everywhere (dark text on a strong red was 2.9:1)."""
-    from app.ui.colours import THEMES, composite, contrast, parse_rgba, text_colours
+    from core.figures.colours import THEMES, composite, contrast, parse_rgba, text_colours
 
     t = THEMES[theme]
     values = [1, 2, 3, 4, 50] if metric == "rank_base" else _sweep(metric)

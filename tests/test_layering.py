@@ -1,8 +1,9 @@
 """The import layering of core/ and app/, read from the source with `ast` (nothing imported).
 
 Rules: no import cycle; core never imports the UI (streamlit, app); core.engine imports no
-higher layer; the app reaches core only through core.api, core.errors and core.figures; no
-sys.path or PYTHONPATH tricks. Every import counts, at any depth (inside functions too).
+higher layer; the app and the notebook package (shiftlens) reach core only through core.api,
+core.errors and core.figures; shiftlens never imports streamlit or the app; no sys.path or
+PYTHONPATH tricks. Every import counts, at any depth (inside functions too).
 `from core.x import y` is an import of module core.x.y when that module exists, else of
 core.x; importing a module does not count as importing its parent packages.
 """
@@ -17,7 +18,7 @@ import pytest
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("core", "app")
+PACKAGES = ("core", "app", "shiftlens")
 
 Graph = dict[str, dict[str, int]]  # module -> {imported module: first line}
 
@@ -157,12 +158,18 @@ def engine_upward(graph: Graph) -> list[str]:
                        "core.engine must not import a higher layer")
 
 
-def app_around_api(graph: Graph) -> list[str]:
+def app_around_api(graph: Graph, source: str = "app") -> list[str]:
     def bad(t: str) -> bool:
         return _within(t, "core") and not (t in ("core.api", "core.errors")
                                            or _within(t, "core.figures"))
-    return _violations(graph, "app", bad, "the app imports core only through "
-                       + ", ".join(APP_MAY_IMPORT))
+    return _violations(graph, source, bad, f"{'the app' if source == 'app' else source} "
+                       "imports core only through " + ", ".join(APP_MAY_IMPORT))
+
+
+def ui_in_notebook(graph: Graph) -> list[str]:
+    return _violations(graph, "shiftlens",
+                       lambda t: _within(t, "streamlit") or _within(t, "app"),
+                       "the notebook package must not import streamlit or the app")
 
 
 def path_tricks(root: Path, packages=PACKAGES) -> list[str]:
@@ -224,6 +231,12 @@ def test_app_reaches_core_only_through_the_api(graph):
     assert not bad, "\n".join(bad)
 
 
+def test_notebook_package_reaches_core_only_through_the_api(graph):
+    assert "shiftlens" in graph and "shiftlens.run" in graph  # the package is checked
+    bad = app_around_api(graph, "shiftlens") + ui_in_notebook(graph)
+    assert not bad, "\n".join(bad)
+
+
 def test_no_sys_path_or_pythonpath_tricks():
     bad = path_tricks(ROOT)
     assert not bad, "\n".join(bad)
@@ -249,6 +262,7 @@ def test_the_checker_reports_a_cycle_and_an_upward_import(tmp_path):
         "core/jobs.py": "import os, sys\nsys.path.insert(0, '.')\nos.environ['PYTHONPATH'] = ''\n",
         "app/__init__.py": "",
         "app/page.py": "from core import api\nfrom core.store.cache import x\nimport core\n",
+        "shiftlens/__init__.py": "import streamlit\nfrom core.store import cache\n",
     })
     g = build_graph(tmp_path)
     assert g["core.engine.pair"] == {"core.store.cache": 2}  # a function-level import
@@ -259,6 +273,8 @@ def test_the_checker_reports_a_cycle_and_an_upward_import(tmp_path):
     assert [v.split(" (")[0] for v in ui_in_core(g)] == ["core.store.cache imports streamlit"]
     assert [v.split(" (")[0] for v in app_around_api(g)] == [
         "app.page imports core", "app.page imports core.store.cache"]
+    assert [v.split(" (")[0] for v in app_around_api(g, "shiftlens") + ui_in_notebook(g)] == [
+        "shiftlens imports core.store.cache", "shiftlens imports streamlit"]
     assert [v.split(": ", 1)[1] for v in path_tricks(tmp_path)] == [
         "sys.path.insert", "'PYTHONPATH'"]
 

@@ -20,9 +20,9 @@ SETTINGS_MODULE = ROOT / "core" / "settings.py"
 
 
 def _sources(root: Path) -> list[Path]:
-    """The files the rules cover: core/, app/ and scripts/*.py."""
+    """The files the rules cover: core/, app/, shiftlens/ and scripts/*.py."""
     return sorted([*(root / "core").rglob("*.py"), *(root / "app").rglob("*.py"),
-                   *(root / "scripts").glob("*.py")])
+                   *(root / "shiftlens").rglob("*.py"), *(root / "scripts").glob("*.py")])
 
 
 def _where(path: Path) -> str:

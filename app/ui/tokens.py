@@ -13,15 +13,12 @@ import pandas as pd
 import streamlit as st
 
 from app.ui import state
-from app.ui.colours import METRICS, colour_tokens, folds, legend_html
 from app.ui.text import md_escape
-from app.ui.trace_view import trace_view
+from app.ui.trace_view import draw
 from core import api
-
-METRIC_COLUMNS = (*api.METRICS, "rel_pos")  # every registered metric, then the position
-
-
-DEFAULT_THRESHOLD = {"diverging": 0.5, "sequential": 0.01}  # a faint highlight floor
+from core.figures import trace
+from core.figures.colours import METRICS, colour_tokens, legend_html
+from core.figures.trace import DEFAULT_THRESHOLD, METRIC_COLUMNS
 
 
 def threshold_scale(metric: str, values=None) -> tuple[float, float]:
@@ -98,7 +95,7 @@ def navigate(strength: list[float], pos: int | None, prefix: str = "") -> int | 
     return pos
 
 
-def view(toks: pd.DataFrame, metric: str, threshold: float, collapse: bool, colours, strength,
+def view(toks: pd.DataFrame, metric: str, threshold: float, collapse: bool,
          special: set[int], pos: int | None, key: str) -> int | None:
     """Legend + trace view; returns the selected position (clicked, else `pos`).
 
@@ -106,14 +103,10 @@ def view(toks: pd.DataFrame, metric: str, threshold: float, collapse: bool, colo
     read before the component is drawn, so the outline and the top-k panel below show the
     same token in that rerun (drawing first outlined the previous click)."""
     st.html(legend_html(metric, threshold))
-    titles = [f"pos {i} · {metric} {v:.4g} · rank_base {rb}" for i, (v, rb) in
-              enumerate(zip(toks[metric].tolist(), toks["rank_base"].tolist()))]
     clicked = _clicked(key, len(toks))
     pos = clicked if clicked is not None else pos
-    dark = colour_tokens(toks[metric].tolist(), metric, threshold, theme="dark")[0]
-    trace_view(toks["token"].tolist(), colours, strength, titles,
-               [int(t) in special for t in toks["token_id"]], pos,
-               folds(strength) if collapse else [], key=key, dark_colours=dark)
+    draw(trace.trace_payload(toks, metric, threshold, collapse=collapse, special_ids=special,
+                             selected=pos), key=key)
     return pos
 
 

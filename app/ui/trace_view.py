@@ -1,42 +1,33 @@
 """The trace view component (Streamlit custom components v2: inline HTML/CSS/JS, no iframe).
 
 `trace_view(...)` draws the divergence strip and the highlighted tokens and returns the
-position of a clicked token (or None). Token text is set with textContent in the browser.
-The browser picks the light or dark colours by the theme's background (--st-background-color),
-so the first paint already matches the theme.
+position of a clicked token (or None). The JavaScript, the CSS and the data they draw come
+from core.figures.trace, which the notebook widget (shiftlens) shares. Token text is set
+with textContent in the browser. The browser picks the light or dark colours by the theme's
+background (--st-background-color), so the first paint already matches the theme.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
-from app.ui.colours import text_colours
+from core.figures import trace
 
-HERE = Path(__file__).parent
-_component = st.components.v2.component(
-    "shiftlens_trace_view",
-    css=(HERE / "trace_view.css").read_text(encoding="utf-8"),
-    js=(HERE / "trace_view.js").read_text(encoding="utf-8"),
-)
+_js, _css = trace.assets()
+_component = st.components.v2.component("shiftlens_trace_view", css=_css, js=_js)
+
+
+def draw(data: dict, key: str) -> int | None:
+    """Draw a payload of core.figures.trace; the position clicked in this rerun, else None."""
+    result = _component(key=key, data=data, on_clicked_change=lambda: None)
+    clicked = getattr(result, "clicked", None)
+    return None if clicked is None else int(clicked)
 
 
 def trace_view(tokens: list[str], colours: list[str], strength: list[float], titles: list[str],
                special: list[bool], selected: int | None, folds: list[tuple[int, int]],
                key: str, scroll: bool = True,
                dark_colours: list[str] | None = None) -> int | None:
-    """`colours`: css colours on a light page; `dark_colours` the same highlights on a dark one
-    (default: `colours`). The text colour of each token is chosen per theme for contrast."""
-    dark = colours if dark_colours is None else dark_colours
-    result = _component(
-        key=key,
-        data={"tokens": tokens, "colours": colours, "strength": strength, "titles": titles,
-              "text": text_colours(colours, "light"), "colours_dark": dark,
-              "text_dark": text_colours(dark, "dark"),
-              "special": special, "selected": -1 if selected is None else int(selected),
-              "folds": [list(f) for f in folds], "scroll": scroll},
-        on_clicked_change=lambda: None,
-    )
-    clicked = getattr(result, "clicked", None)
-    return None if clicked is None else int(clicked)
+    """draw() of core.figures.trace.payload of these arguments (see there)."""
+    return draw(trace.payload(tokens, colours, strength, titles, special, selected, folds,
+                              scroll=scroll, dark_colours=dark_colours), key)

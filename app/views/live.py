@@ -51,10 +51,10 @@ def render() -> None:
         st.warning("Nothing to score: the response has no tokens.")
         return
     metric, threshold, collapse = tokens.controls(prefix="live_", url=False, values=toks)
-    colours, strength = tokens.strength_of(toks, metric, threshold)
+    strength = tokens.strength_of(toks, metric, threshold)[1]
     special = set(run.manifest.get("tokenizer", {}).get("special_ids", []))
     pos = tokens.navigate(strength, st.session_state.get("live_pos"), prefix="live_")
-    pos = tokens.view(toks, metric, threshold, collapse, colours, strength, special, pos,
+    pos = tokens.view(toks, metric, threshold, collapse, special, pos,
                       key="tv_live")
     st.session_state["live_pos"] = pos
     tokens.selected(toks, pos)

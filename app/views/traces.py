@@ -109,7 +109,7 @@ def render() -> None:
     toks = api.trace_tokens(con, run.name, tid)
 
     metric, threshold, collapse = tokens.controls(values=toks)
-    colours, strength = tokens.strength_of(toks, metric, threshold)
+    strength = tokens.strength_of(toks, metric, threshold)[1]
     special = set(run.manifest.get("tokenizer", {}).get("special_ids", []))
     pos = state.param("pos", None, int)
     pos = pos if pos is not None and 0 <= pos < len(toks) else None
@@ -127,7 +127,7 @@ def render() -> None:
            if finished is not None and not pd.isna(finished) and not bool(finished) else "")
     st.markdown(f"**Verdict** {verdict} · sampled from the **{md_escape(trace['sampled_from'])}"
                 f"** model · {trace['length']} tokens{cut}")
-    pos = tokens.view(toks, metric, threshold, collapse, colours, strength, special, pos,
+    pos = tokens.view(toks, metric, threshold, collapse, special, pos,
                       key=f"tv_{run.name}_{tid}")
     state.set_params(trace=tid, metric=metric, pos=pos, fold="1" if collapse else None,
                      thr=None if tokens.METRICS[metric][1] == "categorical"

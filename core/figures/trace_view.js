@@ -1,6 +1,9 @@
-// Trace view: a divergence strip over highlighted tokens. Every token string is set with
-// textContent, never innerHTML, so hostile text stays text. Clicks go back to Python as a
-// trigger value `clicked` (the token position).
+// Trace view: a divergence strip over highlighted tokens, and (when the data carries `topk`)
+// the clicked token's top-k panel. Every token string is set with textContent, never
+// innerHTML, so hostile text stays text. Clicks go back through `setTriggerValue("clicked",
+// position)`. One file for both hosts: the Streamlit component (custom components v2) loads
+// it as is; the notebook widget (shiftlens.front) drops the final default export
+// and calls draw() from its anywidget render(). The data is built by core.figures.trace.
 function visible(tok) {
   // keep whitespace faithful but visible: a mark before newlines and tabs
   const parts = [];
@@ -21,7 +24,7 @@ function isDark(el) {
   return !!rgb && 0.2126 * rgb[0] + 0.7152 * rgb[1] + 0.0722 * rgb[2] < 128;
 }
 
-export default function (component) {
+function draw(component) {
   const { data, parentElement, setTriggerValue } = component;
   const started = performance.now();
   let root = parentElement.querySelector(".sl-root");
@@ -79,6 +82,7 @@ export default function (component) {
   }
   text.appendChild(frag);
   root.appendChild(text);
+  if (data.topk) root.appendChild(topkPanel(data.topk[data.selected], data.selected));
   if (selectedEl && data.scroll) selectedEl.scrollIntoView({ block: "center" });
   root.dataset.renderMs = (performance.now() - started).toFixed(1);  // read by benchmarks
 
@@ -102,3 +106,55 @@ export default function (component) {
     return span;
   }
 }
+
+function el(tag, className, text) {
+  const e = document.createElement(tag);
+  if (className) e.className = className;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+function topkPanel(row, pos) {
+  // both models' top-k side by side (rank, token, probability, the trace's token marked),
+  // then the token's metrics: what the app's Python panel (app/ui/tokens.topk_panel) shows
+  const panel = el("div", "sl-topk");
+  panel.setAttribute("data-testid", "topk-panel");
+  if (row === undefined || row === null) {
+    panel.appendChild(el("div", "sl-hint", pos >= 0 ? "No top-k lists stored for this run."
+      : "Click a token (or the strip) to see both models' top-k."));
+    return panel;
+  }
+  panel.dataset.pos = String(pos);
+  panel.appendChild(el("div", "sl-topk-head", `Token ${pos}: ${row.token}`));
+  const sides = el("div", "sl-topk-sides");
+  for (const who of ["base", "tuned"]) {
+    const side = el("div", "sl-topk-side");
+    side.dataset.model = who;
+    side.appendChild(el("div", "sl-topk-title", `${who} model top-${row[who].length}`));
+    const table = el("table");
+    const head = el("tr");
+    for (const h of ["rank", "token", "prob", "in trace"]) head.appendChild(el("th", "", h));
+    table.appendChild(head);
+    row[who].forEach(([tok, prob, mine], r) => {
+      const tr = el("tr", mine ? "sl-mine" : "");
+      tr.appendChild(el("td", "", String(r + 1)));
+      tr.appendChild(el("td", "sl-topk-tok", tok));
+      const cell = el("td", "sl-prob");
+      const bar = el("span", "sl-bar");
+      bar.style.width = `${Math.round(100 * Math.max(0, Math.min(1, prob)))}%`;
+      cell.append(bar, el("span", "", prob.toFixed(3)));
+      tr.appendChild(cell);
+      tr.appendChild(el("td", "", mine ? "\u25c0" : ""));
+      table.appendChild(tr);
+    });
+    side.appendChild(table);
+    sides.appendChild(side);
+  }
+  panel.appendChild(sides);
+  const metrics = el("div", "sl-topk-metrics");
+  for (const [name, value] of row.metrics) metrics.appendChild(el("span", "", `${name} ${value}`));
+  panel.appendChild(metrics);
+  return panel;
+}
+
+export default draw;

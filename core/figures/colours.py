@@ -1,7 +1,8 @@
 """Token colours per metric, the legend, and folding of long low-divergence spans.
 
-Pure functions (no Streamlit), so they are unit-tested. `strength` in [0, 1] is how strongly
-a token is highlighted; it drives the divergence strip and folding. The metrics offered, their
+Pure functions (no UI toolkit), so they are unit-tested; the app and the notebook widget
+share them (through core.figures.trace). `strength` in [0, 1] is how strongly a token is
+highlighted; it drives the divergence strip and folding. The metrics offered, their
 labels, colour scales and full-scale values come from the metric registry (core.metrics).
 Colours come per theme ("light", "dark"): on the dark page the hues are lighter and the
 faintest highlight stronger, so it stays as visible as on white; `text_colours` picks the
@@ -13,7 +14,7 @@ from __future__ import annotations
 import html
 import math
 
-from core import api
+from core.metrics import METRICS as REGISTRY
 
 RED, BLUE, AMBER, GREY = (220, 38, 38), (37, 99, 235), (217, 119, 6), (148, 163, 184)
 # Per Streamlit theme base: the highlight hues, the alpha of the faintest and of the strongest
@@ -29,7 +30,7 @@ THEMES = {
 }
 
 METRICS = {  # name -> (label, kind, full-scale value), for the metrics with a colour scale
-    m.name: (m.label, m.scale, m.full_scale) for m in api.METRICS.values() if m.scale}
+    m.name: (m.label, m.scale, m.full_scale) for m in REGISTRY.values() if m.scale}
 URIAL = [("unshifted", 1, 1, None), ("marginal", 2, 3, AMBER), ("shifted", 4, None, RED)]
 
 
