@@ -7,6 +7,7 @@ tests/test_trl_ledger.py (tier `trl`)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,33 @@ def test_a_ledger_without_a_final_run_reads_as_one_series_from_any_of_its_runs()
     final = _info("g", series_step=6)  # a final run exists: the series ends at it
     assert series_of(runs + [final], final) == want + ["g"]
     assert series_of(runs + [final], runs[0]) == []
+
+
+@pytest.mark.model
+def test_a_probe_ledger_is_one_series_of_the_checkpoints_own_samples(tmp_path):
+    """The entries a verl/OpenRLHF hook would queue with a probe set (ledger_config is what
+    record_checkpoint queues; computed here in this process, the queue's own path is the TRL
+    test's, and so is the evolution page): each checkpoint samples the probe itself; the two
+    entries read as one series whose evolution has both steps."""
+    from core import queries as Q
+    from core.config import PrecomputeConfig
+    from core.jobs.ledger import ledger_config
+    from core.precompute.driver import precompute
+    from core.store.cache import list_runs
+
+    probe = tmp_path / "probe.jsonl"
+    probe.write_text("".join(HELDOUT.read_text().splitlines(keepends=True)[:2]))
+    cache = tmp_path / "cache"
+    for k in (30, 60):
+        precompute(ledger_config(str(DEMO / "base"), str(DEMO / "rl-steps" / f"step-{k}"), k,
+                                 series="loop", prompts=probe, cache=cache,
+                                 settings=PrecomputeConfig(n=2, max_new_tokens=40)),
+                   log=lambda line: None, show_progress=False)
+    runs = list_runs(cache)
+    assert series_of(runs, next(r for r in runs if r.name == "loop-step-30")) == [
+        "loop-step-30", "loop-step-60"]
+    m = json.loads((cache / "loop-step-60" / "manifest.json").read_text())
+    assert m["samplers"]["tuned"]["model"] == str((DEMO / "rl-steps" / "step-60").resolve())
+    names = ["loop-step-30", "loop-step-60"]
+    df = Q.evolution(Q.open_runs([cache / n for n in names]), names, high=0.01)
+    assert df["step"].tolist() == [30, 60] and (df["p99"] > 0).all()
