@@ -87,10 +87,14 @@ def test_the_callback_scores_each_checkpoint_on_the_rollouts_it_sampled(tmp_path
     import core.integrations.trl as integ
 
     calls, lines = [], []
-    monkeypatch.setattr(integ, "record_checkpoint", lambda base, ckpt, step, **kw: calls.append(
-        (str(ckpt), step, Path(kw.get("rollouts") or kw.get("prompts")).name, kw["series"]))
-        or queue.Job(id=f"j{step}", run=f"{kw['series']}-step-{step}", state="queued",
-                     config={}, cwd="", created=0.0))
+
+    def fake(base, ckpt, step, **kw):
+        calls.append((str(ckpt), step, Path(kw.get("rollouts") or kw.get("prompts")).name,
+                      kw["series"]))
+        return queue.Job(id=f"j{step}", run=f"{kw['series']}-step-{step}", state="queued",
+                         config={}, cwd="", created=0.0)
+
+    monkeypatch.setattr(integ, "record_checkpoint", fake)
     out = _trl_output(tmp_path / "grpo-out", completions=(1, 2), checkpoints=(2,))
     led = integ._Ledger(base=str(DEMO / "base"), cache=tmp_path / "cache", log=lines.append)
     led.begin(str(out), None)
@@ -106,6 +110,16 @@ def test_the_callback_scores_each_checkpoint_on_the_rollouts_it_sampled(tmp_path
     led.end()
     assert lines[-1] == ("shift ledger: checkpoint(s) [4] not recorded: no rollouts they "
                          "sampled (completions of the next step); give probe= to score them")
+    refused = integ._Ledger(series="r", base=str(DEMO / "base"), cache=tmp_path / "c",
+                            log=lines.append)
+    monkeypatch.setattr(integ, "record_checkpoint", record_checkpoint)
+    refused.begin(str(out), None)
+    refused.recorded.add(0)  # the base's entry is not what this checks
+    (out / "checkpoint-2" / "config.json").unlink()  # a checkpoint gone before its entry
+    refused.saved_step(str(out), 2)
+    assert lines[-1].startswith("shift ledger: step 2 not recorded: checkpoint ")
+    assert not (tmp_path / "c").exists()  # nothing queued
+    monkeypatch.setattr(integ, "record_checkpoint", fake)
     probe = integ._Ledger(series="p", base="b", probe=str(HELDOUT), log=lines.append)
     probe.begin(str(out), None)
     probe.saved_step(str(out), 2)

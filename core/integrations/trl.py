@@ -20,7 +20,9 @@ Two sources of traces:
 Training is not held up: on_save only checks a few paths, queues a job and ticks the queue
 (core.jobs.queue: the job is its own process, one at a time); `wait=True` waits for the
 ledger's jobs after training ends. Checkpoints must outlive their queued jobs, so
-`save_total_limit` is refused (one line, JobError) at on_train_begin. The rule assumes one
+`save_total_limit` is refused (one line, JobError) at on_train_begin; a ledger entry
+refused at a save (a run name already taken, a file gone) is logged in one line and the
+training goes on. The rule assumes one
 generation per update (TRL's defaults: num_iterations=1, steps_per_generation =
 gradient_accumulation_steps) and logging at every step that follows a save.
 
@@ -34,7 +36,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.config import PrecomputeConfig
-from core.errors import JobError
+from core.errors import JobError, ShiftLensError
 from core.jobs.ledger import record_checkpoint
 from core.paths import cache_dir
 
@@ -66,10 +68,14 @@ class _Ledger:
         self.series = self.series or Path(output_dir).resolve().name
 
     def _record(self, checkpoint, step: int, **source) -> None:
-        job = record_checkpoint(self.base, checkpoint, step, series=self.series,
-                                cache=self.cache, settings=self.settings, **source)
+        self.recorded.add(step)  # tried once: a refusal is not retried at every save
+        try:
+            job = record_checkpoint(self.base, checkpoint, step, series=self.series,
+                                    cache=self.cache, settings=self.settings, **source)
+        except ShiftLensError as e:  # a ledger entry refused never stops the training
+            self.log(f"shift ledger: step {step} not recorded: {e}")
+            return
         self.jobs.append(job)
-        self.recorded.add(step)
         self.log(f"shift ledger: queued {job.run} (job {job.id})")
 
     def saved_step(self, output_dir: str, step: int) -> None:
