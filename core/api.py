@@ -57,6 +57,7 @@ from core.jobs.queue import cancel as cancel_job
 from core.jobs.queue import read_log as read_job_log
 from core.jobs.queue import resume as resume_job
 from core.jobs.queue import tick as tick_jobs
+from core.jobs.ledger import record_checkpoint  # the shift ledger: one series run per save
 
 # --- uploads: model archives, prompt sets and rollout files taken from the browser, kept safely ---
 from core.jobs.upload import default_limits as default_upload_limits
@@ -110,7 +111,7 @@ __all__ = [
     # jobs & add-pair
     "JOB_KINDS", "Job", "JobKind", "job_kind", "PRESETS", "PrecomputeConfig", "RUN_SETTINGS",
     "add_pair", "cancel_job", "list_jobs", "parse_series",
-    "read_job_log", "resume_job", "submit_cross_sample", "tick_jobs",
+    "read_job_log", "record_checkpoint", "resume_job", "submit_cross_sample", "tick_jobs",
     # uploads
     "default_upload_limits", "models_dir", "prompts_dir", "rollouts_dir", "save_prompt_set",
     "save_rollouts", "rollout_format", "unpack_model",

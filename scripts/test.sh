@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install everything the tests need (Python packages and, for browser tests, Chromium)
-# and run the whole suite. Extra arguments go to pytest (e.g. -m unit).
+# Install everything the tests need (Python packages, .venv-trl for the TRL tier and, for
+# browser tests, Chromium) and run the whole suite. Extra arguments go to pytest (e.g. -m unit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh requirements-dev.txt
@@ -8,4 +8,8 @@ if ! command -v chromium >/dev/null 2>&1; then
   echo "installing chromium (Debian) for browser tests and figure export"
   apt-get update -q && apt-get install -y -q chromium
 fi
+# The TRL tier's venv (tests marked trl): .venv-trl on top of .venv, about 1 minute when new.
+start=$SECONDS
+scripts/setup_trl.sh .venv
+echo "scripts/setup_trl.sh: $((SECONDS - start)) s"
 exec .venv/bin/python -m pytest "$@"

@@ -110,11 +110,20 @@ def resolve_run(cache: str | Path, run: str | Path) -> Path:
 def series_of(runs: list[RunInfo], run: RunInfo) -> list[str]:
     """The checkpoint series ending at `run`: runs of earlier checkpoints that name it as
     their series' final run (`series_of`, else, in runs written before that field,
-    `traces_from`: they re-scored its traces), by training step, then `run` itself. Empty
-    if none."""
-    steps = [r for r in runs
-             if (r.manifest.get("series_of") or r.manifest.get("traces_from")) == run.name
-             and r.manifest.get("series_step") is not None]
+    `traces_from`: they re-scored its traces), by training step, then `run` itself. A
+    ledger (core.jobs.ledger: a series recorded while training, whose runs name a final run
+    that does not exist) is read from any of its runs: all of them, by training step, the
+    latest standing for the final run. Empty if none."""
+    def linked(r: RunInfo, name: str) -> bool:
+        return ((r.manifest.get("series_of") or r.manifest.get("traces_from")) == name
+                and r.manifest.get("series_step") is not None)
+
+    steps = [r for r in runs if linked(r, run.name)]
+    head = run.manifest.get("series_of")
+    if not steps and head and linked(run, head) and all(r.name != head for r in runs):
+        ledger = sorted((r for r in runs if linked(r, head)),
+                        key=lambda r: r.manifest["series_step"])
+        return [r.name for r in ledger] if len(ledger) > 1 else []
     if not steps:
         return []
     steps.sort(key=lambda r: r.manifest["series_step"])
