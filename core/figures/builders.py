@@ -11,11 +11,13 @@ Captions are plain text (not HTML): escape them where they are rendered as HTML.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from core import queries as Q
 from core.figures.spec import (
+    CI_NOTE,
     JS_AXIS,
     LN2,
     LOG_JS_TICKS,
@@ -36,6 +38,7 @@ from core.figures.spec import (
     _summary_by,
     _thresholds,
     pct_small,
+    with_ci,
 )
 from core.figures.style import (
     HEATMAP_SCALE,
@@ -75,12 +78,15 @@ def js_histogram(con, run, *, sampled_from=None, by=None,
     fig.update_layout(barmode="group", bargap=0.05, showlegend=bool(by), xaxis_title=JS_AXIS,
                       yaxis=dict(type="log", dtick=1, tickformat=".2~%",
                                  title="share of tokens (log scale)"))
-    nz = {k: _part(s, by, k).share_near_zero.iloc[0] for k in keys}
-    hi = {k: _part(s, by, k).share_high.iloc[0] for k in keys}
+    nz = {k: _ci(_part(s, by, k), "share_near_zero", pct_small) for k in keys}
+    hi = {k: _ci(_part(s, by, k), "share_high", pct_small) for k in keys}
     n = int(s.n_tokens.sum())
-    cap = (f"{_per_group(nz, pct)} of tokens have js < {near_zero:g}; "
-           f"{_per_group(hi, pct)} have js > {high:g} ({n} tokens)")
-    summ = _summary_by(s, by, keys, ["n_tokens", "share_near_zero", "share_high"])
+    cap = (f"{_per_group(nz, str)} of tokens have js < {near_zero:g}; "
+           f"{_per_group(hi, str)} have js > {high:g} ({n} tokens; full-vocabulary js; "
+           f"{CI_NOTE})")
+    summ = _summary_by(s, by, keys, ["n_tokens", "share_near_zero", "share_near_zero_lo",
+                                     "share_near_zero_hi", "share_high", "share_high_lo",
+                                     "share_high_hi", "n_prompts"])
     return _spec("js_hist", "Sparsity: distribution of token-level JS divergence", cap, fig,
                  df, "histogram", params, {"source": "sparsity_summary", **summ}, traces=traces)
 
@@ -109,6 +115,15 @@ def js_cdf(con, run, *, sampled_from=None, by=None,
     summ = _summary_by(s, by, keys, ["n_tokens", "p50", "p95", "p99"])
     return _spec("js_cdf", "Sparsity: cumulative distribution of JS divergence", cap, fig, df,
                  "histogram", params, {"source": "sparsity_summary", **summ}, traces=traces)
+
+
+def _ci(row, col, fmt) -> str:
+    """row[col] with its interval columns col_lo / col_hi (a frame's first row or a row)."""
+    if isinstance(row, pd.DataFrame):
+        if not len(row):
+            return fmt(None)
+        row = row.iloc[0]
+    return with_ci(fmt, row.get(col), row.get(f"{col}_lo"), row.get(f"{col}_hi"))
 
 
 # ----------------------------------------------------------------------------- 2 entropy
@@ -197,16 +212,21 @@ def position(con, run, *, sampled_from=None, by=None, high=0.1, bins=20) -> Figu
         d = _part(df, by, k)
         _profile_lines(fig, d, k, i, lambda stat: f"rel. pos %{{x:.2f}}: {stat} js %{{y:.3f}}")
         if len(d):
-            lo = d.loc[d["mean"].idxmin()]
-            s = {"first": float(d["mean"].iloc[0]), "min": float(lo["mean"]),
-                 "min_at": float(lo.bin_left), "last": float(d["mean"].iloc[-1])}
+            lo, top = d.loc[d["mean"].idxmin()], d.loc[d["mean"].idxmax()]
+            first, last = d.iloc[0], d.iloc[-1]
+            s = {"first": float(first["mean"]), "min": float(lo["mean"]),
+                 "min_at": float(lo.bin_left), "max": float(top["mean"]),
+                 "max_at": float(top.bin_left), "last": float(last["mean"])}
             summ[k] = s
             parts.append(("" if k is None else f"{k}-sampled: ")
-                         + f"{num(s['first'])} in the first bin, lowest {num(s['min'])} at "
-                         f"{s['min_at']:.2f}, {num(s['last'])} in the last bin")
+                         + f"{_ci(first, 'mean', num)} in the first bin, lowest "
+                         f"{_ci(lo, 'mean', num)} at {s['min_at']:.2f}, highest "
+                         f"{_ci(top, 'mean', num)} at {s['max_at']:.2f}, "
+                         f"{_ci(last, 'mean', num)} in the last bin")
     fig.update_layout(xaxis=dict(title="relative position in the response (t / length)",
                                  range=[0, 1]), yaxis_title="js (nats)")
-    cap = "Mean js along the response: " + "; ".join(parts or ["no tokens"])
+    cap = ("Mean full-vocabulary js along the response: " + "; ".join(parts or ["no tokens"])
+           + f" ({CI_NOTE})")
     return _spec("position_profile", "Position: js along the response", cap, fig, df,
                  "position_profile", params, {"mean_js": {_gk(k): v for k, v in summ.items()}},
                  traces=traces)
