@@ -297,11 +297,18 @@ def token_identity(con, run, *, sampled_from=None, by=None,
 # ----------------------------------------------------------------------------- 5 reallocation
 
 
+def _vocab_size(con, run) -> int | None:
+    """The run's tokenizer vocabulary size (its manifest's tokenizer.vocab_size), or None."""
+    from core.queries.robustness import manifest_of
+    v = (manifest_of(con, run).get("tokenizer") or {}).get("vocab_size")
+    return int(v) if isinstance(v, int) else None
+
+
 def topk_overlap(con, run, *, sampled_from=None, by=None, high=0.1, k_max=10) -> FigureSpec:
     sf, by, traces = _sources(con, run, sampled_from, by)
     params = dict(threshold=high, k_max=k_max, runs=[run], sampled_from=sf, by=by)
     df = Q.topk_overlap(con, **params)
-    keys, fig, summ = _keys(df, by), go.Figure(), {}
+    keys, fig, summ, cis = _keys(df, by), go.Figure(), {}, {}
     for i, k in enumerate(keys):
         d = _part(df, by, k)
         for subset, dash in [(Q.SUBSET_HIGH, "solid"), (Q.SUBSET_ALL, "dash")]:
@@ -314,15 +321,22 @@ def topk_overlap(con, run, *, sampled_from=None, by=None, high=0.1, k_max=10) ->
                 hovertemplate="k %{x}: overlap %{y:.1%} (n %{customdata})")
             summ.setdefault(_gk(k), {})[subset] = {
                 int(r.k): float(r.overlap) for r in s.itertuples() if r.k in (1, k_max)}
+            cis.setdefault(_gk(k), {})[subset] = {
+                int(r.k): with_ci(pct, r.overlap, r.overlap_lo, r.overlap_hi)
+                for r in s.itertuples() if r.k in (1, k_max)}
     fig.update_layout(xaxis=dict(title="k", dtick=1), yaxis=dict(
         title="|top-k base & top-k tuned| / k", tickformat=".0%", range=[0, 1.02]))
 
     def at(subset, kk):
-        return {k: summ.get(_gk(k), {}).get(subset, {}).get(kk) for k in keys}
-    hi1, all1 = _per_group(at(Q.SUBSET_HIGH, 1), pct), _per_group(at(Q.SUBSET_ALL, 1), pct)
+        return {k: cis.get(_gk(k), {}).get(subset, {}).get(kk, "n/a") for k in keys}
+    hi1, all1 = _per_group(at(Q.SUBSET_HIGH, 1), str), _per_group(at(Q.SUBSET_ALL, 1), str)
     cap = (f"Top-k overlap of the two models' candidates: top-1 {hi1} at js > {high:g} vs "
-           f"{all1} overall; top-{k_max} {_per_group(at(Q.SUBSET_HIGH, k_max), pct)} at js > "
-           f"{high:g}")
+           f"{all1} overall; top-{k_max} {_per_group(at(Q.SUBSET_HIGH, k_max), str)} at js > "
+           f"{high:g} (full-vocabulary js; {CI_NOTE})")
+    vocab = _vocab_size(con, run)
+    if vocab is not None and vocab <= 4 * k_max:
+        cap += (f". Not meaningful here: the vocabulary has {vocab} tokens, so top-{k_max} "
+                "lists cover much of it and overlap whatever the models do")
     return _spec("topk_overlap", "Reallocation: overlap of the top-k candidates", cap, fig, df,
                  "topk_overlap", params, {"overlap": summ}, traces=traces)
 

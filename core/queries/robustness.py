@@ -42,11 +42,16 @@ def _stored(con, run: str, col: str) -> bool:
                    "WHERE run = $run LIMIT 1000)", {"run": run}).ok.iloc[0])
 
 
+def manifest_of(con, run: str) -> dict:
+    """The opened run's manifest ({} when it has none)."""
+    path = con.execute("SELECT path FROM runs WHERE run = ?", [str(run)]).fetchone()
+    return (read_manifest(path[0]) or {}) if path else {}
+
+
 def nuclei(con, run: str) -> dict[str, float | None]:
     """{column: top_p} of the truncated js columns: js_top_p at the run's setting (its
     manifest's config js_top_p; None when the manifest does not say), the fixed ones."""
-    path = con.execute("SELECT path FROM runs WHERE run = ?", [str(run)]).fetchone()
-    man = (read_manifest(path[0]) or {}) if path else {}
+    man = manifest_of(con, run)
     own = (man.get("config") or {}).get("js_top_p")
     return {"js_top_p": None if own is None else float(own), **TRUNCATED_JS}
 
