@@ -23,6 +23,7 @@ from core.experiments.cross_sampling import (
     entropy_positions,
     get_sweep,
     list_sweeps,
+    paired,
     read_summary,
     summarize,
     sweep,
@@ -305,4 +306,10 @@ def test_on_the_demo_each_control_changes_as_many_tokens_as_its_cross_sample(dem
         mine = samples[(samples.direction == c.direction) & (samples.eps == c.eps)]
         acc = mine.groupby(["control_kind", "prompt_id"]).correct.mean()
         want = bootstrap_ci((acc[""] - acc[c.control_kind]).to_numpy(), 200, 3)
+        if want[1] == want[2]:  # a point bootstrap interval: Tango's over the sample pairs
+            assert c.diff_lo < c["diff"] < c.diff_hi
+            want = (want[0], *paired.tango_paired(int(c.n_ref_only), int(c.n_other_only),
+                                                  int((mine.control_kind ==
+                                                       c.control_kind).sum()))[1:])
         assert (c["diff"], c.diff_lo, c.diff_hi) == pytest.approx(want)
+        assert c.test == "paired sign-flip" and 0 < c.p_value <= 1

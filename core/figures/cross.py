@@ -174,23 +174,41 @@ def caption_of(s: pd.DataFrame, settings: dict, budget: str = "changed") -> tupl
                 f"switched")
         if not pd.isna(r.get("budget_changed", math.nan)):
             text += f" and {100 * r.budget_changed:.1f}% changed"
-        text += f", {gap}"
+        lo, hi = r.get("gap_moved_lo", math.nan), r.get("gap_moved_hi", math.nan)
+        if not (pd.isna(lo) or pd.isna(hi)):
+            gap = gap.replace(" of the gap", f" [{100 * lo:.0f}%, {100 * hi:.0f}%] of the gap",
+                              1)
+        text += f", {gap}{_test_text(r, 'alone')}"
         item = {"eps": float(r.eps), "budget": float(r.budget), "accuracy": float(r.accuracy),
-                "gap_share": moved, "controls": {}}
+                "gap_share": moved, "gap_share_lo": _nan_none(lo),
+                "gap_share_hi": _nan_none(hi), "p_holm": _nan_none(r.get("p_holm")),
+                "controls": {}}
         for _, c in at[kinds[at.index] != ""].iterrows():
             kind = kinds[c.name]
             if pd.isna(c.get("diff", math.nan)):
                 text += f"; {kind} control {100 * c.accuracy:.1f}%"
             else:
                 text += (f"; minus {kind} control {_pct(c['diff'])} points "
-                         f"[{_pct(c.diff_lo)}, {_pct(c.diff_hi)}] (paired)")
+                         f"[{_pct(c.diff_lo)}, {_pct(c.diff_hi)}] (paired)"
+                         f"{_test_text(c, 'control')}")
             item["controls"][kind] = {"accuracy": float(c.accuracy),
                                       "diff": _nan_none(c.get("diff")),
                                       "diff_lo": _nan_none(c.get("diff_lo")),
-                                      "diff_hi": _nan_none(c.get("diff_hi"))}
+                                      "diff_hi": _nan_none(c.get("diff_hi")),
+                                      "p_value": _nan_none(c.get("p_value")),
+                                      "p_holm": _nan_none(c.get("p_holm"))}
         parts.append(text)
         summ[direction] = item
     return "; ".join(parts), summ
+
+
+def _test_text(r, against: str) -> str:
+    """', McNemar exact p 0.38 (Holm 0.75)': the row's paired test, '' without one."""
+    p, test = r.get("p_value", math.nan), r.get("test", "")
+    if pd.isna(p) or not isinstance(test, str) or not test:
+        return ""
+    what = "against the model alone" if against == "alone" else "against the control"
+    return f" ({test} p {p:.2g} {what}, Holm-adjusted over the sweep {r.get('p_holm'):.2g})"
 
 
 def _nan_none(v):
