@@ -46,8 +46,10 @@ def _eps_grid(run, how: str, text: str, top_p: float) -> str:
     con = state.connection(state.runs())  # the collection every page shares
     metric, grid = api.eps_for_targets(run.path, budgets, top_p, run.manifest, con=con,
                                        run=run.name)
-    st.caption("target budgets → eps from the stored " + metric + ": " + ", ".join(
-        f"{100 * b:g}% → {e:.4f}" for b, e in zip(grid.budget, grid.eps)))
+    st.caption("target budgets → eps from the stored " + metric + " (the stored value whose "
+               "realised share is closest): " + ", ".join(
+                   f"{100 * b:g}% → {e:.4f} ({100 * r:.2f}% of stored tokens exceed it)"
+                   for b, e, r in zip(grid.budget, grid.eps, grid.realised, strict=True)))
     return ",".join(f"{max(e, 0.0):.6g}" for e in grid.eps)
 
 

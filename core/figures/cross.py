@@ -160,8 +160,14 @@ def caption_of(s: pd.DataFrame, settings: dict, budget: str = "changed") -> tupl
                      "out (every eps is in the table)")
         return "; ".join(parts), summ
     summ["target_budget"], summ["target_eps"] = settings.get("target_budget"), target
+    realised = settings.get("target_realised")
+    metric = settings.get("target_metric")  # absent in sweeps written before it was stored
+    got = ("" if realised is None else
+           f", which {100 * realised:.2f}% of the run's stored tokens exceed")
+    on = f" on {metric}" if metric else ""
     parts.append(f"at the budget chosen before the sweep ({100 * settings['target_budget']:g}% "
-                 f"of the run's stored tokens: eps {target:g})")
+                 f"of the run's stored tokens: eps {target:g}{on}{got})")
+    summ["target_realised"] = realised
     kinds = _kind(s)
     for direction in ("forward", "reverse"):
         at = s[(s.direction == direction) & (np.isclose(s.eps, target))]

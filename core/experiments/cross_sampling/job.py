@@ -94,11 +94,12 @@ def _run(cfg: CrossSampleConfig, dirs, eps, run_dir: Path, manifest: dict, log, 
     if cfg.target_budget:
         metric, got = eps_for_targets(run_dir, [cfg.target_budget], cfg.top_p, manifest)
         t_eps = float(f"{max(float(got.eps.iloc[0]), 0.0):.6g}")
-        target.update(target_eps=t_eps, target_metric=metric)
+        realised = float(got.realised.iloc[0])
+        target.update(target_eps=t_eps, target_metric=metric, target_realised=realised)
         if not any(abs(t_eps - e) <= 1e-9 * max(1.0, abs(e)) for e in eps):
             eps = sorted([*eps, t_eps])
         log(f"target budget {100 * cfg.target_budget:g}% of tokens: eps {t_eps:g} (from the "
-            f"run's stored {metric})")
+            f"run's stored {metric}; {100 * realised:.2f}% of its stored tokens exceed it)")
     kinds = cfg.controls()
 
     per_prompt = cfg.samples * (len(dirs) * len(eps) * (1 + len(kinds))
