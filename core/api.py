@@ -64,6 +64,9 @@ from core.experiments.live import pair_of_run, score_text
 from core.experiments.fork import branch_options, fork, list_forks, load_fork, save_fork
 from core.experiments.cross_sampling import CrossSampleConfig, list_sweeps, read_summary
 from core.experiments.cross_sampling.budget import eps_for_targets
+from core.experiments.decoding import Decoding
+from core.experiments.decoding import of_run as run_decoding
+from core.experiments.decoding import paper as paper_decoding
 from core.experiments.cross_sampling.view import PRIMARY as CROSS_PRIMARY
 from core.experiments.cross_sampling.view import list_samples, sample_tokens, tokenizer_of_run
 
@@ -98,7 +101,8 @@ __all__ = [
     "save_rollouts", "unpack_model",
     # experiments
     "CROSS_PRIMARY", "CrossSampleConfig", "branch_options", "coverage", "fork", "list_forks",
-    "eps_for_targets", "list_samples", "list_sweeps", "load_fork", "pair_of_run",
+    "eps_for_targets", "Decoding", "run_decoding", "paper_decoding",
+    "list_samples", "list_sweeps", "load_fork", "pair_of_run",
     "read_summary", "sample_tokens", "save_fork", "score_text", "tokenizer_of_run",
     # export
     "bundle_bytes", "bundle_name", "export_name", "figure_bytes",

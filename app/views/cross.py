@@ -71,14 +71,27 @@ def _settings(run) -> CrossSampleConfig | None:
         c4, c5, c6, c7, c8 = st.columns(5)
         prompts = c4.number_input("prompts", 1, 100_000, value=min(50, run.n_traces or 50))
         samples = c5.number_input("samples per prompt", 1, 64, value=1)
-        temperature = c6.number_input("temperature", 0.0, 2.0, 1.0, 0.1)
-        top_p = c7.number_input("top-p (paper: 0.7)", 0.05, 1.0, 1.0, 0.05)
+        own, paper = api.run_decoding(run.manifest), api.paper_decoding()
+        choices = {own.label(): own, paper.label(): paper, "custom (below)": None}
+        pick = st.radio("Decoding", list(choices), horizontal=True,
+                        help="the run's: what its traces were sampled with, so the sweep "
+                             "measures the gap its traces show; the paper's: top-p 0.7, "
+                             "which removes the tail where a demo run's RL gain lives")
+        temperature = c6.number_input("temperature (custom)", 0.0, 2.0, own.temperature, 0.1)
+        top_p = c7.number_input("top-p (custom)", 0.05, 1.0, own.top_p, 0.05)
         target = c8.number_input("caption's budget (% of tokens)", 0.0, 99.0, 5.0, 0.5,
                                  help="chosen before the sweep: its eps joins the grid and the "
                                       "caption reports that setting (0: none)")
         go = st.form_submit_button("Run sweep", type="primary")
     if not go:
         return None
+    chosen = choices[pick]
+    if chosen is not None:
+        temperature, top_p = chosen.temperature, chosen.top_p
+    used = chosen or api.Decoding(float(top_p), float(temperature), "custom")
+    st.caption(f"Sampling with {used.label()}; "
+               "the switching rule compares the two models' distributions truncated to the "
+               "same top-p (full-vocabulary js at top-p 1, the analyses' default metric)")
     if not directions:
         st.error("Pick at least one direction.")
         return None

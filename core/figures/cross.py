@@ -150,7 +150,15 @@ def caption_of(s: pd.DataFrame, settings: dict, budget: str = "changed") -> tupl
     k = settings.get("samples") or ""
     traces = (f"{n_p} prompts x {k} samples decoded by the sweep" if k
               else f"{n_p} prompts decoded by the sweep")
-    parts = [f"base {100 * b:.1f}%, tuned {100 * t:.1f}% ({traces})"]
+    dec = ""
+    if settings.get("top_p") is not None:
+        src = {"run": ", the run's decoding", "paper": ", the paper's decoding"}.get(
+            settings.get("decoding") or "", "")
+        dec = (f"; decoded at top-p {settings['top_p']:g}, temperature "
+               f"{settings.get('temperature', 1):g}{src}; switching on "
+               + ("full-vocabulary js" if settings["top_p"] >= 1 else
+                  f"js of the top-p {settings['top_p']:g} truncated distributions"))
+    parts = [f"base {100 * b:.1f}%, tuned {100 * t:.1f}% ({traces}{dec})"]
     summ = {"base": b, "tuned": t}
     target = settings.get("target_eps")
     if target is None and not settings:  # a running sweep's partial summary
