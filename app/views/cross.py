@@ -62,9 +62,12 @@ def _settings(run) -> CrossSampleConfig | None:
                        horizontal=True)
         eps = c2.text_input("eps grid (js thresholds) or budgets in %",
                             "0.005,0.01,0.02,0.05,0.1")
-        controls = c3.multiselect("Controls", ["random", "entropy"], default=["random", "entropy"],
+        controls = c3.multiselect("Controls", ["random", "entropy", "untreated"],
+                                  default=["random", "entropy", "untreated"],
                                   help="random: positions drawn uniformly; entropy: in "
-                                       "proportion to the primary's entropy")
+                                       "proportion to the primary's entropy; untreated: as "
+                                       "entropy, only at steps the cross-sample did not "
+                                       "switch at")
         match = c3.radio("Controls match", ["changed tokens", "switch decisions"],
                          horizontal=True, help="changed tokens: a switch that takes the token "
                                                "the primary would have drawn changes nothing")
@@ -214,7 +217,17 @@ def render() -> None:
                "next-token js exceeds eps. Forward (base → tuned): are the few divergent tokens "
                "enough? Reverse (tuned → base): are they necessary? Each control changes as "
                "many tokens (or makes as many switch decisions) as its cross-sample, at random "
-               "positions or at positions drawn by the primary's entropy.")
+               "positions, at positions drawn by the primary's entropy, or (untreated) drawn "
+               "by entropy among the steps the cross-sample did not switch at.")
+    st.caption("How tokens change: at each step both models draw from the same prefix with "
+               "the same uniform number (inverse CDF over the token ids in id order), so "
+               "where their distributions are close the draws agree and a switch changes "
+               "nothing. A change can only happen where the draws differ, and the "
+               "cross-sample takes most such steps, so a random or entropy control forced to "
+               "change as many tokens often lands on the same steps and decodes the same "
+               "sequence: the summary's 'same as cross-sample' column says how often. The "
+               "untreated control cannot: it tells 'the high-js tokens matter' from 'any "
+               "differing draw matters'.")
     st.info(_device_note(), icon=":material/memory:")
     cfg = _settings(run)
     if cfg is not None:

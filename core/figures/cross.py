@@ -205,12 +205,19 @@ def caption_of(s: pd.DataFrame, settings: dict, budget: str = "changed") -> tupl
                 text += (f"; minus {kind} control {_pct(c['diff'])} points "
                          f"[{_pct(c.diff_lo)}, {_pct(c.diff_hi)}] (paired)"
                          f"{_test_text(c, 'control')}")
+            same = c.get("same_as_ref", math.nan)
+            if not pd.isna(same):
+                text += (f", {100 * same:.0f}% of its rows decode the cross-sample's own "
+                         f"sequence (changed steps overlap "
+                         f"{100 * c.get('changed_overlap', math.nan):.0f}%)")
             item["controls"][kind] = {"accuracy": float(c.accuracy),
                                       "diff": _nan_none(c.get("diff")),
                                       "diff_lo": _nan_none(c.get("diff_lo")),
                                       "diff_hi": _nan_none(c.get("diff_hi")),
                                       "p_value": _nan_none(c.get("p_value")),
-                                      "p_holm": _nan_none(c.get("p_holm"))}
+                                      "p_holm": _nan_none(c.get("p_holm")),
+                                      "same_as_ref": _nan_none(c.get("same_as_ref")),
+                                      "changed_overlap": _nan_none(c.get("changed_overlap"))}
         parts.append(text)
         summ[direction] = item
     return "; ".join(parts), summ

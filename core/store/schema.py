@@ -147,6 +147,10 @@ SUMMARY_SCHEMA = pa.schema([
     ("gap_moved", pa.float64()),           # forward: share of the gap recovered; reverse:
     ("gap_moved_lo", pa.float64()),        # removed; bootstrap 95% interval over prompts
     ("gap_moved_hi", pa.float64()),
+    # control rows, over the samples whose cross-sample changed a token: the share that
+    # decoded the identical sequence, and the mean Jaccard overlap of the changed steps
+    ("same_as_ref", pa.float64()),
+    ("changed_overlap", pa.float64()),
 ])
 
 # The fork explorer (core.experiments.fork).

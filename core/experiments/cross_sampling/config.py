@@ -27,10 +27,11 @@ class CrossSampleOptions:
     eps: str = opt("0.02,0.05,0.1,0.2",
                    "comma-separated js thresholds (nats, 0..ln 2): a step switches to the "
                    "intervention model when js > eps")
-    control: str = opt("random,entropy",
+    control: str = opt("random,entropy,untreated",
                        "comma-separated controls decoded beside each cross-sample: random "
-                       "(positions drawn uniformly) and/or entropy (drawn in proportion to the "
-                       "primary's entropy at each step); none: skip")
+                       "(positions drawn uniformly), entropy (drawn in proportion to the "
+                       "primary's entropy at each step) and/or untreated (as entropy, only at "
+                       "steps the cross-sample did not switch at); none: skip")
     match: str = opt("changed", "what a control matches per sample: changed (as many tokens "
                                 "actually changed as its cross-sample; a switch that takes the "
                                 "token the primary would have drawn changes nothing) or "

@@ -15,8 +15,12 @@ for the difference (which stays an interval with 0-2 discordant prompts, where t
 percentile bootstrap gives [0, 0]); with several, a paired sign-flip permutation over prompts
 beside the bootstrap interval (Tango's over the sample pairs where that interval is a
 point). p_holm adjusts every p-value of the summary together (Holm), the family a sweep's
-grid is read as. gap_moved (forward: share of the base-tuned gap recovered, reverse:
-removed) has a bootstrap interval over the prompts all three settings decoded.
+grid is read as. A control that decodes its treatment's own sequence cannot disagree with
+it: same_as_ref is the share of a control's rows, among those whose cross-sample changed a
+token, that decoded the identical sequence, and changed_overlap the mean Jaccard overlap of
+the two rows' changed steps there. gap_moved (forward: share of the base-tuned gap
+recovered, reverse: removed) has a bootstrap interval over the prompts all three settings
+decoded.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ COLUMNS = ["direction", "eps", "control", "control_kind", "n", "n_prompts", "bud
            "budget_changed", "token_share", "changed_share", "mean_tokens", "mean_switched",
            "mean_changed", "n_short", "accuracy", "ci_lo", "ci_hi", "diff", "diff_lo",
            "diff_hi", "test", "n_ref_only", "n_other_only", "p_value", "p_holm", "gap_moved",
-           "gap_moved_lo", "gap_moved_hi"]
+           "gap_moved_lo", "gap_moved_hi", "same_as_ref", "changed_overlap"]
 
 
 def bootstrap_ci(per_prompt: Sequence[float], n_boot: int = 1000, seed: int = 0,
@@ -104,7 +108,10 @@ def summarize(rows: pd.DataFrame | list[dict], n_boot: int = 1000, seed: int = 0
                "accuracy": acc, "ci_lo": lo, "ci_hi": hi,
                "diff": math.nan, "diff_lo": math.nan, "diff_hi": math.nan}
         row.update(test="", n_ref_only=math.nan, n_other_only=math.nan, p_value=math.nan,
-                   gap_moved=math.nan, gap_moved_lo=math.nan, gap_moved_hi=math.nan)
+                   gap_moved=math.nan, gap_moved_lo=math.nan, gap_moved_hi=math.nan,
+                   same_as_ref=math.nan, changed_overlap=math.nan)
+        if kind:
+            row.update(_agreement(df, g, (d, e, "")))
         ref = per_prompt.get((d, e, ""))
         if kind and ref is not None:
             both = ref.index.intersection(per_prompt[d, e, kind].index)
@@ -187,3 +194,25 @@ def _gap_moved(per_prompt: dict, direction: str, key, n_boot: int, seed: int) ->
     ok = reps[~np.isnan(reps)]
     lo, hi = (np.quantile(ok, [0.025, 0.975]) if ok.size else (math.nan, math.nan))
     return {"gap_moved": point, "gap_moved_lo": float(lo), "gap_moved_hi": float(hi)}
+
+
+def _agreement(df: pd.DataFrame, ctl: pd.DataFrame, ref_key) -> dict:
+    """same_as_ref and changed_overlap of one control's rows `ctl` against their reference
+    rows (same prompt and sample), over the pairs whose reference changed a token."""
+    if "tokens" not in df or "changed" not in df:
+        return {}
+    d, e, _ = ref_key
+    ref = df[(df["direction"] == d) & (df["control_kind"] == "")
+             & np.isclose(df["eps"].astype(float), float(e), equal_nan=True)]
+    on = ["prompt_id", "sample_index"] if "sample_index" in df else ["prompt_id"]
+    m = ctl[on + ["tokens", "changed"]].merge(ref[on + ["tokens", "changed"]], on=on,
+                                                suffixes=("", "_ref"))
+    m = m[[len(c) > 0 for c in m["changed_ref"]]]
+    if m.empty:
+        return {}
+    same = [list(a) == list(b) for a, b in zip(m["tokens"], m["tokens_ref"], strict=True)]
+    jac = []
+    for a, b in zip(m["changed"], m["changed_ref"], strict=True):
+        a, b = set(a), set(b)
+        jac.append(len(a & b) / len(a | b))
+    return {"same_as_ref": float(np.mean(same)), "changed_overlap": float(np.mean(jac))}
