@@ -36,6 +36,7 @@ from core.queries import (
     run_gone,
     sampled_from_choices,
     session,
+    sparsity_summary,
     token_search,
     trace_count,
     trace_list,
@@ -88,7 +89,7 @@ __all__ = [
     "ASSETS", "REPO_ROOT", "RunInfo", "contrast_candidates", "default_cache", "delete_run",
     "list_runs", "rename_run", "series_of", "checkpoint_accuracy", "reused_note",
     # queries
-    "describe_traces", "eps_for_budget", "headline", "open_runs", "run_gone",
+    "describe_traces", "eps_for_budget", "headline", "sparsity_summary", "open_runs", "run_gone",
     "sampled_from_choices", "session", "token_search",
     "trace_count",
     "trace_list", "trace_position", "trace_tokens",

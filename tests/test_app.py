@@ -84,6 +84,11 @@ def test_overview_page_has_every_figure(app):
     assert any("volution" in t for t in titles)  # the series exists in the app cache
     assert any("SFT" in t or "ontrast" in t for t in titles)
     assert any("%" in c.value for c in at.caption)  # captions carry their key numbers
+    # the headline under both metrics, side by side, with intervals
+    two = [c.value.replace("\\", "") for c in at.caption]  # md_escape's backslashes
+    two = [c for c in two if "with full-vocabulary js" in c]
+    assert two and "truncated distributions (the paper's measure)" in two[0], two
+    assert two[0].count("[") >= 2
 
 
 def test_live_scoring_page(app):
