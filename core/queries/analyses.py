@@ -23,6 +23,8 @@ from core.queries.sql import (
     _order,
     _q,
 )
+from core.store.manifest import read_manifest
+from core.store.samplers import series_accuracy
 
 
 def sparsity_summary(con, near_zero=0.01, high=0.1, metric="js", runs=None,
@@ -403,8 +405,9 @@ def evolution(con, series_runs: list[str], high=0.1, sampled_from=None,
     positions (trace_id, pos with js > high) with those of the last run in `series_runs`,
     each run on the traces `sampled_from` chooses for it (default: its tuned-sampled ones;
     NULL for a run that sampled its own traces, --series-sampling own: its positions are not
-    the final's), and accuracy, accuracy_source: the checkpoint's own accuracy (the runs
-    table, core.store.samplers.checkpoint_accuracy; NULL with "not measured"); with
+    the final's), and accuracy, accuracy_source: the checkpoint's own accuracy, from one
+    source for every checkpoint where one covers them all (core.store.samplers.
+    series_accuracy: own samples, else model cards; NULL with "not measured"); with
     prompt-clustered intervals (cis.evolution): share_high (js > high) and its _lo/_hi,
     diff_final (share_high minus the final's) and its _lo/_hi, jaccard_final_lo/hi."""
     series_runs = [str(r) for r in series_runs]
@@ -467,6 +470,11 @@ def _evolution(con, series_runs, high, sampled_from, correct) -> pd.DataFrame:
                   for s, o in zip(df["series_step"], df["_o"], strict=True)]
     df = df[["run", "step", "p50", "p90", "p95", "p99", "n_high", "jaccard_final",
              "accuracy", "accuracy_source"]]
+    paths = dict(con.execute("SELECT run, path FROM runs").fetchall())
+    got = series_accuracy([read_manifest(paths[r]) or {} if r in paths else {}
+                           for r in df["run"]])
+    df["accuracy"] = [a for a, _ in got]
+    df["accuracy_source"] = [src for _, src in got]
     return cis.evolution(con, df, series_runs, high, sampled_from, correct)
 
 
