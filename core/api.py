@@ -40,6 +40,7 @@ from core.queries import (
     run_gone,
     sampled_from_choices,
     session,
+    sparsity_summary,
     token_search,
     trace_count,
     trace_list,
@@ -70,6 +71,9 @@ from core.experiments.live import pair_of_run, score_text
 from core.experiments.fork import branch_options, fork, list_forks, load_fork, save_fork
 from core.experiments.cross_sampling import CrossSampleConfig, list_sweeps, read_summary
 from core.experiments.cross_sampling.budget import eps_for_targets
+from core.experiments.decoding import Decoding
+from core.experiments.decoding import of_run as run_decoding
+from core.experiments.decoding import paper as paper_decoding
 from core.experiments.cross_sampling.view import PRIMARY as CROSS_PRIMARY
 from core.experiments.cross_sampling.view import list_samples, sample_tokens, tokenizer_of_run
 
@@ -104,7 +108,7 @@ __all__ = [
     "ASSETS", "REPO_ROOT", "RunInfo", "contrast_candidates", "default_cache", "delete_run",
     "list_runs", "rename_run", "series_of", "checkpoint_accuracy", "reused_note",
     # queries
-    "describe_traces", "eps_for_budget", "headline", "open_runs", "run_gone",
+    "describe_traces", "eps_for_budget", "headline", "sparsity_summary", "open_runs", "run_gone",
     "sampled_from_choices", "session", "token_search",
     "trace_count",
     "trace_list", "trace_position", "trace_tokens",
@@ -117,7 +121,8 @@ __all__ = [
     "save_rollouts", "rollout_format", "unpack_model",
     # experiments
     "CROSS_PRIMARY", "CrossSampleConfig", "branch_options", "coverage", "fork", "list_forks",
-    "eps_for_targets", "list_samples", "list_sweeps", "load_fork", "pair_of_run",
+    "eps_for_targets", "Decoding", "run_decoding", "paper_decoding",
+    "list_samples", "list_sweeps", "load_fork", "pair_of_run",
     "read_summary", "sample_tokens", "save_fork", "score_text", "tokenizer_of_run",
     # layer views
     "CriticalConfig", "attribute", "attribution_figure", "attribution_table",

@@ -116,7 +116,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = 
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
                                 help=help_)
             continue
-        typ = {"int": int, "float": float, "str": str}.get(str(f.type), None) or f.type
+        name = str(f.type).removesuffix(" | None")  # optional: None = "the default rule"
+        typ = {"int": int, "float": float, "str": str}.get(name, None) or f.type
         parser.add_argument(flag, type=typ, default=None if required else f.default,
                             required=required, help=f"{help_} (default: {f.default})"
                             if not required else help_, **meta)

@@ -84,6 +84,11 @@ def test_overview_page_has_every_figure(app):
     assert any("volution" in t for t in titles)  # the series exists in the app cache
     assert any("SFT" in t or "ontrast" in t for t in titles)
     assert any("%" in c.value for c in at.caption)  # captions carry their key numbers
+    # the headline under both metrics, side by side, with intervals
+    two = [c.value.replace("\\", "") for c in at.caption]  # md_escape's backslashes
+    two = [c for c in two if "with full-vocabulary js" in c]
+    assert two and "truncated distributions (the paper's measure)" in two[0], two
+    assert two[0].count("[") >= 2
 
 
 def test_live_scoring_page(app):
@@ -117,7 +122,11 @@ def test_cross_sampling_target_budget_picks_eps_from_the_run(app):
     at.button[0].click()
     at.run(timeout=120)
     assert not at.exception, [e.value for e in at.exception]
-    assert any("target budgets → eps from the stored js: 5% →" in c.value for c in at.caption)
+    assert any("target budgets → eps from the stored js (the stored value whose realised "
+               "share is closest): 5% →" in c.value and "of stored tokens exceed it" in c.value
+               for c in at.caption)
+    # the sweep samples with the run's decoding by default, and the page says so
+    assert any("Sampling with the run's decoding (top-p 1" in c.value for c in at.caption)
 
 
 def test_a_copied_run_folder_opens_under_its_folder_name(app_cache, tmp_path, monkeypatch):

@@ -23,6 +23,7 @@ from core.experiments.cross_sampling import (
     entropy_positions,
     get_sweep,
     list_sweeps,
+    paired,
     read_summary,
     summarize,
     sweep,
@@ -85,7 +86,7 @@ def test_change_matched_controls_change_exactly_as_many_tokens_as_their_referenc
     res = sweep(pair, ROWS, ["forward", "reverse"], [0.01, 0.3], samples=2, temperature=1.0,
                 top_p=1.0, max_new_tokens=16, batch_size=7, n_boot=50)
     df = res.frame()
-    assert set(df.control_kind) == {"", "random", "entropy"}
+    assert set(df.control_kind) == {"", "random", "entropy", "untreated"}
     key = ["prompt_id", "sample_index", "direction", "eps"]
     ref = df[~df.control & df.direction.isin(["forward", "reverse"])]
     for kind in ("random", "entropy"):
@@ -99,6 +100,54 @@ def test_change_matched_controls_change_exactly_as_many_tokens_as_their_referenc
     ctl_rows = s[s.control]
     assert ((ctl_rows.diff_lo <= ctl_rows["diff"]) & (ctl_rows["diff"] <= ctl_rows.diff_hi)).all()
     assert s[~s.control]["diff"].isna().all()
+
+
+@pytest.mark.unit
+def test_untreated_control_must_differ_from_its_treatment():
+    """The untreated control never switches where its cross-sample did, so on a pair whose
+    draws differ at a few steps, every control row whose cross-sample changed a token
+    decodes another sequence: before its first change it is the primary alone, and either
+    the cross-sample changed a token there first (the control cannot: that step is
+    excluded) or the control's first change lands at a step the cross-sample kept."""
+    pair = mock_pair(shift_rows=(3, 5, 8))
+    res = sweep(pair, ROWS, ["forward", "reverse"], [0.01, 0.3], ["random", "untreated"],
+                samples=2, temperature=1.0, top_p=1.0, max_new_tokens=16, batch_size=7,
+                n_boot=50)
+    df = res.frame()
+    key = ["prompt_id", "sample_index", "direction", "eps"]
+    ref = df[~df.control & df.direction.isin(["forward", "reverse"])]
+    ctl = df[df.control_kind == "untreated"].merge(ref, on=key, suffixes=("", "_ref"))
+    assert len(ctl) == len(ref) and (ctl.n_changed_ref > 0).sum() >= 5
+    for _, r in ctl.iterrows():
+        assert not set(r.switched) & set(r.switched_ref)   # never at a treated step
+        if r.n_changed_ref > 0:
+            assert list(r.tokens) != list(r.tokens_ref)
+    s = res.summary.set_index(["direction", "eps", "control_kind"])
+    for d in ("forward", "reverse"):
+        for e in (0.01, 0.3):
+            row = s.loc[(d, e, "untreated")]
+            assert row.same_as_ref == 0 and row.changed_overlap == 0
+            assert 0 <= s.loc[(d, e, "random")].same_as_ref <= 1
+
+
+@pytest.mark.unit
+def test_same_as_ref_counts_identical_sequences_by_hand():
+    rows = []
+    # 3 prompts; the reference changed a token on p0 and p1; the control copies p0's
+    # sequence (changed the same step) and differs on p1; p2 (nothing changed) is left out
+    for i, (ref_t, ref_c, ctl_t, ctl_c) in enumerate([([1, 2, 3], [1], [1, 2, 3], [1]),
+                                                      ([4, 5], [0], [4, 6], [1]),
+                                                      ([7], [], [8], [0])]):
+        for kind, t, c in (("", ref_t, ref_c), ("random", ctl_t, ctl_c)):
+            rows.append({"prompt_id": f"p{i}", "sample_index": 0, "direction": "forward",
+                         "eps": 0.1, "control": bool(kind), "control_kind": kind,
+                         "tokens": t, "changed": c, "n_changed": len(c), "n_switched": len(c),
+                         "n_requested": len(ref_c) if kind else None, "n_tokens": len(t),
+                         "budget": 0.1, "correct": True})
+    s = summarize(rows, n_boot=10, seed=0)
+    ctl = s[s.control_kind == "random"].iloc[0]
+    assert ctl.same_as_ref == pytest.approx(0.5)          # p0 identical, p1 not
+    assert ctl.changed_overlap == pytest.approx(0.5)      # Jaccard 1 on p0, 0 on p1
 
 
 @pytest.mark.unit
@@ -279,7 +328,8 @@ def test_on_the_demo_each_control_changes_as_many_tokens_as_its_cross_sample(dem
     from core.experiments.cross_sampling import CrossSampleConfig, run_cross_sample
 
     cfg = CrossSampleConfig(run="demo", cache=str(demo_run.parent), prompts=3, samples=2,
-                            eps="0,0.02", top_p=1.0, bootstrap=200, seed=3)
+                            eps="0,0.02", top_p=1.0, bootstrap=200, seed=3,
+                            control="random,entropy")
     res, written = run_cross_sample(cfg, log=lambda s: None, show_progress=False)
     info = get_sweep(demo_run)
     assert written == info.summary and info.settings["target_budget"] == 0.05
@@ -305,4 +355,10 @@ def test_on_the_demo_each_control_changes_as_many_tokens_as_its_cross_sample(dem
         mine = samples[(samples.direction == c.direction) & (samples.eps == c.eps)]
         acc = mine.groupby(["control_kind", "prompt_id"]).correct.mean()
         want = bootstrap_ci((acc[""] - acc[c.control_kind]).to_numpy(), 200, 3)
+        if want[1] == want[2]:  # a point bootstrap interval: Tango's over the sample pairs
+            assert c.diff_lo < c["diff"] < c.diff_hi
+            want = (want[0], *paired.tango_paired(int(c.n_ref_only), int(c.n_other_only),
+                                                  int((mine.control_kind ==
+                                                       c.control_kind).sum()))[1:])
         assert (c["diff"], c.diff_lo, c.diff_hi) == pytest.approx(want)
+        assert c.test == "paired sign-flip" and 0 < c.p_value <= 1

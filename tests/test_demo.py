@@ -151,3 +151,7 @@ def test_train_tiny_family(tmp_path):
     matching = read_card(out / "sft-matched")["matching"]
     assert matching["method"] in ("mean KL from base", "same learning rate and steps")
     assert [c["step"] for c in matching["candidates"]] == [2, 4, 6, 8]
+    held, chosen = matching["held_out"], matching["positions"]
+    assert held["positions"]["start"] >= chosen["start"] + chosen["count"]  # disjoint
+    lo, hi = held["relative_difference_ci"]
+    assert lo <= held["relative_difference"] <= hi

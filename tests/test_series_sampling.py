@@ -32,6 +32,19 @@ def _manifest(**kw) -> dict:
 
 
 @pytest.mark.unit
+def test_series_accuracy_takes_one_source_for_every_checkpoint():
+    card = "model card, 1,000 prompts sampled at T=1"
+    own = _manifest(tuned_card={"accuracy": 0.655, "n": 1000})       # own samples 0.7 + card
+    step = _manifest(stats={"accuracy": {"reused": 0.674}}, tuned_card={"accuracy": 0.56,
+                                                                        "n": 1000})
+    # the demo's case: steps from cards, the final from its own samples -> cards for all
+    assert samplers.series_accuracy([step, own]) == [(0.56, card), (0.655, card)]
+    assert samplers.series_accuracy([own, own]) == [(0.7, "own samples")] * 2
+    bare = _manifest(stats={}, tuned_card=None)                      # no source at all
+    assert samplers.series_accuracy([step, bare]) == [(0.56, card), (None, "not measured")]
+
+
+@pytest.mark.unit
 def test_reused_traces_are_relabelled_and_their_sampler_recorded():
     src = _manifest(name="final", samplers={
         "tuned": {"run": "final", "role": "tuned", "model": "t", "fingerprint": "T"},
@@ -176,8 +189,17 @@ def test_evolution_shows_each_checkpoints_own_accuracy(series_cache, materialize
     final = json.loads((series_cache / "final" / "manifest.json").read_text())
     assert df.loc["final-step-30", "accuracy"] == 0.563
     assert df.loc["final-step-30", "accuracy_source"].startswith("model card")
-    assert df.loc["final-step-60", "accuracy_source"] == "own samples"
-    assert df.loc["final", "accuracy"] == final["stats"]["accuracy"]["tuned"]
+    # one source for every checkpoint where one covers them all (cards here), else each its
+    # own: never another model's
+    mans = [json.loads((series_cache / n / "manifest.json").read_text()) for n in names]
+    want = samplers.series_accuracy(mans)
+    assert df.loc[names, "accuracy"].tolist() == [a for a, _ in want]
+    assert df.loc[names, "accuracy_source"].tolist() == [src for _, src in want]
+    if all(samplers.card_accuracy(m)[0] is not None for m in mans):
+        assert df["accuracy_source"].nunique() == 1
+    else:
+        assert df.loc["final-step-60", "accuracy_source"] == "own samples"
+        assert df.loc["final", "accuracy"] == final["stats"]["accuracy"]["tuned"]
     assert pd.isna(df.loc["final-step-60", "jaccard_final"])  # its positions are its own
     assert df.loc["final", "jaccard_final"] == 1.0
     assert 0 < df.loc["final-step-30", "jaccard_final"] < 1  # the final's positions
@@ -185,8 +207,8 @@ def test_evolution_shows_each_checkpoints_own_accuracy(series_cache, materialize
 
     spec = evolution(con, names)  # the figure's caption and table carry them too
     assert "step 30 56.3%" in spec.caption
-    assert "model card, 1,000 prompts sampled at T=1: step 30" in spec.caption
-    assert "own samples: steps 60, 150" in spec.caption
+    assert "model card, 1,000 prompts sampled at T=1: step" in spec.caption
+    assert len({src for _, src in want}) == 1 or "own samples: steps 60, 150" in spec.caption
     assert spec.data.set_index("run").loc["final-step-30", "accuracy"] == 0.563
 
 

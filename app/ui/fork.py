@@ -8,7 +8,15 @@ import streamlit as st
 
 from app.ui import state
 from app.ui.text import md_escape, show_error
-from core.api import branch_options, fork, list_forks, load_fork, save_fork
+from core.api import (
+    branch_options,
+    fork,
+    list_forks,
+    load_fork,
+    paper_decoding,
+    run_decoding,
+    save_fork,
+)
 from core.errors import PairError, RunsError, ShiftLensError
 
 
@@ -50,16 +58,20 @@ def fork_panel(run, trace: pd.Series, toks: pd.DataFrame, pos: int) -> None:
         c1, c2, c3 = st.columns(3)
         who = c1.radio("Continue with", ["tuned", "base"], horizontal=True, key="fork_who")
         k = c2.slider("Rollouts per branch", 1, 32, 8, key="fork_k")
-        temperature = c3.number_input("Temperature", 0.0, 2.0, 1.0, 0.1, key="fork_t")
+        own, paper = run_decoding(run.manifest), paper_decoding()
+        dec = {own.label(): own, paper.label(): paper}
+        picked = dec[c3.radio("Decoding", list(dec), key="fork_dec",
+                              help="default: what the run's traces were sampled with")]
+        temperature = picked.temperature
         same = chosen is not None and chosen[0] == chosen[1]
         if same:
             st.caption("Pick two different tokens to compare.")
         if st.button("Fork", type="primary", key="fork_go", disabled=same):
-            _run_fork(run, trace, toks, pos, who, k, temperature, chosen)
+            _run_fork(run, trace, toks, pos, who, k, temperature, chosen, picked.top_p)
         _saved(run, int(trace["trace_id"]))
 
 
-def _run_fork(run, trace, toks, pos, who, k, temperature, chosen) -> None:
+def _run_fork(run, trace, toks, pos, who, k, temperature, chosen, top_p=1.0) -> None:
     try:
         pair = state.pair(str(run.path))
     except (PairError, RunsError, FileNotFoundError) as e:
@@ -68,7 +80,7 @@ def _run_fork(run, trace, toks, pos, who, k, temperature, chosen) -> None:
     with st.spinner("Rolling out both branches…"):
         try:
             rollouts, fork_id = _fork_and_save(run, trace, toks, pos, who, k, temperature,
-                                               chosen, pair)
+                                               chosen, pair, top_p)
         except ShiftLensError as e:  # the run renamed meanwhile, a template over its limit
             show_error(e)
             return
@@ -76,11 +88,11 @@ def _run_fork(run, trace, toks, pos, who, k, temperature, chosen) -> None:
     st.caption(md_escape(f"Saved as {fork_id} in {run.name}/forks.parquet"))
 
 
-def _fork_and_save(run, trace, toks, pos, who, k, temperature, chosen, pair):
+def _fork_and_save(run, trace, toks, pos, who, k, temperature, chosen, pair, top_p=1.0):
     cfg = run.manifest.get("config", {})
     rollouts = fork(pair, trace["prompt"], toks["token_id"].astype(int).tolist(), pos,
                     str(trace["reference"]), verifier=trace["verifier"], continue_with=who,
-                    k=k, temperature=temperature,
+                    k=k, temperature=temperature, top_p=top_p,
                     max_new_tokens=int(cfg.get("max_new_tokens", 128)),
                     chat_template=bool(cfg.get("chat_template", True)), tokens=chosen)
     return rollouts, save_fork(run.path, int(trace["trace_id"]), pos, rollouts)

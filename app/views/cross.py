@@ -46,8 +46,10 @@ def _eps_grid(run, how: str, text: str, top_p: float) -> str:
     con = state.connection(state.runs())  # the collection every page shares
     metric, grid = api.eps_for_targets(run.path, budgets, top_p, run.manifest, con=con,
                                        run=run.name)
-    st.caption("target budgets → eps from the stored " + metric + ": " + ", ".join(
-        f"{100 * b:g}% → {e:.4f}" for b, e in zip(grid.budget, grid.eps)))
+    st.caption("target budgets → eps from the stored " + metric + " (the stored value whose "
+               "realised share is closest): " + ", ".join(
+                   f"{100 * b:g}% → {e:.4f} ({100 * r:.2f}% of stored tokens exceed it)"
+                   for b, e, r in zip(grid.budget, grid.eps, grid.realised, strict=True)))
     return ",".join(f"{max(e, 0.0):.6g}" for e in grid.eps)
 
 
@@ -60,23 +62,39 @@ def _settings(run) -> CrossSampleConfig | None:
                        horizontal=True)
         eps = c2.text_input("eps grid (js thresholds) or budgets in %",
                             "0.005,0.01,0.02,0.05,0.1")
-        controls = c3.multiselect("Controls", ["random", "entropy"], default=["random", "entropy"],
+        controls = c3.multiselect("Controls", ["random", "entropy", "untreated"],
+                                  default=["random", "entropy", "untreated"],
                                   help="random: positions drawn uniformly; entropy: in "
-                                       "proportion to the primary's entropy")
+                                       "proportion to the primary's entropy; untreated: as "
+                                       "entropy, only at steps the cross-sample did not "
+                                       "switch at")
         match = c3.radio("Controls match", ["changed tokens", "switch decisions"],
                          horizontal=True, help="changed tokens: a switch that takes the token "
                                                "the primary would have drawn changes nothing")
         c4, c5, c6, c7, c8 = st.columns(5)
         prompts = c4.number_input("prompts", 1, 100_000, value=min(50, run.n_traces or 50))
         samples = c5.number_input("samples per prompt", 1, 64, value=1)
-        temperature = c6.number_input("temperature", 0.0, 2.0, 1.0, 0.1)
-        top_p = c7.number_input("top-p (paper: 0.7)", 0.05, 1.0, 1.0, 0.05)
+        own, paper = api.run_decoding(run.manifest), api.paper_decoding()
+        choices = {own.label(): own, paper.label(): paper, "custom (below)": None}
+        pick = st.radio("Decoding", list(choices), horizontal=True,
+                        help="the run's: what its traces were sampled with, so the sweep "
+                             "measures the gap its traces show; the paper's: top-p 0.7, "
+                             "which removes the tail where a demo run's RL gain lives")
+        temperature = c6.number_input("temperature (custom)", 0.0, 2.0, own.temperature, 0.1)
+        top_p = c7.number_input("top-p (custom)", 0.05, 1.0, own.top_p, 0.05)
         target = c8.number_input("caption's budget (% of tokens)", 0.0, 99.0, 5.0, 0.5,
                                  help="chosen before the sweep: its eps joins the grid and the "
                                       "caption reports that setting (0: none)")
         go = st.form_submit_button("Run sweep", type="primary")
     if not go:
         return None
+    chosen = choices[pick]
+    if chosen is not None:
+        temperature, top_p = chosen.temperature, chosen.top_p
+    used = chosen or api.Decoding(float(top_p), float(temperature), "custom")
+    st.caption(f"Sampling with {used.label()}; "
+               "the switching rule compares the two models' distributions truncated to the "
+               "same top-p (full-vocabulary js at top-p 1, the analyses' default metric)")
     if not directions:
         st.error("Pick at least one direction.")
         return None
@@ -199,7 +217,17 @@ def render() -> None:
                "next-token js exceeds eps. Forward (base → tuned): are the few divergent tokens "
                "enough? Reverse (tuned → base): are they necessary? Each control changes as "
                "many tokens (or makes as many switch decisions) as its cross-sample, at random "
-               "positions or at positions drawn by the primary's entropy.")
+               "positions, at positions drawn by the primary's entropy, or (untreated) drawn "
+               "by entropy among the steps the cross-sample did not switch at.")
+    st.caption("How tokens change: at each step both models draw from the same prefix with "
+               "the same uniform number (inverse CDF over the token ids in id order), so "
+               "where their distributions are close the draws agree and a switch changes "
+               "nothing. A change can only happen where the draws differ, and the "
+               "cross-sample takes most such steps, so a random or entropy control forced to "
+               "change as many tokens often lands on the same steps and decodes the same "
+               "sequence: the summary's 'same as cross-sample' column says how often. The "
+               "untreated control cannot: it tells 'the high-js tokens matter' from 'any "
+               "differing draw matters'.")
     st.info(_device_note(), icon=":material/memory:")
     cfg = _settings(run)
     if cfg is not None:

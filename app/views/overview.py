@@ -30,9 +30,36 @@ def _headline(con, run, sampled_from=None) -> None:
                 else f"{100 * acc:.1f}%", help=f"the tuned checkpoint's own accuracy: {source}")
     c[4].metric("accuracy (base samples)", "—" if hl.accuracy_base != hl.accuracy_base
                 else f"{100 * hl.accuracy_base:.1f}%")
+    st.caption(md_escape(_two_metrics(con, run, rows, sampled_from)))
     note = api.reused_note(run.manifest)
     st.caption(md_escape(f"Accuracy of this checkpoint: {source}."
                          + (f" {note}" if note else "")))
+
+
+def _ci(v, lo, hi) -> str:
+    if v != v:
+        return "—"
+    return f"{100 * v:.2f}%" + ("" if lo != lo or hi != hi
+                                else f" [{100 * lo:.2f}%, {100 * hi:.2f}%]")
+
+
+def _two_metrics(con, run, rows, sampled_from) -> str:
+    """The headline share above 0.1 under both metrics, side by side, with intervals."""
+    full = " · ".join(_ci(r.share_high, r.share_high_lo, r.share_high_hi)
+                      for r in rows.itertuples())
+    text = f"Share of tokens with js > 0.1: {full} with full-vocabulary js (the analyses' metric)"
+    nucleus = (run.manifest.get("config") or {}).get("js_top_p")
+    try:
+        tp = api.sparsity_summary(con, high=0.1, metric="js_top_p", runs=[run.name],
+                                  sampled_from=sampled_from)
+    except ValueError:  # a run written before js_top_p existed
+        return text + "; truncated js is not stored in this run."
+    trunc = " · ".join(_ci(r.share_high, r.share_high_lo, r.share_high_hi)
+                       for r in tp.itertuples())
+    paper = " (the paper's measure)" if nucleus == 0.7 else ""
+    return (text + f"; {trunc} with js on top-p {nucleus if nucleus is not None else '?'} "
+            f"truncated distributions{paper}. Brackets: 95% intervals from a bootstrap over "
+            "prompts.")
 
 
 def _most_divergent(con, run, shown: str) -> None:

@@ -74,6 +74,9 @@ class Job:
     # may repeat), made at the first step from there on whose two draws differ. False:
     # switch exactly at those steps.
     match_changes: bool = False
+    # Control: steps where it never switches (an armed change waits for the next step
+    # outside them whose draws differ), e.g. the steps its reference switched at.
+    exclude: Collection[int] = ()
 
     def needs(self) -> set[str]:
         """Models this row needs at every step (the intervention only if it may switch)."""
@@ -219,7 +222,9 @@ def _control(job: Job, step: int, n_changed: int):
     if job.positions is None:
         return None
     if not job.match_changes:
-        return ("at", step in job.positions)
+        return ("at", step in job.positions and step not in job.exclude)
+    if step in job.exclude:
+        return ("pending", 0)
     armed = sum(1 for p in job.positions if p <= step)
     return ("pending", armed - n_changed)
 

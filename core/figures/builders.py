@@ -11,11 +11,13 @@ Captions are plain text (not HTML): escape them where they are rendered as HTML.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from core import queries as Q
 from core.figures.spec import (
+    CI_NOTE,
     JS_AXIS,
     LN2,
     LOG_JS_TICKS,
@@ -36,6 +38,7 @@ from core.figures.spec import (
     _summary_by,
     _thresholds,
     pct_small,
+    with_ci,
 )
 from core.figures.style import (
     HEATMAP_SCALE,
@@ -75,12 +78,15 @@ def js_histogram(con, run, *, sampled_from=None, by=None,
     fig.update_layout(barmode="group", bargap=0.05, showlegend=bool(by), xaxis_title=JS_AXIS,
                       yaxis=dict(type="log", dtick=1, tickformat=".2~%",
                                  title="share of tokens (log scale)"))
-    nz = {k: _part(s, by, k).share_near_zero.iloc[0] for k in keys}
-    hi = {k: _part(s, by, k).share_high.iloc[0] for k in keys}
+    nz = {k: _ci(_part(s, by, k), "share_near_zero", pct_small) for k in keys}
+    hi = {k: _ci(_part(s, by, k), "share_high", pct_small) for k in keys}
     n = int(s.n_tokens.sum())
-    cap = (f"{_per_group(nz, pct)} of tokens have js < {near_zero:g}; "
-           f"{_per_group(hi, pct)} have js > {high:g} ({n} tokens)")
-    summ = _summary_by(s, by, keys, ["n_tokens", "share_near_zero", "share_high"])
+    cap = (f"{_per_group(nz, str)} of tokens have js < {near_zero:g}; "
+           f"{_per_group(hi, str)} have js > {high:g} ({n} tokens; full-vocabulary js; "
+           f"{CI_NOTE})")
+    summ = _summary_by(s, by, keys, ["n_tokens", "share_near_zero", "share_near_zero_lo",
+                                     "share_near_zero_hi", "share_high", "share_high_lo",
+                                     "share_high_hi", "n_prompts"])
     return _spec("js_hist", "Sparsity: distribution of token-level JS divergence", cap, fig,
                  df, "histogram", params, {"source": "sparsity_summary", **summ}, traces=traces)
 
@@ -109,6 +115,15 @@ def js_cdf(con, run, *, sampled_from=None, by=None,
     summ = _summary_by(s, by, keys, ["n_tokens", "p50", "p95", "p99"])
     return _spec("js_cdf", "Sparsity: cumulative distribution of JS divergence", cap, fig, df,
                  "histogram", params, {"source": "sparsity_summary", **summ}, traces=traces)
+
+
+def _ci(row, col, fmt) -> str:
+    """row[col] with its interval columns col_lo / col_hi (a frame's first row or a row)."""
+    if isinstance(row, pd.DataFrame):
+        if not len(row):
+            return fmt(None)
+        row = row.iloc[0]
+    return with_ci(fmt, row.get(col), row.get(f"{col}_lo"), row.get(f"{col}_hi"))
 
 
 # ----------------------------------------------------------------------------- 2 entropy
@@ -197,16 +212,21 @@ def position(con, run, *, sampled_from=None, by=None, high=0.1, bins=20) -> Figu
         d = _part(df, by, k)
         _profile_lines(fig, d, k, i, lambda stat: f"rel. pos %{{x:.2f}}: {stat} js %{{y:.3f}}")
         if len(d):
-            lo = d.loc[d["mean"].idxmin()]
-            s = {"first": float(d["mean"].iloc[0]), "min": float(lo["mean"]),
-                 "min_at": float(lo.bin_left), "last": float(d["mean"].iloc[-1])}
+            lo, top = d.loc[d["mean"].idxmin()], d.loc[d["mean"].idxmax()]
+            first, last = d.iloc[0], d.iloc[-1]
+            s = {"first": float(first["mean"]), "min": float(lo["mean"]),
+                 "min_at": float(lo.bin_left), "max": float(top["mean"]),
+                 "max_at": float(top.bin_left), "last": float(last["mean"])}
             summ[k] = s
             parts.append(("" if k is None else f"{k}-sampled: ")
-                         + f"{num(s['first'])} in the first bin, lowest {num(s['min'])} at "
-                         f"{s['min_at']:.2f}, {num(s['last'])} in the last bin")
+                         + f"{_ci(first, 'mean', num)} in the first bin, lowest "
+                         f"{_ci(lo, 'mean', num)} at {s['min_at']:.2f}, highest "
+                         f"{_ci(top, 'mean', num)} at {s['max_at']:.2f}, "
+                         f"{_ci(last, 'mean', num)} in the last bin")
     fig.update_layout(xaxis=dict(title="relative position in the response (t / length)",
                                  range=[0, 1]), yaxis_title="js (nats)")
-    cap = "Mean js along the response: " + "; ".join(parts or ["no tokens"])
+    cap = ("Mean full-vocabulary js along the response: " + "; ".join(parts or ["no tokens"])
+           + f" ({CI_NOTE})")
     return _spec("position_profile", "Position: js along the response", cap, fig, df,
                  "position_profile", params, {"mean_js": {_gk(k): v for k, v in summ.items()}},
                  traces=traces)
@@ -277,11 +297,18 @@ def token_identity(con, run, *, sampled_from=None, by=None,
 # ----------------------------------------------------------------------------- 5 reallocation
 
 
+def _vocab_size(con, run) -> int | None:
+    """The run's tokenizer vocabulary size (its manifest's tokenizer.vocab_size), or None."""
+    from core.queries.robustness import manifest_of
+    v = (manifest_of(con, run).get("tokenizer") or {}).get("vocab_size")
+    return int(v) if isinstance(v, int) else None
+
+
 def topk_overlap(con, run, *, sampled_from=None, by=None, high=0.1, k_max=10) -> FigureSpec:
     sf, by, traces = _sources(con, run, sampled_from, by)
     params = dict(threshold=high, k_max=k_max, runs=[run], sampled_from=sf, by=by)
     df = Q.topk_overlap(con, **params)
-    keys, fig, summ = _keys(df, by), go.Figure(), {}
+    keys, fig, summ, cis = _keys(df, by), go.Figure(), {}, {}
     for i, k in enumerate(keys):
         d = _part(df, by, k)
         for subset, dash in [(Q.SUBSET_HIGH, "solid"), (Q.SUBSET_ALL, "dash")]:
@@ -294,15 +321,22 @@ def topk_overlap(con, run, *, sampled_from=None, by=None, high=0.1, k_max=10) ->
                 hovertemplate="k %{x}: overlap %{y:.1%} (n %{customdata})")
             summ.setdefault(_gk(k), {})[subset] = {
                 int(r.k): float(r.overlap) for r in s.itertuples() if r.k in (1, k_max)}
+            cis.setdefault(_gk(k), {})[subset] = {
+                int(r.k): with_ci(pct, r.overlap, r.overlap_lo, r.overlap_hi)
+                for r in s.itertuples() if r.k in (1, k_max)}
     fig.update_layout(xaxis=dict(title="k", dtick=1), yaxis=dict(
         title="|top-k base & top-k tuned| / k", tickformat=".0%", range=[0, 1.02]))
 
     def at(subset, kk):
-        return {k: summ.get(_gk(k), {}).get(subset, {}).get(kk) for k in keys}
-    hi1, all1 = _per_group(at(Q.SUBSET_HIGH, 1), pct), _per_group(at(Q.SUBSET_ALL, 1), pct)
+        return {k: cis.get(_gk(k), {}).get(subset, {}).get(kk, "n/a") for k in keys}
+    hi1, all1 = _per_group(at(Q.SUBSET_HIGH, 1), str), _per_group(at(Q.SUBSET_ALL, 1), str)
     cap = (f"Top-k overlap of the two models' candidates: top-1 {hi1} at js > {high:g} vs "
-           f"{all1} overall; top-{k_max} {_per_group(at(Q.SUBSET_HIGH, k_max), pct)} at js > "
-           f"{high:g}")
+           f"{all1} overall; top-{k_max} {_per_group(at(Q.SUBSET_HIGH, k_max), str)} at js > "
+           f"{high:g} (full-vocabulary js; {CI_NOTE})")
+    vocab = _vocab_size(con, run)
+    if vocab is not None and vocab <= 4 * k_max:
+        cap += (f". Not meaningful here: the vocabulary has {vocab} tokens, so top-{k_max} "
+                "lists cover much of it and overlap whatever the models do")
     return _spec("topk_overlap", "Reallocation: overlap of the top-k candidates", cap, fig, df,
                  "topk_overlap", params, {"overlap": summ}, traces=traces)
 

@@ -150,7 +150,15 @@ def caption_of(s: pd.DataFrame, settings: dict, budget: str = "changed") -> tupl
     k = settings.get("samples") or ""
     traces = (f"{n_p} prompts x {k} samples decoded by the sweep" if k
               else f"{n_p} prompts decoded by the sweep")
-    parts = [f"base {100 * b:.1f}%, tuned {100 * t:.1f}% ({traces})"]
+    dec = ""
+    if settings.get("top_p") is not None:
+        src = {"run": ", the run's decoding", "paper": ", the paper's decoding"}.get(
+            settings.get("decoding") or "", "")
+        dec = (f"; decoded at top-p {settings['top_p']:g}, temperature "
+               f"{settings.get('temperature', 1):g}{src}; switching on "
+               + ("full-vocabulary js" if settings["top_p"] >= 1 else
+                  f"js of the top-p {settings['top_p']:g} truncated distributions"))
+    parts = [f"base {100 * b:.1f}%, tuned {100 * t:.1f}% ({traces}{dec})"]
     summ = {"base": b, "tuned": t}
     target = settings.get("target_eps")
     if target is None and not settings:  # a running sweep's partial summary
@@ -160,8 +168,14 @@ def caption_of(s: pd.DataFrame, settings: dict, budget: str = "changed") -> tupl
                      "out (every eps is in the table)")
         return "; ".join(parts), summ
     summ["target_budget"], summ["target_eps"] = settings.get("target_budget"), target
+    realised = settings.get("target_realised")
+    metric = settings.get("target_metric")  # absent in sweeps written before it was stored
+    got = ("" if realised is None else
+           f", which {100 * realised:.2f}% of the run's stored tokens exceed")
+    on = f" on {metric}" if metric else ""
     parts.append(f"at the budget chosen before the sweep ({100 * settings['target_budget']:g}% "
-                 f"of the run's stored tokens: eps {target:g})")
+                 f"of the run's stored tokens: eps {target:g}{on}{got})")
+    summ["target_realised"] = realised
     kinds = _kind(s)
     for direction in ("forward", "reverse"):
         at = s[(s.direction == direction) & (np.isclose(s.eps, target))]
@@ -174,23 +188,48 @@ def caption_of(s: pd.DataFrame, settings: dict, budget: str = "changed") -> tupl
                 f"switched")
         if not pd.isna(r.get("budget_changed", math.nan)):
             text += f" and {100 * r.budget_changed:.1f}% changed"
-        text += f", {gap}"
+        lo, hi = r.get("gap_moved_lo", math.nan), r.get("gap_moved_hi", math.nan)
+        if not (pd.isna(lo) or pd.isna(hi)):
+            gap = gap.replace(" of the gap", f" [{100 * lo:.0f}%, {100 * hi:.0f}%] of the gap",
+                              1)
+        text += f", {gap}{_test_text(r, 'alone')}"
         item = {"eps": float(r.eps), "budget": float(r.budget), "accuracy": float(r.accuracy),
-                "gap_share": moved, "controls": {}}
+                "gap_share": moved, "gap_share_lo": _nan_none(lo),
+                "gap_share_hi": _nan_none(hi), "p_holm": _nan_none(r.get("p_holm")),
+                "controls": {}}
         for _, c in at[kinds[at.index] != ""].iterrows():
             kind = kinds[c.name]
             if pd.isna(c.get("diff", math.nan)):
                 text += f"; {kind} control {100 * c.accuracy:.1f}%"
             else:
                 text += (f"; minus {kind} control {_pct(c['diff'])} points "
-                         f"[{_pct(c.diff_lo)}, {_pct(c.diff_hi)}] (paired)")
+                         f"[{_pct(c.diff_lo)}, {_pct(c.diff_hi)}] (paired)"
+                         f"{_test_text(c, 'control')}")
+            same = c.get("same_as_ref", math.nan)
+            if not pd.isna(same):
+                text += (f", {100 * same:.0f}% of its rows decode the cross-sample's own "
+                         f"sequence (changed steps overlap "
+                         f"{100 * c.get('changed_overlap', math.nan):.0f}%)")
             item["controls"][kind] = {"accuracy": float(c.accuracy),
                                       "diff": _nan_none(c.get("diff")),
                                       "diff_lo": _nan_none(c.get("diff_lo")),
-                                      "diff_hi": _nan_none(c.get("diff_hi"))}
+                                      "diff_hi": _nan_none(c.get("diff_hi")),
+                                      "p_value": _nan_none(c.get("p_value")),
+                                      "p_holm": _nan_none(c.get("p_holm")),
+                                      "same_as_ref": _nan_none(c.get("same_as_ref")),
+                                      "changed_overlap": _nan_none(c.get("changed_overlap"))}
         parts.append(text)
         summ[direction] = item
     return "; ".join(parts), summ
+
+
+def _test_text(r, against: str) -> str:
+    """', McNemar exact p 0.38 (Holm 0.75)': the row's paired test, '' without one."""
+    p, test = r.get("p_value", math.nan), r.get("test", "")
+    if pd.isna(p) or not isinstance(test, str) or not test:
+        return ""
+    what = "against the model alone" if against == "alone" else "against the control"
+    return f" ({test} p {p:.2g} {what}, Holm-adjusted over the sweep {r.get('p_holm'):.2g})"
 
 
 def _nan_none(v):

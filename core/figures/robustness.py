@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from core.figures.spec import (
+    CI_NOTE,
     FigureSpec,
     _bar_range,
     _colour,
@@ -19,6 +20,7 @@ from core.figures.spec import (
     _sources,
     _spec,
     pct_small,
+    with_ci,
 )
 from core.figures.style import NEUTRAL, esc, num, source_label
 from core.queries import robustness as R
@@ -84,6 +86,10 @@ def truncation(con, run, *, sampled_from=None, high=0.1) -> FigureSpec:
     return spec
 
 
+def _ci(row, col, fmt) -> str:
+    return with_ci(fmt, row.get(col), row.get(f"{col}_lo"), row.get(f"{col}_hi"))
+
+
 def _caption(df, by, keys, labels, high, missing) -> tuple[str, dict]:
     parts, summ = [], {}
     for k in keys:
@@ -91,20 +97,23 @@ def _caption(df, by, keys, labels, high, missing) -> tuple[str, dict]:
         if "js" not in d.index or d.loc["js", "n"] is None or not d.loc["js", "n"] == d.loc[
                 "js", "n"]:
             continue
-        bits = [f"js > {high:g} on {pct_small(d.loc['js', 'share_high'])} of tokens"]
+        bits = [f"js > {high:g} on {_ci(d.loc['js'], 'share_high', pct_small)} of tokens"]
         got = {}
         for m in d.index[d["stored"].astype(bool)]:
             if m == "js":
                 continue
             r = d.loc[m]
-            bits.append(f"{labels[m]} on {pct_small(r.share_high)}, rank correlation "
-                        f"{num(r.spearman)}, Jaccard of high sets {num(r.jaccard_high)} "
+            bits.append(f"{labels[m]} on {_ci(r, 'share_high', pct_small)}, rank correlation "
+                        f"{num(r.spearman)}, Jaccard of high sets "
+                        f"{_ci(r, 'jaccard_high', num)} "
                         f"(equal-size top-{int(r.top_n)}: {num(r.jaccard_top_n)})")
             got[m] = {c: None if r[c] != r[c] else float(r[c])
                       for c in ("share_high", "spearman", "jaccard_high", "jaccard_top_n")}
         summ[_gk(k)] = {"share_high_js": float(d.loc["js", "share_high"]), **got}
         parts.append(("" if k is None else f"{k}-sampled: ") + "; ".join(bits))
     cap = " | ".join(parts) or "no tokens"
+    if parts:
+        cap += f" ({CI_NOTE})"
     if missing:
         cap += f"; {', '.join(missing)} {NOT_STORED} (written before they existed)"
     return cap, summ

@@ -5,11 +5,13 @@ core.queries.sampler resolves `sampled_from` per run; "split" draws one set per 
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from plotly.subplots import make_subplots
 
 from core import queries as Q
 from core.figures.spec import (
+    CI_NOTE,
     JS_AXIS,
     LN2,
     LOG_JS_TICKS,
@@ -20,6 +22,7 @@ from core.figures.spec import (
     _line_style,
     _spec,
     pct_small,
+    with_ci,
 )
 from core.figures.style import (
     NEUTRAL,
@@ -83,17 +86,28 @@ def evolution(con, series, *, high=0.1, sampled_from=None) -> FigureSpec:
                      f"{num(a.jaccard_final)} (at most {num(a.jaccard_bound)} for "
                      f"{_count(a.n_high)} high-js tokens against the final's "
                      f"{_count(a.n_final)}); of equal-size sets, its top-{_count(a.top_n)} by "
-                     f"js: {num(a.jaccard_top_n)}")
+                     f"js: {num(a.jaccard_top_n)} (the convergence measure: set sizes do "
+                     f"not bound it); share with js > {high:g} against the final's: "
+                     + "; ".join(f"step {r.step} " + with_ci(_pp, r.diff_final,
+                                                                 r.diff_final_lo,
+                                                                 r.diff_final_hi)
+                                 for r in d.iloc[:-1].itertuples()))
         summ[str(k) if k else "all"] = {"p95_first": _jsonable(a.p95),
                                         "p95_last": _jsonable(b.p95),
                                         "jaccard_first": _jsonable(a.jaccard_final),
                                         "jaccard_bound_first": _jsonable(a.jaccard_bound),
                                         "jaccard_top_n_first": _jsonable(a.jaccard_top_n)}
     n = df["run"].nunique()
-    cap = f"Across {n} checkpoints " + "; ".join(parts) + _own_accuracy(df)
+    cap = (f"Across {n} checkpoints " + "; ".join(parts) + _own_accuracy(df)
+           + f" (full-vocabulary js; {CI_NOTE})")
     summ = summ["all"] if keys == [None] else summ
     return _spec("evolution", "Evolution across checkpoints", cap, fig, df, "evolution", params,
                  summ, traces=traces)
+
+
+def _pp(x) -> str:
+    """A difference of shares in percentage points: 0.0012 -> '+0.12 pp'."""
+    return "n/a" if x is None or x != x else f"{100 * float(x):+.2f} pp"
 
 
 def _count(x) -> str:
@@ -172,9 +186,23 @@ def contrast(con, run, other, *, near_zero=0.01, high=0.1, bins=60,
     fig.update_layout(legend_itemsizing="constant")
     nz = " vs ".join(f"{pct(a)} ({n})" for a, (_, _, n) in zip(df.share_near_zero, series,
                                                                   strict=True))
-    hi = " vs ".join(pct(a) for a in df.share_high)
+    hi = " vs ".join(with_ci(pct_small, a, lo, up) for a, lo, up in zip(
+        df.share_high, df.get("share_high_lo", df.share_high * np.nan),
+        df.get("share_high_hi", df.share_high * np.nan), strict=True))
     cap = f"Share of tokens with js < {near_zero:g}: {nz}; js > {high:g}: {hi}"
+    ratio = {}
+    if "high_ratio" in df and len(df) == 2:
+        a = df.iloc[0]
+        ratio = {c: _jsonable(a[c]) for c in ("high_ratio", "high_ratio_lo",
+                                              "high_ratio_hi")}
+        cap += (f"; ratio {run} / {other} of the share above {high:g}: "
+                f"{with_ci(num, a.high_ratio, a.high_ratio_lo, a.high_ratio_hi)}"
+                " (an interval that excludes 1 says the densities differ)")
+    cap += f" (full-vocabulary js; {CI_NOTE})"
     return _spec("contrast", f"Contrast: {run} vs {other}", cap, fig, df, "contrast", params,
                  {"share_near_zero": [_jsonable(a) for a in df.share_near_zero],
-                  "share_high": [_jsonable(a) for a in df.share_high]},
+                  "share_high": [_jsonable(a) for a in df.share_high],
+                  "share_high_lo": [_jsonable(a) for a in df.get("share_high_lo", [])],
+                  "share_high_hi": [_jsonable(a) for a in df.get("share_high_hi", [])],
+                  **ratio},
                  traces=sampler.describe(con, [run, other], sampled_from))

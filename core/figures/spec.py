@@ -177,6 +177,18 @@ def pct_small(x) -> str:
     return "n/a" if x is None or x != x else f"{100 * float(x):.2f}%"
 
 
+def with_ci(fmt, x, lo, hi) -> str:
+    """A value with its prompt-clustered 95% interval, as captions quote it:
+    '0.44% [0.30%, 0.61%]' (the interval left out when there is none)."""
+    if lo is None or hi is None or lo != lo or hi != hi:
+        return fmt(x)
+    return f"{fmt(x)} [{fmt(lo)}, {fmt(hi)}]"
+
+
+CI_NOTE = ("brackets: 95% intervals from a bootstrap over prompts (1,000 resamples, "
+           "fixed seed)")
+
+
 def _summary_by(df, by, keys, cols) -> dict:
     rows = {k: _part(df, by, k) for k in keys}
     return {_gk(k): {c: _jsonable(d[c].iloc[0]) if len(d) else None

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from core.queries import aggregated, indexed, sampler
+from core.queries import aggregated, cis, indexed, sampler
 from core.queries.sql import (
     KOV,
     LN2,
@@ -23,17 +23,26 @@ from core.queries.sql import (
     _order,
     _q,
 )
+from core.store.manifest import read_manifest
+from core.store.samplers import series_accuracy
 
 
 def sparsity_summary(con, near_zero=0.01, high=0.1, metric="js", runs=None,
                      sampled_from=None, correct=None, by=None) -> pd.DataFrame:
     """[by,] n_tokens, share_near_zero (< near_zero), share_high (> high), mean, p50, p95,
-    p99, max of `metric` (NULL metric values are ignored)."""
+    p99, max of `metric` (NULL metric values are ignored), with prompt-clustered 95%
+    intervals share_near_zero_lo/hi, share_high_lo/hi, mean_lo/hi and the n_prompts they
+    resample (core/queries/intervals.py)."""
     sampled_from, by = sampler.apply(con, runs, sampled_from, by)
     m, g = _metric(metric, con), _group(by)
     if indexed.active(con):
-        return indexed.sparsity_summary(con, near_zero, high, m, runs, sampled_from, correct,
-                                        by)
+        df = indexed.sparsity_summary(con, near_zero, high, m, runs, sampled_from, correct, by)
+    else:
+        df = _sparsity_sql(con, near_zero, high, m, g, runs, sampled_from, correct, by)
+    return cis.sparsity(con, df, m, near_zero, high, runs, sampled_from, correct, by)
+
+
+def _sparsity_sql(con, near_zero, high, m, g, runs, sampled_from, correct, by):
     base, p = _filtered(runs, sampled_from, correct)
     sql = f"""WITH f AS ({base})
       SELECT {g}count({m}) AS n_tokens,
@@ -166,11 +175,17 @@ def js_entropy_hist2d(con, js_bins=30, entropy_bins=30, entropy="entropy_base",
 def position_profile(con, bins=20, metric="js", high=0.1, runs=None, sampled_from=None,
                      correct=None, by=None) -> pd.DataFrame:
     """[by,] bin_left, bin_right, mean, p50, p90, share_high (> high), n per rel_pos bin
-    (non-empty bins only)."""
+    (non-empty bins only), with prompt-clustered intervals mean_lo/hi, share_high_lo/hi."""
     sampled_from, by = sampler.apply(con, runs, sampled_from, by)
     m, g = _metric(metric, con), _group(by)
     if indexed.active(con):
-        return indexed.position_profile(con, bins, m, high, runs, sampled_from, correct, by)
+        df = indexed.position_profile(con, bins, m, high, runs, sampled_from, correct, by)
+    else:
+        df = _position_sql(con, bins, m, g, high, runs, sampled_from, correct, by)
+    return cis.position(con, df, bins, m, high, runs, sampled_from, correct, by)
+
+
+def _position_sql(con, bins, m, g, high, runs, sampled_from, correct, by):
     base, p = _filtered(runs, sampled_from, correct)
     sql = f"""WITH f AS ({base}) SELECT {g}{_bin('rel_pos', 'r')} AS bin,
         avg({m}) AS mean, quantile_cont({m}, [0.5, 0.9]) AS q,
@@ -215,11 +230,18 @@ _SUBSETS = f"(VALUES ('{SUBSET_HIGH}', 0), ('{SUBSET_ALL}', 1)) s(subset, so)"
 def topk_overlap(con, threshold=0.1, k_max=10, runs=None, sampled_from=None, correct=None,
                  by=None) -> pd.DataFrame:
     """[by,] subset ("js>threshold" / "all"), k, overlap (mean |top-k base & top-k tuned| / k),
-    n, for k = 1..k_max (k beyond a row's stored list length is skipped)."""
+    n, for k = 1..k_max (k beyond a row's stored list length is skipped), with
+    prompt-clustered intervals overlap_lo/hi (k <= KOV; NULL beyond)."""
     sampled_from, by = sampler.apply(con, runs, sampled_from, by)
-    g = _group(by)
     if 1 <= k_max <= KOV:  # the per-row overlap sizes precomputed in tokx: one pass
-        return _topk_overlap_tokx(con, threshold, int(k_max), runs, sampled_from, correct, by)
+        df = _topk_overlap_tokx(con, threshold, int(k_max), runs, sampled_from, correct, by)
+    else:
+        df = _topk_overlap_sql(con, threshold, k_max, runs, sampled_from, correct, by)
+    return cis.topk(con, df, threshold, k_max, runs, sampled_from, correct, by)
+
+
+def _topk_overlap_sql(con, threshold, k_max, runs, sampled_from, correct, by):
+    g = _group(by)
     base, p = _filtered(runs, sampled_from, correct)
     sql = f"""WITH f AS ({base}),
       o AS (SELECT {g}f.js, r.k, len(list_intersect(list_slice(k.base_ids, 1, r.k),
@@ -383,21 +405,28 @@ def evolution(con, series_runs: list[str], high=0.1, sampled_from=None,
     positions (trace_id, pos with js > high) with those of the last run in `series_runs`,
     each run on the traces `sampled_from` chooses for it (default: its tuned-sampled ones;
     NULL for a run that sampled its own traces, --series-sampling own: its positions are not
-    the final's), and accuracy, accuracy_source: the checkpoint's own accuracy (the runs
-    table, core.store.samplers.checkpoint_accuracy; NULL with "not measured")."""
+    the final's), and accuracy, accuracy_source: the checkpoint's own accuracy, from one
+    source for every checkpoint where one covers them all (core.store.samplers.
+    series_accuracy: own samples, else model cards; NULL with "not measured"); with
+    prompt-clustered intervals (cis.evolution): share_high (js > high) and its _lo/_hi,
+    diff_final (share_high minus the final's) and its _lo/_hi, jaccard_final_lo/hi."""
     series_runs = [str(r) for r in series_runs]
     if not series_runs:
         raise ValueError("series_runs is empty")
     if sampler.check(sampled_from) != sampler.SPLIT:
         filt = sampler.row_filter(sampler.labels_kept(con, series_runs, sampled_from))
         return _evolution(con, series_runs, high, filt, correct)
+    return _evolution_split(con, series_runs, high, correct)
+
+
+def _evolution_split(con, series_runs, high, correct) -> pd.DataFrame:
     counts = sampler.trace_counts(con, series_runs)
     parts = [_evolution(con, series_runs, high, sampler.row_filter(
                  sampler.labels_kept(con, series_runs, s)), correct).assign(sampled_from=s)
              for s in sampler.SOURCES
              if any(sampler.label_for(c, s) for c in counts.values())]
     cols = ["sampled_from", "run", "step", "p50", "p90", "p95", "p99", "n_high",
-            "jaccard_final", "accuracy", "accuracy_source"]
+            "jaccard_final", "accuracy", "accuracy_source", *cis.EVOLUTION_COLS]
     return (pd.concat(parts, ignore_index=True)[cols] if parts
             else pd.DataFrame(columns=cols))
 
@@ -439,15 +468,23 @@ def _evolution(con, series_runs, high, sampled_from, correct) -> pd.DataFrame:
     df = df.assign(_o=df["run"].map(order)).sort_values("_o").reset_index(drop=True)
     df["step"] = [int(s) if pd.notna(s) else int(o)
                   for s, o in zip(df["series_step"], df["_o"], strict=True)]
-    return df[["run", "step", "p50", "p90", "p95", "p99", "n_high", "jaccard_final",
-               "accuracy", "accuracy_source"]]
+    df = df[["run", "step", "p50", "p90", "p95", "p99", "n_high", "jaccard_final",
+             "accuracy", "accuracy_source"]]
+    paths = dict(con.execute("SELECT run, path FROM runs").fetchall())
+    got = series_accuracy([read_manifest(paths[r]) or {} if r in paths else {}
+                           for r in df["run"]])
+    df["accuracy"] = [a for a, _ in got]
+    df["accuracy_source"] = [src for _, src in got]
+    return cis.evolution(con, df, series_runs, high, sampled_from, correct)
 
 
 def contrast(con, run_a: str, run_b: str, near_zero=0.01, high=0.1, metric="js",
              sampled_from=None, correct=None) -> pd.DataFrame:
     """sparsity_summary of run_a and run_b, one row each (in that order), with a run column;
     like with like by default: each run on its own tuned model's samples (sampler.py).
-    split: one row per run and sampler (run, sampled_from, ...)."""
+    Run_a's row also has high_ratio (its share_high / run_b's) and near_zero_ratio with
+    prompt-clustered intervals (_lo, _hi; both runs resampled by the same prompt draws).
+    split: one row per run and sampler (run, sampled_from, ...), without the ratios."""
     if sampler.check(sampled_from) == sampler.SPLIT:
         parts = [sparsity_summary(con, near_zero, high, metric, runs=[r], correct=correct,
                                   sampled_from=sampler.SPLIT).assign(run=r)
@@ -458,7 +495,10 @@ def contrast(con, run_a: str, run_b: str, near_zero=0.01, high=0.1, metric="js",
         return df[["run"] + [c for c in df.columns if c != "run"]].reset_index(drop=True)
     df = sparsity_summary(con, near_zero, high, metric, runs=[run_a, run_b],
                           sampled_from=sampled_from, correct=correct, by="run")
-    return df.set_index("run").reindex([run_a, run_b]).reset_index()
+    df = df.set_index("run").reindex([run_a, run_b]).reset_index()
+    filt, _ = sampler.apply(con, [run_a, run_b], sampled_from, "run")
+    return cis.contrast_ratio(con, df, run_a, run_b, _metric(metric, con), near_zero, high,
+                              filt, correct)
 
 
 def eps_for_budget(con, budgets, metric="js", runs=None, sampled_from=None) -> pd.DataFrame:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from core.queries import aggregated, indexed, sampler
+from core.queries import aggregated, cis, indexed, sampler
 from core.queries.sql import TRACE_AGG_HIGH, TRACE_SORT, _filtered, _q
 
 
@@ -18,7 +18,8 @@ def headline(con, near_zero=0.01, high=0.1, runs=None, sampled_from=None) -> pd.
     share_near_zero, share_high, mean_js, p95_js, top1_agree, mean_length (response tokens
     per trace) over those traces, and
     accuracy_tuned, accuracy_base over all the run's tuned- / base-sampled traces (NULL
-    without such traces)."""
+    without such traces); last, the prompt-clustered 95% intervals share_near_zero_lo/hi,
+    share_high_lo/hi and n_prompts (core/queries/cis.py)."""
     if sampler.check(sampled_from) != sampler.SPLIT:
         kept = sampler.labels_kept(con, runs, sampled_from)
         df = _headline(con, near_zero, high, runs, sampler.row_filter(kept))
@@ -79,8 +80,9 @@ def _headline(con, near_zero, high, runs, sampled_from) -> pd.DataFrame:
         acc.* EXCLUDE (run), tr.mean_length
       FROM runs r LEFT JOIN t USING (run) LEFT JOIN tr USING (run) LEFT JOIN acc USING (run)
       WHERE $all_runs OR list_contains($f_runs::VARCHAR[], r.run) ORDER BY r.idx"""
-    return _q(con, sql, {**p, "nz": near_zero, "hi": high, "all_runs": runs is None,
-                         "f_runs": p.get("f_runs", [])})
+    df = _q(con, sql, {**p, "nz": near_zero, "hi": high, "all_runs": runs is None,
+                       "f_runs": p.get("f_runs", [])})
+    return cis.headline(con, df, near_zero, high, runs, sampled_from)
 
 
 def _trace_filters(run, search, correct, sampled_from) -> tuple[list[str], dict]:

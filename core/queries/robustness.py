@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from core.metrics import TRUNCATED_JS
-from core.queries import order_index, sampler
+from core.queries import cis, order_index, sampler
 from core.queries.sql import _filtered, _group, _metric, _order, _q, stored_columns
 from core.store.manifest import read_manifest
 
@@ -42,11 +42,16 @@ def _stored(con, run: str, col: str) -> bool:
                    "WHERE run = $run LIMIT 1000)", {"run": run}).ok.iloc[0])
 
 
+def manifest_of(con, run: str) -> dict:
+    """The opened run's manifest ({} when it has none)."""
+    path = con.execute("SELECT path FROM runs WHERE run = ?", [str(run)]).fetchone()
+    return (read_manifest(path[0]) or {}) if path else {}
+
+
 def nuclei(con, run: str) -> dict[str, float | None]:
     """{column: top_p} of the truncated js columns: js_top_p at the run's setting (its
     manifest's config js_top_p; None when the manifest does not say), the fixed ones."""
-    path = con.execute("SELECT path FROM runs WHERE run = ?", [str(run)]).fetchone()
-    man = (read_manifest(path[0]) or {}) if path else {}
+    man = manifest_of(con, run)
     own = (man.get("config") or {}).get("js_top_p")
     return {"js_top_p": None if own is None else float(own), **TRUNCATED_JS}
 
@@ -69,7 +74,8 @@ def truncation_agreement(con, run: str, high=0.1, sampled_from=None, correct=Non
     B = {metric > high}; jaccard_top_n: the same for equal-size sets, each column's top_n
     rows by value (top_n = |A|; ties at the cut broken by trace_id, pos). A column the run
     does not store has stored = False and NULL values. by: None or "sampled_from" (the same
-    as sampled_from="split")."""
+    as sampled_from="split"). share_high and jaccard_high carry prompt-clustered intervals
+    (_lo, _hi; core/queries/cis.py)."""
     run = str(run)
     if by not in (None, "sampled_from"):
         raise ValueError(f"by must be None or 'sampled_from' for one run, got {by!r}")
@@ -118,8 +124,11 @@ def _truncation(con, run, high, filt, by, correct) -> pd.DataFrame:
                      .assign(metric=col, stored=True))
     out = pd.concat(parts, ignore_index=True)
     out["top_p"] = out["metric"].map({"js": 1.0, **tops})
-    cols = ids + ["metric", "top_p", "stored", "n", "n_high", "share_high", "spearman",
-                  "jaccard_high", "top_n", "jaccard_top_n"]
+    stored = set(out.loc[out["stored"].astype(bool), "metric"])
+    out = cis.truncation(con, out, run, high, filt, by, correct, stored)
+    cols = ids + ["metric", "top_p", "stored", "n", "n_high", "share_high", "share_high_lo",
+                  "share_high_hi", "spearman", "jaccard_high", "jaccard_high_lo",
+                  "jaccard_high_hi", "top_n", "jaccard_top_n"]
     out = out.reindex(columns=cols)
     for c in ("n", "n_high", "top_n"):
         out[c] = out[c].astype("Int64")

@@ -149,6 +149,31 @@ def checkpoint_accuracy(manifest: dict) -> tuple[float | None, str]:
     return None, "not measured"
 
 
+def card_accuracy(manifest: dict) -> tuple[float | None, str]:
+    """(accuracy, source) of the tuned checkpoint from its model card alone."""
+    card = manifest.get("tuned_card")
+    if card is None and "tuned_card" not in manifest:
+        card = read_card(((manifest.get("models") or {}).get("tuned") or {}).get("path"))
+    if card and card.get("accuracy") is not None:
+        n = f"{card['n']:,} prompts " if card.get("n") else ""
+        return float(card["accuracy"]), f"model card, {n}sampled at T=1"
+    return None, "not measured"
+
+
+def series_accuracy(manifests: list[dict]) -> list[tuple[float | None, str]]:
+    """One accuracy source for every checkpoint of a series, so one axis compares like
+    with like: each checkpoint's own samples when every checkpoint has them, else the model
+    cards when every checkpoint has one, else each its own (checkpoint_accuracy: mixed
+    sources, which the evolution caption names per step)."""
+    own = [checkpoint_accuracy(m) for m in manifests]
+    if all(src == "own samples" for _, src in own):
+        return own
+    cards = [card_accuracy(m) for m in manifests]
+    if all(a is not None for a, _ in cards):
+        return cards
+    return own
+
+
 def reused_note(manifest: dict) -> str | None:
     """One line for a run whose traces another run's model sampled (None otherwise): who
     sampled them, and that their accuracy is that model's, not this checkpoint's."""

@@ -135,8 +135,22 @@ SUMMARY_SCHEMA = pa.schema([
     ("ci_lo", pa.float64()),               # 95% bootstrap interval over prompts
     ("ci_hi", pa.float64()),
     ("diff", pa.float64()),                # control rows: reference - control accuracy,
-    ("diff_lo", pa.float64()),             # paired bootstrap 95% interval over prompts
-    ("diff_hi", pa.float64()),
+    ("diff_lo", pa.float64()),             # paired 95% interval (bootstrap over prompts,
+    ("diff_hi", pa.float64()),             # Tango's score interval where that is a point)
+    # paired exact test (cross_sampling/paired.py): control rows against their reference,
+    # forward / reverse rows against base / tuned alone; NaN / "" where there is none
+    ("test", pa.string()),                 # "mcnemar exact" | "paired sign-flip"
+    ("n_ref_only", pa.float64()),          # discordant pairs: right only in the reference
+    ("n_other_only", pa.float64()),        # right only in the other setting
+    ("p_value", pa.float64()),
+    ("p_holm", pa.float64()),              # Holm-adjusted over every p-value of the sweep
+    ("gap_moved", pa.float64()),           # forward: share of the gap recovered; reverse:
+    ("gap_moved_lo", pa.float64()),        # removed; bootstrap 95% interval over prompts
+    ("gap_moved_hi", pa.float64()),
+    # control rows, over the samples whose cross-sample changed a token: the share that
+    # decoded the identical sequence, and the mean Jaccard overlap of the changed steps
+    ("same_as_ref", pa.float64()),
+    ("changed_overlap", pa.float64()),
 ])
 
 # The fork explorer (core.experiments.fork).

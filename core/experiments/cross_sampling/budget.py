@@ -5,6 +5,11 @@ The metric is the one the decoder's decision computes: `js_top_p` when the sweep
 the run's own js_top_p nucleus (< 1), else the full-vocabulary `js`. Cross-sampling decodes
 mixed prefixes, not the stored traces, so the budget a sweep actually spends at that eps is
 measured by the sweep itself (both its decisions and its changed tokens).
+
+On ties (97% of a run's js_top_p values can be exactly 0) the quantile is not a budget: the
+eps is the stored value whose realised share is closest to the target
+(core.queries.eps.eps_closest), and the realised share is returned beside it (`realised`)
+for the caption.
 """
 
 from __future__ import annotations
@@ -19,14 +24,16 @@ def budget_metric(run_manifest: dict | None, top_p: float) -> str:
 
 def eps_for_targets(run_dir: str | Path, budgets: list[float], top_p: float,
                     run_manifest: dict | None = None, con=None, run: str | None = None):
-    """(metric, DataFrame budget, eps) for target `budgets` (shares 0..1) on one run.
+    """(metric, DataFrame budget, eps, realised, quantile_eps) for target `budgets` (shares
+    0..1) on one run: eps is the stored value whose realised share is closest.
     `con`/`run`: an open collection and the run's name in it (the app's shared connection);
     default: the run folder opened on its own."""
-    from core.queries import eps_for_budget, open_runs
+    from core.queries import open_runs
+    from core.queries.eps import eps_closest
 
     metric = budget_metric(run_manifest, top_p)
     if con is None:
         name = Path(run_dir).name
         with open_runs([run_dir], names=[name]) as own:
-            return metric, eps_for_budget(own, budgets, metric=metric, runs=[name])
-    return metric, eps_for_budget(con, budgets, metric=metric, runs=[run])
+            return metric, eps_closest(own, budgets, metric=metric, runs=[name])
+    return metric, eps_closest(con, budgets, metric=metric, runs=[run])

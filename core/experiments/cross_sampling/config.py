@@ -28,10 +28,11 @@ class CrossSampleOptions:
     eps: str = opt("0.02,0.05,0.1,0.2",
                    "comma-separated js thresholds (nats, 0..ln 2): a step switches to the "
                    "intervention model when js > eps")
-    control: str = opt("random,entropy",
+    control: str = opt("random,entropy,untreated",
                        "comma-separated controls decoded beside each cross-sample: random "
-                       "(positions drawn uniformly) and/or entropy (drawn in proportion to the "
-                       "primary's entropy at each step); none: skip")
+                       "(positions drawn uniformly), entropy (drawn in proportion to the "
+                       "primary's entropy at each step) and/or untreated (as entropy, only at "
+                       "steps the cross-sample did not switch at); none: skip")
     match: str = opt("changed", "what a control matches per sample: changed (as many tokens "
                                 "actually changed as its cross-sample; a switch that takes the "
                                 "token the primary would have drawn changes nothing) or "
@@ -45,9 +46,15 @@ class CrossSampleOptions:
     prompts: int = opt(0, "use the first N prompts of the run's prompt set (0 = as many as "
                           "the run used)")
     samples: int = opt(1, "samples K per prompt and setting")
-    temperature: float = opt(1.0, "sampling temperature (0 = greedy); the paper uses 1")
-    top_p: float = opt(0.7, "nucleus applied to both distributions before the js decision "
-                            "and before sampling (1 = full distributions); the paper uses 0.7")
+    decoding: str = opt("run", "the decoding to sample with: run (the top-p and temperature "
+                               "the run's traces were sampled with, from its manifest) or "
+                               "paper (the paper's top-p 0.7, temperature 1); --top-p and "
+                               "--temperature override it", choices=["run", "paper"])
+    temperature: float | None = opt(None, "sampling temperature (0 = greedy); default: "
+                                          "--decoding's")
+    top_p: float | None = opt(None, "nucleus applied to both distributions before the js "
+                                    "decision and before sampling (1 = full distributions); "
+                                    "default: --decoding's (the paper's is 0.7)")
     max_new_tokens: int = opt(0, "cap on response length in tokens (0 = the run's cap)")
     seed: int = opt(0, "random seed (sampling, control positions, bootstrap)")
     batch_size: int = opt(32, "rows decoded together in lockstep")

@@ -14,6 +14,17 @@ of its own instead of where js > eps. Two things are chosen:
   drawn without replacement with probability proportional to the primary's entropy at each
   step of the reference (the high-entropy "forking" tokens of "Beyond the 80/20 Rule",
   arXiv 2506.01939, as the alternative explanation of what the divergent tokens do).
+  `untreated`: like `entropy`, but only at steps the reference did NOT switch at (its
+  treated steps are excluded, also for the armed changes that wait for differing draws).
+  A change can only land where the two models' draws differ, and the treatment takes most
+  such steps, so `random` and `entropy` controls often land on the treated steps and decode
+  the treatment's own sequence (the summary's same_as_ref says how often); `untreated`
+  tells "the high-js tokens matter" from "any differing draw matters".
+
+The coupling: both models' draws at a step use the same uniform u of the row (inverse CDF
+over the token ids in id order), so where the two distributions are close the draws agree
+and a switch changes nothing; "changed" is this coupling's count, not a property of the
+models alone.
 
 A change-matched control row falls short when its sample ends before the armed changes
 find steps whose draws differ (on the demo, where the models' draws differ at about one step
@@ -36,7 +47,7 @@ import numpy as np
 from core.engine.batching import derive_seed
 from core.engine.lockstep import Decoded, Job
 
-CONTROL_KINDS = ("random", "entropy")
+CONTROL_KINDS = ("random", "entropy", "untreated")
 MATCH = ("changed", "decisions")
 REDRAWS = 4
 
@@ -64,11 +75,18 @@ def entropy_positions(n: int, entropy, seed: int) -> frozenset[int]:
     return frozenset(int(x) for x in rng.choice(length, size=n, replace=False, p=w / w.sum()))
 
 
-def positions_for(kind: str, n: int, length: int, entropy, seed: int) -> frozenset[int]:
+def positions_for(kind: str, n: int, length: int, entropy, seed: int,
+                  exclude: frozenset[int] = frozenset()) -> frozenset[int]:
     if kind == "random":
         return control_positions(n, length, seed)
     if kind == "entropy":
         return entropy_positions(n, list(entropy)[:length], seed)
+    if kind == "untreated":  # entropy-weighted over the steps outside `exclude`
+        w = [0.0 if i in exclude else float(e) if e == e else 0.0
+             for i, e in enumerate(list(entropy)[:length])]
+        free = [i for i in range(length) if i not in exclude]
+        got = entropy_positions(min(n, len(free)), [w[i] for i in free], seed)
+        return frozenset(free[i] for i in got)
     raise ValueError(f"unknown control {kind!r}; use {', '.join(CONTROL_KINDS)}")
 
 
@@ -81,15 +99,16 @@ def control_job(ref: Decoded, kind: str, match: str, seed_parts: tuple, redraw: 
     extra = ("control",) if kind == "random" else ("control", kind)
     if redraw:
         extra += ("redraw", redraw)
+    exclude = frozenset(ref.switched) if kind == "untreated" else frozenset()
     if redraw > REDRAWS:
         pos = (0,) * n  # a change-matched control arms one change per entry
     else:
         pos = positions_for(kind, n, len(ref.tokens), ref.entropy,
-                            derive_seed(*seed_parts, *extra))
+                            derive_seed(*seed_parts, *extra), exclude)
     return Job(ref.job.prompt_ids, ref.job.primary, math.inf, pos, ref.job.seed,
                dict(ref.job.tag, control_kind=kind, n_requested=n, redraws=redraw,
                     ref=ref, seed_parts=seed_parts),
-               match_changes=match == "changed")
+               match_changes=match == "changed", exclude=exclude)
 
 
 def short(d: Decoded) -> bool:

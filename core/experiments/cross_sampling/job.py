@@ -16,6 +16,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from core.errors import CrossSampleError, RunsError
+from core.experiments import decoding
 from core.experiments.cross_sampling.budget import eps_for_targets
 from core.experiments.cross_sampling.config import CrossSampleConfig
 from core.experiments.cross_sampling.controls import CONTROL_KINDS, MATCH
@@ -59,8 +60,12 @@ def check_options(cfg: CrossSampleConfig) -> tuple[list[str], list[float]]:
     for name in ("samples", "batch_size"):
         if getattr(cfg, name) < 1:
             raise CrossSampleError(f"--{name.replace('_', '-')} must be >= 1")
-    if cfg.temperature < 0 or not 0 < cfg.top_p <= 1:
+    if (cfg.temperature is not None and cfg.temperature < 0
+            or cfg.top_p is not None and not 0 < cfg.top_p <= 1):
         raise CrossSampleError("--temperature must be >= 0 and --top-p in (0, 1]")
+    if cfg.decoding not in decoding.CHOICES:
+        raise CrossSampleError(f"--decoding: {cfg.decoding!r}; use "
+                               f"{' or '.join(decoding.CHOICES)}")
     return dirs, eps
 
 
@@ -83,6 +88,9 @@ def run_cross_sample(cfg: CrossSampleConfig, log: Callable[[str], None] = print,
 def _run(cfg: CrossSampleConfig, dirs, eps, run_dir: Path, manifest: dict, log, show_progress,
          on_batch, cancel) -> tuple[SweepResult, Path | None]:
     rc = manifest.get("config", {})
+    dec = decoding.resolve(cfg.decoding, manifest, cfg.top_p, cfg.temperature)
+    cfg = dataclasses.replace(cfg, top_p=dec.top_p, temperature=dec.temperature)
+    log(f"decoding: {dec.label()}")
     limit = cfg.prompts or rc.get("max_prompts") or None
     ps = load_prompts(rc["prompts"], limit=limit)
     want = (manifest.get("prompt_set") or {}).get("fingerprint")
@@ -95,11 +103,12 @@ def _run(cfg: CrossSampleConfig, dirs, eps, run_dir: Path, manifest: dict, log, 
     if cfg.target_budget:
         metric, got = eps_for_targets(run_dir, [cfg.target_budget], cfg.top_p, manifest)
         t_eps = float(f"{max(float(got.eps.iloc[0]), 0.0):.6g}")
-        target.update(target_eps=t_eps, target_metric=metric)
+        realised = float(got.realised.iloc[0])
+        target.update(target_eps=t_eps, target_metric=metric, target_realised=realised)
         if not any(abs(t_eps - e) <= 1e-9 * max(1.0, abs(e)) for e in eps):
             eps = sorted([*eps, t_eps])
         log(f"target budget {100 * cfg.target_budget:g}% of tokens: eps {t_eps:g} (from the "
-            f"run's stored {metric})")
+            f"run's stored {metric}; {100 * realised:.2f}% of its stored tokens exceed it)")
     kinds = cfg.controls()
 
     per_prompt = cfg.samples * (len(dirs) * len(eps) * (1 + len(kinds))
@@ -127,6 +136,7 @@ def _run(cfg: CrossSampleConfig, dirs, eps, run_dir: Path, manifest: dict, log, 
         log(f"cancelled after {len(result.rows)} samples; nothing written")
         return result, None
     result.settings.update(target)
+    result.settings["decoding"] = dec.source
     meta = provenance({"config": dataclasses.asdict(cfg), "sweep": result.settings,
                        "run_dir": str(run_dir)}, manifest,
                       {"seconds": round(result.seconds, 2), "tokens": result.tokens})
