@@ -37,7 +37,7 @@ from core.config import PrecomputeConfig
 from core.engine.heads import resolve_budget
 from core.engine.pair import default_max_new_tokens, load_pair
 from core.engine.sequential import APPROXIMATE_COLUMNS
-from core.errors import RunError
+from core.errors import RunError, RunsError
 from core.inputs.prompts import PromptSet
 from core.inputs.rollouts import RolloutSet
 from core.precompute.shard import (
@@ -49,11 +49,11 @@ from core.precompute.shard import (
     shard_indices,
 )
 from core.queries.connection import prepare
-from core.store.cache import Reservation
-from core.store.manifest import build_manifest, config_hash, read_manifest, reuses
-from core.store.samplers import read_card, reuse_plan, samplers_of
-from core.store.schema import MANIFEST_FILE, TOKENS_FILE, TRACES_FILE
-from core.store.storage import write_json, write_parquet
+from core.store.cache import Reservation, open_run
+from core.store.manifest import build_manifest, config_hash, reuses
+from core.store.samplers import read_card, samplers_of
+from core.store.schema import TOKENS_FILE, TRACES_FILE
+from core.store.storage import write_run
 
 ENGINES = ("local", "ray")
 
@@ -109,15 +109,17 @@ def reused_traces(cfg: PrecomputeConfig, cache: Path, ps: PromptSet,
     """Traces of `cfg.traces_from` grouped by prompt id: {prompt_id: [(trace row, ids)]},
     each row's sampled_from in this run's terms (core.store.samplers.reuse_plan: the source's
     tuned-sampled traces become "reused")."""
-    src = cache / cfg.traces_from
-    source = read_manifest(src)
-    if source is None:
-        raise RunError(f"--traces-from {cfg.traces_from!r}: no complete run at {src}")
-    relabel, _ = reuse_plan(source, cfg.base, base_digest)
-    traces = pq.read_table(src / TRACES_FILE).to_pylist()
+    try:
+        source = open_run(cache, cfg.traces_from)
+    except RunsError as e:
+        raise RunError(f"--traces-from {cfg.traces_from!r}: {e}") from None
+    relabel, _ = source.reuse_plan(cfg.base, base_digest)
+    traces = pa.concat_tables([pq.read_table(f) for f in source.table_files("traces")]
+                              ).to_pylist()
     for t in traces:
         t["sampled_from"] = relabel.get(t["sampled_from"], t["sampled_from"])
-    toks = pq.read_table(src / TOKENS_FILE, columns=["trace_id", "pos", "token_id"]).to_pandas()
+    toks = pa.concat_tables([pq.read_table(f, columns=["trace_id", "pos", "token_id"])
+                             for f in source.table_files("tokens")]).to_pandas()
     ids = {t: g.sort_values("pos")["token_id"].tolist() for t, g in toks.groupby("trace_id")}
     out: dict[str, list] = {}
     for t in traces:
@@ -283,9 +285,7 @@ def assemble(cfg, info: dict, ps: PromptSet, staging: Path, n_shards: int,
                      "(core/engine/sequential.py)",
             "approximate_columns": list(APPROXIMATE_COLUMNS),
         }
-    for f, table in tables.items():
-        write_parquet(table, staging / f, metadata=manifest)
-    write_json(manifest, staging / MANIFEST_FILE)
+    write_run(staging, tables, manifest)
 
 
 def _samplers(cfg, manifest: dict, labels) -> dict:
@@ -294,8 +294,8 @@ def _samplers(cfg, manifest: dict, labels) -> dict:
     if not reuses(cfg):
         return {label: own.get(label, {"run": cfg.name, "role": None, "model": None,
                                        "fingerprint": None}) for label in labels}
-    source = read_manifest(Path(cfg.cache) / cfg.traces_from) or {}
-    _, records = reuse_plan(source, cfg.base, _digest_of(manifest, "base"))
+    _, records = open_run(cfg.cache, cfg.traces_from).reuse_plan(
+        cfg.base, _digest_of(manifest, "base"))
     return {label: records.get(label, own.get(label)) for label in labels}
 
 

@@ -28,7 +28,7 @@ import pandas as pd
 from core.metrics import TRUNCATED_JS
 from core.queries import order_index, sampler
 from core.queries.sql import _filtered, _group, _metric, _order, _q, stored_columns
-from core.store.manifest import read_manifest
+from core.store.run import Run
 
 TRUNCATED = ("js_top_p", *TRUNCATED_JS)  # the truncated js columns, the run's own nucleus first
 
@@ -46,8 +46,7 @@ def nuclei(con, run: str) -> dict[str, float | None]:
     """{column: top_p} of the truncated js columns: js_top_p at the run's setting (its
     manifest's config js_top_p; None when the manifest does not say), the fixed ones."""
     path = con.execute("SELECT path FROM runs WHERE run = ?", [str(run)]).fetchone()
-    man = (read_manifest(path[0]) or {}) if path else {}
-    own = (man.get("config") or {}).get("js_top_p")
+    own = Run.open(path[0]).js_top_p if path else None
     return {"js_top_p": None if own is None else float(own), **TRUNCATED_JS}
 
 
