@@ -21,9 +21,11 @@ from __future__ import annotations
 from core.access import allowed_hosts, check_password, host_allowed, is_loopback
 from core.access import model_roots, password, public_text, refusal
 
-# --- runs: the cache folder of runs; list, rename, delete; series and contrast partners ---
+# --- runs: the cache folder of runs (Run: one typed, validated run); list, rename, delete;
+# series and contrast partners ---
 from core.paths import ASSETS, REPO_ROOT, default_cache
-from core.store.cache import RunInfo, contrast_candidates, list_runs, series_of
+from core.store.cache import RunInfo, contrast_candidates, list_runs, open_run, series_of
+from core.store.run import Run
 from core.store.samplers import checkpoint_accuracy, reused_note
 from core.jobs.runs import delete_run, rename_run
 
@@ -42,6 +44,7 @@ from core.queries import (
     trace_position,
     trace_tokens,
 )
+from core.queries.connection import damaged_since
 
 # --- jobs & add-pair: precompute settings, the background job queue, presets ---
 from core.config import RUN_SETTINGS, PrecomputeConfig
@@ -82,10 +85,12 @@ __all__ = [
     "public_text",
     "password", "refusal",
     # runs
-    "ASSETS", "REPO_ROOT", "RunInfo", "contrast_candidates", "default_cache", "delete_run",
+    "ASSETS", "REPO_ROOT", "Run", "RunInfo", "contrast_candidates", "default_cache",
+    "delete_run", "open_run",
     "list_runs", "rename_run", "series_of", "checkpoint_accuracy", "reused_note",
     # queries
-    "describe_traces", "eps_for_budget", "headline", "open_runs", "run_gone",
+    "damaged_since", "describe_traces", "eps_for_budget", "headline", "open_runs",
+    "run_gone",
     "sampled_from_choices", "session", "token_search",
     "trace_count",
     "trace_list", "trace_position", "trace_tokens",

@@ -73,22 +73,20 @@ def _run_fork(run, trace, toks, pos, who, k, temperature, chosen) -> None:
             show_error(e)
             return
     _show(rollouts, who)
-    st.caption(md_escape(f"Saved as {fork_id} in {run.name}/forks.parquet"))
+    st.caption(md_escape(f"Saved as {fork_id} in {run.name}/{run.forks_file.name}"))
 
 
 def _fork_and_save(run, trace, toks, pos, who, k, temperature, chosen, pair):
-    cfg = run.manifest.get("config", {})
     rollouts = fork(pair, trace["prompt"], toks["token_id"].astype(int).tolist(), pos,
                     str(trace["reference"]), verifier=trace["verifier"], continue_with=who,
-                    k=k, temperature=temperature,
-                    max_new_tokens=int(cfg.get("max_new_tokens", 128)),
-                    chat_template=bool(cfg.get("chat_template", True)), tokens=chosen)
-    return rollouts, save_fork(run.path, int(trace["trace_id"]), pos, rollouts)
+                    k=k, temperature=temperature, max_new_tokens=run.max_new_tokens,
+                    chat_template=run.chat_template, tokens=chosen)
+    return rollouts, save_fork(run, int(trace["trace_id"]), pos, rollouts)
 
 
 def _saved(run, trace_id: int) -> None:
     """This trace's saved forks, newest first; choosing one shows its rollouts again."""
-    saved = list_forks(run.path, trace_id)
+    saved = list_forks(run, trace_id)
     if saved.empty:
         return
     st.markdown(f"**Saved forks of trace {trace_id}** ({len(saved)})")
@@ -103,7 +101,7 @@ def _saved(run, trace_id: int) -> None:
     state.set_params(fork=fid)
     if fid is not None:
         try:
-            rollouts = load_fork(run.path, fid)
+            rollouts = load_fork(run, fid)
         except KeyError as e:
             show_error(str(e))
             return

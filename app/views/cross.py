@@ -44,7 +44,7 @@ def _eps_grid(run, how: str, text: str, top_p: float) -> str:
         return text
     budgets = [float(x) / 100 for x in text.split(",") if x.strip()]
     con = state.connection(state.runs())  # the collection every page shares
-    metric, grid = api.eps_for_targets(run.path, budgets, top_p, run.manifest, con=con,
+    metric, grid = api.eps_for_targets(run, budgets, top_p, con=con,
                                        run=run.name)
     st.caption("target budgets → eps from the stored " + metric + ": " + ", ".join(
         f"{100 * b:g}% → {e:.4f}" for b, e in zip(grid.budget, grid.eps)))

@@ -198,6 +198,12 @@ class Run:
 
         return checkpoint_accuracy(self.manifest)
 
+    def reused_note(self) -> str | None:
+        """One line for a run whose traces another run's model sampled (None otherwise)."""
+        from core.store.samplers import reused_note
+
+        return reused_note(self.manifest)
+
     def reuse_plan(self, base_spec: str | None, base_digest: str | None) -> tuple[dict, dict]:
         """For a run re-scoring this run's traces with that base model: ({label here: label
         there}, {label there: sampler record}) (core.store.samplers.reuse_plan)."""

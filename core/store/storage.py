@@ -126,4 +126,9 @@ def write_run(folder: Path, tables: dict[str, pa.Table], manifest: dict) -> None
     manifest in its metadata, then manifest.json last: its presence marks the run complete."""
     for name, table in tables.items():
         write_parquet(table, Path(folder) / name, metadata=manifest)
+    write_manifest(folder, manifest)
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    """Write a run folder's manifest.json (atomic); written last, it marks the run complete."""
     write_json(manifest, Path(folder) / MANIFEST_FILE)
