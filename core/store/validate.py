@@ -95,7 +95,8 @@ def read(folder: str | Path) -> tuple[dict, str | None]:
         return {}, f"manifest.json cannot be read ({e.strerror or e})"
     if not isinstance(m, dict):
         return {}, f"manifest.json holds a JSON {_json_kind(m)}, not an object"
-    return m, _fields(m)
+    bad = _fields(m)
+    return ({}, bad) if bad else (m, None)
 
 
 def _json_kind(v) -> str:
