@@ -113,3 +113,22 @@ def test_fork_explorer_on_a_rollout_run_generates_tokens(tmp_path_factory, monke
     # the stored cap of 0 nothing would be
     lengths = [len(tok(t, add_special_tokens=False).input_ids) for t in rollouts.text]
     assert max(lengths) >= 2 + 1 + 3, list(rollouts.text)
+
+
+@pytest.mark.model
+def test_the_manifest_records_the_budget_scoring_used(tmp_path_factory, monkeypatch):
+    """With the automatic budget (0) the budget depends on free memory when it is resolved:
+    the manifest records the one the shards were scored under, not a second measurement."""
+    from core.engine import heads
+    from core.store.cache import open_run
+    from tests.test_damaged_runs import scored_rollouts
+
+    seen = []
+
+    def resolve(budget, device):
+        seen.append(123_456_789 + len(seen))  # free memory that changes between calls
+        return seen[-1]
+
+    monkeypatch.setattr(heads, "resolve_budget", resolve)
+    run = open_run(scored_rollouts(tmp_path_factory, "budget"), "budget")
+    assert seen and run.memory_budget_bytes in seen[:1]

@@ -42,6 +42,7 @@ from core.inputs.prompts import PromptSet
 from core.inputs.rollouts import RolloutSet
 from core.precompute.shard import (
     BOUND_KEY,
+    BUDGET_KEY,
     RETOK_KEY,
     TABLES,
     load_inputs,
@@ -244,13 +245,15 @@ def assemble(cfg, info: dict, ps: PromptSet, staging: Path, n_shards: int,
     """The run's tables from the part files in `staging/parts`, and its manifest (last: its
     presence marks the staging folder complete)."""
     parts = staging / "parts"
-    bounds, retok = [], []
+    bounds, retok, budgets = [], [], []
     for k in range(n_shards):
         meta = pq.read_schema(parts / part_name(TOKENS_FILE, k)).metadata or {}
         if BOUND_KEY in meta:
             bounds.append(json.loads(meta[BOUND_KEY]))
         if RETOK_KEY in meta:
             retok.append(json.loads(meta[RETOK_KEY]))
+        if BUDGET_KEY in meta:
+            budgets.append(json.loads(meta[BUDGET_KEY]))
     tables = {f: pa.concat_tables([pq.read_table(parts / part_name(f, k))
                                    .replace_schema_metadata(None) for k in range(n_shards)])
               for f in TABLES}
@@ -268,8 +271,10 @@ def assemble(cfg, info: dict, ps: PromptSet, staging: Path, n_shards: int,
     manifest["tokenizer"] = info["tokenizer"]
     manifest["samplers"] = _samplers(cfg, manifest, acc)
     manifest["tuned_card"] = read_card((info["models"].get("tuned") or {}).get("path"))
-    manifest["scoring"] = {"mode": cfg.scoring, "memory_budget_bytes": resolve_budget(
-        cfg.memory_budget, torch.device(info["device"]))}
+    # the budget the shards were scored under (the largest, where an automatic budget came
+    # out differently per shard); resolved now only for parts written before it was recorded
+    manifest["scoring"] = {"mode": cfg.scoring, "memory_budget_bytes": max(budgets) if budgets
+                           else resolve_budget(cfg.memory_budget, torch.device(info["device"]))}
     if isinstance(ps, RolloutSet):
         manifest["rollouts"] = {
             "text_responses": sum(r["text_rows"] for r in retok),

@@ -1,8 +1,9 @@
 """Is a run folder whole? `problem(folder)` checks, cheaply, what a run must be before any
 reader touches it, and says in one line what is wrong (None when nothing is).
 
-Checked: manifest.json is a JSON object whose fields have the types readers rely on
-(`created` an ISO date, `config` an object, the counts integers, the special token ids a
+Checked: manifest.json is a JSON object whose fields, where present (runs written by hand or
+by older versions lack some), have the types readers rely on (`created` an ISO date, `config`
+an object, the counts integers, the special token ids a
 list of integers, ...); each table (tokens, topk, traces; forks.parquet when present) exists
 and every one of its Parquet files has a readable footer whose columns have the schema's
 types (core.store.schema; the key columns must be there, newer columns may be missing in
@@ -32,7 +33,7 @@ KEY_COLUMNS = {"tokens.parquet": ("trace_id", "pos", "token_id"),
 _OBJ, _STR, _INT = (dict,), (str,), (int,)
 # Manifest fields: (required, accepted types; None always accepted when not required).
 FIELDS = {
-    "created": (True, _STR), "config": (True, _OBJ),
+    "created": (False, _STR), "config": (False, _OBJ),
     "name": (False, _STR), "kind": (False, _STR), "series_step": (False, _INT),
     "traces_from": (False, _STR), "series_of": (False, _STR), "models": (False, _OBJ),
     "prompt_set": (False, _OBJ), "stats": (False, _OBJ), "tokenizer": (False, _OBJ),
@@ -85,8 +86,8 @@ def read(folder: str | Path) -> tuple[dict, str | None]:
     p = Path(folder) / MANIFEST_FILE
     try:
         m = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}, "manifest.json is missing"
+    except FileNotFoundError:  # tables only: whether that is a complete run is the cache's
+        return {}, None
     except UnicodeDecodeError:
         return {}, "manifest.json is not UTF-8 text"
     except ValueError as e:
@@ -127,7 +128,8 @@ def _fields(m: dict) -> str | None:
         if v is not None and not _ok(v, types):
             return _wrong(f"{outer}.{key}", v, types)
     try:
-        dt.datetime.fromisoformat(m["created"])
+        if m.get("created") is not None:
+            dt.datetime.fromisoformat(m["created"])
     except ValueError:
         return f"manifest.json: created {m['created'][:40]!r} is not a date"
     ids = (m.get("tokenizer") or {}).get("special_ids")
