@@ -24,7 +24,7 @@ from core.access import model_roots, password, public_text, refusal
 # --- runs: the cache folder of runs (Run: one typed, validated run); list, rename, delete;
 # series and contrast partners ---
 from core.paths import ASSETS, REPO_ROOT, default_cache
-from core.store.cache import RunInfo, contrast_candidates, list_runs, open_run, series_of
+from core.store.cache import contrast_candidates, list_runs, open_run, series_of
 from core.store.run import Run
 from core.store.samplers import checkpoint_accuracy, reused_note
 from core.jobs.runs import delete_run, rename_run
@@ -85,7 +85,7 @@ __all__ = [
     "public_text",
     "password", "refusal",
     # runs
-    "ASSETS", "REPO_ROOT", "Run", "RunInfo", "contrast_candidates", "default_cache",
+    "ASSETS", "REPO_ROOT", "Run", "contrast_candidates", "default_cache",
     "delete_run", "open_run",
     "list_runs", "rename_run", "series_of", "checkpoint_accuracy", "reused_note",
     # queries

@@ -37,7 +37,7 @@ from core.store.samplers import rename_samplers
 from core.store.schema import MANIFEST_FILE
 from core.store.storage import write_json
 
-__all__ = ["RUN_NAME", "Run", "RunInfo", "RunLock", "Reservation", "check_start",
+__all__ = ["RUN_NAME", "Run", "RunLock", "Reservation", "check_start",
            "contrast_candidates", "default_cache", "delete_run", "is_locked", "list_runs",
            "healthy", "name_problem", "open_run", "rename_run", "run_exists", "repair",
            "resolve_run", "series_of", "staging_dir", "writing_into"]
@@ -54,9 +54,6 @@ def name_problem(name: str | None, what: str = "run name") -> str | None:
 
 
 # ----------------------------------------------------------------------------- listing
-
-
-RunInfo = Run  # the older name of the same type
 
 
 def list_runs(cache: str | Path, damaged: bool = True) -> list[Run]:
