@@ -182,7 +182,7 @@ def save_fork(run: str | Path | Run, trace_id: int, pos: int, rollouts: pd.DataF
     while it writes; two saves into one run take turns (the fork lock), so none is lost."""
     run_dir = _run(run).path
     with writing_into(run_dir), _one_saver(run_dir):  # read-modify-write: one at a time
-        run = Run.open(run_dir).require()
+        run = Run.open(run_dir).require(tables=False)  # forks never read the run's tables
         path = run.forks_file
         old = pq.read_table(path).to_pandas() if path.exists() else None
         n = 0 if old is None else old["fork_id"].nunique()

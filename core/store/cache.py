@@ -82,17 +82,19 @@ def healthy(runs: list[Run]) -> list[Run]:
     return [r for r in runs if not r.damaged]
 
 
-def open_run(cache: str | Path, run: str | Path | Run, fresh: bool = False) -> Run:
+def open_run(cache: str | Path, run: str | Path | Run, fresh: bool = False,
+             tables: bool = True) -> Run:
     """The complete, healthy run `run` (a name under `cache`, a run folder, or a Run):
-    raises RunsError naming where it looked, or the damaged run's line."""
+    raises RunsError naming where it looked, or the damaged run's line (`tables=False`: only
+    a damaged manifest is refused; see Run.require)."""
     if isinstance(run, Run):
-        return Run.open(run.path, fresh=fresh).require()
+        return Run.open(run.path, fresh=fresh).require(tables=tables)
     p = Path(run)
     if not (p.is_dir() and (p / MANIFEST_FILE).is_file()):
         p = Path(cache) / str(run)
         if name_problem(str(run)) is not None or not (p / MANIFEST_FILE).is_file():
             raise RunsError(f"{run}: no complete run (looked in {p})")
-    return Run.open(p, fresh=fresh).require()
+    return Run.open(p, fresh=fresh).require(tables=tables)
 
 
 def resolve_run(cache: str | Path, run: str | Path) -> Path:

@@ -47,6 +47,7 @@ class Run:
     path: Path
     manifest: dict = field(repr=False)
     problem: str | None = None
+    manifest_sound: bool = True  # False when the problem is in manifest.json itself
 
     @classmethod
     def open(cls, folder: str | Path, fresh: bool = False) -> Run:
@@ -54,7 +55,7 @@ class Run:
         with `problem` set, never raised."""
         folder = Path(folder)
         m, bad = validate.problem(folder, fresh=fresh)
-        return cls(folder.name, folder, m, bad)
+        return cls(folder.name, folder, m, bad, validate.read(folder)[1] is None)
 
     # ------------------------------------------------------------------ health
     @property
@@ -66,9 +67,10 @@ class Run:
         return (f"run {self.name!r} is damaged: {self.problem}; it is left out until its "
                 "files are restored (or delete it)")
 
-    def require(self, error: type[Exception] = RunsError) -> Run:
-        """This run when healthy; else raises `error` with line()."""
-        if self.problem is not None:
+    def require(self, error: type[Exception] = RunsError, tables: bool = True) -> Run:
+        """This run when healthy; else raises `error` with line(). `tables=False`: a sound
+        manifest is enough (writers of extra tables, which never read the run's own)."""
+        if self.problem is not None and (tables or not self.manifest_sound):
             raise error(self.line())
         return self
 

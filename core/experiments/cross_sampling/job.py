@@ -29,7 +29,7 @@ from core.store.run import Run
 def resolve_run(run: str, cache: str | Path) -> tuple[Path, Run]:
     """A healthy run's folder (a folder itself, or a name under `cache`) and its Run."""
     try:
-        r = open_run(cache, run)
+        r = open_run(cache, run, tables=False)  # a sweep never reads the run's own tables
     except RunsError as e:
         raise CrossSampleError(str(e)) from None
     return r.path, r
@@ -75,7 +75,7 @@ def run_cross_sample(cfg: CrossSampleConfig, log: Callable[[str], None] = print,
     run_dir, _ = resolve_run(cfg.run, cfg.cache)
     with writing_into(run_dir, CrossSampleError):
         try:
-            me = Run.open(run_dir).require()
+            me = Run.open(run_dir).require(tables=False)
         except RunsError as e:
             raise CrossSampleError(str(e)) from None
         return _run(cfg, dirs, eps, me, log, show_progress, on_batch, cancel)
