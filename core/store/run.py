@@ -252,8 +252,9 @@ class Run:
         return self.path / SWEEPS_DIR
 
     def signature(self) -> tuple:
-        """What changes when any member file is written or replaced."""
-        return validate.signature(self.path)
+        """What changes when the manifest or a table the query collection reads (tokens,
+        topk, traces) is written or replaced; a saved fork does not change it."""
+        return validate.signature(self.path, forks=False)
 
     # ------------------------------------------------------------------ loading, writing
     def load_pair(self, device: str | None = None, load_weights: bool = True):

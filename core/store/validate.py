@@ -57,18 +57,18 @@ def table_files(folder: str | Path, name: str) -> list[Path]:
     return [p] if p.is_file() else []
 
 
-def _member_files(folder: Path) -> list[Path]:
+def _member_files(folder: Path, forks: bool = True) -> list[Path]:
     out = [folder / MANIFEST_FILE]
-    for name in (*SCHEMAS, FORKS_FILE):
+    for name in (*SCHEMAS, FORKS_FILE) if forks else SCHEMAS:
         out += table_files(folder, name)
     return out
 
 
-def signature(folder: str | Path) -> tuple:
-    """(name, size, mtime_ns) of the manifest and every table file: what changes when any
-    member file is written or replaced."""
+def signature(folder: str | Path, forks: bool = True) -> tuple:
+    """(name, size, mtime_ns) of the manifest and every table file (forks.parquet too unless
+    `forks` is False): what changes when any of them is written or replaced."""
     out = []
-    for f in _member_files(Path(folder)):
+    for f in _member_files(Path(folder), forks):
         try:
             st = f.stat()
         except OSError:
