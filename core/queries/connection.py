@@ -59,8 +59,10 @@ def open_runs(run_dirs: list[str | Path | Run] | str | Path | Run,
     manifest's name, else the folder name.
 
     Damaged runs (core.store.validate: an unreadable manifest, a table whose footer or
-    column types do not match the schema, a missing table) are left out: the collection
-    never reads their files, so every other run keeps working. `quarantine` says why."""
+    column types do not match the schema) are left out: the collection never reads their
+    files, so every other run keeps working; Run.line says why. A folder that only lacks a
+    table (Run.readable) is opened, that table empty; the app and the CLI never pass one
+    (their listings count it as damaged)."""
     con = duckdb.connect()
     con.execute(f"SET memory_limit = '{QUERY_MEMORY // 2**20}MiB'")
     con.execute("CREATE TABLE runs (idx INTEGER, run VARCHAR, kind VARCHAR, "
@@ -69,7 +71,7 @@ def open_runs(run_dirs: list[str | Path | Run] | str | Path | Run,
     runs = _runs(run_dirs)
     if names is not None and len(names) != len(runs):
         raise ValueError(f"{len(names)} names for {len(runs)} run folders")
-    keep = [i for i, r in enumerate(runs) if not r.damaged]
+    keep = [i for i, r in enumerate(runs) if r.readable]
     names = [names[i] for i in keep] if names is not None else None
     runs = [runs[i] for i in keep]
     rows, labels = [], {}

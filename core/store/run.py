@@ -62,6 +62,12 @@ class Run:
     def damaged(self) -> bool:
         return self.problem is not None
 
+    @property
+    def readable(self) -> bool:
+        """Whether every file present can be read (healthy, or only a table missing: a
+        folder of tables opened on purpose, which the query collection gives no rows)."""
+        return self.problem is None or validate.only_missing(self.problem)
+
     def line(self) -> str:
         """What every reader says about a damaged run, in one line."""
         return (f"run {self.name!r} is damaged: {self.problem}; it is left out until its "

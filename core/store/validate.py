@@ -46,6 +46,7 @@ _NESTED = (("stats", "n_traces", _INT), ("stats", "n_tokens", _INT),
            ("config", "chat_template", (bool,)), ("scoring", "memory_budget_bytes", _INT))
 
 _memo: dict[Path, tuple[tuple, str | None]] = {}
+MISSING = " is missing"  # the end of every missing-table line (see only_missing)
 
 
 def table_files(folder: str | Path, name: str) -> list[Path]:
@@ -155,7 +156,7 @@ def _family(t: pa.DataType) -> str:
 def _table(folder: Path, name: str, schema: pa.Schema, required: bool) -> str | None:
     files = table_files(folder, name)
     if not files:
-        return f"{name} is missing" if required else None
+        return f"{name}{MISSING}" if required else None
     want = {f.name: _family(f.type) for f in schema}
     for f in files:
         rel = f.relative_to(folder)
@@ -181,11 +182,22 @@ def check(folder: str | Path) -> tuple[dict, str | None]:
     m, bad = read(folder)
     if bad:
         return m, bad
+    missing = None  # a file that is there but broken is reported before a missing one
     for name, schema in SCHEMAS.items():
         bad = _table(folder, name, schema, required=True)
-        if bad:
+        if bad and bad.endswith(MISSING):
+            missing = missing or bad
+        elif bad:
             return m, bad
-    return m, _table(folder, FORKS_FILE, OPTIONAL_SCHEMAS[FORKS_FILE], required=False)
+    return m, _table(folder, FORKS_FILE, OPTIONAL_SCHEMAS[FORKS_FILE], required=False) \
+        or missing
+
+
+def only_missing(bad: str | None) -> bool:
+    """Whether a check() verdict says only that a table is missing, every file present
+    being sound: such a folder can still be read (the query collection gives the missing
+    table no rows), while a listing of complete runs counts it as damaged."""
+    return bool(bad) and bad.endswith(MISSING) and not bad.startswith("manifest.json")
 
 
 def problem(folder: str | Path, fresh: bool = False) -> tuple[dict, str | None]:
