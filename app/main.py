@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app.ui import state
 from app.ui.access import gate
+from app.ui.text import md_escape
 from core import api
 
 st.set_page_config(page_title="ShiftLens", page_icon="🔎", layout="wide")
@@ -32,11 +34,16 @@ def main() -> None:
     st.session_state["_pages"] = pages
     try:
         st.navigation(list(pages.values())).run()
-    except Exception as e:  # noqa: BLE001 - only a run that vanished mid-page is handled
-        if not api.run_gone(e):
+    except Exception as e:  # noqa: BLE001 - only a run that vanished or broke mid-page
+        if api.run_gone(e):
+            st.warning("A run changed on disk while this page was drawing: another session "
+                       "renamed or deleted it. Pick a run in the sidebar or reload the page.")
+            return
+        # a file replaced under the server: re-validated now, quarantined from the next draw
+        line = api.damaged_since(e, st.session_state.get(state.OPENED_KEY, ()))
+        if line is None:
             raise
-        st.warning("A run changed on disk while this page was drawing: another session "
-                   "renamed or deleted it. Pick a run in the sidebar or reload the page.")
+        st.error(md_escape(line))
 
 
 main()

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from core import queries as Q  # noqa: E402
 from core.demo.synthetic import write_synthetic_run  # noqa: E402
 from core.queries.run_index import ensure_index  # noqa: E402
-from core.store.manifest import read_manifest  # noqa: E402
+from core.store.cache import run_exists  # noqa: E402
 
 
 def _rss_gib() -> tuple[float, float]:
@@ -98,7 +98,7 @@ def main() -> None:
     try:
         dirs = [folder] if args.runs == 1 else [folder / f"step-{i}" for i in range(args.runs)]
         for i, d in enumerate(dirs):
-            if read_manifest(d) is None:
+            if not run_exists(d.parent, d.name):
                 t = time.perf_counter()
                 write_synthetic_run(d, n_tokens=args.tokens, seed=i)
                 print(f"generated {d.name}: {args.tokens:,} token rows in "

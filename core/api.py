@@ -25,9 +25,11 @@ from core.signin import Connections, client_address, sessions, throttle, tokens
 from core.signin import trusted_proxies
 from core.upload_budget import UploadBudget
 
-# --- runs: the cache folder of runs; list, rename, delete; series and contrast partners ---
+# --- runs: the cache folder of runs (Run: one typed, validated run); list, rename, delete;
+# series and contrast partners ---
 from core.paths import ASSETS, REPO_ROOT, default_cache
-from core.store.cache import RunInfo, contrast_candidates, list_runs, series_of
+from core.store.cache import contrast_candidates, list_runs, open_run, series_of
+from core.store.run import Run
 from core.store.samplers import checkpoint_accuracy, reused_note
 from core.jobs.runs import delete_run, rename_run
 
@@ -47,6 +49,7 @@ from core.queries import (
     trace_position,
     trace_tokens,
 )
+from core.queries.connection import damaged_since
 
 # --- jobs & add-pair: precompute settings, the job kinds and queue, presets ---
 from core.config import RUN_SETTINGS, PrecomputeConfig
@@ -105,10 +108,12 @@ __all__ = [
     "Connections", "client_address", "sessions", "throttle", "tokens", "trusted_proxies",
     "UploadBudget",
     # runs
-    "ASSETS", "REPO_ROOT", "RunInfo", "contrast_candidates", "default_cache", "delete_run",
+    "ASSETS", "REPO_ROOT", "Run", "contrast_candidates", "default_cache",
+    "delete_run", "open_run",
     "list_runs", "rename_run", "series_of", "checkpoint_accuracy", "reused_note",
     # queries
-    "describe_traces", "eps_for_budget", "headline", "sparsity_summary", "open_runs", "run_gone",
+    "damaged_since", "describe_traces", "eps_for_budget", "headline", "sparsity_summary",
+    "open_runs", "run_gone",
     "sampled_from_choices", "session", "token_search",
     "trace_count",
     "trace_list", "trace_position", "trace_tokens",

@@ -32,7 +32,8 @@ def open(name: str, cache=None) -> Run:  # noqa: A001 - shiftlens.open reads as 
     if name not in by_name:
         have = ", ".join(sorted(by_name)) or "none"
         raise RunsError(f"no run named {str(name)[:80]!r} in {folder} (runs there: {have})")
-    info = by_name[name]
+    info = by_name[name].require()  # a damaged run: its one line
+    infos = [r for r in infos if not r.damaged]
     series = api.series_of(infos, info)
     partners = api.contrast_candidates(infos, info)
     wanted = [info.name, *[s for s in series if s != info.name], *partners]
@@ -45,7 +46,8 @@ class Run:
 
     def __init__(self, info, con, series=None, contrast_with=None):
         self.info, self.con = info, con
-        self.name, self.path, self.manifest = info.name, Path(info.path), info.manifest
+        self.name, self.path = info.name, Path(info.path)
+        self.manifest = info.provenance()  # a copy, for provenance
         self.series = list(series or [])
         self.contrast_with = contrast_with
         self._overviews: dict = {}
@@ -56,7 +58,7 @@ class Run:
 
     @property
     def special_ids(self) -> list[int]:
-        return [int(i) for i in self.manifest.get("tokenizer", {}).get("special_ids", [])]
+        return sorted(int(i) for i in self.info.special_ids)
 
     def traces(self, sort_by="max_js", descending=True, limit=100, **kw) -> pd.DataFrame:
         """The trace browser's table (core.queries.trace_list: trace_id, prompt, correct,

@@ -30,7 +30,7 @@ def tied(tmp_path_factory):
 
 def test_target_on_ties_is_the_closest_realised_budget(tied):
     run, above0 = tied
-    metric, got = eps_for_targets(run, [0.05, 0.01], 0.7, {"config": {"js_top_p": 0.7}})
+    metric, got = eps_for_targets(run, [0.05, 0.01], 0.7)
     assert metric == "js_top_p"
     five, one = got.iloc[0], got.iloc[1]
     # the quantile says 0 for 5%; "> 0" switches 3%, the closest any eps can get

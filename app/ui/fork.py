@@ -58,7 +58,7 @@ def fork_panel(run, trace: pd.Series, toks: pd.DataFrame, pos: int) -> None:
         c1, c2, c3 = st.columns(3)
         who = c1.radio("Continue with", ["tuned", "base"], horizontal=True, key="fork_who")
         k = c2.slider("Rollouts per branch", 1, 32, 8, key="fork_k")
-        own, paper = run_decoding(run.manifest), paper_decoding()
+        own, paper = run_decoding(run), paper_decoding()
         dec = {own.label(): own, paper.label(): paper}
         picked = dec[c3.radio("Decoding", list(dec), key="fork_dec",
                               help="default: what the run's traces were sampled with")]
@@ -85,22 +85,21 @@ def _run_fork(run, trace, toks, pos, who, k, temperature, chosen, top_p=1.0) -> 
             show_error(e)
             return
     _show(rollouts, who)
-    st.caption(md_escape(f"Saved as {fork_id} in {run.name}/forks.parquet"))
+    st.caption(md_escape(f"Saved as {fork_id} in {run.name}/{run.forks_file.name}"))
 
 
 def _fork_and_save(run, trace, toks, pos, who, k, temperature, chosen, pair, top_p=1.0):
-    cfg = run.manifest.get("config", {})
     rollouts = fork(pair, trace["prompt"], toks["token_id"].astype(int).tolist(), pos,
                     str(trace["reference"]), verifier=trace["verifier"], continue_with=who,
                     k=k, temperature=temperature, top_p=top_p,
-                    max_new_tokens=int(cfg.get("max_new_tokens", 128)),
-                    chat_template=bool(cfg.get("chat_template", True)), tokens=chosen)
-    return rollouts, save_fork(run.path, int(trace["trace_id"]), pos, rollouts)
+                    max_new_tokens=run.max_new_tokens, chat_template=run.chat_template,
+                    tokens=chosen)
+    return rollouts, save_fork(run, int(trace["trace_id"]), pos, rollouts)
 
 
 def _saved(run, trace_id: int) -> None:
     """This trace's saved forks, newest first; choosing one shows its rollouts again."""
-    saved = list_forks(run.path, trace_id)
+    saved = list_forks(run, trace_id)
     if saved.empty:
         return
     st.markdown(f"**Saved forks of trace {trace_id}** ({len(saved)})")
@@ -115,7 +114,7 @@ def _saved(run, trace_id: int) -> None:
     state.set_params(fork=fid)
     if fid is not None:
         try:
-            rollouts = load_fork(run.path, fid)
+            rollouts = load_fork(run, fid)
         except KeyError as e:
             show_error(str(e))
             return

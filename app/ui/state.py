@@ -1,6 +1,9 @@
 """Shared app state: the cache folder, the chosen run, a cached DuckDB connection, and the
 URL (query parameters) that carries run, trace, position, metric, filters and which traces
-the analyses use (`from`)."""
+the analyses use (`from`).
+
+Pages get healthy runs (`runs()`); damaged ones (`damaged()`, core.store.validate) are
+listed in the sidebar with their one line and never opened."""
 
 from __future__ import annotations
 
@@ -10,8 +13,9 @@ import streamlit as st
 
 from app.ui.text import md_escape
 from core import api
-from core.api import RunInfo
+from core.api import Run
 
+OPENED_KEY = "_opened_runs"  # the run folders this session's collection was opened on
 RUN_KEY = "_run"  # this session's run (not a widget key: Streamlit drops those on page change)
 
 
@@ -33,8 +37,18 @@ def cache_dir() -> Path:
     return api.default_cache()
 
 
-def runs() -> list[RunInfo]:
+def _all() -> list[Run]:
     return api.list_runs(cache_dir())
+
+
+def runs() -> list[Run]:
+    """The healthy runs of the cache, newest first (damaged ones are left out)."""
+    return [r for r in _all() if not r.damaged]
+
+
+def damaged() -> list[Run]:
+    """The damaged runs of the cache, each with its one line (Run.line)."""
+    return [r for r in _all() if r.damaged]
 
 
 @st.cache_resource(show_spinner="Opening the runs…")
@@ -42,14 +56,16 @@ def _connection(paths: tuple[str, ...], names: tuple[str, ...], stamp: tuple[flo
     return api.open_runs(list(paths), names=list(names))
 
 
-def connection(infos: list[RunInfo]):
+def connection(infos: list[Run]):
     """This session's cursor of the server's one DuckDB connection per set of runs (runs
     named by folder: the names the app shows and puts in URLs; reopened when a run folder
     changes). Sessions never share a cursor: DuckDB runs one call at a time per connection
     object, while cursors of one connection run side by side over the same data and share
-    its indexes."""
+    its indexes. A run whose files change (or are replaced) reopens the collection."""
+    infos = [r for r in infos if not r.damaged]
     paths = tuple(str(r.path) for r in infos)
-    stamp = tuple((r.path / "manifest.json").stat().st_mtime for r in infos)
+    stamp = tuple(r.signature() for r in infos)
+    st.session_state[OPENED_KEY] = paths  # what a failed query re-validates (app/main.py)
     shared = _connection(paths, tuple(r.name for r in infos), stamp)
     mine = st.session_state.setdefault("_cursors", {})
     if id(shared) not in mine or mine[id(shared)][0] is not shared:
@@ -91,17 +107,17 @@ def set_params(**values) -> None:
             st.query_params[k] = str(v)
 
 
-def _label(r: RunInfo) -> str:
+def _label(r: Run) -> str:
     """What the run picker lists: name, kind, prompt set and date."""
     return f"{r.name} · {r.kind or 'run'} · {r.prompt_set} · {r.created[:10]}"
 
 
-def rollouts_line(run: RunInfo) -> str | None:
+def rollouts_line(run: Run) -> str | None:
     """For a run scored from a rollout file: how many of its text responses do not survive
     decode(encode(text)) (manifest `rollouts`), and for a framework's file the format it was
     read as, the verdicts' column and what is lossy (Markdown-escaped); None for a sampled
     run."""
-    r = run.manifest.get("rollouts")
+    r = run.rollouts
     if not r:
         return None
     line = (f"scored from rollouts: {r.get('retokenization_mismatches', 0)} of "
@@ -118,12 +134,23 @@ def rollouts_line(run: RunInfo) -> str | None:
     return line
 
 
-def pick_run(infos: list[RunInfo]) -> RunInfo:
+def show_damaged() -> list[Run]:
+    """List the damaged runs in the sidebar, one line each (as text); returns them."""
+    bad = damaged()
+    if bad:
+        st.sidebar.markdown(f"**Damaged runs** ({len(bad)}, left out)")
+        for r in bad:
+            st.sidebar.caption(md_escape(r.line()))
+    return bad
+
+
+def pick_run(infos: list[Run]) -> Run:
     """Sidebar run picker, synchronised with the `run` query parameter: the URL names the run
     and wins; a choice in the picker is written to the URL at once. Moving to another page
     (which drops the URL's parameters) keeps this session's run, never the picker's first
-    entry. A URL naming a run that is not here (renamed, deleted, another cache) says so and
-    shows nothing until a run is picked."""
+    entry. A URL naming a run that is not here (renamed, deleted, another cache) or a damaged
+    run says so and shows nothing until a run is picked."""
+    bad = {r.name: r for r in show_damaged()}
     if not infos:
         st.warning(f"No runs in {cache_dir()}. Build the demo runs with "
                    "`python -m core demo-runs`, or add a pair on the 'Add a pair' page.")
@@ -135,8 +162,11 @@ def pick_run(infos: list[RunInfo]) -> RunInfo:
         if wanted not in names:
             wanted = "demo-rl" if "demo-rl" in names else names[0]
     if wanted not in names:
-        st.warning(f"There is no run named “{md_escape(wanted)}” here (renamed or deleted?). "
-                   "Pick a run in the sidebar.")
+        if wanted in bad:
+            st.error(md_escape(bad[wanted].line()))
+        else:
+            st.warning(f"There is no run named “{md_escape(wanted)}” here (renamed or "
+                       "deleted?). Pick a run in the sidebar.")
         pick = st.sidebar.selectbox("Run", names, index=None, key="run_missing_picker",
                                     placeholder="pick a run",
                                     format_func=lambda n: _label(infos[names.index(n)]))
@@ -169,7 +199,7 @@ SAMPLED_FROM_LABELS = {"tuned": "tuned model's samples", "base": "base model's s
                        "pooled": "pooled (every trace)", "split": "split by sampler"}
 
 
-def sampled_from(con, run: RunInfo) -> str | None:
+def sampled_from(con, run: Run) -> str | None:
     """Which traces the analyses use (core.queries.sampler), a control synchronised with the
     URL's `from` (e.g. ?from=tuned): the options that select something in this run, the
     run's default first (tuned-sampled traces where it has them, the paper's setting).

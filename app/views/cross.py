@@ -44,7 +44,7 @@ def _eps_grid(run, how: str, text: str, top_p: float) -> str:
         return text
     budgets = [float(x) / 100 for x in text.split(",") if x.strip()]
     con = state.connection(state.runs())  # the collection every page shares
-    metric, grid = api.eps_for_targets(run.path, budgets, top_p, run.manifest, con=con,
+    metric, grid = api.eps_for_targets(run, budgets, top_p, con=con,
                                        run=run.name)
     st.caption("target budgets → eps from the stored " + metric + " (the stored value whose "
                "realised share is closest): " + ", ".join(
@@ -74,7 +74,7 @@ def _settings(run) -> CrossSampleConfig | None:
         c4, c5, c6, c7, c8 = st.columns(5)
         prompts = c4.number_input("prompts", 1, 100_000, value=min(50, run.n_traces or 50))
         samples = c5.number_input("samples per prompt", 1, 64, value=1)
-        own, paper = api.run_decoding(run.manifest), api.paper_decoding()
+        own, paper = api.run_decoding(run), api.paper_decoding()
         choices = {own.label(): own, paper.label(): paper, "custom (below)": None}
         pick = st.radio("Decoding", list(choices), horizontal=True,
                         help="the run's: what its traces were sampled with, so the sweep "

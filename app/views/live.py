@@ -52,7 +52,7 @@ def render() -> None:
         return
     metric, threshold, collapse = tokens.controls(prefix="live_", url=False, values=toks)
     strength = tokens.strength_of(toks, metric, threshold)[1]
-    special = set(run.manifest.get("tokenizer", {}).get("special_ids", []))
+    special = run.special_ids
     pos = tokens.navigate(strength, st.session_state.get("live_pos"), prefix="live_")
     pos = tokens.view(toks, metric, threshold, collapse, special, pos,
                       key="tv_live")

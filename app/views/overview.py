@@ -25,13 +25,13 @@ def _headline(con, run, sampled_from=None) -> None:
     c[0].metric("tokens with js < 0.01", _pct(rows, "share_near_zero", 1))
     c[1].metric("tokens with js > 0.1", _pct(rows, "share_high", 2))
     c[2].metric("top-1 agreement", _pct(rows, "top1_agree", 1))
-    acc, source = api.checkpoint_accuracy(run.manifest)  # never another model's samples
+    acc, source = run.checkpoint_accuracy()  # never another model's samples
     c[3].metric("accuracy (this checkpoint)", "not measured" if acc is None
                 else f"{100 * acc:.1f}%", help=f"the tuned checkpoint's own accuracy: {source}")
     c[4].metric("accuracy (base samples)", "—" if hl.accuracy_base != hl.accuracy_base
                 else f"{100 * hl.accuracy_base:.1f}%")
     st.caption(md_escape(_two_metrics(con, run, rows, sampled_from)))
-    note = api.reused_note(run.manifest)
+    note = run.reused_note()
     st.caption(md_escape(f"Accuracy of this checkpoint: {source}."
                          + (f" {note}" if note else "")))
 
@@ -48,7 +48,7 @@ def _two_metrics(con, run, rows, sampled_from) -> str:
     full = " · ".join(_ci(r.share_high, r.share_high_lo, r.share_high_hi)
                       for r in rows.itertuples())
     text = f"Share of tokens with js > 0.1: {full} with full-vocabulary js (the analyses' metric)"
-    nucleus = (run.manifest.get("config") or {}).get("js_top_p")
+    nucleus = run.js_top_p
     try:
         tp = api.sparsity_summary(con, high=0.1, metric="js_top_p", runs=[run.name],
                                   sampled_from=sampled_from)

@@ -1,5 +1,6 @@
 """Runs: list, rename, delete (with confirmation), read each manifest, compare two runs on
-every overview figure side by side."""
+every overview figure side by side. Damaged runs are listed with their one line; they can be
+deleted (or renamed), never opened."""
 
 from __future__ import annotations
 
@@ -18,11 +19,17 @@ def _table(infos) -> None:
     st.dataframe(pd.DataFrame([{"run": r.name, "kind": r.kind, "pair": r.pair,
                                 "prompts": r.prompt_set, "traces": r.n_traces,
                                 "tokens": r.n_tokens, "created": r.created,
-                                "re-tokenised": (r.manifest.get("rollouts") or {}).get(
-                                    "retokenization_mismatches")} for r in infos]),
+                                "re-tokenised": r.retokenized} for r in infos]),
                  column_config={"re-tokenised": st.column_config.NumberColumn(
                      help="rollout runs: text responses whose decode(encode(text)) differs "
                           "from the text (manifest rollouts.retokenization_mismatches)")},
+                 hide_index=True)
+
+
+def _damaged(bad) -> None:
+    st.subheader(f"Damaged runs ({len(bad)})")
+    st.caption("Left out of every page until their files are restored; delete them below.")
+    st.dataframe(pd.DataFrame([{"run": r.name, "what is wrong": r.line()} for r in bad]),
                  hide_index=True)
 
 
@@ -30,8 +37,11 @@ def _manage(infos) -> None:
     names = [r.name for r in infos]
     name = st.selectbox("Run", names, key="rm_run")
     run = infos[names.index(name)]
-    with st.expander("Manifest (provenance)"):
-        st.json(run.manifest, expanded=1)
+    if run.damaged:
+        st.error(md_escape(run.line()))
+    else:
+        with st.expander("Manifest (provenance)"):
+            st.json(run.provenance(), expanded=1)
     c1, c2 = st.columns(2)
     new = c1.text_input("Rename to", key="rm_new")
     if c1.button("Rename", key="rm_rename", disabled=not new):
@@ -73,14 +83,18 @@ def _compare(infos, con) -> None:
 def render() -> None:
     st.header("Runs")
     flash.show()
-    infos = state.runs()
-    if not infos:
+    infos, bad = state.runs(), state.damaged()
+    if not infos and not bad:
         st.info(f"No runs in {state.cache_dir()} yet.")
         return
-    _table(infos)
-    _manage(infos)
-    st.subheader("Compare two runs")
-    _compare(infos, state.connection(infos))
+    if infos:
+        _table(infos)
+    if bad:
+        _damaged(bad)
+    _manage(infos + bad)
+    if infos:
+        st.subheader("Compare two runs")
+        _compare(infos, state.connection(infos))
 
 
 if __name__ == "__main__":  # Streamlit runs the page file as __main__

@@ -110,7 +110,7 @@ def render() -> None:
 
     metric, threshold, collapse = tokens.controls(values=toks)
     strength = tokens.strength_of(toks, metric, threshold)[1]
-    special = set(run.manifest.get("tokenizer", {}).get("special_ids", []))
+    special = run.special_ids
     pos = state.param("pos", None, int)
     pos = pos if pos is not None and 0 <= pos < len(toks) else None
     pos = tokens.navigate(strength, pos)

@@ -31,8 +31,12 @@ def _cache_parent() -> argparse.ArgumentParser:
 def _run_dirs(cache: Path, names: list[str]) -> list[Path]:
     from core.store.cache import list_runs, resolve_run
 
-    if not names:
-        return [r.path for r in list_runs(cache)]
+    if not names:  # every healthy run; a damaged one is named on stderr and left out
+        runs = list_runs(cache)
+        for r in runs:
+            if r.damaged:
+                print(f"note: {r.line()}", file=sys.stderr)
+        return [r.path for r in runs if not r.damaged]
     out = []
     for n in names:
         try:
@@ -89,9 +93,12 @@ def _cmd_runs(args) -> int:
         print(f"no runs in {cache}")
         return 0
     for r in runs:
+        if r.damaged:  # one line, and the exit status says a run needs attention
+            print(f"{r.name:32s} DAMAGED: {r.problem}")
+            continue
         print(f"{r.name:32s} {r.kind or '-':8s} {r.n_traces:6d} traces {r.n_tokens:9d} tokens  "
               f"{r.created}  {r.pair}  [{r.prompt_set}]")
-    return 0
+    return 1 if any(r.damaged for r in runs) else 0
 
 
 def _cmd_export(args) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 from core.config import PrecomputeConfig
 from core.demo.cards import read_card
 from core.paths import ASSETS, cache_dir
-from core.store.manifest import read_manifest
+from core.store.cache import run_exists
 
 DEMO = ASSETS / "demo"
 PROMPTS = ASSETS / "prompts" / "arith-heldout.jsonl"
@@ -61,7 +61,7 @@ def ensure(cache: str | Path | None = None, force: bool = False, log=print) -> l
     cache = cache_dir(cache)
     done = []
     for cfg in demo_configs(cache):
-        if not force and read_manifest(Path(cache) / cfg.name) is not None:
+        if not force and run_exists(cache, cfg.name):
             continue
         if force:
             cfg.force = True

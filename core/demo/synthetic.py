@@ -16,8 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from core.store.schema import MANIFEST_FILE, SCHEMA_VERSION, TOKENS_FILE, TOPK_FILE, TRACES_FILE
-from core.store.storage import tokens_table, topk_table, traces_table, write_json, write_parquet
+from core.store.schema import SCHEMA_VERSION, TOKENS_FILE, TOPK_FILE, TRACES_FILE
+from core.store.storage import (
+    tokens_table,
+    topk_table,
+    traces_table,
+    write_manifest,
+    write_parquet,
+)
 
 LN2 = math.log(2)
 VOCAB_SIZE = 4000
@@ -165,7 +171,7 @@ def write_synthetic_run(folder, n_tokens: int = 10_000_000, mean_length: int = 3
         write_parquet(topk_table(s, tids, lambda ids: vocab[ids]), folder / TOPK_FILE / fn)
         write_parquet(traces_table(_trace_rows(tids, L, responses, rng, seed)),
                       folder / TRACES_FILE / fn)
-    write_json({
+    write_manifest(folder, {
         "name": name or folder.name, "schema_version": SCHEMA_VERSION,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "kind": "synthetic", "series_step": None, "traces_from": None,
@@ -174,5 +180,5 @@ def write_synthetic_run(folder, n_tokens: int = 10_000_000, mean_length: int = 3
         "models": {}, "prompt_set": {},
         "stats": {"n_traces": int(len(lengths)), "n_tokens": int(lengths.sum()),
                   "n_parts": len(bounds) - 1},
-    }, folder / MANIFEST_FILE)
+    })
     return folder

@@ -109,7 +109,8 @@ def score_traces(base, tuned, traces: list[tuple[list[int], list[int]]], pad_id:
 
     Returns {"offsets": (n_traces+1,) int64 row offsets per trace, "token_id": (T,),
     each metric name: (T,), "base_topk_ids"/"tuned_topk_ids": (T, k) int, "..._probs": (T, k),
-    "tuned_top1_rank_base": (T,), "tuned_top1_prob_base": (T,)}.
+    "tuned_top1_rank_base": (T,), "tuned_top1_prob_base": (T,), "memory_budget": the budget
+    in bytes the chunks were sized for (settings.memory_budget, resolved on the device)}.
     """
     lengths = [len(p) + len(r) for p, r in traces]
     offsets = row_offsets(traces)
@@ -117,7 +118,7 @@ def score_traces(base, tuned, traces: list[tuple[list[int], list[int]]], pad_id:
     put = cols.put
 
     size = _resolve_batch_size(settings, base, lengths)
-    _, step, block, max_tokens = plan(settings, base, vocab_size(base))
+    budget, step, block, max_tokens = plan(settings, base, vocab_size(base))
     scratch = Scratch()  # work buffers reused by every chunk
     for ids, attn, spans, tok, rows in padded_batches(traces, pad_id, size, offsets,
                                                       max_tokens):
@@ -145,4 +146,4 @@ def score_traces(base, tuned, traces: list[tuple[list[int], list[int]]], pad_id:
             progress(len(tok))
     cols["token_id"] = token_ids(traces)
     cols["offsets"] = offsets
-    return dict(cols)
+    return {**dict(cols), "memory_budget": budget}

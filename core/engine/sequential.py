@@ -82,12 +82,12 @@ def _release() -> None:
 
 
 def _batches(traces, pad_id, settings, model, offsets):
-    """(batches, rows per metric chunk, rows per head block) for scoring `traces` with
-    `model` alone."""
+    """(batches, rows per metric chunk, rows per head block, memory budget in bytes) for
+    scoring `traces` with `model` alone."""
     lengths = [len(p) + len(r) for p, r in traces]
-    _, step, block, max_tokens = plan(settings, model, vocab_size(model), models=1)
+    budget, step, block, max_tokens = plan(settings, model, vocab_size(model), models=1)
     return padded_batches(traces, pad_id, _resolve_batch_size(settings, model, lengths),
-                          offsets, max_tokens), step, block
+                          offsets, max_tokens), step, block, budget
 
 
 def _mdtype(device: torch.device) -> torch.dtype:
@@ -104,7 +104,8 @@ def score_traces_sequential(load_base: Callable[[], torch.nn.Module],
     `load_base` / `load_tuned` return a ready model (on its device, eval mode); each is called
     once and its model released before the next. `k` is the kept base support size (at least
     settings.top_k is kept). Returns the columns of core.engine.scoring.score_traces plus `js_bound`
-    (T,) and `base_log_tail` (T,), the log of the base tail mass outside the kept support.
+    (T,) and `base_log_tail` (T,), the log of the base tail mass outside the kept support
+    (and `memory_budget`: the larger of the two passes' budgets).
     """
     offsets = row_offsets(traces)
     cols = Columns(int(offsets[-1]), float32=False)
@@ -113,7 +114,7 @@ def score_traces_sequential(load_base: Callable[[], torch.nn.Module],
     # --- pass 1: base alone ---
     model = load_base()
     kk = None
-    batches, step, block = _batches(traces, pad_id, settings, model, offsets)
+    batches, step, block, budget = _batches(traces, pad_id, settings, model, offsets)
     vocab = vocab_size(model)
     for ids, attn, spans, tok, rows in batches:
         lb = ResponseLogits(model, ids, attn, spans, settings.segment_tokens)
@@ -137,7 +138,7 @@ def score_traces_sequential(load_base: Callable[[], torch.nn.Module],
 
     # --- pass 2: tuned alone, with the kept base data ---
     model = load_tuned()
-    batches, step, block = _batches(traces, pad_id, settings, model, offsets)
+    batches, step, block, budget_t = _batches(traces, pad_id, settings, model, offsets)
     for ids, attn, spans, tok, rows in batches:
         lt = ResponseLogits(model, ids, attn, spans, settings.segment_tokens)
         dev, md = lt.device, _mdtype(lt.device)
@@ -199,7 +200,7 @@ def score_traces_sequential(load_base: Callable[[], torch.nn.Module],
     cols["token_id"] = token_ids(traces)
     cols["offsets"] = offsets
     cols["base_log_tail"] = cols.get("base_log_tail", np.zeros(0)).astype(np.float64)
-    return dict(cols)
+    return {**dict(cols), "memory_budget": max(budget, budget_t)}
 
 
 def bound_summary(cols: dict) -> dict:

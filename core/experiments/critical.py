@@ -40,12 +40,11 @@ from core.experiments.run_trace import (
     chat_template,
     check_traces,
     load_trace,
-    manifest,
+    open_run,
     pair_for,
     trace_ids,
 )
 from core.store import extras
-from core.store.schema import TRACES_FILE
 
 GROUPS = ("top", "random", "entropy")
 MAX_ROLLOUTS = 1024
@@ -73,7 +72,7 @@ def choose_positions(js: np.ndarray, entropy: np.ndarray, top: int, seed: int,
 
 def _check(run_dir: Path, traces, top, rollouts, max_traces) -> list[int]:
     """The traces to scan, after refusing (RunsError) bad settings; no model is loaded."""
-    manifest(run_dir)
+    open_run(run_dir)
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise RunsError(f"--top must be a positive number of positions, not {top!r}")
     if isinstance(rollouts, bool) or not isinstance(rollouts, int) \
@@ -92,10 +91,12 @@ def estimate(run_dir: str | Path, traces: list[int] | None = None, *, top: int =
     top-1s differ: at most all of them) and generated tokens (rollouts x max_new_tokens)."""
     run_dir = Path(run_dir)
     traces = _check(run_dir, traces, top, rollouts, max_traces)
-    lengths = pq.read_table(run_dir / TRACES_FILE, columns=["trace_id", "length"]).to_pandas()
+    me = open_run(run_dir)
+    lengths = pq.read_table([str(p) for p in me.table_files("traces")],
+                            columns=["trace_id", "length"]).to_pandas()
     lengths = lengths.set_index("trace_id").length
     positions = int(sum(min(3 * top, int(lengths[t])) for t in traces))
-    max_new = int(manifest(run_dir).config.get("max_new_tokens", 128))
+    max_new = me.max_new_tokens
     return dict(traces=len(traces), positions=positions, rollouts=2 * rollouts * positions,
                 tokens=2 * rollouts * positions * max_new)
 
@@ -116,11 +117,10 @@ def scan(run_dir: str | Path, traces: list[int] | None = None, *, top: int = 4,
     Refused (RunsError) before any model loads for bad arguments."""
     run_dir = Path(run_dir)
     traces = _check(run_dir, traces, top, rollouts, max_traces)
-    cfg = manifest(run_dir).config
+    me = open_run(run_dir)
     settings = dict(top=top, rollouts=rollouts, base_seed=int(seed),
-                    temperature=float(cfg.get("temperature", 1.0)),
-                    top_p=float(cfg.get("top_p", 1.0)),
-                    max_new_tokens=int(cfg.get("max_new_tokens", 128)))
+                    temperature=me.sampling_temperature, top_p=me.sampling_top_p,
+                    max_new_tokens=me.max_new_tokens)
     done = _stored(run_dir, traces, settings) if resume else {}
     todo = [t for t in traces if t not in done]
     pair = pair_for(run_dir, pair, device) if todo else None

@@ -31,9 +31,8 @@ from core.inputs import verifiers
 from core.inputs.text_limits import text_limits
 from core.store.cache import STAGING, writing_into
 from core.store.lock import FileLock, Held
-from core.store.manifest import read_manifest
-from core.store.schema import FORKS_FILE, FORKS_SCHEMA
-from core.store.storage import write_parquet
+from core.store.run import Run
+from core.store.schema import FORKS_SCHEMA
 
 
 def top1_pair(pair: Pair, ids: list[int]) -> tuple[int, int]:
@@ -172,14 +171,19 @@ def _one_saver(run_dir: Path, wait: float = 60.0):
         lock.release()
 
 
-def save_fork(run_dir: str | Path, trace_id: int, pos: int, rollouts: pd.DataFrame) -> str:
+def _run(run: str | Path | Run) -> Run:
+    return run if isinstance(run, Run) else Run.open(run)
+
+
+def save_fork(run: str | Path | Run, trace_id: int, pos: int, rollouts: pd.DataFrame) -> str:
     """Append a fork's rollouts (the DataFrame `fork` returns) to the run's forks.parquet
     (atomic); returns its fork_id. Holds the run's lock, shared, meanwhile: refused
     (RunsError) while the run is renamed, deleted or recomputed, and those are refused
     while it writes; two saves into one run take turns (the fork lock), so none is lost."""
-    run_dir = Path(run_dir)
-    path = run_dir / FORKS_FILE
+    run_dir = _run(run).path
     with writing_into(run_dir), _one_saver(run_dir):  # read-modify-write: one at a time
+        run = Run.open(run_dir).require(tables=False)  # forks never read the run's tables
+        path = run.forks_file
         old = pq.read_table(path).to_pandas() if path.exists() else None
         n = 0 if old is None else old["fork_id"].nunique()
         fork_id = f"fork-{n:05d}"
@@ -187,15 +191,15 @@ def save_fork(run_dir: str | Path, trace_id: int, pos: int, rollouts: pd.DataFra
         both = new if old is None else pd.concat([old, new], ignore_index=True)
         table = pa.Table.from_pandas(both[FORKS_SCHEMA.names], schema=FORKS_SCHEMA,
                                      preserve_index=False)
-        write_parquet(table, path, metadata=read_manifest(run_dir))
+        run.write_forks(table)
     return fork_id
 
 
-def list_forks(run_dir: str | Path, trace_id: int | None = None) -> pd.DataFrame:
+def list_forks(run: str | Path | Run, trace_id: int | None = None) -> pd.DataFrame:
     """One row per saved fork of the run (of one trace if `trace_id`), newest first:
     fork_id, trace_id, pos, continued_by, rollouts (per branch), the two branches with
     their accuracy ("branches"), created. Empty when the run has no forks."""
-    path = Path(run_dir) / FORKS_FILE
+    path = _run(run).forks_file
     cols = ["fork_id", "trace_id", "pos", "continued_by", "rollouts", "branches", "created"]
     if not path.exists():
         return pd.DataFrame(columns=cols)
@@ -214,11 +218,12 @@ def list_forks(run_dir: str | Path, trace_id: int | None = None) -> pd.DataFrame
                                                         ignore_index=True)
 
 
-def load_fork(run_dir: str | Path, fork_id: str) -> pd.DataFrame:
+def load_fork(run: str | Path | Run, fork_id: str) -> pd.DataFrame:
     """A saved fork's rollouts (the rows `fork` returned, with fork_id, trace_id, pos)."""
-    path = Path(run_dir) / FORKS_FILE
+    run = _run(run)
+    path = run.forks_file
     df = pq.read_table(path).to_pandas() if path.exists() else pd.DataFrame()
     got = df[df.fork_id == fork_id] if len(df) else df
     if got.empty:
-        raise KeyError(f"no fork {fork_id!r} in {Path(run_dir).name}")
+        raise KeyError(f"no fork {fork_id!r} in {run.name}")
     return got.reset_index(drop=True)

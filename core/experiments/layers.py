@@ -26,7 +26,7 @@ from core.experiments.run_trace import (
     check_pos,
     check_traces,
     load_trace,
-    manifest,
+    open_run,
     pair_for,
     trace_ids,
 )
@@ -89,7 +89,7 @@ def layer_profile(run_dir: str | Path, traces: list[int] | None = None, *, high:
     if not 0 <= low <= high:
         raise RunsError(f"need 0 <= low <= high (got low={low}, high={high})")
     run_dir = Path(run_dir)
-    manifest(run_dir)
+    open_run(run_dir)
     traces = (check_traces(run_dir, traces) if traces is not None
               else trace_ids(run_dir)[:max_traces])
     pair = pair_for(run_dir, pair, device)

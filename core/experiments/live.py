@@ -6,6 +6,8 @@ so the app shows live text exactly like a stored trace.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -13,19 +15,16 @@ from core.engine.detok import detokenizer_for
 from core.engine.pair import Pair
 from core.engine.sampling import encode_prompts
 from core.engine.scoring import ScoreSettings, score_traces
-from core.errors import InputError, RunsError
+from core.errors import InputError
 from core.inputs.text_limits import text_limits
-from core.store.manifest import Manifest
+from core.store.cache import open_run
 from core.store.storage import tokens_table, topk_table
 
 
 def pair_of_run(run_dir: str, device: str | None = None) -> Pair:
     """The base/tuned pair a run was computed from (paths and flags from its manifest).
     Loads the models each call; callers that reuse a pair keep it (the app caches it)."""
-    m = Manifest.load(run_dir)
-    if m is None:
-        raise RunsError(f"{run_dir}: no complete run")
-    return m.load_pair(device=device)
+    return open_run(Path(run_dir).parent, run_dir).load_pair(device=device)
 
 
 def score_text(pair: Pair, response: str, prompt: str = "", *, chat_template: bool = True,

@@ -19,8 +19,7 @@ from core.engine.lens import decoder_parts
 from core.engine.sampling import encode_prompts
 from core.errors import RunsError
 from core.inputs.text_limits import text_limits
-from core.store.manifest import Manifest
-from core.store.schema import TOKENS_FILE, TRACES_FILE
+from core.store.run import Run
 
 
 @dataclass
@@ -54,17 +53,19 @@ class RunTrace:
         return len(self.prompt_ids) + pos - 1
 
 
-def manifest(run_dir: str | Path) -> Manifest:
-    m = Manifest.load(run_dir)
-    if m is None:
-        raise RunsError(f"{run_dir}: no complete run")
-    return m
+def open_run(run_dir: str | Path) -> Run:
+    """The healthy run in `run_dir` (RunsError: its one line, for a missing or damaged run)."""
+    return Run.open(run_dir).require()
+
+
+def _table(run_dir, table: str, **kw):
+    return pq.read_table([str(p) for p in open_run(run_dir).table_files(table)], **kw)
 
 
 def pair_for(run_dir, pair=None, device: str | None = None):
     """`pair`, else the run's own pair loaded now; refused (PairError) unless both models are
     Llama/Qwen2-style decoders (core.engine.lens.decoder_parts)."""
-    pair = pair if pair is not None else manifest(run_dir).load_pair(device=device)
+    pair = pair if pair is not None else open_run(run_dir).load_pair(device=device)
     decoder_parts(pair.base.model, "base")
     decoder_parts(pair.tuned.model, "tuned")
     return pair
@@ -72,12 +73,12 @@ def pair_for(run_dir, pair=None, device: str | None = None):
 
 def chat_template(run_dir) -> bool:
     """Whether the run encoded its prompts through the chat template."""
-    return bool(manifest(run_dir).config.get("chat_template", True))
+    return open_run(run_dir).chat_template
 
 
 def trace_ids(run_dir: str | Path) -> list[int]:
     """Every trace id of the run, ascending."""
-    t = pq.read_table(Path(run_dir) / TRACES_FILE, columns=["trace_id"])
+    t = _table(run_dir, "traces", columns=["trace_id"])
     return sorted(int(x) for x in t.column("trace_id").to_pylist())
 
 
@@ -93,12 +94,11 @@ def check_traces(run_dir: str | Path, wanted: list[int]) -> list[int]:
 
 def load_trace(run_dir: str | Path, trace_id: int) -> RunTrace:
     run_dir = Path(run_dir)
-    manifest(run_dir)
     (tid,) = check_traces(run_dir, [trace_id])
-    tr = pq.read_table(run_dir / TRACES_FILE, filters=[("trace_id", "=", tid)]).to_pylist()[0]
-    tok = pq.read_table(run_dir / TOKENS_FILE, filters=[("trace_id", "=", tid)],
-                        columns=["pos", "token_id", "token", "js", "entropy_base",
-                                 "entropy_tuned"]).to_pandas().sort_values("pos")
+    tr = _table(run_dir, "traces", filters=[("trace_id", "=", tid)]).to_pylist()[0]
+    tok = _table(run_dir, "tokens", filters=[("trace_id", "=", tid)],
+                 columns=["pos", "token_id", "token", "js", "entropy_base",
+                          "entropy_tuned"]).to_pandas().sort_values("pos")
     return RunTrace(tid, tr["prompt"], tok.token_id.astype(int).tolist(), tok.token.tolist(),
                     tok.js.to_numpy(np.float64), tok.entropy_base.to_numpy(np.float64),
                     tok.entropy_tuned.to_numpy(np.float64), str(tr["reference"]),

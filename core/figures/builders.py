@@ -298,10 +298,11 @@ def token_identity(con, run, *, sampled_from=None, by=None,
 
 
 def _vocab_size(con, run) -> int | None:
-    """The run's tokenizer vocabulary size (its manifest's tokenizer.vocab_size), or None."""
-    from core.queries.robustness import manifest_of
-    v = (manifest_of(con, run).get("tokenizer") or {}).get("vocab_size")
-    return int(v) if isinstance(v, int) else None
+    """The run's tokenizer vocabulary size (as its manifest records it), or None."""
+    from core.queries.robustness import run_of
+
+    me = run_of(con, run)
+    return me.vocab_size if me is not None else None
 
 
 def topk_overlap(con, run, *, sampled_from=None, by=None, high=0.1, k_max=10) -> FigureSpec:

@@ -26,7 +26,7 @@ from core.figures import FigureSpec, overview
 from core.figures.pdfmeta import with_info
 from core.figures.style import HEIGHT, WIDTH
 from core.store.cache import resolve_run
-from core.store.manifest import read_manifest
+from core.store.run import Run
 from core.store.storage import write_bytes
 
 IMAGE_FORMATS = ("png", "svg", "pdf")
@@ -234,10 +234,13 @@ def export_data(spec: FigureSpec, out_dir) -> list[Path]:
             for f in DATA_FORMATS]
 
 
-def _manifest(run_dir_or_manifest) -> dict | None:
-    if run_dir_or_manifest is None or isinstance(run_dir_or_manifest, dict):
-        return run_dir_or_manifest
-    return read_manifest(run_dir_or_manifest)
+def _manifest(run_or_manifest) -> dict | None:
+    """The provenance to embed: a Run's (or a run folder's) manifest, or the dict given."""
+    if run_or_manifest is None or isinstance(run_or_manifest, dict):
+        return run_or_manifest
+    if not isinstance(run_or_manifest, Run):
+        run_or_manifest = Run.open(run_or_manifest)
+    return run_or_manifest.provenance()
 
 
 def _zip(entries: dict[str, bytes], out_zip: Path) -> Path:
@@ -278,7 +281,7 @@ def _auto_companions(main: Path, cache) -> tuple[list[str] | None, str | None]:
     """The series and contrast run the app would show for `main` (same rules as the app)."""
     from core.store.cache import contrast_candidates, list_runs, series_of
 
-    runs = list_runs(cache if cache is not None else main.parent)
+    runs = list_runs(cache if cache is not None else main.parent, damaged=False)
     me = next((r for r in runs if r.path.resolve() == main.resolve()), None)
     if me is None:
         return None, None
@@ -327,7 +330,7 @@ def export_run(run_dir, out_dir, *, cache=None, formats=FIGURE_FORMATS, series=N
                          contrast_with=names[str(other.resolve())] if other else None,
                          split_by_source=split_by_source, sampled_from=sampled_from,
                          near_zero=near_zero, high=high)
-        entries = _entries(specs, read_manifest(main), formats)
+        entries = _entries(specs, _manifest(main), formats)
     finally:
         con.close()
     out = Path(out_dir)

@@ -34,6 +34,7 @@ from core.config import PrecomputeConfig
 from core.errors import PairError
 from core.jobs.validate import Report, validate_pair
 from core.paths import cache_dir
+from core.store.cache import run_exists
 
 
 @dataclass
@@ -167,7 +168,7 @@ def add_pair(base: str, tuned: str, prompts: str = "", *, traces: str = "",
         if p.config.name in busy:
             raise jobs_mod.JobError(f"run {p.config.name!r} is already being computed by job "
                                     f"{busy[p.config.name]}")
-        if (Path(cache) / p.config.name / "manifest.json").exists() and not s.force:
+        if run_exists(cache, p.config.name) and not s.force:
             raise jobs_mod.JobError(f"run {p.config.name!r} already exists; choose another "
                                     "name (or force a recompute)")
     jobs_mod.check_cap(cache, submitter or jobs_mod.SUBMITTER, len(plan))

@@ -29,6 +29,7 @@ from core.config import PrecomputeConfig
 from core.errors import PairError
 from core.jobs.add_pair import AddResult, PlannedRun
 from core.paths import cache_dir
+from core.store.cache import run_exists
 
 ALIGNMENT = ("the rollouts of step k were sampled by the policy before update k: "
              "checkpoint-(k-1), the base model for k = 1")
@@ -134,7 +135,7 @@ def add_training_run(folder: str | Path, base: str, *, name: str = "",
     if not report.ok:
         return result
     for p in plan:
-        if (Path(cache) / p.config.name / "manifest.json").exists() and not s.force:
+        if run_exists(cache, p.config.name) and not s.force:
             raise jobs_mod.JobError(f"run {p.config.name!r} already exists; choose another "
                                     "name (or force a recompute)")
     for p in plan:

@@ -37,13 +37,14 @@ from core.config import PrecomputeConfig
 from core.engine.heads import resolve_budget
 from core.engine.pair import default_max_new_tokens, load_pair
 from core.engine.sequential import APPROXIMATE_COLUMNS
-from core.errors import PromptSetError, RunError
+from core.errors import PromptSetError, RunError, RunsError
 from core.inputs.lengths import rollout_lengths
 from core.inputs.prompts import PromptSet
 from core.inputs.rollouts import RolloutSet
 from core.paths import cache_dir
 from core.precompute.shard import (
     BOUND_KEY,
+    BUDGET_KEY,
     RETOK_KEY,
     TABLES,
     load_inputs,
@@ -52,11 +53,11 @@ from core.precompute.shard import (
     shard_indices,
 )
 from core.queries.connection import prepare
-from core.store.cache import Reservation
-from core.store.manifest import build_manifest, config_hash, read_manifest, reuses
-from core.store.samplers import read_card, reuse_plan, samplers_of
-from core.store.schema import MANIFEST_FILE, TOKENS_FILE, TRACES_FILE
-from core.store.storage import write_json, write_parquet
+from core.store.cache import Reservation, open_run
+from core.store.manifest import build_manifest, config_hash, reuses
+from core.store.samplers import read_card, samplers_of
+from core.store.schema import TOKENS_FILE, TRACES_FILE
+from core.store.storage import write_run
 
 ENGINES = ("local", "ray")
 
@@ -116,15 +117,17 @@ def reused_traces(cfg: PrecomputeConfig, cache: Path, ps: PromptSet,
     """Traces of `cfg.traces_from` grouped by prompt id: {prompt_id: [(trace row, ids)]},
     each row's sampled_from in this run's terms (core.store.samplers.reuse_plan: the source's
     tuned-sampled traces become "reused")."""
-    src = cache / cfg.traces_from
-    source = read_manifest(src)
-    if source is None:
-        raise RunError(f"--traces-from {cfg.traces_from!r}: no complete run at {src}")
-    relabel, _ = reuse_plan(source, cfg.base, base_digest)
-    traces = pq.read_table(src / TRACES_FILE).to_pylist()
+    try:
+        source = open_run(cache, cfg.traces_from)
+    except RunsError as e:
+        raise RunError(f"--traces-from {cfg.traces_from!r}: {e}") from None
+    relabel, _ = source.reuse_plan(cfg.base, base_digest)
+    traces = pa.concat_tables([pq.read_table(f) for f in source.table_files("traces")]
+                              ).to_pylist()
     for t in traces:
         t["sampled_from"] = relabel.get(t["sampled_from"], t["sampled_from"])
-    toks = pq.read_table(src / TOKENS_FILE, columns=["trace_id", "pos", "token_id"]).to_pandas()
+    toks = pa.concat_tables([pq.read_table(f, columns=["trace_id", "pos", "token_id"])
+                             for f in source.table_files("tokens")]).to_pandas()
     ids = {t: g.sort_values("pos")["token_id"].tolist() for t, g in toks.groupby("trace_id")}
     out: dict[str, list] = {}
     for t in traces:
@@ -253,13 +256,15 @@ def assemble(cfg, info: dict, ps: PromptSet, staging: Path, n_shards: int,
     """The run's tables from the part files in `staging/parts`, and its manifest (last: its
     presence marks the staging folder complete)."""
     parts = staging / "parts"
-    bounds, retok = [], []
+    bounds, retok, budgets = [], [], []
     for k in range(n_shards):
         meta = pq.read_schema(parts / part_name(TOKENS_FILE, k)).metadata or {}
         if BOUND_KEY in meta:
             bounds.append(json.loads(meta[BOUND_KEY]))
         if RETOK_KEY in meta:
             retok.append(json.loads(meta[RETOK_KEY]))
+        if BUDGET_KEY in meta:
+            budgets.append(json.loads(meta[BUDGET_KEY]))
     tables = {f: pa.concat_tables([pq.read_table(parts / part_name(f, k))
                                    .replace_schema_metadata(None) for k in range(n_shards)])
               for f in TABLES}
@@ -277,8 +282,10 @@ def assemble(cfg, info: dict, ps: PromptSet, staging: Path, n_shards: int,
     manifest["tokenizer"] = info["tokenizer"]
     manifest["samplers"] = _samplers(cfg, manifest, acc)
     manifest["tuned_card"] = read_card((info["models"].get("tuned") or {}).get("path"))
-    manifest["scoring"] = {"mode": cfg.scoring, "memory_budget_bytes": resolve_budget(
-        cfg.memory_budget, torch.device(info["device"]))}
+    # the budget the shards were scored under (the largest, where an automatic budget came
+    # out differently per shard); resolved now only for parts written before it was recorded
+    manifest["scoring"] = {"mode": cfg.scoring, "memory_budget_bytes": max(budgets) if budgets
+                           else resolve_budget(cfg.memory_budget, torch.device(info["device"]))}
     if isinstance(ps, RolloutSet):
         manifest["rollouts"] = {
             "text_responses": sum(r["text_rows"] for r in retok),
@@ -301,9 +308,7 @@ def assemble(cfg, info: dict, ps: PromptSet, staging: Path, n_shards: int,
                      "(core/engine/sequential.py)",
             "approximate_columns": list(APPROXIMATE_COLUMNS),
         }
-    for f, table in tables.items():
-        write_parquet(table, staging / f, metadata=manifest)
-    write_json(manifest, staging / MANIFEST_FILE)
+    write_run(staging, tables, manifest)
 
 
 def _samplers(cfg, manifest: dict, labels) -> dict:
@@ -312,8 +317,8 @@ def _samplers(cfg, manifest: dict, labels) -> dict:
     if not reuses(cfg):
         return {label: own.get(label, {"run": cfg.name, "role": None, "model": None,
                                        "fingerprint": None}) for label in labels}
-    source = read_manifest(Path(cfg.cache) / cfg.traces_from) or {}
-    _, records = reuse_plan(source, cfg.base, _digest_of(manifest, "base"))
+    _, records = open_run(cfg.cache, cfg.traces_from).reuse_plan(
+        cfg.base, _digest_of(manifest, "base"))
     return {label: records.get(label, own.get(label)) for label in labels}
 
 

@@ -36,6 +36,7 @@ from core.store.storage import tokens_table, topk_table, traces_table, write_par
 
 BOUND_KEY = b"shiftlens.js_bound"  # per-shard sequential-mode bound, in part-file metadata
 RETOK_KEY = b"shiftlens.retokenized"  # per-shard rollout re-tokenisation counts
+BUDGET_KEY = b"shiftlens.memory_budget"  # the memory budget (bytes) the shard was scored under
 TABLES = (TOKENS_FILE, TOPK_FILE, TRACES_FILE)
 
 
@@ -173,6 +174,8 @@ def score_rows(cfg: PrecomputeConfig, pair: Pair, rows: list[dict],
     tokens = tokens_table(scores, tids, strings)
     if bound is not None:
         meta[BOUND_KEY] = json.dumps(bound).encode()
+    if scores.get("memory_budget") is not None:
+        meta[BUDGET_KEY] = json.dumps(int(scores["memory_budget"])).encode()
     if meta:  # carried to the driver's assembly in the part file's metadata
         tokens = tokens.replace_schema_metadata(meta)
     return tokens, topk_table(scores, tids, detok.display), traces_table(rows)

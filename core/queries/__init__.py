@@ -66,7 +66,6 @@ from core.queries.connection import (
     prepare,
     run_gone,
     session,
-    table_files,
 )
 from core.queries.robustness import (
     evolution_overlap,
@@ -84,6 +83,7 @@ from core.queries.sql import (
     SUBSET_HIGH,
     TRACE_SORT,
 )
+from core.store.validate import table_files
 
 __all__ = [
     "run_gone",

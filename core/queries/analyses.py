@@ -23,8 +23,7 @@ from core.queries.sql import (
     _order,
     _q,
 )
-from core.store.manifest import read_manifest
-from core.store.samplers import series_accuracy
+from core.store.samplers import series_accuracy_of
 
 
 def sparsity_summary(con, near_zero=0.01, high=0.1, metric="js", runs=None,
@@ -471,8 +470,7 @@ def _evolution(con, series_runs, high, sampled_from, correct) -> pd.DataFrame:
     df = df[["run", "step", "p50", "p90", "p95", "p99", "n_high", "jaccard_final",
              "accuracy", "accuracy_source"]]
     paths = dict(con.execute("SELECT run, path FROM runs").fetchall())
-    got = series_accuracy([read_manifest(paths[r]) or {} if r in paths else {}
-                           for r in df["run"]])
+    got = series_accuracy_of([paths.get(r) for r in df["run"]])
     df["accuracy"] = [a for a, _ in got]
     df["accuracy_source"] = [src for _, src in got]
     return cis.evolution(con, df, series_runs, high, sampled_from, correct)

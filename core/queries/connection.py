@@ -16,31 +16,30 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core.errors import RunsError
 from core.queries import indexed, order_index
 from core.queries.materialize import derive
-from core.queries.run_index import ensure_index, table_files
+from core.queries.run_index import ensure_index
 from core.queries.sql import _sql_str
-from core.store.manifest import read_manifest
-from core.store.samplers import checkpoint_accuracy, label_sql
-from core.store.schema import (
-    TOKENS_FILE,
-    TOKENS_SCHEMA,
-    TOPK_FILE,
-    TOPK_SCHEMA,
-    TRACES_FILE,
-    TRACES_SCHEMA,
-)
+from core.store.run import Run
+from core.store.schema import TOKENS_SCHEMA, TOPK_SCHEMA, TRACES_SCHEMA
 
 # open_runs materialises automatically from this many token rows (see open_runs).
 MATERIALIZE_ROWS = 2_000_000
 # DuckDB's buffer pool per connection (its default is 80% of RAM): a quarter of the RAM, at
 # most 3 GiB. Materialised data beyond it stays in the runs' on-disk indexes and is re-read.
 QUERY_MEMORY = min(3 * 1024**3, os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4)
-_TABLES = {"tokens": (TOKENS_FILE, TOKENS_SCHEMA), "topk": (TOPK_FILE, TOPK_SCHEMA),
-           "traces": (TRACES_FILE, TRACES_SCHEMA)}
+_TABLES = {"tokens": TOKENS_SCHEMA, "topk": TOPK_SCHEMA, "traces": TRACES_SCHEMA}
 
 
-def open_runs(run_dirs: list[str | Path] | str | Path, materialize: bool | None = None,
+def _runs(run_dirs) -> list[Run]:
+    if isinstance(run_dirs, (str, Path, Run)):
+        run_dirs = [run_dirs]
+    return [d if isinstance(d, Run) else Run.open(d) for d in run_dirs]
+
+
+def open_runs(run_dirs: list[str | Path | Run] | str | Path | Run,
+              materialize: bool | None = None,
               names: list[str] | None = None) -> duckdb.DuckDBPyConnection:
     """In-memory connection with views tokens/topk/traces/tok over all runs (see
     core/queries/__init__.py). The `runs` table also holds each run's tuned checkpoint's own
@@ -57,33 +56,40 @@ def open_runs(run_dirs: list[str | Path] | str | Path, materialize: bool | None 
 
     `names`: the run names, one per folder (the app passes the folder names, which are unique
     in a cache even where a copied folder's manifest repeats another run's name); default: the
-    manifest's name, else the folder name."""
+    manifest's name, else the folder name.
+
+    Damaged runs (core.store.validate: an unreadable manifest, a table whose footer or
+    column types do not match the schema) are left out: the collection never reads their
+    files, so every other run keeps working; Run.line says why. A folder that only lacks a
+    table (Run.readable) is opened, that table empty; the app and the CLI never pass one
+    (their listings count it as damaged)."""
     con = duckdb.connect()
     con.execute(f"SET memory_limit = '{QUERY_MEMORY // 2**20}MiB'")
     con.execute("CREATE TABLE runs (idx INTEGER, run VARCHAR, kind VARCHAR, "
                 "series_step INTEGER, traces_from VARCHAR, path VARCHAR, "
                 "accuracy DOUBLE, accuracy_source VARCHAR, series_sampling VARCHAR)")
-    dirs = [Path(run_dirs)] if isinstance(run_dirs, (str, Path)) else [Path(d) for d in run_dirs]
-    if names is not None and len(names) != len(dirs):
-        raise ValueError(f"{len(names)} names for {len(dirs)} run folders")
+    runs = _runs(run_dirs)
+    if names is not None and len(names) != len(runs):
+        raise ValueError(f"{len(names)} names for {len(runs)} run folders")
+    keep = [i for i, r in enumerate(runs) if r.readable]
+    names = [names[i] for i in keep] if names is not None else None
+    runs = [runs[i] for i in keep]
     rows, labels = [], {}
-    for i, d in enumerate(dirs):
-        m = read_manifest(d) or {}
-        name = names[i] if names is not None else (m.get("name") or d.name)
-        acc, acc_source = checkpoint_accuracy(m)
-        rows.append((i, str(name), m.get("kind"), m.get("series_step"),
-                     m.get("traces_from"), str(d), acc, acc_source,
-                     (m.get("config") or {}).get("series_sampling")))
-        labels[i] = label_sql(m, "t.sampled_from")
+    for i, r in enumerate(runs):
+        name = names[i] if names is not None else r.recorded_name
+        acc, acc_source = r.checkpoint_accuracy()
+        rows.append((i, str(name), r.kind, r.series_step, r.traces_from, str(r.path), acc,
+                     acc_source, r.series_sampling))
+        labels[i] = r.label_sql("t.sampled_from")
     names = [r[1] for r in rows]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate run names: {names}")
     if rows:
         con.executemany("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-    for view, (fname, schema) in _TABLES.items():
+    for view, schema in _TABLES.items():
         parts = []
-        for i, d in enumerate(dirs):
-            files = table_files(d, fname)
+        for i, r in enumerate(runs):
+            files = r.table_files(view)
             if files:
                 lst = ", ".join(_sql_str(str(f.resolve())) for f in files)
                 cols = "t.*"  # an old series run's labels read as today's (core.store.samplers)
@@ -121,7 +127,7 @@ def session(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
 
 def token_rows(run_dir: str | Path) -> int:
     """Token rows of a run, from its Parquet footers (no data read)."""
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in table_files(run_dir, TOKENS_FILE))
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in Run.open(run_dir).table_files("tokens"))
 
 
 def prepare(run_dir: str | Path) -> Path | None:
@@ -149,3 +155,20 @@ def run_gone(exc: BaseException) -> bool:
     text = str(exc)
     return isinstance(exc, (duckdb.IOException, duckdb.InvalidInputException)) and (
         "No files found" in text or "No such file" in text or "does not exist" in text)
+
+
+def damaged_since(exc: BaseException, run_paths) -> str | None:
+    """When a query failed with `exc` because a run of the collection (`run_paths`, the
+    folders it was opened on) was damaged since (a file replaced under a running server):
+    the damaged runs' lines (core.store.run.Run.line), re-validated now, so the next listing
+    quarantines them too; None when `exc` is not a read error or every run is still whole."""
+    if not isinstance(exc, (duckdb.Error, pa.ArrowException, OSError)):
+        return None
+    bad = [r for r in (Run.open(p, fresh=True) for p in run_paths) if r.damaged]
+    return "; ".join(r.line() for r in bad) or None
+
+
+def damaged_error(exc: BaseException, run_paths) -> RunsError | None:
+    """damaged_since() as a RunsError to raise (None when no run is damaged)."""
+    line = damaged_since(exc, run_paths)
+    return RunsError(line) if line else None

@@ -28,7 +28,7 @@ import pandas as pd
 from core.metrics import TRUNCATED_JS
 from core.queries import cis, order_index, sampler
 from core.queries.sql import _filtered, _group, _metric, _order, _q, stored_columns
-from core.store.manifest import read_manifest
+from core.store.run import Run
 
 TRUNCATED = ("js_top_p", *TRUNCATED_JS)  # the truncated js columns, the run's own nucleus first
 
@@ -42,17 +42,17 @@ def _stored(con, run: str, col: str) -> bool:
                    "WHERE run = $run LIMIT 1000)", {"run": run}).ok.iloc[0])
 
 
-def manifest_of(con, run: str) -> dict:
-    """The opened run's manifest ({} when it has none)."""
+def run_of(con, run: str) -> Run | None:
+    """The opened run `run` of the collection (None when it is not open)."""
     path = con.execute("SELECT path FROM runs WHERE run = ?", [str(run)]).fetchone()
-    return (read_manifest(path[0]) or {}) if path else {}
+    return Run.open(path[0]) if path else None
 
 
 def nuclei(con, run: str) -> dict[str, float | None]:
     """{column: top_p} of the truncated js columns: js_top_p at the run's setting (its
     manifest's config js_top_p; None when the manifest does not say), the fixed ones."""
-    man = manifest_of(con, run)
-    own = (man.get("config") or {}).get("js_top_p")
+    me = run_of(con, run)
+    own = me.js_top_p if me is not None else None
     return {"js_top_p": None if own is None else float(own), **TRUNCATED_JS}
 
 

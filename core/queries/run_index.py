@@ -50,24 +50,12 @@ import numpy as np
 import pyarrow as pa
 
 from core.queries.sql import KOV, TRACE_AGG_HIGH, _sql_str, overlap_sql
-from core.store.manifest import read_manifest
-from core.store.samplers import label_sql
-from core.store.schema import TOKENS_FILE, TOPK_FILE, TRACES_FILE
+from core.store.run import INDEX_FILE, Run
 
-INDEX_FILE = ".query-index.duckdb"
 INDEX_VERSION = 4
 # DuckDB memory while building one run's index (it spills to disk beyond this)
 BUILD_MEMORY = 2 * 1024**3
 FACT_BATCH = 1_000_000  # top-k rows per numpy batch of the overlap facts
-
-
-def table_files(run_dir: str | Path, name: str) -> list[Path]:
-    """Parquet files of table `name` in a run folder: the file itself, the sorted *.parquet
-    part files when it is a directory, or [] when absent."""
-    p = Path(run_dir) / name
-    if p.is_dir():
-        return sorted(p.glob("*.parquet"))
-    return [p] if p.is_file() else []
 
 
 def fingerprint(run_dir: str | Path) -> str:
@@ -78,8 +66,9 @@ def fingerprint(run_dir: str | Path) -> str:
     relabel = _labels(run_dir)
     if relabel != "sampled_from":  # an old series run's labels, read as today's
         parts.append(relabel)
-    for name in (TOKENS_FILE, TOPK_FILE, TRACES_FILE):
-        for f in table_files(run_dir, name):
+    run = Run.open(run_dir)
+    for name in ("tokens", "topk", "traces"):
+        for f in run.table_files(name):
             st = f.stat()
             parts.append(f"{f.relative_to(run_dir)}:{st.st_size}:{st.st_mtime_ns}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
@@ -151,7 +140,7 @@ def _view(db, view: str, files: list[Path], select: str = "*") -> None:
 def _labels(run_dir: Path) -> str:
     """SQL of the run's sampled_from as today's labels (core.store.samplers.label_sql: an
     old series run's "tuned" traces were sampled by its source run's model)."""
-    return label_sql(read_manifest(run_dir) or {})
+    return Run.open(run_dir).label_sql()
 
 
 # Rows per row group of the index's tables (DuckDB's default is 122,880): zone maps per 16k
@@ -167,8 +156,9 @@ def _build(run_dir: Path, out: Path, fp: str) -> None:
         db.execute("USE ix")
         db.execute(f"SET memory_limit = '{BUILD_MEMORY // 2**20}MiB'")
         db.execute(f"SET temp_directory = {_sql_str(str(out) + '.spill')}")
-        tok_files, topk_files = table_files(run_dir, TOKENS_FILE), table_files(run_dir, TOPK_FILE)
-        tr_files = table_files(run_dir, TRACES_FILE)
+        run = Run.open(run_dir)
+        tok_files, topk_files = run.table_files("tokens"), run.table_files("topk")
+        tr_files = run.table_files("traces")
         if not tok_files or not tr_files:
             raise ValueError(f"{run_dir}: no tokens or traces table to index")
         _view(db, "tokens_v", tok_files)

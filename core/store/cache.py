@@ -29,7 +29,6 @@ import re
 import shutil
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -37,14 +36,15 @@ from core.errors import RunsError, clip
 from core.paths import STAGING, default_cache
 from core.store.lock import FileLock, Held, is_held
 from core.store.manifest import config_hash, read_manifest
+from core.store.run import Run
 from core.store.samplers import rename_samplers
 from core.store.schema import MANIFEST_FILE
 from core.store.storage import write_json
 
-__all__ = ["RUN_NAME", "RunInfo", "RunLock", "Reservation", "check_start",
+__all__ = ["RUN_NAME", "Run", "RunLock", "Reservation", "check_start",
            "contrast_candidates", "default_cache", "delete_run", "is_locked", "list_runs",
-           "name_problem", "rename_run", "repair", "resolve_run", "series_of", "staging_dir",
-           "writing_into"]
+           "healthy", "name_problem", "open_run", "rename_run", "run_exists", "repair",
+           "resolve_run", "series_of", "staging_dir", "writing_into"]
 
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -59,74 +59,70 @@ def name_problem(name: str | None, what: str = "run name") -> str | None:
 # ----------------------------------------------------------------------------- listing
 
 
-@dataclass
-class RunInfo:
-    name: str
-    path: Path
-    kind: str | None
-    pair: str  # "tuned vs base"
-    prompt_set: str
-    created: str
-    n_traces: int
-    n_tokens: int
-    manifest: dict
-
-
-def list_runs(cache: str | Path) -> list[RunInfo]:
-    """Complete runs (folders with a manifest), newest first. Staging folders are skipped."""
+def list_runs(cache: str | Path, damaged: bool = True) -> list[Run]:
+    """Runs in `cache` (folders with a manifest.json), newest first, each validated
+    (core.store.validate): damaged runs (`problem` set) come after the healthy ones, or are
+    left out with damaged=False. Hidden folders (staging, trash) are skipped."""
     cache = Path(cache)
     if not cache.is_dir():
         return []
     out = []
     for d in sorted(cache.iterdir()):
-        if d.name.startswith(".") or not d.is_dir():
+        if d.name.startswith(".") or not d.is_dir() or not (d / MANIFEST_FILE).is_file():
             continue
-        m = read_manifest(d)
-        if m is None:
-            continue
-        models = m.get("models", {})
-        spec = {k: models.get(k, {}).get('spec', '?') for k in ('tuned', 'base')}
-        pair = f"{spec['tuned']} vs {spec['base']}"
-        stats = m.get("stats", {})
-        out.append(RunInfo(d.name, d, m.get("kind"), pair,
-                           Path(m.get("prompt_set", {}).get("path", "?")).name,
-                           m.get("created", ""), stats.get("n_traces", 0),
-                           stats.get("n_tokens", 0), m))
-    return sorted(out, key=lambda r: r.created, reverse=True)
+        out.append(Run.open(d))
+    out.sort(key=lambda r: r.created, reverse=True)
+    out.sort(key=lambda r: r.damaged)
+    return [r for r in out if damaged or not r.damaged]
+
+
+def run_exists(cache: str | Path, name: str) -> bool:
+    """Whether `cache` holds a run named `name` (complete: a manifest.json; damaged or not)."""
+    return name_problem(name) is None and (Path(cache) / name / MANIFEST_FILE).is_file()
+
+
+def healthy(runs: list[Run]) -> list[Run]:
+    return [r for r in runs if not r.damaged]
+
+
+def open_run(cache: str | Path, run: str | Path | Run, fresh: bool = False,
+             tables: bool = True) -> Run:
+    """The complete, healthy run `run` (a name under `cache`, a run folder, or a Run):
+    raises RunsError naming where it looked, or the damaged run's line (`tables=False`: only
+    a damaged manifest is refused; see Run.require)."""
+    if isinstance(run, Run):
+        return Run.open(run.path, fresh=fresh).require(tables=tables)
+    p = Path(run)
+    if not (p.is_dir() and (p / MANIFEST_FILE).is_file()):
+        p = Path(cache) / str(run)
+        if name_problem(str(run)) is not None or not (p / MANIFEST_FILE).is_file():
+            raise RunsError(f"{run}: no complete run (looked in {p})")
+    return Run.open(p, fresh=fresh).require(tables=tables)
 
 
 def resolve_run(cache: str | Path, run: str | Path) -> Path:
-    """The folder of a complete run: `run` itself when it is a run folder, else the run
-    named `run` under `cache`. Raises RunsError naming where it looked."""
-    p = Path(run)
-    if p.is_dir() and (p / MANIFEST_FILE).is_file():
-        return p
-    p = Path(cache) / str(run)
-    if name_problem(str(run)) is not None or read_manifest(p) is None:
-        raise RunsError(f"{run}: no complete run (looked in {p})")
-    return p
+    """The folder of a complete, healthy run (see open_run)."""
+    return open_run(cache, run).path
 
 
-def series_of(runs: list[RunInfo], run: RunInfo) -> list[str]:
+def series_of(runs: list[Run], run: Run) -> list[str]:
     """The checkpoint series ending at `run`: runs of earlier checkpoints that name it as
     their series' final run (`series_of`, else, in runs written before that field,
     `traces_from`: they re-scored its traces), by training step, then `run` itself. A
     ledger (core.jobs.ledger: a series recorded while training, whose runs name a final run
     that does not exist) is read from any of its runs: all of them, by training step, the
     latest standing for the final run. Empty if none."""
-    def linked(r: RunInfo, name: str) -> bool:
-        return ((r.manifest.get("series_of") or r.manifest.get("traces_from")) == name
-                and r.manifest.get("series_step") is not None)
+    def linked(r: Run, name: str) -> bool:
+        return r.series_of == name and r.series_step is not None
 
     steps = [r for r in runs if linked(r, run.name)]
-    head = run.manifest.get("series_of")
+    head = run.series_of
     if not steps and head and linked(run, head) and all(r.name != head for r in runs):
-        ledger = sorted((r for r in runs if linked(r, head)),
-                        key=lambda r: r.manifest["series_step"])
+        ledger = sorted((r for r in runs if linked(r, head)), key=lambda r: r.series_step)
         return [r.name for r in ledger] if len(ledger) > 1 else []
     if not steps:
         return []
-    steps.sort(key=lambda r: r.manifest["series_step"])
+    steps.sort(key=lambda r: r.series_step)
     return [r.name for r in steps] + [run.name]
 
 
@@ -142,16 +138,14 @@ def _contrast_rank(kind: str | None) -> int:
             else 2 if kind.startswith("sft") else 3)
 
 
-def contrast_candidates(runs: list[RunInfo], run: RunInfo) -> list[str]:
+def contrast_candidates(runs: list[Run], run: Run) -> list[str]:
     """Other runs on the same base model and prompt set (e.g. RL vs SFT), SFT runs first:
     an SFT matched to the RL run (kind "sft-matched") before a plain "sft", then other
     "sft-..." kinds, then the rest; by name within each. The first is the default."""
-    def key(r: RunInfo):
-        m = r.manifest
-        return (m.get("models", {}).get("base", {}).get("spec"),
-                m.get("prompt_set", {}).get("fingerprint"))
-    same = [r for r in runs if r.name != run.name and key(r) == key(run)
-            and not (r.manifest.get("traces_from") or r.manifest.get("series_of"))]
+    def key(r: Run):
+        return r.spec("base"), r.prompt_fingerprint
+    same = [r for r in runs if r.name != run.name and not r.damaged and key(r) == key(run)
+            and not r.series_of]
     return [r.name for r in sorted(same, key=lambda r: (_contrast_rank(r.kind), r.name))]
 
 
@@ -368,7 +362,7 @@ def _existing_run(cache: Path, name: str) -> Path:
         raise RunsError(f"{name!r} is not a run name")
     path = cache / name
     _not_a_link(path)
-    if read_manifest(path) is None:
+    if not (path / MANIFEST_FILE).is_file():  # a damaged run is a run: it may be deleted
         raise RunsError(f"no complete run named {name!r} in {cache}")
     return path
 
@@ -429,13 +423,15 @@ def rename_run(cache: str | Path, old: str, new: str, busy: Mapping[str, str] = 
         except OSError as e:
             raise RunsError(f"cannot rename {old!r} to {new!r}: {e.strerror or e}") from None
         m = read_manifest(dst)
+        if not m:  # not JSON / not an object: the folder moves, the manifest stays as it is
+            return dst
         m["renamed_from"] = [*m.get("renamed_from", []), old]
         m["name"] = new
         if isinstance(m.get("config"), dict):
             m["config"]["name"] = new
         rename_samplers(m, old, new)
         write_json(m, dst / MANIFEST_FILE)
-        for r in list_runs(cache):
+        for r in list_runs(cache):  # a damaged table does not stop its links following
             linked = [k for k in ("traces_from", "series_of") if r.manifest.get(k) == old]
             if linked or rename_samplers(r.manifest, old, new):
                 for k in linked:

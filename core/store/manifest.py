@@ -1,4 +1,6 @@
-"""Provenance: what a run folder was made from, so that it says how to reproduce it."""
+"""Provenance: what a run folder was made from, so that it says how to reproduce it: the
+manifest's construction (build_manifest), the config hash, package versions. Reading a run's
+manifest is core.store.run.Run's business (typed, validated)."""
 
 from __future__ import annotations
 
@@ -104,48 +106,14 @@ def build_manifest(config, *, models: dict, prompt_set: dict, stats: dict, devic
 
 
 def read_manifest(run_dir: str | Path) -> dict | None:
+    """The manifest dict of a run folder (core/store only; readers use core.store.run.Run):
+    None when there is no manifest.json (not a complete run), {} when it is not a JSON
+    object (a damaged run: core.store.validate says what is wrong)."""
     p = Path(run_dir) / MANIFEST_FILE
     if not p.is_file():
         return None
-    return json.loads(p.read_text(encoding="utf-8"))
-
-
-@dataclasses.dataclass
-class Manifest:
-    """A run's manifest.json, typed: the fields readers use, the raw dict for the rest, and
-    the pair and prompt set it was computed from (loaded on request, never at read time)."""
-
-    folder: Path
-    name: str
-    kind: str | None
-    config: dict
-    models: dict
-    prompt_set: dict
-    stats: dict
-    raw: dict
-
-    @classmethod
-    def load(cls, run_dir: str | Path) -> Manifest | None:
-        """The manifest of a run folder, None when it has none (not a complete run)."""
-        m = read_manifest(run_dir)
-        if m is None:
-            return None
-        return cls(Path(run_dir), m.get("name") or Path(run_dir).name, m.get("kind"),
-                   m.get("config") or {}, m.get("models") or {}, m.get("prompt_set") or {},
-                   m.get("stats") or {}, m)
-
-    def load_pair(self, device: str | None = None, load_weights: bool = True):
-        """The base/tuned pair of this run (core.engine.pair.Pair), with the run's own
-        allow_pickle / trust_remote_code flags."""
-        from core.engine.pair import load_pair
-
-        c = self.config
-        return load_pair(c["base"], c["tuned"], allow_pickle=c.get("allow_pickle", False),
-                         trust_remote_code=c.get("trust_remote_code", False), device=device,
-                         load_weights=load_weights)
-
-    def load_tokenizer(self):
-        """The pair's tokenizer only (both models share it), without any weights."""
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(self.config["tuned"])
+    try:
+        m = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return m if isinstance(m, dict) else {}

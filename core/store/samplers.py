@@ -160,6 +160,14 @@ def card_accuracy(manifest: dict) -> tuple[float | None, str]:
     return None, "not measured"
 
 
+def series_accuracy_of(folders: list) -> list[tuple[float | None, str]]:
+    """series_accuracy of the runs in `folders` (None for a run not open: no manifest)."""
+    from core.store.manifest import read_manifest
+
+    return series_accuracy([(read_manifest(f) or {}) if f is not None else {}
+                            for f in folders])
+
+
 def series_accuracy(manifests: list[dict]) -> list[tuple[float | None, str]]:
     """One accuracy source for every checkpoint of a series, so one axis compares like
     with like: each checkpoint's own samples when every checkpoint has them, else the model

@@ -18,6 +18,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from core.store.schema import (
+    MANIFEST_FILE,
     SCHEMA_VERSION,
     TOKENS_SCHEMA,
     TOPK_SCHEMA,
@@ -116,3 +117,16 @@ def topk_table(scores: dict, trace_ids: np.ndarray, vocab_strings) -> pa.Table:
 
 def traces_table(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=TRACES_SCHEMA)
+
+
+def write_run(folder: Path, tables: dict[str, pa.Table], manifest: dict) -> None:
+    """Write a run's tables ({file name: table}) into a staging folder, each with the
+    manifest in its metadata, then manifest.json last: its presence marks the run complete."""
+    for name, table in tables.items():
+        write_parquet(table, Path(folder) / name, metadata=manifest)
+    write_manifest(folder, manifest)
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    """Write a run folder's manifest.json (atomic); written last, it marks the run complete."""
+    write_json(manifest, Path(folder) / MANIFEST_FILE)

@@ -29,8 +29,6 @@ from core.experiments.cross_sampling.job import (
 from core.experiments.cross_sampling.summary import bootstrap_ci, summarize
 from core.experiments.cross_sampling.sweep import Progress, SweepResult, sweep
 from core.store.cross import (
-    SAMPLES_FILE,
-    SUMMARY_FILE,
     SweepInfo,
     get_sweep,
     list_sweeps,
@@ -42,7 +40,7 @@ from core.store.cross import (
 __all__ = [
     "CONTROL_KINDS", "SweepInfo", "entropy_positions", "get_sweep", "list_sweeps", "sweep_key",
     "CachedLM", "CrossSampleConfig", "CrossSampleError", "CrossSampleOptions", "Decoded",
-    "FullPrefixLM", "Job", "Progress", "SAMPLES_FILE", "SUMMARY_FILE", "SweepResult",
+    "FullPrefixLM", "Job", "Progress", "SweepResult",
     "bootstrap_ci", "control_positions", "cross_decode", "derive_seed", "format_summary",
     "left_pad", "read_summary", "resolve_run", "run_cross_sample", "summarize", "sweep",
     "write_results",

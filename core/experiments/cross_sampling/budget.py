@@ -16,24 +16,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.store.run import Run
 
-def budget_metric(run_manifest: dict | None, top_p: float) -> str:
-    nucleus = ((run_manifest or {}).get("config") or {}).get("js_top_p", 0.7)
+
+def budget_metric(js_top_p: float | None, top_p: float) -> str:
+    """The decision metric at `top_p` for a run whose js_top_p nucleus is `js_top_p`."""
+    nucleus = 0.7 if js_top_p is None else js_top_p
     return "js_top_p" if top_p < 1 and abs(top_p - nucleus) < 1e-9 else "js"
 
 
-def eps_for_targets(run_dir: str | Path, budgets: list[float], top_p: float,
-                    run_manifest: dict | None = None, con=None, run: str | None = None):
+def eps_for_targets(run_dir: str | Path | Run, budgets: list[float], top_p: float,
+                    con=None, run: str | None = None):
     """(metric, DataFrame budget, eps, realised, quantile_eps) for target `budgets` (shares
-    0..1) on one run: eps is the stored value whose realised share is closest.
-    `con`/`run`: an open collection and the run's name in it (the app's shared connection);
-    default: the run folder opened on its own."""
+    0..1) on one run (a Run or its folder): eps is the stored value whose realised share is
+    closest. `con`/`run`: an open collection and the run's name in it (the app's shared
+    connection); default: the run folder opened on its own."""
     from core.queries import open_runs
     from core.queries.eps import eps_closest
 
-    metric = budget_metric(run_manifest, top_p)
+    me = run_dir if isinstance(run_dir, Run) else Run.open(run_dir)
+    metric = budget_metric(me.js_top_p, top_p)
     if con is None:
-        name = Path(run_dir).name
-        with open_runs([run_dir], names=[name]) as own:
+        name = me.name
+        with open_runs([me.require()], names=[name]) as own:
             return metric, eps_closest(own, budgets, metric=metric, runs=[name])
     return metric, eps_closest(con, budgets, metric=metric, runs=[run])

@@ -23,19 +23,18 @@ from core.experiments.cross_sampling.controls import CONTROL_KINDS, MATCH
 from core.experiments.cross_sampling.sweep import DIRECTIONS, Progress, SweepResult, sweep
 from core.inputs.prompts import load_prompts
 from core.paths import cache_dir
-from core.store.cache import resolve_run as store_resolve
-from core.store.cache import writing_into
-from core.store.cross import provenance, sweep_key, write_results
-from core.store.manifest import Manifest, read_manifest
+from core.store.cache import open_run, writing_into
+from core.store.cross import provenance, sweep_key
+from core.store.run import Run
 
 
-def resolve_run(run: str, cache: str | Path) -> tuple[Path, dict]:
-    """A run folder (a folder itself, or a name under `cache`) and its manifest."""
+def resolve_run(run: str, cache: str | Path) -> tuple[Path, Run]:
+    """A healthy run's folder (a folder itself, or a name under `cache`) and its Run."""
     try:
-        p = store_resolve(cache, run)
+        r = open_run(cache, run, tables=False)  # a sweep never reads the run's own tables
     except RunsError as e:
         raise CrossSampleError(str(e)) from None
-    return p, read_manifest(p)
+    return r.path, r
 
 
 def check_options(cfg: CrossSampleConfig) -> tuple[list[str], list[float]]:
@@ -81,27 +80,28 @@ def run_cross_sample(cfg: CrossSampleConfig, log: Callable[[str], None] = print,
     dirs, eps = check_options(cfg)
     run_dir, _ = resolve_run(cfg.run, cache_dir(cfg.cache))  # "": the default cache
     with writing_into(run_dir, CrossSampleError):
-        return _run(cfg, dirs, eps, run_dir, read_manifest(run_dir), log, show_progress,
-                    on_batch, cancel)
+        try:
+            me = Run.open(run_dir).require(tables=False)
+        except RunsError as e:
+            raise CrossSampleError(str(e)) from None
+        return _run(cfg, dirs, eps, me, log, show_progress, on_batch, cancel)
 
 
-def _run(cfg: CrossSampleConfig, dirs, eps, run_dir: Path, manifest: dict, log, show_progress,
+def _run(cfg: CrossSampleConfig, dirs, eps, me: Run, log, show_progress,
          on_batch, cancel) -> tuple[SweepResult, Path | None]:
-    rc = manifest.get("config", {})
-    dec = decoding.resolve(cfg.decoding, manifest, cfg.top_p, cfg.temperature)
+    run_dir = me.path
+    dec = decoding.resolve(cfg.decoding, me, cfg.top_p, cfg.temperature)
     cfg = dataclasses.replace(cfg, top_p=dec.top_p, temperature=dec.temperature)
     log(f"decoding: {dec.label()}")
-    limit = cfg.prompts or rc.get("max_prompts") or None
-    ps = load_prompts(rc["prompts"], limit=limit)
-    want = (manifest.get("prompt_set") or {}).get("fingerprint")
-    if want and want != ps.fingerprint:
+    ps = load_prompts(me.prompts_path, limit=cfg.prompts or me.max_prompts)
+    if me.prompt_fingerprint and me.prompt_fingerprint != ps.fingerprint:
         log(f"warning: {ps.path} changed since run {run_dir.name!r} was computed")
-    pair = Manifest.load(run_dir).load_pair(device=cfg.device)
-    max_new = cfg.max_new_tokens or rc.get("max_new_tokens") or 128
+    pair = me.load_pair(device=cfg.device)
+    max_new = cfg.max_new_tokens or me.max_new_tokens
     n_boot = cfg.bootstrap
     target = {"target_budget": cfg.target_budget or None, "target_eps": None}
     if cfg.target_budget:
-        metric, got = eps_for_targets(run_dir, [cfg.target_budget], cfg.top_p, manifest)
+        metric, got = eps_for_targets(me, [cfg.target_budget], cfg.top_p)
         t_eps = float(f"{max(float(got.eps.iloc[0]), 0.0):.6g}")
         realised = float(got.realised.iloc[0])
         target.update(target_eps=t_eps, target_metric=metric, target_realised=realised)
@@ -127,7 +127,7 @@ def _run(cfg: CrossSampleConfig, dirs, eps, run_dir: Path, manifest: dict, log, 
         result = sweep(pair, ps.rows, dirs, eps, kinds, cfg.samples, match=cfg.match,
                        endpoints=cfg.endpoints, temperature=cfg.temperature, top_p=cfg.top_p,
                        max_new_tokens=max_new, seed=cfg.seed, batch_size=cfg.batch_size,
-                       chat_template=rc.get("chat_template", True), n_boot=n_boot,
+                       chat_template=me.chat_template, n_boot=n_boot,
                        on_batch=progress, cancel=cancel, on_step=tok_bar.update)
     finally:
         tok_bar.close()
@@ -138,10 +138,10 @@ def _run(cfg: CrossSampleConfig, dirs, eps, run_dir: Path, manifest: dict, log, 
     result.settings.update(target)
     result.settings["decoding"] = dec.source
     meta = provenance({"config": dataclasses.asdict(cfg), "sweep": result.settings,
-                       "run_dir": str(run_dir)}, manifest,
+                       "run_dir": str(run_dir)}, me.provenance(),
                       {"seconds": round(result.seconds, 2), "tokens": result.tokens})
     key = sweep_key(result.settings)
-    samples, summary = write_results(run_dir, result, meta, key)
+    samples, summary = me.write_sweep(result, meta, key)
     log(f"wrote sweep {key}: {summary} and {samples.name} "
         f"({len(result.rows)} samples, {result.tokens} tokens, {result.seconds:.1f} s)")
     return result, summary

@@ -9,9 +9,8 @@ import duckdb
 import pandas as pd
 
 from core.engine.detok import detokenizer_for
-from core.errors import RunsError
+from core.store.cache import open_run
 from core.store.cross import get_sweep
-from core.store.manifest import Manifest
 
 PRIMARY = {"forward": "base", "reverse": "tuned", "base": "base", "tuned": "tuned"}
 OTHER = {"base": "tuned", "tuned": "base"}
@@ -78,7 +77,4 @@ def sample_tokens(tokenizer, row: pd.Series) -> pd.DataFrame:
 
 
 def tokenizer_of_run(run_dir: str | Path):
-    m = Manifest.load(run_dir)
-    if m is None:
-        raise RunsError(f"{run_dir}: no complete run")
-    return m.load_tokenizer()
+    return open_run(Path(run_dir).parent, run_dir).load_tokenizer()
