@@ -31,7 +31,7 @@ from core.engine.scoring import ScoreSettings, score_traces  # noqa: E402
 from core.experiments.attribution import attribute  # noqa: E402
 from core.experiments.critical import scan  # noqa: E402
 from core.experiments.run_trace import chat_template, load_trace, trace_ids  # noqa: E402
-from core.store.manifest import Manifest  # noqa: E402
+from core.store.run import Run  # noqa: E402
 from tests.layerrun import build_layer_run  # noqa: E402
 
 
@@ -70,7 +70,7 @@ def main() -> None:
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         run = build_layer_run(Path(tmp))
-        pair = Manifest.load(run).load_pair(device="cpu")
+        pair = Run.open(run).load_pair(device="cpu")
         tok = pair.tokenizer
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         chat = chat_template(run)

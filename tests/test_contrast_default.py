@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
+from tests.test_queries import make_tables, write_run
+
 pytestmark = pytest.mark.unit
+TABLES = make_tables(3, n_traces=4)
 
 
 def _run(cache: Path, name: str, kind: str, base: str = "assets/demo/base") -> None:
-    folder = cache / name
-    folder.mkdir(parents=True)
+    """A healthy run (a damaged one is never a contrast partner) on `base`."""
     manifest = {"name": name, "kind": kind, "created": "2026-01-01T00:00:00+00:00",
                 "models": {"base": {"spec": base}, "tuned": {"spec": f"x/{name}"}},
                 "prompt_set": {"path": "p.jsonl", "fingerprint": "f"}, "stats": {}}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    write_run(cache / name, TABLES, manifest)
 
 
 def test_matched_sft_comes_first_then_plain_sft_then_other_labels(tmp_path):

@@ -26,9 +26,9 @@ def run(layer_run):
 
 @pytest.fixture(scope="module")
 def pair(run):
-    from core.store.manifest import Manifest
+    from core.store.run import Run
 
-    return Manifest.load(run).load_pair(device="cpu")
+    return Run.open(run).load_pair(device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +53,9 @@ def _hand_count(pair, tr, pos, first, k, cfg, seed) -> int:
 
 
 def test_effect_equals_hand_counted_rollouts(run, pair, scanned):
-    from core.store.manifest import Manifest
+    from core.store.run import Run
 
-    cfg = Manifest.load(run).config
+    cfg = Run.open(run).config
     pos = C.positions(scanned)
     differ = pos[~pos.same_choice]
     assert len(differ) >= 1  # the check below is about something
@@ -74,12 +74,12 @@ def test_effect_equals_hand_counted_rollouts(run, pair, scanned):
 
 
 def test_resume_takes_stored_traces_with_the_same_settings(run, scanned, monkeypatch):
-    from core.store.manifest import Manifest
+    from core.store.run import Run
 
     def no_models(*a, **k):
         raise AssertionError("a resumed scan with nothing left to do loaded the pair")
 
-    monkeypatch.setattr(Manifest, "load_pair", no_models)
+    monkeypatch.setattr(Run, "load_pair", no_models)
     again = C.scan(run, [0, 1], top=2, rollouts=3, seed=5, resume=True)
     pd.testing.assert_frame_equal(again, scanned, check_dtype=False)
     assert (again.rollouts == 3).all() and (again.base_seed == 5).all()

@@ -31,9 +31,9 @@ def run(layer_run):
 
 @pytest.fixture(scope="module")
 def pair(run):
-    from core.store.manifest import Manifest
+    from core.store.run import Run
 
-    return Manifest.load(run).load_pair(device="cpu")
+    return Run.open(run).load_pair(device="cpu")
 
 
 def _np_js(lp: np.ndarray, lq: np.ndarray) -> np.ndarray:

@@ -15,7 +15,8 @@ import pytest
 from core.errors import JobError
 from core.jobs import queue
 from core.jobs.ledger import record_checkpoint
-from core.store.cache import RunInfo, series_of
+from core.store.cache import series_of
+from core.store.run import Run
 from tests.conftest import DEMO, HELDOUT
 
 STEP30 = DEMO / "rl-steps" / "step-30"
@@ -145,8 +146,8 @@ def test_the_integration_imports_transformers_only_when_the_callback_is_asked_fo
         integ.Nope  # noqa: B018
 
 
-def _info(name: str, **manifest) -> RunInfo:
-    return RunInfo(name, Path(name), "series", "", "", "", 0, 0, {"name": name, **manifest})
+def _info(name: str, **manifest) -> Run:
+    return Run(name, Path(name), {"name": name, "kind": "series", **manifest})
 
 
 @pytest.mark.unit
