@@ -55,7 +55,8 @@ def test_demo_run_float32_matches_float64(tmp_path):
                          log=lambda s: None, show_progress=False)
         m = read_manifest(run)
         assert m["config"]["math_dtype"] == dt
-        assert m["metric_math"] == {"dtype": dt, "path": "torch"}
+        assert m["metric_math"] == {"dtype": dt,
+                                    "path": "fused-numba" if dt == "float32" else "torch"}
         runs[dt] = pq.read_table(run / "tokens.parquet").to_pydict()
     assert len(runs["float32"]["js"]) > 100
     assert min(runs["float64"]["js"]) < 1e-5  # the small divergences are there

@@ -16,7 +16,9 @@ on a GPU and skips elsewhere): models run in bf16 (core.engine.pair.pick_device)
 on two devices (core.engine.pair.place_pair), the tuned logits then move to the base logits'
 device for the metric math, which runs in float32 on CUDA and float64 on CPU unless
 `ScoreSettings.math_dtype` (--math-dtype) names one (float32 math uses core/metrics/exact.py's
-formulas, exact to the stored float32 columns).
+formulas, exact to the stored float32 columns). Float32 math runs as one fused kernel per
+chunk where one is available (core/metrics/fused.py: numba on CPU, Triton on CUDA), else
+through the reference Context.
 
 Output is columnar (dict of numpy arrays) in the order of the input traces, ready for
 core.store.storage. Shapes: for T response tokens in all, every column has length T; top-k
@@ -32,7 +34,9 @@ import torch
 from core.engine import heads
 from core.engine.batching import Columns, padded_batches, row_offsets, token_ids
 from core.metrics import Context, compute_metrics
+from core.metrics.fused import fused_chunk, metric_path
 from core.metrics.kernels import Scratch
+from core.metrics.registry import TRUNCATED_JS
 
 
 @dataclass
@@ -128,9 +132,15 @@ def score_traces(base, tuned, traces: list[tuple[list[int], list[int]]], pad_id:
         rt = heads.ResponseLogits(tuned, ids, attn, spans, settings.segment_tokens)
         dev = rb.device  # two-GPU placement: metric math on the base model's device
         mdtype = heads.math_dtype(dev, settings.math_dtype)
+        path = metric_path(dev, mdtype)
         tok = tok.to(dev)
         for sl, (cb, ct) in heads.chunked([rb, rt], step, block, dev):
             r = rows[sl]
+            if path != "torch":  # one fused kernel call gives every column
+                for name, v in fused_chunk(cb, ct, tok[sl], settings.js_top_p, settings.top_k,
+                                           TRUNCATED_JS, path).items():
+                    put(name, r, v)
+                continue
             ctx = Context(cb, ct, tok[sl], settings.js_top_p, mdtype, settings.top_k, scratch)
             for name, v in compute_metrics(cb, ct, tok[sl], ctx=ctx).items():
                 put(name, r, v)

@@ -252,3 +252,20 @@ def fused_rows(lb, lt, tok, k, f64, i64, top_ids, top_x):
         i64[r, 2] = ab
         i64[r, 3] = at
         i64[r, 4] = ra + 1
+
+
+def run_rows(lb, lt, tok, k: int):
+    """fused_rows on torch CPU tensors: (f64 (N, 10), i64 (N, 5), top ids (N, 2, k), top
+    logits (N, 2, k)) as torch tensors (see fused_rows)."""
+    import torch
+
+    a = lb.detach().float().contiguous().numpy()
+    b = lt.detach().float().contiguous().numpy()
+    n = a.shape[0]
+    f64 = np.empty((n, 10), np.float64)
+    i64 = np.empty((n, 5), np.int64)
+    ids = np.empty((n, 2, k), np.int64)
+    tx = np.empty((n, 2, k), np.float32)
+    if n:
+        fused_rows(a, b, tok.detach().cpu().numpy().astype(np.int64), k, f64, i64, ids, tx)
+    return tuple(torch.from_numpy(x) for x in (f64, i64, ids, tx))
