@@ -7,7 +7,8 @@ Per row (rows in parallel, `prange`):
    min-heap (K = max(top_k, NUCLEUS_TOPK); equal logits: lower id first);
 2. sums of exp(x - max) in float64 (log-sum-exp), of exp(x - max) (x - max) (entropy, no
    cancellation: both terms are >= 0), the weighted mean c of the logit difference (the
-   KL shift of core/metrics/exact.py), the rank of the tuned argmax under the base;
+   KL shift of core/metrics/exact.py), the rank of the tuned argmax under the base; the
+   exps are kept in two (V,) float32 row buffers per thread, so pass 3 needs none;
 3. the JS terms (p+q) f(d) and the KL terms w k(e) of core/metrics/exact.py, with d and e
    formed in float64 from the logits (exact), p and q in float32.
 The truncated JS columns (js_top_p, js_top_p90, js_top_p95) are then computed in float64 from
@@ -162,6 +163,8 @@ def fused_rows(lb, lt, tok, k, f64, i64, top_ids, top_x):
         inf_tb = False
         ra = 0
         oa = xb[at]
+        bufb = np.empty(v, np.float32)  # exp(x - max) of each model, reused by pass 3
+        buft = np.empty(v, np.float32)
         for i in range(v):
             a = xb[i]
             b = xt[i]
@@ -170,6 +173,8 @@ def fused_rows(lb, lt, tok, k, f64, i64, top_ids, top_x):
             eb = np.float32(b - mt)
             wa = np.exp(ea)
             wt_ = np.exp(eb)
+            bufb[i] = wa
+            buft[i] = wt_
             sb += wa
             st += wt_
             if wa > 0:
@@ -203,11 +208,13 @@ def fused_rows(lb, lt, tok, k, f64, i64, top_ids, top_x):
         big_b = False
         big_t = False
         dl = lse_b - lse_t
+        inv_b = np.float32(1.0 / sb)
+        inv_t = np.float32(1.0 / st)
         for i in range(v):
             a = xb[i]
             b = xt[i]
-            p = np.exp(np.float32(a - lse_b))
-            q = np.exp(np.float32(b - lse_t))
+            p = bufb[i] * inv_b  # exp(a - lse_b)
+            q = buft[i] * inv_t
             if p == 0 and q == 0:
                 continue
             if a == NINF or b == NINF:  # one side masked: its term is (p+q) ln 2
