@@ -29,6 +29,23 @@ def _compare(a: dict, b: dict) -> None:
         assert np.array_equal(np.asarray(a[name]), np.asarray(b[name])), name
 
 
+@pytest.mark.unit
+def test_the_default_math_dtype_keeps_existing_runs_hashes():
+    import hashlib
+    import json
+
+    from core.store.manifest import NON_CONTENT, config_hash
+
+    cfg = PrecomputeConfig(base="b", tuned="t", prompts="p")
+    d = {k: v for k, v in dataclasses.asdict(cfg).items()
+         if k not in NON_CONTENT and k not in ("series_sampling", "math_dtype")}
+    want = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    assert config_hash(cfg) == want  # what runs written before the option hashed to
+    for dt in ("float32", "float64"):
+        assert config_hash(dataclasses.replace(cfg, math_dtype=dt)) != want
+
+
+@pytest.mark.unit
 def test_cli_option_reaches_the_config():
     ap = argparse.ArgumentParser()
     add_arguments(ap, PrecomputeConfig)
