@@ -105,7 +105,8 @@ def build_manifest(config, *, models: dict, prompt_set: dict, stats: dict, devic
 
 
 def metric_math(config, device: str) -> dict:
-    """The metric math a run was scored with: its dtype and path (core.metrics.fused)."""
+    """The metric math a run was scored with: its dtype and path (core.metrics.fused; the
+    sequential scoring always runs the torch Context)."""
     import torch
 
     from core.engine.heads import math_dtype
@@ -113,7 +114,8 @@ def metric_math(config, device: str) -> dict:
 
     dev = torch.device(device or "cpu")
     dtype = math_dtype(dev, getattr(config, "math_dtype", "auto"))
-    return {"dtype": str(dtype).replace("torch.", ""), "path": metric_path(dev, dtype)}
+    path = metric_path(dev, dtype) if getattr(config, "scoring", "joint") == "joint" else "torch"
+    return {"dtype": str(dtype).replace("torch.", ""), "path": path}
 
 
 def read_manifest(run_dir: str | Path) -> dict | None:
