@@ -10,7 +10,8 @@ manifest as metric_math.path) and the fused one's wrapper:
 `fused_chunk` turns a kernel's per-row results into the columns the Context gives (the
 registered metrics, both top-k lists, the tuned top-1's base rank and probability); the
 truncated JS columns are computed here in float64 from the kernel's top-K lists where both
-nuclei end inside them, and by the reference Context for the other rows.
+nuclei end inside them, and by the reference Context for the other rows (in float64 on CPU,
+where its nucleus search is faster than in float32; float32 elsewhere).
 """
 from __future__ import annotations
 
@@ -106,7 +107,9 @@ def fused_chunk(lb: torch.Tensor, lt: torch.Tensor, tok: torch.Tensor, top_p: fl
     bad = torch.stack([~ok for _, ok in trunc.values()]).any(0)
     if bool(bad.any()):  # a nucleus beyond the top-K: the reference on those rows only
         rows = bad.nonzero()[:, 0].to(lb.device)
-        ctx = M.Context(lb[rows], lt[rows], tok[rows], top_p, torch.float32, top_k)
+        # float64 on CPU: there the reference's float64 nucleus search is the faster one
+        dt = torch.float64 if lb.device.type == "cpu" else torch.float32
+        ctx = M.Context(lb[rows], lt[rows], tok[rows], top_p, dt, top_k)
     for name, (js, _) in trunc.items():
         if bool(bad.any()):
             js[bad] = ctx.js_at({"js_top_p": top_p, **nuclei}[name]).to(js.device, js.dtype)
