@@ -8,7 +8,15 @@ engine walks a block (same chunk size, reused work buffers).
 gives (near-uniform rows, a nucleus of 0.7 spanning about 40% of the vocabulary), 1.5 the
 benchmark's --head-std 1.5, 5 or more peaked rows whose nucleus lies in the top-k. --chunk 0 =
 core.engine.heads.chunk_rows for this vocabulary. Prints microseconds per row for each part
-and in all (best of --repeat passes over the rows).
+and in all (best of --repeat passes over the rows), then the three metric paths side by side
+on the same rows, ms per row for every column the scoring stores (registered metrics, both
+top-k lists, the tuned top-1's base rank and probability), ratios against the reference:
+
+  reference  core.metrics.Context in float64 (the CPU default, golden numbers)
+  float32    core.metrics.Context in float32 (core/metrics/exact.py's formulas)
+  fused      core.metrics.fused.fused_chunk: the numba kernel (core/metrics/fused_numba.py)
+
+--paths-only skips the per-part table.
 """
 
 from __future__ import annotations
@@ -54,6 +62,33 @@ def run(lb, lt, tok, step, scratch, acc):
             t0 = t
 
 
+def _columns(lb, lt, tok, dtype, scratch):
+    c = M.Context(lb, lt, tok, 0.7, dtype, 10, scratch)
+    out = M.compute_metrics(lb, lt, tok, ctx=c)
+    _, t_ids = c.topk("base", 10), c.topk("tuned", 10)[0]
+    out["r"] = c.rank("base", t_ids[:, 0])
+    return out
+
+
+def paths(lb, lt, tok, step, repeat) -> dict[str, float]:
+    """Seconds per row of each path over all rows (best of `repeat`)."""
+    from core.metrics.fused import fused_chunk
+
+    scratch = K.Scratch()
+    fns = {"reference (float64)": lambda a, b, t: _columns(a, b, t, torch.float64, scratch),
+           "float32": lambda a, b, t: _columns(a, b, t, torch.float32, scratch),
+           "fused (numba)": lambda a, b, t: fused_chunk(a, b, t, 0.7, 10, dict(M.TRUNCATED_JS))}
+    best = {}
+    for name, fn in fns.items():
+        fn(lb[:step], lt[:step], tok[:step])  # warm-up: compile, buffers
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            for s in range(0, len(tok), step):
+                fn(lb[s:s + step], lt[s:s + step], tok[s:s + step])
+            best[name] = min(best.get(name, 1e9), (time.perf_counter() - t0) / len(tok))
+    return best
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--vocab", type=int, default=151_936)
@@ -62,12 +97,21 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=48)
     ap.add_argument("--chunk", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--paths-only", action="store_true")
     a = ap.parse_args()
     step = a.chunk or heads.chunk_rows(a.vocab, 1 << 30)
     g = torch.Generator().manual_seed(0)
     lb = torch.randn(a.rows, a.vocab, generator=g) * a.std
     lt = lb + torch.randn(a.rows, a.vocab, generator=g) * a.shift
     tok = torch.randint(0, a.vocab, (a.rows,), generator=g)
+    print(f"vocab {a.vocab}, logits std {a.std}, tuned - base std {a.shift}, {a.rows} rows "
+          f"in chunks of {step}, {torch.get_num_threads()} torch threads")
+    best_p = paths(lb, lt, tok, step, a.repeat)
+    ref = best_p["reference (float64)"]
+    for name, sec in best_p.items():
+        print(f"  {name:22s} {sec * 1e3:7.2f} ms/row  {ref / sec:5.2f}x the reference")
+    if a.paths_only:
+        return
     scratch = K.Scratch()
     run(lb, lt, tok, step, scratch, {})  # warm-up: buffers, kernels
     best: dict[str, float] = {}
@@ -76,8 +120,7 @@ def main() -> None:
         run(lb, lt, tok, step, scratch, acc)
         if not best or sum(acc.values()) < sum(best.values()):
             best = acc
-    print(f"vocab {a.vocab}, logits std {a.std}, {a.rows} rows in chunks of {step}, "
-          f"{torch.get_num_threads()} torch threads")
+    print("reference (float64) by part:")
     for name in PARTS:
         print(f"  {name:26s} {best[name] / a.rows * 1e6:8.0f} us/row")
     print(f"  {'all':26s} {sum(best.values()) / a.rows * 1e6:8.0f} us/row")

@@ -4,6 +4,16 @@ process so its peak memory is its own.
 
     python benchmarks/realistic_shapes.py [--lengths 512,2048,8192,16384]
                                           [--budget-mib 0] [--head-std 0] [--floor-max 8192]
+                                          [--math-dtypes auto] [--device cpu]
+                                          [--layers 2] [--model-dtype float32]
+                                          [--peak-tflops 989]
+
+--math-dtypes: comma list of --math-dtype values, each scored in its own child (float32 on
+CPU = the fused numba kernel, float64/auto = the torch Context); the floor is shared.
+--device cuda --layers 28 --model-dtype bfloat16 is the Qwen2.5-1.5B-shaped pair at full
+depth that benchmarks/gpu_check.sh runs; on CUDA peak memory is torch.cuda's peak allocated
+beyond the weights and a "roofline" column gives the share of the bf16 forward-pass roofline
+(2 x parameters x tokens FLOPs per model, both models, at --peak-tflops) that scoring reached.
 
 Per length it prints:
   peak     peak RSS of the scoring beyond the loaded weights (ru_maxrss - RSS after load)
@@ -11,8 +21,8 @@ Per length it prints:
   floor    both models' bare forward passes to full logits, the same tokens (only at
            lengths up to --floor-max, where (length x vocab) logits fit in memory)
   overhead scoring time / floor time - 1
-Targets (issue 12, this 2-core CPU machine): peak beyond weights <= 2 GiB at every length;
-overhead <= 25%.
+Targets (issue 24): peak beyond weights <= 1 GiB at every length; overhead <= 10% at 512,
+2,048 and 8,192 tokens (issue 12's were 2 GiB and 25%).
 
 `--head-std S` re-initialises both output heads with standard deviation S: a random init
 gives near-uniform next-token distributions (the nucleus of js_top_p then spans about 40% of
@@ -43,50 +53,71 @@ def _now_rss() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
-def build(seed: int, head_std: float):
+def build(seed: int, head_std: float, layers: int = 2, device: str = "cpu",
+          dtype: str = "float32"):
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     cfg = Qwen2Config(vocab_size=VOCAB, hidden_size=1536, intermediate_size=8960,
-                      num_hidden_layers=2, num_attention_heads=12, num_key_value_heads=2,
+                      num_hidden_layers=layers, num_attention_heads=12, num_key_value_heads=2,
                       max_position_embeddings=32_768, tie_word_embeddings=True)
     torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(cfg).eval()
+    with torch.device(device):  # initialised where it runs: a 1.5B pair on CPU takes minutes
+        model = Qwen2ForCausalLM(cfg).eval().to(dtype=getattr(torch, dtype))
     if head_std:
         with torch.no_grad():  # tied: this is also the input embedding
             model.lm_head.weight.normal_(0.0, head_std / 1536 ** 0.5)
     return model
 
 
-def child(mode: str, length: int, budget: int, head_std: float) -> dict:
+def child(mode: str, length: int, budget: int, head_std: float, a=None) -> dict:
     import torch
 
     from core.engine.scoring import ScoreSettings, score_traces
 
-    base, tuned = build(1, head_std), build(2, head_std)
+    dev = getattr(a, "device", "cpu")
+    kw = dict(layers=getattr(a, "layers", 2), device=dev, dtype=getattr(a, "model_dtype",
+                                                                        "float32"))
+    base, tuned = build(1, head_std, **kw), build(2, head_std, **kw)
+    params = sum(p.numel() for p in base.parameters())
     g = torch.Generator().manual_seed(0)
     prompt = torch.randint(3, VOCAB, (64,), generator=g).tolist()
     resp = torch.randint(3, VOCAB, (length,), generator=g).tolist()
-    loaded = _now_rss()
+    cuda = dev == "cuda"
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    def go():
+        if mode == "floor":
+            ids = torch.tensor([prompt + resp], device=dev)
+            with torch.no_grad():
+                for m in (base, tuned):
+                    logits = m(input_ids=ids, use_cache=False).logits
+                    del logits
+        else:
+            score_traces(base, tuned, [(prompt, resp)], 0,
+                         ScoreSettings(batch_size=1, memory_budget=budget, math_dtype=mode))
+        sync()
+
+    if cuda:  # warm-up (kernels, Triton compilation), then peak memory from here
+        go()
+        torch.cuda.reset_peak_memory_stats()
+    loaded = torch.cuda.memory_allocated() if cuda else _now_rss()
     t0 = time.perf_counter()
-    if mode == "floor":
-        ids = torch.tensor([prompt + resp])
-        with torch.no_grad():
-            for m in (base, tuned):
-                logits = m(input_ids=ids, use_cache=False).logits
-                del logits
-    else:
-        score_traces(base, tuned, [(prompt, resp)], 0,
-                     ScoreSettings(batch_size=1, memory_budget=budget))
+    go()
     seconds = time.perf_counter() - t0
-    return {"mode": mode, "length": length, "seconds": seconds,
-            "peak_beyond_weights": _rss() - loaded, "loaded": loaded}
+    peak = (torch.cuda.max_memory_allocated() if cuda else _rss()) - loaded
+    return {"mode": mode, "length": length, "seconds": seconds, "params": params,
+            "peak_beyond_weights": peak, "loaded": loaded}
 
 
 def run_child(mode: str, length: int, a) -> dict:
     out = subprocess.run([sys.executable, __file__, "--child", mode, "--lengths", str(length),
-                          "--budget-mib", str(a.budget_mib), "--head-std", str(a.head_std)],
-                         capture_output=True, text=True)
+                          "--budget-mib", str(a.budget_mib), "--head-std", str(a.head_std),
+                          "--device", a.device, "--layers", str(a.layers),
+                          "--model-dtype", a.model_dtype], capture_output=True, text=True)
     if out.returncode != 0:
         return {"mode": mode, "length": length, "error": out.stderr.strip().splitlines()[-1]}
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -98,29 +129,39 @@ def main() -> None:
     ap.add_argument("--budget-mib", type=int, default=0, help="0 = the default budget")
     ap.add_argument("--head-std", type=float, default=0.0)
     ap.add_argument("--floor-max", type=int, default=8192)
+    ap.add_argument("--math-dtypes", default="auto")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--model-dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--peak-tflops", type=float, default=989.0,
+                    help="the device's dense bf16 peak (H100 SXM: 989)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     lengths = [int(x) for x in a.lengths.split(",")]
     budget = a.budget_mib * 1024**2
     if a.child:
-        print(json.dumps(child(a.child, lengths[0], budget, a.head_std)))
+        print(json.dumps(child(a.child, lengths[0], budget, a.head_std, a)))
         return
     gib = 1024**3
-    print(f"vocab {VOCAB}, hidden 1536, 2 layers; budget "
-          f"{a.budget_mib or 'default'} MiB; head std {a.head_std or 'random init'}")
-    print(f"{'length':>7} {'peak GiB':>9} {'tok/s':>8} {'floor s':>8} {'score s':>8} "
-          f"{'overhead':>9}")
+    print(f"vocab {VOCAB}, hidden 1536, {a.layers} layers, {a.model_dtype} on {a.device}; "
+          f"budget {a.budget_mib or 'default'} MiB; head std {a.head_std or 'random init'}")
+    print(f"{'length':>7} {'math':>8} {'peak GiB':>9} {'tok/s':>8} {'floor s':>8} "
+          f"{'score s':>8} {'overhead':>9} {'roofline':>9}")
     for n in lengths:
-        s = run_child("score", n, a)
         f = run_child("floor", n, a) if n <= a.floor_max else None
-        if "error" in s:
-            print(f"{n:>7} scoring failed: {s['error']}")
-            continue
         floor = f.get("seconds") if f and "error" not in f else None
-        over = f"{100 * (s['seconds'] / floor - 1):+.0f}%" if floor else "-"
-        print(f"{n:>7} {s['peak_beyond_weights'] / gib:>9.2f} {n / s['seconds']:>8.1f} "
-              f"{floor if floor else float('nan'):>8.1f} {s['seconds']:>8.1f} {over:>9}"
-              + (f"  (floor: {f['error']})" if f and "error" in f else ""), flush=True)
+        for md in a.math_dtypes.split(","):
+            s = run_child(md, n, a)
+            if "error" in s:
+                print(f"{n:>7} {md:>8} scoring failed: {s['error']}")
+                continue
+            over = f"{100 * (s['seconds'] / floor - 1):+.0f}%" if floor else "-"
+            flops = 2 * 2 * s["params"] * (n + 64)  # two models' forward passes
+            roof = f"{100 * flops / s['seconds'] / (a.peak_tflops * 1e12):.1f}%"
+            print(f"{n:>7} {md:>8} {s['peak_beyond_weights'] / gib:>9.2f} "
+                  f"{n / s['seconds']:>8.1f} {floor if floor else float('nan'):>8.2f} "
+                  f"{s['seconds']:>8.2f} {over:>9} {roof if a.device == 'cuda' else '-':>9}"
+                  + (f"  (floor: {f['error']})" if f and "error" in f else ""), flush=True)
 
 
 if __name__ == "__main__":

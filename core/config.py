@@ -57,6 +57,9 @@ class PrecomputeConfig:
                                 "generate, or auto (vllm if available, else transformers); "
                                 "both give the same schema", choices=["auto", "transformers",
                                                                       "vllm"])
+    math_dtype: str = opt("auto", "dtype of the metric math: float32 or float64 (both exact to "
+                                  "the stored float32 columns), auto = float64 on CPU, float32 "
+                                  "on CUDA", choices=["auto", "float32", "float64"])
     scoring: str = opt("joint", "joint: both models resident, exact metrics; sequential: one "
                                 "model at a time, JS from each position's kept top-K mass with "
                                 "its error bound recorded in the manifest (pairs that do not fit "

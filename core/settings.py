@@ -11,7 +11,7 @@ settings --markdown` prints it; tests/test_settings.py fails when the two differ
 
 Types: "path" (a folder), "int" and "float" (positive finite numbers), "secret" (text
 taken as given, never echoed in a message), "names" (comma-separated), "paths" (separated
-by os.pathsep).
+by os.pathsep), "text" (a word, stripped).
 
 What this module does not do: decide what a default that depends on other settings is
 (`None` here; core.paths derives the cache and upload folders, core.access the model roots)
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from core.errors import SettingError, ShiftLensError, clip
 
-TYPES = ("path", "int", "float", "secret", "names", "paths")
+TYPES = ("path", "int", "float", "secret", "names", "paths", "text")
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SHIFTLENS_MAX_JOBS_PER_SUBMITTER", "int", 32,
             "queued or running jobs one submitter may hold (an app session, a CLI process); "
             "jobs start round-robin between submitters"),
+    Setting("SHIFTLENS_METRIC_PATH", "text", "",
+            "`torch` forces the reference metric math (float64 or float32 torch) instead of "
+            "the fused kernels (numba on CPU, Triton on CUDA) that --math-dtype float32 picks",
+            "(unset: the path follows the device)"),
     Setting("SHIFTLENS_UPLOAD_SESSION_MIB", "int", 2048,
             "MiB of uploads one app session may hold in server memory (413 before the body is "
             "read beyond it)", "2,048 MiB"),
@@ -157,6 +161,8 @@ def value(name: str, error: type[ShiftLensError] = SettingError):
         return s.default
     if s.type == "path":
         return Path(text).expanduser()
+    if s.type == "text":
+        return text
     if s.type == "secret":
         return os.environ[name]  # as given: spaces may belong to a secret (blank is unset)
     if s.type == "names":

@@ -242,8 +242,15 @@ def resolve_budget(budget: int, device: torch.device) -> int:
     return int(budget) if budget and budget > 0 else default_budget(device)
 
 
-def math_dtype(device: torch.device) -> torch.dtype:
-    """float64 for the metric math on CPU (exact to float32 output), float32 on CUDA."""
+MATH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def math_dtype(device: torch.device, setting: str = "auto") -> torch.dtype:
+    """The metric math's dtype: `setting` ("float32" or "float64", the --math-dtype option),
+    or for "auto" float64 on CPU and float32 elsewhere. Both are exact to the float32 output
+    (float32 through core/metrics/exact.py's formulas)."""
+    if setting in MATH_DTYPES:
+        return MATH_DTYPES[setting]
     return torch.float64 if device.type == "cpu" else torch.float32
 
 

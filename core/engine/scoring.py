@@ -14,7 +14,11 @@ GPU path (untested here: no CUDA on the development machine; tests/test_gpu_scor
 on a GPU and skips elsewhere): models run in bf16 (core.engine.pair.pick_device);
 `batch_size=0` sizes batches from free GPU memory (`auto_batch_size`); the two models may sit
 on two devices (core.engine.pair.place_pair), the tuned logits then move to the base logits'
-device for the metric math, which runs in float32 on CUDA and float64 on CPU.
+device for the metric math, which runs in float32 on CUDA and float64 on CPU unless
+`ScoreSettings.math_dtype` (--math-dtype) names one (float32 math uses core/metrics/exact.py's
+formulas, exact to the stored float32 columns). Float32 math runs as one fused kernel per
+chunk where one is available (core/metrics/fused.py: numba on CPU, Triton on CUDA), else
+through the reference Context.
 
 Output is columnar (dict of numpy arrays) in the order of the input traces, ready for
 core.store.storage. Shapes: for T response tokens in all, every column has length T; top-k
@@ -30,7 +34,9 @@ import torch
 from core.engine import heads
 from core.engine.batching import Columns, padded_batches, row_offsets, token_ids
 from core.metrics import Context, compute_metrics
+from core.metrics.fused import fused_chunk, metric_path
 from core.metrics.kernels import Scratch
+from core.metrics.registry import TRUNCATED_JS
 
 
 @dataclass
@@ -41,6 +47,7 @@ class ScoreSettings:
     memory_budget: int = 0     # bytes for one chunk's logits + metric math; 0 = auto
     segment_tokens: int = heads.DEFAULT_SEGMENT  # body forward in segments of this many tokens
     chunk_rows: int = 0        # rows per metric chunk; 0 = from the vocabulary and the budget
+    math_dtype: str = "auto"   # float32 | float64 | auto (float64 on CPU, float32 elsewhere)
 
 
 def auto_batch_size(free_bytes: int, max_len: int, vocab: int, hidden: int, *,
@@ -85,7 +92,7 @@ def plan(settings: "ScoreSettings", model, vocab: int,
     and `models` heads applied block by block."""
     dev = next(model.parameters()).device
     budget = heads.resolve_budget(settings.memory_budget, dev)
-    size = heads.itemsize(heads.math_dtype(dev))
+    size = heads.itemsize(heads.math_dtype(dev, settings.math_dtype))
     rows = settings.chunk_rows or heads.chunk_rows(vocab, budget, size, cpu=dev.type == "cpu")
     block = heads.head_block_rows(vocab, budget, rows, size, models)
     kv = heads.kv_bytes_per_token(model)
@@ -125,10 +132,16 @@ def score_traces(base, tuned, traces: list[tuple[list[int], list[int]]], pad_id:
         rb = heads.ResponseLogits(base, ids, attn, spans, settings.segment_tokens)
         rt = heads.ResponseLogits(tuned, ids, attn, spans, settings.segment_tokens)
         dev = rb.device  # two-GPU placement: metric math on the base model's device
-        mdtype = heads.math_dtype(dev)
+        mdtype = heads.math_dtype(dev, settings.math_dtype)
+        path = metric_path(dev, mdtype)
         tok = tok.to(dev)
         for sl, (cb, ct) in heads.chunked([rb, rt], step, block, dev):
             r = rows[sl]
+            if path != "torch":  # one fused kernel call gives every column
+                for name, v in fused_chunk(cb, ct, tok[sl], settings.js_top_p, settings.top_k,
+                                           TRUNCATED_JS, path).items():
+                    put(name, r, v)
+                continue
             ctx = Context(cb, ct, tok[sl], settings.js_top_p, mdtype, settings.top_k, scratch)
             for name, v in compute_metrics(cb, ct, tok[sl], ctx=ctx).items():
                 put(name, r, v)

@@ -56,7 +56,7 @@ import numpy as np
 import torch
 
 from core.engine.batching import Columns, padded_batches, row_offsets, token_ids
-from core.engine.heads import ResponseLogits, chunked
+from core.engine.heads import ResponseLogits, chunked, math_dtype
 from core.engine.scoring import ScoreSettings, _resolve_batch_size, plan, vocab_size
 from core.metrics import METRICS, compute_metrics, topk
 
@@ -90,8 +90,8 @@ def _batches(traces, pad_id, settings, model, offsets):
                           offsets, max_tokens), step, block, budget
 
 
-def _mdtype(device: torch.device) -> torch.dtype:
-    return torch.float64 if device.type == "cpu" else torch.float32
+def _mdtype(device: torch.device, setting: str = "auto") -> torch.dtype:
+    return math_dtype(device, setting)
 
 
 def score_traces_sequential(load_base: Callable[[], torch.nn.Module],
@@ -121,7 +121,7 @@ def score_traces_sequential(load_base: Callable[[], torch.nn.Module],
         tok = tok.to(lb.device)
         kk = min(max(k, settings.top_k), vocab)
         for sl, (cb,) in chunked([lb], step, block):
-            cb = cb.to(_mdtype(lb.device))
+            cb = cb.to(_mdtype(lb.device, settings.math_dtype))
             lse = torch.logsumexp(cb, -1)
             logp = cb - lse[:, None]
             vals, top = logp.topk(kk, -1)
@@ -141,7 +141,7 @@ def score_traces_sequential(load_base: Callable[[], torch.nn.Module],
     batches, step, block, budget_t = _batches(traces, pad_id, settings, model, offsets)
     for ids, attn, spans, tok, rows in batches:
         lt = ResponseLogits(model, ids, attn, spans, settings.segment_tokens)
-        dev, md = lt.device, _mdtype(lt.device)
+        dev, md = lt.device, _mdtype(lt.device, settings.math_dtype)
         tok = tok.to(dev)
         for sl, (ct,) in chunked([lt], step, block):
             r = rows[sl]

@@ -9,6 +9,8 @@ import math
 import numpy as np
 import torch
 
+from core.metrics.exact import js_logprobs
+
 LN2 = math.log(2.0)
 
 
@@ -25,7 +27,10 @@ def kl_from_logprobs(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
 
 def _js(p: torch.Tensor, logp: torch.Tensor, q: torch.Tensor, logq: torch.Tensor):
     """JS from probabilities and their logs. log M = log(p + q) - ln 2: one log per entry
-    (p + q >= max(p, q), so it never underflows where a term counts)."""
+    (p + q >= max(p, q), so it never underflows where a term counts). Below float64 the sum
+    below cancels: core/metrics/exact.py's non-negative terms are used instead."""
+    if p.dtype != torch.float64:
+        return js_logprobs(p, logp, q, logq).to(p.dtype)
     logm = torch.log(p + q) - LN2
     js = 0.5 * _xlogy_diff(p, logp, logm) + 0.5 * _xlogy_diff(q, logq, logm)
     return js.clamp(0.0, LN2)  # rounding can step a hair outside the exact range

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from core.metrics.exact import js_terms
 from core.metrics.kernels import (
     LN2,
     Scratch,
@@ -280,7 +281,12 @@ def _js_row(pk, logp, qk, logq, s, e) -> torch.Tensor:
     outside the nuclei) and finite log-probs, with work buffers s, e (V,). With P' = pk/Mp,
     Q' = qk/Mq, s = qk + pk Mq/Mp = Mq (P' + Q') (one pass) and log M = log s - log Mq - ln 2:
     JS = 1/2 [sum P'(log p - log s) - log Mp + log Mq + sum Q'(log q - log s)] + ln 2."""
-    mp, mq = float(pk.sum()), float(qk.sum())
+    mp, mq = float(pk.sum(dtype=torch.float64)), float(qk.sum(dtype=torch.float64))
+    if pk.dtype != torch.float64:  # float32 math: non-negative terms (core/metrics/exact.py)
+        torch.sub(logp, logq, out=e)
+        e.sub_(math.log(mp) - math.log(mq))
+        d = torch.where(pk > 0, torch.where(qk > 0, e, math.inf), -math.inf)
+        return float(js_terms((pk / mp)[None], (qk / mq)[None], d[None])[0])
     torch.add(qk, pk, alpha=mq / mp, out=s)
     ls = _log(s.clamp_min_(torch.finfo(s.dtype).tiny), s)  # 0 outside both: any finite value
     torch.sub(logp, ls, out=e)

@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from core.metrics import exact as X
 from core.metrics.kernels import (
     LN2,
     Scratch,
@@ -65,8 +66,19 @@ class Context:
                  scratch: Scratch | None = None):
         dtype = dtype or torch.promote_types(lb.dtype, lt.dtype)
         self.lb, self.lt, self.scratch = lb, lt, scratch
-        self.logp, self.p = _log_softmax_exp(lb, dtype, scratch, "b")
-        self.logq, self.q = _log_softmax_exp(lt, dtype, scratch, "t")
+        # float64 math: the original formulas (exact there); any other dtype: core/metrics/
+        # exact.py's, which do not cancel (row scalars in float64).
+        self.exact = dtype != torch.float64
+        if self.exact:
+            self.logp, self.p = (_empty(scratch, n + "b", lb.shape, dtype, lb.device)
+                                 for n in ("logp", "p"))
+            self.logq, self.q = (_empty(scratch, n + "t", lt.shape, dtype, lt.device)
+                                 for n in ("logp", "p"))
+            self.lse_b = X.log_softmax_exp(lb, dtype, self.logp, self.p)
+            self.lse_t = X.log_softmax_exp(lt, dtype, self.logq, self.q)
+        else:
+            self.logp, self.p = _log_softmax_exp(lb, dtype, scratch, "b")
+            self.logq, self.q = _log_softmax_exp(lt, dtype, scratch, "t")
         self.tok = tok
         self.top_p = top_p
         self.top_k = top_k
@@ -87,13 +99,26 @@ class Context:
         return torch.sub(self.logp, self.logq, out=self._buf("d"))
 
     @cached_property
+    def _kl_exact(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(kl_bt, kl_tb, lse_t - lse_b) by core/metrics/exact.py (float32 math)."""
+        a, b = self.lb.to(self.p.dtype), self.lt.to(self.p.dtype)
+        kl_bt, shift = X.kl_exact(self.p, a, b, self.lse_b, self.lse_t, self.q)
+        kl_tb, _ = X.kl_exact(self.q, b, a, self.lse_t, self.lse_b, self.p)
+        shift = torch.where(torch.isnan(shift), self.lse_t - self.lse_b, shift)
+        return kl_bt, kl_tb, shift
+
+    @cached_property
     def kl_bt(self) -> torch.Tensor:
+        if self.exact:
+            return self._kl_exact[0]
         if not self.finite:
             return _xlogy_diff(self.p, self.logp, self.logq)
         return _rowdot(self.p, self.d)
 
     @cached_property
     def kl_tb(self) -> torch.Tensor:
+        if self.exact:
+            return self._kl_exact[1]
         if not self.finite:
             return _xlogy_diff(self.q, self.logq, self.logp)
         return -_rowdot(self.q, self.d)
@@ -103,7 +128,10 @@ class Context:
         """JS = 1/2 [sum p (log p - log m) + sum q (log q - log m)], log m = log(p+q) - ln 2;
         with log q = log p - d the second sum is sum q (log p - log m) + kl_tb, so (sum p =
         sum q = 1) JS = 1/2 [sum (p+q)(log p - log(p+q)) + kl_tb] + ln 2: one log pass. The
-        terms are at most ~1 in size, so the sum's rounding stays ~1e-15 absolute."""
+        terms are at most ~1 in size, so the sum's rounding stays ~1e-15 absolute (float64;
+        other math dtypes: the non-negative terms of core/metrics/exact.py)."""
+        if self.exact:
+            return X.js_logprobs(self.p, self.logp, self.q, self.logq)
         if not self.finite:
             return _js(self.p, self.logp, self.q, self.logq)
         s = torch.add(self.p, self.q, out=self._buf("s"))
@@ -114,9 +142,27 @@ class Context:
 
     def entropy(self, which: str) -> torch.Tensor:
         p, logp = (self.p, self.logp) if which == "base" else (self.q, self.logq)
+        if self.exact:
+            return X.entropy(p, logp)
         if not self.finite:
             return _entropy(p, logp)
         return -_rowdot(p, logp)
+
+    def logp_at(self, which: str, tok: torch.Tensor) -> torch.Tensor:
+        """log-probability of `tok` (N,) under 'base' or 'tuned': float64 from the logit and
+        the float64 log-sum-exp in exact (non-float64) math, the gathered log-prob otherwise."""
+        if not self.exact:
+            return (self.logp if which == "base" else self.logq).gather(-1, tok[:, None])[:, 0]
+        x, lse = (self.lb, self.lse_b) if which == "base" else (self.lt, self.lse_t)
+        return x.gather(-1, tok[:, None])[:, 0].to(X.F64) - lse
+
+    def dlogp_at(self, tok: torch.Tensor) -> torch.Tensor:
+        """logp_tuned - logp_base of `tok`; in exact math from the logit difference and
+        lse_t - lse_b found without cancellation (core/metrics/exact.py)."""
+        if not self.exact:
+            return self.logp_at("tuned", tok) - self.logp_at("base", tok)
+        g = [x.gather(-1, tok[:, None])[:, 0].to(X.F64) for x in (self.lt, self.lb)]
+        return (g[0] - g[1]) - self._kl_exact[2]
 
     def rank(self, which: str, tok: torch.Tensor) -> torch.Tensor:
         """1 + number of tokens strictly more likely than `tok` under 'base' or 'tuned'."""
@@ -256,19 +302,19 @@ def _entropy_tuned(c: Context) -> torch.Tensor:
 @register("logp_base", label="log-probability of the token under the base model", hi=0.0,
           unit="nats")
 def _logp_base(c: Context) -> torch.Tensor:
-    return c.logp.gather(-1, c.tok[:, None]).squeeze(-1)
+    return c.logp_at("base", c.tok)
 
 
 @register("logp_tuned", label="log-probability of the token under the tuned model", hi=0.0,
           unit="nats")
 def _logp_tuned(c: Context) -> torch.Tensor:
-    return c.logq.gather(-1, c.tok[:, None]).squeeze(-1)
+    return c.logp_at("tuned", c.tok)
 
 
 @register("dlogp", label="dlogp = logp_tuned - logp_base", scale="diverging", full_scale=3.0,
           unit="nats")
 def _dlogp(c: Context) -> torch.Tensor:
-    return _logp_tuned(c) - _logp_base(c)
+    return c.dlogp_at(c.tok)
 
 
 @register("rank_base", label="URIAL category from the base rank", dtype="int32", lo=1,

@@ -158,7 +158,8 @@ def score_rows(cfg: PrecomputeConfig, pair: Pair, rows: list[dict],
     tok = pair.tokenizer
     meta = dict(meta or {})
     settings = ScoreSettings(batch_size=cfg.batch_size, top_k=cfg.top_k, js_top_p=cfg.js_top_p,
-                             memory_budget=cfg.memory_budget)
+                             memory_budget=cfg.memory_budget,
+                             math_dtype=getattr(cfg, "math_dtype", "auto"))
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     bound = None
     if cfg.scoring == "sequential":

@@ -36,7 +36,8 @@ def package_versions() -> dict[str, str | None]:
 
 # Settings added after runs were written, at the value that gives the old content: left out
 # of the hash there, so those runs keep their hash (a re-run is still "already complete").
-ADDED_DEFAULTS = {"series_sampling": "reuse", "field": "", "truncate_to_context": False}
+ADDED_DEFAULTS = {"series_sampling": "reuse", "field": "", "truncate_to_context": False,
+                  "math_dtype": "auto"}
 
 
 def config_hash(config) -> str:
@@ -102,7 +103,22 @@ def build_manifest(config, *, models: dict, prompt_set: dict, stats: dict, devic
         "device": device,
         "packages": package_versions(),
         "stats": stats,
+        "metric_math": metric_math(config, device),
     }
+
+
+def metric_math(config, device: str) -> dict:
+    """The metric math a run was scored with: its dtype and path (core.metrics.fused; the
+    sequential scoring always runs the torch Context)."""
+    import torch
+
+    from core.engine.heads import math_dtype
+    from core.metrics.fused import metric_path
+
+    dev = torch.device(device or "cpu")
+    dtype = math_dtype(dev, getattr(config, "math_dtype", "auto"))
+    path = metric_path(dev, dtype) if getattr(config, "scoring", "joint") == "joint" else "torch"
+    return {"dtype": str(dtype).replace("torch.", ""), "path": path}
 
 
 def read_manifest(run_dir: str | Path) -> dict | None:

@@ -1,0 +1,285 @@
+"""The fused CPU kernel: every registered metric of a block of rows, both models' top-k and
+the ranks, from the two (N, V) float32 logit arrays in three passes per row, with no (N, V)
+intermediate at all (numba, compiled at first use and cached; no system compiler needed).
+
+Per row (rows in parallel, `prange`):
+1. max, first argmax, the rank counts of the trace token, and each model's top-K by a
+   min-heap (K = max(top_k, NUCLEUS_TOPK); equal logits: lower id first);
+2. sums of exp(x - max) in float64 (log-sum-exp), of exp(x - max) (x - max) (entropy, no
+   cancellation: both terms are >= 0), the weighted mean c of the logit difference (the
+   KL shift of core/metrics/exact.py), the rank of the tuned argmax under the base; the
+   exps are kept in two (V,) float32 row buffers per thread, so pass 3 needs none;
+3. the JS terms (p+q) f(d) and the KL terms w k(e) of core/metrics/exact.py, with d and e
+   formed in float64 from the logits (exact), p and q in float32.
+The truncated JS columns (js_top_p, js_top_p90, js_top_p95) are then computed in float64 from
+the top-K lists where both nuclei end inside them (the nucleus rule of core/metrics/
+nucleus.py); other rows are left to the caller (core.metrics.fused), which scores them with
+the reference Context. Not here: the choice of path (core/metrics/fused.py).
+"""
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+LN2 = math.log(2.0)
+KL_SWITCH = 1e-3
+_FM = {"nsz", "arcp", "contract", "afn", "reassoc"}  # no nnan/ninf: masked logits are -inf
+NINF = -np.inf
+
+
+@nb.njit(cache=True, inline="always")
+def _less(v1, i1, v2, i2):
+    return v1 < v2 or (v1 == v2 and i1 > i2)
+
+
+@nb.njit(cache=True)
+def _sift(hv, hi, k, pos):
+    while True:
+        m = 2 * pos + 1
+        if m >= k:
+            return
+        r = m + 1
+        if r < k and _less(hv[r], hi[r], hv[m], hi[m]):
+            m = r
+        if _less(hv[m], hi[m], hv[pos], hi[pos]):
+            hv[m], hv[pos] = hv[pos], hv[m]
+            hi[m], hi[pos] = hi[pos], hi[m]
+            pos = m
+        else:
+            return
+
+
+@nb.njit(cache=True)
+def _sorted_top(hv, hi, k):
+    """Heap contents, largest first (equal values: lower id first)."""
+    order = np.empty(k, np.int64)
+    for j in range(k):
+        order[j] = j
+    for a in range(1, k):  # insertion sort: k is 64
+        j = a
+        while j > 0 and _less(hv[order[j - 1]], hi[order[j - 1]], hv[order[j]], hi[order[j]]):
+            order[j - 1], order[j] = order[j], order[j - 1]
+            j -= 1
+    return order
+
+
+@nb.njit(cache=True, fastmath=_FM)
+def _jsf(d, t):
+    """f(d) of core/metrics/exact.py in float64: series below |d| 0.25, else the closed form
+    with t = exp(-|d|) given (the ratio of the smaller to the larger probability)."""
+    ad = abs(d)
+    if ad < 0.25:
+        x2 = 0.25 * d * d
+        return x2 * (0.5 + x2 * (-0.25 + x2 * (1.0 / 9.0 + x2 * (-17.0 / 360.0
+                                                               + x2 * (31.0 / 1575.0)))))
+    return LN2 - math.log1p(t) - ad * t / (1.0 + t)
+
+
+@nb.njit(cache=True, fastmath=_FM)
+def _klk(e, x):
+    """k(e) = exp(-e) - 1 + e in float64: series below |e| 0.1, else with x = exp(-e) given
+    (a probability ratio times a row constant: no exp per entry; its ~1e-8 relative error
+    moves k by ~2e-7 relative at |e| = 0.1, where k >= 0.005)."""
+    if abs(e) < 0.1:
+        return e * e * (0.5 + e * (-1.0 / 6.0 + e * (1.0 / 24.0 + e * (
+            -1.0 / 120.0 + e * (1.0 / 720.0 - e / 5040.0)))))
+    return x - 1.0 + e
+
+
+@nb.njit(cache=True, fastmath=_FM)
+def _kl_finish(inf_flag, big, w, am, bm, out_mass, c, lse_a, lse_b):
+    """(KL, lse_b - lse_a) from the sums of pass 3 (core/metrics/exact.py's kl_exact)."""
+    if inf_flag:
+        return np.inf, lse_b - lse_a
+    lg = math.log1p((bm - am) / w) - math.log1p(-out_mass)
+    kl = am / w + lg
+    if kl < KL_SWITCH and not big and math.isfinite(kl):
+        return max(kl, 0.0), -c + lg
+    return max(am / w + c - (lse_a - lse_b), 0.0), lse_b - lse_a
+
+
+@nb.njit(cache=True, parallel=True, fastmath=_FM)
+def fused_rows(lb, lt, tok, k, f64, i64, top_ids, top_x):
+    """lb, lt (N, V) float32, tok (N,) int64, k: top-K size. Writes f64 (N, 10): js, kl_bt,
+    kl_tb, entropy_base, entropy_tuned, logp_base, logp_tuned, dlogp, lse_b, lse_t;
+    i64 (N, 5): rank_base, rank_tuned, argmax_b, argmax_t, tuned_top1_rank_base;
+    top_ids (N, 2, k) and top_x (N, 2, k) the two top-K lists (ids, logits), largest first."""
+    n, v = lb.shape
+    for r in nb.prange(n):
+        xb, xt = lb[r], lt[r]
+        t = tok[r]
+        ob, ot = xb[t], xt[t]
+        # --- pass 1: top-K heaps (their largest is the max), rank counts ---
+        hvb = np.empty(k, np.float32)
+        hib = np.empty(k, np.int64)
+        hvt = np.empty(k, np.float32)
+        hit = np.empty(k, np.int64)
+        rb = 0
+        rt = 0
+        for i in range(k):
+            hvb[i] = xb[i]
+            hib[i] = i
+            hvt[i] = xt[i]
+            hit[i] = i
+            rb += xb[i] > ob
+            rt += xt[i] > ot
+        for i in range(k // 2 - 1, -1, -1):
+            _sift(hvb, hib, k, i)
+            _sift(hvt, hit, k, i)
+        for i in range(k, v):
+            a = xb[i]
+            b = xt[i]
+            rb += a > ob
+            rt += b > ot
+            if a > hvb[0]:
+                hvb[0] = a
+                hib[0] = i
+                _sift(hvb, hib, k, 0)
+            if b > hvt[0]:
+                hvt[0] = b
+                hit[0] = i
+                _sift(hvt, hit, k, 0)
+        ordb = _sorted_top(hvb, hib, k)
+        ordt = _sorted_top(hvt, hit, k)
+        for j in range(k):
+            top_ids[r, 0, j] = hib[ordb[j]]
+            top_x[r, 0, j] = hvb[ordb[j]]
+            top_ids[r, 1, j] = hit[ordt[j]]
+            top_x[r, 1, j] = hvt[ordt[j]]
+        mb = top_x[r, 0, 0]
+        mt = top_x[r, 1, 0]
+        ab = top_ids[r, 0, 0]
+        at = top_ids[r, 1, 0]
+        # --- pass 2: log-sum-exps, entropies' sums, the KL shifts, the tuned top-1's rank ---
+        sb = 0.0
+        st = 0.0
+        hb = 0.0
+        ht = 0.0
+        wdb = 0.0
+        wb2 = 0.0
+        wdt = 0.0
+        wt2 = 0.0
+        inf_bt = False
+        inf_tb = False
+        ra = 0
+        oa = xb[at]
+        bufb = np.empty(v, np.float32)  # exp(x - max) of each model, reused by pass 3
+        buft = np.empty(v, np.float32)
+        for i in range(v):
+            a = xb[i]
+            b = xt[i]
+            ra += a > oa
+            ea = np.float32(a - mb)
+            eb = np.float32(b - mt)
+            wa = np.exp(ea)
+            wt_ = np.exp(eb)
+            bufb[i] = wa
+            buft[i] = wt_
+            sb += wa
+            st += wt_
+            if wa > 0:
+                hb += wa * ea
+            if wt_ > 0:
+                ht += wt_ * eb
+            if a > NINF and b > NINF:
+                dd = np.float64(a) - np.float64(b)
+                wdb += wa * dd
+                wb2 += wa
+                wdt -= wt_ * dd
+                wt2 += wt_
+            elif a > NINF:
+                inf_bt = True
+            elif b > NINF:
+                inf_tb = True
+        lse_b = mb + math.log(sb)
+        lse_t = mt + math.log(st)
+        c_bt = wdb / wb2 if wb2 > 0 else 0.0
+        c_tb = wdt / wt2 if wt2 > 0 else 0.0
+        # --- pass 3: JS and KL terms ---
+        js = 0.0
+        am_b = 0.0
+        bm_b = 0.0
+        w_b = 0.0
+        out_b = 0.0  # tuned mass where the base probability is 0
+        am_t = 0.0
+        bm_t = 0.0
+        w_t = 0.0
+        out_t = 0.0
+        big_b = False
+        big_t = False
+        dl = lse_b - lse_t
+        inv_b = np.float32(1.0 / sb)
+        inv_t = np.float32(1.0 / st)
+        # exp(-e) = (q/p) exp(lse_t - lse_b + c_bt), exp(-e2) = (p/q) exp(lse_b - lse_t + c_tb)
+        k_bt = math.exp(min(-dl + c_bt, 700.0))
+        k_tb = math.exp(min(dl + c_tb, 700.0))
+        for i in range(v):
+            a = xb[i]
+            b = xt[i]
+            p = bufb[i] * inv_b  # exp(a - lse_b)
+            q = buft[i] * inv_t
+            if p == 0 and q == 0:
+                continue
+            if a == NINF or b == NINF:  # one side masked: its term is (p+q) ln 2
+                js += (np.float64(p) + q) * LN2
+                if p == 0:
+                    out_b += q
+                else:
+                    out_t += p
+                continue
+            delta = np.float64(a) - np.float64(b)
+            p64 = np.float64(p)
+            q64 = np.float64(q)
+            js += (p64 + q64) * _jsf(delta - dl, min(p64, q64) / max(p64, q64))
+            if p > 0:
+                e = delta - c_bt
+                big_b |= e < -88.0
+                am_b += p * e
+                bm_b += p * _klk(e, q64 / p64 * k_bt)
+                w_b += p
+            else:
+                out_b += q
+            if q > 0:
+                e2 = -delta - c_tb
+                big_t |= e2 < -88.0
+                am_t += q * e2
+                bm_t += q * _klk(e2, p64 / q64 * k_tb)
+                w_t += q
+            else:
+                out_t += p
+        kl_bt, shift = _kl_finish(inf_bt, big_b, w_b, am_b, bm_b, out_b, c_bt, lse_b, lse_t)
+        kl_tb, _ = _kl_finish(inf_tb, big_t, w_t, am_t, bm_t, out_t, c_tb, lse_t, lse_b)
+        f64[r, 0] = min(max(0.5 * js, 0.0), LN2)
+        f64[r, 1] = kl_bt
+        f64[r, 2] = kl_tb
+        f64[r, 3] = max(math.log(sb) - hb / sb, 0.0)
+        f64[r, 4] = max(math.log(st) - ht / st, 0.0)
+        f64[r, 5] = ob - lse_b
+        f64[r, 6] = ot - lse_t
+        f64[r, 7] = (np.float64(ot) - np.float64(ob)) - shift
+        f64[r, 8] = lse_b
+        f64[r, 9] = lse_t
+        i64[r, 0] = rb + 1
+        i64[r, 1] = rt + 1
+        i64[r, 2] = ab
+        i64[r, 3] = at
+        i64[r, 4] = ra + 1
+
+
+def run_rows(lb, lt, tok, k: int):
+    """fused_rows on torch CPU tensors: (f64 (N, 10), i64 (N, 5), top ids (N, 2, k), top
+    logits (N, 2, k)) as torch tensors (see fused_rows)."""
+    import torch
+
+    a = lb.detach().float().contiguous().numpy()
+    b = lt.detach().float().contiguous().numpy()
+    n = a.shape[0]
+    f64 = np.empty((n, 10), np.float64)
+    i64 = np.empty((n, 5), np.int64)
+    ids = np.empty((n, 2, k), np.int64)
+    tx = np.empty((n, 2, k), np.float32)
+    if n:
+        fused_rows(a, b, tok.detach().cpu().numpy().astype(np.int64), k, f64, i64, ids, tx)
+    return tuple(torch.from_numpy(x) for x in (f64, i64, ids, tx))
