@@ -65,8 +65,20 @@ def _ensure_server():
         if browser_path() is None:
             raise ExportError("static image export needs Chromium: install it (Debian: "
                               "apt-get install chromium) or set BROWSER_PATH")
-        kaleido.start_sync_server(mathjax=False, silence_warnings=True)
+        kaleido.start_sync_server(page_generator=_page(kaleido), silence_warnings=True)
     return kaleido
+
+
+def _page(kaleido):
+    """kaleido's page with `@page { margin: 0 }`: kaleido prints a PDF at exactly the figure's
+    size but with 0.1 in margins, which pushed the bottom 0.2 in (the x-axis title) off the
+    page; a CSS page margin overrides them. MathJax off (it would be fetched)."""
+    class Page(kaleido.PageGenerator):
+        header = kaleido.PageGenerator.header.replace(
+            '<style id="head-style">', '<style>@page { margin: 0; }</style>'
+            '<style id="head-style">')
+
+    return Page(mathjax=False)
 
 
 def stop_server() -> None:
