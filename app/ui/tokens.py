@@ -113,8 +113,14 @@ def view(toks: pd.DataFrame, metric: str, threshold: float, collapse: bool, colo
     dark = colour_tokens(toks[metric].tolist(), metric, threshold, theme="dark")[0]
     trace_view(toks["token"].tolist(), colours, strength, titles,
                [int(t) in special for t in toks["token_id"]], pos,
-               folds(strength) if collapse else [], key=key, dark_colours=dark)
+               open_folds(strength, pos) if collapse else [], key=key, dark_colours=dark)
     return pos
+
+
+def open_folds(strength, pos: int | None) -> list[tuple[int, int]]:
+    """The calm spans to fold: every one but the span holding the selected token (a token
+    clicked inside an expanded fold stays visible on the rerun its click causes)."""
+    return [(a, b) for a, b in folds(strength) if pos is None or not a <= pos < b]
 
 
 def _clicked(key: str, n: int) -> int | None:
