@@ -28,7 +28,7 @@ def _sampler_of(con_cache, run: str, tid: int) -> str:
 @pytest.mark.model
 def test_traces_open_the_overviews_sampler_and_filter_by_sampler(app, app_cache):
     at = app(run="demo-rl")
-    box = at.selectbox(key="trace_from_demo-rl")
+    box = at.radio(key="trace_from_demo-rl")
     assert box.options[:2] == ["tuned model's samples", "base model's samples"]
     assert "sampled from the **tuned** model" in _verdict_line(at)
     box.set_value("base").run()

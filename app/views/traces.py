@@ -20,8 +20,8 @@ PAGE = 500  # traces per page of the table
 
 def _filters(con, run) -> dict:
     """The table's sort and filter widgets (kept in the URL) as trace_list arguments."""
-    c1, c2, c3, c0, c4 = st.columns([2, 1.4, 1.2, 1.6, 1.6])  # "descending" uncut at 1,000 px
-    sampled_from = _sampler(c0, con, run)
+    sampled_from = _sampler(con, run)
+    c1, c2, c3, c4 = st.columns([2, 1.4, 1, 2])  # "descending" uncut at 1,000 px
     sort_label = c1.selectbox("Sort traces by", list(SORTS), key="sort",
                               index=list(SORTS.values()).index(state.param("sort", "max_js"))
                               if state.param("sort", "max_js") in SORTS.values() else 0)
@@ -37,7 +37,7 @@ def _filters(con, run) -> dict:
                 correct=verdicts[verdict], sampled_from=sampled_from)
 
 
-def _sampler(col, con, run) -> str:
+def _sampler(con, run) -> str:
     """Which model's samples the table lists, in the URL's `from` as on the overview: the
     run's default first (tuned-sampled traces where it has them, as the overview), then the
     other sampler, then every trace (chosen for a linked trace the default leaves out)."""
@@ -47,9 +47,9 @@ def _sampler(col, con, run) -> str:
     if wanted is None and tid is not None and api.trace_position(
             con, run.name, tid, sampled_from=options[0]) is None:
         wanted = "pooled"  # a link to a trace of the other sampler (e.g. token search's)
-    choice = col.selectbox("Sampled by", options, key=f"trace_from_{run.name}",
-                           index=options.index(wanted) if wanted in options else 0,
-                           format_func=lambda o: state.SAMPLED_FROM_LABELS[o])
+    choice = st.radio("Sampled by", options, key=f"trace_from_{run.name}", horizontal=True,
+                      index=options.index(wanted) if wanted in options else 0,
+                      format_func=lambda o: state.SAMPLED_FROM_LABELS[o])
     state.set_params(**{"from": choice if choice != options[0] else None})
     return choice
 
