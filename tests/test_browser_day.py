@@ -49,3 +49,22 @@ def test_an_expanded_fold_stays_open_across_clicks(server, page):
     ready(page)
     expect(page.locator(".sl-fold")).to_have_count(folds - 1)
     expect(page.locator(f".sl-tok[data-pos='{pos}']")).to_be_visible()
+
+
+def test_the_traces_path_opens_the_trace_browser(server, page):
+    page.goto(f"{server}/traces?run=demo-sft")
+    page.get_by_role("heading", name="Trace browser").wait_for(timeout=60_000)
+    ready(page)
+    expect(page.get_by_text("Page not found")).to_have_count(0)
+    assert "run=demo-sft" in page.url  # the link's state came along
+
+
+def test_accessible_labels_carry_no_markdown_escapes(server, page):
+    page.goto(f"{server}/runs?run=demo-rl")
+    box = page.get_by_label("Type the run's name to delete it")
+    box.wait_for(timeout=60_000)
+    ready(page)
+    assert box.get_attribute("placeholder")  # the name to type, shown in the box
+    labels = page.locator("[aria-label]").evaluate_all(
+        "es => es.map(e => e.getAttribute('aria-label'))")
+    assert labels and [x for x in labels if "\\" in x] == []

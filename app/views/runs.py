@@ -8,7 +8,7 @@ import streamlit as st
 
 from app.ui import flash, state
 from app.ui.figure import show_figure
-from app.ui.text import md_escape, show_error
+from app.ui.text import show_error
 from core.api import delete_run, rename_run
 from core.errors import RunsError
 from core.figures import overview
@@ -42,7 +42,9 @@ def _manage(infos) -> None:
         else:
             flash.flash(f"renamed {name} → {new}")
             st.rerun()
-    confirm = c2.text_input(md_escape(f"Type {name!r} to delete it"), key="rm_confirm")
+    # a plain label (screen readers read a widget label as given: no Markdown escapes)
+    confirm = c2.text_input("Type the run's name to delete it", key="rm_confirm",
+                            placeholder=name)
     if c2.button("Delete", key="rm_delete", disabled=confirm != name, type="primary"):
         try:
             delete_run(state.cache_dir(), name)

@@ -1,0 +1,34 @@
+"""Smaller rough edges of issue 27 checked in AppTest (the browser adds nothing there): the
+add-pair refusal for a folder that is no model names each role."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.test_byo_rollouts import add_page, unescape
+
+
+@pytest.mark.unit
+def test_the_add_pair_refusal_names_each_role(tmp_path, monkeypatch):
+    at = add_page(tmp_path / "cache", monkeypatch)
+    at.radio(key="ap_source").set_value("sample from a prompt set").run()
+    at.text_input(key="ap_base_spec").set_value("/etc")
+    at.text_input(key="ap_tuned_spec").set_value("/etc").run()
+    at.button(key="ap_go").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    (err,) = [unescape(e.value) for e in at.error if "Refused" in e.value]
+    assert "base: weights: /etc: not a model folder" in err, err
+    assert "tuned: weights: /etc: not a model folder" in err, err
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+@pytest.mark.unit
+def test_a_figure_heading_is_not_repeated_inside_the_plot(tmp_path):
+    from app.ui.figure import drawn
+    from tests.figure_env import build_env, build_specs
+
+    specs = build_specs(build_env(tmp_path / "cache"))
+    for spec in specs.values():
+        for narrow in (False, True):
+            assert not drawn(spec, narrow).layout.title.text, spec.id
+        assert spec.figure.layout.title.text  # the export keeps its title
