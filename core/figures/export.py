@@ -111,8 +111,11 @@ def pdf_info(spec: FigureSpec) -> dict[str, str]:
 
 def export_name(spec: FigureSpec, fmt: str) -> str:
     """The file name of one export: <run>_<figure id>.<format> (e.g. demo-rl_js_hist.png),
-    the run name made safe for file systems, so files of several runs do not collide."""
-    return f"{_slug(spec.run)}_{spec.id}.{fmt}" if spec.run else f"{spec.id}.{fmt}"
+    the run name made safe for file systems, so files of several runs do not collide. A
+    contrast names its partner run too: <run>_vs_<other>_contrast.<format>."""
+    partner = spec.params.get("run_b") if spec.id == "contrast" else None
+    run = f"{_slug(spec.run)}_vs_{_slug(partner)}" if spec.run and partner else _slug(spec.run)
+    return f"{run}_{spec.id}.{fmt}" if spec.run else f"{spec.id}.{fmt}"
 
 
 def bundle_name(run: str) -> str:
