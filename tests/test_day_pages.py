@@ -32,3 +32,33 @@ def test_a_figure_heading_is_not_repeated_inside_the_plot(tmp_path):
         for narrow in (False, True):
             assert not drawn(spec, narrow).layout.title.text, spec.id
         assert spec.figure.layout.title.text  # the export keeps its title
+
+
+def _ranges(fig) -> dict:
+    return {k: fig.layout[k].range for k in fig.layout if k.startswith(("xaxis", "yaxis"))}
+
+
+@pytest.mark.unit
+def test_runs_compare_shares_value_axes(tmp_path):
+    from core.figures import overview
+    from core.figures.style import share_axes
+    from tests.figure_env import SFT_NAME, build_env
+
+    con = build_env(tmp_path / "cache")["con"]
+    left = {s.id: s for s in overview(con, "rl")}
+    right = {s.id: s for s in overview(con, SFT_NAME)}
+    shared = 0
+    for fid in left.keys() & right.keys():
+        before = _ranges(left[fid].figure)
+        fa, fb = share_axes(left[fid].figure, right[fid].figure)
+        for name in [k for k in fa.layout if k.startswith(("xaxis", "yaxis"))]:
+            if fa.layout[name].range is not None:
+                assert list(fa.layout[name].range) == list(fb.layout[name].range), fid
+                shared += 1
+        assert _ranges(left[fid].figure) == before  # the original's axes are untouched
+    assert shared >= 3
+    # the token-identity bars: one share axis for both runs, wide enough for either
+    fa, fb = share_axes(left["token_identity"].figure, right["token_identity"].figure)
+    top = max(max(t.x) for f in (left["token_identity"].figure, right["token_identity"].figure)
+              for t in f.data if t.type == "bar")
+    assert fa.layout.xaxis.range[1] >= top
