@@ -62,3 +62,14 @@ def test_runs_compare_shares_value_axes(tmp_path):
     top = max(max(t.x) for f in (left["token_identity"].figure, right["token_identity"].figure)
               for t in f.data if t.type == "bar")
     assert fa.layout.xaxis.range[1] >= top
+
+
+@pytest.mark.unit
+def test_threshold_labels_do_not_share_a_line(tmp_path):
+    from tests.figure_env import build_env, build_specs
+
+    specs = build_specs(build_env(tmp_path / "cache"))
+    for fid in ("js_hist", "js_cdf"):
+        marks = {a.text: a.y for a in specs[fid].figure.layout.annotations
+                 if a.text.startswith(("near-zero", "high"))}
+        assert len(marks) == 2 and len(set(marks.values())) == 2, (fid, marks)
