@@ -287,7 +287,7 @@ def test_cli_export(env, tmp_path, kaleido_server):
     z = zipfile.ZipFile(out / "rl-figures.zip")
     names = set(z.namelist())
     ids = list(FIGURE_IDS)
-    assert names == {f"rl_{i}.{e}" for i in ids
+    assert names == {f"rl_{'vs_sft_' if i == 'contrast' else ''}{i}.{e}" for i in ids
                      for e in ("png", "html", "csv", "parquet", "json")}
     assert {p.name for p in out.iterdir()} == names | {"rl-figures.zip"}
     rec = json.loads(z.read("rl_js_hist.json"))
