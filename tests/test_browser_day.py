@@ -68,3 +68,20 @@ def test_accessible_labels_carry_no_markdown_escapes(server, page):
     labels = page.locator("[aria-label]").evaluate_all(
         "es => es.map(e => e.getAttribute('aria-label'))")
     assert labels and [x for x in labels if "\\" in x] == []
+
+
+# every headline metric label (and anything inside it) wider than its box
+METRIC_CUT_JS = """() => Array.from(document.querySelectorAll('[data-testid=stMetricLabel]'))
+  .flatMap(l => [l, ...l.querySelectorAll('*')])
+  .filter(e => e.scrollWidth > e.clientWidth + 1 && e.textContent.trim())
+  .map(e => e.textContent.trim())"""
+
+
+def test_the_overview_headline_labels_are_whole(server, page):
+    page.goto(f"{server}/overview?run=demo-rl")
+    labels = page.get_by_test_id("stMetricLabel")
+    labels.first.wait_for(timeout=60_000)
+    ready(page)
+    texts = [t.strip() for t in labels.all_inner_texts()]
+    assert "tokens with js < 0.01" in texts and "tokens with js > 0.1" in texts
+    assert page.evaluate(METRIC_CUT_JS) == []
