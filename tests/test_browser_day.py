@@ -85,3 +85,19 @@ def test_the_overview_headline_labels_are_whole(server, page):
     texts = [t.strip() for t in labels.all_inner_texts()]
     assert "tokens with js < 0.01" in texts and "tokens with js > 0.1" in texts
     assert page.evaluate(METRIC_CUT_JS) == []
+
+
+def test_the_cross_sampling_chips_all_show(server, page):
+    page.goto(f"{server}/cross?run=demo-rl")
+    form = page.get_by_test_id("stForm")
+    form.wait_for(timeout=60_000)
+    ready(page)
+    for label, chips in (("Directions", ("forward", "reverse")),
+                         ("Controls", ("random", "entropy"))):
+        box = page.get_by_test_id("stMultiSelect").filter(has_text=label)
+        for chip in chips:
+            tag = box.locator(f"[data-tag][aria-label='{chip}']")
+            expect(tag).to_be_visible()
+            # the chip lies inside its box, not clipped off its right edge
+            outer, inner = box.bounding_box(), tag.bounding_box()
+            assert inner["x"] + inner["width"] <= outer["x"] + outer["width"] + 1, (label, chip)

@@ -53,7 +53,10 @@ def _eps_grid(run, how: str, text: str, top_p: float) -> str:
 
 def _settings(run) -> CrossSampleConfig | None:
     with st.form("cross_settings"):
-        c1, c2, c3 = st.columns(3)
+        # the chip rows get half the width each: in a third at 1,000 px the second chip
+        # ("reverse", "entropy") was hidden
+        c1, c3 = st.columns(2)
+        c2 = st.container()
         directions = c1.multiselect("Directions", ["forward", "reverse"],
                                     default=["forward", "reverse"])
         how = c2.radio("Sweep over", ["eps grid", "target budgets (% of tokens)"],
