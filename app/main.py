@@ -14,7 +14,7 @@ from core import api
 st.set_page_config(page_title="ShiftLens", page_icon="🔎", layout="wide")
 
 PAGES = (  # key, file under app/, title, url path
-    ("traces", "views/traces.py", "Traces", "traces"),
+    ("traces", "views/traces.py", "Traces", "trace-browser"),  # served at / (the default)
     ("overview", "views/overview.py", "Overview", "overview"),
     ("search", "views/search.py", "Token search", "search"),
     ("cross", "views/cross.py", "Cross-sampling", "cross"),
@@ -24,16 +24,22 @@ PAGES = (  # key, file under app/, title, url path
 )
 
 
+def _to_traces() -> None:
+    st.switch_page(st.session_state["_pages"]["traces"], query_params=st.query_params.to_dict())
+
+
 def main() -> None:
     pages = {key: st.Page(file, title=title, url_path=path, default=key == "traces")
              for key, file, title, path in PAGES}
-    gate(list(pages.values()))  # beyond loopback: sign in first (refused without a password)
+    # /traces, the page's name as a path, opens the trace browser (it said "Page not found")
+    alias = st.Page(_to_traces, title="Traces", url_path="traces", visibility="hidden")
+    gate([*pages.values(), alias])  # beyond loopback: sign in first (refused without a password)
     st.sidebar.title("ShiftLens")
     st.sidebar.caption("What did fine-tuning change? Token-level divergence between a base "
                        "model and its tuned version.")
     st.session_state["_pages"] = pages
     try:
-        st.navigation(list(pages.values())).run()
+        st.navigation([*pages.values(), alias]).run()
     except Exception as e:  # noqa: BLE001 - only a run that vanished or broke mid-page
         if api.run_gone(e):
             st.warning("A run changed on disk while this page was drawing: another session "

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Install everything the tests need (Python packages, .venv-trl for the TRL tier and, for
-# browser tests, Chromium) and run the whole suite. Extra arguments go to pytest (e.g. -m unit).
+# Install everything the tests need (Python packages, .venv-trl for the TRL tier, Chromium for
+# browser tests and poppler for the PDF-export test) and run the whole suite. Extra arguments
+# go to pytest (e.g. -m unit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh requirements-dev.txt
 if ! command -v chromium >/dev/null 2>&1; then
   echo "installing chromium (Debian) for browser tests and figure export"
   apt-get update -q && apt-get install -y -q chromium
+fi
+if ! command -v pdftoppm >/dev/null 2>&1; then
+  echo "installing poppler-utils (Debian) for the test that opens exported PDFs"
+  apt-get update -q && apt-get install -y -q poppler-utils
 fi
 # The TRL tier's venv (tests marked trl): .venv-trl on top of .venv, about 1 minute when new.
 start=$SECONDS

@@ -120,6 +120,8 @@ def test_the_two_cdf_lines_are_told_apart(env, specs, which):
 def test_export_names_carry_the_run(env, specs, tmp_path):
     assert export_name(specs["js_hist"], "png") == "rl_js_hist.png"
     assert export_name(specs["evolution"], "pdf") == "rl_evolution.pdf"  # the overview's run
+    # a contrast is named after both runs (its partner made file-safe)
+    assert export_name(specs["contrast"], "png") == "rl_vs_i_sft_i_contrast.png"
     sft = token_identity(env["con"], SFT_NAME)
     assert sft.run == SFT_NAME and export_name(sft, "svg") == "i_sft_i_token_identity.svg"
     for bad in ("../../etc/passwd", "a/b\\c", "名前 run", "x" * 300, "..."):

@@ -267,9 +267,10 @@ def test_bundle(env, specs, tmp_path, kaleido_server):
     chosen = [specs["urial_categories"], specs["contrast"]]
     out = kaleido_server.bundle(chosen, env["dirs"]["rl"], tmp_path / "b.zip")
     names = zipfile.ZipFile(out).namelist()
-    assert sorted(names) == sorted(f"rl_{s.id}.{ext}" for s in chosen for ext in
-                                   ("png", "svg", "pdf", "html", "csv", "parquet", "json"))
-    rec = json.loads(zipfile.ZipFile(out).read("rl_contrast.json"))
+    assert sorted(names) == sorted(
+        f"rl_{'vs_i_sft_i_' if s.id == 'contrast' else ''}{s.id}.{ext}" for s in chosen
+        for ext in ("png", "svg", "pdf", "html", "csv", "parquet", "json"))
+    rec = json.loads(zipfile.ZipFile(out).read("rl_vs_i_sft_i_contrast.json"))
     assert rec["manifest"] == json.loads((env["dirs"]["rl"] / "manifest.json").read_text())
     assert rec["query"] == "contrast" and rec["params"]["run_b"] == SFT_NAME
     assert rec["caption"] == specs["contrast"].caption and rec["id"] == "contrast"
@@ -286,7 +287,7 @@ def test_cli_export(env, tmp_path, kaleido_server):
     z = zipfile.ZipFile(out / "rl-figures.zip")
     names = set(z.namelist())
     ids = list(FIGURE_IDS)
-    assert names == {f"rl_{i}.{e}" for i in ids
+    assert names == {f"rl_{'vs_sft_' if i == 'contrast' else ''}{i}.{e}" for i in ids
                      for e in ("png", "html", "csv", "parquet", "json")}
     assert {p.name for p in out.iterdir()} == names | {"rl-figures.zip"}
     rec = json.loads(z.read("rl_js_hist.json"))

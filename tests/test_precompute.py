@@ -206,7 +206,7 @@ def test_cli_export_writes_the_bundle(demo_cache, tmp_path):
     assert main(["export", "rl", "--out", str(tmp_path), "--cache", str(demo_cache),
                  "--formats", "png,svg"]) == 0
     names = zipfile.ZipFile(tmp_path / "rl-figures.zip").namelist()
-    assert ("rl_evolution.png" in names and "rl_contrast.svg" in names
+    assert ("rl_evolution.png" in names and "rl_vs_sft_contrast.svg" in names
             and "rl_js_hist.json" in names)
 
 
@@ -224,7 +224,7 @@ def test_export_of_a_copied_run_folder(demo_cache, tmp_path):
     assert main(["export", "rl-copy", "--cache", str(cache), "--contrast-with", "rl",
                  "--out", str(tmp_path / "out"), "--formats", "html"]) == 0
     z = zipfile.ZipFile(tmp_path / "out" / "rl-copy-figures.zip")
-    rec = json.loads(z.read("rl-copy_contrast.json"))
+    rec = json.loads(z.read("rl-copy_vs_rl_contrast.json"))
     assert (rec["params"]["run_a"], rec["params"]["run_b"]) == ("rl-copy", "rl")
 
 

@@ -16,15 +16,23 @@ FORMATS = [("PNG", "png", "image/png"), ("SVG", "svg", "image/svg+xml"),
            ("CSV", "csv", "text/csv"), ("Parquet", "parquet", "application/octet-stream")]
 
 
+def drawn(spec, narrow: bool = False):
+    """The figure as the page draws it: without its in-plot title (the heading above it
+    says it; repeated inside the plot it read twice), long axis titles wrapped (a 1,000 px
+    window leaves the page ~540 px for a figure), compact in a column. Exports keep the
+    full figure, title included."""
+    if narrow:
+        return compact(spec.figure)
+    return fit_titles(spec.figure).update_layout(title=None)
+
+
 def show_figure(spec, key: str, narrow: bool = False) -> None:
     """`narrow`: the figure sits in a column (e.g. one of two side by side): drawn compact
     (core.figures.style.compact: no in-plot title, titles wrapped shorter); exports are
     the full figure."""
     st.subheader(md_escape(spec.title))  # titles and captions may quote runs and tokens
     st.caption(md_escape(spec.caption))
-    # long axis titles wrapped: a 1,000 px window leaves the page ~540 px for a figure
-    st.plotly_chart(compact(spec.figure) if narrow else fit_titles(spec.figure),
-                    key=f"chart_{key}", config={"displaylogo": False})
+    st.plotly_chart(drawn(spec, narrow), key=f"chart_{key}", config={"displaylogo": False})
     with st.popover("Export", icon=":material/download:"):
         for label, fmt, mime in FORMATS:
             st.download_button(

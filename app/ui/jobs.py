@@ -63,7 +63,9 @@ def jobs_panel() -> None:
                 c3.page_link(st.session_state["_pages"][job.opens], label="Open",
                              query_params={"run": job.run}, icon=":material/open_in_new:")
             shown = api.public_text if access.exposed() else str  # no server paths out
-            if job.error:  # text from a job process (a model, a file): shown as text
+            if job.state == "cancelled":  # a choice, not a failure: no red box
+                st.info(f"{job.id} was cancelled; resume it to start again", icon="ℹ️")
+            elif job.error:  # text from a job process (a model, a file): shown as text
                 show_error(shown(job.error))
             with st.expander("log"):
                 st.code(shown(api.read_job_log(cache, job.id, tail=40)) or "(empty)",

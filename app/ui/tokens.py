@@ -110,6 +110,7 @@ def view(toks: pd.DataFrame, metric: str, threshold: float, collapse: bool,
     return pos
 
 
+
 def _clicked(key: str, n: int) -> int | None:
     """The position clicked in the trace view `key` that caused this rerun, else None."""
     try:

@@ -185,7 +185,9 @@ def render() -> None:
                 st.success(md_escape(f"Queued {len(result.jobs)} job(s): "
                                      + ", ".join(j.run for j in result.jobs)))
             else:
-                show_error("Refused: " + "; ".join(c.message
+                # each failure names its check and role ("base: weights", "tuned: ..."):
+                # the same folder given as both models reads as two distinct refusals
+                show_error("Refused: " + "; ".join(f"{c.name}: {c.message}"
                                                    for c in result.report.failures()))
     jobs_panel()
 

@@ -55,7 +55,10 @@ def _eps_grid(run, how: str, text: str, top_p: float) -> str:
 
 def _settings(run) -> CrossSampleConfig | None:
     with st.form("cross_settings"):
-        c1, c2, c3 = st.columns(3)
+        # the chip rows get half the width each: in a third at 1,000 px the second chip
+        # ("reverse", "entropy") was hidden
+        c1, c3 = st.columns(2)
+        c2 = st.container()
         directions = c1.multiselect("Directions", ["forward", "reverse"],
                                     default=["forward", "reverse"])
         how = c2.radio("Sweep over", ["eps grid", "target budgets (% of tokens)"],
@@ -128,10 +131,7 @@ def _live(run_name: str) -> None:
             st.rerun(scope="app")  # a sweep this session watched has ended: show results
         return
     st.session_state["cross_watching"] = job.id
-    p = job.progress() or {}
-    rate = p.get("tokens", 0) / max(p.get("seconds", 0) or 0, 1e-9)
-    st.progress(job.fraction(), text=f"sweep {job.id} {job.state}: {p.get('done', 0)}/"
-                                     f"{p.get('total') or '?'} samples · {rate:.0f} tokens/s")
+    st.progress(job.fraction(), text=progress_text(job.id, job.state, job.progress()))
     if st.button("Cancel", key=f"cancel_{job.id}"):
         api.cancel_job(state.cache_dir(), job.id)
         st.rerun(scope="app")
@@ -140,6 +140,18 @@ def _live(run_name: str) -> None:
         spec = cross_sampling(partial, run_name)
         st.plotly_chart(spec.figure, key=f"live_chart_{job.id}")
         st.caption(md_escape(spec.caption))
+
+
+def progress_text(job_id: str, job_state: str, p: dict | None) -> str:
+    """The live progress line: before the first batch the worker is loading both models
+    (30-45 s on a laptop), which is said as such, not as '0/? samples · 0 tokens/s'."""
+    if job_state == "queued":
+        return f"sweep {job_id} queued: waits for the running job"
+    if not p or not p.get("total"):
+        return f"sweep {job_id} running: loading models…"
+    rate = p.get("tokens", 0) / max(p.get("seconds", 0) or 0, 1e-9)
+    return (f"sweep {job_id} running: {p.get('done', 0)}/{p['total']} samples · "
+            f"{rate:.0f} tokens/s")
 
 
 def _last_failure(run_name: str) -> None:
@@ -155,12 +167,12 @@ def _results(run) -> None:
         return
     st.subheader("Stored sweeps")
     labels = {s.key: s.label() for s in sweeps}
-    c1, c2, c3 = st.columns([3, 3, 1])
-    key = c1.selectbox("sweep", list(labels), format_func=labels.get, key="cs_sweep")
-    other = c2.selectbox("overlay with", [None, *[k for k in labels if k != key]],
+    # full-width pickers: a sweep's label (its settings) is long and was cut in a column
+    key = st.selectbox("sweep", list(labels), format_func=labels.get, key="cs_sweep")
+    other = st.selectbox("overlay with", [None, *[k for k in labels if k != key]],
                          format_func=lambda k: "(none)" if k is None else labels[k],
                          key="cs_overlay")
-    budget = c3.radio("budget", ["changed", "decisions"], key="cs_budget",
+    budget = st.radio("budget", ["changed", "decisions"], key="cs_budget", horizontal=True,
                       help="tokens the switches changed, or switch decisions")
     info = next(s for s in sweeps if s.key == key)
     summary = read_summary(run.path, key)

@@ -21,7 +21,8 @@ def _pct(rows, col: str, digits: int) -> str:
 def _headline(con, run, sampled_from=None) -> None:
     rows = api.headline(con, runs=[run.name], sampled_from=sampled_from)
     hl = rows.iloc[0]
-    c = st.columns(5)
+    # two rows: five columns at 1,000 px cut both js labels to "tokens with js..."
+    c = [*st.columns(3), *st.columns(2)]
     c[0].metric("tokens with js < 0.01", _pct(rows, "share_near_zero", 1))
     c[1].metric("tokens with js > 0.1", _pct(rows, "share_high", 2))
     c[2].metric("top-1 agreement", _pct(rows, "top1_agree", 1))

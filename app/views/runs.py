@@ -1,8 +1,10 @@
 """Runs: list, rename, delete (with confirmation), read each manifest, compare two runs on
-every overview figure side by side. Damaged runs are listed with their one line; they can be
-deleted (or renamed), never opened."""
+every overview figure side by side, on shared value axes. Damaged runs are listed with their
+one line; they can be deleted (or renamed), never opened."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pandas as pd
 import streamlit as st
@@ -13,6 +15,7 @@ from app.ui.text import md_escape, show_error
 from core.api import delete_run, rename_run
 from core.errors import RunsError
 from core.figures import overview
+from core.figures.style import share_axes
 
 
 def _table(infos) -> None:
@@ -52,7 +55,9 @@ def _manage(infos) -> None:
         else:
             flash.flash(f"renamed {name} → {new}")
             st.rerun()
-    confirm = c2.text_input(md_escape(f"Type {name!r} to delete it"), key="rm_confirm")
+    # a plain label (screen readers read a widget label as given: no Markdown escapes)
+    confirm = c2.text_input("Type the run's name to delete it", key="rm_confirm",
+                            placeholder=name)
     if c2.button("Delete", key="rm_delete", disabled=confirm != name, type="primary"):
         try:
             delete_run(state.cache_dir(), name)
@@ -73,11 +78,15 @@ def _compare(infos, con) -> None:
     left, right = overview(con, a), {s.id: s for s in overview(con, b)}
     for spec in left:
         col_a, col_b = st.columns(2)
+        other = right.get(spec.id)
+        if other is not None:  # one scale for both runs: 0-2.5% beside 0-8% misleads
+            fa, fb = share_axes(spec.figure, other.figure)
+            spec, other = replace(spec, figure=fa), replace(other, figure=fb)
         with col_a:
             show_figure(spec, key=f"cmp_{a}_{spec.id}", narrow=True)
         with col_b:
-            if spec.id in right:
-                show_figure(right[spec.id], key=f"cmpb_{b}_{spec.id}", narrow=True)
+            if other is not None:
+                show_figure(other, key=f"cmpb_{b}_{spec.id}", narrow=True)
 
 
 def render() -> None:

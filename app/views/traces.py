@@ -18,8 +18,9 @@ SORTS = {"max js": "max_js", "mean js": "mean_js", "high-js tokens": "n_high",
 PAGE = 500  # traces per page of the table
 
 
-def _filters() -> dict:
+def _filters(con, run) -> dict:
     """The table's sort and filter widgets (kept in the URL) as trace_list arguments."""
+    sampled_from = _sampler(con, run)
     c1, c2, c3, c4 = st.columns([2, 1.4, 1, 2])  # "descending" uncut at 1,000 px
     sort_label = c1.selectbox("Sort traces by", list(SORTS), key="sort",
                               index=list(SORTS.values()).index(state.param("sort", "max_js"))
@@ -33,7 +34,24 @@ def _filters() -> dict:
     state.set_params(sort=SORTS[sort_label], desc="1" if descending else "0",
                      verdict=None if verdict == "all" else verdict, q=search or None)
     return dict(sort_by=SORTS[sort_label], descending=descending, search=search or None,
-                correct=verdicts[verdict])
+                correct=verdicts[verdict], sampled_from=sampled_from)
+
+
+def _sampler(con, run) -> str:
+    """Which model's samples the table lists, in the URL's `from` as on the overview: the
+    run's default first (tuned-sampled traces where it has them, as the overview), then the
+    other sampler, then every trace (chosen for a linked trace the default leaves out)."""
+    options = [o for o in api.sampled_from_choices(con, run.name) if o != "split"]
+    wanted = state.param("from")
+    tid = state.param("trace", None, int)
+    if wanted is None and tid is not None and api.trace_position(
+            con, run.name, tid, sampled_from=options[0]) is None:
+        wanted = "pooled"  # a link to a trace of the other sampler (e.g. token search's)
+    choice = st.radio("Sampled by", options, key=f"trace_from_{run.name}", horizontal=True,
+                      index=options.index(wanted) if wanted in options else 0,
+                      format_func=lambda o: state.SAMPLED_FROM_LABELS[o])
+    state.set_params(**{"from": choice if choice != options[0] else None})
+    return choice
 
 
 def _page_turned() -> None:
@@ -45,7 +63,8 @@ def _page(con, run, f: dict) -> tuple[pd.DataFrame, int | None]:
     """The page of traces to show, and the trace to open: the URL's trace (on whatever page
     the current order puts it, so links from token search land on their trace), else the
     page's first. Turning the page opens that page's first trace."""
-    total = api.trace_count(con, run.name, search=f["search"], correct=f["correct"])
+    total = api.trace_count(con, run.name, search=f["search"], correct=f["correct"],
+                            sampled_from=f["sampled_from"])
     if total == 0:
         return pd.DataFrame(), None
     n_pages = -(-total // PAGE)
@@ -86,7 +105,7 @@ def render() -> None:
     run = state.pick_run(infos)
     con = state.connection(infos)
     st.header("Trace browser")
-    traces, want = _page(con, run, _filters())
+    traces, want = _page(con, run, _filters(con, run))
     if traces.empty:
         st.warning("No trace matches these filters.")
         return
@@ -123,8 +142,9 @@ def render() -> None:
     verdict = {True: ":green[correct]", False: ":red[incorrect]"}.get(
         None if pd.isna(trace["correct"]) else bool(trace["correct"]), "not verified")
     finished = trace.get("finished")
-    cut = (" · :orange[cut at the length cap: no end-of-sequence token]"
-           if finished is not None and not pd.isna(finished) and not bool(finished) else "")
+    cut = (" · :orange[cut at the length cap: no end-of-sequence token]"  # rollouts: no cap
+           if finished is not None and not pd.isna(finished) and not bool(finished)
+           and run.rollouts is None else "")
     st.markdown(f"**Verdict** {verdict} · sampled from the **{md_escape(trace['sampled_from'])}"
                 f"** model · {trace['length']} tokens{cut}")
     pos = tokens.view(toks, metric, threshold, collapse, special, pos,

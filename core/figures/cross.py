@@ -1,6 +1,7 @@
 """The cross-sampling figures: accuracy against budget for forward, reverse and their
-controls, with 95% bootstrap intervals and both endpoints (`cross_sampling`), and two stored
-sweeps of one run overlaid (`cross_overlay`).
+controls, with 95% bootstrap intervals (named in every caption and hover) and both endpoints
+(`cross_sampling`), and two stored sweeps of one run overlaid in distinct colours
+(`cross_overlay`).
 
 The budget axis is the share of tokens the switches actually changed (`budget_changed`) by
 default, or of switch decisions (`budget="decisions"`; a legacy sweep has only that).
@@ -41,10 +42,17 @@ def _axis(s: pd.DataFrame, budget: str) -> str:
     return budget
 
 
+# an overlay's second sweep in its own colours, so two sweeps of one direction differ
+SWEEP_B_COLOURS = {"forward": "#009E73", "reverse": "#CC79A7"}
+INTERVALS = ("error bars: 95% percentile bootstrap intervals of the mean accuracy over "
+             "prompts (prompts resampled with replacement)")
+
+
 def _lines(fig: go.Figure, s: pd.DataFrame, budget: str, prefix: str = "",
-           symbol: str = "circle", group: str = "") -> None:
+           symbol: str = "circle", group: str = "", colours: dict | None = None) -> None:
     kinds = _kind(s)
     for direction, (what, colour) in DIRECTIONS.items():
+        colour = (colours or {}).get(direction, colour)
         for kind, (where, dash) in CONTROLS.items():
             d = s[(s.direction == direction) & (kinds == kind)].sort_values(COLUMN[budget])
             if d.empty:
@@ -57,9 +65,10 @@ def _lines(fig: go.Figure, s: pd.DataFrame, budget: str, prefix: str = "",
                 marker=dict(symbol=symbol if not kind else f"{symbol}-open", size=8),
                 error_y=dict(type="data", symmetric=False, array=100 * (d.ci_hi - d.accuracy),
                              arrayminus=100 * (d.accuracy - d.ci_lo), thickness=1),
-                customdata=np.stack([d.eps, d.n], axis=-1),
+                customdata=np.stack([d.eps, d.n, 100 * d.ci_lo, 100 * d.ci_hi], axis=-1),
                 hovertemplate="eps %{customdata[0]:g}<br>budget %{x:.2f}%<br>accuracy "
-                              "%{y:.1f}%<br>n %{customdata[1]}<extra></extra>")
+                              "%{y:.1f}% (95% interval %{customdata[2]:.1f}-"
+                              "%{customdata[3]:.1f}%)<br>n %{customdata[1]}<extra></extra>")
 
 
 def _endpoints(s: pd.DataFrame) -> tuple[float, float] | None:
@@ -87,6 +96,7 @@ def cross_sampling(summary: pd.DataFrame, run: str = "", settings: dict | None =
     fig.update_layout(xaxis=dict(title=AXIS[budget], rangemode="tozero"),
                       yaxis=dict(title="accuracy (%)"), legend=dict(font=dict(color=NEUTRAL)))
     caption, summ = caption_of(summary, settings, budget)
+    caption += f". {INTERVALS[0].upper()}{INTERVALS[1:]}"
     title = ("Cross-sampling: accuracy against the share of tokens "
              + ("changed" if budget == "changed" else "switched"))
     return FigureSpec("cross_sampling", title, caption, styled(fig, title), summary.copy(),
@@ -101,7 +111,7 @@ def cross_overlay(a: pd.DataFrame, b: pd.DataFrame, label_a: str, label_b: str,
     budget = _axis(b, _axis(a, budget))
     fig = go.Figure()
     _lines(fig, a, budget, "A: ", "circle", "A")
-    _lines(fig, b, budget, "B: ", "square", "B")
+    _lines(fig, b, budget, "B: ", "square", "B", SWEEP_B_COLOURS)
     fig.update_layout(xaxis=dict(title=AXIS[budget], rangemode="tozero"),
                       yaxis=dict(title="accuracy (%)"), legend=dict(font=dict(color=NEUTRAL)))
     parts = []
@@ -109,7 +119,8 @@ def cross_overlay(a: pd.DataFrame, b: pd.DataFrame, label_a: str, label_b: str,
         ends = _endpoints(s)
         e = f"base {100 * ends[0]:.1f}%, tuned {100 * ends[1]:.1f}%" if ends else "no endpoints"
         parts.append(f"{name} = {label} ({e})")
-    caption = "Two sweeps of this run: " + "; ".join(parts)
+    caption = ("Two sweeps of this run: " + "; ".join(parts)
+               + f". A in orange/blue circles, B in green/pink squares; {INTERVALS}")
     title = "Cross-sampling: two sweeps overlaid"
     data = pd.concat([a.assign(sweep="A"), b.assign(sweep="B")], ignore_index=True)
     return FigureSpec("cross_sampling_overlay", title, caption, styled(fig, title), data,

@@ -65,8 +65,20 @@ def _ensure_server():
         if browser_path() is None:
             raise ExportError("static image export needs Chromium: install it (Debian: "
                               "apt-get install chromium) or set BROWSER_PATH")
-        kaleido.start_sync_server(mathjax=False, silence_warnings=True)
+        kaleido.start_sync_server(page_generator=_page(kaleido), silence_warnings=True)
     return kaleido
+
+
+def _page(kaleido):
+    """kaleido's page with `@page { margin: 0 }`: kaleido prints a PDF at exactly the figure's
+    size but with 0.1 in margins, which pushed the bottom 0.2 in (the x-axis title) off the
+    page; a CSS page margin overrides them. MathJax off (it would be fetched)."""
+    class Page(kaleido.PageGenerator):
+        header = kaleido.PageGenerator.header.replace(
+            '<style id="head-style">', '<style>@page { margin: 0; }</style>'
+            '<style id="head-style">')
+
+    return Page(mathjax=False)
 
 
 def stop_server() -> None:
@@ -99,8 +111,11 @@ def pdf_info(spec: FigureSpec) -> dict[str, str]:
 
 def export_name(spec: FigureSpec, fmt: str) -> str:
     """The file name of one export: <run>_<figure id>.<format> (e.g. demo-rl_js_hist.png),
-    the run name made safe for file systems, so files of several runs do not collide."""
-    return f"{_slug(spec.run)}_{spec.id}.{fmt}" if spec.run else f"{spec.id}.{fmt}"
+    the run name made safe for file systems, so files of several runs do not collide. A
+    contrast names its partner run too: <run>_vs_<other>_contrast.<format>."""
+    partner = spec.params.get("run_b") if spec.id == "contrast" else None
+    run = f"{_slug(spec.run)}_vs_{_slug(partner)}" if spec.run and partner else _slug(spec.run)
+    return f"{run}_{spec.id}.{fmt}" if spec.run else f"{spec.id}.{fmt}"
 
 
 def bundle_name(run: str) -> str:

@@ -156,3 +156,58 @@ def compact(fig: go.Figure, chars: int = 28) -> go.Figure:
                       legend=dict(orientation="v", yref="container", y=1, yanchor="top", x=0,
                                   xanchor="left", font_size=11, tracegroupgap=0))
     return fig
+
+
+def _values(fig: go.Figure, axis: str, letter: str) -> list[float] | None:
+    """Every plotted value on the axis `axis` (e.g. "y", "y2") of bar and scatter traces,
+    error bars included; None when another kind of trace draws on it (a histogram bins in
+    the browser, a heatmap's axis is categorical)."""
+    out = []
+    for t in fig.data:
+        if (getattr(t, f"{letter}axis", None) or letter) != axis:
+            continue
+        if t.type not in ("bar", "scatter"):
+            return None
+        vals = getattr(t, letter)
+        if vals is None:
+            continue
+        for v in vals:
+            if isinstance(v, (int, float)) and v == v:
+                out.append(float(v))
+            elif v is not None:
+                return None  # categories: nothing to share
+        err = getattr(t, f"error_{letter}", None)
+        if err is not None and err.array is not None:
+            out += [float(v) + float(e) for v, e in zip(vals, err.array) if e == e]
+    return out
+
+
+def share_axes(a: go.Figure, b: go.Figure) -> tuple[go.Figure, go.Figure]:
+    """Copies of two figures of one kind (the same figure of two runs) whose linear value
+    axes span the same range, so two runs compare at a glance (0-2.5% beside 0-8% read as
+    alike). Log, date and categorical axes, and axes a histogram or heatmap draws on, are
+    left to Plotly."""
+    a, b = go.Figure(a), go.Figure(b)
+    for name in [k for k in a.layout if k.startswith(("xaxis", "yaxis"))]:
+        letter, suffix = name[0], name[5:]
+        ax_a, ax_b = a.layout[name], b.layout[name] if name in b.layout else None
+        if ax_b is None or ax_a.type in ("log", "date", "category") or \
+                ax_b.type in ("log", "date", "category"):
+            continue
+        va, vb = _values(a, letter + suffix, letter), _values(b, letter + suffix, letter)
+        if not va or not vb:
+            continue
+        lo, hi = min(0.0, *va, *vb), max(*va, *vb)
+        if hi <= lo:
+            continue
+        pad = 0.05 * (hi - lo)
+        lo, hi = lo - (pad if lo < 0 else 0), hi + pad
+        # a builder's own range (e.g. 0-100% for shares) is kept, widened to the other's
+        preset = [list(ax.range) for ax in (ax_a, ax_b) if ax.range]
+        if preset:
+            lo, hi = min(r[0] for r in preset), max(r[1] for r in preset)
+            lo, hi = min(lo, *va, *vb), max(hi, *va, *vb)
+        rng = [lo, hi]
+        a.layout[name].range = rng
+        b.layout[name].range = rng
+    return a, b

@@ -101,6 +101,12 @@ def topk_rows(toks) -> list | None:
     return rows
 
 
+def open_folds(strength, pos: int | None) -> list[tuple[int, int]]:
+    """The calm spans to fold: every one but the span holding the selected token (a token
+    clicked inside an expanded fold stays visible on the rerun its click causes)."""
+    return [(a, b) for a, b in folds(strength) if pos is None or not a <= pos < b]
+
+
 def trace_payload(toks, metric: str = "js", threshold: float | None = None, *,
                   collapse: bool = False, special_ids=(), selected: int | None = None,
                   with_topk: bool = False, scroll: bool = True) -> dict:
@@ -117,5 +123,6 @@ def trace_payload(toks, metric: str = "js", threshold: float | None = None, *,
     special = {int(i) for i in special_ids}
     return payload(toks["token"].tolist(), colours, strength, titles_of(toks, metric),
                    [int(t) in special for t in toks["token_id"]], selected,
-                   folds(strength) if collapse else [], scroll=scroll, dark_colours=dark,
+                   open_folds(strength, selected) if collapse else [], scroll=scroll,
+                   dark_colours=dark,
                    topk=topk_rows(toks) if with_topk else None)

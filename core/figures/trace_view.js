@@ -60,10 +60,13 @@ function draw(component) {
   text.className = "sl-text";
   text.setAttribute("data-testid", "trace-text");
   const folds = new Map((data.folds || []).map(([a, b]) => [a, b]));
+  // folds expanded in this view stay expanded across reruns (the root outlives them)
+  const opened = new Set(JSON.parse(root.dataset.opened || "[]"));
+  const foldKey = (a, b) => `${n}:${a}-${b}`;
   let selectedEl = null;
   const frag = document.createDocumentFragment();
   for (let i = 0; i < n; i++) {
-    if (folds.has(i)) {
+    if (folds.has(i) && !opened.has(foldKey(i, folds.get(i)))) {
       const end = folds.get(i);
       const fold = document.createElement("span");
       fold.className = "sl-fold";
@@ -73,6 +76,8 @@ function draw(component) {
         const sub = document.createDocumentFragment();
         for (let j = start; j < end; j++) sub.appendChild(tokenSpan(j));
         fold.replaceWith(sub);
+        opened.add(foldKey(start, end));
+        root.dataset.opened = JSON.stringify([...opened]);
       };
       frag.appendChild(fold);
       i = end - 1;

@@ -131,6 +131,8 @@ class Job:
         """One line for a progress bar: percent, then the kind's own counts and step."""
         pct = f"{100 * self.fraction():.0f}%"
         p = self.progress()
+        if self.state == "running" and not p:
+            return f"{pct} · starting: loading models"
         if self.state == "done" or not p:
             return pct
         if "shards_total" in p:

@@ -277,7 +277,9 @@ def rollout_shard(cfg: PrecomputeConfig, pair: Pair, rs: RolloutSet, idx: list[i
             "reference": r.answer, "verifier": r.verifier, "extracted_answer": answer,
             "correct": ok, "length": len(resp), "sampled_from": r.sampled_from,
             "sample_index": sample_index[i], "seed": None,
-            "finished": (resp[-1] == eos) if eos is not None else None, "difficulty": None})
+            # given rollouts have no length cap: ending in EOS says finished, else unknown
+            "finished": True if eos is not None and resp[-1] == eos else None,
+            "difficulty": None})
         seqs.append((prompt_ids, resp))
     meta = {RETOK_KEY: json.dumps({**count, "cut": cut}).encode()}
     return score_rows(cfg, pair, rows, seqs, meta)
