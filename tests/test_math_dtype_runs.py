@@ -34,11 +34,11 @@ def test_the_default_math_dtype_keeps_existing_runs_hashes():
     import hashlib
     import json
 
-    from core.store.manifest import NON_CONTENT, config_hash
+    from core.store.manifest import ADDED_DEFAULTS, NON_CONTENT, config_hash
 
     cfg = PrecomputeConfig(base="b", tuned="t", prompts="p")
     d = {k: v for k, v in dataclasses.asdict(cfg).items()
-         if k not in NON_CONTENT and k not in ("series_sampling", "math_dtype")}
+         if k not in NON_CONTENT and k not in ADDED_DEFAULTS}  # settings added later
     want = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
     assert config_hash(cfg) == want  # what runs written before the option hashed to
     for dt in ("float32", "float64"):

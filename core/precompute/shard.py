@@ -278,7 +278,10 @@ def rollout_shard(cfg: PrecomputeConfig, pair: Pair, rs: RolloutSet, idx: list[i
             "correct": ok, "length": len(resp), "sampled_from": r.sampled_from,
             "sample_index": sample_index[i], "seed": None,
             # given rollouts have no length cap: ending in EOS says finished, else unknown
-            "finished": True if eos is not None and resp[-1] == eos else None,
+            # a rollout has no length cap: it finished when it ends in EOS, is unknown
+            # otherwise, and did not finish when it was cut at the context here
+            "finished": (False if cut and cut[-1] == i
+                         else True if eos is not None and resp[-1] == eos else None),
             "difficulty": None})
         seqs.append((prompt_ids, resp))
     meta = {RETOK_KEY: json.dumps({**count, "cut": cut}).encode()}
