@@ -151,6 +151,14 @@ def layer_run(tmp_path_factory) -> Path:
     return build_layer_run(tmp_path_factory.mktemp("layers_cache"))
 
 
+@pytest.fixture(scope="session")
+def layer_pair(layer_run):
+    """The layer-view run's own pair, loaded once for test_layers.py and test_critical.py."""
+    from core.store.run import Run
+
+    return Run.open(layer_run).load_pair(device="cpu")
+
+
 @pytest.fixture
 def behind_guard(monkeypatch):
     """AppTest sessions as if served behind app/serve.py's guard, from a browser with a

@@ -25,10 +25,8 @@ def run(layer_run):
 
 
 @pytest.fixture(scope="module")
-def pair(run):
-    from core.store.run import Run
-
-    return Run.open(run).load_pair(device="cpu")
+def pair(layer_pair):
+    return layer_pair
 
 
 @pytest.fixture(scope="module")

@@ -30,10 +30,8 @@ def run(layer_run):
 
 
 @pytest.fixture(scope="module")
-def pair(run):
-    from core.store.run import Run
-
-    return Run.open(run).load_pair(device="cpu")
+def pair(layer_pair):
+    return layer_pair
 
 
 def _np_js(lp: np.ndarray, lq: np.ndarray) -> np.ndarray:

@@ -13,9 +13,7 @@ queryable like the other tables; `list_forks` and `load_fork` read them back.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,11 +24,9 @@ import torch
 
 from core.engine.pair import Pair
 from core.engine.sampling import encode_prompts, sample
-from core.errors import RunsError
 from core.inputs import verifiers
 from core.inputs.text_limits import text_limits
-from core.store.cache import STAGING, writing_into
-from core.store.lock import FileLock, Held
+from core.store.cache import one_writer, writing_into
 from core.store.run import Run
 from core.store.schema import FORKS_SCHEMA
 
@@ -151,26 +147,6 @@ def fork(pair: Pair, prompt: str, response_ids: list[int], pos: int, reference: 
     return pd.DataFrame(rows)
 
 
-@contextlib.contextmanager
-def _one_saver(run_dir: Path, wait: float = 60.0):
-    """Exclusive among fork saves into one run (waits its turn); the lock file lives with
-    the run locks (cache/.staging) and is gone when the last saver is done."""
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            lock = FileLock(run_dir.parent / STAGING / f".{run_dir.name}.forks.lock")
-            break
-        except Held:
-            if time.monotonic() > deadline:
-                raise RunsError(f"run {run_dir.name!r}: another fork is still being saved; "
-                                "try again") from None
-            time.sleep(0.05)
-    try:
-        yield
-    finally:
-        lock.release()
-
-
 def _run(run: str | Path | Run) -> Run:
     return run if isinstance(run, Run) else Run.open(run)
 
@@ -181,7 +157,7 @@ def save_fork(run: str | Path | Run, trace_id: int, pos: int, rollouts: pd.DataF
     (RunsError) while the run is renamed, deleted or recomputed, and those are refused
     while it writes; two saves into one run take turns (the fork lock), so none is lost."""
     run_dir = _run(run).path
-    with writing_into(run_dir), _one_saver(run_dir):  # read-modify-write: one at a time
+    with writing_into(run_dir), one_writer(run_dir, "forks", "fork"):  # one at a time
         run = Run.open(run_dir).require(tables=False)  # forks never read the run's tables
         path = run.forks_file
         old = pq.read_table(path).to_pandas() if path.exists() else None

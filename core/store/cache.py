@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -210,6 +211,31 @@ def writing_into(run_dir: str | Path, error: type[Exception] = RunsError) -> Ite
         if read_manifest(run_dir) is None:
             raise error(f"{run_dir}: no complete run (renamed or deleted meanwhile?)")
         yield run_dir
+    finally:
+        lock.release()
+
+
+@contextmanager
+def one_writer(run_dir: str | Path, table: str, what: str,
+               wait: float = 60.0) -> Iterator[None]:
+    """Exclusive among writers of one extra table of a complete run (a read-modify-write of
+    forks.parquet, a layer-view table): they wait their turn, up to `wait` seconds, then
+    RunsError ("another `what` is still being saved"). The lock file lives with the run
+    locks (cache/.staging) and is gone when the last writer is done. Take it inside
+    writing_into()."""
+    run_dir = Path(run_dir)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            lock = FileLock(run_dir.parent / STAGING / f".{run_dir.name}.{table}.lock")
+            break
+        except Held:
+            if time.monotonic() > deadline:
+                raise RunsError(f"run {run_dir.name!r}: another {what} is still being saved; "
+                                "try again") from None
+            time.sleep(0.05)
+    try:
+        yield
     finally:
         lock.release()
 

@@ -17,17 +17,13 @@ Does not: compute anything, or know what the columns mean (the experiments own t
 
 from __future__ import annotations
 
-import contextlib
-import time
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.errors import RunsError
-from core.store.cache import STAGING, writing_into
-from core.store.lock import FileLock, Held
+from core.store.cache import one_writer, writing_into
 from core.store.manifest import read_manifest
 from core.store.storage import write_parquet
 
@@ -41,24 +37,6 @@ def table_path(run_dir: str | Path, table: str) -> Path:
     return Path(run_dir) / EXTRAS_DIR / f"{table}.parquet"
 
 
-@contextlib.contextmanager
-def _one_writer(run_dir: Path, table: str, wait: float = 60.0):
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            lock = FileLock(run_dir.parent / STAGING / f".{run_dir.name}.{table}.lock")
-            break
-        except Held:
-            if time.monotonic() > deadline:
-                raise RunsError(f"run {run_dir.name!r}: another {table} table is still being "
-                                "saved; try again") from None
-            time.sleep(0.05)
-    try:
-        yield
-    finally:
-        lock.release()
-
-
 def write_table(run_dir: str | Path, table: str, df: pd.DataFrame) -> Path:
     """Store `df` as run table `table` (lens, attribution, critical), replacing the stored
     rows with the same key values; returns the file's path."""
@@ -68,7 +46,7 @@ def write_table(run_dir: str | Path, table: str, df: pd.DataFrame) -> Path:
     missing = [k for k in key if k not in df.columns]
     if missing:
         raise ValueError(f"{table} rows need the key columns {missing}")
-    with writing_into(run_dir), _one_writer(run_dir, table):
+    with writing_into(run_dir), one_writer(run_dir, table, f"{table} table"):
         old = read_table(run_dir, table)
         if len(old):
             keys = pd.MultiIndex.from_frame(df[key].drop_duplicates())
