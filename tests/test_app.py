@@ -79,7 +79,10 @@ def test_overview_page_has_every_figure(app):
 
     at = app("views/overview.py")
     charts = at.get("plotly_chart")
-    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in charts]
+    # each figure's title is the heading above it (not repeated inside the plot)
+    assert all("text" not in (json.loads(c.proto.spec)["layout"].get("title") or {})
+               for c in charts)
+    titles = [h.value for h in at.subheader]
     assert len(charts) >= 10, titles
     assert any("volution" in t for t in titles)  # the series exists in the app cache
     assert any("SFT" in t or "ontrast" in t for t in titles)
@@ -116,7 +119,8 @@ def test_add_pair_and_runs_pages(app):
 
 def test_cross_sampling_target_budget_picks_eps_from_the_run(app):
     at = app("views/cross.py")
-    at.radio[0].set_value("target budgets (% of tokens)")
+    sweep_over = next(r for r in at.radio if "target budgets (% of tokens)" in r.options)
+    sweep_over.set_value("target budgets (% of tokens)")
     at.text_input[0].set_value("5")
     at.number_input[0].set_value(1)  # one prompt: the sweep it starts is tiny
     at.button[0].click()
@@ -158,9 +162,12 @@ def test_trace_pages_and_a_link_to_a_later_page(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     write_synthetic_run(cache / "big", n_tokens=40_000, mean_length=30, seed=2)
     con = Q.open_runs([cache / "big"], names=["big"])
-    assert Q.trace_count(con, "big") > PAGE + 10
-    target = int(Q.trace_list(con, "big", limit=1, offset=PAGE + 7)["trace_id"].iloc[0])
-    first = int(Q.trace_list(con, "big", limit=1)["trace_id"].iloc[0])
+    # the table lists the run's default sampler's traces (tuned-sampled), as the overview
+    default = Q.sampled_from_choices(con, "big")[0]
+    assert Q.trace_count(con, "big", sampled_from=default) > PAGE + 10
+    target = int(Q.trace_list(con, "big", limit=1, offset=PAGE + 7,
+                              sampled_from=default)["trace_id"].iloc[0])
+    first = int(Q.trace_list(con, "big", limit=1, sampled_from=default)["trace_id"].iloc[0])
     monkeypatch.setenv("SHIFTLENS_CACHE", str(cache))
     at = AppTest.from_file(MAIN, default_timeout=60)
     at.query_params["run"] = "big"
