@@ -22,11 +22,12 @@ from tests.browser import CHROMIUM, FLAGS, stop, streamlit_server
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium")]
 
-# 8 prompts x 10 samples x (2 directions x 5 eps x 2 (control) + 2 endpoints) = 1760 samples:
-# about 30 s of sweeping on 2 CPU cores with the app and the browser watching (one torch
+# 8 prompts x 5 samples x (2 directions x 6 eps (5 + the target budget's) x 4 (the
+# cross-sample and its three default controls) + 2 endpoints) = 1,960 samples: about a
+# minute of sweeping on 2 CPU cores with the app and the browser watching (one torch
 # thread, see server_process); the restart and the second session's first view take about
 # 10 s of it.
-SAMPLES = 10
+SAMPLES = 5
 EPS = "0.005,0.01,0.02,0.05,0.1"
 # before its first batch a sweep says it is loading models (no "0/? samples")
 PROGRESS = re.compile(r"sweep (\S+) running: (?:(\d+)/(\d+) samples|loading models)")
