@@ -64,14 +64,20 @@ def _check_row(rec, where: str) -> tuple[PromptRow | None, list[str]]:
     if (why := answer_problem(rec["answer"])) is not None:
         errs.append(f"{where}: {why}")
     verifier = rec.get("verifier") or "math"
-    if not isinstance(verifier, str) or verifier not in VERIFIERS:
-        errs.append(f"{where}: field 'verifier' is {clip(verifier)}; known: "
-                    f"{', '.join(VERIFIERS)}")
+    errs.extend(verifier_problems(verifier, where))
     diff = rec.get("difficulty")
     if errs:
         return None, errs
     return PromptRow(str(rec["id"]), rec["prompt"], str(rec["answer"]),
                      None if diff is None else str(diff), verifier), []
+
+
+def verifier_problems(verifier, where: str) -> list[str]:
+    """[the line] when `verifier` (a record's field, "math" when absent) names no known
+    verifier, else []: one wording for prompt sets and rollout files."""
+    if not isinstance(verifier, str) or verifier not in VERIFIERS:
+        return [f"{where}: field 'verifier' is {clip(verifier)}; known: {', '.join(VERIFIERS)}"]
+    return []
 
 
 def answer_problem(answer) -> str | None:

@@ -24,8 +24,7 @@ from pathlib import Path
 
 from core.errors import PromptSetError, clip
 from core.inputs import formats
-from core.inputs.prompts import answer_problem, raise_problems
-from core.inputs.verifiers import VERIFIERS
+from core.inputs.prompts import answer_problem, raise_problems, verifier_problems
 
 
 @dataclass(frozen=True)
@@ -104,9 +103,7 @@ def _check(rec, where: str, index: int) -> tuple[RolloutRow | None, list[str]]:
     if answer is not None and (why := answer_problem(answer)) is not None:
         errs.append(f"{where}: {why}")
     verifier = rec.get("verifier") or "math"
-    if not isinstance(verifier, str) or verifier not in VERIFIERS:
-        errs.append(f"{where}: field 'verifier' is {clip(verifier)}; known: "
-                    f"{', '.join(VERIFIERS)}")
+    errs.extend(verifier_problems(verifier, where))
     correct = rec.get("correct")
     if correct is not None and not isinstance(correct, bool):
         errs.append(f"{where}: field 'correct' must be true or false")
