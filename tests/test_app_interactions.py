@@ -118,7 +118,7 @@ def test_a_cancel_message_stays_in_the_self_refreshing_jobs_panel(app_cache, tmp
                                                                    monkeypatch):
     import os
 
-    from core.jobs.queue import _proc_stat
+    from core.jobs.process import proc_stat as _proc_stat
 
     cache = _cache_with(app_cache, tmp_path, "demo-rl")
     me = os.getpid()  # a "running" job whose process is alive: this test's own

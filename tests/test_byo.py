@@ -295,7 +295,7 @@ def test_queue_refuses_a_busy_run_and_cascades_failures(cache):
     b = jobs.submit(cache, dataclasses.replace(cfg, name="r1-step-1"), depends_on=[a.id])
     assert jobs.get_job(cache, "r1-step-1").id == b.id == jobs.get_job(cache, b.id[:-1]).id
     a.state = "failed"  # as if its process had crashed
-    jobs._write(a)
+    jobs.write_job(a)
     assert jobs.tick(cache) == []
     b = jobs.get_job(cache, b.id)
     assert (b.state, b.blocked_by) == ("failed", a.id)
@@ -470,7 +470,7 @@ def test_cancelled_or_killed_job_leaves_no_run_and_resume_equals_uninterrupted(t
     wait_for(lambda: n_done(parts) >= 1, "the first finished shard")
 
     job = jobs.cancel(cache, job.id)  # SIGTERM to the job's process group
-    assert job.state == "cancelled" and not jobs._alive(job)[0]
+    assert job.state == "cancelled" and not jobs.process.alive(job)[0]
     n_cancel = n_done(parts)
     assert 1 <= n_cancel < 8, "the job finished before it could be cancelled"
     assert jobs.tick(cache) == [] and jobs.get_job(cache, job.id).state == "cancelled"

@@ -58,7 +58,7 @@ def test_progress_says_loading_models_before_the_first_batch():
 def test_a_cancel_is_information_and_a_starting_job_is_loading(app_cache, tmp_path,
                                                                 monkeypatch):
     from core import api
-    from core.jobs.queue import _proc_stat
+    from core.jobs.process import proc_stat as _proc_stat
 
     cache = _cache_with(app_cache, tmp_path, "demo-rl")
     me = os.getpid()

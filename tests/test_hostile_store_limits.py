@@ -239,9 +239,9 @@ def test_queued_jobs_start_round_robin_between_submitters(world, monkeypatch):
     def start(job):  # no process: record the order and finish the job at once
         order.append(job.run)
         job.state, job.started, job.finished = "done", float(len(order)), float(len(order))
-        queue._write(job)
+        queue.write_job(job)
 
-    monkeypatch.setattr(queue, "_start", start)
+    monkeypatch.setattr(queue.process, "start", start)
     while queue.tick(cache, max_running=1):
         pass
     assert order == ["flood0", "b", "c", *[f"flood{i}" for i in range(1, 10)]]

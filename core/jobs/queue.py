@@ -18,6 +18,10 @@ on others (a series re-scores the traces of the final run): it starts only when 
 done, and fails at once, with `blocked_by` set, when one of them fails or is cancelled;
 resuming that one re-queues it.
 
+Files: core.jobs.record (the Job type, reading and writing job folders), core.jobs.process
+(starting, probing and signalling job processes; the job process itself). This module
+schedules: submission, caps and fairness, tick, cancel, resume, wait.
+
 There is no daemon. `tick(cache)` marks running jobs whose process has died as failed and
 starts queued jobs while fewer than `max_running` (default 1) run; whoever polls calls it:
 the app on every rerun of a jobs view, `python -m core jobs run` and `add-pair --wait` in a
@@ -40,172 +44,34 @@ published by renaming a complete staging folder), and a killed sweep writes noth
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
-import json
 import os
 import secrets
 import signal
-import subprocess
-import sys
 import time
-import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from core import settings
 from core.config import PrecomputeConfig
 from core.errors import CrossSampleError, JobError, RunsError
-from core.jobs.kinds import JOB_KINDS, JobKind, job_kind
+from core.jobs import process
+from core.jobs.kinds import job_kind
+from core.jobs.process import work  # noqa: F401  (the job process: python -m core.jobs)
+from core.jobs.record import (  # noqa: F401  (the queue's public names, as before)
+    ACTIVE,
+    TERMINAL,
+    Job,
+    busy_runs,
+    get_job,
+    list_jobs,
+    locked,
+    write_job,
+)
 from core.paths import jobs_dir
 from core.store.cache import check_start, resolve_run
-from core.store.storage import write_json
 
-ACTIVE = ("queued", "running")
-TERMINAL = ("done", "failed", "cancelled")
-_CHILDREN: dict[int, subprocess.Popen] = {}  # processes this process started, to reap them
 SUBMITTER = f"process {os.getpid()}"  # the command line's submitter: its own process
 MAX_JOBS_ENV = "SHIFTLENS_MAX_JOBS_PER_SUBMITTER"
-
-
-@dataclass
-class Job:
-    id: str
-    run: str
-    state: str
-    config: dict                 # dataclasses.asdict of the kind's config dataclass
-    cwd: str                     # the job process's working folder (configs may be relative)
-    created: float
-    kind: str = "precompute"     # a key of core.jobs.kinds.JOB_KINDS
-    depends_on: list[str] = field(default_factory=list)
-    started: float | None = None
-    finished: float | None = None
-    pid: int | None = None
-    proc_start: str | None = None  # /proc start time: a reused pid is not our process
-    returncode: int | None = None
-    error: str | None = None
-    blocked_by: str | None = None  # the dependency whose failure failed this job
-    attempts: int = 0
-    submitter: str = ""          # who queued it (an app session, a CLI process): fair_order
-    path: Path = field(default=Path(), compare=False)  # the job folder (not stored)
-
-    def to_json(self) -> dict:
-        d = dataclasses.asdict(self)
-        d.pop("path")
-        return d
-
-    def _registered(self) -> JobKind | None:
-        return JOB_KINDS.get(self.kind) if isinstance(self.kind, str) else None
-
-    @property
-    def label(self) -> str:
-        """What the jobs panel calls this job's kind (its registered label)."""
-        kind = self._registered()
-        return kind.label if kind else f"unknown kind {str(self.kind)[:40]!r}"
-
-    @property
-    def opens(self) -> str | None:
-        """The app page a done job of this kind links to; None for an unknown kind."""
-        kind = self._registered()
-        return kind.opens if kind else None
-
-    def progress(self) -> dict | None:
-        """The last progress record, or None before the first one: {"stage", "done",
-        "total", "unit" ("prompts" | "samples"), "time"} plus the kind's own keys
-        (precompute: shards_done, shards_total, prompts_done, prompts_total; cross-sample:
-        tokens, seconds)."""
-        try:
-            return json.loads((self.path / "progress.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            return None
-
-    def fraction(self) -> float:
-        """Share of prompts done, 0..1 (1 for a done job)."""
-        if self.state == "done":
-            return 1.0
-        p = self.progress() or {}
-        return p.get("done", 0) / max(p.get("total", 0), 1)
-
-    def progress_line(self) -> str:
-        """One line for a progress bar: percent, then the kind's own counts and step."""
-        pct = f"{100 * self.fraction():.0f}%"
-        p = self.progress()
-        if self.state == "running" and not p:
-            return f"{pct} · starting: loading models"
-        if self.state == "done" or not p:
-            return pct
-        if "shards_total" in p:
-            return " · ".join(x for x in (
-                pct, f"{p.get('shards_done', 0)}/{p['shards_total']} shards",
-                f"{p.get('prompts_done', 0)}/{p.get('prompts_total', 0)} prompts",
-                p.get("step") or p.get("stage")) if x)
-        return f"{pct} · {p.get('done', 0)}/{p.get('total', 0)} {p.get('unit', '')}".strip()
-
-    def partial(self):
-        """A cross-sampling job's summary of the rows so far (DataFrame, columns of
-        core.experiments.cross_sampling.summarize), or None before the first batch."""
-        f = self.path / "partial.parquet"
-        if not f.is_file():
-            return None
-        import pyarrow.parquet as pq
-
-        try:
-            return pq.read_table(f).to_pandas()
-        except OSError:
-            return None
-
-
-@contextlib.contextmanager
-def _locked(cache: str | Path):
-    d = jobs_dir(cache)
-    d.mkdir(parents=True, exist_ok=True)
-    with open(d / ".lock", "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _read(folder: Path) -> Job:
-    d = json.loads((folder / "job.json").read_text(encoding="utf-8"))
-    known = {f.name for f in dataclasses.fields(Job)}
-    return Job(**{k: v for k, v in d.items() if k in known}, path=folder)
-
-
-def _write(job: Job) -> None:
-    write_json(job.to_json(), job.path / "job.json")
-
-
-def list_jobs(cache: str | Path) -> list[Job]:
-    """Every job of the cache, oldest first (read-only: never creates the queue folder)."""
-    d = jobs_dir(cache)
-    if not d.is_dir():
-        return []
-    out = []
-    for p in d.iterdir():
-        if p.is_dir() and not p.name.startswith(".") and (p / "job.json").is_file():
-            with contextlib.suppress(OSError, json.JSONDecodeError, TypeError):
-                out.append(_read(p))
-    return sorted(out, key=lambda j: (j.created, j.id))
-
-
-def get_job(cache: str | Path, key: str) -> Job:
-    """A job by id, unique id prefix, or run name (its latest job); raises JobError."""
-    jobs = list_jobs(cache)
-    for match in ([j for j in jobs if j.id == key], [j for j in jobs if j.id.startswith(key)],
-                  [j for j in jobs if j.run == key][-1:]):
-        if len(match) == 1:
-            return match[0]
-        if len(match) > 1:
-            raise JobError(f"{key!r} matches several jobs: {', '.join(j.id for j in match)}")
-    raise JobError(f"no job {key!r} in {jobs_dir(cache)}")
-
-
-def busy_runs(cache: str | Path) -> dict[str, str]:
-    """{run name: job id} for runs a queued or running job will write."""
-    return {j.run: j.id for j in list_jobs(cache) if j.state in ACTIVE}
 
 
 def max_jobs() -> int:
@@ -250,7 +116,7 @@ def _enqueue(cache: str | Path, kind: str, run: str, config: dict,
     unknown deps, and a submitter at its cap."""
     job_kind(kind)
     submitter = submitter or SUBMITTER
-    with _locked(cache):
+    with locked(cache):
         check_cap(cache, submitter)
         jobs = {j.id: j for j in list_jobs(cache)}
         for j in jobs.values():
@@ -267,7 +133,7 @@ def _enqueue(cache: str | Path, kind: str, run: str, config: dict,
         tmp.mkdir()
         job.path = tmp
         (tmp / "log.txt").write_text("")
-        _write(job)
+        write_job(job)
         job.path = jobs_dir(cache) / job.id
         os.rename(tmp, job.path)  # a job folder appears complete or not at all
     return job
@@ -322,51 +188,6 @@ def submit_critical(cache: str | Path, cfg) -> Job:
     return _enqueue(cache, "critical", folder.name, dataclasses.asdict(cfg))
 
 
-def _proc_stat(pid: int) -> tuple[str, str] | None:
-    """(state letter, start time) of a Linux process, None when there is none."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw[raw.rindex(")") + 2:].split()
-    return fields[0], fields[19]
-
-
-def _alive(job: Job) -> tuple[bool, int | None]:
-    """(is the job's process running, its exit code when known)."""
-    p = _CHILDREN.get(job.pid)
-    if p is not None:
-        code = p.poll()  # also reaps it: a finished child must not linger as a zombie
-        return code is None, code
-    if not job.pid:
-        return False, None
-    st = _proc_stat(job.pid)
-    if st is None:
-        if Path("/proc/self/stat").exists():
-            return False, None
-        try:  # no /proc (not Linux): a signal-0 probe
-            os.kill(job.pid, 0)
-            return True, None
-        except OSError:
-            return False, None
-    return st[0] not in "ZX" and (job.proc_start in (None, st[1])), None
-
-
-def _start(job: Job) -> None:
-    log = open(job.path / "log.txt", "ab")
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with log:
-        p = subprocess.Popen([sys.executable, "-m", "core.jobs", str(job.path.resolve())],
-                             cwd=job.cwd, stdin=subprocess.DEVNULL, stdout=log,
-                             stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    _CHILDREN[p.pid] = p
-    st = _proc_stat(p.pid)
-    job.state, job.pid, job.proc_start = "running", p.pid, st[1] if st else None
-    job.started, job.finished, job.returncode, job.error = time.time(), None, None, None
-    job.attempts += 1
-    _write(job)
-
-
 def tick(cache: str | Path, max_running: int = 1, start: bool = True) -> list[Job]:
     """Reap dead jobs and start queued ones; returns the jobs started by this call.
 
@@ -380,21 +201,19 @@ def tick(cache: str | Path, max_running: int = 1, start: bool = True) -> list[Jo
     if not jobs_dir(cache).is_dir():
         return []
     started = []
-    with _locked(cache):
+    with locked(cache):
         jobs = list_jobs(cache)
         by_id = {j.id: j for j in jobs}
         for j in jobs:
             if j.state == "running":
-                alive, code = _alive(j)
+                alive, code = process.alive(j)
                 if not alive:
                     j.state, j.finished, j.returncode = "failed", time.time(), code
                     how = (f"killed by signal {-code}" if code is not None and code < 0
                            else f"exit code {code}" if code is not None else "killed?")
                     j.error = f"the job process ended without reporting a result ({how})"
-                    _write(j)
-        for pid, child in list(_CHILDREN.items()):  # reap every child that ended, however
-            if child.poll() is not None:            # it reported: none lingers as a zombie
-                del _CHILDREN[pid]
+                    write_job(j)
+        process.reap()
         running = sum(j.state == "running" for j in jobs)
         for j in fair_order([j for j in jobs if j.state == "queued"],
                             [j for j in jobs if j.state != "queued"]):
@@ -405,11 +224,11 @@ def tick(cache: str | Path, max_running: int = 1, start: bool = True) -> list[Jo
                 j.state, j.finished = "failed", time.time()
                 j.blocked_by = bad.id if bad is not None else None
                 j.error = f"dependency {bad.id if bad else '?'} did not finish"
-                _write(j)
+                write_job(j)
                 continue
             if not start or running >= max_running or any(d.state != "done" for d in deps):
                 continue
-            _start(j)
+            process.start(j)
             running += 1
             started.append(j)
     return started
@@ -418,36 +237,29 @@ def tick(cache: str | Path, max_running: int = 1, start: bool = True) -> list[Jo
 def cancel(cache: str | Path, key: str, grace: float = 5.0) -> Job:
     """Cancel a queued or running job; returns it. A running job's process group gets
     SIGTERM, then SIGKILL after `grace` seconds; its staging part files stay for resume."""
-    with _locked(cache):
+    with locked(cache):
         job = get_job(cache, key)
         if job.state not in ACTIVE:
             raise JobError(f"job {job.id} is {job.state}; only queued or running jobs cancel")
         was_running = job.state == "running"
         job.state, job.finished, job.error = "cancelled", time.time(), "cancelled by the user"
-        _write(job)
+        write_job(job)
     if was_running and job.pid:
-        _signal_group(job, signal.SIGTERM)
+        process.signal_group(job, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        while _alive(job)[0] and time.monotonic() < deadline:
+        while process.alive(job)[0] and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _alive(job)[0]:
-            _signal_group(job, signal.SIGKILL)
-            while _alive(job)[0] and time.monotonic() < deadline + 5:
+        if process.alive(job)[0]:
+            process.signal_group(job, signal.SIGKILL)
+            while process.alive(job)[0] and time.monotonic() < deadline + 5:
                 time.sleep(0.05)
     return job
-
-
-def _signal_group(job: Job, sig: int) -> None:
-    if not _alive(job)[0]:
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(job.pid, sig)  # the job leads its own session: its pid is the group id
 
 
 def resume(cache: str | Path, key: str) -> Job:
     """Put a failed or cancelled job back in the queue (same id, same config); returns it.
     Jobs that failed because this one did (`blocked_by`) are re-queued with it."""
-    with _locked(cache):
+    with locked(cache):
         job = get_job(cache, key)
         if job.state not in ("failed", "cancelled"):
             raise JobError(f"job {job.id} is {job.state}; only failed or cancelled jobs resume")
@@ -457,7 +269,7 @@ def resume(cache: str | Path, key: str) -> Job:
         todo = [job] + [j for j in list_jobs(cache) if j.blocked_by == job.id]
         for j in todo:
             j.state, j.error, j.blocked_by, j.pid, j.returncode = "queued", None, None, None, None
-            _write(j)
+            write_job(j)
             with open(j.path / "log.txt", "a") as f:
                 f.write(f"--- resumed at {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n")
     return job
@@ -467,7 +279,7 @@ def forget(cache: str | Path, key: str) -> None:
     """Remove a finished job's record (its run, if any, stays)."""
     import shutil
 
-    with _locked(cache):
+    with locked(cache):
         job = get_job(cache, key)
         if job.state in ACTIVE:
             raise JobError(f"job {job.id} is {job.state}; cancel it first")
@@ -498,32 +310,3 @@ def wait(cache: str | Path, ids: list[str] | None = None, *, timeout: float | No
         time.sleep(poll)
 
 
-def _finish(job_dir: Path, state: str, error: str | None = None) -> None:
-    """Record the worker's own result, unless the job was cancelled meanwhile."""
-    with _locked(job_dir.parent.parent):
-        job = _read(job_dir)
-        if job.state != "running" or job.pid != os.getpid():
-            return
-        job.state, job.finished, job.error = state, time.time(), error
-        job.returncode = 0 if state == "done" else 1
-        _write(job)
-
-
-def work(job_dir: Path) -> int:
-    """The job process (`python -m core.jobs <job folder>`): run the job, record the result."""
-    job = _read(job_dir)
-
-    def say(msg: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-    say(f"job {job.id} ({job.kind}): run {job.run!r}, attempt {job.attempts}, "
-        f"pid {os.getpid()}")
-    try:
-        kind = job_kind(job.kind)
-        kind.runner(job, kind.make_config(job.config), say)
-    except BaseException as e:  # record every failure, interrupts included
-        traceback.print_exc()
-        _finish(job_dir, "failed", f"{type(e).__name__}: {e}")
-        return 1
-    _finish(job_dir, "done")
-    return 0
