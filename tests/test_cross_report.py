@@ -37,9 +37,9 @@ def _summary() -> pd.DataFrame:
              ci_lo=0.562, ci_hi=0.67, gap_moved=0.645, gap_moved_lo=0.45, gap_moved_hi=0.83,
              p_holm=0.0123),
         _row("forward", 0.05, "random", diff=-0.005, diff_lo=-0.018, diff_hi=0.005,
-             p_holm=1.0, same_as_ref=0.84, budget_changed=0.0092),
+             p_holm=1.0, same_as_ref=0.84, budget_changed=0.0092, n=400, n_short=0),
         _row("forward", 0.0253, "untreated", diff=0.15, diff_lo=0.105, diff_hi=0.195,
-             p_holm=0.2345, same_as_ref=0.0, budget_changed=0.0146),
+             p_holm=0.2345, same_as_ref=0.0, budget_changed=0.0012, n=400, n_short=31),
         _row("reverse", 0.0253, budget=0.056, budget_changed=0.0152, accuracy=0.538,
              ci_lo=0.48, ci_hi=0.59, gap_moved=0.68, gap_moved_lo=0.5, gap_moved_hi=0.9,
              p_holm=0.05),
@@ -68,11 +68,12 @@ def test_markdown_table_cells():
     f05 = rows["forward, eps 0.05"]
     assert f05[1:5] == ["2.6%", "0.92%", "54.0% (48.2-59.0)",
                         "recovers 33% [10, 52]; p_holm < 0.001"]
-    assert f05[5] == "-0.5 [-1.8, +0.5]; p_holm 1.00; same 84%"
+    assert f05[5] == "-0.5 [-1.8, +0.5]; p_holm 1.00; same 84%; changes 0.92%"
     assert f05[6] == ""  # no untreated control at this eps
     ft = rows["forward, eps 0.0253 (target)"]
     assert ft[4] == "recovers 64% [45, 83]; p_holm 0.012"
-    assert ft[5] == "" and ft[6] == "+15.0 [+10.5, +19.5]; p_holm 0.23; same 0%"
+    assert ft[5] == "" and ft[6] == ("+15.0 [+10.5, +19.5]; p_holm 0.23; same 0%; "
+                                         "changes 0.12%; short 31/400")
     rt = rows["reverse, eps 0.0253 (target)"]
     assert rt[1:5] == ["5.6%", "1.5%", "53.8% (48.0-59.0)", "removes 68% [50, 90]; "
                                                            "p_holm 0.05"]
@@ -122,6 +123,6 @@ def test_table_of_a_real_summary():
     f = s[(s.direction == "forward") & (s.control_kind == "")].iloc[0]
     assert fwd[1:4] == ["20.0%", "5.0%",
                         f"75.0% ({100 * f['ci_lo']:.1f}-{100 * f['ci_hi']:.1f})"]
-    assert fwd[5].startswith("+25.0 [") and fwd[5].endswith("; same 50%")
+    assert fwd[5].startswith("+25.0 [") and fwd[5].endswith("; same 50%; changes 5.0%")
     assert "p_holm " + p_text(r["p_holm"]) in fwd[5]
 

@@ -8,8 +8,8 @@ it moves with its interval and the Holm-adjusted p-value of its paired test agai
 primary alone, and for each control: cross-sample minus control in accuracy points with
 its paired 95% interval, the control's Holm-adjusted p-value and same_as_ref (the share of
 its samples, among those whose cross-sample changed a token, that decoded the identical
-sequence). Controls of a second sweep (e.g. one matched on decisions) join as columns of
-their own (`extra`).
+sequence), the share of tokens the control changed and its short samples. Controls of a
+second sweep (e.g. one matched on decisions) join as columns of their own (`extra`).
 
 Pure formatting of numbers the summary already holds: computes no statistic, reads and
 writes nothing. Every cell is built from numbers and fixed labels (a control kind is one of
@@ -71,9 +71,11 @@ def _gap(r) -> str:
     return cell + f"; p_holm {p_text(r.get('p_holm'))}"
 
 
-def control_cell(r, match: str = "changed") -> str:
-    """One control row: diff [lo, hi], p_holm, same_as_ref (and, matched on decisions, the
-    control's own changed share, which then differs from its cross-sample's)."""
+def control_cell(r) -> str:
+    """One control row: diff [lo, hi], p_holm, same_as_ref, the share of tokens the control
+    itself changed (matched on decisions it changes fewer than its cross-sample; matched on
+    changed tokens it can fall short, e.g. `untreated` where few untreated steps' draws
+    differ) and, where any, how many of its samples fell short (n_short of n)."""
     if r is None:
         return ""
     cell = _points(r["diff"]) + _interval(r["diff_lo"], r["diff_hi"], _points)
@@ -81,8 +83,10 @@ def control_cell(r, match: str = "changed") -> str:
     same = r.get("same_as_ref", math.nan)
     if not pd.isna(same):
         cell += f"; same {100 * same:.0f}%"
-    if match == "decisions":
-        cell += f"; changes {_budget(r.get('budget_changed'))}"
+    cell += f"; changes {_budget(r.get('budget_changed'))}"
+    short, n = r.get("n_short", math.nan), r.get("n", math.nan)
+    if not pd.isna(short) and short > 0:
+        cell += f"; short {int(short)}/{'-' if pd.isna(n) else int(n)}"
     return cell
 
 
@@ -132,6 +136,6 @@ def markdown_table(summary: pd.DataFrame, target_eps: float | None = None,
             r = _find(summary, d, eps, "")
             cells = [f"{d}, {_eps_label(eps, target_eps)}", _budget(r["budget"]),
                      _budget(r["budget_changed"]), _accuracy(r), _gap(r)]
-            cells += [control_cell(_find(s, d, eps, k), m) for s, m, k in cols]
+            cells += [control_cell(_find(s, d, eps, k)) for s, _, k in cols]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
