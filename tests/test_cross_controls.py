@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from core.experiments.cross_sampling import (
+    CONTROL_KINDS,
     Job,
     bootstrap_ci,
     cross_decode,
@@ -228,6 +229,17 @@ def test_caption_reports_the_budget_chosen_before_the_sweep_and_explains_over_10
     assert spec.summary["forward"]["gap_share"] == pytest.approx(1.13)
     none = cross_sampling(s, "r", {"n_prompts": 40, "samples": 2}).caption
     assert "no target budget was set before this sweep" in none and "gap" not in none
+
+
+@pytest.mark.unit
+def test_every_control_kind_is_drawn():
+    inf = math.inf
+    s = _summary([("base", inf, "", 0, 0, 0.40, None), ("tuned", inf, "", 0, 0, 0.60, None),
+                  ("forward", 0.02, "", 0.07, 0.02, 0.55, None)]
+                 + [("forward", 0.02, k, 0.02, 0.02, 0.50, 0.05) for k in CONTROL_KINDS])
+    names = [t.name for t in cross_sampling(s, "r").figure.data]
+    assert len(names) == 1 + len(CONTROL_KINDS) and len(set(names)) == len(names)
+    assert "forward control: by entropy at untreated steps" in names
 
 
 # --- stored sweeps (unit) ---------------------------------------------------------------------

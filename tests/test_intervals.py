@@ -157,3 +157,31 @@ def test_fixed_seed_and_chunking():
     rng = np.random.default_rng(I.SEED)
     exp = [np.bincount(rng.integers(0, 6, 6), minlength=6) @ m for _ in range(50)]
     np.testing.assert_array_equal(a, np.array(exp))
+
+
+def test_equal_size_overlap(env):
+    """evolution_overlap's jaccard_top_n interval: each run's top-N by js (N = the final's
+    count above 0.1, ties by trace_id, pos) fixed on the full data, then per replicate the
+    weighted intersection over the weighted union with the final's top-N."""
+    con, t = env
+    got = Q.evolution_overlap(con, SERIES, sampled_from="pooled").set_index("run")
+    d = t[t.run.isin(SERIES)]
+    n = int((d[d.run == SERIES[-1]].js > 0.1).sum())
+
+    def top(x):
+        return x.sort_values(["js", "trace_id", "pos"], ascending=[False, True, True]).head(n)
+
+    tops = {r: top(d[d.run == r]) for r in SERIES}
+    fin = set(zip(tops[SERIES[-1]].trace_id, tops[SERIES[-1]].pos, strict=True))
+    for r in SERIES[:-1]:
+        x = tops[r].assign(i=[(a, b) in fin for a, b in zip(tops[r].trace_id, tops[r].pos,
+                                                            strict=True)])
+        reps = []
+        for w in replicate_weights(d.prompt_id.tolist()):
+            rw, fw = x.prompt_id.map(w).to_numpy(), tops[SERIES[-1]].prompt_id.map(w)
+            inter = (rw * x.i).sum()
+            reps.append(inter / (rw.sum() + fw.sum() - inter))
+        row = got.loc[r]
+        close([row.jaccard_top_n_lo, row.jaccard_top_n_hi], interval(reps))
+        assert row.jaccard_top_n_lo <= row.jaccard_top_n <= row.jaccard_top_n_hi
+    assert got.loc[SERIES[-1], "jaccard_top_n"] == 1

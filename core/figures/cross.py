@@ -24,7 +24,8 @@ from core.figures.style import MODEL_COLOURS, NEUTRAL, styled
 DIRECTIONS = {"forward": ("base, switching to tuned where js > eps", MODEL_COLOURS["tuned"]),
               "reverse": ("tuned, switching to base where js > eps", MODEL_COLOURS["base"])}
 CONTROLS = {"": ("", "solid"), "random": ("random positions", "dot"),
-            "entropy": ("positions by the primary's entropy", "dash")}
+            "entropy": ("positions by the primary's entropy", "dash"),
+            "untreated": ("by entropy at untreated steps", "dashdot")}
 AXIS = {"changed": "budget: tokens changed (%)", "decisions": "budget: switch decisions (%)"}
 COLUMN = {"changed": "budget_changed", "decisions": "budget"}
 

@@ -42,8 +42,8 @@ def evolution(con, series, *, high=0.1, sampled_from=None) -> FigureSpec:
     # beside the thresholded Jaccard: its size bound and the overlap of equal-size sets
     ov = Q.evolution_overlap(con, **params)
     on = [c for c in ("sampled_from", "run") if c in df and c in ov]
-    df = df.merge(ov[on + ["n_final", "jaccard_bound", "top_n", "jaccard_top_n"]], on=on,
-                  how="left")
+    df = df.merge(ov[on + ["n_final", "jaccard_bound", "top_n", "jaccard_top_n",
+                           "jaccard_top_n_lo", "jaccard_top_n_hi"]], on=on, how="left")
     keys = (df["sampled_from"].drop_duplicates().tolist() if "sampled_from" in df else []) or [None]
     fig = make_subplots(rows=2, cols=len(keys), shared_xaxes=True, vertical_spacing=0.08,
                         row_heights=[0.62, 0.38], horizontal_spacing=0.08,
@@ -86,8 +86,8 @@ def evolution(con, series, *, high=0.1, sampled_from=None) -> FigureSpec:
                      f"{num(a.jaccard_final)} (at most {num(a.jaccard_bound)} for "
                      f"{_count(a.n_high)} high-js tokens against the final's "
                      f"{_count(a.n_final)}); of equal-size sets, its top-{_count(a.top_n)} by "
-                     f"js: {num(a.jaccard_top_n)} (the convergence measure: set sizes do "
-                     f"not bound it); share with js > {high:g} against the final's: "
+                     f"js: {_top_n(a)}{_later_top_n(d)} (the convergence measure: set sizes "
+                     f"do not bound it); share with js > {high:g} against the final's: "
                      + "; ".join(f"step {r.step} " + with_ci(_pp, r.diff_final,
                                                                  r.diff_final_lo,
                                                                  r.diff_final_hi)
@@ -103,6 +103,19 @@ def evolution(con, series, *, high=0.1, sampled_from=None) -> FigureSpec:
     summ = summ["all"] if keys == [None] else summ
     return _spec("evolution", "Evolution across checkpoints", cap, fig, df, "evolution", params,
                  summ, traces=traces)
+
+
+def _top_n(r) -> str:
+    return with_ci(num, r.jaccard_top_n, r.jaccard_top_n_lo, r.jaccard_top_n_hi)
+
+
+def _later_top_n(d) -> str:
+    """The equal-size overlap of the checkpoints between the first and the final."""
+    mid = d.iloc[1:-1]
+    if mid.empty:
+        return ""
+    return (f", at steps {'/'.join(str(s) for s in mid.step)}: "
+            + ", ".join(_top_n(r) for r in mid.itertuples()))
 
 
 def _pp(x) -> str:

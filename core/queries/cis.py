@@ -94,6 +94,40 @@ def evolution(con, df, series_runs, high, sampled_from, correct) -> pd.DataFrame
     return df
 
 
+def evolution_top_n(con, df, series_runs, filt, correct) -> pd.DataFrame:
+    """evolution_overlap's frame + jaccard_top_n_lo/hi: the Jaccard of each checkpoint's
+    top-N positions by js with the final's top-N (N = df.top_n), the sets held as the full
+    data chose them (the cut is not re-chosen per replicate) and their per-prompt sizes and
+    intersections resampled jointly; NULL where jaccard_top_n is NULL."""
+    df = df.copy()
+    df["jaccard_top_n_lo"], df["jaccard_top_n_hi"] = np.nan, np.nan
+    if df.empty or not int(df["top_n"].iloc[0]):
+        return df
+    n, last = int(df["top_n"].iloc[0]), series_runs[-1]
+    tops = "\nUNION ALL\n".join(
+        f"(SELECT run AS _tr, trace_id AS _tt, pos AS _tp FROM f WHERE run = $r{i} "
+        f"AND js IS NOT NULL ORDER BY js DESC, trace_id, pos LIMIT {n})"
+        for i in range(len(series_runs)))
+    join = f"""LEFT JOIN ({tops}) t ON f.run = t._tr AND f.trace_id = t._tt AND f.pos = t._tp
+        LEFT JOIN (SELECT trace_id AS _ft, pos AS _fp FROM f WHERE run = $last
+          AND js IS NOT NULL ORDER BY js DESC, trace_id, pos LIMIT {n}) tf
+          ON f.trace_id = tf._ft AND f.pos = tf._fp AND t._tp IS NOT NULL"""
+    params = {"last": last, **{f"r{i}": r for i, r in enumerate(series_runs)}}
+    sums = I.prompt_sums(con, {"n": "count(t._tp)", "i": "count(tf._fp)"}, {"run": "run"},
+                         series_runs, filt, correct, params=params, join=join)
+    t = I.Table(sums, ["run"], ["n", "i"])
+    fin = t.index_of(run=last)
+    for k, (run, jac) in enumerate(zip(df["run"], df["jaccard_top_n"], strict=True)):
+        g = t.index_of(run=run)
+        if pd.isna(jac) or g < 0:
+            continue
+        inter = t.reps_of(g, "i")
+        lo, hi = I.percentile(I._ratio(inter, t.reps_of(g, "n") + t.reps_of(fin, "n")
+                                       - inter)[:, None])
+        df.loc[df.index[k], ["jaccard_top_n_lo", "jaccard_top_n_hi"]] = [lo[0], hi[0]]
+    return df
+
+
 def truncation(con, df, run, high, filt, by, correct, columns) -> pd.DataFrame:
     """truncation_agreement + share_high_lo/hi and jaccard_high_lo/hi per stored metric."""
     keys = [by] if by else []

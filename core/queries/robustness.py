@@ -138,7 +138,7 @@ def _truncation(con, run, high, filt, by, correct) -> pd.DataFrame:
 def evolution_overlap(con, series_runs: list[str], high=0.1, sampled_from=None,
                       correct=None) -> pd.DataFrame:
     """[sampled_from (split only),] run, step, n_high, n_final, jaccard_final,
-    jaccard_bound, top_n, jaccard_top_n per checkpoint of `series_runs` (oldest first, the
+    jaccard_bound, top_n, jaccard_top_n(_lo, _hi) per checkpoint of `series_runs` (oldest first, the
     last = final), each on the traces `sampled_from` chooses (default: tuned-sampled).
 
     jaccard_final: Jaccard of the run's high set (positions trace_id, pos with js > high)
@@ -146,10 +146,11 @@ def evolution_overlap(con, series_runs: list[str], high=0.1, sampled_from=None,
     max(n_high, n_final), the largest Jaccard two sets of these sizes can have (one inside
     the other): a checkpoint with fewer high tokens cannot reach 1 however its set sits.
     jaccard_top_n: Jaccard of equal-size sets, each run's top_n positions by js (top_n =
-    n_final; ties at the cut broken by trace_id, pos), which no size difference bounds.
-    Positions are compared as (trace_id, pos): meaningful when the checkpoints scored the
-    same traces (a series run's default); NULL overlaps for a checkpoint that sampled its own
-    (as analyses.evolution)."""
+    n_final; ties at the cut broken by trace_id, pos), which no size difference bounds, with
+    its prompt-clustered interval jaccard_top_n_lo/hi (cis.evolution_top_n). Positions are
+    compared as (trace_id, pos): meaningful when the checkpoints scored the same traces (a
+    series run's default); NULL overlaps for a checkpoint that sampled its own (as
+    analyses.evolution)."""
     series_runs = [str(r) for r in series_runs]
     if not series_runs:
         raise ValueError("series_runs is empty")
@@ -167,7 +168,7 @@ def evolution_overlap(con, series_runs: list[str], high=0.1, sampled_from=None,
 
 
 _OVERLAP_COLS = ["run", "step", "n_high", "n_final", "jaccard_final", "jaccard_bound",
-                 "top_n", "jaccard_top_n"]
+                 "top_n", "jaccard_top_n", "jaccard_top_n_lo", "jaccard_top_n_hi"]
 
 
 def _overlap(con, series_runs, high, filt, correct) -> pd.DataFrame:
@@ -214,8 +215,8 @@ def _overlap(con, series_runs, high, filt, correct) -> pd.DataFrame:
     # a checkpoint that sampled its own traces (--series-sampling own): its positions are
     # not the final's, so no overlap (its bound, from the set sizes alone, stays)
     df.loc[df.own.fillna(False).astype(bool), ["jaccard_final", "jaccard_top_n"]] = np.nan
-    return df[_OVERLAP_COLS].astype({"jaccard_final": float, "jaccard_bound": float,
-                                     "jaccard_top_n": float})
+    df = df.astype({"jaccard_final": float, "jaccard_bound": float, "jaccard_top_n": float})
+    return cis.evolution_top_n(con, df, series_runs, filt, correct)[_OVERLAP_COLS]
 
 
 def position_profile_abs(con, bins=20, width=None, metric="js", high=0.1, runs=None,
