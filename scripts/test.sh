@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the tests need (Python packages, .venv-trl for the TRL tier, Chromium for
 # browser tests and poppler for the PDF-export test) and run the whole suite. Extra arguments
-# go to pytest (e.g. -m unit).
+# go to pytest (e.g. -m unit, or -n 0 for one process).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh requirements-dev.txt
@@ -17,4 +17,6 @@ fi
 start=$SECONDS
 scripts/setup_trl.sh .venv
 echo "scripts/setup_trl.sh: $((SECONDS - start)) s"
-exec .venv/bin/python -m pytest "$@"
+# One worker per core (pytest-xdist); a test file stays on one worker, so its module-scoped
+# app server and browser are shared. `-n 0` (passed after) runs in this process instead.
+exec .venv/bin/python -m pytest -n auto --dist loadfile "$@"

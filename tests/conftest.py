@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,17 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "assets" / "demo"
 HELDOUT = ROOT / "assets" / "prompts" / "arith-heldout.jsonl"
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (scripts/test.sh runs one worker per core), each worker and the
+    processes it starts (app servers, job processes) use one thread: torch's default of one
+    thread per core would have the workers spin against each other."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(1)
 
 
 def save_tiny_model(folder: Path, tokenizer, seed: int) -> Path:

@@ -88,6 +88,9 @@ def with_template(template: str):
 
 CHAT = [{"role": "user", "content": "Q: 1+1=? A:"}]
 FAST = TextLimits(template_seconds=0.5)
+# A template that must hit the output cap, not the clock: rendering its million characters
+# can take over 0.5 s on a busy machine (the suite runs a worker per core).
+SLOW = TextLimits(template_seconds=20)
 
 
 class FakePair:
@@ -160,7 +163,7 @@ CASES = [
      InputError, r"^the chat template cannot render a chat: it needs more than 512 MiB"),
     ("template-output-flood",
      lambda w: render_chat(with_template("{% for i in range(100000) %}0123456789{% endfor %}"),
-                           CHAT, limits=FAST),
+                           CHAT, limits=SLOW),
      InputError, r"^the chat template renders 1,000,000 characters for a chat of 11: more "
                  r"than the 65,536 it may add"),
     ("template-recursion",
