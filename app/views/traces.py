@@ -147,9 +147,13 @@ def render() -> None:
            and run.rollouts is None else "")
     st.markdown(f"**Verdict** {verdict} · sampled from the **{md_escape(trace['sampled_from'])}"
                 f"** model · {trace['length']} tokens{cut}")
+    lanes = st.toggle("Probability lanes", value=state.param("lanes", "0") == "1",
+                      key="lanes", help="under each token, both models' probability of it "
+                                        "(bar) and its rank (number): base, then tuned")
     pos = tokens.view(toks, metric, threshold, collapse, special, pos,
-                      key=f"tv_{run.name}_{tid}")
+                      key=f"tv_{run.name}_{tid}", lanes=lanes)
     state.set_params(trace=tid, metric=metric, pos=pos, fold="1" if collapse else None,
+                     lanes="1" if lanes else None,
                      thr=None if tokens.METRICS[metric][1] == "categorical"
                      else f"{threshold:g}")
     tokens.selected(toks, pos)

@@ -4,15 +4,20 @@
 // position)`. One file for both hosts: the Streamlit component (custom components v2) loads
 // it as is; the notebook widget (shiftlens.front) drops the final default export
 // and calls draw() from its anywidget render(). The data is built by core.figures.trace.
-function visible(tok) {
-  // keep whitespace faithful but visible: a mark before newlines and tabs
+function visible(tok, marksOnly) {
+  // keep whitespace faithful but visible: a mark before newlines and tabs (with lanes, the
+  // mark alone: a token's column stays one line high and the break follows the column)
   const parts = [];
   for (const ch of tok) {
-    if (ch === "\n") parts.push(["\u21b5", true], ["\n", false]);
-    else if (ch === "\t") parts.push(["\u2192", true], ["\t", false]);
+    if (ch === "\n") parts.push(["\u21b5", true], ...(marksOnly ? [] : [["\n", false]]));
+    else if (ch === "\t") parts.push(["\u2192", true], ...(marksOnly ? [] : [["\t", false]]));
     else parts.push([ch, false]);
   }
   return parts;
+}
+
+function rankText(r) {
+  return r === null || r === undefined ? "\u2013" : r > 99 ? "99+" : String(r);
 }
 
 function isDark(el) {
@@ -56,8 +61,14 @@ function draw(component) {
   }
   root.appendChild(strip);
 
+  const lanes = data.lanes || null;
+  if (lanes) {
+    root.appendChild(el("div", "sl-lane-key",
+      "Lanes under each token: base model, then tuned model \u00b7 bar: the probability the " +
+      "model gave the token \u00b7 number: its rank (1 = the model's first choice)"));
+  }
   const text = document.createElement("div");
-  text.className = "sl-text";
+  text.className = lanes ? "sl-text sl-lanes" : "sl-text";
   text.setAttribute("data-testid", "trace-text");
   const folds = new Map((data.folds || []).map(([a, b]) => [a, b]));
   // folds expanded in this view stay expanded across reruns (the root outlives them)
@@ -74,7 +85,7 @@ function draw(component) {
       const start = i;
       fold.onclick = () => {
         const sub = document.createDocumentFragment();
-        for (let j = start; j < end; j++) sub.appendChild(tokenSpan(j));
+        for (let j = start; j < end; j++) sub.appendChild(tokenEl(j));
         fold.replaceWith(sub);
         opened.add(foldKey(start, end));
         root.dataset.opened = JSON.stringify([...opened]);
@@ -83,7 +94,7 @@ function draw(component) {
       i = end - 1;
       continue;
     }
-    frag.appendChild(tokenSpan(i));
+    frag.appendChild(tokenEl(i));
   }
   text.appendChild(frag);
   root.appendChild(text);
@@ -91,14 +102,41 @@ function draw(component) {
   if (selectedEl && data.scroll) selectedEl.scrollIntoView({ block: "center" });
   root.dataset.renderMs = (performance.now() - started).toFixed(1);  // read by benchmarks
 
+  function tokenEl(i) {
+    // the token, or with lanes its column: the token over one cell per model
+    const span = tokenSpan(i);
+    if (!lanes) return span;
+    const col = el("span", "sl-col");
+    col.dataset.pos = String(i);
+    col.appendChild(span);
+    for (const who of ["base", "tuned"]) {
+      const p = lanes[who].prob[i], r = lanes[who].rank[i];
+      const cell = el("span", "sl-lane");
+      cell.dataset.model = who;
+      cell.dataset.pos = String(i);
+      cell.title = `${who} model: p ${p === null ? "not stored" : p.toPrecision(3)} \u00b7 rank ${r === null ? "not stored" : r}`;
+      const bar = el("span", "sl-lane-bar sl-lane-" + who);
+      bar.style.height = `${Math.round(100 * Math.max(0, Math.min(1, p || 0)))}%`;
+      cell.append(bar, el("span", "sl-lane-rank", rankText(r)));
+      col.appendChild(cell);
+    }
+    if (data.tokens[i].includes("\n")) {
+      const f = document.createDocumentFragment();
+      f.append(col, el("span", "sl-break"));
+      return f;
+    }
+    return col;
+  }
+
   function tokenSpan(i) {
     const span = document.createElement("span");
-    span.className = "sl-tok" + (data.special[i] ? " sl-special" : "") + (i === data.selected ? " sl-sel" : "");
+    span.className = "sl-tok" + (data.special[i] ? " sl-special" : "") + (i === data.selected ? " sl-sel" : "") +
+      (i === data.part ? " sl-part" : "");
     span.dataset.pos = String(i);
     span.style.background = colours[i] || "transparent";
     if (textColours[i]) span.style.color = textColours[i];
     span.title = data.titles[i];
-    for (const [s, mark] of visible(data.tokens[i])) {
+    for (const [s, mark] of visible(data.tokens[i], !!lanes)) {
       if (mark) {
         const m = document.createElement("span");
         m.className = "sl-ws";
