@@ -1,6 +1,7 @@
-"""The trace page's views of issue 27 on a small synthetic run: both models' probability
-and rank lanes (core.figures.trace.lanes, through core.api), checked against the stored
-token columns."""
+"""The trace page's views of issue 27: both models' probability and rank lanes
+(core.figures.trace.lanes, through core.api) checked against the stored token columns, and
+highlighting by every registered metric a run stores (the picker's options are the
+registry's), on a small synthetic run and (model tier) in the app on the demo run."""
 
 from __future__ import annotations
 
@@ -14,8 +15,6 @@ from core import api
 from core.store.schema import TOKENS_FILE
 from tests.test_queries import make_tables, write_run
 
-pytestmark = pytest.mark.unit
-
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
@@ -24,6 +23,7 @@ def run(tmp_path_factory):
     return folder, api.open_runs([folder])
 
 
+@pytest.mark.unit
 def test_the_lanes_are_the_stored_probability_and_rank_of_each_token(run):
     folder, con = run
     stored = pd.read_parquet(folder / TOKENS_FILE)
@@ -41,6 +41,7 @@ def test_the_lanes_are_the_stored_probability_and_rank_of_each_token(run):
                 assert 0 < lanes[who]["prob"][i] <= 1
 
 
+@pytest.mark.unit
 def test_the_trace_payload_carries_the_lanes_only_when_asked(run):
     from core.figures.trace import trace_payload
 
@@ -52,3 +53,64 @@ def test_the_trace_payload_carries_the_lanes_only_when_asked(run):
     got = api.trace_lanes(missing)
     assert got["base"]["prob"] == [None] * len(toks)
     assert got["tuned"]["rank"] == [None] * len(toks)
+
+
+# ----------------------------------------------------------------------------- highlight by
+
+
+@pytest.mark.unit
+def test_every_stored_registered_metric_can_highlight_a_trace(run):
+    from core.figures.colours import METRICS, colour_tokens, legend_html
+    from core.figures.trace import trace_payload
+    from core.metrics import METRICS as REGISTRY
+
+    toks = api.trace_tokens(run[1], "rl", 2)
+    offered = api.metric_choices(toks)
+    assert offered == [m for m in REGISTRY if m in toks.columns]  # all of them, in order
+    assert {"kl_tb", "kl_bt", "rank_tuned", "js_top_p90", "js_top_p95"} <= set(offered)
+    for m in offered:
+        data = trace_payload(toks, m)
+        assert len(data["colours"]) == len(toks)
+        label = METRICS[m][0]
+        assert label == REGISTRY[m].label and label.split(" (")[0].split(":")[0][:8] in \
+            legend_html(m, 0.1).replace("&#x27;", "'").replace("&amp;", "&")
+    assert "js_top_p90" not in api.metric_choices(toks.assign(js_top_p90=np.nan))
+    # a log-probability colours by how far below 0 it is; a false flag is highlighted
+    _, s = colour_tokens([0.0, -0.05, -1.0, -20.0, None], "logp_base", 0.1)
+    assert s[:2] == [0.0, 0.0] and 0 < s[2] < s[3] == 1.0 and s[4] == 0.0
+    c, s = colour_tokens([True, False, None], "top1_agree")
+    assert s == [0.0, 1.0, 0.0] and c[0] == c[2] == "transparent"
+
+
+@pytest.mark.unit
+def test_a_newly_registered_metric_is_offered_without_touching_the_page(run, monkeypatch):
+    import torch
+
+    from core.figures.trace import default_threshold, trace_payload
+    from core.metrics import METRICS as REGISTRY
+    from core.metrics import Metric
+
+    monkeypatch.setitem(REGISTRY, "surprise_gap", Metric(
+        "surprise_gap", lambda c: torch.zeros(1), label="a later metric", lo=0.0))
+    toks = api.trace_tokens(run[1], "rl", 2)
+    assert "surprise_gap" not in api.metric_choices(toks)  # not stored: not offered
+    toks = toks.assign(surprise_gap=np.linspace(0, 1, len(toks)))
+    assert api.metric_choices(toks)[-1] == "surprise_gap"
+    data = trace_payload(toks, "surprise_gap", default_threshold("surprise_gap"))
+    assert data["strength"][-1] == 1.0 and data["strength"][0] == 0.0
+
+
+@pytest.mark.model
+def test_the_pickers_options_are_the_registrys_stored_columns(app, app_cache):
+    from core.metrics import METRICS as REGISTRY
+
+    at = app(run="demo-rl")
+    stored = pd.read_parquet(app_cache / "demo-rl" / TOKENS_FILE).columns
+    box = at.selectbox(key="metric")
+    assert box.options == [m.label for m in REGISTRY.values() if m.name in stored]
+    for m in ("kl_bt", "js_top_p95", "top1_agree", "logp_tuned"):
+        at.selectbox(key="metric").select(m).run()
+        assert not at.exception, m
+        assert at.query_params["metric"] == m
+        legend = next(h for h in at.get("html") if "font-size:.85rem" in h.proto.body)
+        assert REGISTRY[m].label.replace("'", "&#x27;") in legend.proto.body

@@ -154,7 +154,7 @@ def render() -> None:
                       key=f"tv_{run.name}_{tid}", lanes=lanes)
     state.set_params(trace=tid, metric=metric, pos=pos, fold="1" if collapse else None,
                      lanes="1" if lanes else None,
-                     thr=None if tokens.METRICS[metric][1] == "categorical"
+                     thr=None if tokens.METRICS[metric][1] in tokens.NO_SLIDER
                      else f"{threshold:g}")
     tokens.selected(toks, pos)
     critical_panel(run, toks, tid)

@@ -22,7 +22,8 @@ from core.metrics import METRICS as REGISTRY
 
 HERE = Path(__file__).parent
 METRIC_COLUMNS = (*REGISTRY, "rel_pos")  # every registered metric, then the position
-DEFAULT_THRESHOLD = {"diverging": 0.5, "sequential": 0.01}  # a faint highlight floor
+DEFAULT_THRESHOLD = {"diverging": 0.5, "sequential": 0.01,  # a faint highlight floor
+                     "descending": 0.1, "categorical": 2.0, "flag": 0.5}
 
 
 @cache
@@ -88,8 +89,14 @@ def _finite(v) -> bool:
 
 def default_threshold(metric: str) -> float:
     """The highlight floor the trace browser starts a metric at."""
-    kind = METRICS[metric][1]
-    return 2.0 if kind == "categorical" else DEFAULT_THRESHOLD[kind]
+    return DEFAULT_THRESHOLD[METRICS[metric][1]]
+
+
+def metric_choices(toks) -> list[str]:
+    """The metrics a trace can be highlighted by: every registered metric (core.metrics, in
+    its order) of which `toks` (a core.queries.trace_tokens table) holds values; a run
+    written before a metric existed lacks its column, or has only NULLs in it."""
+    return [m for m in METRICS if m in toks and not toks[m].isna().all()]
 
 
 def titles_of(toks, metric: str) -> list[str]:
