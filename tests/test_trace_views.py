@@ -114,3 +114,84 @@ def test_the_pickers_options_are_the_registrys_stored_columns(app, app_cache):
         assert at.query_params["metric"] == m
         legend = next(h for h in at.get("html") if "font-size:.85rem" in h.proto.body)
         assert REGISTRY[m].label.replace("'", "&#x27;") in legend.proto.body
+
+
+# ----------------------------------------------------------------------------- both samplers
+
+
+@pytest.fixture(scope="module")
+def paired(tmp_path_factory):
+    """A run whose prompt p1 has a base-sampled trace (2) and a tuned-sampled one (3) that
+    share their first 4 tokens; prompt p0's traces (0, 1) are both tuned-sampled."""
+    traces, tokens, topk = make_tables(0)
+    a, b = (tokens.index[tokens.trace_id == t] for t in (2, 3))
+    for c in ("token_id", "token"):
+        tokens.loc[b[:4], c] = tokens.loc[a[:4], c].to_numpy()
+    tokens.loc[b[4], ["token_id", "token"]] = (int(tokens.loc[a[4], "token_id"]) + 1) % 10, "x"
+    traces["correct"] = traces["correct"].astype(object)
+    traces.loc[2, "correct"], traces.loc[3, "correct"] = False, None
+    folder = write_run(tmp_path_factory.mktemp("pairs") / "rl", (traces, tokens, topk),
+                       {"name": "rl", "kind": "rl", "series_step": None, "traces_from": None})
+    return api.open_runs([folder])
+
+
+@pytest.mark.unit
+def test_parting_is_the_first_differing_token():
+    assert api.parting([1, 2, 3], [1, 2, 4]) == 2
+    assert api.parting([5, 2], [1, 2]) == 0
+    assert api.parting([1, 2], [1, 2, 3]) == 2  # a prefix parts where it ends
+    assert api.parting([1, 2], [1, 2]) is None
+
+
+@pytest.mark.unit
+def test_a_prompts_base_and_tuned_traces_side_by_side(paired):
+    from core.errors import InputError
+    from core.figures.trace import trace_payload
+
+    assert api.same_prompt(paired, "rl", 3)["trace_id"].tolist() == [2, 3]  # base first
+    for tid, other in ((3, 2), (2, 3)):  # either trace opens the same pair
+        pair = api.sampler_pair(paired, "rl", tid)
+        assert pair["others"] == [other] == api.pair_choices(paired, "rl", tid)
+        assert (pair["base"]["trace_id"], pair["tuned"]["trace_id"]) == (2, 3)
+        assert pair["base"]["verdict"] == "incorrect" and pair["tuned"]["verdict"] == "unknown"
+        assert pair["part"] == 4
+        base = pair["base"]["tokens"]
+        assert base["token_id"].tolist() == api.trace_tokens(paired, "rl", 2)["token_id"].tolist()
+        assert trace_payload(base, "js", part=pair["part"])["part"] == 4
+    assert api.sampler_pair(paired, "rl", 0) is None  # prompt p0: no base-sampled trace
+    assert api.pair_choices(paired, "rl", 1) == []
+    with pytest.raises(InputError, match="not a trace of the other sampler"):
+        api.sampler_pair(paired, "rl", 3, other=1)
+    with pytest.raises(InputError, match="no trace 999"):
+        api.sampler_pair(paired, "rl", 999)
+
+
+@pytest.mark.model
+def test_the_trace_page_shows_both_samplers_of_a_prompt(app, app_cache):
+    traces = pd.read_parquet(app_cache / "demo-rl" / "traces.parquet")
+    toks = pd.read_parquet(app_cache / "demo-rl" / TOKENS_FILE)
+    ids = {int(t): g.sort_values("pos")["token_id"].tolist() for t, g in toks.groupby("trace_id")}
+    # a tuned-sampled trace and a base-sampled one of its prompt, not its first, that part
+    tid, other = next((int(t), int(b)) for t, p in zip(traces.trace_id, traces.prompt_id)
+                      if traces.sampled_from[traces.trace_id == t].iloc[0] == "tuned"
+                      for b in traces.trace_id[(traces.prompt_id == p)
+                                               & (traces.sampled_from == "base")].iloc[1:]
+                      if api.parting(ids[int(b)], ids[int(t)]) is not None)
+    at = app(run="demo-rl", trace=tid, pair=1, vs=other)
+    assert at.toggle(key="pair").value
+    assert at.selectbox(key=f"pair_vs_{tid}").value == other
+    part = api.parting(ids[other], ids[tid])
+    lines = [m.value for m in at.markdown if "-sampled**" in m.value]
+    verdicts = {t: {True: "correct", False: "incorrect"}.get(c, "unknown") for t, c in
+                zip(traces.trace_id, traces.correct.where(traces.correct.notna(), None))}
+    assert lines == [f"**{who}-sampled** · trace {t} · :{colour(verdicts[t])}[{verdicts[t]}]"
+                     f" · {len(ids[t])} tokens" for who, t in (("base", other), ("tuned", tid))]
+    said = [t.value for t in at.text if t.value.startswith("They part at token")]
+    assert len(said) == 1 and said[0].startswith(f"They part at token {part}:")
+    at.toggle(key="pair").set_value(False).run()
+    assert "pair" not in at.query_params and not [m for m in at.markdown
+                                                  if "-sampled**" in m.value]
+
+
+def colour(v: str) -> str:
+    return {"correct": "green", "incorrect": "red", "unknown": "gray"}[v]

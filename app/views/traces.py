@@ -8,6 +8,7 @@ import streamlit as st
 from app.ui import state, tokens
 from app.ui.critical import critical_panel
 from app.ui.fork import fork_panel
+from app.ui.pair_view import pair_section
 from app.ui.text import md_escape
 from core import api
 
@@ -157,6 +158,7 @@ def render() -> None:
                      thr=None if tokens.METRICS[metric][1] in tokens.NO_SLIDER
                      else f"{threshold:g}")
     tokens.selected(toks, pos)
+    pair_section(con, run, tid, metric, threshold)
     critical_panel(run, toks, tid)
     if pos is not None:
         fork_panel(run, trace, toks, pos)
