@@ -1,13 +1,17 @@
 """Browser checks of the trace page's views of issue 27 at 1280 and 1000 px, in the real app
-in headless Chromium: the probability and rank lanes under the tokens."""
+in headless Chromium: the probability and rank lanes under the tokens, and the keyboard
+(j / k over the highlighted tokens, Enter for the top-k, n / p for the next / previous
+trace)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pandas as pd
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser import CHROMIUM, READY_JS
 
@@ -74,3 +78,54 @@ def test_the_lanes_toggle_is_in_the_url(server, page):
     page.locator(".sl-lane").first.wait_for(timeout=60_000)
     ready(page)
     assert parse_qs(urlparse(page.url).query).get("lanes") == ["1"]
+
+
+def _url(page) -> dict:
+    return {k: v[0] for k, v in parse_qs(urlparse(page.url).query).items()}
+
+
+def test_the_keyboard_walks_highlighted_tokens_opens_top_k_and_turns_traces(server, page,
+                                                                             app_cache):
+    from core import api
+
+    page.goto(f"{server}/?run=demo-rl&thr=0.02")
+    page.locator(".sl-tok").first.wait_for(timeout=60_000)
+    ready(page)
+    tid = int(_url(page)["trace"])
+    assert "pos" not in _url(page)
+    toks = pd.read_parquet(app_cache / "demo-rl" / "tokens.parquet")
+    toks = toks[toks.trace_id == tid].sort_values("pos")
+    lit = toks.pos[toks.js >= 0.02].tolist()  # the tokens above the threshold
+    assert len(lit) >= 3
+    cursor = page.locator(".sl-cur")
+    page.keyboard.press("j")
+    expect(cursor).to_have_attribute("data-pos", str(lit[0]))
+    page.keyboard.press("j")
+    page.keyboard.press("j")
+    expect(cursor).to_have_attribute("data-pos", str(lit[2]))
+    page.keyboard.press("k")
+    expect(cursor).to_have_attribute("data-pos", str(lit[1]))
+    assert "pos" not in _url(page)  # moving the cursor reruns nothing
+    page.keyboard.press("Enter")  # the cursor's top-k, as a click would open it
+    page.get_by_text(f"Token {lit[1]}:").wait_for(timeout=30_000)
+    page.wait_for_url(re.compile(rf"[?&]pos={lit[1]}(&|$)"), timeout=30_000)
+    ready(page)
+    expect(page.locator(f".sl-tok[data-pos='{lit[1]}']")).to_have_class("sl-tok sl-sel")
+    # typing in a text box is not a key for the trace view
+    page.get_by_label("Search prompts").press("n")
+    expect(page.get_by_label("Search prompts")).to_have_value("n")
+    page.get_by_label("Search prompts").fill("")
+    page.evaluate("document.activeElement.blur()")
+    ready(page)
+    assert int(_url(page)["trace"]) == tid
+    order = api.trace_list(api.open_runs([app_cache / "demo-rl"]), "demo-rl",
+                           sampled_from="tuned", limit=500).trace_id.tolist()
+    after = order[order.index(tid) + 1]
+    page.keyboard.press("n")  # the next trace in the table's order
+    page.get_by_role("heading", name=f"Trace {after}", exact=True).wait_for(timeout=30_000)
+    page.wait_for_url(re.compile(rf"[?&]trace={after}(&|$)"), timeout=30_000)
+    ready(page)
+    assert "pos" not in _url(page)  # a new trace opens with no token selected
+    page.keyboard.press("p")
+    page.get_by_role("heading", name=f"Trace {tid}", exact=True).wait_for(timeout=30_000)
+    page.wait_for_url(re.compile(rf"[?&]trace={tid}(&|$)"), timeout=30_000)

@@ -99,9 +99,11 @@ def navigate(strength: list[float], pos: int | None, prefix: str = "") -> int | 
 
 
 def view(toks: pd.DataFrame, metric: str, threshold: float, collapse: bool,
-         special: set[int], pos: int | None, key: str, lanes: bool = False) -> int | None:
+         special: set[int], pos: int | None, key: str, lanes: bool = False,
+         keys: bool = False) -> int | None:
     """Legend + trace view; returns the selected position (clicked, else `pos`). `lanes`:
-    both models' probability and rank lanes under the tokens (core.figures.trace.lanes).
+    both models' probability and rank lanes under the tokens (core.figures.trace.lanes);
+    `keys`: the view answers j/k, Enter, n/p (one view per page; n/p: app.ui.trace_view).
 
     A click reaches Python as the component's trigger value in the rerun it causes; it is
     read before the component is drawn, so the outline and the top-k panel below show the
@@ -110,7 +112,7 @@ def view(toks: pd.DataFrame, metric: str, threshold: float, collapse: bool,
     clicked = _clicked(key, len(toks))
     pos = clicked if clicked is not None else pos
     draw(trace.trace_payload(toks, metric, threshold, collapse=collapse, special_ids=special,
-                             selected=pos, with_lanes=lanes), key=key)
+                             selected=pos, with_lanes=lanes, keys=keys), key=key)
     return pos
 
 

@@ -1,7 +1,8 @@
 // Trace view: a divergence strip over highlighted tokens, and (when the data carries `topk`)
-// the clicked token's top-k panel. Every token string is set with textContent, never
+// the clicked token's top-k panel, optionally both models' probability and rank lanes under
+// the tokens and (one view per page) keyboard moves. Every token string is set with textContent, never
 // innerHTML, so hostile text stays text. Clicks go back through `setTriggerValue("clicked",
-// position)`. One file for both hosts: the Streamlit component (custom components v2) loads
+// position)`, n / p keys through `setTriggerValue("trace_step", +1 / -1)`. One file for both hosts: the Streamlit component (custom components v2) loads
 // it as is; the notebook widget (shiftlens.front) drops the final default export
 // and calls draw() from its anywidget render(). The data is built by core.figures.trace.
 function visible(tok, marksOnly) {
@@ -100,6 +101,7 @@ function draw(component) {
   root.appendChild(text);
   if (data.topk) root.appendChild(topkPanel(data.topk[data.selected], data.selected));
   if (selectedEl && data.scroll) selectedEl.scrollIntoView({ block: "center" });
+  if (data.keys) keyboard(root, data, setTriggerValue);
   root.dataset.renderMs = (performance.now() - started).toFixed(1);  // read by benchmarks
 
   function tokenEl(i) {
@@ -147,6 +149,52 @@ function draw(component) {
     span.onclick = () => setTriggerValue("clicked", i);
     if (i === data.selected) selectedEl = span;
     return span;
+  }
+}
+
+const KEYS_HINT = "Keys: j / k next / previous highlighted token \u00b7 Enter its top-k \u00b7 " +
+  "n / p next / previous trace";
+
+function keyboard(root, data, setTriggerValue) {
+  // j/k move a cursor over the highlighted tokens (those above the threshold), Enter opens
+  // the cursor's top-k (as a click), n/p ask the host for the next / previous trace. The
+  // cursor lives in the component (root.dataset.cursor); the host keeps the rest in the URL.
+  root.insertBefore(el("div", "sl-hint sl-keys", KEYS_HINT), root.firstChild);
+  const divergent = [];
+  for (let i = 0; i < data.tokens.length; i++) if (data.strength[i] > 0) divergent.push(i);
+  root.dataset.cursor = String(data.selected);  // outlined as selected already
+  root._slKeys = (e) => {
+    const pos = Number(root.dataset.cursor);
+    if (e.key === "j" || e.key === "k") {
+      if (!divergent.length) return;
+      const next = e.key === "j" ? divergent.find((i) => i > pos)
+        : [...divergent].reverse().find((i) => pos < 0 || i < pos);
+      root.dataset.cursor = String(next !== undefined ? next
+        : e.key === "j" ? divergent[0] : divergent[divergent.length - 1]);
+      mark(root);
+    } else if (e.key === "Enter" && pos >= 0) setTriggerValue("clicked", pos);
+    else if (e.key === "n" || e.key === "p") setTriggerValue("trace_step", e.key === "n" ? 1 : -1);
+    else return;
+    e.preventDefault();
+  };
+  if (root._slListening) return;  // one listener per view, reading the latest draw's state
+  root._slListening = true;
+  const onKey = (e) => {
+    if (!root.isConnected) { document.removeEventListener("keydown", onKey); return; }
+    const target = e.composedPath()[0];
+    if (e.ctrlKey || e.metaKey || e.altKey || (target && (target.isContentEditable ||
+        /^(INPUT|TEXTAREA|SELECT|BUTTON)$/.test(target.tagName)))) return;  // typing elsewhere
+    root._slKeys(e);
+  };
+  document.addEventListener("keydown", onKey);
+}
+
+function mark(root) {
+  for (const old of root.querySelectorAll(".sl-cur")) old.classList.remove("sl-cur");
+  const cur = root.querySelector(`.sl-tok[data-pos="${root.dataset.cursor}"]`);
+  if (cur) {
+    cur.classList.add("sl-cur");
+    cur.scrollIntoView({ block: "nearest" });
   }
 }
 
