@@ -129,3 +129,26 @@ def test_the_keyboard_walks_highlighted_tokens_opens_top_k_and_turns_traces(serv
     page.keyboard.press("p")
     page.get_by_role("heading", name=f"Trace {tid}", exact=True).wait_for(timeout=30_000)
     page.wait_for_url(re.compile(rf"[?&]trace={tid}(&|$)"), timeout=30_000)
+
+
+def test_both_samplers_of_a_prompt_side_by_side_with_where_they_part(server, page):
+    page.goto(f"{server}/?run=demo-rl&pair=1")
+    said = page.get_by_text(re.compile(r"^They part at token \d+:"))
+    said.wait_for(timeout=60_000)
+    ready(page)
+    part = int(re.search(r"token (\d+):", said.inner_text()).group(1))
+    tid = int(_url(page)["trace"])
+    heads = page.get_by_text(re.compile(r"-sampled · trace \d+ · "))
+    expect(heads).to_have_count(2)
+    left, right = heads.nth(0), heads.nth(1)
+    assert left.inner_text().startswith("base-sampled") and \
+        right.inner_text().startswith(f"tuned-sampled · trace {tid} · ")
+    for h in (left, right):
+        assert re.search(r" · (correct|incorrect|unknown) · \d+ tokens$", h.inner_text())
+    a, b = left.bounding_box(), right.bounding_box()
+    assert abs(a["y"] - b["y"]) < 2 and a["x"] + a["width"] <= b["x"]  # side by side
+    marks = page.locator(".sl-part")  # the parting token, outlined in both traces
+    expect(marks).to_have_count(2)
+    assert {m.get_attribute("data-pos") for m in marks.all()} == {str(part)}
+    boxes = [m.bounding_box() for m in marks.all()]
+    assert boxes[0]["x"] < b["x"] <= boxes[1]["x"]  # one in each column
