@@ -3,11 +3,13 @@
 `assets()` is the component's JavaScript and CSS (trace_view.js/.css beside this file): the
 app's custom component (app/ui/trace_view.py) and the notebook widget (shiftlens.widget)
 load these same two files. `payload(...)` is the one dict the JavaScript draws (tokens,
-colours per theme, strengths, titles, folds, the selected position, optional top-k rows);
-`trace_payload(toks, metric, ...)` builds it from a `core.queries.trace_tokens` table the way
-the trace browser highlights a trace (core.figures.colours); `lanes(toks)` is both models'
-probability and rank of each emitted token, the two lanes drawn under the text. Pure data: no
-UI toolkit, no rendering, no I/O beyond reading the two asset files.
+colours per theme, strengths, titles, folds, the selected position, optional top-k rows,
+lanes, a parting mark and keyboard use); `trace_payload(toks, metric, ...)` builds it from a
+`core.queries.trace_tokens` table the way the trace browser highlights a trace
+(core.figures.colours); `metric_choices(toks)` lists the registered metrics a trace can be
+highlighted by; `lanes(toks)` is both models' probability and rank of each emitted token,
+the two lanes drawn under the text. Pure data: no UI toolkit, no rendering, no I/O beyond
+reading the two asset files.
 """
 
 from __future__ import annotations
