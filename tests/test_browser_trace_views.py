@@ -140,15 +140,19 @@ def test_both_samplers_of_a_prompt_side_by_side_with_where_they_part(server, pag
     tid = int(_url(page)["trace"])
     heads = page.get_by_text(re.compile(r"-sampled · trace \d+ · "))
     expect(heads).to_have_count(2)
+    marks = page.locator(".sl-part")  # the parting token, outlined in both traces
+    expect(marks).to_have_count(2)
     left, right = heads.nth(0), heads.nth(1)
     assert left.inner_text().startswith("base-sampled") and \
         right.inner_text().startswith(f"tuned-sampled · trace {tid} · ")
     for h in (left, right):
         assert re.search(r" · (correct|incorrect|unknown) · \d+ tokens$", h.inner_text())
-    a, b = left.bounding_box(), right.bounding_box()
-    assert abs(a["y"] - b["y"]) < 2 and a["x"] + a["width"] <= b["x"]  # side by side
-    marks = page.locator(".sl-part")  # the parting token, outlined in both traces
-    expect(marks).to_have_count(2)
     assert {m.get_attribute("data-pos") for m in marks.all()} == {str(part)}
-    boxes = [m.bounding_box() for m in marks.all()]
-    assert boxes[0]["x"] < b["x"] <= boxes[1]["x"]  # one in each column
+    # both headings and both marks measured in one frame: side by side, a mark in each column
+    (a, b), (ma, mb) = (loc.evaluate_all(RECTS_JS) for loc in (heads, marks))
+    assert abs(a["top"] - b["top"]) < 2 and a["right"] <= b["left"]
+    assert ma["left"] < b["left"] <= mb["left"]
+
+
+RECTS_JS = """es => es.map(e => { const r = e.getBoundingClientRect();
+                                  return {top: r.top, left: r.left, right: r.right}; })"""
