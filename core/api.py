@@ -39,7 +39,11 @@ from core.queries import (
     eps_for_budget,
     headline,
     open_runs,
+    pair_choices,
+    parting,
     run_gone,
+    same_prompt,
+    sampler_pair,
     sampled_from_choices,
     session,
     sparsity_summary,
@@ -91,6 +95,11 @@ from core.jobs.queue import submit_critical
 from core.figures.layers import attribution_figure, critical_figure, lens_figure
 from core.figures.layers import profile_figure as layer_profile_figure
 
+# --- trace views: both models' probability and rank lanes of a trace's tokens, the metrics
+#     a trace can be highlighted by ---
+from core.figures.trace import lanes as trace_lanes
+from core.figures.trace import metric_choices
+
 # --- export: figures to bytes (PNG/SVG/PDF/HTML/CSV/Parquet) and a zip bundle of a run's ---
 from core.figures.export import bundle_bytes, bundle_name, export_name, figure_bytes
 
@@ -113,10 +122,11 @@ __all__ = [
     "list_runs", "rename_run", "series_of", "checkpoint_accuracy", "reused_note",
     # queries
     "damaged_since", "describe_traces", "eps_for_budget", "headline", "sparsity_summary",
-    "open_runs", "run_gone",
+    "open_runs", "pair_choices", "parting", "run_gone", "same_prompt", "sampler_pair",
     "sampled_from_choices", "session", "token_search",
     "trace_count",
-    "trace_list", "trace_position", "trace_tokens",
+    "trace_list", "trace_position", "trace_tokens", "trace_lanes",
+    "metric_choices",
     # jobs & add-pair
     "JOB_KINDS", "Job", "JobKind", "job_kind", "PRESETS", "PrecomputeConfig", "RUN_SETTINGS",
     "add_pair", "cancel_job", "list_jobs", "parse_series",

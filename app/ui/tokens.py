@@ -17,7 +17,7 @@ from app.ui.text import md_escape
 from app.ui.trace_view import draw
 from core import api
 from core.figures import trace
-from core.figures.colours import METRICS, colour_tokens, legend_html
+from core.figures.colours import METRICS, NO_SLIDER, colour_tokens, legend_html
 from core.figures.trace import DEFAULT_THRESHOLD, METRIC_COLUMNS
 
 
@@ -46,15 +46,18 @@ def controls(prefix: str = "", url: bool = True, values=None) -> tuple[str, floa
     to size the sliders of unbounded metrics."""
     get = state.param if url else (lambda name, default=None, cast=str: default)
     c1, c2, c3 = st.columns([2, 2, 1.5])  # the toggle label needs ~150 px at 1,000 px
-    names = list(METRICS)
+    # every registered metric the trace stores (core.metrics' registry), not a list of ours
+    names = api.metric_choices(values) if values is not None else list(METRICS)
     wanted = get("metric", "js")
     metric = c1.selectbox("Highlight by", names, key=f"{prefix}metric",
-                          index=names.index(wanted) if wanted in METRICS else 0,
+                          index=names.index(wanted) if wanted in names else 0,
                           format_func=lambda m: METRICS[m][0])
     kind = METRICS[metric][1]
-    if kind == "categorical":
-        threshold = 2.0
-        c2.caption("URIAL buckets: unshifted (rank 1), marginal (2-3), shifted (>3)")
+    if kind in NO_SLIDER:
+        threshold = DEFAULT_THRESHOLD[kind]
+        c2.caption(md_escape(f"{METRICS[metric][0]}: highlighted where it does not hold"
+                             if kind == "flag" else f"URIAL buckets of {metric}: unshifted "
+                             "(rank 1), marginal (2-3), shifted (>3)"))
     else:
         col = None if values is None or metric not in values else values[metric]
         top, step = threshold_scale(metric, col)
@@ -96,8 +99,11 @@ def navigate(strength: list[float], pos: int | None, prefix: str = "") -> int | 
 
 
 def view(toks: pd.DataFrame, metric: str, threshold: float, collapse: bool,
-         special: set[int], pos: int | None, key: str) -> int | None:
-    """Legend + trace view; returns the selected position (clicked, else `pos`).
+         special: set[int], pos: int | None, key: str, lanes: bool = False,
+         keys: bool = False) -> int | None:
+    """Legend + trace view; returns the selected position (clicked, else `pos`). `lanes`:
+    both models' probability and rank lanes under the tokens (core.figures.trace.lanes);
+    `keys`: the view answers j/k, Enter, n/p (one view per page; n/p: app.ui.trace_view).
 
     A click reaches Python as the component's trigger value in the rerun it causes; it is
     read before the component is drawn, so the outline and the top-k panel below show the
@@ -106,7 +112,7 @@ def view(toks: pd.DataFrame, metric: str, threshold: float, collapse: bool,
     clicked = _clicked(key, len(toks))
     pos = clicked if clicked is not None else pos
     draw(trace.trace_payload(toks, metric, threshold, collapse=collapse, special_ids=special,
-                             selected=pos), key=key)
+                             selected=pos, with_lanes=lanes, keys=keys), key=key)
     return pos
 
 

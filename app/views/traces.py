@@ -8,7 +8,9 @@ import streamlit as st
 from app.ui import state, tokens
 from app.ui.critical import critical_panel
 from app.ui.fork import fork_panel
+from app.ui.pair_view import pair_section
 from app.ui.text import md_escape
+from app.ui.trace_view import trace_step
 from core import api
 
 SORTS = {"max js": "max_js", "mean js": "mean_js", "high-js tokens": "n_high",
@@ -116,6 +118,11 @@ def render() -> None:
         st.session_state["_picked_row"] = picked
         state.set_params(pos=None)
     tid = want
+    step = trace_step(f"tv_{run.name}_{tid}")  # n / p pressed in the trace view
+    ids = traces.trace_id.tolist()
+    if step and tid in ids and 0 <= ids.index(tid) + step < len(ids):
+        tid = int(ids[ids.index(tid) + step])
+        state.set_params(pos=None)
     shown = traces.drop(columns=["reference", "extracted_answer", "verifier"])
     shown.insert(0, "open", ["▶" if t == tid else "" for t in shown.trace_id])
     st.dataframe(shown, hide_index=True, height=220, key=table_key, on_select="rerun",
@@ -147,12 +154,17 @@ def render() -> None:
            and run.rollouts is None else "")
     st.markdown(f"**Verdict** {verdict} · sampled from the **{md_escape(trace['sampled_from'])}"
                 f"** model · {trace['length']} tokens{cut}")
+    lanes = st.toggle("Probability lanes", value=state.param("lanes", "0") == "1",
+                      key="lanes", help="under each token, both models' probability of it "
+                                        "(bar) and its rank (number): base, then tuned")
     pos = tokens.view(toks, metric, threshold, collapse, special, pos,
-                      key=f"tv_{run.name}_{tid}")
+                      key=f"tv_{run.name}_{tid}", lanes=lanes, keys=True)
     state.set_params(trace=tid, metric=metric, pos=pos, fold="1" if collapse else None,
-                     thr=None if tokens.METRICS[metric][1] == "categorical"
+                     lanes="1" if lanes else None,
+                     thr=None if tokens.METRICS[metric][1] in tokens.NO_SLIDER
                      else f"{threshold:g}")
     tokens.selected(toks, pos)
+    pair_section(con, run, tid, metric, threshold)
     critical_panel(run, toks, tid)
     if pos is not None:
         fork_panel(run, trace, toks, pos)

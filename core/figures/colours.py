@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Mapping
 
 from core.metrics import METRICS as REGISTRY
 
@@ -29,8 +30,35 @@ THEMES = {
              "other_text": (23, 22, 20)},
 }
 
-METRICS = {  # name -> (label, kind, full-scale value), for the metrics with a colour scale
-    m.name: (m.label, m.scale, m.full_scale) for m in REGISTRY.values() if m.scale}
+def scale_of(m) -> str:
+    """The colour scale of a registered metric: its own, else one its dtype and range imply
+    (a bool: flag; no bound: diverging; only an upper bound: descending; else sequential)."""
+    if m.scale:
+        return m.scale
+    if m.dtype == "bool":
+        return "flag"
+    if m.lo is None:
+        return "diverging" if m.hi is None else "descending"
+    return "sequential"
+
+
+class _Scales(Mapping):
+    """name -> (label, kind, full-scale value) of every registered metric, read from the
+    registry at each look-up (a metric registered later colours traces too)."""
+
+    def __getitem__(self, name: str):
+        m = REGISTRY[name]
+        return m.label, scale_of(m), float(m.full_scale or 1.0)
+
+    def __iter__(self):
+        return iter(REGISTRY)
+
+    def __len__(self) -> int:
+        return len(REGISTRY)
+
+
+METRICS = _Scales()
+NO_SLIDER = ("categorical", "flag")  # kinds coloured by fixed buckets, without a threshold
 URIAL = [("unshifted", 1, 1, None), ("marginal", 2, 3, AMBER), ("shifted", 4, None, RED)]
 
 
@@ -52,7 +80,12 @@ def colour_tokens(values: list[float], metric: str, threshold: float = 0.0,
     t = THEMES[theme]
     colours, strength = [], []
     for v in values:
-        v = float(v) if v is not None and math.isfinite(float(v)) else 0.0
+        if kind == "flag":  # highlighted where false; a missing value stays uncoloured
+            on = v is not None and _finite(v) and not bool(v)
+            colours.append(_rgba(t["amber"], 0.55) if on else "transparent")
+            strength.append(1.0 if on else 0.0)
+            continue
+        v = float(v) if _finite(v) else 0.0
         if kind == "categorical":
             cat = urial_category(int(v))
             rgb = {"marginal": t["amber"], "shifted": t["red"]}.get(cat)
@@ -61,7 +94,7 @@ def colour_tokens(values: list[float], metric: str, threshold: float = 0.0,
             colours.append(_rgba(rgb, 0.55) if on else "transparent")
             strength.append(s if on else 0.0)
             continue
-        mag = abs(v) if kind == "diverging" else v
+        mag = abs(v) if kind == "diverging" else -v if kind == "descending" else v
         s = min(1.0, mag / full) if full > 0 else 0.0
         if mag < threshold or s <= 0:
             colours.append("transparent")
@@ -71,6 +104,13 @@ def colour_tokens(values: list[float], metric: str, threshold: float = 0.0,
         colours.append(_rgba(rgb, t["floor"] + (t["top"] - t["floor"]) * s))
         strength.append(s)
     return colours, strength
+
+
+def _finite(v) -> bool:
+    try:
+        return v is not None and math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
 
 
 def parse_rgba(css: str) -> tuple[float, float, float, float] | None:
@@ -125,6 +165,10 @@ def legend_html(metric: str, threshold: float, vmax: float | None = None) -> str
     label, kind, full = METRICS[metric]
     full = vmax or full
     esc = html.escape
+    if kind == "flag":
+        return (f"<div style='font-size:.85rem'>{esc(label)}: <span style='background:"
+                f"{_rgba(AMBER, .55)};border:1px solid #999;padding:0 6px'>highlighted</span>"
+                " where it does not hold</div>")
     if kind == "categorical":
         items = [f"<span style='background:{_rgba(rgb, .55) if rgb else 'transparent'};"
                  f"border:1px solid #999;padding:0 6px'>{esc(name)}</span> rank "
@@ -132,10 +176,13 @@ def legend_html(metric: str, threshold: float, vmax: float | None = None) -> str
                  for name, lo, hi, rgb in URIAL]
         return f"<div style='font-size:.85rem'>{esc(label)}: " + " &nbsp; ".join(items) + "</div>"
     stops = (["-" + f"{full:.3g}", "0", f"+{full:.3g}"] if kind == "diverging"
+             else [f"{-threshold:.3g}", f"{-full / 2:.3g}", f"≤ {-full:.3g}"]
+             if kind == "descending"
              else [f"{threshold:.3g}", f"{full / 2:.3g}", f"≥ {full:.3g}"])
     grad = (f"linear-gradient(90deg, {_rgba(BLUE, .9)}, transparent, {_rgba(RED, .9)})"
             if kind == "diverging" else f"linear-gradient(90deg, transparent, {_rgba(RED, .9)})")
     note = ("blue: tuned less likely than base; red: more likely" if kind == "diverging"
+            else f"uncoloured above {-threshold:g}" if kind == "descending"
             else f"uncoloured below {threshold:g}")
     return (f"<div style='font-size:.85rem'>{esc(label)} "
             f"<span style='display:inline-block;width:160px;height:10px;background:{grad};"

@@ -3,14 +3,18 @@
 `assets()` is the component's JavaScript and CSS (trace_view.js/.css beside this file): the
 app's custom component (app/ui/trace_view.py) and the notebook widget (shiftlens.widget)
 load these same two files. `payload(...)` is the one dict the JavaScript draws (tokens,
-colours per theme, strengths, titles, folds, the selected position, optional top-k rows);
-`trace_payload(toks, metric, ...)` builds it from a `core.queries.trace_tokens` table the way
-the trace browser highlights a trace (core.figures.colours). Pure data: no UI toolkit, no
-rendering, no I/O beyond reading the two asset files.
+colours per theme, strengths, titles, folds, the selected position, optional top-k rows,
+lanes, a parting mark and keyboard use); `trace_payload(toks, metric, ...)` builds it from a
+`core.queries.trace_tokens` table the way the trace browser highlights a trace
+(core.figures.colours); `metric_choices(toks)` lists the registered metrics a trace can be
+highlighted by; `lanes(toks)` is both models' probability and rank of each emitted token,
+the two lanes drawn under the text. Pure data: no UI toolkit, no rendering, no I/O beyond
+reading the two asset files.
 """
 
 from __future__ import annotations
 
+import math
 from functools import cache
 from pathlib import Path
 
@@ -20,7 +24,8 @@ from core.metrics import METRICS as REGISTRY
 
 HERE = Path(__file__).parent
 METRIC_COLUMNS = (*REGISTRY, "rel_pos")  # every registered metric, then the position
-DEFAULT_THRESHOLD = {"diverging": 0.5, "sequential": 0.01}  # a faint highlight floor
+DEFAULT_THRESHOLD = {"diverging": 0.5, "sequential": 0.01,  # a faint highlight floor
+                     "descending": 0.1, "categorical": 2.0, "flag": 0.5}
 
 
 @cache
@@ -35,11 +40,15 @@ def assets() -> tuple[str, str]:
 def payload(tokens: list[str], colours: list[str], strength: list[float], titles: list[str],
             special: list[bool], selected: int | None, folds: list[tuple[int, int]],
             scroll: bool = True, dark_colours: list[str] | None = None,
-            topk: list | None = None) -> dict:
+            topk: list | None = None, lanes: dict | None = None,
+            part: int | None = None, keys: bool = False) -> dict:
     """The data trace_view.js draws. `colours`: css colours on a light page; `dark_colours`
     the same highlights on a dark one (default: `colours`); the text colour of each token is
     chosen per theme for contrast. `topk` (see topk_rows): per position the row of the
-    click-for-top-k panel the JavaScript draws; None leaves the panel to the host."""
+    click-for-top-k panel the JavaScript draws; None leaves the panel to the host. `lanes`
+    (see lanes()): both models' probability and rank lanes under each token. `part`: a
+    position marked as where this trace parts from another. `keys`: this view answers the
+    keyboard (j/k, n/p, Enter; one view per page)."""
     dark = colours if dark_colours is None else dark_colours
     out = {"tokens": tokens, "colours": colours, "strength": strength, "titles": titles,
            "text": text_colours(colours, "light"), "colours_dark": dark,
@@ -48,13 +57,48 @@ def payload(tokens: list[str], colours: list[str], strength: list[float], titles
            "folds": [list(f) for f in folds], "scroll": scroll}
     if topk is not None:
         out["topk"] = topk
+    if lanes is not None:
+        out["lanes"] = lanes
+    if part is not None:
+        out["part"] = int(part)
+    if keys:
+        out["keys"] = True
     return out
+
+
+LANES = ("base", "tuned")  # top lane first
+
+
+def lanes(toks) -> dict:
+    """Both models' lanes of a `core.queries.trace_tokens` table: {"base": {"prob": [...],
+    "rank": [...]}, "tuned": {...}}, per token the probability the model gave the emitted
+    token (exp of the stored logp_base / logp_tuned) and its stored rank (rank_base /
+    rank_tuned, 1 = the model's most likely token). A value the run did not store is None."""
+    out = {}
+    for who in LANES:
+        logp, rank = toks[f"logp_{who}"].tolist(), toks[f"rank_{who}"].tolist()
+        out[who] = {"prob": [math.exp(v) if _finite(v) else None for v in logp],
+                    "rank": [int(r) if _finite(r) else None for r in rank]}
+    return out
+
+
+def _finite(v) -> bool:
+    try:
+        return v is not None and math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
 
 
 def default_threshold(metric: str) -> float:
     """The highlight floor the trace browser starts a metric at."""
-    kind = METRICS[metric][1]
-    return 2.0 if kind == "categorical" else DEFAULT_THRESHOLD[kind]
+    return DEFAULT_THRESHOLD[METRICS[metric][1]]
+
+
+def metric_choices(toks) -> list[str]:
+    """The metrics a trace can be highlighted by: every registered metric (core.metrics, in
+    its order) of which `toks` (a core.queries.trace_tokens table) holds values; a run
+    written before a metric existed lacks its column, or has only NULLs in it."""
+    return [m for m in METRICS if m in toks and not toks[m].isna().all()]
 
 
 def titles_of(toks, metric: str) -> list[str]:
@@ -109,11 +153,13 @@ def open_folds(strength, pos: int | None) -> list[tuple[int, int]]:
 
 def trace_payload(toks, metric: str = "js", threshold: float | None = None, *,
                   collapse: bool = False, special_ids=(), selected: int | None = None,
-                  with_topk: bool = False, scroll: bool = True) -> dict:
+                  with_topk: bool = False, scroll: bool = True, with_lanes: bool = False,
+                  part: int | None = None, keys: bool = False) -> dict:
     """payload() for one trace highlighted as the trace browser does it: `toks` a
     core.queries.trace_tokens table, tokens coloured by `metric` from `threshold` up (default:
     default_threshold), calm spans folded when `collapse`, `special_ids` (token ids) drawn as
-    special tokens; `with_topk` adds the top-k panel's rows."""
+    special tokens; `with_topk` adds the top-k panel's rows, `with_lanes` the probability and
+    rank lanes (lanes()); `part` and `keys` as payload()."""
     if metric not in METRICS:
         raise InputError(f"unknown metric {metric!r}; one of: {', '.join(METRICS)}")
     threshold = default_threshold(metric) if threshold is None else float(threshold)
@@ -125,4 +171,5 @@ def trace_payload(toks, metric: str = "js", threshold: float | None = None, *,
                    [int(t) in special for t in toks["token_id"]], selected,
                    open_folds(strength, selected) if collapse else [], scroll=scroll,
                    dark_colours=dark,
-                   topk=topk_rows(toks) if with_topk else None)
+                   topk=topk_rows(toks) if with_topk else None,
+                   lanes=lanes(toks) if with_lanes else None, part=part, keys=keys)

@@ -1,18 +1,24 @@
 // Trace view: a divergence strip over highlighted tokens, and (when the data carries `topk`)
-// the clicked token's top-k panel. Every token string is set with textContent, never
+// the clicked token's top-k panel, optionally both models' probability and rank lanes under
+// the tokens and (one view per page) keyboard moves. Every token string is set with textContent, never
 // innerHTML, so hostile text stays text. Clicks go back through `setTriggerValue("clicked",
-// position)`. One file for both hosts: the Streamlit component (custom components v2) loads
+// position)`, n / p keys through `setTriggerValue("trace_step", +1 / -1)`. One file for both hosts: the Streamlit component (custom components v2) loads
 // it as is; the notebook widget (shiftlens.front) drops the final default export
 // and calls draw() from its anywidget render(). The data is built by core.figures.trace.
-function visible(tok) {
-  // keep whitespace faithful but visible: a mark before newlines and tabs
+function visible(tok, marksOnly) {
+  // keep whitespace faithful but visible: a mark before newlines and tabs (with lanes, the
+  // mark alone: a token's column stays one line high and the break follows the column)
   const parts = [];
   for (const ch of tok) {
-    if (ch === "\n") parts.push(["\u21b5", true], ["\n", false]);
-    else if (ch === "\t") parts.push(["\u2192", true], ["\t", false]);
+    if (ch === "\n") parts.push(["\u21b5", true], ...(marksOnly ? [] : [["\n", false]]));
+    else if (ch === "\t") parts.push(["\u2192", true], ...(marksOnly ? [] : [["\t", false]]));
     else parts.push([ch, false]);
   }
   return parts;
+}
+
+function rankText(r) {
+  return r === null || r === undefined ? "\u2013" : r > 99 ? "99+" : String(r);
 }
 
 function isDark(el) {
@@ -56,8 +62,14 @@ function draw(component) {
   }
   root.appendChild(strip);
 
+  const lanes = data.lanes || null;
+  if (lanes) {
+    root.appendChild(el("div", "sl-lane-key",
+      "Lanes under each token: base model, then tuned model \u00b7 bar: the probability the " +
+      "model gave the token \u00b7 number: its rank (1 = the model's first choice)"));
+  }
   const text = document.createElement("div");
-  text.className = "sl-text";
+  text.className = lanes ? "sl-text sl-lanes" : "sl-text";
   text.setAttribute("data-testid", "trace-text");
   const folds = new Map((data.folds || []).map(([a, b]) => [a, b]));
   // folds expanded in this view stay expanded across reruns (the root outlives them)
@@ -74,7 +86,7 @@ function draw(component) {
       const start = i;
       fold.onclick = () => {
         const sub = document.createDocumentFragment();
-        for (let j = start; j < end; j++) sub.appendChild(tokenSpan(j));
+        for (let j = start; j < end; j++) sub.appendChild(tokenEl(j));
         fold.replaceWith(sub);
         opened.add(foldKey(start, end));
         root.dataset.opened = JSON.stringify([...opened]);
@@ -83,22 +95,50 @@ function draw(component) {
       i = end - 1;
       continue;
     }
-    frag.appendChild(tokenSpan(i));
+    frag.appendChild(tokenEl(i));
   }
   text.appendChild(frag);
   root.appendChild(text);
   if (data.topk) root.appendChild(topkPanel(data.topk[data.selected], data.selected));
   if (selectedEl && data.scroll) selectedEl.scrollIntoView({ block: "center" });
+  if (data.keys) keyboard(root, data, setTriggerValue);
   root.dataset.renderMs = (performance.now() - started).toFixed(1);  // read by benchmarks
+
+  function tokenEl(i) {
+    // the token, or with lanes its column: the token over one cell per model
+    const span = tokenSpan(i);
+    if (!lanes) return span;
+    const col = el("span", "sl-col");
+    col.dataset.pos = String(i);
+    col.appendChild(span);
+    for (const who of ["base", "tuned"]) {
+      const p = lanes[who].prob[i], r = lanes[who].rank[i];
+      const cell = el("span", "sl-lane");
+      cell.dataset.model = who;
+      cell.dataset.pos = String(i);
+      cell.title = `${who} model: p ${p === null ? "not stored" : p.toPrecision(3)} \u00b7 rank ${r === null ? "not stored" : r}`;
+      const bar = el("span", "sl-lane-bar sl-lane-" + who);
+      bar.style.height = `${Math.round(100 * Math.max(0, Math.min(1, p || 0)))}%`;
+      cell.append(bar, el("span", "sl-lane-rank", rankText(r)));
+      col.appendChild(cell);
+    }
+    if (data.tokens[i].includes("\n")) {
+      const f = document.createDocumentFragment();
+      f.append(col, el("span", "sl-break"));
+      return f;
+    }
+    return col;
+  }
 
   function tokenSpan(i) {
     const span = document.createElement("span");
-    span.className = "sl-tok" + (data.special[i] ? " sl-special" : "") + (i === data.selected ? " sl-sel" : "");
+    span.className = "sl-tok" + (data.special[i] ? " sl-special" : "") + (i === data.selected ? " sl-sel" : "") +
+      (i === data.part ? " sl-part" : "");
     span.dataset.pos = String(i);
     span.style.background = colours[i] || "transparent";
     if (textColours[i]) span.style.color = textColours[i];
     span.title = data.titles[i];
-    for (const [s, mark] of visible(data.tokens[i])) {
+    for (const [s, mark] of visible(data.tokens[i], !!lanes)) {
       if (mark) {
         const m = document.createElement("span");
         m.className = "sl-ws";
@@ -109,6 +149,52 @@ function draw(component) {
     span.onclick = () => setTriggerValue("clicked", i);
     if (i === data.selected) selectedEl = span;
     return span;
+  }
+}
+
+const KEYS_HINT = "Keys: j / k next / previous highlighted token \u00b7 Enter its top-k \u00b7 " +
+  "n / p next / previous trace";
+
+function keyboard(root, data, setTriggerValue) {
+  // j/k move a cursor over the highlighted tokens (those above the threshold), Enter opens
+  // the cursor's top-k (as a click), n/p ask the host for the next / previous trace. The
+  // cursor lives in the component (root.dataset.cursor); the host keeps the rest in the URL.
+  root.insertBefore(el("div", "sl-hint sl-keys", KEYS_HINT), root.firstChild);
+  const divergent = [];
+  for (let i = 0; i < data.tokens.length; i++) if (data.strength[i] > 0) divergent.push(i);
+  root.dataset.cursor = String(data.selected);  // outlined as selected already
+  root._slKeys = (e) => {
+    const pos = Number(root.dataset.cursor);
+    if (e.key === "j" || e.key === "k") {
+      if (!divergent.length) return;
+      const next = e.key === "j" ? divergent.find((i) => i > pos)
+        : [...divergent].reverse().find((i) => pos < 0 || i < pos);
+      root.dataset.cursor = String(next !== undefined ? next
+        : e.key === "j" ? divergent[0] : divergent[divergent.length - 1]);
+      mark(root);
+    } else if (e.key === "Enter" && pos >= 0) setTriggerValue("clicked", pos);
+    else if (e.key === "n" || e.key === "p") setTriggerValue("trace_step", e.key === "n" ? 1 : -1);
+    else return;
+    e.preventDefault();
+  };
+  if (root._slListening) return;  // one listener per view, reading the latest draw's state
+  root._slListening = true;
+  const onKey = (e) => {
+    if (!root.isConnected) { document.removeEventListener("keydown", onKey); return; }
+    const target = e.composedPath()[0];
+    if (e.ctrlKey || e.metaKey || e.altKey || (target && (target.isContentEditable ||
+        /^(INPUT|TEXTAREA|SELECT|BUTTON)$/.test(target.tagName)))) return;  // typing elsewhere
+    root._slKeys(e);
+  };
+  document.addEventListener("keydown", onKey);
+}
+
+function mark(root) {
+  for (const old of root.querySelectorAll(".sl-cur")) old.classList.remove("sl-cur");
+  const cur = root.querySelector(`.sl-tok[data-pos="${root.dataset.cursor}"]`);
+  if (cur) {
+    cur.classList.add("sl-cur");
+    cur.scrollIntoView({ block: "nearest" });
   }
 }
 

@@ -213,8 +213,11 @@ class Metric:
 
     dtype: the Arrow/Parquet column type ("float32", "int32" or "bool").
     lo, hi: the range of its values (None = unbounded on that side).
-    scale: how the app colours a trace by it: "sequential" (0 .. full_scale), "diverging"
-        (-full_scale .. +full_scale), "categorical" (URIAL rank buckets) or None (not offered).
+    scale: how the app colours a trace by it: "sequential" (lo .. lo + full_scale),
+        "descending" (hi down to hi - full_scale: log-probabilities, coloured by how far
+        below 0), "diverging" (-full_scale .. +full_scale), "categorical" (URIAL rank
+        buckets), "flag" (a bool, highlighted where false) or None (core.figures.colours
+        derives one from dtype, lo and hi: every registered metric can colour a trace).
     sequential: how sequential scoring (core.engine.sequential) computes it: "exact",
         "approximate" (from the kept top-K base mass, within the recorded bound) or
         "top-k" (exact when the token is in the kept base top-K, else the sentinel K+1).
@@ -267,22 +270,25 @@ def _js_top_p_metric(c: Context) -> torch.Tensor:
 
 # Truncated JS at fixed nuclei beside the run's own (`js_top_p`, the config's js_top_p): the
 # paper's truncation rule is not written down, so how much the answer moves with the nucleus
-# is stored with every run (docs/paper.md, "Truncated JS"). No colour scale: runs written
-# before these columns existed lack them, and the trace view offers only what every run has.
+# is stored with every run (docs/paper.md, "Truncated JS"). Runs written before these columns
+# existed lack them: the trace view offers the metrics a trace stores
+# (core.figures.trace.metric_choices).
 TRUNCATED_JS = {"js_top_p90": 0.9, "js_top_p95": 0.95}
 
 for _name, _top_p in TRUNCATED_JS.items():
     register(_name, label=f"JS on top-p {_top_p:g} truncated distributions ({_name})",
-             sequential="approximate", **JS_RANGE)(
+             scale="sequential", full_scale=LN2 / 2, sequential="approximate", **JS_RANGE)(
         lambda c, _top_p=_top_p: c.js_at(_top_p))
 
 
-@register("kl_tb", label="KL(tuned || base)", lo=0.0, unit="nats", sequential="approximate")
+@register("kl_tb", label="KL(tuned || base)", lo=0.0, unit="nats", sequential="approximate",
+          scale="sequential", full_scale=1.0)
 def _kl_tb(c: Context) -> torch.Tensor:
     return c.kl_tb
 
 
-@register("kl_bt", label="KL(base || tuned)", lo=0.0, unit="nats", sequential="approximate")
+@register("kl_bt", label="KL(base || tuned)", lo=0.0, unit="nats", sequential="approximate",
+          scale="sequential", full_scale=1.0)
 def _kl_bt(c: Context) -> torch.Tensor:
     return c.kl_bt
 
@@ -300,13 +306,13 @@ def _entropy_tuned(c: Context) -> torch.Tensor:
 
 
 @register("logp_base", label="log-probability of the token under the base model", hi=0.0,
-          unit="nats")
+          unit="nats", scale="descending", full_scale=5.0)
 def _logp_base(c: Context) -> torch.Tensor:
     return c.logp_at("base", c.tok)
 
 
 @register("logp_tuned", label="log-probability of the token under the tuned model", hi=0.0,
-          unit="nats")
+          unit="nats", scale="descending", full_scale=5.0)
 def _logp_tuned(c: Context) -> torch.Tensor:
     return c.logp_at("tuned", c.tok)
 
@@ -323,12 +329,14 @@ def _rank_base(c: Context) -> torch.Tensor:
     return c.rank("base", c.tok)
 
 
-@register("rank_tuned", label="rank of the token under the tuned model", dtype="int32", lo=1)
+@register("rank_tuned", label="rank of the token under the tuned model", dtype="int32", lo=1,
+          scale="categorical", full_scale=1.0)
 def _rank_tuned(c: Context) -> torch.Tensor:
     return c.rank("tuned", c.tok)
 
 
-@register("top1_agree", label="both models' most likely tokens agree", dtype="bool")
+@register("top1_agree", label="both models' most likely tokens agree", dtype="bool",
+          scale="flag", full_scale=1.0)
 def _top1_agree(c: Context) -> torch.Tensor:
     return _argmax(c.lb) == _argmax(c.lt)
 

@@ -29,6 +29,8 @@ grouping column).
                   beside its size bound and equal-size sets, js by absolute position
   browse.py       headline table, trace list (pages, counts, a trace's place), one trace's
                   tokens, token search
+  pairs.py        the same prompt, both samplers: a trace beside the other sampler's trace
+                  of its prompt, verdicts, where they part
   indexed.py      the analyses answered from order indexes on materialised connections
   aggregated.py   the row-scanning analyses answered from per-cell pre-aggregates and the
                   order index on materialised connections
@@ -67,6 +69,7 @@ from core.queries.connection import (
     run_gone,
     session,
 )
+from core.queries.pairs import pair_choices, parting, same_prompt, sampler_pair
 from core.queries.robustness import (
     evolution_overlap,
     position_profile_abs,
@@ -86,6 +89,10 @@ from core.queries.sql import (
 from core.store.validate import table_files
 
 __all__ = [
+    "pair_choices",
+    "parting",
+    "sampler_pair",
+    "same_prompt",
     "run_gone",
     "BY_COLUMNS",
     "METRICS",
