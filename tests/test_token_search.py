@@ -138,3 +138,29 @@ def test_export_refuses_an_unknown_format_and_writes_nothing(env, tmp_path):  # 
     with pytest.raises(SearchError, match="invalid regular expression"):
         Q.token_search_export(con, tmp_path / "hits.csv", regex="(")
     assert not list(tmp_path.iterdir())
+
+
+def test_cli_prints_a_page_and_exports_every_hit(tmp_path, capsys):
+    """`python -m core search`: the same function as the app; a bad regex is one line and
+    writes nothing."""
+    from core.cli.main import main as cli_main
+    from core.demo.synthetic import write_synthetic_run
+
+    cache = tmp_path / "cache"
+    write_synthetic_run(cache / "syn", n_tokens=3_000, mean_length=60, chunk_rows=3_000,
+                        name="syn")
+    base = ["search", "--cache", str(cache), "--js-min", "0.05"]
+    assert cli_main([*base, "--limit", "5", "--offset", "5"]) == 0
+    out = capsys.readouterr().out
+    con = Q.open_runs([cache / "syn"], names=["syn"])
+    total = Q.token_search_count(con, js_min=0.05)
+    assert f"rows 6-10 of {total}" in out
+    out_file = tmp_path / "hits.parquet"
+    assert cli_main([*base, "--out", str(out_file)]) == 0
+    got = pq.read_table(out_file).to_pandas()
+    want = Q.token_search(con, js_min=0.05, limit=total)
+    assert len(got) == total and got[KEY].values.tolist() == want[KEY].values.tolist()
+    assert cli_main([*base, "--regex", "(?<=x)", "--out", str(tmp_path / "bad.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "invalid regular expression" in err
+    assert not (tmp_path / "bad.csv").exists()

@@ -215,8 +215,8 @@ def token_search_export(con, out: str | Path, fmt: str | None = None,
         raise SearchError(f"export format {clip(fmt)}: use one of {', '.join(EXPORT_FORMATS)}")
     cond, base, p, _ = _prepare(con, filters)
     cols = ", ".join(EXPORT_COLUMNS)
-    reader = con.sql(f"SELECT {cols} FROM ({base}) h WHERE {cond} ORDER BY {_ORDER}",
-                     params=_used(cond + base, p)).to_arrow_reader(batch_rows)
+    sql = f"SELECT {cols} FROM ({base}) h WHERE {cond} ORDER BY {_ORDER}"
+    reader = con.sql(sql, params=_used(sql, p)).to_arrow_reader(batch_rows)
     n = 0
     writer = (pq.ParquetWriter(out, reader.schema) if fmt == "parquet"
               else pacsv.CSVWriter(out, reader.schema))
