@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 import textwrap
 
 import plotly.graph_objects as go
@@ -140,7 +141,49 @@ def fit_titles(fig: go.Figure, chars: int = 60, font_size: int | None = None) ->
         a.update(text=_wrap(a.text, round(0.85 * chars / n_cols)))
         if font_size is not None:
             a.update(font_size=font_size)
+    _clear_legend(fig, chars)
     return fig
+
+
+# Plotly's drawn sizes (px, font 13 legend and 16 facet titles): a horizontal legend's box
+# is 10 px of padding plus 20 per row, an item about 45 px plus 7.8 per character; a facet
+# title line is 22 px high. PAGE_WIDTH: the figure width `chars` = 60 stands for (the
+# overview at a 1,000 px window).
+LEGEND_PAD, LEGEND_ROW, FACET_LINE, PAGE_WIDTH = 10, 20, 22, 540
+
+
+def _legend_rows(fig: go.Figure, width: float) -> int:
+    """How many rows a horizontal legend of `fig` takes at `width` px (an estimate that
+    errs long: a spare row costs 20 px of white space, a missing one an overlap)."""
+    row, rows = 0.0, 1
+    for t in _legend_items(fig):
+        w = 45 + 7.8 * max(len(x) for x in re.sub(r"&\w+;|&#\d+;", "x", t.name).split("<br>"))
+        if row and row + w > width:
+            rows, row = rows + 1, 0.0
+        row += w
+    return rows
+
+
+def _clear_legend(fig: go.Figure, chars: int) -> None:
+    """Raise the top margin of `fig` so its facet titles, which grow upwards from the panels
+    as they wrap, stay below a horizontal legend placed from the top of the figure (the
+    template's, at a fraction of the height): at 1,000 px the contrast's two-line titles
+    ran into its legend (issue 27)."""
+    lay, tpl = fig.layout, fig.layout.template.layout
+    leg = lay.legend
+    yref = leg.yref or tpl.legend.yref
+    orient = leg.orientation or tpl.legend.orientation
+    y = leg.y if leg.y is not None else tpl.legend.y
+    heads = [_lines(a.text) for a in _facet_titles(fig)]
+    if not heads or not _legend_items(fig) or yref != "container" or orient != "h" or y is None:
+        return
+    height = lay.height or 450  # Plotly's default: what the app draws without a height
+    width = PAGE_WIDTH * chars / 60 - 100  # less the side margins
+    need = ((1 - y) * height + LEGEND_PAD + LEGEND_ROW * _legend_rows(fig, width)
+            + FACET_LINE * max(heads) + 6)
+    top = lay.margin.t if lay.margin.t is not None else tpl.margin.t or 0
+    if need > top:
+        fig.update_layout(margin_t=round(need))
 
 
 def compact(fig: go.Figure, chars: int = 28) -> go.Figure:
