@@ -42,6 +42,42 @@ TEMPLATE = go.layout.Template(
     )
 )
 WIDTH, HEIGHT = 900, 520  # size of static exports (layout pixels)
+THEMES = ("light", "dark")
+# The dark page's figure colours: Streamlit's dark background and text (core.figures.colours
+# THEMES), lighter grid and axis lines. The data colours (Okabe-Ito) read on both.
+DARK = dict(paper_bgcolor="#171614", plot_bgcolor="#171614", font_color="#EDEBE8",
+            legend_bgcolor="rgba(0,0,0,0)", grid="#3A3936", line="#A8A6A1")
+
+
+def themed(fig: go.Figure, theme: str = "light") -> go.Figure:
+    """`fig` for a page in `theme` ("light": unchanged; "dark": a copy with the dark
+    background, text and grid colours set on the figure itself, so no viewer's own theme
+    overrides them). Exports are always light."""
+    if theme not in THEMES:
+        raise ValueError(f"theme must be one of {THEMES}, got {theme!r}")
+    if theme == "light":
+        return fig
+    fig = go.Figure(fig)
+    fig.update_layout(paper_bgcolor=DARK["paper_bgcolor"], plot_bgcolor=DARK["plot_bgcolor"],
+                      font_color=DARK["font_color"], legend_bgcolor=DARK["legend_bgcolor"])
+    axis = dict(gridcolor=DARK["grid"], linecolor=DARK["line"], zerolinecolor=DARK["grid"])
+    fig.update_xaxes(**axis)
+    fig.update_yaxes(**axis)
+    fig.update_layout(legend_font_color=DARK["font_color"])
+    for a in fig.layout.annotations:  # text drawn dark for white (or left to the template)
+        if a.font.color is None or _dark_colour(a.font.color):
+            a.font.color = DARK["font_color"]
+    return fig
+
+
+def _dark_colour(css: str) -> bool:
+    """Whether a '#RRGGBB' colour is dark (relative luminance under 0.2); other notations:
+    False (left as they are)."""
+    m = re.fullmatch(r"#([0-9a-fA-F]{6})", str(css).strip())
+    if not m:
+        return False
+    r, g, b = (int(m.group(1)[i:i + 2], 16) / 255 for i in (0, 2, 4))
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.2
 
 
 def esc(text) -> str:
