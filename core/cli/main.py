@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(sub, common)
     add_layers(sub, common)
-    add_search(sub, common)
+    add_search(sub, common, _run_dirs)
     return p
 
 

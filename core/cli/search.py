@@ -28,10 +28,9 @@ def _filters(args) -> dict:
                 sampled_from=args.sampled_from)
 
 
-def _cmd_search(args) -> int:
+def _cmd_search(args, run_dirs) -> int:
     import pandas as pd
 
-    from core.cli.main import _run_dirs
     from core.queries import open_runs
     from core.queries.search import token_search, token_search_count, token_search_export
 
@@ -41,7 +40,7 @@ def _cmd_search(args) -> int:
         fmt = out.suffix.lstrip(".").lower()
         if fmt not in ("csv", "parquet"):
             raise SystemExit(f"error: --out {str(out)!r}: name a .csv or .parquet file")
-    dirs = _run_dirs(Path(args.cache), args.runs)
+    dirs = run_dirs(Path(args.cache), args.runs)
     if not dirs:
         print(f"no runs in {args.cache}")
         return 1
@@ -60,8 +59,9 @@ def _cmd_search(args) -> int:
     return 0
 
 
-def add_commands(sub, common) -> None:
-    """Register `search` (`common`: the shared --cache parent)."""
+def add_commands(sub, common, run_dirs) -> None:
+    """Register `search` (`common`: the shared --cache parent; `run_dirs(cache, names)`: the
+    run folders named, as every command resolves them)."""
     s = sub.add_parser(
         "search", parents=[common], help="find tokens by js, rank, text, regex or n-gram",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -89,4 +89,4 @@ def add_commands(sub, common) -> None:
     s.add_argument("--sampled-from", default=None, metavar="LABEL",
                    help="only traces sampled by this model: tuned, base (or a stored label); "
                         "default: every trace")
-    s.set_defaults(func=_cmd_search)
+    s.set_defaults(func=lambda args: _cmd_search(args, run_dirs))
