@@ -106,10 +106,10 @@ def _exports(con, kw: dict, n: int) -> None:
         st.caption(f"{n:,} hits: too many to download here; `python -m core search ... --out "
                    "hits.parquet` writes them all.")
         return
-    c1, c2, _ = st.columns([1, 1, 4])
-    for col, label, fmt, mime in ((c1, "CSV", "csv", "text/csv"),
-                                  (c2, "Parquet", "parquet", "application/octet-stream")):
-        col.download_button(f"All {n:,} hits as {label}", key=f"s_dl_{fmt}",
+    row = st.container(horizontal=True)  # buttons as wide as their labels, wrapping
+    for label, fmt, mime in (("CSV", "csv", "text/csv"),
+                             ("Parquet", "parquet", "application/octet-stream")):
+        row.download_button(f"All {n:,} hits as {label}", key=f"s_dl_{fmt}",
                             data=lambda fmt=fmt: api.token_search_bytes(con, fmt, **kw),
                             file_name=f"token-search.{fmt}", mime=mime, on_click="ignore",
                             icon=":material/download:")
@@ -143,7 +143,7 @@ def render() -> None:
                "Select a row to open the trace at that token." if n else
                "No token matches these conditions.")
     if pages > 1:
-        c1, _ = st.columns([1, 3])
+        c1, _ = st.columns([1, 2])
         st.session_state["s_page"] = page  # the URL's page wins (a copied link, back/forward)
         c1.number_input(f"Page (of {pages:,})", 1, pages, key="s_page",
                         on_change=lambda: state.set_params(page=st.session_state["s_page"]))
