@@ -37,6 +37,8 @@ def test_pages_tile_the_whole_result(env):  # noqa: F811
     got = [row for p in pages for row in p[KEY].values.tolist()]
     assert got == want
     assert Q.token_search(con, limit=100, offset=len(want), **kw).empty
+    with pytest.raises(SearchError, match="offset"):
+        Q.token_search(con, offset=-1, **kw)
     # no condition but js (the materialised order-index bound) on a later page
     every = _ordered(ref["tok"])[KEY].values.tolist()
     assert Q.token_search(con, limit=50, offset=250)[KEY].values.tolist() == every[250:300]

@@ -160,7 +160,9 @@ def token_search(con, js_min=None, rank_base_min=None, dlogp_max=None, text_cont
     """Rows offset .. offset + limit of the matching tokens, highest js first: run, trace_id,
     pos, token, js, rank_base, dlogp, rel_pos, context (tokens pos-window..pos+window
     concatenated), before, after (the parts of the context on either side of the token).
-    With an n-gram, the row is its first token."""
+    With an n-gram, the row is its first token. A negative limit or offset is refused."""
+    if int(limit) < 0 or int(offset) < 0:
+        raise SearchError(f"limit and offset must be 0 or more, got {limit} and {offset}")
     cond, base, p, filters = _prepare(con, dict(
         js_min=js_min, rank_base_min=rank_base_min, dlogp_max=dlogp_max,
         text_contains=text_contains, regex=regex, ngram=ngram, rel_pos_range=rel_pos_range,
