@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.ui import state
+from app.ui import state, theme
 from app.ui.access import gate
 from app.ui.text import md_escape
 from core import api
@@ -37,6 +37,7 @@ def main() -> None:
     st.sidebar.title("ShiftLens")
     st.sidebar.caption("What did fine-tuning change? Token-level divergence between a base "
                        "model and its tuned version.")
+    theme.switch()  # this session's light or dark pages and figures
     st.session_state["_pages"] = pages
     try:
         st.navigation([*pages.values(), alias]).run()

@@ -69,3 +69,8 @@ class InputError(ShiftLensError, ValueError):
 class SettingError(ShiftLensError, ValueError):
     """A SHIFTLENS_* environment variable with a value that cannot be used (core.settings);
     the message names the variable, what is wrong and the default."""
+
+
+class SearchError(ShiftLensError, ValueError):
+    """A token search that cannot run as asked (a regular expression RE2 does not take, an
+    n-gram too long, an unknown export format); the message says which and why."""

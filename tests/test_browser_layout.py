@@ -137,3 +137,42 @@ def test_faint_highlights_stay_visible_in_the_dark_theme(dark_server, page):
     faintest = min(contrast(seen, bg) for seen, _ in shown)
     assert faintest >= 1.3  # a red at alpha 0.08 here was 1.05:1: invisible
     assert min(contrast(seen, text) for seen, text in shown) >= 3.5
+
+
+# per plot with a legend: the facet (subplot) titles whose box meets the legend's; and how
+# many plots had both (so an empty answer is not a page without them)
+LEGEND_HITS_JS = """() => { let checked = 0; const hits = [];
+  for (const p of document.querySelectorAll('.js-plotly-plot')) {
+    const leg = p.querySelector('.legend');
+    const anns = (p.layout && p.layout.annotations) || [];
+    const facets = anns.map((a, i) => [a, i]).filter(([a]) => a.yref === 'paper'
+        && a.yanchor === 'bottom' && a.y >= 0.99);
+    if (!leg || !facets.length) continue;
+    checked += 1;
+    const l = leg.getBoundingClientRect();
+    for (const [a, i] of facets) {
+      const el = p.querySelector(`.annotation[data-index="${i}"]`);
+      if (!el) continue;
+      const r = el.getBoundingClientRect();
+      if (r.left < l.right && l.left < r.right && r.top < l.bottom && l.top < r.bottom)
+        hits.push(a.text.slice(0, 40));
+    }
+  }
+  return [checked, hits]; }"""
+
+
+@pytest.mark.parametrize("width", [1000, 1280])
+def test_the_contrast_legend_clears_its_subplot_titles(server, browser, width):
+    """The overview's contrast (cumulative share beside the two shares) at 1,000 px: its
+    facet titles wrap to two lines and ran into the legend above them."""
+    ctx = browser.new_context(viewport={"width": width, "height": 900})
+    try:
+        pg = ctx.new_page()
+        pg.goto(f"{server}/overview?run=demo-rl")
+        ready(pg)
+        plots_drawn(pg, 8)
+        pg.get_by_text("cumulative share").first.wait_for(timeout=120_000)
+        checked, hits = pg.evaluate(LEGEND_HITS_JS)
+        assert checked >= 1 and hits == []
+    finally:
+        ctx.close()

@@ -7,23 +7,24 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app.ui import theme
 from app.ui.text import md_escape
 from core import api
-from core.figures.style import compact, fit_titles
+from core.figures.style import compact, fit_titles, themed
 
 FORMATS = [("PNG", "png", "image/png"), ("SVG", "svg", "image/svg+xml"),
            ("PDF", "pdf", "application/pdf"), ("HTML", "html", "text/html"),
            ("CSV", "csv", "text/csv"), ("Parquet", "parquet", "application/octet-stream")]
 
 
-def drawn(spec, narrow: bool = False):
+def drawn(spec, narrow: bool = False, page_theme: str = "light"):
     """The figure as the page draws it: without its in-plot title (the heading above it
     says it; repeated inside the plot it read twice), long axis titles wrapped (a 1,000 px
-    window leaves the page ~540 px for a figure), compact in a column. Exports keep the
-    full figure, title included."""
+    window leaves the page ~540 px for a figure), compact in a column, in the page's
+    theme's colours. Exports keep the full figure, title included, light."""
     if narrow:
-        return compact(spec.figure)
-    return fit_titles(spec.figure).update_layout(title=None)
+        return themed(compact(spec.figure), page_theme)
+    return themed(fit_titles(spec.figure).update_layout(title=None), page_theme)
 
 
 def show_figure(spec, key: str, narrow: bool = False) -> None:
@@ -32,7 +33,8 @@ def show_figure(spec, key: str, narrow: bool = False) -> None:
     the full figure."""
     st.subheader(md_escape(spec.title))  # titles and captions may quote runs and tokens
     st.caption(md_escape(spec.caption))
-    st.plotly_chart(drawn(spec, narrow), key=f"chart_{key}", config={"displaylogo": False})
+    st.plotly_chart(drawn(spec, narrow, theme.current()), key=f"chart_{key}",
+                    config={"displaylogo": False})
     with st.popover("Export", icon=":material/download:"):
         for label, fmt, mime in FORMATS:
             st.download_button(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.ui import state
+from app.ui import state, theme
 from app.ui.figure import show_figure
 from app.ui.text import md_escape, show_error
 from app.ui.trace_view import trace_view
@@ -24,6 +24,7 @@ from core.api import (
 )
 from core.errors import JobError
 from core.figures.cross import cross_overlay, cross_sampling
+from core.figures.style import themed
 
 SOURCE_COLOURS = {"base": "rgba(0, 114, 178, 0.45)", "tuned": "rgba(213, 94, 0, 0.55)"}
 
@@ -138,7 +139,7 @@ def _live(run_name: str) -> None:
     partial = job.partial()
     if partial is not None and len(partial):
         spec = cross_sampling(partial, run_name)
-        st.plotly_chart(spec.figure, key=f"live_chart_{job.id}")
+        st.plotly_chart(themed(spec.figure, theme.current()), key=f"live_chart_{job.id}")
         st.caption(md_escape(spec.caption))
 
 

@@ -142,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     from core.cli.cross import add_commands as add_cross  # cross-sample, cross-sweeps
     from core.cli.jobs import add_commands  # add-pair, jobs: bring your own checkpoints
     from core.cli.layers import add_commands as add_layers  # layers, attribute, critical
+    from core.cli.search import add_commands as add_search  # token search, its export
 
     common = _cache_parent()
     p = argparse.ArgumentParser(prog="shiftlens", epilog=EPILOG,
@@ -223,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(sub, common)
     add_layers(sub, common)
+    add_search(sub, common, _run_dirs)
     return p
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 import textwrap
 
 import plotly.graph_objects as go
@@ -41,6 +42,42 @@ TEMPLATE = go.layout.Template(
     )
 )
 WIDTH, HEIGHT = 900, 520  # size of static exports (layout pixels)
+THEMES = ("light", "dark")
+# The dark page's figure colours: Streamlit's dark background and text (core.figures.colours
+# THEMES), lighter grid and axis lines. The data colours (Okabe-Ito) read on both.
+DARK = dict(paper_bgcolor="#171614", plot_bgcolor="#171614", font_color="#EDEBE8",
+            legend_bgcolor="rgba(0,0,0,0)", grid="#3A3936", line="#A8A6A1")
+
+
+def themed(fig: go.Figure, theme: str = "light") -> go.Figure:
+    """`fig` for a page in `theme` ("light": unchanged; "dark": a copy with the dark
+    background, text and grid colours set on the figure itself, so no viewer's own theme
+    overrides them). Exports are always light."""
+    if theme not in THEMES:
+        raise ValueError(f"theme must be one of {THEMES}, got {theme!r}")
+    if theme == "light":
+        return fig
+    fig = go.Figure(fig)
+    fig.update_layout(paper_bgcolor=DARK["paper_bgcolor"], plot_bgcolor=DARK["plot_bgcolor"],
+                      font_color=DARK["font_color"], legend_bgcolor=DARK["legend_bgcolor"])
+    axis = dict(gridcolor=DARK["grid"], linecolor=DARK["line"], zerolinecolor=DARK["grid"])
+    fig.update_xaxes(**axis)
+    fig.update_yaxes(**axis)
+    fig.update_layout(legend_font_color=DARK["font_color"])
+    for a in fig.layout.annotations:  # text drawn dark for white (or left to the template)
+        if a.font.color is None or _dark_colour(a.font.color):
+            a.font.color = DARK["font_color"]
+    return fig
+
+
+def _dark_colour(css: str) -> bool:
+    """Whether a '#RRGGBB' colour is dark (relative luminance under 0.2); other notations:
+    False (left as they are)."""
+    m = re.fullmatch(r"#([0-9a-fA-F]{6})", str(css).strip())
+    if not m:
+        return False
+    r, g, b = (int(m.group(1)[i:i + 2], 16) / 255 for i in (0, 2, 4))
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.2
 
 
 def esc(text) -> str:
@@ -140,7 +177,49 @@ def fit_titles(fig: go.Figure, chars: int = 60, font_size: int | None = None) ->
         a.update(text=_wrap(a.text, round(0.85 * chars / n_cols)))
         if font_size is not None:
             a.update(font_size=font_size)
+    _clear_legend(fig, chars)
     return fig
+
+
+# Plotly's drawn sizes (px, font 13 legend and 16 facet titles): a horizontal legend's box
+# is 10 px of padding plus 20 per row, an item about 45 px plus 7.8 per character; a facet
+# title line is 22 px high. PAGE_WIDTH: the figure width `chars` = 60 stands for (the
+# overview at a 1,000 px window).
+LEGEND_PAD, LEGEND_ROW, FACET_LINE, PAGE_WIDTH = 10, 20, 22, 540
+
+
+def _legend_rows(fig: go.Figure, width: float) -> int:
+    """How many rows a horizontal legend of `fig` takes at `width` px (an estimate that
+    errs long: a spare row costs 20 px of white space, a missing one an overlap)."""
+    row, rows = 0.0, 1
+    for t in _legend_items(fig):
+        w = 45 + 7.8 * max(len(x) for x in re.sub(r"&\w+;|&#\d+;", "x", t.name).split("<br>"))
+        if row and row + w > width:
+            rows, row = rows + 1, 0.0
+        row += w
+    return rows
+
+
+def _clear_legend(fig: go.Figure, chars: int) -> None:
+    """Raise the top margin of `fig` so its facet titles, which grow upwards from the panels
+    as they wrap, stay below a horizontal legend placed from the top of the figure (the
+    template's, at a fraction of the height): at 1,000 px the contrast's two-line titles
+    ran into its legend (issue 27)."""
+    lay, tpl = fig.layout, fig.layout.template.layout
+    leg = lay.legend
+    yref = leg.yref or tpl.legend.yref
+    orient = leg.orientation or tpl.legend.orientation
+    y = leg.y if leg.y is not None else tpl.legend.y
+    heads = [_lines(a.text) for a in _facet_titles(fig)]
+    if not heads or not _legend_items(fig) or yref != "container" or orient != "h" or y is None:
+        return
+    height = lay.height or 450  # Plotly's default: what the app draws without a height
+    width = PAGE_WIDTH * chars / 60 - 100  # less the side margins
+    need = ((1 - y) * height + LEGEND_PAD + LEGEND_ROW * _legend_rows(fig, width)
+            + FACET_LINE * max(heads) + 6)
+    top = lay.margin.t if lay.margin.t is not None else tpl.margin.t or 0
+    if need > top:
+        fig.update_layout(margin_t=round(need))
 
 
 def compact(fig: go.Figure, chars: int = 28) -> go.Figure:

@@ -28,9 +28,11 @@ grouping column).
   robustness.py   how much an answer moves: full vs truncated js, the evolution's Jaccard
                   beside its size bound and equal-size sets, js by absolute position
   browse.py       headline table, trace list (pages, counts, a trace's place), one trace's
-                  tokens, token search
+                  tokens
   pairs.py        the same prompt, both samplers: a trace beside the other sampler's trace
                   of its prompt, verdicts, where they part
+  search.py       token search: conditions incl. regex (RE2) and n-grams, pages, counts,
+                  CSV/Parquet export of every hit
   indexed.py      the analyses answered from order indexes on materialised connections
   aggregated.py   the row-scanning analyses answered from per-cell pre-aggregates and the
                   order index on materialised connections
@@ -56,7 +58,6 @@ from core.queries.analyses import (
 )
 from core.queries.browse import (
     headline,
-    token_search,
     trace_count,
     trace_list,
     trace_position,
@@ -79,6 +80,13 @@ from core.queries.sampler import SAMPLED_FROM
 from core.queries.sampler import choices as sampled_from_choices
 from core.queries.sampler import describe as describe_traces
 from core.queries.sampler import resolve as resolve_sampled_from
+from core.queries.search import (
+    parse_ngram,
+    token_search,
+    token_search_bytes,
+    token_search_count,
+    token_search_export,
+)
 from core.queries.sql import (
     BY_COLUMNS,
     METRICS,
@@ -122,7 +130,11 @@ __all__ = [
     "sparsity_summary",
     "table_files",
     "token_identity",
+    "parse_ngram",
     "token_search",
+    "token_search_bytes",
+    "token_search_count",
+    "token_search_export",
     "topk_overlap",
     "trace_count",
     "trace_list",

@@ -1,13 +1,13 @@
-"""Per-run headline table and the trace / token browsers (trace pages, counts, a trace's
-place, one trace's tokens, token search). No paper analyses (analyses.py) and no opening of
-runs (connection.py)."""
+"""Per-run headline table and the trace browser (trace pages, counts, a trace's place, one
+trace's tokens). No token search (search.py), no paper analyses (analyses.py) and no opening
+of runs (connection.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from core.queries import aggregated, cis, indexed, sampler
+from core.queries import cis, indexed, sampler
 from core.queries.sql import TRACE_AGG_HIGH, TRACE_SORT, _filtered, _q
 
 
@@ -165,96 +165,3 @@ def trace_tokens(con, run: str, trace_id: int) -> pd.DataFrame:
         USING (run, trace_id, pos)
       WHERE t.run = $run AND t.trace_id = $tid ORDER BY t.pos"""
     return _q(con, sql, {"run": str(run), "tid": int(trace_id)})
-
-
-def _text_match(con) -> str:
-    """Case-insensitive substring match of the token: on a materialised connection, matched
-    once per distinct token string (table vocab) and then by integer code."""
-    if indexed.active(con) and aggregated.codes_ok(con):
-        return ("tcode IN (SELECT tcode FROM vocab WHERE "
-                "contains(lower(token), lower($text)))")
-    return "contains(lower(token), lower($text))"
-
-
-def token_search(con, js_min=None, rank_base_min=None, dlogp_max=None, text_contains=None,
-                 rel_pos_range=None, correct_only=False, runs=None, sampled_from=None,
-                 limit=200, window=5) -> pd.DataFrame:
-    """Tokens matching all given conditions (js >= js_min, rank_base >= rank_base_min,
-    dlogp <= dlogp_max, case-insensitive substring of the token, lo <= rel_pos <= hi, correct
-    traces only), highest js first: run, trace_id, pos, token, js, rank_base, dlogp, rel_pos,
-    context (tokens pos-window..pos+window concatenated), before, after (the parts of the
-    context on either side of the token). sampled_from: every trace by default (see
-    sampler.browse_filter)."""
-    sampled_from = sampler.browse_filter(con, runs, sampled_from)
-    base, p = _filtered(runs, sampled_from, True if correct_only else None,
-                        src="tokx" if indexed.active(con) else "tok")
-    conds = ["TRUE"]
-    for cond, name, val in [("js >= $js_min", "js_min", js_min),
-                            ("rank_base >= $rb_min", "rb_min", rank_base_min),
-                            ("dlogp <= $dlogp_max", "dlogp_max", dlogp_max),
-                            (_text_match(con), "text", text_contains)]:
-        if val is not None:
-            conds.append(cond)
-            p[name] = val
-    if rel_pos_range is not None:
-        conds.append("rel_pos BETWEEN $rp_lo AND $rp_hi")
-        p["rp_lo"], p["rp_hi"] = (float(v) for v in rel_pos_range)
-    cond = " AND ".join(conds)
-    ctx = """SELECT m.*, string_agg(c.token, '' ORDER BY c.pos) AS context,
-        coalesce(string_agg(c.token, '' ORDER BY c.pos) FILTER (WHERE c.pos < m.pos), '')
-          AS before,
-        coalesce(string_agg(c.token, '' ORDER BY c.pos) FILTER (WHERE c.pos > m.pos), '')
-          AS after
-      FROM m JOIN (SELECT run, trace_id, pos, token FROM <ctx> WHERE <tids>) c
-        ON c.run = m.run AND c.trace_id = m.trace_id
-        AND c.pos BETWEEN m.pos - $win AND m.pos + $win
-      GROUP BY ALL ORDER BY m.js DESC NULLS LAST, m.run, m.trace_id, m.pos"""
-    hits = f"""SELECT run, trace_id, pos, token, js, rank_base, dlogp, rel_pos
-          FROM (<src>) WHERE {cond}
-          ORDER BY js DESC NULLS LAST, run, trace_id, pos LIMIT $lim"""
-    p = {**p, "lim": limit, "win": window}
-    if indexed.active(con):
-        return _token_search_indexed(con, hits, ctx, p, js_min, base,
-                                     (runs, sampled_from, True if correct_only else None),
-                                     limit, only_js=all(v is None for v in (
-                                         rank_base_min, dlogp_max, text_contains,
-                                         rel_pos_range)))
-    sql = f"WITH m AS ({hits.replace('<src>', base)}) " + ctx.replace("<ctx>", "tokens").replace(
-        "<tids>", "trace_id IN (SELECT trace_id FROM m)")
-    return _q(con, sql, p)
-
-
-_HIT_TYPES = {"run": "VARCHAR", "trace_id": "INTEGER", "pos": "INTEGER", "token": "VARCHAR",
-              "js": "FLOAT", "rank_base": "INTEGER", "dlogp": "FLOAT", "rel_pos": "FLOAT"}
-
-
-def _token_search_indexed(con, hits: str, ctx: str, p: dict, js_min, base: str, filters,
-                          limit: int, only_js: bool) -> pd.DataFrame:
-    """token_search on a materialised connection, in two short steps instead of one scan
-    that carries every matching row: (1) the hits, from `tokx_js` (the rows with a js value,
-    sorted by js descending, so a js bound skips whole row groups) restricted to the kept
-    cells; with no condition but js, under the bound of the `limit`-th largest js of those
-    cells (order index: the top rows by js DESC are all at or above it, ties included);
-    rows with a NULL js only come from the plain query, which answers when tokx_js gives
-    fewer than `limit` hits and js is not bounded; (2) their context, read from the hits'
-    traces only (table tokx_ctx). Same rows, order and columns as the one-query SQL."""
-    cells = indexed.cells(con, *filters)["cell"].tolist()
-    src = "SELECT * FROM tokx_js WHERE list_contains($m_cells::INTEGER[], cell)"
-    hp = {**p, "m_cells": cells}
-    if only_js:
-        ix = indexed.cell_index(con, "js")
-        n = int(ix.count(cells).sum())
-        if 0 < limit <= n:
-            t = float(ix.value_at(cells, n - limit))
-            if js_min is None or t > js_min:
-                src += " AND js >= $m_kth"
-                hp["m_kth"] = t
-    m = _q(con, hits.replace("<src>", src), hp)
-    if len(m) < limit and js_min is None:  # NULL js rows may follow: the plain query
-        m = _q(con, hits.replace("<src>", base), p)
-    mcte = ", ".join(f"unnest($m_{c}::{t}[]) AS {c}" for c, t in _HIT_TYPES.items())
-    mp = {f"m_{c}": [None if pd.isna(v) else v for v in m[c].tolist()] for c in _HIT_TYPES}
-    tids = ", ".join(str(int(t)) for t in sorted(set(m["trace_id"].tolist()))) or "NULL"
-    sql = f"WITH m AS (SELECT {mcte}) " + ctx.replace("<ctx>", "tokx_ctx").replace(
-        "<tids>", f"trace_id IN ({tids})")
-    return _q(con, sql, {**p, **mp})

@@ -92,10 +92,15 @@ def _filtered(runs=None, sampled_from=None, correct=None, src="tok") -> tuple[st
     return f"SELECT * FROM {src} WHERE " + " AND ".join(conds), params
 
 
+def _used(sql: str, params: dict) -> dict:
+    """The named parameters the SQL uses (DuckDB rejects unused ones)."""
+    used = set(re.findall(r"\$(\w+)", sql))
+    return {k: v for k, v in params.items() if k in used}
+
+
 def _q(con, sql: str, params: dict) -> pd.DataFrame:
     """Run with the named parameters the SQL uses (DuckDB rejects unused ones)."""
-    used = set(re.findall(r"\$(\w+)", sql))
-    return con.execute(sql, {k: v for k, v in params.items() if k in used}).df()
+    return con.execute(sql, _used(sql, params)).df()
 
 
 def overlap_sql(base: str, tuned: str, k: int) -> str:
