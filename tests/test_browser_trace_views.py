@@ -156,3 +156,20 @@ def test_both_samplers_of_a_prompt_side_by_side_with_where_they_part(server, pag
 
 RECTS_JS = """es => es.map(e => { const r = e.getBoundingClientRect();
                                   return {top: r.top, left: r.left, right: r.right}; })"""
+
+
+def test_the_theme_switch_redraws_the_trace_view_at_once(server, page):
+    """Switching to dark turns the trace view dark in the same rerun (its payload carries the
+    session's theme), not only at the view's next draw; and back to light."""
+    page.goto(f"{server}/?run=demo-rl")
+    root = page.locator(".sl-root").first
+    root.wait_for(timeout=60_000)
+    ready(page)
+    expect(root).to_have_attribute("data-theme", "light")
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    sidebar.get_by_text(re.compile(r"Dark$")).click()
+    expect(page.locator(".sl-root").first).to_have_attribute("data-theme", "dark",
+                                                             timeout=60_000)
+    sidebar.get_by_text(re.compile(r"Light$")).click()
+    expect(page.locator(".sl-root").first).to_have_attribute("data-theme", "light",
+                                                             timeout=60_000)

@@ -4,14 +4,16 @@
 position of a clicked token (or None); `trace_step(key)` is the keyboard's next / previous
 trace request. The JavaScript, the CSS and the data they draw come
 from core.figures.trace, which the notebook widget (shiftlens) shares. Token text is set
-with textContent in the browser. The browser picks the light or dark colours by the theme's
-background (--st-background-color), so the first paint already matches the theme.
+with textContent in the browser. The payload carries this session's theme (app.ui.theme), so
+switching it redraws the view in the new colours at once; without one (the notebook widget)
+the browser picks them by the page's background (--st-background-color).
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
+from app.ui import theme
 from core.figures import trace
 
 _js, _css = trace.assets()
@@ -20,6 +22,7 @@ _component = st.components.v2.component("shiftlens_trace_view", css=_css, js=_js
 
 def draw(data: dict, key: str) -> int | None:
     """Draw a payload of core.figures.trace; the position clicked in this rerun, else None."""
+    data = dict(data, theme=theme.current())
     result = _component(key=key, data=data, on_clicked_change=lambda: None,
                         on_trace_step_change=lambda: None)
     clicked = getattr(result, "clicked", None)

@@ -41,7 +41,9 @@ function draw(component) {
   }
   root.replaceChildren();
   const n = data.tokens.length;
-  const dark = isDark(root);  // root: an element (parentElement may be a shadow root)
+  // the host's theme when it says (the app's per-session switch), else the page's colour
+  // (root: an element; parentElement may be a shadow root)
+  const dark = data.theme ? data.theme === "dark" : isDark(root);
   const colours = (dark && data.colours_dark) || data.colours;
   const textColours = (dark ? data.text_dark : data.text) || [];
   root.dataset.theme = dark ? "dark" : "light";  // read by the browser tests
