@@ -11,10 +11,10 @@ Per row (rows in parallel, `prange`):
    exps are kept in two (V,) float32 row buffers per thread, so pass 3 needs none;
 3. the JS terms (p+q) f(d) and the KL terms w k(e) of core/metrics/exact.py, with d and e
    formed in float64 from the logits (exact), p and q in float32.
-The truncated JS columns (js_top_p, js_top_p90, js_top_p95) are then computed in float64 from
-the top-K lists where both nuclei end inside them (the nucleus rule of core/metrics/
-nucleus.py); other rows are left to the caller (core.metrics.fused), which scores them with
-the reference Context. Not here: the choice of path (core/metrics/fused.py).
+Pass 2 also fills the level-1 histograms of the nucleus search; the truncated JS columns
+(js_top_p, js_top_p90, js_top_p95) then come from core/metrics/fused_nucleus.py for every
+row, exactly (its radix selection: no sort of the vocabulary, no fallback). Not here: the
+choice of path (core/metrics/fused.py).
 """
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ import math
 
 import numba as nb
 import numpy as np
+
+from core.metrics.fused_nucleus import NB1, key, nuclei, trunc_js
 
 LN2 = math.log(2.0)
 KL_SWITCH = 1e-3
@@ -101,11 +103,15 @@ def _kl_finish(inf_flag, big, w, am, bm, out_mass, c, lse_a, lse_b):
 
 
 @nb.njit(cache=True, parallel=True, fastmath=_FM)
-def fused_rows(lb, lt, tok, k, f64, i64, top_ids, top_x):
-    """lb, lt (N, V) float32, tok (N,) int64, k: top-K size. Writes f64 (N, 10): js, kl_bt,
-    kl_tb, entropy_base, entropy_tuned, logp_base, logp_tuned, dlogp, lse_b, lse_t;
+def fused_rows(lb, lt, bits_b, bits_t, tok, k, tps, f64, i64, top_ids, top_x, tjs):
+    """lb, lt (N, V) float32, bits_b, bits_t the same as int32 (their bits), tok (N,) int64,
+    k: top-K size, tps (J,) float64: the top-p of each truncated JS column. Writes
+    f64 (N, 10): js, kl_bt, kl_tb, entropy_base, entropy_tuned, logp_base, logp_tuned,
+    dlogp, lse_b, lse_t;
     i64 (N, 5): rank_base, rank_tuned, argmax_b, argmax_t, tuned_top1_rank_base;
-    top_ids (N, 2, k) and top_x (N, 2, k) the two top-K lists (ids, logits), largest first."""
+    top_ids (N, 2, k) and top_x (N, 2, k) the two top-K lists (ids, logits), largest first;
+    tjs (N, J) the truncated JS at each top-p (core/metrics/fused_nucleus.py)."""
+    nj = len(tps)
     n, v = lb.shape
     for r in nb.prange(n):
         xb, xt = lb[r], lt[r]
@@ -167,6 +173,10 @@ def fused_rows(lb, lt, tok, k, f64, i64, top_ids, top_x):
         oa = xb[at]
         bufb = np.empty(v, np.float32)  # exp(x - max) of each model, reused by pass 3
         buft = np.empty(v, np.float32)
+        hcb = np.zeros(NB1, np.int64)  # level-1 histograms of the nucleus search
+        hmb = np.zeros(NB1, np.float64)
+        hct = np.zeros(NB1, np.int64)
+        hmt = np.zeros(NB1, np.float64)
         for i in range(v):
             a = xb[i]
             b = xt[i]
@@ -179,6 +189,12 @@ def fused_rows(lb, lt, tok, k, f64, i64, top_ids, top_x):
             buft[i] = wt_
             sb += wa
             st += wt_
+            kb_ = key(bits_b[r, i]) >> 21
+            kt_ = key(bits_t[r, i]) >> 21
+            hcb[kb_] += 1
+            hmb[kb_] += wa
+            hct[kt_] += 1
+            hmt[kt_] += wt_
             if wa > 0:
                 hb += wa * ea
             if wt_ > 0:
@@ -251,6 +267,17 @@ def fused_rows(lb, lt, tok, k, f64, i64, top_ids, top_x):
                 out_t += p
         kl_bt, shift = _kl_finish(inf_bt, big_b, w_b, am_b, bm_b, out_b, c_bt, lse_b, lse_t)
         kl_tb, _ = _kl_finish(inf_tb, big_t, w_t, am_t, bm_t, out_t, c_tb, lse_t, lse_b)
+        # --- the nuclei and the truncated JS columns ---
+        tau_b = np.empty(nj, np.int64)
+        meq_b = np.empty(nj, np.int64)
+        kept_b = np.empty(nj, np.float64)
+        tau_t = np.empty(nj, np.int64)
+        meq_t = np.empty(nj, np.int64)
+        kept_t = np.empty(nj, np.float64)
+        nuclei(bits_b[r], bufb, sb, tps, hcb, hmb, tau_b, meq_b, kept_b)
+        nuclei(bits_t[r], buft, st, tps, hct, hmt, tau_t, meq_t, kept_t)
+        trunc_js(xb, xt, bits_b[r], bits_t[r], bufb, buft, np.float64(mb) - np.float64(mt),
+                 tau_b, meq_b, kept_b, tau_t, meq_t, kept_t, tjs[r])
         f64[r, 0] = min(max(0.5 * js, 0.0), LN2)
         f64[r, 1] = kl_bt
         f64[r, 2] = kl_tb
@@ -268,9 +295,9 @@ def fused_rows(lb, lt, tok, k, f64, i64, top_ids, top_x):
         i64[r, 4] = ra + 1
 
 
-def run_rows(lb, lt, tok, k: int):
+def run_rows(lb, lt, tok, k: int, tps=(0.7,)):
     """fused_rows on torch CPU tensors: (f64 (N, 10), i64 (N, 5), top ids (N, 2, k), top
-    logits (N, 2, k)) as torch tensors (see fused_rows)."""
+    logits (N, 2, k), truncated JS (N, len(tps))) as torch tensors (see fused_rows)."""
     import torch
 
     a = lb.detach().float().contiguous().numpy()
@@ -280,6 +307,9 @@ def run_rows(lb, lt, tok, k: int):
     i64 = np.empty((n, 5), np.int64)
     ids = np.empty((n, 2, k), np.int64)
     tx = np.empty((n, 2, k), np.float32)
+    tp = np.asarray(tps, np.float64)
+    tjs = np.empty((n, len(tp)), np.float64)
     if n:
-        fused_rows(a, b, tok.detach().cpu().numpy().astype(np.int64), k, f64, i64, ids, tx)
-    return tuple(torch.from_numpy(x) for x in (f64, i64, ids, tx))
+        fused_rows(a, b, a.view(np.int32), b.view(np.int32),
+                   tok.detach().cpu().numpy().astype(np.int64), k, tp, f64, i64, ids, tx, tjs)
+    return tuple(torch.from_numpy(x) for x in (f64, i64, ids, tx, tjs))

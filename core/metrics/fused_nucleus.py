@@ -1,0 +1,210 @@
+"""The nuclei (top-p) and the truncated JS columns inside the fused CPU kernel
+(core/metrics/fused_numba.py), exactly, for every row: no row is left to the torch Context.
+
+The rule is core/metrics/nucleus.py's: order a row's tokens by probability, most likely first,
+equal probabilities by token id (lower id first); keep a token while the mass before it is
+below top_p (the first token always). Probability order is logit order, so tokens are ordered
+by an integer key of their float32 logit (`key`: monotone in the value, -0.0 = +0.0).
+
+The last kept token is found by a radix selection on that key, over masses, not counts:
+1. a histogram of the key's top 11 bits (count and float64 mass of exp(x - max) per bin),
+   filled by the kernel's second pass; the bin where the mass from the top reaches top_p
+   holds the last kept token;
+2. while that bin holds more than CAP tokens, one pass over the row histograms the next bits
+   of the tokens in it (11, then the last 10: a bin of the last level is one logit value);
+3. one pass collects the tokens of each final bin (at most CAP), which are sorted by (key
+   descending, id ascending) and walked from the mass above the bin; a final bin of more than
+   CAP equal logits is resolved by counting (its tokens are kept lowest ids first).
+All nuclei of a model (the run's top_p, 0.9, 0.95) share these passes. The result per
+nucleus: the last kept key `tau`, how many tokens with that key are kept (`meq`, lowest ids
+first) and the kept mass. `trunc_js` then sums 1/2 sum (p'+q') f(d') over the union of both
+nuclei in one pass (core/metrics/exact.py's terms, p' = p / kept mass).
+
+Masses are float64 sums of float32 exps, in another order than the reference's sorted
+cumulative sum: a token whose mass before it equals top_p to within ~1e-10 may be decided
+apart (nucleus.py says the same of its two ways). Not here: the kernel's other metrics.
+"""
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+LN2 = math.log(2.0)
+NB1 = 2048  # level-1 bins: the key's top 11 bits
+CAP = 2048  # at most this many tokens are collected and sorted per nucleus
+_SHIFTS = (21, 10, 0)  # the key's bits below each level's prefix
+_FM = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+
+@nb.njit(cache=True, inline="always")
+def key(bits):
+    """Order key in [0, 2^32) of a float32 given by its int32 bits: a < b as floats iff
+    key(a) < key(b); -0.0 and +0.0 share one key."""
+    s = np.int64(bits)
+    if s == -2147483648:
+        s = 0
+    if s < 0:
+        s = s ^ 0x7FFFFFFF
+    return s + 2147483648
+
+
+@nb.njit(cache=True)
+def _pick(hc, hm, cum, target):
+    """Scan bins from the highest: (bin, mass above it) of the bin where the mass reaches
+    `target` (the lowest non-empty bin if it never does)."""
+    b = len(hc) - 1
+    last = -1
+    while b >= 0:
+        if hc[b] > 0:
+            last = b
+            if cum + hm[b] >= target:
+                return b, cum
+            cum += hm[b]
+        b -= 1
+    return last, cum - hm[last]
+
+
+@nb.njit(cache=True)
+def nuclei(bits, w, s, tps, hc, hm, tau, meq, kept):
+    """One model's row: bits (V,) int32 (its float32 logits' bits), w (V,) float32 exps of
+    logit - max, s their float64 sum, tps (J,) top-p values, hc (NB1,) int64 / hm (NB1,)
+    float64 the level-1 histogram (count, mass) of key >> 21. Writes tau, meq, kept (J,):
+    the last kept token's key, how many tokens with that key are kept, the kept mass
+    (unnormalised, as w)."""
+    nj = len(tps)
+    v = len(bits)
+    shift = np.empty(nj, np.int64)
+    pref = np.empty(nj, np.int64)
+    above = np.empty(nj, np.float64)
+    cnt = np.empty(nj, np.int64)
+    bmass = np.empty(nj, np.float64)
+    for j in range(nj):
+        b, cum = _pick(hc, hm, 0.0, tps[j] * s)
+        pref[j], shift[j], above[j], cnt[j], bmass[j] = b, _SHIFTS[0], cum, hc[b], hm[b]
+    for lvl in range(1, 3):  # refine the bins that hold too many tokens
+        old, new = _SHIFTS[lvl - 1], _SHIFTS[lvl]
+        nbins = 1 << (old - new)
+        need = np.zeros(nj, np.bool_)
+        any_need = False
+        for j in range(nj):
+            if cnt[j] > CAP and shift[j] == old:
+                need[j] = True
+                any_need = True
+        if not any_need:
+            break
+        h2c = np.zeros((nj, nbins), np.int64)
+        h2m = np.zeros((nj, nbins), np.float64)
+        for i in range(v):
+            u = key(bits[i])
+            hi = u >> old
+            for j in range(nj):
+                if need[j] and hi == pref[j]:
+                    sub = (u >> new) & (nbins - 1)
+                    h2c[j, sub] += 1
+                    h2m[j, sub] += w[i]
+        for j in range(nj):
+            if need[j]:
+                b, cum = _pick(h2c[j], h2m[j], above[j], tps[j] * s)
+                pref[j] = (pref[j] << (old - new)) | b
+                shift[j], above[j], cnt[j], bmass[j] = new, cum, h2c[j, b], h2m[j, b]
+    # collect the final bins of at most CAP tokens (in id order), one pass for all nuclei
+    ck = np.empty((nj, CAP), np.int64)
+    cw = np.empty((nj, CAP), np.float64)
+    got = np.zeros(nj, np.int64)
+    coll = np.zeros(nj, np.bool_)
+    any_coll = False
+    for j in range(nj):
+        if cnt[j] <= CAP:
+            coll[j] = True
+            any_coll = True
+    if any_coll:
+        for i in range(v):
+            u = key(bits[i])
+            for j in range(nj):
+                if coll[j] and (u >> shift[j]) == pref[j]:
+                    ck[j, got[j]] = u
+                    cw[j, got[j]] = w[i]
+                    got[j] += 1
+    for j in range(nj):
+        target = tps[j] * s
+        before = above[j]
+        if coll[j]:
+            order = np.argsort(-ck[j, :got[j]], kind="mergesort")  # stable: ties by id
+            t = -1
+            m = 0
+            for o in order:
+                if before < target or (t < 0 and before == 0.0):
+                    if ck[j, o] != t:
+                        t = ck[j, o]
+                        m = 0
+                    m += 1
+                    before += cw[j, o]
+                else:
+                    break
+            tau[j], meq[j], kept[j] = t, m, before
+        else:  # > CAP tokens with one logit: kept lowest ids first, counted
+            we = bmass[j] / cnt[j]
+            m = 0
+            while m < cnt[j] and (before < target or (m == 0 and before == 0.0)):
+                before += we
+                m += 1
+            tau[j], meq[j], kept[j] = pref[j], m, before
+
+
+@nb.njit(cache=True, fastmath=_FM)
+def _jsf(d, t):
+    """f(d) of core/metrics/exact.py in float64 (t = exp(-|d|) given); as fused_numba's."""
+    ad = abs(d)
+    if ad < 0.25:
+        x2 = 0.25 * d * d
+        return x2 * (0.5 + x2 * (-0.25 + x2 * (1.0 / 9.0 + x2 * (-17.0 / 360.0
+                                                               + x2 * (31.0 / 1575.0)))))
+    return LN2 - math.log1p(t) - ad * t / (1.0 + t)
+
+
+@nb.njit(cache=True, fastmath=_FM)
+def trunc_js(xb, xt, bb, bt, wb, wt, dm, tau_b, meq_b, kept_b, tau_t, meq_t, kept_t, out):
+    """JS of the truncated distributions for each nucleus j, into out (J,): xb, xt (V,)
+    float32 logits, bb, bt their int32 bits, wb, wt float32 exps of logit - max, dm =
+    max_b - max_t (the maxima those exps are taken from); tau, meq, kept of each model from
+    `nuclei`. One pass; tokens below every nucleus are skipped."""
+    nj = len(out)
+    eqb = np.zeros(nj, np.int64)
+    eqt = np.zeros(nj, np.int64)
+    acc = np.zeros(nj, np.float64)
+    sh = np.empty(nj, np.float64)  # d' = (a - b) - sh: both renormalisations folded in
+    ib = np.empty(nj, np.float64)
+    it = np.empty(nj, np.float64)
+    lo_b = tau_b[0]
+    lo_t = tau_t[0]
+    for j in range(nj):
+        sh[j] = dm + math.log(kept_b[j]) - math.log(kept_t[j])
+        ib[j] = 1.0 / kept_b[j]
+        it[j] = 1.0 / kept_t[j]
+        lo_b = min(lo_b, tau_b[j])
+        lo_t = min(lo_t, tau_t[j])
+    for i in range(len(xb)):
+        ub = key(bb[i])
+        ut = key(bt[i])
+        if ub < lo_b and ut < lo_t:
+            continue
+        for j in range(nj):
+            kb = ub > tau_b[j]
+            if ub == tau_b[j]:
+                kb = eqb[j] < meq_b[j]
+                eqb[j] += 1
+            kt = ut > tau_t[j]
+            if ut == tau_t[j]:
+                kt = eqt[j] < meq_t[j]
+                eqt[j] += 1
+            p = wb[i] * ib[j] if kb else 0.0
+            q = wt[i] * it[j] if kt else 0.0
+            if p > 0.0 and q > 0.0:
+                d = (np.float64(xb[i]) - np.float64(xt[i])) - sh[j]
+                acc[j] += (p + q) * _jsf(d, min(p, q) / max(p, q))
+            else:
+                acc[j] += (p + q) * LN2
+    for j in range(nj):
+        out[j] = min(max(0.5 * acc[j], 0.0), LN2)
