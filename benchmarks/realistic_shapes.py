@@ -4,12 +4,16 @@ process so its peak memory is its own.
 
     python benchmarks/realistic_shapes.py [--lengths 512,2048,8192,16384]
                                           [--budget-mib 0] [--head-std 0] [--floor-max 8192]
-                                          [--math-dtypes auto] [--device cpu]
+                                          [--math-dtypes float64,float32] [--device cpu]
                                           [--layers 2] [--model-dtype float32]
                                           [--peak-tflops 989]
 
 --math-dtypes: comma list of --math-dtype values, each scored in its own child (float32 on
-CPU = the fused numba kernel, float64/auto = the torch Context); the floor is shared.
+CPU = the fused numba kernel, float64/auto = the torch Context); the floor is shared. The
+default puts the float64 reference path and the fused float32 path side by side: per length
+one floor child, then each path's child, and a "vs first" column (scoring time / the first
+path's). The load average is printed before and after: on a shared machine only ratios
+measured in one run mean anything.
 --device cuda --layers 28 --model-dtype bfloat16 is the Qwen2.5-1.5B-shaped pair at full
 depth that benchmarks/gpu_check.sh runs; on CUDA peak memory is torch.cuda's peak allocated
 beyond the weights and a "roofline" column gives the share of the bf16 forward-pass roofline
@@ -129,7 +133,7 @@ def main() -> None:
     ap.add_argument("--budget-mib", type=int, default=0, help="0 = the default budget")
     ap.add_argument("--head-std", type=float, default=0.0)
     ap.add_argument("--floor-max", type=int, default=8192)
-    ap.add_argument("--math-dtypes", default="auto")
+    ap.add_argument("--math-dtypes", default="float64,float32")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--model-dtype", default="float32", choices=["float32", "bfloat16"])
@@ -143,25 +147,36 @@ def main() -> None:
         print(json.dumps(child(a.child, lengths[0], budget, a.head_std, a)))
         return
     gib = 1024**3
+    print(f"load average {_load()}")
     print(f"vocab {VOCAB}, hidden 1536, {a.layers} layers, {a.model_dtype} on {a.device}; "
           f"budget {a.budget_mib or 'default'} MiB; head std {a.head_std or 'random init'}")
     print(f"{'length':>7} {'math':>8} {'peak GiB':>9} {'tok/s':>8} {'floor s':>8} "
-          f"{'score s':>8} {'overhead':>9} {'roofline':>9}")
+          f"{'score s':>8} {'overhead':>9} {'vs first':>9} {'roofline':>9}")
     for n in lengths:
         f = run_child("floor", n, a) if n <= a.floor_max else None
         floor = f.get("seconds") if f and "error" not in f else None
+        first = None
         for md in a.math_dtypes.split(","):
             s = run_child(md, n, a)
             if "error" in s:
                 print(f"{n:>7} {md:>8} scoring failed: {s['error']}")
                 continue
             over = f"{100 * (s['seconds'] / floor - 1):+.0f}%" if floor else "-"
+            first = first or s["seconds"]
+            vs = f"{s['seconds'] / first:.2f}x"
             flops = 2 * 2 * s["params"] * (n + 64)  # two models' forward passes
             roof = f"{100 * flops / s['seconds'] / (a.peak_tflops * 1e12):.1f}%"
             print(f"{n:>7} {md:>8} {s['peak_beyond_weights'] / gib:>9.2f} "
                   f"{n / s['seconds']:>8.1f} {floor if floor else float('nan'):>8.2f} "
-                  f"{s['seconds']:>8.2f} {over:>9} {roof if a.device == 'cuda' else '-':>9}"
+                  f"{s['seconds']:>8.2f} {over:>9} {vs:>9} "
+                  f"{roof if a.device == 'cuda' else '-':>9}"
                   + (f"  (floor: {f['error']})" if f and "error" in f else ""), flush=True)
+    print(f"load average {_load()}")
+
+
+def _load() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import math
 import numba as nb
 import numpy as np
 
-from core.metrics.fused_nucleus import NB1, key, nuclei, trunc_js
+from core.metrics.fused_nucleus import NB1, jsf, key, nuclei, trunc_js
 
 LN2 = math.log(2.0)
 KL_SWITCH = 1e-3
@@ -65,18 +65,6 @@ def _sorted_top(hv, hi, k):
             order[j - 1], order[j] = order[j], order[j - 1]
             j -= 1
     return order
-
-
-@nb.njit(cache=True, fastmath=_FM)
-def _jsf(d, t):
-    """f(d) of core/metrics/exact.py in float64: series below |d| 0.25, else the closed form
-    with t = exp(-|d|) given (the ratio of the smaller to the larger probability)."""
-    ad = abs(d)
-    if ad < 0.25:
-        x2 = 0.25 * d * d
-        return x2 * (0.5 + x2 * (-0.25 + x2 * (1.0 / 9.0 + x2 * (-17.0 / 360.0
-                                                               + x2 * (31.0 / 1575.0)))))
-    return LN2 - math.log1p(t) - ad * t / (1.0 + t)
 
 
 @nb.njit(cache=True, fastmath=_FM)
@@ -248,7 +236,7 @@ def fused_rows(lb, lt, bits_b, bits_t, tok, k, tps, f64, i64, top_ids, top_x, tj
             delta = np.float64(a) - np.float64(b)
             p64 = np.float64(p)
             q64 = np.float64(q)
-            js += (p64 + q64) * _jsf(delta - dl, min(p64, q64) / max(p64, q64))
+            js += (p64 + q64) * jsf(delta - dl, min(p64, q64) / max(p64, q64))
             if p > 0:
                 e = delta - c_bt
                 big_b |= e < -88.0
