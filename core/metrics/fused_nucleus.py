@@ -16,9 +16,10 @@ The last kept token is found by a radix selection on that key, over masses, not 
    descending, id ascending) and walked from the mass above the bin; a final bin of more than
    CAP equal logits is resolved by counting (its tokens are kept lowest ids first).
 All nuclei of a model (the run's top_p, 0.9, 0.95) share these passes. The result per
-nucleus: the last kept key `tau`, how many tokens with that key are kept (`meq`, lowest ids
-first) and the kept mass. `trunc_js` then sums 1/2 sum (p'+q') f(d') over the union of both
-nuclei in one pass (core/metrics/exact.py's terms, p' = p / kept mass).
+nucleus: the last kept key `tau` and id `lim` (tokens with that key are kept up to that id:
+lowest ids first) and the kept mass. `trunc_js` then sums 1/2 sum (p'+q') f(d') over the
+union of both nuclei, one vectorised pass per nucleus (core/metrics/exact.py's terms,
+p' = p / kept mass).
 
 Masses are float64 sums of float32 exps, in another order than the reference's sorted
 cumulative sum: a token whose mass before it equals top_p to within ~1e-10 may be decided
@@ -67,12 +68,12 @@ def _pick(hc, hm, cum, target):
 
 
 @nb.njit(cache=True)
-def nuclei(bits, w, s, tps, hc, hm, tau, meq, kept):
+def nuclei(bits, w, s, tps, hc, hm, tau, lim, kept):
     """One model's row: bits (V,) int32 (its float32 logits' bits), w (V,) float32 exps of
     logit - max, s their float64 sum, tps (J,) top-p values, hc (NB1,) int64 / hm (NB1,)
-    float64 the level-1 histogram (count, mass) of key >> 21. Writes tau, meq, kept (J,):
-    the last kept token's key, how many tokens with that key are kept, the kept mass
-    (unnormalised, as w)."""
+    float64 the level-1 histogram (count, mass) of key >> 21. Writes tau, lim, kept (J,):
+    the last kept token's key and id (the tokens with that key are kept up to that id), the
+    kept mass (unnormalised, as w)."""
     nj = len(tps)
     v = len(bits)
     shift = np.empty(nj, np.int64)
@@ -112,6 +113,7 @@ def nuclei(bits, w, s, tps, hc, hm, tau, meq, kept):
     # collect the final bins of at most CAP tokens (in id order), one pass for all nuclei
     ck = np.empty((nj, CAP), np.int64)
     cw = np.empty((nj, CAP), np.float64)
+    ci = np.empty((nj, CAP), np.int64)
     got = np.zeros(nj, np.int64)
     coll = np.zeros(nj, np.bool_)
     any_coll = False
@@ -126,6 +128,7 @@ def nuclei(bits, w, s, tps, hc, hm, tau, meq, kept):
                 if coll[j] and (u >> shift[j]) == pref[j]:
                     ck[j, got[j]] = u
                     cw[j, got[j]] = w[i]
+                    ci[j, got[j]] = i
                     got[j] += 1
     for j in range(nj):
         target = tps[j] * s
@@ -133,90 +136,86 @@ def nuclei(bits, w, s, tps, hc, hm, tau, meq, kept):
         if coll[j]:
             order = np.argsort(-ck[j, :got[j]], kind="mergesort")  # stable: ties by id
             t = -1
-            m = 0
+            last = -1
             for o in order:
                 if before < target or (t < 0 and before == 0.0):
-                    if ck[j, o] != t:
-                        t = ck[j, o]
-                        m = 0
-                    m += 1
+                    t = ck[j, o]
+                    last = ci[j, o]
                     before += cw[j, o]
                 else:
                     break
-            tau[j], meq[j], kept[j] = t, m, before
+            tau[j], lim[j], kept[j] = t, last, before
         else:  # > CAP tokens with one logit: kept lowest ids first, counted
             we = bmass[j] / cnt[j]
             m = 0
             while m < cnt[j] and (before < target or (m == 0 and before == 0.0)):
                 before += we
                 m += 1
-            tau[j], meq[j], kept[j] = pref[j], m, before
-
-
-@nb.njit(cache=True, fastmath=_FM, inline="always")
-def log1p_unit(t):
-    """log1p(t) for 0 <= t <= 0.78 (t = exp(-|d|), |d| >= 0.25) without a library call:
-    2 atanh(s), s = t / (2 + t) <= 0.28, to s^19 (relative error < 1e-12)."""
-    s = t / (2.0 + t)
-    z = s * s
-    return 2.0 * s * (1.0 + z * (1.0 / 3.0 + z * (1.0 / 5.0 + z * (1.0 / 7.0 + z * (
-        1.0 / 9.0 + z * (1.0 / 11.0 + z * (1.0 / 13.0 + z * (1.0 / 15.0 + z * (
-            1.0 / 17.0 + z * (1.0 / 19.0))))))))))
+            last = -1
+            seen = 0
+            for i in range(v):  # the id of the m-th of them
+                if key(bits[i]) == pref[j]:
+                    seen += 1
+                    if seen == m:
+                        last = i
+                        break
+            tau[j], lim[j], kept[j] = pref[j], last, before
 
 
 @nb.njit(cache=True, fastmath=_FM, inline="always")
 def jsf(d, t):
     """f(d) of core/metrics/exact.py in float64: series below |d| 0.25, else the closed form
-    with t = exp(-|d|) given (the ratio of the smaller to the larger probability)."""
+    ln 2 - log1p(t) - |d| t / (1 + t) with t = exp(-|d|) given (the ratio of the smaller to
+    the larger probability). log1p(t), t <= 0.78, is 2 atanh(s), s = t / (2 + t) <= 0.28,
+    to s^19 (relative error < 1e-12): no library call, and one division gives both
+    quotients. Both forms are computed and one selected: no branch to mispredict (about
+    half the entries go each way)."""
     ad = abs(d)
-    if ad < 0.25:
-        x2 = 0.25 * d * d
-        return x2 * (0.5 + x2 * (-0.25 + x2 * (1.0 / 9.0 + x2 * (-17.0 / 360.0
-                                                               + x2 * (31.0 / 1575.0)))))
-    return LN2 - log1p_unit(min(t, 0.7788007830714049)) - ad * t / (1.0 + t)
+    x2 = 0.25 * d * d
+    ser = x2 * (0.5 + x2 * (-0.25 + x2 * (1.0 / 9.0 + x2 * (-17.0 / 360.0
+                                                           + x2 * (31.0 / 1575.0)))))
+    tc = min(t, 0.7788007830714049)
+    a1 = 1.0 + tc
+    a2 = 2.0 + tc
+    inv = 1.0 / (a1 * a2)
+    s = tc * a1 * inv  # t / (2 + t)
+    z = s * s
+    lg = 2.0 * s * (1.0 + z * (1.0 / 3.0 + z * (1.0 / 5.0 + z * (1.0 / 7.0 + z * (
+        1.0 / 9.0 + z * (1.0 / 11.0 + z * (1.0 / 13.0 + z * (1.0 / 15.0 + z * (
+            1.0 / 17.0 + z * (1.0 / 19.0))))))))))
+    closed = LN2 - lg - ad * (tc * a2 * inv)
+    return ser if ad < 0.25 else closed
 
 
-@nb.njit(cache=True, fastmath=_FM)
-def trunc_js(xb, xt, bb, bt, wb, wt, dm, tau_b, meq_b, kept_b, tau_t, meq_t, kept_t, out):
-    """JS of the truncated distributions for each nucleus j, into out (J,): xb, xt (V,)
-    float32 logits, bb, bt their int32 bits, wb, wt float32 exps of logit - max, dm =
-    max_b - max_t (the maxima those exps are taken from); tau, meq, kept of each model from
-    `nuclei`. One pass; tokens below every nucleus are skipped."""
-    nj = len(out)
-    eqb = np.zeros(nj, np.int64)
-    eqt = np.zeros(nj, np.int64)
-    acc = np.zeros(nj, np.float64)
-    sh = np.empty(nj, np.float64)  # d' = (a - b) - sh: both renormalisations folded in
-    ib = np.empty(nj, np.float64)
-    it = np.empty(nj, np.float64)
-    lo_b = tau_b[0]
-    lo_t = tau_t[0]
-    for j in range(nj):
-        sh[j] = dm + math.log(kept_b[j]) - math.log(kept_t[j])
-        ib[j] = 1.0 / kept_b[j]
-        it[j] = 1.0 / kept_t[j]
-        lo_b = min(lo_b, tau_b[j])
-        lo_t = min(lo_t, tau_t[j])
+@nb.njit(cache=True, fastmath=_FM, error_model="numpy")
+def _trunc_one(xb, xt, bb, bt, wb, wt, tb, lb, tt, lt, ib, it, sh, cr, icr):
+    """2 x the truncated JS of one nucleus pair: one pass, selects only (vectorised)."""
+    acc = 0.0
     for i in range(len(xb)):
         ub = key(bb[i])
         ut = key(bt[i])
-        if ub < lo_b and ut < lo_t:
-            continue
-        for j in range(nj):
-            kb = ub > tau_b[j]
-            if ub == tau_b[j]:
-                kb = eqb[j] < meq_b[j]
-                eqb[j] += 1
-            kt = ut > tau_t[j]
-            if ut == tau_t[j]:
-                kt = eqt[j] < meq_t[j]
-                eqt[j] += 1
-            p = wb[i] * ib[j] if kb else 0.0
-            q = wt[i] * it[j] if kt else 0.0
-            if p > 0.0 and q > 0.0:
-                d = (np.float64(xb[i]) - np.float64(xt[i])) - sh[j]
-                acc[j] += (p + q) * jsf(d, min(p, q) / max(p, q))
-            else:
-                acc[j] += (p + q) * LN2
-    for j in range(nj):
-        out[j] = min(max(0.5 * acc[j], 0.0), LN2)
+        kb = (ub > tb) | ((ub == tb) & (i <= lb))
+        kt = (ut > tt) | ((ut == tt) & (i <= lt))
+        pw = np.float64(wb[i])
+        qw = np.float64(wt[i])
+        p = pw * ib if kb else 0.0
+        q = qw * it if kt else 0.0
+        d = (np.float64(xb[i]) - np.float64(xt[i])) - sh
+        f = jsf(d, min(pw / qw * cr, qw / pw * icr))
+        acc += (p + q) * (f if (p > 0.0) & (q > 0.0) else LN2)
+    return acc
+
+
+@nb.njit(cache=True)
+def trunc_js(xb, xt, bb, bt, wb, wt, dm, tau_b, lim_b, kept_b, tau_t, lim_t, kept_t, out):
+    """JS of the truncated distributions for each nucleus j, into out (J,): xb, xt (V,)
+    float32 logits, bb, bt their int32 bits, wb, wt float32 exps of logit - max, dm =
+    max_b - max_t (the maxima those exps are taken from); tau, lim, kept of each model from
+    `nuclei`. With p' = w / kept: d' = log p' - log q' = (a - b) - sh, sh = dm + log kept_b
+    - log kept_t, and p'/q' = (wb/wt) kept_t/kept_b. One vectorised pass per nucleus."""
+    for j in range(len(out)):
+        acc = _trunc_one(xb, xt, bb, bt, wb, wt, tau_b[j], lim_b[j], tau_t[j], lim_t[j],
+                         1.0 / kept_b[j], 1.0 / kept_t[j],
+                         dm + math.log(kept_b[j]) - math.log(kept_t[j]),
+                         kept_t[j] / kept_b[j], kept_b[j] / kept_t[j])
+        out[j] = min(max(0.5 * acc, 0.0), LN2)

@@ -67,15 +67,14 @@ def _sorted_top(hv, hi, k):
     return order
 
 
-@nb.njit(cache=True, fastmath=_FM)
+@nb.njit(cache=True, fastmath=_FM, inline="always")
 def _klk(e, x):
     """k(e) = exp(-e) - 1 + e in float64: series below |e| 0.1, else with x = exp(-e) given
     (a probability ratio times a row constant: no exp per entry; its ~1e-8 relative error
-    moves k by ~2e-7 relative at |e| = 0.1, where k >= 0.005)."""
-    if abs(e) < 0.1:
-        return e * e * (0.5 + e * (-1.0 / 6.0 + e * (1.0 / 24.0 + e * (
-            -1.0 / 120.0 + e * (1.0 / 720.0 - e / 5040.0)))))
-    return x - 1.0 + e
+    moves k by ~2e-7 relative at |e| = 0.1, where k >= 0.005). Selected, not branched."""
+    ser = e * e * (0.5 + e * (-1.0 / 6.0 + e * (1.0 / 24.0 + e * (
+        -1.0 / 120.0 + e * (1.0 / 720.0 - e / 5040.0)))))
+    return ser if abs(e) < 0.1 else x - 1.0 + e
 
 
 @nb.njit(cache=True, fastmath=_FM)
@@ -90,7 +89,126 @@ def _kl_finish(inf_flag, big, w, am, bm, out_mass, c, lse_a, lse_b):
     return max(am / w + c - (lse_a - lse_b), 0.0), lse_b - lse_a
 
 
-@nb.njit(cache=True, parallel=True, fastmath=_FM)
+@nb.njit(cache=True, fastmath=_FM, inline="always")
+def exp32(y):
+    """exp(y) in float32 for y <= 0 (0 below -87, -inf included), within ~2.5 ulp, as code
+    LLVM vectorises (numba's np.exp is a scalar library call per entry): Cody-Waite
+    reduction y = n ln 2 + r, a degree-7 polynomial for exp(r), 2^n from the exponent bits."""
+    yc = max(y, np.float32(-87.0))
+    n = np.floor(yc * np.float32(1.4426950408889634) + np.float32(0.5))
+    r = yc - n * np.float32(0.693359375) - n * np.float32(-2.12194440e-4)
+    p = np.float32(1.9875691500e-4)
+    p = p * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    p = p * r * r + r + np.float32(1.0)
+    scale = np.int32((np.int32(n) + np.int32(127)) << 23).view(np.float32)
+    return p * scale if y >= np.float32(-87.0) else np.float32(0.0)
+
+
+@nb.njit(cache=True, fastmath=_FM, error_model="numpy")
+def _sums(xb, xt, mb, mt, oa, bufb, buft):
+    """Pass 2 (vectorised: selects, no branches): the exps of x - max into bufb, buft and
+    (sb, st, hb, ht, wdb, wb2, wdt, wt2, rank count above oa, n base-only finite, n
+    tuned-only finite)."""
+    sb = 0.0
+    st = 0.0
+    hb = 0.0
+    ht = 0.0
+    wdb = 0.0
+    wb2 = 0.0
+    wdt = 0.0
+    wt2 = 0.0
+    ra = 0
+    n_bt = 0
+    n_tb = 0
+    for i in range(len(xb)):
+        a = xb[i]
+        b = xt[i]
+        ra += a > oa
+        ea = a - mb
+        eb = b - mt
+        wa = exp32(ea)
+        wt_ = exp32(eb)
+        bufb[i] = wa
+        buft[i] = wt_
+        sb += wa
+        st += wt_
+        hb += wa * ea if wa > 0 else np.float32(0.0)
+        ht += wt_ * eb if wt_ > 0 else np.float32(0.0)
+        fa = a > NINF
+        fb = b > NINF
+        both = fa & fb
+        dd = np.float64(a) - np.float64(b)
+        wdb += wa * dd if both else 0.0
+        wb2 += wa if both else np.float32(0.0)
+        wdt -= wt_ * dd if both else 0.0
+        wt2 += wt_ if both else np.float32(0.0)
+        n_bt += fa & ~fb
+        n_tb += fb & ~fa
+    return sb, st, hb, ht, wdb, wb2, wdt, wt2, ra, n_bt, n_tb
+
+
+@nb.njit(cache=True)
+def _hist(bits, w, hc, hm):
+    """Level-1 histogram of the nucleus search: count and mass of w by key >> 21."""
+    for i in range(len(bits)):
+        u = key(bits[i]) >> 21
+        hc[u] += 1
+        hm[u] += w[i]
+
+
+@nb.njit(cache=True, fastmath=_FM, error_model="numpy")
+def _terms(xb, xt, bufb, buft, inv_b, inv_t, dl, c_bt, c_tb, k_bt, k_tb):
+    """Pass 3 (vectorised: selects, no branches): the JS terms (p+q) f(d) and the KL terms
+    w k(e) of core/metrics/exact.py, d and e in float64 from the logits, p, q in float32;
+    a side masked or 0 contributes (p+q) ln 2 to JS and its mass to the other KL's
+    out-mass. Returns (js, am_b, bm_b, w_b, out_b, am_t, bm_t, w_t, out_t, n_big_b,
+    n_big_t)."""
+    js = 0.0
+    am_b = 0.0
+    bm_b = 0.0
+    w_b = 0.0
+    out_b = 0.0  # tuned mass where the base probability is 0
+    am_t = 0.0
+    bm_t = 0.0
+    w_t = 0.0
+    out_t = 0.0
+    n_big_b = 0
+    n_big_t = 0
+    for i in range(len(xb)):
+        a = xb[i]
+        b = xt[i]
+        p = bufb[i] * inv_b  # exp(a - lse_b)
+        q = buft[i] * inv_t
+        p64 = np.float64(p)
+        q64 = np.float64(q)
+        delta = np.float64(a) - np.float64(b)
+        qp = q64 / p64
+        pq = p64 / q64
+        both = (p > 0) & (q > 0)
+        f = jsf(delta - dl, min(qp, pq))
+        js += (p64 + q64) * (f if both else LN2)
+        vp = (p > 0) & (b > NINF)
+        vq = (q > 0) & (a > NINF)
+        e = delta - c_bt
+        e2 = -delta - c_tb
+        am_b += p64 * e if vp else 0.0
+        bm_b += p64 * _klk(e, qp * k_bt) if vp else 0.0
+        w_b += p64 if vp else 0.0
+        out_b += q64 if p == 0 else 0.0
+        n_big_b += vp & (e < -88.0)
+        am_t += q64 * e2 if vq else 0.0
+        bm_t += q64 * _klk(e2, pq * k_tb) if vq else 0.0
+        w_t += q64 if vq else 0.0
+        out_t += p64 if q == 0 else 0.0
+        n_big_t += vq & (e2 < -88.0)
+    return js, am_b, bm_b, w_b, out_b, am_t, bm_t, w_t, out_t, n_big_b, n_big_t
+
+
+@nb.njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
 def fused_rows(lb, lt, bits_b, bits_t, tok, k, tps, f64, i64, top_ids, top_x, tjs):
     """lb, lt (N, V) float32, bits_b, bits_t the same as int32 (their bits), tok (N,) int64,
     k: top-K size, tps (J,) float64: the top-p of each truncated JS column. Writes
@@ -147,125 +265,46 @@ def fused_rows(lb, lt, bits_b, bits_t, tok, k, tps, f64, i64, top_ids, top_x, tj
         ab = top_ids[r, 0, 0]
         at = top_ids[r, 1, 0]
         # --- pass 2: log-sum-exps, entropies' sums, the KL shifts, the tuned top-1's rank ---
-        sb = 0.0
-        st = 0.0
-        hb = 0.0
-        ht = 0.0
-        wdb = 0.0
-        wb2 = 0.0
-        wdt = 0.0
-        wt2 = 0.0
-        inf_bt = False
-        inf_tb = False
-        ra = 0
         oa = xb[at]
         bufb = np.empty(v, np.float32)  # exp(x - max) of each model, reused by pass 3
         buft = np.empty(v, np.float32)
+        sb, st, hb, ht, wdb, wb2, wdt, wt2, ra, n_bt, n_tb = _sums(xb, xt, mb, mt, oa, bufb,
+                                                                   buft)
+        inf_bt = n_bt > 0
+        inf_tb = n_tb > 0
         hcb = np.zeros(NB1, np.int64)  # level-1 histograms of the nucleus search
         hmb = np.zeros(NB1, np.float64)
         hct = np.zeros(NB1, np.int64)
         hmt = np.zeros(NB1, np.float64)
-        for i in range(v):
-            a = xb[i]
-            b = xt[i]
-            ra += a > oa
-            ea = np.float32(a - mb)
-            eb = np.float32(b - mt)
-            wa = np.exp(ea)
-            wt_ = np.exp(eb)
-            bufb[i] = wa
-            buft[i] = wt_
-            sb += wa
-            st += wt_
-            kb_ = key(bits_b[r, i]) >> 21
-            kt_ = key(bits_t[r, i]) >> 21
-            hcb[kb_] += 1
-            hmb[kb_] += wa
-            hct[kt_] += 1
-            hmt[kt_] += wt_
-            if wa > 0:
-                hb += wa * ea
-            if wt_ > 0:
-                ht += wt_ * eb
-            if a > NINF and b > NINF:
-                dd = np.float64(a) - np.float64(b)
-                wdb += wa * dd
-                wb2 += wa
-                wdt -= wt_ * dd
-                wt2 += wt_
-            elif a > NINF:
-                inf_bt = True
-            elif b > NINF:
-                inf_tb = True
+        _hist(bits_b[r], bufb, hcb, hmb)
+        _hist(bits_t[r], buft, hct, hmt)
         lse_b = mb + math.log(sb)
         lse_t = mt + math.log(st)
         c_bt = wdb / wb2 if wb2 > 0 else 0.0
         c_tb = wdt / wt2 if wt2 > 0 else 0.0
         # --- pass 3: JS and KL terms ---
-        js = 0.0
-        am_b = 0.0
-        bm_b = 0.0
-        w_b = 0.0
-        out_b = 0.0  # tuned mass where the base probability is 0
-        am_t = 0.0
-        bm_t = 0.0
-        w_t = 0.0
-        out_t = 0.0
-        big_b = False
-        big_t = False
         dl = lse_b - lse_t
-        inv_b = np.float32(1.0 / sb)
-        inv_t = np.float32(1.0 / st)
         # exp(-e) = (q/p) exp(lse_t - lse_b + c_bt), exp(-e2) = (p/q) exp(lse_b - lse_t + c_tb)
         k_bt = math.exp(min(-dl + c_bt, 700.0))
         k_tb = math.exp(min(dl + c_tb, 700.0))
-        for i in range(v):
-            a = xb[i]
-            b = xt[i]
-            p = bufb[i] * inv_b  # exp(a - lse_b)
-            q = buft[i] * inv_t
-            if p == 0 and q == 0:
-                continue
-            if a == NINF or b == NINF:  # one side masked: its term is (p+q) ln 2
-                js += (np.float64(p) + q) * LN2
-                if p == 0:
-                    out_b += q
-                else:
-                    out_t += p
-                continue
-            delta = np.float64(a) - np.float64(b)
-            p64 = np.float64(p)
-            q64 = np.float64(q)
-            js += (p64 + q64) * jsf(delta - dl, min(p64, q64) / max(p64, q64))
-            if p > 0:
-                e = delta - c_bt
-                big_b |= e < -88.0
-                am_b += p * e
-                bm_b += p * _klk(e, q64 / p64 * k_bt)
-                w_b += p
-            else:
-                out_b += q
-            if q > 0:
-                e2 = -delta - c_tb
-                big_t |= e2 < -88.0
-                am_t += q * e2
-                bm_t += q * _klk(e2, p64 / q64 * k_tb)
-                w_t += q
-            else:
-                out_t += p
+        js, am_b, bm_b, w_b, out_b, am_t, bm_t, w_t, out_t, n_big_b, n_big_t = _terms(
+            xb, xt, bufb, buft, np.float32(1.0 / sb), np.float32(1.0 / st), dl, c_bt, c_tb,
+            k_bt, k_tb)
+        big_b = n_big_b > 0
+        big_t = n_big_t > 0
         kl_bt, shift = _kl_finish(inf_bt, big_b, w_b, am_b, bm_b, out_b, c_bt, lse_b, lse_t)
         kl_tb, _ = _kl_finish(inf_tb, big_t, w_t, am_t, bm_t, out_t, c_tb, lse_t, lse_b)
         # --- the nuclei and the truncated JS columns ---
         tau_b = np.empty(nj, np.int64)
-        meq_b = np.empty(nj, np.int64)
+        lim_b = np.empty(nj, np.int64)
         kept_b = np.empty(nj, np.float64)
         tau_t = np.empty(nj, np.int64)
-        meq_t = np.empty(nj, np.int64)
+        lim_t = np.empty(nj, np.int64)
         kept_t = np.empty(nj, np.float64)
-        nuclei(bits_b[r], bufb, sb, tps, hcb, hmb, tau_b, meq_b, kept_b)
-        nuclei(bits_t[r], buft, st, tps, hct, hmt, tau_t, meq_t, kept_t)
+        nuclei(bits_b[r], bufb, sb, tps, hcb, hmb, tau_b, lim_b, kept_b)
+        nuclei(bits_t[r], buft, st, tps, hct, hmt, tau_t, lim_t, kept_t)
         trunc_js(xb, xt, bits_b[r], bits_t[r], bufb, buft, np.float64(mb) - np.float64(mt),
-                 tau_b, meq_b, kept_b, tau_t, meq_t, kept_t, tjs[r])
+                 tau_b, lim_b, kept_b, tau_t, lim_t, kept_t, tjs[r])
         f64[r, 0] = min(max(0.5 * js, 0.0), LN2)
         f64[r, 1] = kl_bt
         f64[r, 2] = kl_tb
