@@ -10,11 +10,12 @@ The last kept token is found by a radix selection on that key, over masses, not 
 1. a histogram of the key's top 11 bits (count and float64 mass of exp(x - max) per bin),
    filled by the kernel's second pass; the bin where the mass from the top reaches top_p
    holds the last kept token;
-2. while that bin holds more than CAP tokens, one pass over the row histograms the next bits
-   of the tokens in it (11, then the last 10: a bin of the last level is one logit value);
-3. one pass collects the tokens of each final bin (at most CAP), which are sorted by (key
-   descending, id ascending) and walked from the mass above the bin; a final bin of more than
-   CAP equal logits is resolved by counting (its tokens are kept lowest ids first).
+2. one pass over the row gathers the tokens of those bins (key, exp, id); the rest reads only
+   them: while a bin holds more than CAP tokens, its tokens are histogrammed by the next
+   bits (11, then the last 10: a bin of the last level is one logit value);
+3. the tokens of each final bin (at most CAP) are sorted by (key descending, id ascending)
+   and walked from the mass above the bin; a final bin of more than CAP equal logits is
+   resolved by counting (its tokens are kept lowest ids first).
 All nuclei of a model (the run's top_p, 0.9, 0.95) share these passes. The result per
 nucleus: the last kept key `tau` and id `lim` (tokens with that key are kept up to that id:
 lowest ids first) and the kept mass. `trunc_js` then sums 1/2 sum (p'+q') f(d') over the
@@ -68,6 +69,34 @@ def _pick(hc, hm, cum, target):
 
 
 @nb.njit(cache=True)
+def _gather(bits, w, bins, hc):
+    """(keys, w, ids) of the tokens whose level-1 bin is one of `bins`, in id order: one
+    pass, no branch (each token is written, the write position advances for the chosen)."""
+    total = 0
+    for j in range(len(bins)):
+        first = True
+        for i in range(j):
+            first &= bins[i] != bins[j]
+        if first:
+            total += hc[bins[j]]
+    gi = np.empty(total + 1, np.int32)
+    c = 0
+    for i in range(len(bits)):  # ids only: the fewest bytes written per token
+        h = key(bits[i]) >> _SHIFTS[0]
+        m = False
+        for j in range(len(bins)):
+            m |= h == bins[j]
+        gi[c] = i
+        c += m
+    gk = np.empty(c, np.int64)
+    gw = np.empty(c, np.float64)
+    for g in range(c):
+        gk[g] = key(bits[gi[g]])
+        gw[g] = w[gi[g]]
+    return gk[:c], gw[:c], gi[:c]
+
+
+@nb.njit(cache=True)
 def nuclei(bits, w, s, tps, hc, hm, tau, lim, kept):
     """One model's row: bits (V,) int32 (its float32 logits' bits), w (V,) float32 exps of
     logit - max, s their float64 sum, tps (J,) top-p values, hc (NB1,) int64 / hm (NB1,)
@@ -75,7 +104,6 @@ def nuclei(bits, w, s, tps, hc, hm, tau, lim, kept):
     the last kept token's key and id (the tokens with that key are kept up to that id), the
     kept mass (unnormalised, as w)."""
     nj = len(tps)
-    v = len(bits)
     shift = np.empty(nj, np.int64)
     pref = np.empty(nj, np.int64)
     above = np.empty(nj, np.float64)
@@ -84,6 +112,8 @@ def nuclei(bits, w, s, tps, hc, hm, tau, lim, kept):
     for j in range(nj):
         b, cum = _pick(hc, hm, 0.0, tps[j] * s)
         pref[j], shift[j], above[j], cnt[j], bmass[j] = b, _SHIFTS[0], cum, hc[b], hm[b]
+    gk, gw, gi = _gather(bits, w, pref, hc)  # the rest reads only the tokens of those bins
+    v = len(gk)
     for lvl in range(1, 3):  # refine the bins that hold too many tokens
         old, new = _SHIFTS[lvl - 1], _SHIFTS[lvl]
         nbins = 1 << (old - new)
@@ -98,13 +128,13 @@ def nuclei(bits, w, s, tps, hc, hm, tau, lim, kept):
         h2c = np.zeros((nj, nbins), np.int64)
         h2m = np.zeros((nj, nbins), np.float64)
         for i in range(v):
-            u = key(bits[i])
+            u = gk[i]
             hi = u >> old
             for j in range(nj):
                 if need[j] and hi == pref[j]:
                     sub = (u >> new) & (nbins - 1)
                     h2c[j, sub] += 1
-                    h2m[j, sub] += w[i]
+                    h2m[j, sub] += gw[i]
         for j in range(nj):
             if need[j]:
                 b, cum = _pick(h2c[j], h2m[j], above[j], tps[j] * s)
@@ -123,12 +153,12 @@ def nuclei(bits, w, s, tps, hc, hm, tau, lim, kept):
             any_coll = True
     if any_coll:
         for i in range(v):
-            u = key(bits[i])
+            u = gk[i]
             for j in range(nj):
                 if coll[j] and (u >> shift[j]) == pref[j]:
                     ck[j, got[j]] = u
-                    cw[j, got[j]] = w[i]
-                    ci[j, got[j]] = i
+                    cw[j, got[j]] = gw[i]
+                    ci[j, got[j]] = gi[i]
                     got[j] += 1
     for j in range(nj):
         target = tps[j] * s
@@ -154,10 +184,10 @@ def nuclei(bits, w, s, tps, hc, hm, tau, lim, kept):
             last = -1
             seen = 0
             for i in range(v):  # the id of the m-th of them
-                if key(bits[i]) == pref[j]:
+                if gk[i] == pref[j]:
                     seen += 1
                     if seen == m:
-                        last = i
+                        last = gi[i]
                         break
             tau[j], lim[j], kept[j] = pref[j], last, before
 
@@ -188,33 +218,35 @@ def jsf(d, t):
 
 
 @nb.njit(cache=True, fastmath=_FM, error_model="numpy")
-def _trunc_one(xb, xt, bb, bt, wb, wt, tb, lb, tt, lt, ib, it, sh, cr, icr):
-    """2 x the truncated JS of one nucleus pair: one pass, selects only (vectorised)."""
+def _trunc_one(xb, xt, wb, wt, tb, lb, tt, lt, ib, it, sh, cr, icr):
+    """2 x the truncated JS of one nucleus pair: one pass, selects only (vectorised). A
+    token is in a nucleus when its logit is above the last kept one's (tb, tt), or equal
+    and its id at most the last kept one's (lb, lt)."""
     acc = 0.0
     for i in range(len(xb)):
-        ub = key(bb[i])
-        ut = key(bt[i])
-        kb = (ub > tb) | ((ub == tb) & (i <= lb))
-        kt = (ut > tt) | ((ut == tt) & (i <= lt))
+        a = xb[i]
+        b = xt[i]
+        kb = (a > tb) | ((a == tb) & (i <= lb))
+        kt = (b > tt) | ((b == tt) & (i <= lt))
         pw = np.float64(wb[i])
         qw = np.float64(wt[i])
         p = pw * ib if kb else 0.0
         q = qw * it if kt else 0.0
-        d = (np.float64(xb[i]) - np.float64(xt[i])) - sh
+        d = (np.float64(a) - np.float64(b)) - sh
         f = jsf(d, min(pw / qw * cr, qw / pw * icr))
         acc += (p + q) * (f if (p > 0.0) & (q > 0.0) else LN2)
     return acc
 
 
 @nb.njit(cache=True)
-def trunc_js(xb, xt, bb, bt, wb, wt, dm, tau_b, lim_b, kept_b, tau_t, lim_t, kept_t, out):
+def trunc_js(xb, xt, wb, wt, dm, lim_b, kept_b, lim_t, kept_t, out):
     """JS of the truncated distributions for each nucleus j, into out (J,): xb, xt (V,)
-    float32 logits, bb, bt their int32 bits, wb, wt float32 exps of logit - max, dm =
-    max_b - max_t (the maxima those exps are taken from); tau, lim, kept of each model from
+    float32 logits, wb, wt float32 exps of logit - max, dm =
+    max_b - max_t (the maxima those exps are taken from); lim, kept of each model from
     `nuclei`. With p' = w / kept: d' = log p' - log q' = (a - b) - sh, sh = dm + log kept_b
     - log kept_t, and p'/q' = (wb/wt) kept_t/kept_b. One vectorised pass per nucleus."""
     for j in range(len(out)):
-        acc = _trunc_one(xb, xt, bb, bt, wb, wt, tau_b[j], lim_b[j], tau_t[j], lim_t[j],
+        acc = _trunc_one(xb, xt, wb, wt, xb[lim_b[j]], lim_b[j], xt[lim_t[j]], lim_t[j],
                          1.0 / kept_b[j], 1.0 / kept_t[j],
                          dm + math.log(kept_b[j]) - math.log(kept_t[j]),
                          kept_t[j] / kept_b[j], kept_b[j] / kept_t[j])

@@ -209,117 +209,121 @@ def _terms(xb, xt, bufb, buft, inv_b, inv_t, dl, c_bt, c_tb, k_bt, k_tb):
 
 
 @nb.njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
-def fused_rows(lb, lt, bits_b, bits_t, tok, k, tps, f64, i64, top_ids, top_x, tjs):
+def fused_rows(lb, lt, bits_b, bits_t, tok, k, tps, f64, i64, top_ids, top_x, tjs, work):
     """lb, lt (N, V) float32, bits_b, bits_t the same as int32 (their bits), tok (N,) int64,
     k: top-K size, tps (J,) float64: the top-p of each truncated JS column. Writes
     f64 (N, 10): js, kl_bt, kl_tb, entropy_base, entropy_tuned, logp_base, logp_tuned,
     dlogp, lse_b, lse_t;
     i64 (N, 5): rank_base, rank_tuned, argmax_b, argmax_t, tuned_top1_rank_base;
     top_ids (N, 2, k) and top_x (N, 2, k) the two top-K lists (ids, logits), largest first;
-    tjs (N, J) the truncated JS at each top-p (core/metrics/fused_nucleus.py)."""
+    tjs (N, J) the truncated JS at each top-p (core/metrics/fused_nucleus.py); work
+    (W, 2, V) float32: each of W workers' exp(x - max) buffers (a fresh (V,) buffer per
+    row costs page faults)."""
     nj = len(tps)
     n, v = lb.shape
-    for r in nb.prange(n):
-        xb, xt = lb[r], lt[r]
-        t = tok[r]
-        ob, ot = xb[t], xt[t]
-        # --- pass 1: top-K heaps (their largest is the max), rank counts ---
-        hvb = np.empty(k, np.float32)
-        hib = np.empty(k, np.int64)
-        hvt = np.empty(k, np.float32)
-        hit = np.empty(k, np.int64)
-        rb = 0
-        rt = 0
-        for i in range(k):
-            hvb[i] = xb[i]
-            hib[i] = i
-            hvt[i] = xt[i]
-            hit[i] = i
-            rb += xb[i] > ob
-            rt += xt[i] > ot
-        for i in range(k // 2 - 1, -1, -1):
-            _sift(hvb, hib, k, i)
-            _sift(hvt, hit, k, i)
-        for i in range(k, v):
-            a = xb[i]
-            b = xt[i]
-            rb += a > ob
-            rt += b > ot
-            if a > hvb[0]:
-                hvb[0] = a
-                hib[0] = i
-                _sift(hvb, hib, k, 0)
-            if b > hvt[0]:
-                hvt[0] = b
-                hit[0] = i
-                _sift(hvt, hit, k, 0)
-        ordb = _sorted_top(hvb, hib, k)
-        ordt = _sorted_top(hvt, hit, k)
-        for j in range(k):
-            top_ids[r, 0, j] = hib[ordb[j]]
-            top_x[r, 0, j] = hvb[ordb[j]]
-            top_ids[r, 1, j] = hit[ordt[j]]
-            top_x[r, 1, j] = hvt[ordt[j]]
-        mb = top_x[r, 0, 0]
-        mt = top_x[r, 1, 0]
-        ab = top_ids[r, 0, 0]
-        at = top_ids[r, 1, 0]
-        # --- pass 2: log-sum-exps, entropies' sums, the KL shifts, the tuned top-1's rank ---
-        oa = xb[at]
-        bufb = np.empty(v, np.float32)  # exp(x - max) of each model, reused by pass 3
-        buft = np.empty(v, np.float32)
-        sb, st, hb, ht, wdb, wb2, wdt, wt2, ra, n_bt, n_tb = _sums(xb, xt, mb, mt, oa, bufb,
-                                                                   buft)
-        inf_bt = n_bt > 0
-        inf_tb = n_tb > 0
-        hcb = np.zeros(NB1, np.int64)  # level-1 histograms of the nucleus search
-        hmb = np.zeros(NB1, np.float64)
-        hct = np.zeros(NB1, np.int64)
-        hmt = np.zeros(NB1, np.float64)
-        _hist(bits_b[r], bufb, hcb, hmb)
-        _hist(bits_t[r], buft, hct, hmt)
-        lse_b = mb + math.log(sb)
-        lse_t = mt + math.log(st)
-        c_bt = wdb / wb2 if wb2 > 0 else 0.0
-        c_tb = wdt / wt2 if wt2 > 0 else 0.0
-        # --- pass 3: JS and KL terms ---
-        dl = lse_b - lse_t
-        # exp(-e) = (q/p) exp(lse_t - lse_b + c_bt), exp(-e2) = (p/q) exp(lse_b - lse_t + c_tb)
-        k_bt = math.exp(min(-dl + c_bt, 700.0))
-        k_tb = math.exp(min(dl + c_tb, 700.0))
-        js, am_b, bm_b, w_b, out_b, am_t, bm_t, w_t, out_t, n_big_b, n_big_t = _terms(
-            xb, xt, bufb, buft, np.float32(1.0 / sb), np.float32(1.0 / st), dl, c_bt, c_tb,
-            k_bt, k_tb)
-        big_b = n_big_b > 0
-        big_t = n_big_t > 0
-        kl_bt, shift = _kl_finish(inf_bt, big_b, w_b, am_b, bm_b, out_b, c_bt, lse_b, lse_t)
-        kl_tb, _ = _kl_finish(inf_tb, big_t, w_t, am_t, bm_t, out_t, c_tb, lse_t, lse_b)
-        # --- the nuclei and the truncated JS columns ---
-        tau_b = np.empty(nj, np.int64)
-        lim_b = np.empty(nj, np.int64)
-        kept_b = np.empty(nj, np.float64)
-        tau_t = np.empty(nj, np.int64)
-        lim_t = np.empty(nj, np.int64)
-        kept_t = np.empty(nj, np.float64)
-        nuclei(bits_b[r], bufb, sb, tps, hcb, hmb, tau_b, lim_b, kept_b)
-        nuclei(bits_t[r], buft, st, tps, hct, hmt, tau_t, lim_t, kept_t)
-        trunc_js(xb, xt, bits_b[r], bits_t[r], bufb, buft, np.float64(mb) - np.float64(mt),
-                 tau_b, lim_b, kept_b, tau_t, lim_t, kept_t, tjs[r])
-        f64[r, 0] = min(max(0.5 * js, 0.0), LN2)
-        f64[r, 1] = kl_bt
-        f64[r, 2] = kl_tb
-        f64[r, 3] = max(math.log(sb) - hb / sb, 0.0)
-        f64[r, 4] = max(math.log(st) - ht / st, 0.0)
-        f64[r, 5] = ob - lse_b
-        f64[r, 6] = ot - lse_t
-        f64[r, 7] = (np.float64(ot) - np.float64(ob)) - shift
-        f64[r, 8] = lse_b
-        f64[r, 9] = lse_t
-        i64[r, 0] = rb + 1
-        i64[r, 1] = rt + 1
-        i64[r, 2] = ab
-        i64[r, 3] = at
-        i64[r, 4] = ra + 1
+    nw = work.shape[0]
+    for w_ in nb.prange(nw):  # worker w_ scores rows w_, w_ + nw, ... in its own buffers
+        for r in range(w_, n, nw):
+            xb, xt = lb[r], lt[r]
+            t = tok[r]
+            ob, ot = xb[t], xt[t]
+            # --- pass 1: top-K heaps (their largest is the max), rank counts ---
+            hvb = np.empty(k, np.float32)
+            hib = np.empty(k, np.int64)
+            hvt = np.empty(k, np.float32)
+            hit = np.empty(k, np.int64)
+            rb = 0
+            rt = 0
+            for i in range(k):
+                hvb[i] = xb[i]
+                hib[i] = i
+                hvt[i] = xt[i]
+                hit[i] = i
+                rb += xb[i] > ob
+                rt += xt[i] > ot
+            for i in range(k // 2 - 1, -1, -1):
+                _sift(hvb, hib, k, i)
+                _sift(hvt, hit, k, i)
+            for i in range(k, v):
+                a = xb[i]
+                b = xt[i]
+                rb += a > ob
+                rt += b > ot
+                if a > hvb[0]:
+                    hvb[0] = a
+                    hib[0] = i
+                    _sift(hvb, hib, k, 0)
+                if b > hvt[0]:
+                    hvt[0] = b
+                    hit[0] = i
+                    _sift(hvt, hit, k, 0)
+            ordb = _sorted_top(hvb, hib, k)
+            ordt = _sorted_top(hvt, hit, k)
+            for j in range(k):
+                top_ids[r, 0, j] = hib[ordb[j]]
+                top_x[r, 0, j] = hvb[ordb[j]]
+                top_ids[r, 1, j] = hit[ordt[j]]
+                top_x[r, 1, j] = hvt[ordt[j]]
+            mb = top_x[r, 0, 0]
+            mt = top_x[r, 1, 0]
+            ab = top_ids[r, 0, 0]
+            at = top_ids[r, 1, 0]
+            # --- pass 2: log-sum-exps, entropies' sums, the KL shifts, the tuned top-1's rank ---
+            oa = xb[at]
+            bufb = work[w_, 0]
+            buft = work[w_, 1]
+            sb, st, hb, ht, wdb, wb2, wdt, wt2, ra, n_bt, n_tb = _sums(xb, xt, mb, mt, oa, bufb,
+                                                                       buft)
+            inf_bt = n_bt > 0
+            inf_tb = n_tb > 0
+            hcb = np.zeros(NB1, np.int64)  # level-1 histograms of the nucleus search
+            hmb = np.zeros(NB1, np.float64)
+            hct = np.zeros(NB1, np.int64)
+            hmt = np.zeros(NB1, np.float64)
+            _hist(bits_b[r], bufb, hcb, hmb)
+            _hist(bits_t[r], buft, hct, hmt)
+            lse_b = mb + math.log(sb)
+            lse_t = mt + math.log(st)
+            c_bt = wdb / wb2 if wb2 > 0 else 0.0
+            c_tb = wdt / wt2 if wt2 > 0 else 0.0
+            # --- pass 3: JS and KL terms ---
+            dl = lse_b - lse_t
+            # exp(-e) = (q/p) exp(lse_t - lse_b + c_bt), exp(-e2) = (p/q) exp(lse_b - lse_t + c_tb)
+            k_bt = math.exp(min(-dl + c_bt, 700.0))
+            k_tb = math.exp(min(dl + c_tb, 700.0))
+            js, am_b, bm_b, w_b, out_b, am_t, bm_t, w_t, out_t, n_big_b, n_big_t = _terms(
+                xb, xt, bufb, buft, np.float32(1.0 / sb), np.float32(1.0 / st), dl, c_bt, c_tb,
+                k_bt, k_tb)
+            big_b = n_big_b > 0
+            big_t = n_big_t > 0
+            kl_bt, shift = _kl_finish(inf_bt, big_b, w_b, am_b, bm_b, out_b, c_bt, lse_b, lse_t)
+            kl_tb, _ = _kl_finish(inf_tb, big_t, w_t, am_t, bm_t, out_t, c_tb, lse_t, lse_b)
+            # --- the nuclei and the truncated JS columns ---
+            tau_b = np.empty(nj, np.int64)
+            lim_b = np.empty(nj, np.int64)
+            kept_b = np.empty(nj, np.float64)
+            tau_t = np.empty(nj, np.int64)
+            lim_t = np.empty(nj, np.int64)
+            kept_t = np.empty(nj, np.float64)
+            nuclei(bits_b[r], bufb, sb, tps, hcb, hmb, tau_b, lim_b, kept_b)
+            nuclei(bits_t[r], buft, st, tps, hct, hmt, tau_t, lim_t, kept_t)
+            trunc_js(xb, xt, bufb, buft, np.float64(mb) - np.float64(mt), lim_b, kept_b, lim_t,
+                     kept_t, tjs[r])
+            f64[r, 0] = min(max(0.5 * js, 0.0), LN2)
+            f64[r, 1] = kl_bt
+            f64[r, 2] = kl_tb
+            f64[r, 3] = max(math.log(sb) - hb / sb, 0.0)
+            f64[r, 4] = max(math.log(st) - ht / st, 0.0)
+            f64[r, 5] = ob - lse_b
+            f64[r, 6] = ot - lse_t
+            f64[r, 7] = (np.float64(ot) - np.float64(ob)) - shift
+            f64[r, 8] = lse_b
+            f64[r, 9] = lse_t
+            i64[r, 0] = rb + 1
+            i64[r, 1] = rt + 1
+            i64[r, 2] = ab
+            i64[r, 3] = at
+            i64[r, 4] = ra + 1
 
 
 def run_rows(lb, lt, tok, k: int, tps=(0.7,)):
@@ -337,6 +341,8 @@ def run_rows(lb, lt, tok, k: int, tps=(0.7,)):
     tp = np.asarray(tps, np.float64)
     tjs = np.empty((n, len(tp)), np.float64)
     if n:
+        work = np.empty((min(n, nb.get_num_threads()), 2, a.shape[1]), np.float32)
         fused_rows(a, b, a.view(np.int32), b.view(np.int32),
-                   tok.detach().cpu().numpy().astype(np.int64), k, tp, f64, i64, ids, tx, tjs)
+                   tok.detach().cpu().numpy().astype(np.int64), k, tp, f64, i64, ids, tx, tjs,
+                   work)
     return tuple(torch.from_numpy(x) for x in (f64, i64, ids, tx, tjs))
