@@ -6,7 +6,7 @@ process so its peak memory is its own.
                                           [--budget-mib 0] [--head-std 0] [--floor-max 8192]
                                           [--math-dtypes float64,float32] [--device cpu]
                                           [--layers 2] [--model-dtype float32]
-                                          [--peak-tflops 989]
+                                          [--peak-tflops 989] [--threads 0]
 
 --math-dtypes: comma list of --math-dtype values, each scored in its own child (float32 on
 CPU = the fused numba kernel, float64/auto = the torch Context); the floor is shared. The
@@ -18,6 +18,10 @@ measured in one run mean anything.
 depth that benchmarks/gpu_check.sh runs; on CUDA peak memory is torch.cuda's peak allocated
 beyond the weights and a "roofline" column gives the share of the bf16 forward-pass roofline
 (2 x parameters x tokens FLOPs per model, both models, at --peak-tflops) that scoring reached.
+
+--threads N runs every child with N CPU threads (torch's and numba's; 0 = their defaults). On
+a loaded shared machine one thread keeps the OpenMP threads of each path from waiting on
+each other's time slices, which inflates both paths' times by different factors.
 
 Per length it prints:
   peak     peak RSS of the scoring beyond the loaded weights (ru_maxrss - RSS after load)
@@ -40,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -118,10 +123,15 @@ def child(mode: str, length: int, budget: int, head_std: float, a=None) -> dict:
 
 
 def run_child(mode: str, length: int, a) -> dict:
+    env = dict(os.environ)
+    if a.threads:
+        env.update({v: str(a.threads) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                                 "NUMBA_NUM_THREADS")})
     out = subprocess.run([sys.executable, __file__, "--child", mode, "--lengths", str(length),
                           "--budget-mib", str(a.budget_mib), "--head-std", str(a.head_std),
                           "--device", a.device, "--layers", str(a.layers),
-                          "--model-dtype", a.model_dtype], capture_output=True, text=True)
+                          "--model-dtype", a.model_dtype], capture_output=True, text=True,
+                         env=env)
     if out.returncode != 0:
         return {"mode": mode, "length": length, "error": out.stderr.strip().splitlines()[-1]}
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -139,6 +149,7 @@ def main() -> None:
     ap.add_argument("--model-dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--peak-tflops", type=float, default=989.0,
                     help="the device's dense bf16 peak (H100 SXM: 989)")
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads per child (0: default)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     lengths = [int(x) for x in a.lengths.split(",")]
@@ -148,7 +159,8 @@ def main() -> None:
         return
     gib = 1024**3
     print(f"load average {_load()}")
-    print(f"vocab {VOCAB}, hidden 1536, {a.layers} layers, {a.model_dtype} on {a.device}; "
+    print(f"vocab {VOCAB}, hidden 1536, {a.layers} layers, {a.model_dtype} on {a.device}, "
+          f"{a.threads or 'default'} threads; "
           f"budget {a.budget_mib or 'default'} MiB; head std {a.head_std or 'random init'}")
     print(f"{'length':>7} {'math':>8} {'peak GiB':>9} {'tok/s':>8} {'floor s':>8} "
           f"{'score s':>8} {'overhead':>9} {'vs first':>9} {'roofline':>9}")
