@@ -3,6 +3,7 @@ core.metrics.Context timed on random float32 logits, walked chunk by chunk as th
 engine walks a block (same chunk size, reused work buffers).
 
     python benchmarks/metric_math.py [--vocab 151936] [--std 0.78] [--rows 48] [--chunk 0]
+                                     [--paths-only] [--stds 0.78,8]
 
 --std: standard deviation of the base logits; 0.78 is what a randomly initialised Qwen2 head
 gives (near-uniform rows, a nucleus of 0.7 spanning about 40% of the vocabulary), 1.5 the
@@ -16,7 +17,10 @@ top-k lists, the tuned top-1's base rank and probability), ratios against the re
   float32    core.metrics.Context in float32 (core/metrics/exact.py's formulas)
   fused      core.metrics.fused.fused_chunk: the numba kernel (core/metrics/fused_numba.py)
 
---paths-only skips the per-part table.
+--paths-only skips the per-part table. --stds runs the three paths on rows of each logit
+std in turn, in one process (e.g. 0.78,8: near-uniform and peaked rows side by side); it
+implies --paths-only. The load average is printed before and after (a shared machine: only
+ratios within one run mean anything).
 """
 
 from __future__ import annotations
@@ -98,8 +102,22 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--paths-only", action="store_true")
+    ap.add_argument("--stds", default="", help="comma list of logit stds: paths only, each")
     a = ap.parse_args()
     step = a.chunk or heads.chunk_rows(a.vocab, 1 << 30)
+    print(f"load average {_load()}")
+    for std in [float(x) for x in a.stds.split(",")] if a.stds else [a.std]:
+        a.std = std
+        one(a, step)
+    print(f"load average {_load()}")
+
+
+def _load() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def one(a, step) -> None:
     g = torch.Generator().manual_seed(0)
     lb = torch.randn(a.rows, a.vocab, generator=g) * a.std
     lt = lb + torch.randn(a.rows, a.vocab, generator=g) * a.shift
@@ -110,7 +128,7 @@ def main() -> None:
     ref = best_p["reference (float64)"]
     for name, sec in best_p.items():
         print(f"  {name:22s} {sec * 1e3:7.2f} ms/row  {ref / sec:5.2f}x the reference")
-    if a.paths_only:
+    if a.paths_only or a.stds:
         return
     scratch = K.Scratch()
     run(lb, lt, tok, step, scratch, {})  # warm-up: buffers, kernels

@@ -4,16 +4,26 @@ process so its peak memory is its own.
 
     python benchmarks/realistic_shapes.py [--lengths 512,2048,8192,16384]
                                           [--budget-mib 0] [--head-std 0] [--floor-max 8192]
-                                          [--math-dtypes auto] [--device cpu]
+                                          [--math-dtypes float64,float32] [--device cpu]
                                           [--layers 2] [--model-dtype float32]
-                                          [--peak-tflops 989]
+                                          [--peak-tflops 989] [--threads 0] [--repeat 1]
 
 --math-dtypes: comma list of --math-dtype values, each scored in its own child (float32 on
-CPU = the fused numba kernel, float64/auto = the torch Context); the floor is shared.
+CPU = the fused numba kernel, float64/auto = the torch Context); the floor is shared. The
+default puts the float64 reference path and the fused float32 path side by side: per length
+one floor child, then each path's child, and a "vs first" column (scoring time / the first
+path's). The load average is printed before and after: on a shared machine only ratios
+measured in one run mean anything.
 --device cuda --layers 28 --model-dtype bfloat16 is the Qwen2.5-1.5B-shaped pair at full
 depth that benchmarks/gpu_check.sh runs; on CUDA peak memory is torch.cuda's peak allocated
 beyond the weights and a "roofline" column gives the share of the bf16 forward-pass roofline
 (2 x parameters x tokens FLOPs per model, both models, at --peak-tflops) that scoring reached.
+
+--threads N runs every child with N CPU threads (torch's and numba's; 0 = their defaults). On
+a loaded shared machine one thread keeps the OpenMP threads of each path from waiting on
+each other's time slices, which inflates both paths' times by different factors. --repeat N
+times each child's run N times in its process and keeps the best (the first run also
+pays one-off costs: imports, loading the numba kernel's cache).
 
 Per length it prints:
   peak     peak RSS of the scoring beyond the loaded weights (ru_maxrss - RSS after load)
@@ -36,6 +46,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import resource
 import subprocess
 import sys
@@ -105,19 +117,27 @@ def child(mode: str, length: int, budget: int, head_std: float, a=None) -> dict:
         go()
         torch.cuda.reset_peak_memory_stats()
     loaded = torch.cuda.memory_allocated() if cuda else _now_rss()
-    t0 = time.perf_counter()
-    go()
-    seconds = time.perf_counter() - t0
+    seconds = math.inf
+    for _ in range(max(1, getattr(a, "repeat", 1))):  # best of: the machine may be shared
+        t0 = time.perf_counter()
+        go()
+        seconds = min(seconds, time.perf_counter() - t0)
     peak = (torch.cuda.max_memory_allocated() if cuda else _rss()) - loaded
     return {"mode": mode, "length": length, "seconds": seconds, "params": params,
             "peak_beyond_weights": peak, "loaded": loaded}
 
 
 def run_child(mode: str, length: int, a) -> dict:
+    env = dict(os.environ)
+    if a.threads:
+        env.update({v: str(a.threads) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                                 "NUMBA_NUM_THREADS")})
     out = subprocess.run([sys.executable, __file__, "--child", mode, "--lengths", str(length),
                           "--budget-mib", str(a.budget_mib), "--head-std", str(a.head_std),
                           "--device", a.device, "--layers", str(a.layers),
-                          "--model-dtype", a.model_dtype], capture_output=True, text=True)
+                          "--model-dtype", a.model_dtype, "--repeat", str(a.repeat)],
+                         capture_output=True, text=True,
+                         env=env)
     if out.returncode != 0:
         return {"mode": mode, "length": length, "error": out.stderr.strip().splitlines()[-1]}
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -129,12 +149,15 @@ def main() -> None:
     ap.add_argument("--budget-mib", type=int, default=0, help="0 = the default budget")
     ap.add_argument("--head-std", type=float, default=0.0)
     ap.add_argument("--floor-max", type=int, default=8192)
-    ap.add_argument("--math-dtypes", default="auto")
+    ap.add_argument("--math-dtypes", default="float64,float32")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--model-dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--peak-tflops", type=float, default=989.0,
                     help="the device's dense bf16 peak (H100 SXM: 989)")
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads per child (0: default)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="time each child's run this many times, keep the best")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     lengths = [int(x) for x in a.lengths.split(",")]
@@ -143,25 +166,37 @@ def main() -> None:
         print(json.dumps(child(a.child, lengths[0], budget, a.head_std, a)))
         return
     gib = 1024**3
-    print(f"vocab {VOCAB}, hidden 1536, {a.layers} layers, {a.model_dtype} on {a.device}; "
+    print(f"load average {_load()}")
+    print(f"vocab {VOCAB}, hidden 1536, {a.layers} layers, {a.model_dtype} on {a.device}, "
+          f"{a.threads or 'default'} threads; "
           f"budget {a.budget_mib or 'default'} MiB; head std {a.head_std or 'random init'}")
     print(f"{'length':>7} {'math':>8} {'peak GiB':>9} {'tok/s':>8} {'floor s':>8} "
-          f"{'score s':>8} {'overhead':>9} {'roofline':>9}")
+          f"{'score s':>8} {'overhead':>9} {'vs first':>9} {'roofline':>9}")
     for n in lengths:
         f = run_child("floor", n, a) if n <= a.floor_max else None
         floor = f.get("seconds") if f and "error" not in f else None
+        first = None
         for md in a.math_dtypes.split(","):
             s = run_child(md, n, a)
             if "error" in s:
                 print(f"{n:>7} {md:>8} scoring failed: {s['error']}")
                 continue
             over = f"{100 * (s['seconds'] / floor - 1):+.0f}%" if floor else "-"
+            first = first or s["seconds"]
+            vs = f"{s['seconds'] / first:.2f}x"
             flops = 2 * 2 * s["params"] * (n + 64)  # two models' forward passes
             roof = f"{100 * flops / s['seconds'] / (a.peak_tflops * 1e12):.1f}%"
             print(f"{n:>7} {md:>8} {s['peak_beyond_weights'] / gib:>9.2f} "
                   f"{n / s['seconds']:>8.1f} {floor if floor else float('nan'):>8.2f} "
-                  f"{s['seconds']:>8.2f} {over:>9} {roof if a.device == 'cuda' else '-':>9}"
+                  f"{s['seconds']:>8.2f} {over:>9} {vs:>9} "
+                  f"{roof if a.device == 'cuda' else '-':>9}"
                   + (f"  (floor: {f['error']})" if f and "error" in f else ""), flush=True)
+    print(f"load average {_load()}")
+
+
+def _load() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
 
 
 if __name__ == "__main__":

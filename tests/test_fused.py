@@ -4,10 +4,13 @@ Triton's interpreter (TRITON_INTERPRET=1 must be set before triton is imported, 
 subprocess). Every exact metric within max(1e-4 x value, 1e-10); ranks, argmaxes and top-k
 identical (top-k by value where bf16 rounding makes exact ties); the truncated JS columns of
 fused_chunk within the target of the float64 Context, for peaked rows (nuclei inside the
-top-K) and near-uniform ones (the reference fallback)."""
+top-K), near-uniform ones (nuclei of up to ~90% of the vocabulary, far beyond the top-K), ties
+at the nucleus edge and masked logits; the numba kernel finds every nucleus itself (no row
+goes to the Context)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -56,6 +59,53 @@ def test_truncated_columns_match_the_float64_context(std):
     ref = M.compute_metrics(lb, lt, tok, ctx=M.Context(lb, lt, tok, 0.7, torch.float64, 10))
     for name in ("js_top_p", *M.TRUNCATED_JS):
         assert worst(out[name], ref[name]) <= 1.0, name
+
+
+def _edge_cases():
+    """Rows whose nuclei end in groups of equal logits (lower ids first decides which are
+    kept), some larger than fused_nucleus.CAP, others small, and masked rows."""
+    g = torch.Generator().manual_seed(5)
+    v = 151_936
+    lb = torch.zeros(6, v)  # row 0: uniform (every nucleus ends inside one tie group)
+    lb[1, ::3] = 1.0  # two levels
+    lb[2] = (torch.randn(v, generator=g) * 2).round()  # a few levels, large tie groups
+    lb[3] = (torch.randn(v, generator=g) * 6).round() * 0.25 + 40.0  # peaked, small groups
+    lb[4:] = torch.randn(2, v, generator=g) * 0.8 - 30.0
+    lt = lb + (torch.randn(lb.shape, generator=g) * 0.6).round() * 0.5  # ties in tuned too
+    m = torch.rand(2, v, generator=g) < 0.3
+    lb[4:][m] = lt[4:][m] = -math.inf
+    lb[4, 5] = -math.inf  # masked in one model only
+    lt[5, 9] = -math.inf
+    return lb, lt, torch.arange(6) * 7
+
+
+def test_numba_nuclei_ties_and_masks_match_the_float64_context(monkeypatch):
+    lb, lt, tok = _edge_cases()
+    ref = M.compute_metrics(lb, lt, tok, ctx=M.Context(lb, lt, tok, 0.7, torch.float64, 10))
+
+    def no_context(*a, **k):
+        raise AssertionError("a row went to the reference Context")
+
+    monkeypatch.setattr(M, "Context", no_context)
+    out = fused_chunk(lb, lt, tok, 0.7, 10, dict(M.TRUNCATED_JS), "fused-numba")
+    for name in ("js_top_p", *M.TRUNCATED_JS):
+        assert worst(out[name], ref[name]) <= 1.0, (name, out[name], ref[name])
+    assert float(ref["js_top_p95"].min()) > 1e-3  # the kept ids matter: a wrong tie shows
+
+
+def test_numba_nucleus_keeps_the_lower_ids_of_a_tie():
+    """Uniform base, tuned favouring high ids: a nucleus of the low ids gives a large
+    truncated JS, one of the high ids a small one; top-p 0.5 keeps exactly half."""
+    v = 151_936
+    lb = torch.zeros(1, v)
+    lt = torch.zeros(1, v)
+    lt[0, v // 2:] = 0.01
+    tok = torch.zeros(1, dtype=torch.long)
+    out = fused_chunk(lb, lt, tok, 0.5, 10, {}, "fused-numba")
+    ref = M.compute_metrics(lb, lt, tok, names=["js_top_p"],
+                            ctx=M.Context(lb, lt, tok, 0.5, torch.float64, 10))
+    assert float(ref["js_top_p"][0]) == pytest.approx(math.log(2.0), rel=1e-6)  # disjoint
+    assert worst(out["js_top_p"], ref["js_top_p"]) <= 1.0
 
 
 def test_metric_path_choice(monkeypatch):

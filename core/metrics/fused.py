@@ -8,10 +8,11 @@ manifest as metric_math.path) and the fused one's wrapper:
 - "triton": core/metrics/fused_triton.py on CUDA, for float32 math when triton is installed.
 
 `fused_chunk` turns a kernel's per-row results into the columns the Context gives (the
-registered metrics, both top-k lists, the tuned top-1's base rank and probability); the
-truncated JS columns are computed here in float64 from the kernel's top-K lists where both
-nuclei end inside them, and by the reference Context for the other rows (in float64 on CPU,
-where its nucleus search is faster than in float32; float32 elsewhere).
+registered metrics, both top-k lists, the tuned top-1's base rank and probability). The
+truncated JS columns: the numba kernel computes every row's nuclei exactly itself
+(core/metrics/fused_nucleus.py); on the Triton path they are computed here in float64 from
+the kernel's top-K lists where both nuclei end inside them, and by the reference Context
+(float32) for the other rows.
 """
 from __future__ import annotations
 
@@ -79,6 +80,21 @@ def truncated_js(ids_b, pb, ids_t, pt, top_p: float):
     return js, oks[0] & oks[1]
 
 
+def _triton_truncated(lb, lt, tok, ids, pb, pt, tps, top_p, top_k) -> dict:
+    """The truncated JS columns on the Triton path: from the top-K lists where both nuclei
+    end inside them, from the reference Context (float32) for the other rows."""
+    from core.metrics import registry as M
+
+    trunc = {name: truncated_js(ids[:, 0], pb, ids[:, 1], pt, tp) for name, tp in tps.items()}
+    bad = torch.stack([~ok for _, ok in trunc.values()]).any(0)
+    if bool(bad.any()):  # a nucleus beyond the top-K: the reference on those rows only
+        rows = bad.nonzero()[:, 0].to(lb.device)
+        ctx = M.Context(lb[rows], lt[rows], tok[rows], top_p, torch.float32, top_k)
+        for name, (js, _) in trunc.items():
+            js[bad] = ctx.js_at(tps[name]).to(js.device, js.dtype)
+    return {name: js for name, (js, _) in trunc.items()}
+
+
 def fused_chunk(lb: torch.Tensor, lt: torch.Tensor, tok: torch.Tensor, top_p: float,
                 top_k: int, nuclei: dict[str, float], kernel: str = "fused-numba") -> dict:
     """Every registered metric and the scoring's top-k columns for rows of float32 logits
@@ -86,15 +102,15 @@ def fused_chunk(lb: torch.Tensor, lt: torch.Tensor, tok: torch.Tensor, top_p: fl
     "base_topk_probs", "tuned_topk_ids", "tuned_topk_probs" (N, top_k),
     "tuned_top1_rank_base", "tuned_top1_prob_base" (N,). `nuclei`: {column: top_p} of the
     truncated JS columns."""
-    from core.metrics import registry as M
-
     n, v = lb.shape
     k = min(v, max(top_k, NUCLEUS_TOPK))
+    tps = {"js_top_p": top_p, **nuclei}
     if kernel == "triton":
         from core.metrics.fused_triton import run_rows
-    else:
+        f64, i64, ids, tx = run_rows(lb, lt, tok, k)
+    else:  # the numba kernel computes every nucleus itself, exactly
         from core.metrics.fused_numba import run_rows
-    f64, i64, ids, tx = run_rows(lb, lt, tok, k)
+        f64, i64, ids, tx, tjs = run_rows(lb, lt, tok, k, tuple(tps.values()))
     lse_b, lse_t = f64[:, 8], f64[:, 9]
     pb, pt = _probs(tx[:, 0], lse_b), _probs(tx[:, 1], lse_t)
     out = {name: f64[:, j] for j, name in enumerate(
@@ -102,18 +118,10 @@ def fused_chunk(lb: torch.Tensor, lt: torch.Tensor, tok: torch.Tensor, top_p: fl
          "dlogp"))}
     out["rank_base"], out["rank_tuned"] = i64[:, 0], i64[:, 1]
     out["top1_agree"] = i64[:, 2] == i64[:, 3]
-    trunc = {name: truncated_js(ids[:, 0], pb, ids[:, 1], pt, tp)
-             for name, tp in {"js_top_p": top_p, **nuclei}.items()}
-    bad = torch.stack([~ok for _, ok in trunc.values()]).any(0)
-    if bool(bad.any()):  # a nucleus beyond the top-K: the reference on those rows only
-        rows = bad.nonzero()[:, 0].to(lb.device)
-        # float64 on CPU: there the reference's float64 nucleus search is the faster one
-        dt = torch.float64 if lb.device.type == "cpu" else torch.float32
-        ctx = M.Context(lb[rows], lt[rows], tok[rows], top_p, dt, top_k)
-    for name, (js, _) in trunc.items():
-        if bool(bad.any()):
-            js[bad] = ctx.js_at({"js_top_p": top_p, **nuclei}[name]).to(js.device, js.dtype)
-        out[name] = js
+    if kernel == "triton":
+        out.update(_triton_truncated(lb, lt, tok, ids, pb, pt, tps, top_p, top_k))
+    else:
+        out.update({name: tjs[:, j] for j, name in enumerate(tps)})
     out["base_topk_ids"], out["base_topk_probs"] = ids[:, 0, :top_k], pb[:, :top_k]
     out["tuned_topk_ids"], out["tuned_topk_probs"] = ids[:, 1, :top_k], pt[:, :top_k]
     out["tuned_top1_rank_base"] = i64[:, 4]

@@ -11,10 +11,10 @@ Per row (rows in parallel, `prange`):
    exps are kept in two (V,) float32 row buffers per thread, so pass 3 needs none;
 3. the JS terms (p+q) f(d) and the KL terms w k(e) of core/metrics/exact.py, with d and e
    formed in float64 from the logits (exact), p and q in float32.
-The truncated JS columns (js_top_p, js_top_p90, js_top_p95) are then computed in float64 from
-the top-K lists where both nuclei end inside them (the nucleus rule of core/metrics/
-nucleus.py); other rows are left to the caller (core.metrics.fused), which scores them with
-the reference Context. Not here: the choice of path (core/metrics/fused.py).
+Pass 2 also fills the level-1 histograms of the nucleus search; the truncated JS columns
+(js_top_p, js_top_p90, js_top_p95) then come from core/metrics/fused_nucleus.py for every
+row, exactly (its radix selection: no sort of the vocabulary, no fallback). Not here: the
+choice of path (core/metrics/fused.py).
 """
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ import math
 
 import numba as nb
 import numpy as np
+
+from core.metrics.fused_nucleus import NB1, jsf, key, nuclei, trunc_js
 
 LN2 = math.log(2.0)
 KL_SWITCH = 1e-3
@@ -65,27 +67,14 @@ def _sorted_top(hv, hi, k):
     return order
 
 
-@nb.njit(cache=True, fastmath=_FM)
-def _jsf(d, t):
-    """f(d) of core/metrics/exact.py in float64: series below |d| 0.25, else the closed form
-    with t = exp(-|d|) given (the ratio of the smaller to the larger probability)."""
-    ad = abs(d)
-    if ad < 0.25:
-        x2 = 0.25 * d * d
-        return x2 * (0.5 + x2 * (-0.25 + x2 * (1.0 / 9.0 + x2 * (-17.0 / 360.0
-                                                               + x2 * (31.0 / 1575.0)))))
-    return LN2 - math.log1p(t) - ad * t / (1.0 + t)
-
-
-@nb.njit(cache=True, fastmath=_FM)
+@nb.njit(cache=True, fastmath=_FM, inline="always")
 def _klk(e, x):
     """k(e) = exp(-e) - 1 + e in float64: series below |e| 0.1, else with x = exp(-e) given
     (a probability ratio times a row constant: no exp per entry; its ~1e-8 relative error
-    moves k by ~2e-7 relative at |e| = 0.1, where k >= 0.005)."""
-    if abs(e) < 0.1:
-        return e * e * (0.5 + e * (-1.0 / 6.0 + e * (1.0 / 24.0 + e * (
-            -1.0 / 120.0 + e * (1.0 / 720.0 - e / 5040.0)))))
-    return x - 1.0 + e
+    moves k by ~2e-7 relative at |e| = 0.1, where k >= 0.005). Selected, not branched."""
+    ser = e * e * (0.5 + e * (-1.0 / 6.0 + e * (1.0 / 24.0 + e * (
+        -1.0 / 120.0 + e * (1.0 / 720.0 - e / 5040.0)))))
+    return ser if abs(e) < 0.1 else x - 1.0 + e
 
 
 @nb.njit(cache=True, fastmath=_FM)
@@ -100,177 +89,246 @@ def _kl_finish(inf_flag, big, w, am, bm, out_mass, c, lse_a, lse_b):
     return max(am / w + c - (lse_a - lse_b), 0.0), lse_b - lse_a
 
 
-@nb.njit(cache=True, parallel=True, fastmath=_FM)
-def fused_rows(lb, lt, tok, k, f64, i64, top_ids, top_x):
-    """lb, lt (N, V) float32, tok (N,) int64, k: top-K size. Writes f64 (N, 10): js, kl_bt,
-    kl_tb, entropy_base, entropy_tuned, logp_base, logp_tuned, dlogp, lse_b, lse_t;
+@nb.njit(cache=True, fastmath=_FM, inline="always")
+def exp32(y):
+    """exp(y) in float32 for y <= 0 (0 below -87, -inf included), within ~2.5 ulp, as code
+    LLVM vectorises (numba's np.exp is a scalar library call per entry): Cody-Waite
+    reduction y = n ln 2 + r, a degree-7 polynomial for exp(r), 2^n from the exponent bits."""
+    yc = max(y, np.float32(-87.0))
+    n = np.floor(yc * np.float32(1.4426950408889634) + np.float32(0.5))
+    r = yc - n * np.float32(0.693359375) - n * np.float32(-2.12194440e-4)
+    p = np.float32(1.9875691500e-4)
+    p = p * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    p = p * r * r + r + np.float32(1.0)
+    scale = np.int32((np.int32(n) + np.int32(127)) << 23).view(np.float32)
+    return p * scale if y >= np.float32(-87.0) else np.float32(0.0)
+
+
+@nb.njit(cache=True, fastmath=_FM, error_model="numpy")
+def _sums(xb, xt, mb, mt, oa, bufb, buft):
+    """Pass 2 (vectorised: selects, no branches): the exps of x - max into bufb, buft and
+    (sb, st, hb, ht, wdb, wb2, wdt, wt2, rank count above oa, n base-only finite, n
+    tuned-only finite)."""
+    sb = 0.0
+    st = 0.0
+    hb = 0.0
+    ht = 0.0
+    wdb = 0.0
+    wb2 = 0.0
+    wdt = 0.0
+    wt2 = 0.0
+    ra = 0
+    n_bt = 0
+    n_tb = 0
+    for i in range(len(xb)):
+        a = xb[i]
+        b = xt[i]
+        ra += a > oa
+        ea = a - mb
+        eb = b - mt
+        wa = exp32(ea)
+        wt_ = exp32(eb)
+        bufb[i] = wa
+        buft[i] = wt_
+        sb += wa
+        st += wt_
+        hb += wa * ea if wa > 0 else np.float32(0.0)
+        ht += wt_ * eb if wt_ > 0 else np.float32(0.0)
+        fa = a > NINF
+        fb = b > NINF
+        both = fa & fb
+        dd = np.float64(a) - np.float64(b)
+        wdb += wa * dd if both else 0.0
+        wb2 += wa if both else np.float32(0.0)
+        wdt -= wt_ * dd if both else 0.0
+        wt2 += wt_ if both else np.float32(0.0)
+        n_bt += fa & ~fb
+        n_tb += fb & ~fa
+    return sb, st, hb, ht, wdb, wb2, wdt, wt2, ra, n_bt, n_tb
+
+
+@nb.njit(cache=True)
+def _hist(bits, w, hc, hm):
+    """Level-1 histogram of the nucleus search: count and mass of w by key >> 21."""
+    for i in range(len(bits)):
+        u = key(bits[i]) >> 21
+        hc[u] += 1
+        hm[u] += w[i]
+
+
+@nb.njit(cache=True, fastmath=_FM, error_model="numpy")
+def _terms(xb, xt, bufb, buft, inv_b, inv_t, dl, c_bt, c_tb, k_bt, k_tb):
+    """Pass 3 (vectorised: selects, no branches): the JS terms (p+q) f(d) and the KL terms
+    w k(e) of core/metrics/exact.py, d and e in float64 from the logits, p, q in float32;
+    a side masked or 0 contributes (p+q) ln 2 to JS and its mass to the other KL's
+    out-mass. Returns (js, am_b, bm_b, w_b, out_b, am_t, bm_t, w_t, out_t, n_big_b,
+    n_big_t)."""
+    js = 0.0
+    am_b = 0.0
+    bm_b = 0.0
+    w_b = 0.0
+    out_b = 0.0  # tuned mass where the base probability is 0
+    am_t = 0.0
+    bm_t = 0.0
+    w_t = 0.0
+    out_t = 0.0
+    n_big_b = 0
+    n_big_t = 0
+    for i in range(len(xb)):
+        a = xb[i]
+        b = xt[i]
+        p = bufb[i] * inv_b  # exp(a - lse_b)
+        q = buft[i] * inv_t
+        p64 = np.float64(p)
+        q64 = np.float64(q)
+        delta = np.float64(a) - np.float64(b)
+        qp = q64 / p64
+        pq = p64 / q64
+        both = (p > 0) & (q > 0)
+        f = jsf(delta - dl, min(qp, pq))
+        js += (p64 + q64) * (f if both else LN2)
+        vp = (p > 0) & (b > NINF)
+        vq = (q > 0) & (a > NINF)
+        e = delta - c_bt
+        e2 = -delta - c_tb
+        am_b += p64 * e if vp else 0.0
+        bm_b += p64 * _klk(e, qp * k_bt) if vp else 0.0
+        w_b += p64 if vp else 0.0
+        out_b += q64 if p == 0 else 0.0
+        n_big_b += vp & (e < -88.0)
+        am_t += q64 * e2 if vq else 0.0
+        bm_t += q64 * _klk(e2, pq * k_tb) if vq else 0.0
+        w_t += q64 if vq else 0.0
+        out_t += p64 if q == 0 else 0.0
+        n_big_t += vq & (e2 < -88.0)
+    return js, am_b, bm_b, w_b, out_b, am_t, bm_t, w_t, out_t, n_big_b, n_big_t
+
+
+@nb.njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
+def fused_rows(lb, lt, bits_b, bits_t, tok, k, tps, f64, i64, top_ids, top_x, tjs, work):
+    """lb, lt (N, V) float32, bits_b, bits_t the same as int32 (their bits), tok (N,) int64,
+    k: top-K size, tps (J,) float64: the top-p of each truncated JS column. Writes
+    f64 (N, 10): js, kl_bt, kl_tb, entropy_base, entropy_tuned, logp_base, logp_tuned,
+    dlogp, lse_b, lse_t;
     i64 (N, 5): rank_base, rank_tuned, argmax_b, argmax_t, tuned_top1_rank_base;
-    top_ids (N, 2, k) and top_x (N, 2, k) the two top-K lists (ids, logits), largest first."""
+    top_ids (N, 2, k) and top_x (N, 2, k) the two top-K lists (ids, logits), largest first;
+    tjs (N, J) the truncated JS at each top-p (core/metrics/fused_nucleus.py); work
+    (W, 2, V) float32: each of W workers' exp(x - max) buffers (a fresh (V,) buffer per
+    row costs page faults)."""
+    nj = len(tps)
     n, v = lb.shape
-    for r in nb.prange(n):
-        xb, xt = lb[r], lt[r]
-        t = tok[r]
-        ob, ot = xb[t], xt[t]
-        # --- pass 1: top-K heaps (their largest is the max), rank counts ---
-        hvb = np.empty(k, np.float32)
-        hib = np.empty(k, np.int64)
-        hvt = np.empty(k, np.float32)
-        hit = np.empty(k, np.int64)
-        rb = 0
-        rt = 0
-        for i in range(k):
-            hvb[i] = xb[i]
-            hib[i] = i
-            hvt[i] = xt[i]
-            hit[i] = i
-            rb += xb[i] > ob
-            rt += xt[i] > ot
-        for i in range(k // 2 - 1, -1, -1):
-            _sift(hvb, hib, k, i)
-            _sift(hvt, hit, k, i)
-        for i in range(k, v):
-            a = xb[i]
-            b = xt[i]
-            rb += a > ob
-            rt += b > ot
-            if a > hvb[0]:
-                hvb[0] = a
-                hib[0] = i
-                _sift(hvb, hib, k, 0)
-            if b > hvt[0]:
-                hvt[0] = b
-                hit[0] = i
-                _sift(hvt, hit, k, 0)
-        ordb = _sorted_top(hvb, hib, k)
-        ordt = _sorted_top(hvt, hit, k)
-        for j in range(k):
-            top_ids[r, 0, j] = hib[ordb[j]]
-            top_x[r, 0, j] = hvb[ordb[j]]
-            top_ids[r, 1, j] = hit[ordt[j]]
-            top_x[r, 1, j] = hvt[ordt[j]]
-        mb = top_x[r, 0, 0]
-        mt = top_x[r, 1, 0]
-        ab = top_ids[r, 0, 0]
-        at = top_ids[r, 1, 0]
-        # --- pass 2: log-sum-exps, entropies' sums, the KL shifts, the tuned top-1's rank ---
-        sb = 0.0
-        st = 0.0
-        hb = 0.0
-        ht = 0.0
-        wdb = 0.0
-        wb2 = 0.0
-        wdt = 0.0
-        wt2 = 0.0
-        inf_bt = False
-        inf_tb = False
-        ra = 0
-        oa = xb[at]
-        bufb = np.empty(v, np.float32)  # exp(x - max) of each model, reused by pass 3
-        buft = np.empty(v, np.float32)
-        for i in range(v):
-            a = xb[i]
-            b = xt[i]
-            ra += a > oa
-            ea = np.float32(a - mb)
-            eb = np.float32(b - mt)
-            wa = np.exp(ea)
-            wt_ = np.exp(eb)
-            bufb[i] = wa
-            buft[i] = wt_
-            sb += wa
-            st += wt_
-            if wa > 0:
-                hb += wa * ea
-            if wt_ > 0:
-                ht += wt_ * eb
-            if a > NINF and b > NINF:
-                dd = np.float64(a) - np.float64(b)
-                wdb += wa * dd
-                wb2 += wa
-                wdt -= wt_ * dd
-                wt2 += wt_
-            elif a > NINF:
-                inf_bt = True
-            elif b > NINF:
-                inf_tb = True
-        lse_b = mb + math.log(sb)
-        lse_t = mt + math.log(st)
-        c_bt = wdb / wb2 if wb2 > 0 else 0.0
-        c_tb = wdt / wt2 if wt2 > 0 else 0.0
-        # --- pass 3: JS and KL terms ---
-        js = 0.0
-        am_b = 0.0
-        bm_b = 0.0
-        w_b = 0.0
-        out_b = 0.0  # tuned mass where the base probability is 0
-        am_t = 0.0
-        bm_t = 0.0
-        w_t = 0.0
-        out_t = 0.0
-        big_b = False
-        big_t = False
-        dl = lse_b - lse_t
-        inv_b = np.float32(1.0 / sb)
-        inv_t = np.float32(1.0 / st)
-        # exp(-e) = (q/p) exp(lse_t - lse_b + c_bt), exp(-e2) = (p/q) exp(lse_b - lse_t + c_tb)
-        k_bt = math.exp(min(-dl + c_bt, 700.0))
-        k_tb = math.exp(min(dl + c_tb, 700.0))
-        for i in range(v):
-            a = xb[i]
-            b = xt[i]
-            p = bufb[i] * inv_b  # exp(a - lse_b)
-            q = buft[i] * inv_t
-            if p == 0 and q == 0:
-                continue
-            if a == NINF or b == NINF:  # one side masked: its term is (p+q) ln 2
-                js += (np.float64(p) + q) * LN2
-                if p == 0:
-                    out_b += q
-                else:
-                    out_t += p
-                continue
-            delta = np.float64(a) - np.float64(b)
-            p64 = np.float64(p)
-            q64 = np.float64(q)
-            js += (p64 + q64) * _jsf(delta - dl, min(p64, q64) / max(p64, q64))
-            if p > 0:
-                e = delta - c_bt
-                big_b |= e < -88.0
-                am_b += p * e
-                bm_b += p * _klk(e, q64 / p64 * k_bt)
-                w_b += p
-            else:
-                out_b += q
-            if q > 0:
-                e2 = -delta - c_tb
-                big_t |= e2 < -88.0
-                am_t += q * e2
-                bm_t += q * _klk(e2, p64 / q64 * k_tb)
-                w_t += q
-            else:
-                out_t += p
-        kl_bt, shift = _kl_finish(inf_bt, big_b, w_b, am_b, bm_b, out_b, c_bt, lse_b, lse_t)
-        kl_tb, _ = _kl_finish(inf_tb, big_t, w_t, am_t, bm_t, out_t, c_tb, lse_t, lse_b)
-        f64[r, 0] = min(max(0.5 * js, 0.0), LN2)
-        f64[r, 1] = kl_bt
-        f64[r, 2] = kl_tb
-        f64[r, 3] = max(math.log(sb) - hb / sb, 0.0)
-        f64[r, 4] = max(math.log(st) - ht / st, 0.0)
-        f64[r, 5] = ob - lse_b
-        f64[r, 6] = ot - lse_t
-        f64[r, 7] = (np.float64(ot) - np.float64(ob)) - shift
-        f64[r, 8] = lse_b
-        f64[r, 9] = lse_t
-        i64[r, 0] = rb + 1
-        i64[r, 1] = rt + 1
-        i64[r, 2] = ab
-        i64[r, 3] = at
-        i64[r, 4] = ra + 1
+    nw = work.shape[0]
+    for w_ in nb.prange(nw):  # worker w_ scores rows w_, w_ + nw, ... in its own buffers
+        for r in range(w_, n, nw):
+            xb, xt = lb[r], lt[r]
+            t = tok[r]
+            ob, ot = xb[t], xt[t]
+            # --- pass 1: top-K heaps (their largest is the max), rank counts ---
+            hvb = np.empty(k, np.float32)
+            hib = np.empty(k, np.int64)
+            hvt = np.empty(k, np.float32)
+            hit = np.empty(k, np.int64)
+            rb = 0
+            rt = 0
+            for i in range(k):
+                hvb[i] = xb[i]
+                hib[i] = i
+                hvt[i] = xt[i]
+                hit[i] = i
+                rb += xb[i] > ob
+                rt += xt[i] > ot
+            for i in range(k // 2 - 1, -1, -1):
+                _sift(hvb, hib, k, i)
+                _sift(hvt, hit, k, i)
+            for i in range(k, v):
+                a = xb[i]
+                b = xt[i]
+                rb += a > ob
+                rt += b > ot
+                if a > hvb[0]:
+                    hvb[0] = a
+                    hib[0] = i
+                    _sift(hvb, hib, k, 0)
+                if b > hvt[0]:
+                    hvt[0] = b
+                    hit[0] = i
+                    _sift(hvt, hit, k, 0)
+            ordb = _sorted_top(hvb, hib, k)
+            ordt = _sorted_top(hvt, hit, k)
+            for j in range(k):
+                top_ids[r, 0, j] = hib[ordb[j]]
+                top_x[r, 0, j] = hvb[ordb[j]]
+                top_ids[r, 1, j] = hit[ordt[j]]
+                top_x[r, 1, j] = hvt[ordt[j]]
+            mb = top_x[r, 0, 0]
+            mt = top_x[r, 1, 0]
+            ab = top_ids[r, 0, 0]
+            at = top_ids[r, 1, 0]
+            # --- pass 2: log-sum-exps, entropies' sums, the KL shifts, the tuned top-1's rank ---
+            oa = xb[at]
+            bufb = work[w_, 0]
+            buft = work[w_, 1]
+            sb, st, hb, ht, wdb, wb2, wdt, wt2, ra, n_bt, n_tb = _sums(xb, xt, mb, mt, oa, bufb,
+                                                                       buft)
+            inf_bt = n_bt > 0
+            inf_tb = n_tb > 0
+            hcb = np.zeros(NB1, np.int64)  # level-1 histograms of the nucleus search
+            hmb = np.zeros(NB1, np.float64)
+            hct = np.zeros(NB1, np.int64)
+            hmt = np.zeros(NB1, np.float64)
+            _hist(bits_b[r], bufb, hcb, hmb)
+            _hist(bits_t[r], buft, hct, hmt)
+            lse_b = mb + math.log(sb)
+            lse_t = mt + math.log(st)
+            c_bt = wdb / wb2 if wb2 > 0 else 0.0
+            c_tb = wdt / wt2 if wt2 > 0 else 0.0
+            # --- pass 3: JS and KL terms ---
+            dl = lse_b - lse_t
+            # exp(-e) = (q/p) exp(lse_t - lse_b + c_bt), exp(-e2) = (p/q) exp(lse_b - lse_t + c_tb)
+            k_bt = math.exp(min(-dl + c_bt, 700.0))
+            k_tb = math.exp(min(dl + c_tb, 700.0))
+            js, am_b, bm_b, w_b, out_b, am_t, bm_t, w_t, out_t, n_big_b, n_big_t = _terms(
+                xb, xt, bufb, buft, np.float32(1.0 / sb), np.float32(1.0 / st), dl, c_bt, c_tb,
+                k_bt, k_tb)
+            big_b = n_big_b > 0
+            big_t = n_big_t > 0
+            kl_bt, shift = _kl_finish(inf_bt, big_b, w_b, am_b, bm_b, out_b, c_bt, lse_b, lse_t)
+            kl_tb, _ = _kl_finish(inf_tb, big_t, w_t, am_t, bm_t, out_t, c_tb, lse_t, lse_b)
+            # --- the nuclei and the truncated JS columns ---
+            tau_b = np.empty(nj, np.int64)
+            lim_b = np.empty(nj, np.int64)
+            kept_b = np.empty(nj, np.float64)
+            tau_t = np.empty(nj, np.int64)
+            lim_t = np.empty(nj, np.int64)
+            kept_t = np.empty(nj, np.float64)
+            nuclei(bits_b[r], bufb, sb, tps, hcb, hmb, tau_b, lim_b, kept_b)
+            nuclei(bits_t[r], buft, st, tps, hct, hmt, tau_t, lim_t, kept_t)
+            trunc_js(xb, xt, bufb, buft, np.float64(mb) - np.float64(mt), lim_b, kept_b, lim_t,
+                     kept_t, tjs[r])
+            f64[r, 0] = min(max(0.5 * js, 0.0), LN2)
+            f64[r, 1] = kl_bt
+            f64[r, 2] = kl_tb
+            f64[r, 3] = max(math.log(sb) - hb / sb, 0.0)
+            f64[r, 4] = max(math.log(st) - ht / st, 0.0)
+            f64[r, 5] = ob - lse_b
+            f64[r, 6] = ot - lse_t
+            f64[r, 7] = (np.float64(ot) - np.float64(ob)) - shift
+            f64[r, 8] = lse_b
+            f64[r, 9] = lse_t
+            i64[r, 0] = rb + 1
+            i64[r, 1] = rt + 1
+            i64[r, 2] = ab
+            i64[r, 3] = at
+            i64[r, 4] = ra + 1
 
 
-def run_rows(lb, lt, tok, k: int):
+def run_rows(lb, lt, tok, k: int, tps=(0.7,)):
     """fused_rows on torch CPU tensors: (f64 (N, 10), i64 (N, 5), top ids (N, 2, k), top
-    logits (N, 2, k)) as torch tensors (see fused_rows)."""
+    logits (N, 2, k), truncated JS (N, len(tps))) as torch tensors (see fused_rows)."""
     import torch
 
     a = lb.detach().float().contiguous().numpy()
@@ -280,6 +338,11 @@ def run_rows(lb, lt, tok, k: int):
     i64 = np.empty((n, 5), np.int64)
     ids = np.empty((n, 2, k), np.int64)
     tx = np.empty((n, 2, k), np.float32)
+    tp = np.asarray(tps, np.float64)
+    tjs = np.empty((n, len(tp)), np.float64)
     if n:
-        fused_rows(a, b, tok.detach().cpu().numpy().astype(np.int64), k, f64, i64, ids, tx)
-    return tuple(torch.from_numpy(x) for x in (f64, i64, ids, tx))
+        work = np.empty((min(n, nb.get_num_threads()), 2, a.shape[1]), np.float32)
+        fused_rows(a, b, a.view(np.int32), b.view(np.int32),
+                   tok.detach().cpu().numpy().astype(np.int64), k, tp, f64, i64, ids, tx, tjs,
+                   work)
+    return tuple(torch.from_numpy(x) for x in (f64, i64, ids, tx, tjs))

@@ -1,0 +1,253 @@
+"""The nuclei (top-p) and the truncated JS columns inside the fused CPU kernel
+(core/metrics/fused_numba.py), exactly, for every row: no row is left to the torch Context.
+
+The rule is core/metrics/nucleus.py's: order a row's tokens by probability, most likely first,
+equal probabilities by token id (lower id first); keep a token while the mass before it is
+below top_p (the first token always). Probability order is logit order, so tokens are ordered
+by an integer key of their float32 logit (`key`: monotone in the value, -0.0 = +0.0).
+
+The last kept token is found by a radix selection on that key, over masses, not counts:
+1. a histogram of the key's top 11 bits (count and float64 mass of exp(x - max) per bin),
+   filled by the kernel's second pass; the bin where the mass from the top reaches top_p
+   holds the last kept token;
+2. one pass over the row gathers the tokens of those bins (key, exp, id); the rest reads only
+   them: while a bin holds more than CAP tokens, its tokens are histogrammed by the next
+   bits (11, then the last 10: a bin of the last level is one logit value);
+3. the tokens of each final bin (at most CAP) are sorted by (key descending, id ascending)
+   and walked from the mass above the bin; a final bin of more than CAP equal logits is
+   resolved by counting (its tokens are kept lowest ids first).
+All nuclei of a model (the run's top_p, 0.9, 0.95) share these passes. The result per
+nucleus: the last kept key `tau` and id `lim` (tokens with that key are kept up to that id:
+lowest ids first) and the kept mass. `trunc_js` then sums 1/2 sum (p'+q') f(d') over the
+union of both nuclei, one vectorised pass per nucleus (core/metrics/exact.py's terms,
+p' = p / kept mass).
+
+Masses are float64 sums of float32 exps, in another order than the reference's sorted
+cumulative sum: a token whose mass before it equals top_p to within ~1e-10 may be decided
+apart (nucleus.py says the same of its two ways). Not here: the kernel's other metrics.
+"""
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+LN2 = math.log(2.0)
+NB1 = 2048  # level-1 bins: the key's top 11 bits
+CAP = 2048  # at most this many tokens are collected and sorted per nucleus
+_SHIFTS = (21, 10, 0)  # the key's bits below each level's prefix
+_FM = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+
+@nb.njit(cache=True, inline="always")
+def key(bits):
+    """Order key in [0, 2^32) of a float32 given by its int32 bits: a < b as floats iff
+    key(a) < key(b); -0.0 and +0.0 share one key."""
+    s = np.int64(bits)
+    if s == -2147483648:
+        s = 0
+    if s < 0:
+        s = s ^ 0x7FFFFFFF
+    return s + 2147483648
+
+
+@nb.njit(cache=True)
+def _pick(hc, hm, cum, target):
+    """Scan bins from the highest: (bin, mass above it) of the bin where the mass reaches
+    `target` (the lowest non-empty bin if it never does)."""
+    b = len(hc) - 1
+    last = -1
+    while b >= 0:
+        if hc[b] > 0:
+            last = b
+            if cum + hm[b] >= target:
+                return b, cum
+            cum += hm[b]
+        b -= 1
+    return last, cum - hm[last]
+
+
+@nb.njit(cache=True)
+def _gather(bits, w, bins, hc):
+    """(keys, w, ids) of the tokens whose level-1 bin is one of `bins`, in id order: one
+    pass, no branch (each token is written, the write position advances for the chosen)."""
+    total = 0
+    for j in range(len(bins)):
+        first = True
+        for i in range(j):
+            first &= bins[i] != bins[j]
+        if first:
+            total += hc[bins[j]]
+    gi = np.empty(total + 1, np.int32)
+    c = 0
+    for i in range(len(bits)):  # ids only: the fewest bytes written per token
+        h = key(bits[i]) >> _SHIFTS[0]
+        m = False
+        for j in range(len(bins)):
+            m |= h == bins[j]
+        gi[c] = i
+        c += m
+    gk = np.empty(c, np.int64)
+    gw = np.empty(c, np.float64)
+    for g in range(c):
+        gk[g] = key(bits[gi[g]])
+        gw[g] = w[gi[g]]
+    return gk[:c], gw[:c], gi[:c]
+
+
+@nb.njit(cache=True)
+def nuclei(bits, w, s, tps, hc, hm, tau, lim, kept):
+    """One model's row: bits (V,) int32 (its float32 logits' bits), w (V,) float32 exps of
+    logit - max, s their float64 sum, tps (J,) top-p values, hc (NB1,) int64 / hm (NB1,)
+    float64 the level-1 histogram (count, mass) of key >> 21. Writes tau, lim, kept (J,):
+    the last kept token's key and id (the tokens with that key are kept up to that id), the
+    kept mass (unnormalised, as w)."""
+    nj = len(tps)
+    shift = np.empty(nj, np.int64)
+    pref = np.empty(nj, np.int64)
+    above = np.empty(nj, np.float64)
+    cnt = np.empty(nj, np.int64)
+    bmass = np.empty(nj, np.float64)
+    for j in range(nj):
+        b, cum = _pick(hc, hm, 0.0, tps[j] * s)
+        pref[j], shift[j], above[j], cnt[j], bmass[j] = b, _SHIFTS[0], cum, hc[b], hm[b]
+    gk, gw, gi = _gather(bits, w, pref, hc)  # the rest reads only the tokens of those bins
+    v = len(gk)
+    for lvl in range(1, 3):  # refine the bins that hold too many tokens
+        old, new = _SHIFTS[lvl - 1], _SHIFTS[lvl]
+        nbins = 1 << (old - new)
+        need = np.zeros(nj, np.bool_)
+        any_need = False
+        for j in range(nj):
+            if cnt[j] > CAP and shift[j] == old:
+                need[j] = True
+                any_need = True
+        if not any_need:
+            break
+        h2c = np.zeros((nj, nbins), np.int64)
+        h2m = np.zeros((nj, nbins), np.float64)
+        for i in range(v):
+            u = gk[i]
+            hi = u >> old
+            for j in range(nj):
+                if need[j] and hi == pref[j]:
+                    sub = (u >> new) & (nbins - 1)
+                    h2c[j, sub] += 1
+                    h2m[j, sub] += gw[i]
+        for j in range(nj):
+            if need[j]:
+                b, cum = _pick(h2c[j], h2m[j], above[j], tps[j] * s)
+                pref[j] = (pref[j] << (old - new)) | b
+                shift[j], above[j], cnt[j], bmass[j] = new, cum, h2c[j, b], h2m[j, b]
+    # collect the final bins of at most CAP tokens (in id order), one pass for all nuclei
+    ck = np.empty((nj, CAP), np.int64)
+    cw = np.empty((nj, CAP), np.float64)
+    ci = np.empty((nj, CAP), np.int64)
+    got = np.zeros(nj, np.int64)
+    coll = np.zeros(nj, np.bool_)
+    any_coll = False
+    for j in range(nj):
+        if cnt[j] <= CAP:
+            coll[j] = True
+            any_coll = True
+    if any_coll:
+        for i in range(v):
+            u = gk[i]
+            for j in range(nj):
+                if coll[j] and (u >> shift[j]) == pref[j]:
+                    ck[j, got[j]] = u
+                    cw[j, got[j]] = gw[i]
+                    ci[j, got[j]] = gi[i]
+                    got[j] += 1
+    for j in range(nj):
+        target = tps[j] * s
+        before = above[j]
+        if coll[j]:
+            order = np.argsort(-ck[j, :got[j]], kind="mergesort")  # stable: ties by id
+            t = -1
+            last = -1
+            for o in order:
+                if before < target or (t < 0 and before == 0.0):
+                    t = ck[j, o]
+                    last = ci[j, o]
+                    before += cw[j, o]
+                else:
+                    break
+            tau[j], lim[j], kept[j] = t, last, before
+        else:  # > CAP tokens with one logit: kept lowest ids first, counted
+            we = bmass[j] / cnt[j]
+            m = 0
+            while m < cnt[j] and (before < target or (m == 0 and before == 0.0)):
+                before += we
+                m += 1
+            last = -1
+            seen = 0
+            for i in range(v):  # the id of the m-th of them
+                if gk[i] == pref[j]:
+                    seen += 1
+                    if seen == m:
+                        last = gi[i]
+                        break
+            tau[j], lim[j], kept[j] = pref[j], last, before
+
+
+@nb.njit(cache=True, fastmath=_FM, inline="always")
+def jsf(d, t):
+    """f(d) of core/metrics/exact.py in float64: series below |d| 0.25, else the closed form
+    ln 2 - log1p(t) - |d| t / (1 + t) with t = exp(-|d|) given (the ratio of the smaller to
+    the larger probability). log1p(t), t <= 0.78, is 2 atanh(s), s = t / (2 + t) <= 0.28,
+    to s^19 (relative error < 1e-12): no library call, and one division gives both
+    quotients. Both forms are computed and one selected: no branch to mispredict (about
+    half the entries go each way)."""
+    ad = abs(d)
+    x2 = 0.25 * d * d
+    ser = x2 * (0.5 + x2 * (-0.25 + x2 * (1.0 / 9.0 + x2 * (-17.0 / 360.0
+                                                           + x2 * (31.0 / 1575.0)))))
+    tc = min(t, 0.7788007830714049)
+    a1 = 1.0 + tc
+    a2 = 2.0 + tc
+    inv = 1.0 / (a1 * a2)
+    s = tc * a1 * inv  # t / (2 + t)
+    z = s * s
+    lg = 2.0 * s * (1.0 + z * (1.0 / 3.0 + z * (1.0 / 5.0 + z * (1.0 / 7.0 + z * (
+        1.0 / 9.0 + z * (1.0 / 11.0 + z * (1.0 / 13.0 + z * (1.0 / 15.0 + z * (
+            1.0 / 17.0 + z * (1.0 / 19.0))))))))))
+    closed = LN2 - lg - ad * (tc * a2 * inv)
+    return ser if ad < 0.25 else closed
+
+
+@nb.njit(cache=True, fastmath=_FM, error_model="numpy")
+def _trunc_one(xb, xt, wb, wt, tb, lb, tt, lt, ib, it, sh, cr, icr):
+    """2 x the truncated JS of one nucleus pair: one pass, selects only (vectorised). A
+    token is in a nucleus when its logit is above the last kept one's (tb, tt), or equal
+    and its id at most the last kept one's (lb, lt)."""
+    acc = 0.0
+    for i in range(len(xb)):
+        a = xb[i]
+        b = xt[i]
+        kb = (a > tb) | ((a == tb) & (i <= lb))
+        kt = (b > tt) | ((b == tt) & (i <= lt))
+        pw = np.float64(wb[i])
+        qw = np.float64(wt[i])
+        p = pw * ib if kb else 0.0
+        q = qw * it if kt else 0.0
+        d = (np.float64(a) - np.float64(b)) - sh
+        f = jsf(d, min(pw / qw * cr, qw / pw * icr))
+        acc += (p + q) * (f if (p > 0.0) & (q > 0.0) else LN2)
+    return acc
+
+
+@nb.njit(cache=True)
+def trunc_js(xb, xt, wb, wt, dm, lim_b, kept_b, lim_t, kept_t, out):
+    """JS of the truncated distributions for each nucleus j, into out (J,): xb, xt (V,)
+    float32 logits, wb, wt float32 exps of logit - max, dm =
+    max_b - max_t (the maxima those exps are taken from); lim, kept of each model from
+    `nuclei`. With p' = w / kept: d' = log p' - log q' = (a - b) - sh, sh = dm + log kept_b
+    - log kept_t, and p'/q' = (wb/wt) kept_t/kept_b. One vectorised pass per nucleus."""
+    for j in range(len(out)):
+        acc = _trunc_one(xb, xt, wb, wt, xb[lim_b[j]], lim_b[j], xt[lim_t[j]], lim_t[j],
+                         1.0 / kept_b[j], 1.0 / kept_t[j],
+                         dm + math.log(kept_b[j]) - math.log(kept_t[j]),
+                         kept_t[j] / kept_b[j], kept_b[j] / kept_t[j])
+        out[j] = min(max(0.5 * acc, 0.0), LN2)
