@@ -1,6 +1,7 @@
 """Regenerate the README's cross-sampling figure and table on the demo pair.
 
     .venv/bin/python scripts/cross_figure.py [--prompts 200] [--samples 2] [--match changed]
+        [--top-p 0.7]
 
 Runs the README's sweep on cache/demo-rl (`python -m core demo-runs` builds it) through the
 same function as `shiftlens cross-sample` (stored as cache/demo-rl/cross/<key>/, so a second
@@ -37,6 +38,9 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=2)
     ap.add_argument("--eps", default="0.01,0.02,0.05")
     ap.add_argument("--match", default="changed", choices=["changed", "decisions"])
+    ap.add_argument("--top-p", type=float, default=0.7,
+                    help="nucleus of both models, at T=1 (default: the paper's 0.7; 1: the "
+                         "full distributions)")
     ap.add_argument("--out", default=str(ROOT / "assets" / "screenshots" / "cross-sampling.png"))
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1: on a busy 2-core machine more threads spin-wait)")
@@ -47,7 +51,8 @@ def main() -> int:
     torch.set_num_threads(a.threads)
     cache = default_cache()  # $SHIFTLENS_CACHE, else cache/ in the repository, as the app
     cfg = CrossSampleConfig(run="demo-rl", cache=str(cache), prompts=a.prompts,
-                            samples=a.samples, eps=a.eps, top_p=1.0, match=a.match)
+                            samples=a.samples, eps=a.eps, top_p=a.top_p, temperature=1.0,
+                            match=a.match)
     if a.key is None:
         run_cross_sample(cfg)
     run_dir = cache / "demo-rl"
