@@ -1,9 +1,10 @@
 """Golden numbers of the shipped demo run `demo-rl`, built as `python -m core demo-runs` builds it.
 
 These goldens exist to catch silent regressions of the demo tables when code is refactored:
-the literals below were computed once from the pre-refactor code (commit 77eafa0, module
-paths core.demo_runs / core.precompute) on the shipped demo family and prompt set, and the
-refactored code must reproduce them. The numbers here are computed with DuckDB directly on
+the literals below are printed by `scripts/golden_numbers.py` (which builds demo-rl as the
+fixture here does and runs this module's `independent`), run only when the shipped demo
+family or prompt set changes on purpose (last: the issue-29 retrained family), and any
+refactor must reproduce them. The numbers here are computed with DuckDB directly on
 the Parquet tables, independently of core.queries; `core.queries.headline` is then checked
 against them. If a test here fails, find out why the tables changed; do not just update the
 literals.

@@ -50,23 +50,23 @@ class DemoConfig:
                                  "base imitates both routes, RL learns which is rewarded")
     base_lr: float = opt(2e-3, "peak learning rate of base training")
     batch_size: int = opt(64, "SFT batch size for the base model")
-    rl_steps: int = opt(150, "GRPO steps")
+    rl_steps: int = opt(60, "GRPO steps")
     rl_prompts: int = opt(16, "prompts per GRPO step")
     rl_group: int = opt(8, "samples per prompt (group size)")
-    rl_lr: float = opt(3e-5, "GRPO learning rate")
+    rl_lr: float = opt(1e-4, "GRPO learning rate")
     series: int = opt(4, "intermediate RL checkpoints saved under rl-steps/")
     weighted_s: float = opt(1.0, "s of the divergence-weighted advantage")
     weighted_alpha: float = opt(100.0, "alpha of the divergence-weighted advantage")
     compare_weighted: bool = opt(True, "also train the weighted variant and record both")
-    sft_lr: float = opt(3e-4, "learning rate of the `sft` contrast model (10x rl_lr)")
-    matched_max_steps: int = opt(200, "sft-matched: SFT steps at rl_lr to draw candidates from")
+    sft_lr: float = opt(1e-3, "learning rate of the `sft` contrast model (10x rl_lr)")
+    matched_max_steps: int = opt(100, "sft-matched: SFT steps at rl_lr to draw candidates from")
     matched_every: int = opt(5, "sft-matched: a candidate every this many steps")
     matched_tolerance: float = opt(0.05, "sft-matched: relative distance to rl's mean KL "
                                          "from base within which the closest candidate is "
                                          "kept; else the checkpoint at rl_steps")
     only: str = opt("", "train only this member from the shipped base and rl",
                     choices=["", "sft-matched"])
-    heldout: int = opt(1000, "held-out prompts for evaluation (>= 500 for the cards)")
+    heldout: int = opt(500, "held-out prompts for evaluation (>= 500 for the cards)")
     tiny: bool = opt(False, "a throwaway family in under 2 minutes (tests of this code)")
 
     def ints(self, field: str) -> tuple[int, ...]:
@@ -138,6 +138,7 @@ def _train_main(cfg: DemoConfig, tok, heldout, common: dict, log) -> dict:
 
     rl_cfg = GRPOSettings(steps=cfg.rl_steps, prompts_per_step=cfg.rl_prompts,
                           group_size=cfg.rl_group, lr=cfg.rl_lr, seed=cfg.seed,
+                          max_new_tokens=48,
                           s=cfg.weighted_s, alpha=cfg.weighted_alpha)
     every = max(1, cfg.rl_steps // (cfg.series + 1))
     series_steps = [every * (i + 1) for i in range(cfg.series)]
