@@ -27,16 +27,16 @@ pytestmark = pytest.mark.model
 NEAR_ZERO, HIGH = 0.01, 0.1  # js < NEAR_ZERO is "near-zero", js > HIGH is "high"
 TOL = 5e-5
 
-N_TOKENS = 47524
+N_TOKENS = 40975
 N_TRACES = 1600
 # per sampler (sampled_from): token rows and traces
-N_TOKENS_BY = {"tuned": 23752, "base": 23772}
+N_TOKENS_BY = {"tuned": 20197, "base": 20778}
 N_TRACES_BY = {"tuned": 800, "base": 800}
 # (share of tokens with js < 0.01, share with js > 0.1): pooled ("all") and per sampler
-SHARES = {"all": (0.9051, 0.0049), "tuned": (0.9063, 0.0044), "base": (0.9039, 0.0054)}
-# mean of traces.correct per sampler (539 and 363 correct of 800); the manifest rounds it
-ACCURACY = {"tuned": 539 / 800, "base": 363 / 800}
-MANIFEST_ACCURACY = {"tuned": 0.6738, "base": 0.4538}
+SHARES = {"all": (0.8705, 0.038), "tuned": (0.8777, 0.0318), "base": (0.8636, 0.044)}
+# mean of traces.correct per sampler (705 and 480 correct of 800); the manifest rounds it
+ACCURACY = {"tuned": 705 / 800, "base": 480 / 800}
+MANIFEST_ACCURACY = {"tuned": 0.8812, "base": 0.6}
 
 
 @pytest.fixture(scope="session")
