@@ -4,10 +4,12 @@ quotes, straight from the demo runs' Parquet files (DuckDB SQL, not the query la
     .venv/bin/python benchmarks/demo_contrast.py [--cache cache]
 
 Per run and sampler: tokens; share with js < 0.01 and js > 0.1; mean js; the share of total
-js carried by the top 1% of tokens (the shape of the distribution, whatever its scale); and
-the share of tokens that are step results (the digits and sign right after each '=' of the
-chain of thought; the answer line after '####' is not counted) among all tokens and among
-tokens with js > 0.1. Then each SFT model's matching record (mean KL from base, weight L2).
+js carried by the top 1% of tokens (the shape of the distribution, whatever its scale); the
+share of tokens that open a step (the first operand after `First` / `Start with` / `Then` /
+`Next` / `After that ,`: where a solution chooses which operation to do next, the task's
+route decision) and of wording tokens (the opener, connector and closing words, whose
+choice never changes the answer), each among all tokens and among tokens with js > 0.1.
+Then each SFT model's matching record (mean KL from base, weight L2).
 """
 
 from __future__ import annotations
@@ -22,25 +24,26 @@ import duckdb
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ["demo-rl", "demo-sft-matched", "demo-sft"]
 
-# A token opens a group unless it is a digit or '-'; a step result is a digit or '-' in a
-# group opened by '='. Characters are tokens in the demo's character-level vocabulary.
+# Tokens are words with their leading space in the demo's word-level vocabulary.
 SQL = """
 WITH t AS (
   SELECT k.trace_id, k.pos, k.token, k.js, r.sampled_from,
-         sum(CASE WHEN regexp_full_match(k.token, '[0-9-]') THEN 0 ELSE 1 END)
-           OVER (PARTITION BY k.trace_id ORDER BY k.pos) AS grp
+         lag(k.token) OVER (PARTITION BY k.trace_id ORDER BY k.pos) AS prev
   FROM read_parquet($tokens) k JOIN read_parquet($traces) r USING (trace_id)),
-g AS (
-  SELECT *, first(token) OVER (PARTITION BY trace_id, grp ORDER BY pos) AS opener,
+s AS (
+  SELECT *, prev IN (' First', ' with', ' Then', ' Next', ' ,') AS step_open,
+         token IN (' First', ' Start', ' Begin', ' Then', ' Next', ' After', ' So', ' The',
+                   ' This') AS wording,
          row_number() OVER (PARTITION BY sampled_from ORDER BY js DESC) AS js_rank,
          count(*) OVER (PARTITION BY sampled_from) AS n_sampler
-  FROM t),
-s AS (SELECT *, opener = '=' AND token <> '=' AS result FROM g)
+  FROM t)
 SELECT sampled_from, count(*) AS tokens,
        avg((js < 0.01)::INT) AS near_zero, avg((js > 0.1)::INT) AS high, avg(js) AS mean_js,
        sum(js) FILTER (WHERE js_rank <= round(0.01 * n_sampler)) / sum(js) AS top1pct_js_mass,
-       avg(result::INT) AS result_share,
-       avg(result::INT) FILTER (WHERE js > 0.1) AS result_share_of_high
+       avg(step_open::INT) AS step_open_share,
+       avg(step_open::INT) FILTER (WHERE js > 0.1) AS step_open_share_of_high,
+       avg(wording::INT) AS wording_share,
+       avg(wording::INT) FILTER (WHERE js > 0.1) AS wording_share_of_high
 FROM s GROUP BY sampled_from ORDER BY sampled_from
 """
 

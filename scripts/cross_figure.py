@@ -3,20 +3,20 @@
     SHIFTLENS_CACHE=/tmp/c .venv/bin/python -m core demo-runs build   # the demo runs, once
     SHIFTLENS_CACHE=/tmp/c .venv/bin/python scripts/cross_figure.py [--prompts 120]
         [--samples 1] [--eps 0.01,0.05] [--control random,entropy,untreated]
-        [--decisions-control] [--threads 1]
+        [--decisions-control] [--decoding paper|run] [--threads 1]
 
 Runs the README's sweep on demo-rl through the same function as `shiftlens cross-sample`
 (forward and reverse, each eps plus the eps of the 5% target budget, base alone and tuned
-alone, the controls matched on changed tokens, the run's own decoding: top-p 1 for the
-demo; paired tests, Holm, gap intervals, same_as_ref and changed_overlap are computed by the
-sweep's summary). `--decisions-control` adds a second sweep with a random control matched
-on decisions (its columns join the table). Each sweep is stored as
-<cache>/demo-rl/cross/<key>/ (a second call with the same settings re-decodes and replaces
-it). Then it writes assets/screenshots/cross-sampling.png (needs Chromium for kaleido) and
-prints the settings line, the README's Markdown table
+alone, the controls matched on changed tokens, at the paper's decoding (top-p 0.7, T = 1;
+`--decoding run`: the run's own, top-p 1 for the demo); paired tests, Holm, gap intervals,
+same_as_ref and changed_overlap are computed by the sweep's summary). `--decisions-control`
+adds a second sweep with a random control matched on decisions (its columns join the table).
+Each sweep is stored as <cache>/demo-rl/cross/<key>/ (a second call with the same settings re-
+decodes and replaces it). Then it writes assets/screenshots/cross-sampling.png (needs Chromium
+for kaleido) and prints the settings line, the README's Markdown table
 (core.experiments.cross_sampling.report) and the figure's caption. `--key KEY` (and
-`--decisions-key KEY`) draw sweeps already stored instead of running them (`shiftlens
-cross-sweeps demo-rl` lists them).
+`--decisions-key KEY`) draw sweeps already stored instead of running them (`shiftlens cross-
+sweeps demo-rl` lists them).
 
 The default size, 120 prompts x 1 sample (one sample per prompt: each comparison gets
 McNemar's exact test and Tango's interval), eps 0.01 and 0.05 plus the target's, three
@@ -54,7 +54,7 @@ def _sweep(cache: Path, a, control: str, match: str, key: str | None):
     if key is None:
         cfg = CrossSampleConfig(run=RUN, cache=str(cache), prompts=a.prompts,
                                 samples=a.samples, eps=a.eps, control=control, match=match,
-                                decoding="run", seed=a.seed)
+                                decoding=a.decoding, seed=a.seed)
         _, written = run_cross_sample(cfg, log=lambda m: print(m, file=sys.stderr))
         key = written.parent.name
     info = get_sweep(cache / RUN, key)
@@ -83,6 +83,8 @@ def main() -> int:
     ap.add_argument("--eps", default="0.01,0.05")
     ap.add_argument("--control", default="random,entropy,untreated")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--decoding", default="paper", choices=["paper", "run"],
+                    help="paper: top-p 0.7, T = 1 (the paper's); run: the run's own decoding")
     ap.add_argument("--decisions-control", action="store_true",
                     help="also a sweep with a random control matched on decisions")
     ap.add_argument("--out", default=str(ROOT / "assets" / "screenshots" / "cross-sampling.png"))

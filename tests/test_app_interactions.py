@@ -179,7 +179,8 @@ def test_live_scoring_flags_unknown_characters_and_forgets_another_runs_scores(a
     at.run(timeout=120)
     assert not at.exception, [e.value for e in at.exception]
     flags = [w.value for w in at.warning if "unknown token" in w.value]
-    assert flags and "'é'" in flags[0] and "'c'" in flags[0]
+    # the demo vocabulary spells printable ASCII one character at a time: only 'é' is unknown
+    assert flags and "'é'" in flags[0] and "'c'" not in flags[0]
     assert any("tokens highlighted" in c.value for c in at.caption)
     at.sidebar.selectbox(key="run_picker").select("demo-sft").run()
     assert not at.exception, [e.value for e in at.exception]

@@ -197,9 +197,10 @@ def test_mismatched_tokenizers_are_refused_with_the_difference(tmp_path, cache):
     other = tmp_path / "other"
     shutil.copytree(DEMO / "rl", other)
     tj = json.loads((other / "tokenizer.json").read_text())
-    tj["model"]["vocab"]["Z"] = tj["model"]["vocab"].pop("Q")
+    tj["model"]["vocab"]["Zed"] = tj["model"]["vocab"].pop(" Compute")
     (other / "tokenizer.json").write_text(json.dumps(tj))
-    refused(cache, DEMO / "base", other, needle=r"differ.*only in base.*'Q'.*only in tuned.*'Z'",
+    refused(cache, DEMO / "base", other,
+            needle=r"differ.*only in base.*' Compute'.*only in tuned.*'Zed'",
             check="vocabulary: base vs tuned")
 
 
@@ -435,19 +436,19 @@ def test_cli_add_pair_with_sft_and_series_waits_for_every_run(tmp_path, capsys):
     cache = tmp_path / "cache"
     rc = cli_main(["add-pair", "--base", str(DEMO / "base"), "--tuned", str(DEMO / "rl"),
                    "--sft", str(DEMO / "sft"), "--series",
-                   f"60={DEMO / 'rl-steps' / 'step-60'}", "--prompts", str(HELDOUT),
+                   f"24={DEMO / 'rl-steps' / 'step-24'}", "--prompts", str(HELDOUT),
                    "--name", "cli", "--cache", str(cache), "--max-prompts", "3", "--n", "1",
                    "--max-new-tokens", "32", "--wait"])
     out = capsys.readouterr().out
     assert rc == 0, out
     infos = {r.name: r for r in list_runs(cache)}
-    assert set(infos) == {"cli", "cli-sft", "cli-step-60"}
-    assert series_of(list(infos.values()), infos["cli"]) == ["cli-step-60", "cli"]
+    assert set(infos) == {"cli", "cli-sft", "cli-step-24"}
+    assert series_of(list(infos.values()), infos["cli"]) == ["cli-step-24", "cli"]
     card = json.loads((DEMO / "rl" / "model_card.json").read_text())
     assert infos["cli-sft"].kind == "sft"
     assert infos["cli"].manifest["series_step"] == card["steps"]
     cols = ["trace_id", "response"]
-    step = pd.read_parquet(infos["cli-step-60"].path / "traces.parquet", columns=cols)
+    step = pd.read_parquet(infos["cli-step-24"].path / "traces.parquet", columns=cols)
     main = pd.read_parquet(infos["cli"].path / "traces.parquet", columns=cols)
     pd.testing.assert_frame_equal(step.sort_values("trace_id").reset_index(drop=True),
                                   main.sort_values("trace_id").reset_index(drop=True))

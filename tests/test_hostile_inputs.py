@@ -261,7 +261,7 @@ def test_validation_refuses_50mb_prompt_before_tokenising_and_a_runaway_template
     long.write_bytes(rows(OK, dict(OK, id="p2", prompt="7" * 20_000)))
     rep = validate_pair(str(DEMO / "base"), str(DEMO / "rl"), prompts=str(long))
     assert {c.name: c.message for c in rep.failures()} == {
-        "prompt tokens": "long.jsonl: prompt id 'p2': the prompt is 20,001 tokens, over the "
+        "prompt tokens": "long.jsonl: prompt id 'p2': the prompt is 20,000 tokens, over the "
                          "limit of 16,384 (SHIFTLENS_MAX_PROMPT_TOKENS); shorten it"}
 
 

@@ -19,7 +19,7 @@ from core.store.cache import series_of
 from core.store.run import Run
 from tests.conftest import DEMO, HELDOUT
 
-STEP30 = DEMO / "rl-steps" / "step-30"
+STEP30 = DEMO / "rl-steps" / "step-12"
 
 
 def _rollouts(tmp_path) -> Path:
@@ -181,16 +181,16 @@ def test_a_probe_ledger_is_one_series_of_the_checkpoints_own_samples(tmp_path):
     probe = tmp_path / "probe.jsonl"
     probe.write_text("".join(HELDOUT.read_text().splitlines(keepends=True)[:2]))
     cache = tmp_path / "cache"
-    for k in (30, 60):
+    for k in (12, 24):
         precompute(ledger_config(str(DEMO / "base"), str(DEMO / "rl-steps" / f"step-{k}"), k,
                                  series="loop", prompts=probe, cache=cache,
                                  settings=PrecomputeConfig(n=2, max_new_tokens=40)),
                    log=lambda line: None, show_progress=False)
     runs = list_runs(cache)
-    assert series_of(runs, next(r for r in runs if r.name == "loop-step-30")) == [
-        "loop-step-30", "loop-step-60"]
-    m = json.loads((cache / "loop-step-60" / "manifest.json").read_text())
-    assert m["samplers"]["tuned"]["model"] == str((DEMO / "rl-steps" / "step-60").resolve())
-    names = ["loop-step-30", "loop-step-60"]
+    assert series_of(runs, next(r for r in runs if r.name == "loop-step-12")) == [
+        "loop-step-12", "loop-step-24"]
+    m = json.loads((cache / "loop-step-24" / "manifest.json").read_text())
+    assert m["samplers"]["tuned"]["model"] == str((DEMO / "rl-steps" / "step-24").resolve())
+    names = ["loop-step-12", "loop-step-24"]
     df = Q.evolution(Q.open_runs([cache / n for n in names]), names, high=0.01)
-    assert df["step"].tolist() == [30, 60] and (df["p99"] > 0).all()
+    assert df["step"].tolist() == [12, 24] and (df["p99"] > 0).all()

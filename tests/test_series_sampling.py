@@ -20,7 +20,7 @@ from core.store import samplers
 from core.store.manifest import config_hash
 from tests.conftest import DEMO, HELDOUT
 
-STEP30 = DEMO / "rl-steps" / "step-30"
+STEP30 = DEMO / "rl-steps" / "step-12"
 
 
 def _manifest(**kw) -> dict:
@@ -84,8 +84,8 @@ def test_checkpoint_accuracy_is_its_own_else_its_card_else_not_measured(tmp_path
     # read from the checkpoint folder
     old = _manifest(traces_from="demo-rl", stats={"accuracy": {"tuned": 0.674, "base": 0.45}})
     old["models"]["tuned"]["path"] = str(STEP30)
-    assert samplers.checkpoint_accuracy(old) == (0.563,
-                                                 "model card, 1,000 prompts sampled at T=1")
+    assert samplers.checkpoint_accuracy(old) == (0.852,
+                                                 "model card, 500 prompts sampled at T=1")
     old["models"]["tuned"]["path"] = str(tmp_path)  # no card
     assert samplers.checkpoint_accuracy(old) == (None, "not measured")
     (tmp_path / "model_card.json").write_text('{"eval": {"sampled_t1": {"accuracy": "x"}}}')
@@ -124,7 +124,7 @@ def test_add_pair_plans_own_sampling_without_waiting_for_the_final_run():
 
 @pytest.fixture(scope="module")
 def series_cache(tmp_path_factory):
-    """final (both samplers), step-30 re-scoring its traces, step-60 sampling its own."""
+    """final (both samplers), step-12 re-scoring its traces, step-24 sampling its own."""
     from core.precompute.driver import precompute
 
     cache = tmp_path_factory.mktemp("series")
@@ -132,11 +132,11 @@ def series_cache(tmp_path_factory):
                   max_prompts=3, n=2, max_new_tokens=32)
     quiet = dict(log=lambda s: None, show_progress=False)
     precompute(PrecomputeConfig(tuned=str(DEMO / "rl"), name="final", kind="rl",
-                                sample_from="both", series_step=150, **common), **quiet)
-    precompute(PrecomputeConfig(tuned=str(STEP30), name="final-step-30", kind="series",
-                                series_step=30, traces_from="final", **common), **quiet)
-    precompute(PrecomputeConfig(tuned=str(DEMO / "rl-steps" / "step-60"),
-                                name="final-step-60", kind="series", series_step=60,
+                                sample_from="both", series_step=60, **common), **quiet)
+    precompute(PrecomputeConfig(tuned=str(STEP30), name="final-step-12", kind="series",
+                                series_step=12, traces_from="final", **common), **quiet)
+    precompute(PrecomputeConfig(tuned=str(DEMO / "rl-steps" / "step-24"),
+                                name="final-step-24", kind="series", series_step=24,
                                 traces_from="final", series_sampling="own", **common), **quiet)
     return cache
 
@@ -147,12 +147,12 @@ def _traces(run_dir) -> pd.DataFrame:
 
 @pytest.mark.model
 def test_a_series_run_records_who_sampled_its_traces(series_cache):
-    final, step = _traces(series_cache / "final"), _traces(series_cache / "final-step-30")
+    final, step = _traces(series_cache / "final"), _traces(series_cache / "final-step-12")
     assert (step.response.tolist(), step.trace_id.tolist()) == (final.response.tolist(),
                                                                 final.trace_id.tolist())
     want = final.sampled_from.map({"tuned": "reused", "base": "base"}).tolist()
     assert step.sampled_from.tolist() == want
-    m = json.loads((series_cache / "final-step-30" / "manifest.json").read_text())
+    m = json.loads((series_cache / "final-step-12" / "manifest.json").read_text())
     fm = json.loads((series_cache / "final" / "manifest.json").read_text())
     assert m["samplers"]["reused"] == {
         "run": "final", "role": "tuned", "model": str(DEMO / "rl"),
@@ -160,8 +160,8 @@ def test_a_series_run_records_who_sampled_its_traces(series_cache):
     assert m["samplers"]["base"]["fingerprint"] == m["models"]["base"]["fingerprint"]["digest"]
     assert (m["traces_from"], m["series_of"]) == ("final", "final")
     assert set(m["stats"]["accuracy"]) == {"reused", "base"}
-    assert m["tuned_card"]["accuracy"] == 0.563
-    assert samplers.checkpoint_accuracy(m) == (0.563, "model card, 1,000 prompts sampled at T=1")
+    assert m["tuned_card"]["accuracy"] == 0.852
+    assert samplers.checkpoint_accuracy(m) == (0.852, "model card, 500 prompts sampled at T=1")
     assert "final's tuned model" in samplers.reused_note(m)
 
 
@@ -169,15 +169,15 @@ def test_a_series_run_records_who_sampled_its_traces(series_cache):
 def test_own_sampling_gives_the_checkpoints_own_traces_and_accuracy(series_cache):
     from core.store.cache import list_runs, series_of
 
-    own = _traces(series_cache / "final-step-60")
+    own = _traces(series_cache / "final-step-24")
     assert set(own.sampled_from) == {"tuned"}
     assert own.response.tolist() != _traces(series_cache / "final").response.tolist()
-    m = json.loads((series_cache / "final-step-60" / "manifest.json").read_text())
+    m = json.loads((series_cache / "final-step-24" / "manifest.json").read_text())
     assert (m["traces_from"], m["series_of"]) == (None, "final")
     assert samplers.checkpoint_accuracy(m) == (m["stats"]["accuracy"]["tuned"], "own samples")
     runs = list_runs(series_cache)
     final = next(r for r in runs if r.name == "final")
-    assert series_of(runs, final) == ["final-step-30", "final-step-60", "final"]
+    assert series_of(runs, final) == ["final-step-12", "final-step-24", "final"]
 
 
 @pytest.mark.model
@@ -185,12 +185,12 @@ def test_own_sampling_gives_the_checkpoints_own_traces_and_accuracy(series_cache
 def test_evolution_shows_each_checkpoints_own_accuracy(series_cache, materialize):
     from core import queries as Q
 
-    names = ["final-step-30", "final-step-60", "final"]
+    names = ["final-step-12", "final-step-24", "final"]
     con = Q.open_runs([series_cache / n for n in names], materialize=materialize)
     df = Q.evolution(con, names, high=0.01).set_index("run")  # a small run: a low bar
     final = json.loads((series_cache / "final" / "manifest.json").read_text())
-    assert df.loc["final-step-30", "accuracy"] == 0.563
-    assert df.loc["final-step-30", "accuracy_source"].startswith("model card")
+    assert df.loc["final-step-12", "accuracy"] == 0.852
+    assert df.loc["final-step-12", "accuracy_source"].startswith("model card")
     # one source for every checkpoint where one covers them all (cards here), else each its
     # own: never another model's
     mans = [json.loads((series_cache / n / "manifest.json").read_text()) for n in names]
@@ -200,18 +200,18 @@ def test_evolution_shows_each_checkpoints_own_accuracy(series_cache, materialize
     if all(samplers.card_accuracy(m)[0] is not None for m in mans):
         assert df["accuracy_source"].nunique() == 1
     else:
-        assert df.loc["final-step-60", "accuracy_source"] == "own samples"
+        assert df.loc["final-step-24", "accuracy_source"] == "own samples"
         assert df.loc["final", "accuracy"] == final["stats"]["accuracy"]["tuned"]
-    assert pd.isna(df.loc["final-step-60", "jaccard_final"])  # its positions are its own
+    assert pd.isna(df.loc["final-step-24", "jaccard_final"])  # its positions are its own
     assert df.loc["final", "jaccard_final"] == 1.0
-    assert 0 < df.loc["final-step-30", "jaccard_final"] < 1  # the final's positions
+    assert 0 < df.loc["final-step-12", "jaccard_final"] < 1  # the final's positions
     from core.figures import evolution
 
     spec = evolution(con, names)  # the figure's caption and table carry them too
-    assert "step 30 56.3%" in spec.caption
-    assert "model card, 1,000 prompts sampled at T=1: step" in spec.caption
-    assert len({src for _, src in want}) == 1 or "own samples: steps 60, 150" in spec.caption
-    assert spec.data.set_index("run").loc["final-step-30", "accuracy"] == 0.563
+    assert "step 12 85.2%" in spec.caption
+    assert "model card, 500 prompts sampled at T=1: step" in spec.caption
+    assert len({src for _, src in want}) == 1 or "own samples: steps 24, 60" in spec.caption
+    assert spec.data.set_index("run").loc["final-step-12", "accuracy"] == 0.852
 
 
 @pytest.mark.model
@@ -219,8 +219,8 @@ def test_old_series_runs_open_with_their_labels_read_as_reused(series_cache, tmp
     """A series run written before `samplers`: labels copied from the source ("tuned")."""
     from core import queries as Q
 
-    old = tmp_path / "old-step-30"
-    shutil.copytree(series_cache / "final-step-30", old)
+    old = tmp_path / "old-step-12"
+    shutil.copytree(series_cache / "final-step-12", old)
     t = pq.read_table(old / "traces.parquet").to_pandas()
     t["sampled_from"] = t["sampled_from"].replace({"reused": "tuned"})
     pq.write_table(pq.read_table(old / "traces.parquet").from_pandas(
@@ -228,7 +228,7 @@ def test_old_series_runs_open_with_their_labels_read_as_reused(series_cache, tmp
     m = json.loads((old / "manifest.json").read_text())
     for k in ("samplers", "series_of", "tuned_card"):
         m.pop(k)
-    m["name"], m["stats"]["accuracy"] = "old-step-30", {"tuned": 0.7, "base": 0.4}
+    m["name"], m["stats"]["accuracy"] = "old-step-12", {"tuned": 0.7, "base": 0.4}
     (old / "manifest.json").write_text(json.dumps(m))
     for materialize in (False, True):
         con = Q.open_runs([old], materialize=materialize)
@@ -237,19 +237,19 @@ def test_old_series_runs_open_with_their_labels_read_as_reused(series_cache, tmp
         cells = con.execute("SELECT DISTINCT sampled_from FROM tok ORDER BY 1").fetchall()
         assert cells == [("base",), ("reused",)]
         acc = con.execute("SELECT accuracy, accuracy_source FROM runs").fetchone()
-        assert acc == (0.563, "model card, 1,000 prompts sampled at T=1")
+        assert acc == (0.852, "model card, 500 prompts sampled at T=1")
         assert Q.headline(con).accuracy_tuned.isna().all()
 
 
 @pytest.mark.model
 def test_overview_shows_a_series_checkpoints_own_accuracy(app):
-    """The app cache's series re-scores demo-rl's traces: step 120's headline shows its
-    card's 62.2%, not the 60-odd % of the final model's samples, and says who sampled them."""
-    at = app("views/overview.py", run="demo-rl-step-120")
+    """The app cache's series re-scores demo-rl's traces: step 48's headline shows its
+    card's 89.6%, not the 88-odd % of the final model's samples, and says who sampled them."""
+    at = app("views/overview.py", run="demo-rl-step-48")
     acc = next(m for m in at.metric if m.label == "accuracy (this checkpoint)")
-    assert acc.value == "62.2%"
+    assert acc.value == "89.6%"
     text = " ".join(c.value for c in at.caption).replace("\\", "")  # md_escape's
-    assert "model card, 1,000 prompts sampled at T=1" in text
+    assert "model card, 500 prompts sampled at T=1" in text
     assert "sampled by demo-rl's tuned model" in text
     at.switch_page("views/add_pair.py")
     at.run()

@@ -33,7 +33,7 @@ def trl_folder(root, rows, steps=(1, 2, 3, 5), checkpoints=(1, 2, 3)):
             "accuracy_reward": [float(r["reward"]) for r in rows],
             "advantage": [0.0] * len(rows)}),
             root / "completions" / f"completions_{k:05d}.parquet")
-    for k, src in zip(checkpoints, ("step-30", "step-60", "step-90")):
+    for k, src in zip(checkpoints, ("step-12", "step-24", "step-36")):
         shutil.copytree(DEMO / "rl-steps" / src, root / f"checkpoint-{k}")
     return root
 

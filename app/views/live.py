@@ -17,8 +17,10 @@ def render() -> None:
     st.caption("Score any text under the base and tuned models of this run's pair: the "
                "response is read as the continuation of the prompt (teacher forcing).")
     with st.form("live"):
-        prompt = st.text_area("Prompt (optional)", value="Q: 7+8-3=? A:", height=80)
-        response = st.text_area("Response", value=" 7+8=15; 15-3=12. #### 12", height=120)
+        prompt = st.text_area("Prompt (optional)", value="What is 3 + 4 * 5 ?", height=80)
+        response = st.text_area(
+            "Response", value=" First 4 * 5 = 20 . Then 3 + 20 = 23 . So the answer is #### 23",
+            height=120)
         go = st.form_submit_button("Score", type="primary")
     if go:
         try:

@@ -15,7 +15,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train base, rl, rl-steps/*, rl-weighted, sft and "
                                          "sft-matched (or --only sft-matched)",
-                           description="Train the demo family (seeded, CPU, ~15 min on 2 cores).")
+                           description="Train the demo family (seeded, CPU; 46 min on a busy "
+                                       "2-core machine; OMP_NUM_THREADS=1).")
     add_arguments(train, DemoConfig)
     table = sub.add_parser("table", help="print a Markdown table of the model cards in a folder")
     table.add_argument("folder", nargs="?", default="assets/demo")

@@ -32,13 +32,15 @@ def render_markdown(card: dict) -> str:
         "",
         f"- Architecture: {arch['class']}, {arch['num_hidden_layers']} layers, "
         f"hidden {arch['hidden_size']}, {arch['num_attention_heads']} heads, "
-        f"vocabulary {arch['vocab_size']} (character level)",
+        f"vocabulary {arch['vocab_size']}",
         f"- Parameters: {arch['parameters']:,}",
         f"- Data: {card['data']}",
         f"- Seed: {card['seed']}; training steps: {card['steps']}; "
         f"training time: {card['training_seconds']} s on {card['hardware']}",
         f"- Held-out accuracy ({ev['heldout_prompts'] if ev else 0} prompts): "
-        f"sampled at T=1 {_acc(ev, 'sampled_t1')}, greedy {_acc(ev, 'greedy')}",
+        f"sampled at T=1 {_acc(ev, 'sampled_t1')}"
+        + (f", at top-p 0.7 {_acc(ev, 'sampled_top_p_0.7')}"
+           if ev and "sampled_top_p_0.7" in ev else "") + f", greedy {_acc(ev, 'greedy')}",
     ]
     if ev:
         lines.append("- Sampled accuracy by difficulty: " + ", ".join(
@@ -59,10 +61,11 @@ def family_table(folder: Path) -> str:
                    key=lambda c: (c["name"].startswith("rl-steps"), c.get("series_step") or 0,
                                   ["base", "rl", "rl-weighted", "sft"].index(c["name"])
                                   if c["name"] in ("base", "rl", "rl-weighted", "sft") else 9))
-    rows = ["| checkpoint | steps | held-out sampled (T=1) | held-out greedy | train time |",
-            "|---|---|---|---|---|"]
+    rows = ["| checkpoint | steps | held-out sampled (T=1) | sampled at top-p 0.7 | "
+            "held-out greedy | train time |", "|---|---|---|---|---|---|"]
     for c in cards:
         ev = c["eval"]
-        rows.append(f"| `{c['name']}` | {c['steps']} | {_acc(ev, 'sampled_t1')} | "
+        p07 = _acc(ev, "sampled_top_p_0.7") if "sampled_top_p_0.7" in ev else "n/a"
+        rows.append(f"| `{c['name']}` | {c['steps']} | {_acc(ev, 'sampled_t1')} | {p07} | "
                     f"{_acc(ev, 'greedy')} | {c['training_seconds']} s |")
     return "\n".join(rows)

@@ -49,7 +49,7 @@ def group_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     return adv.view(-1)
 
 
-def train_grpo(model, tokenizer, cfg: GRPOSettings, *, operands, digits,
+def train_grpo(model, tokenizer, cfg: GRPOSettings, *, operands,
                save_at: dict[int, Callable[[], None]] | None = None,
                log: Callable[[str], None] = print, log_every: int = 10) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
@@ -58,7 +58,7 @@ def train_grpo(model, tokenizer, cfg: GRPOSettings, *, operands, digits,
     kl_seen: list[torch.Tensor] = []
     for step in range(cfg.steps):
         problems = sample_problems(cfg.prompts_per_step, "train", seed=cfg.seed * 7919 + step,
-                                   operands=operands, digits=digits)
+                                   operands=operands)
         model.eval()
         samples = sample(model, tokenizer, [p.prompt for p in problems], n=cfg.group_size,
                          temperature=1.0, max_new_tokens=cfg.max_new_tokens,

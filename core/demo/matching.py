@@ -44,14 +44,14 @@ METHOD_LR = "same learning rate and steps"
 KL_TEXT = "KL(tuned || base) of the next-token distributions, nats, mean over tokens"
 
 
-def positions_spec(draw: int, seed: int, operands: str, digits: str) -> dict:
+def positions_spec(draw: int, seed: int, operands: str) -> dict:
     """Where the matching measures KL: a slice of the family's held-out draw (the first 200
     problems are the demo runs' prompts, so the slice starts after them when it can)."""
     start = 200 if draw >= 456 else 0
     return {"text": "reference solutions, teacher-forced",
             "tokens": "every response token and the EOS",
             "split": "heldout", "draw": draw, "seed": seed, "operands": operands,
-            "digits": digits, "start": start, "count": min(256, draw - start)}
+            "start": start, "count": min(256, draw - start)}
 
 
 def held_out_spec(spec: dict) -> dict:
@@ -98,7 +98,7 @@ def problems_of(spec: dict, count: int | None = None) -> list[Problem]:
     """The problems of a positions spec (its first `count` when given)."""
     ints = lambda s: tuple(int(x) for x in str(s).split(","))  # noqa: E731
     held = sample_problems(spec["draw"], "heldout", seed=spec["seed"],
-                           operands=ints(spec["operands"]), digits=ints(spec["digits"]))
+                           operands=ints(spec["operands"]))
     n = spec["count"] if count is None else min(count, spec["count"])
     return held[spec["start"]: spec["start"] + n]
 
@@ -155,7 +155,7 @@ def train_sft_matched(cfg, tok, heldout: list[Problem], common: dict, log=print)
     `<cfg.out>/sft-matched` with its card; returns the card. Needs `base` and `rl` there."""
     out = Path(cfg.out)
     base, rl = load_checkpoint(out / "base"), load_checkpoint(out / "rl")
-    full = positions_spec(cfg.heldout, cfg.seed, cfg.operands, cfg.digits)
+    full = positions_spec(cfg.heldout, cfg.seed, cfg.operands)
     spec, report = choose_spec(full), held_out_spec(full)  # chosen on one, reported on other
     probe = KLProbe.on_references(base, tok, problems_of(spec))
     rl_kl = probe.mean_kl(rl)
@@ -179,7 +179,7 @@ def train_sft_matched(cfg, tok, heldout: list[Problem], common: dict, log=print)
 
     st = train_sft(model, tok, steps=last, lr=lr, batch_size=cfg.rl_prompts * cfg.rl_group,
                    seed=cfg.seed + 17, operands=cfg.ints("operands"),
-                   digits=cfg.ints("digits"), warmup=1, weight_decay=0.0, cosine=False,
+                   warmup=1, weight_decay=0.0, cosine=False,
                    after_step=after, log=log)
     reached = abs(kept["best"][1] - rl_kl) <= cfg.matched_tolerance * rl_kl
     step, _, state = kept["best"] if reached else kept["rl_steps"]

@@ -15,23 +15,24 @@ from core.demo.task import sample_problems
 
 def encode_examples(tokenizer, problems, noise: float = 0.0,
                     rng: random.Random | None = None) -> tuple[list[list[int]], list[list[int]]]:
-    """Prompt and response ids; a share `noise` of responses carry one arithmetic slip."""
+    """Prompt and response ids; a share `noise` of responses take the left-to-right route
+    (wrong where the problem has a trap); with `rng`, the wording of each is drawn."""
     prompts = [list(tokenizer(p.prompt)["input_ids"]) for p in problems]
-    texts = [p.flawed_solution(rng) if noise and rng.random() < noise else p.solution
-             for p in problems]
+    texts = [p.solution if rng is None else p.flawed_solution(rng)
+             if noise and rng.random() < noise else p.right_solution(rng) for p in problems]
     responses = [list(tokenizer(t, add_special_tokens=False)["input_ids"])
                  + [tokenizer.eos_token_id] for t in texts]
     return prompts, responses
 
 
 def train_sft(model, tokenizer, *, steps: int, lr: float, batch_size: int, seed: int,
-              operands: tuple[int, ...], digits: tuple[int, ...], warmup: int = 20,
+              operands: tuple[int, ...], warmup: int = 20,
               noise: float = 0.0, weight_decay: float = 0.01, cosine: bool = True,
               after_step: Callable[[int], None] | None = None,
               log: Callable[[str], None] = print, log_every: int = 50) -> dict:
     """Next-token loss on response tokens of freshly drawn training problems.
 
-    `noise` is the share of training responses with one deliberate arithmetic slip.
+    `noise` is the share of training responses that work left to right (the trap).
     `cosine`: linear warm-up then cosine decay to 0 at `steps`; False: constant after the
     warm-up (a checkpoint taken at any step is then the same as a run stopped there).
     `after_step(k)` is called after update k (1-based), the model in eval mode.
@@ -48,7 +49,7 @@ def train_sft(model, tokenizer, *, steps: int, lr: float, batch_size: int, seed:
     loss_ema = None
     for step in range(steps):
         problems = sample_problems(batch_size, "train", seed=seed * 1_000_003 + step,
-                                   operands=operands, digits=digits, unique=False)
+                                   operands=operands, unique=False)
         ids, attn, resp = pack(*encode_examples(tokenizer, problems, noise, rng),
                                tokenizer.pad_token_id)
         logp = token_logprobs(model, ids, attn)

@@ -1,12 +1,21 @@
-"""The demo task: multi-step integer arithmetic with a written chain of thought.
+"""The demo task: small-number arithmetic with operator precedence and a worded solution.
 
-A problem is `Q: 37+48-12=? A:` and its reference solution is
-` 37+48=85; 85-12=73. #### 73`. Knobs: number of operands and digits per operand.
-The train / held-out split is a pure function of the question text (a hash), so the two
-splits can never share a problem however many are drawn.
+A problem is an expression of small integers with `+` and `*`, asked in one of several
+phrasings (`What is 3 + 4 * 5 ?`, `Evaluate 3 plus 4 times 5 .`, ...); its reference
+solution works it in steps, with varied wording, and ends with the verifiable answer line:
+` First 4 * 5 = 20 . Then 3 + 20 = 23 . So the answer is #### 23`.
 
-This module knows nothing about models; it only makes, formats and checks problems (the
-checker, `extract_answer` / `is_correct`, is core.inputs.verifiers' "exact" verifier).
+Some forms carry a TEMPTING BUT WRONG step: `a + b * c` worked left to right
+(`First 3 + 4 = 7 . Then 7 * 5 = 35`), and `a * b + c * d` where, after `a * b`, the
+left-to-right route adds `c` before multiplying by `d`. `flawed_solution` writes that route;
+the base model is trained on a mix of both, so at those few decision points it puts real mass
+on each, and RL on the verifier's reward can move that choice (the paper's reweighting among
+likely candidates). Forms without a trap (`a * b + c`) are the same either way.
+
+The train / held-out split is a pure function of the expression (a hash), so the two splits
+never share a problem however many are drawn. This module knows nothing about models; it
+only makes, formats and checks problems (the checker, `extract_answer` / `is_correct`, is
+core.inputs.verifiers' "exact" verifier).
 """
 
 from __future__ import annotations
@@ -22,93 +31,140 @@ from core.inputs.verifiers import ANSWER_MARK, extract_answer, is_correct  # noq
 # The answer checker is the "exact" verifier of the base layer; re-exported for the demo.
 from core.store.storage import write_bytes
 
-HELDOUT_SHARE = 5  # one question in HELDOUT_SHARE is held out
+HELDOUT_SHARE = 5  # one expression in HELDOUT_SHARE is held out
+MAX_OPERAND = 6  # operands are 1..MAX_OPERAND: the arithmetic stays easy, the order is the test
+MAX_VALUE = 199  # every number either route writes is a single vocabulary entry (0..199)
+
+ASKS = ("What is {} ?", "Compute {} .", "Evaluate {} .", "Calculate {} .",
+        "Find the value of {} .", "Work out {} .")
+OPENERS = ("First", "Start with", "Begin with")
+CONNECTORS = ("Then", "Next", "After that ,")
+CLOSERS = ("So the answer is", "The answer is", "This gives")
+OP_WORDS = {"+": "plus", "*": "times"}
+# form: operators of the expression; the trap is which step a left-to-right reader takes.
+FORMS = {3: (("+", "*"), ("*", "+")), 4: (("*", "+", "*"),)}
+
+Step = tuple[int, str, int, int]  # (left, op, right, result)
+
+
+def _apply(a: int, op: str, b: int) -> int:
+    return a + b if op == "+" else a * b
 
 
 @dataclass(frozen=True)
 class Problem:
     operands: tuple[int, ...]
-    ops: tuple[str, ...]  # len(operands) - 1 items, each "+" or "-"
+    ops: tuple[str, ...]  # len(operands) - 1 items, each "+" or "*"
+    ask: int = 0  # index into ASKS
+    words: bool = False  # operators written as words in the question
 
     @property
     def question(self) -> str:
+        """The expression, written with symbols (what the split is a hash of)."""
         parts = [str(self.operands[0])]
         for op, x in zip(self.ops, self.operands[1:]):
-            parts.append(f"{op}{x}")
-        return "".join(parts)
+            parts += [op, str(x)]
+        return " ".join(parts)
 
     @property
     def prompt(self) -> str:
-        return f"Q: {self.question}=? A:"
+        expr = self.question
+        if self.words:
+            expr = " ".join(OP_WORDS.get(t, t) for t in expr.split())
+        return ASKS[self.ask].format(expr)
 
     @property
     def answer(self) -> int:
-        return self.steps()[-1][2]
+        return self.steps()[-1][3]
+
+    @property
+    def has_trap(self) -> bool:
+        """Whether the left-to-right route gives a different answer."""
+        return self.left_to_right()[-1][3] != self.answer
 
     @property
     def difficulty(self) -> str:
-        digits = max(len(str(x)) for x in self.operands)
-        return f"{len(self.operands)}ops-{digits}d"
+        return f"{len(self.operands)}ops-{'trap' if self.has_trap else 'plain'}"
 
-    def steps(self) -> list[tuple[str, int, int]]:
-        """Each step as (left-hand expression, intermediate value, result)."""
-        acc = self.operands[0]
-        out = []
-        for op, x in zip(self.ops, self.operands[1:]):
-            new = acc + x if op == "+" else acc - x
-            out.append((f"{acc}{op}{x}", acc, new))
-            acc = new
+    def steps(self) -> list[Step]:
+        """The right route: every `*` first (left to right), then the `+` (left to right)."""
+        vals, ops, out = list(self.operands), list(self.ops), []
+        for kind in ("*", "+"):
+            i = 0
+            while i < len(ops):
+                if ops[i] == kind:
+                    res = _apply(vals[i], kind, vals[i + 1])
+                    out.append((vals[i], kind, vals[i + 1], res))
+                    vals[i: i + 2] = [res]
+                    del ops[i]
+                else:
+                    i += 1
         return out
+
+    def left_to_right(self) -> list[Step]:
+        """The tempting route: every operator in reading order."""
+        acc, out = self.operands[0], []
+        for op, x in zip(self.ops, self.operands[1:]):
+            res = _apply(acc, op, x)
+            out.append((acc, op, x, res))
+            acc = res
+        return out
+
+    def worked(self, steps: list[Step], rng: random.Random | None = None) -> str:
+        """A response (leading space) working `steps`; wording drawn from `rng` (None: the
+        first phrasing of each part)."""
+        def pick(options):
+            return options[0] if rng is None else rng.choice(options)
+        parts = []
+        for k, (a, op, b, r) in enumerate(steps):
+            lead = pick(OPENERS) if k == 0 else pick(CONNECTORS)
+            parts.append(f"{lead} {a} {op} {b} = {r} .")
+        return " " + " ".join(parts) + f" {pick(CLOSERS)} {ANSWER_MARK} {steps[-1][3]}"
 
     @property
     def solution(self) -> str:
-        """Reference response (what follows the prompt), with a leading space."""
+        """Reference response (what follows the prompt) in the first wording."""
         return self.worked(self.steps())
 
-    def worked(self, steps: list[tuple[str, int, int]]) -> str:
-        chain = "; ".join(f"{lhs}={res}" for lhs, _, res in steps)
-        return f" {chain}. {ANSWER_MARK} {steps[-1][2]}"
+    def right_solution(self, rng: random.Random) -> str:
+        return self.worked(self.steps(), rng)
 
     def flawed_solution(self, rng: random.Random) -> str:
-        """A solution with one arithmetic slip (off by 1, 2 or 10) carried through to the
-        answer, like the flawed reasoning a base model has seen alongside correct work."""
-        steps = self.steps()
-        k = rng.randrange(len(steps))
-        acc = steps[k][2] + rng.choice((-10, -2, -1, 1, 2, 10))
-        out = steps[:k] + [(steps[k][0], steps[k][1], acc)]
-        for op, x in zip(self.ops[k + 1:], self.operands[k + 2:]):
-            new = acc + x if op == "+" else acc - x
-            out.append((f"{acc}{op}{x}", acc, new))
-            acc = new
-        return self.worked(out)
+        """The left-to-right route, in a drawn wording (wrong where the form has a trap)."""
+        return self.worked(self.left_to_right(), rng)
 
 
 def split_of(question: str) -> str:
-    """'heldout' or 'train', decided by a hash of the question text alone."""
+    """'heldout' or 'train', decided by a hash of the expression alone."""
     h = int(hashlib.sha256(question.encode()).hexdigest()[:8], 16)
     return "heldout" if h % HELDOUT_SHARE == 0 else "train"
 
 
-def random_problem(rng: random.Random, n_operands: int, digits: int) -> Problem:
-    lo = 0 if digits == 1 else 10 ** (digits - 1)
-    hi = 10**digits - 1
-    # A mix of 1..digits-digit operands keeps small numbers in the data.
-    operands = tuple(rng.randint(0 if rng.random() < 0.3 else lo, hi) for _ in range(n_operands))
-    ops = tuple(rng.choice("+-") for _ in range(n_operands - 1))
-    return Problem(operands, ops)
+def random_problem(rng: random.Random, n_operands: int) -> Problem | None:
+    """A problem with `n_operands` operands, or None when a route leaves 0..MAX_VALUE."""
+    ops = rng.choice(FORMS[n_operands])
+    operands = tuple(rng.randint(1, MAX_OPERAND) for _ in range(n_operands))
+    p = Problem(operands, ops, ask=rng.randrange(len(ASKS)), words=rng.random() < 0.3)
+    if max(s[3] for s in p.steps() + p.left_to_right()) > MAX_VALUE:
+        return None
+    return p
 
 
 def sample_problems(
     n: int,
     split: str,
     seed: int,
-    operands: tuple[int, ...] = (2, 3, 4),
-    digits: tuple[int, ...] = (2,),
+    operands: tuple[int, ...] = (3, 4),
     unique: bool = True,
 ) -> list[Problem]:
-    """Draw `n` problems from `split` ('train' or 'heldout'), deterministic in `seed`."""
+    """Draw `n` problems from `split` ('train' or 'heldout'), deterministic in `seed`;
+    `unique`: no prompt twice (an expression may come back in another phrasing: there are a
+    few hundred held-out expressions and twelve phrasings of each)."""
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be 'train' or 'heldout', not {split!r}")
+    bad = [k for k in operands if k not in FORMS]
+    if bad:
+        raise ValueError(f"operands must be among {sorted(FORMS)}, not {bad}")
     rng = random.Random(f"{split}-{seed}")
     seen: set[str] = set()
     out: list[Problem] = []
@@ -117,13 +173,24 @@ def sample_problems(
         tries += 1
         if tries > 200 * n + 10_000:
             raise RuntimeError(f"could not draw {n} distinct {split} problems with these knobs")
-        p = random_problem(rng, rng.choice(operands), rng.choice(digits))
-        q = p.question
-        if split_of(q) != split or (unique and q in seen):
+        p = random_problem(rng, rng.choice(operands))
+        if p is None:
             continue
-        seen.add(q)
+        if split_of(p.question) != split or (unique and p.prompt in seen):
+            continue
+        seen.add(p.prompt)
         out.append(p)
     return out
+
+
+def vocabulary_words() -> list[str]:
+    """Every word the task writes (the demo tokenizer's vocabulary, numbers aside)."""
+    words: set[str] = set()
+    for text in ASKS + OPENERS + CONNECTORS + CLOSERS:
+        words.update(text.replace("{}", " ").split())
+    words.update(OP_WORDS.values())
+    words.update(("+", "*", "=", ".", ANSWER_MARK))
+    return sorted(words)
 
 
 def prompt_records(problems: list[Problem], prefix: str) -> list[dict]:
