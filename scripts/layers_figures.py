@@ -30,7 +30,7 @@ from core.experiments import layers as L  # noqa: E402
 from core.figures import layers as F  # noqa: E402
 from core.figures.export import figure_bytes  # noqa: E402
 from core.precompute.driver import precompute  # noqa: E402
-from core.store.manifest import Manifest  # noqa: E402
+from core.store.run import Run  # noqa: E402
 
 DEMO = ROOT / "assets" / "demo"
 OUT = ROOT / "assets" / "screenshots"
@@ -52,8 +52,9 @@ def main() -> int:
             max_prompts=a.prompts, n=2, max_new_tokens=96), log=lambda s: None,
             show_progress=False)
         run = Path(tmp) / "demo-rl-layers"
-        pair = Manifest.load(run).load_pair(device="cpu")
-        tok = pq.read_table(run / "tokens.parquet").to_pandas()
+        opened = Run.open(run).require()
+        pair = opened.load_pair(device="cpu")
+        tok = pq.read_table([str(f) for f in opened.table_files("tokens")]).to_pandas()
         # the traces that hold the run's most divergent tokens (0.4% of the demo's tokens are
         # above 0.1: the first few traces may hold none)
         traces = sorted(tok.groupby("trace_id").js.max().nlargest(a.traces).index.tolist())
