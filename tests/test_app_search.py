@@ -37,20 +37,21 @@ def _keys(df):
 
 
 def test_a_link_restores_filters_and_page(app, app_cache):
-    at = _open(app, run="demo-rl", js="0.0001", re="^[0-9]$", rel="0.1,0.9", page=2)
-    assert at.number_input(key="s_js").value == pytest.approx(0.0001)
-    assert at.text_input(key="s_re").value == "^[0-9]$"
+    at = _open(app, run="demo-rl", js="0", re="^ [0-9]+$", rel="0.1,0.9", page=2)
+    assert at.number_input(key="s_js").value == pytest.approx(0.0)
+    assert at.text_input(key="s_re").value == "^ [0-9]+$"
     assert at.slider(key="s_rel").value == pytest.approx((0.1, 0.9))
     assert at.number_input(key="s_page").value == 2
-    kw = dict(js_min=0.0001, regex="^[0-9]$", rel_pos_range=(0.1, 0.9), runs=["demo-rl"])
+    kw = dict(js_min=0.0, regex="^ [0-9]+$", rel_pos_range=(0.1, 0.9), runs=["demo-rl"])
     con = _con(app_cache)
     n = api.token_search_count(con, **kw)
     assert n > 100, "the test needs a second page"
     want = api.token_search(con, limit=100, offset=100, **kw)
     got = at.dataframe[0].value
-    assert _keys(got) == _keys(want) and all(t.strip("'").isdigit() for t in got["token"])
+    assert _keys(got) == _keys(want) and all(t.strip("'").startswith(" ")
+                                             and t.strip("' ").isdigit() for t in got["token"])
     assert any(f"Tokens 101–{min(n, 200)} of {n:,}" in c.value for c in at.caption)
-    assert at.query_params["page"] == "2" and at.query_params["re"] == "^[0-9]$"
+    assert at.query_params["page"] == "2" and at.query_params["re"] == "^ [0-9]+$"
 
 
 def test_paging_past_the_first_pages(app, app_cache):
@@ -68,15 +69,15 @@ def test_paging_past_the_first_pages(app, app_cache):
 
 def test_a_submitted_search_goes_into_the_url_and_back_to_page_one(app):
     at = _open(app, run="demo-rl", js="0", page=3)
-    at.text_input(key="s_ngram").input(";| ")
+    at.text_input(key="s_ngram").input(" .| Then")
     at.number_input(key="s_js").set_value(0.0)
     at.button[0].click().run()  # the form's Search button
     assert not at.exception, [e.value for e in at.exception]
-    assert at.query_params["ngram"] == ";| " and "page" not in at.query_params
+    assert at.query_params["ngram"] == " .| Then" and "page" not in at.query_params
     assert at.query_params["js"] == "0.0"  # not the default (0.05): kept in the link
     got = at.dataframe[0].value
-    assert len(got) > 0 and (got["token"] == repr(";")).all()
-    assert all(a.startswith(" ") for a in got["after"])
+    assert len(got) > 0 and (got["token"] == repr(" .")).all()
+    assert all(a.startswith(" Then") for a in got["after"])
 
 
 @pytest.mark.parametrize("params,why", [({"re": "(?<=a)b"}, "invalid regular expression"),

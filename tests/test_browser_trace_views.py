@@ -44,12 +44,14 @@ COLUMNS_JS = """cols => cols.map(c => {
 
 
 def test_the_lanes_sit_under_their_tokens(server, page, app_cache):
-    page.goto(f"{server}/?run=demo-rl&lanes=1")
+    toks = pd.read_parquet(app_cache / "demo-rl" / "tokens.parquet")
+    longest = int(toks.groupby("trace_id").size().idxmax())  # long enough to wrap
+    page.goto(f"{server}/?run=demo-rl&lanes=1&trace={longest}")
     page.locator(".sl-lane").first.wait_for(timeout=60_000)
     ready(page)
     cols = page.locator(".sl-col").evaluate_all(COLUMNS_JS)
     tid = int(parse_qs(urlparse(page.url).query)["trace"][0])
-    toks = pd.read_parquet(app_cache / "demo-rl" / "tokens.parquet")
+    assert tid == longest
     toks = toks[toks.trace_id == tid].sort_values("pos")
     assert [c["pos"] for c in cols] == list(range(len(toks)))  # no fold: every token
     rows = set()
@@ -88,15 +90,19 @@ def test_the_keyboard_walks_highlighted_tokens_opens_top_k_and_turns_traces(serv
                                                                              app_cache):
     from core import api
 
-    page.goto(f"{server}/?run=demo-rl&thr=0.02")
+    # the first trace in the table's order (not the last) with three tokens above 0.005
+    order = api.trace_list(api.open_runs([app_cache / "demo-rl"]), "demo-rl",
+                           sampled_from="tuned", limit=500).trace_id.tolist()
+    every = pd.read_parquet(app_cache / "demo-rl" / "tokens.parquet")
+    lit_of = every[every.js >= 0.005].groupby("trace_id").size()
+    tid = next(t for t in order[:-1] if lit_of.get(t, 0) >= 3)
+    page.goto(f"{server}/?run=demo-rl&thr=0.005&trace={tid}")
     page.locator(".sl-tok").first.wait_for(timeout=60_000)
     ready(page)
-    tid = int(_url(page)["trace"])
+    assert int(_url(page)["trace"]) == tid
     assert "pos" not in _url(page)
-    toks = pd.read_parquet(app_cache / "demo-rl" / "tokens.parquet")
-    toks = toks[toks.trace_id == tid].sort_values("pos")
-    lit = toks.pos[toks.js >= 0.02].tolist()  # the tokens above the threshold
-    assert len(lit) >= 3
+    toks = every[every.trace_id == tid].sort_values("pos")
+    lit = toks.pos[toks.js >= 0.005].tolist()  # the tokens above the threshold
     cursor = page.locator(".sl-cur")
     page.keyboard.press("j")
     expect(cursor).to_have_attribute("data-pos", str(lit[0]))
@@ -118,8 +124,6 @@ def test_the_keyboard_walks_highlighted_tokens_opens_top_k_and_turns_traces(serv
     page.evaluate("document.activeElement.blur()")
     ready(page)
     assert int(_url(page)["trace"]) == tid
-    order = api.trace_list(api.open_runs([app_cache / "demo-rl"]), "demo-rl",
-                           sampled_from="tuned", limit=500).trace_id.tolist()
     after = order[order.index(tid) + 1]
     page.keyboard.press("n")  # the next trace in the table's order
     page.get_by_role("heading", name=f"Trace {after}", exact=True).wait_for(timeout=30_000)

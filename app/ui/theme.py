@@ -50,15 +50,22 @@ def current() -> str:
     return choice if choice in THEMES else base()
 
 
+def chosen() -> str | None:
+    """The theme this session picked in the switch, None while it has picked none (then the
+    page follows the server's theme, which the browser knows before the server does)."""
+    choice = st.session_state.get(KEY)
+    return choice if choice in THEMES else None
+
+
 def switch() -> str:
     """Draw the sidebar switch, restyle the page when the choice differs from the server's
     theme, and return the theme in force."""
     st.session_state["theme_switch"] = current()
 
-    def chosen() -> None:
+    def picked() -> None:
         st.session_state[KEY] = st.session_state["theme_switch"] or current()
 
-    st.sidebar.segmented_control("Theme", list(THEMES), key="theme_switch", on_change=chosen,
+    st.sidebar.segmented_control("Theme", list(THEMES), key="theme_switch", on_change=picked,
                                  format_func=LABELS.get, help="Light or dark pages and figures "
                                  "for this browser tab only.")
     theme = current()

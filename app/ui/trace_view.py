@@ -4,9 +4,10 @@
 position of a clicked token (or None); `trace_step(key)` is the keyboard's next / previous
 trace request. The JavaScript, the CSS and the data they draw come
 from core.figures.trace, which the notebook widget (shiftlens) shares. Token text is set
-with textContent in the browser. The payload carries this session's theme (app.ui.theme), so
-switching it redraws the view in the new colours at once; without one (the notebook widget)
-the browser picks them by the page's background (--st-background-color).
+with textContent in the browser. Once a session has picked a theme in the switch
+(app.ui.theme) the payload carries it, so switching redraws the view in the new colours at
+once; before that (and in the notebook widget) the browser picks them by the page's
+background (--st-background-color), which knows a dark server's theme on the first paint.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ _component = st.components.v2.component("shiftlens_trace_view", css=_css, js=_js
 
 def draw(data: dict, key: str) -> int | None:
     """Draw a payload of core.figures.trace; the position clicked in this rerun, else None."""
-    data = dict(data, theme=theme.current())
+    if theme.chosen():  # a session's own choice; else the browser reads the page's colour
+        data = dict(data, theme=theme.chosen())
     result = _component(key=key, data=data, on_clicked_change=lambda: None,
                         on_trace_step_change=lambda: None)
     clicked = getattr(result, "clicked", None)
