@@ -46,8 +46,7 @@ def base() -> str:
 
 def current() -> str:
     """This session's theme: its choice in the switch, else the server's."""
-    choice = st.session_state.get(KEY)
-    return choice if choice in THEMES else base()
+    return chosen() or base()
 
 
 def chosen() -> str | None:
