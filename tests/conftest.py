@@ -61,7 +61,7 @@ def copy_model(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def app_cache(tmp_path_factory) -> Path:
+def app_cache(tmp_path_factory):
     """A cache for app tests, built by the production path: a small demo-pair run (traces
     from both models), its SFT contrast, a two-step series, and the hostile-text run."""
     from core.config import PrecomputeConfig
@@ -82,7 +82,37 @@ def app_cache(tmp_path_factory) -> Path:
         precompute(PrecomputeConfig(tuned=str(s), name=f"demo-rl-step-{n}", kind="series",
                                     series_step=n, traces_from="demo-rl", **common), **quiet)
     build_hostile_run(tmp_path_factory.mktemp("hostile_pair"), cache)
-    return cache
+    before = _fingerprint(cache)
+    yield cache
+    changed = sorted(set(before) ^ set(_fingerprint(cache)))
+    assert not changed, ("a test wrote into the shared app cache (copy the runs it changes "
+                         f"with _cache_with): {sorted({p for p, *_ in changed})[:10]}")
+
+
+@pytest.fixture(autouse=True)
+def _app_cache_untouched(request):
+    """A test that uses the app cache leaves it as it found it (the session check above
+    says that something did; this one names the test)."""
+    if "app_cache" not in request.fixturenames:
+        yield
+        return
+    cache = request.getfixturevalue("app_cache")
+    before = _fingerprint(cache)
+    yield
+    changed = sorted({p for p, *_ in set(before) ^ set(_fingerprint(cache))})
+    assert not changed, f"this test wrote into the shared app cache: {changed[:10]}"
+
+
+def _fingerprint(cache: Path) -> set[tuple[str, int, int]]:
+    """Every file under `cache` with its size and modification time: the app cache is shared
+    by every module on a worker, so a test that writes into it changes what the others see.
+    The query index (a cache the readers build, under a lock) is left out."""
+    out = set()
+    for f in cache.rglob("*"):
+        if f.is_file() and not f.name.startswith(".query-index"):
+            st = f.stat()
+            out.add((str(f.relative_to(cache)), st.st_size, st.st_mtime_ns))
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +160,19 @@ def server(app_cache):
     from tests.browser import streamlit_server
 
     with streamlit_server(app_cache) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def own_server(app_cache, tmp_path_factory):
+    """The app served on a module's own copy of the app cache: for browser tests whose
+    clicks write into a run (saved forks, started jobs), which `server` would leave in the
+    cache other modules read."""
+    from tests.browser import streamlit_server
+
+    cache = tmp_path_factory.mktemp("own_cache") / "cache"
+    shutil.copytree(app_cache, cache, ignore=shutil.ignore_patterns(".query-index*"))
+    with streamlit_server(cache) as url:
         yield url
 
 

@@ -117,8 +117,15 @@ def test_add_pair_and_runs_pages(app):
     assert len(at.get("plotly_chart")) >= 10  # the side-by-side comparison
 
 
-def test_cross_sampling_target_budget_picks_eps_from_the_run(app):
-    at = app("views/cross.py")
+def test_cross_sampling_target_budget_picks_eps_from_the_run(app_cache, tmp_path,
+                                                            monkeypatch):
+    # the sweep it starts writes into its run: a copy, not the cache other modules' servers
+    # read (under xdist a browser test saw this sweep appear mid-page)
+    from tests.conftest import open_app
+    from tests.test_app_interactions import _cache_with
+
+    at = open_app(monkeypatch, _cache_with(app_cache, tmp_path, "demo-rl"), "views/cross.py",
+                  run="demo-rl")
     sweep_over = next(r for r in at.radio if "target budgets (% of tokens)" in r.options)
     sweep_over.set_value("target budgets (% of tokens)")
     at.text_input[0].set_value("5")

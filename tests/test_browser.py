@@ -16,6 +16,13 @@ pytestmark = [pytest.mark.browser,
 ARTIFACTS = Path(os.environ.get("SHIFTLENS_ARTIFACTS", Path(__file__).parent / "artifacts"))
 
 
+@pytest.fixture(scope="module")
+def server(own_server):
+    """This module's clicks save forks, run a sweep and precompute an upload: its own copy
+    of the app cache, so no other module's server sees them appear."""
+    return own_server
+
+
 def background(loc) -> str:
     return loc.evaluate("el => getComputedStyle(el).backgroundColor")
 

@@ -51,7 +51,8 @@ def choose(page, box, typed: str, chosen: re.Pattern) -> None:
     expect(box.locator("input")).to_have_value(chosen, timeout=5_000)
 
 
-def test_fork_explorer_offers_both_top_k_lists_and_reopens_saved_forks(server, page):
+def test_fork_explorer_offers_both_top_k_lists_and_reopens_saved_forks(own_server, page):
+    server = own_server  # its saved forks go into a copy of the app cache
     page.goto(f"{server}/?run=demo-rl&pos=4")
     page.locator(".sl-sel").wait_for(timeout=30_000)
     page.get_by_text("Fork here (at token 4)").click()

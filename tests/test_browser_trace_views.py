@@ -125,9 +125,14 @@ def test_the_keyboard_walks_highlighted_tokens_opens_top_k_and_turns_traces(serv
     ready(page)
     assert int(_url(page)["trace"]) == tid
     after = order[order.index(tid) + 1]
+    old = page.locator(".sl-tok").first.element_handle()  # inside the view's shadow root
     page.keyboard.press("n")  # the next trace in the table's order
     page.get_by_role("heading", name=f"Trace {after}", exact=True).wait_for(timeout=30_000)
     page.wait_for_url(re.compile(rf"[?&]trace={after}(&|$)"), timeout=30_000)
+    # the view draws the new trace after the script run ends: a key pressed before that
+    # went to the old view (under load the heading came seconds before the tokens)
+    page.wait_for_function("el => !el.isConnected", arg=old, timeout=30_000)
+    page.locator(".sl-tok").first.wait_for(timeout=30_000)
     ready(page)
     assert "pos" not in _url(page)  # a new trace opens with no token selected
     page.keyboard.press("p")
