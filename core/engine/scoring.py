@@ -92,9 +92,17 @@ def plan(settings: "ScoreSettings", model, vocab: int,
     and `models` heads applied block by block."""
     dev = next(model.parameters()).device
     budget = heads.resolve_budget(settings.memory_budget, dev)
-    size = heads.itemsize(heads.math_dtype(dev, settings.math_dtype))
-    rows = settings.chunk_rows or heads.chunk_rows(vocab, budget, size, cpu=dev.type == "cpu")
-    block = heads.head_block_rows(vocab, budget, rows, size, models)
+    dtype = heads.math_dtype(dev, settings.math_dtype)
+    size = heads.itemsize(dtype)
+    if metric_path(dev, dtype) != "torch" and not settings.chunk_rows:
+        # a fused kernel expands no (rows, vocab) tensor: one call per head block (86 calls
+        # of 6 rows for 512 rows before), with one chunk's worth of budget kept in reserve
+        block = heads.head_block_rows(vocab, budget, 1, size, models)
+        rows = block
+    else:
+        rows = settings.chunk_rows or heads.chunk_rows(vocab, budget, size,
+                                                       cpu=dev.type == "cpu")
+        block = heads.head_block_rows(vocab, budget, rows, size, models)
     kv = heads.kv_bytes_per_token(model)
     max_tokens = max(1, budget // kv) if kv else None
     return budget, rows, block, max_tokens
