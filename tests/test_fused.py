@@ -140,3 +140,56 @@ def test_triton_kernel_under_the_interpreter():
     worst_by_kind = json.loads(res.stdout.strip().splitlines()[-1])
     assert set(worst_by_kind) == set(KINDS)
     assert max(max(v.values()) for v in worst_by_kind.values()) <= 1.0
+
+
+def _both_searches(x: torch.Tensor, tps=(0.7, 0.9, 0.95)):
+    """(linear search's result or None when it declines, radix search's) on one row."""
+    import numpy as np
+
+    from core.metrics import fused_nucleus as N
+    from core.metrics.fused_numba import _hist
+
+    a = x.numpy().astype(np.float32)
+    mx = np.float32(a.max())
+    w = np.exp(a - mx).astype(np.float32)
+    s = float(w.astype(np.float64).sum())
+    tp = np.asarray(tps, np.float64)
+    hc, hm = np.zeros(N.NL, np.int64), np.zeros(N.NL, np.float64)
+    N.lhist(a, mx, w, hc, hm)
+    lin = [np.empty(len(tp), np.int64), np.empty(len(tp), np.int64), np.empty(len(tp))]
+    ok = N.nuclei_linear(a, a.view(np.int32), mx, w, s, tp, hc, hm, *lin)
+    kc, km = np.zeros(N.NB1, np.int64), np.zeros(N.NB1, np.float64)
+    _hist(a.view(np.int32), w, kc, km)
+    rad = [np.empty(len(tp), np.int64), np.empty(len(tp), np.int64), np.empty(len(tp))]
+    N.nuclei(a.view(np.int32), w, s, tp, kc, km, *rad)
+    return (lin if ok else None), rad
+
+
+@pytest.mark.parametrize("row", ["near-uniform", "peaked", "bf16", "small-ties", "masked"])
+def test_the_linear_nucleus_search_agrees_with_the_radix_search(row):
+    """The first level on a linear scale below the maximum (fused_nucleus.nuclei_linear)
+    finds the same last kept token and kept mass as the radix search on the keys, for
+    every kind of row it accepts; rows of one logit it declines (the radix search runs)."""
+    g = torch.Generator().manual_seed(11)
+    v = 151_936
+    x = {"near-uniform": lambda: torch.randn(v, generator=g) * 0.78,
+         "peaked": lambda: torch.randn(v, generator=g) * 8,
+         "bf16": lambda: (torch.randn(v, generator=g) * 1.5).bfloat16().float(),
+         "small-ties": lambda: (torch.randn(v, generator=g) * 40).round() / 16,
+         "masked": lambda: torch.where(torch.rand(v, generator=g) < 0.5, -math.inf,
+                                       torch.randn(v, generator=g))}[row]()
+    lin, rad = _both_searches(x)
+    assert lin is not None, "declined a row it should search"
+    for a, b in zip(lin, rad, strict=True):
+        assert a.tolist() == b.tolist() if a.dtype.kind == "i" else a == pytest.approx(b)
+    none, _ = _both_searches(torch.zeros(v))
+    assert none is None  # one bin of 151,936 equal logits: the radix search's counting
+
+
+def test_the_linear_search_serves_any_number_of_nuclei():
+    """Four and five nuclei (two sharing a bin) give what the radix search gives."""
+    g = torch.Generator().manual_seed(12)
+    x = torch.randn(151_936, generator=g) * 0.78
+    lin, rad = _both_searches(x, (0.5, 0.7, 0.9, 0.95, 0.95000001))
+    for a, b in zip(lin, rad, strict=True):
+        assert a.tolist() == b.tolist() if a.dtype.kind == "i" else a == pytest.approx(b)

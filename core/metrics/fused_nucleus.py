@@ -217,25 +217,76 @@ def jsf(d, t):
     return ser if ad < 0.25 else closed
 
 
+@nb.njit(cache=True, fastmath=_FM, inline="always")
+def jsf32(d, t):
+    """jsf in float32 (d, t float32): f(d) to ~1e-7 relative where jsf's series gives
+    ~1e-12; enough for the truncated JS columns' target (1e-4 relative), whose terms are
+    summed in float64. The closed form cancels by at most ~100x (at |d| = 0.25), so its
+    relative error stays below ~1e-5."""
+    ad = abs(d)
+    x2 = np.float32(0.25) * d * d
+    ser = x2 * (np.float32(0.5) + x2 * (np.float32(-0.25) + x2 * (
+        np.float32(1.0 / 9.0) + x2 * (np.float32(-17.0 / 360.0)
+                                      + x2 * np.float32(31.0 / 1575.0)))))
+    tc = min(t, np.float32(0.7788007830714049))
+    a1 = np.float32(1.0) + tc
+    a2 = np.float32(2.0) + tc
+    inv = np.float32(1.0) / (a1 * a2)
+    s = tc * a1 * inv
+    z = s * s
+    lg = np.float32(2.0) * s * (np.float32(1.0) + z * (np.float32(1.0 / 3.0) + z * (
+        np.float32(1.0 / 5.0) + z * (np.float32(1.0 / 7.0) + z * (
+            np.float32(1.0 / 9.0) + z * np.float32(1.0 / 11.0))))))
+    closed = np.float32(LN2) - lg - ad * (tc * a2 * inv)
+    return ser if ad < np.float32(0.25) else closed
+
+
+@nb.njit(cache=True, fastmath=_FM, inline="always")
+def _tterm(kb, kt, wa, wt, r, ir, delta, ib, it, sh, cr, icr):
+    """One token's (p' + q') f(d') of one nucleus pair, float32 (see trunc_js)."""
+    p = wa * ib if kb else np.float32(0.0)
+    q = wt * it if kt else np.float32(0.0)
+    d = np.float32(delta - sh)
+    f = jsf32(d, min(r * cr, ir * icr))
+    return (p + q) * (f if (p > np.float32(0.0)) & (q > np.float32(0.0)) else np.float32(LN2))
+
+
 @nb.njit(cache=True, fastmath=_FM, error_model="numpy")
-def _trunc_one(xb, xt, wb, wt, tb, lb, tt, lt, ib, it, sh, cr, icr):
-    """2 x the truncated JS of one nucleus pair: one pass, selects only (vectorised). A
-    token is in a nucleus when its logit is above the last kept one's (tb, tt), or equal
-    and its id at most the last kept one's (lb, lt)."""
-    acc = 0.0
+def _trunc3(xb, xt, wb, wt, tb, lb, tt, lt, ib, it, sh, cr, icr):
+    """2 x the truncated JS of three nucleus pairs in one pass (selects only: vectorised).
+    A token is in a nucleus when its logit is above the last kept one's (tb, tt), or equal
+    and its id at most the last kept one's (lb, lt). d' in float64 from the logits (exact),
+    then the terms in float32, summed in float64."""
+    a0 = 0.0
+    a1 = 0.0
+    a2 = 0.0
+    tb0, tb1, tb2 = tb[0], tb[1], tb[2]
+    tt0, tt1, tt2 = tt[0], tt[1], tt[2]
+    lb0, lb1, lb2 = lb[0], lb[1], lb[2]
+    lt0, lt1, lt2 = lt[0], lt[1], lt[2]
+    ib0, ib1, ib2 = ib[0], ib[1], ib[2]
+    it0, it1, it2 = it[0], it[1], it[2]
+    sh0, sh1, sh2 = sh[0], sh[1], sh[2]
+    cr0, cr1, cr2 = cr[0], cr[1], cr[2]
+    ic0, ic1, ic2 = icr[0], icr[1], icr[2]
     for i in range(len(xb)):
         a = xb[i]
         b = xt[i]
-        kb = (a > tb) | ((a == tb) & (i <= lb))
-        kt = (b > tt) | ((b == tt) & (i <= lt))
-        pw = np.float64(wb[i])
-        qw = np.float64(wt[i])
-        p = pw * ib if kb else 0.0
-        q = qw * it if kt else 0.0
-        d = (np.float64(a) - np.float64(b)) - sh
-        f = jsf(d, min(pw / qw * cr, qw / pw * icr))
-        acc += (p + q) * (f if (p > 0.0) & (q > 0.0) else LN2)
-    return acc
+        wa = wb[i]
+        wq = wt[i]
+        r = wa / wq
+        ir = wq / wa
+        delta = np.float64(a) - np.float64(b)
+        a0 += np.float64(_tterm((a > tb0) | ((a == tb0) & (i <= lb0)),
+                                (b > tt0) | ((b == tt0) & (i <= lt0)),
+                                wa, wq, r, ir, delta, ib0, it0, sh0, cr0, ic0))
+        a1 += np.float64(_tterm((a > tb1) | ((a == tb1) & (i <= lb1)),
+                                (b > tt1) | ((b == tt1) & (i <= lt1)),
+                                wa, wq, r, ir, delta, ib1, it1, sh1, cr1, ic1))
+        a2 += np.float64(_tterm((a > tb2) | ((a == tb2) & (i <= lb2)),
+                                (b > tt2) | ((b == tt2) & (i <= lt2)),
+                                wa, wq, r, ir, delta, ib2, it2, sh2, cr2, ic2))
+    return a0, a1, a2
 
 
 @nb.njit(cache=True)
@@ -244,10 +295,123 @@ def trunc_js(xb, xt, wb, wt, dm, lim_b, kept_b, lim_t, kept_t, out):
     float32 logits, wb, wt float32 exps of logit - max, dm =
     max_b - max_t (the maxima those exps are taken from); lim, kept of each model from
     `nuclei`. With p' = w / kept: d' = log p' - log q' = (a - b) - sh, sh = dm + log kept_b
-    - log kept_t, and p'/q' = (wb/wt) kept_t/kept_b. One vectorised pass per nucleus."""
-    for j in range(len(out)):
-        acc = _trunc_one(xb, xt, wb, wt, xb[lim_b[j]], lim_b[j], xt[lim_t[j]], lim_t[j],
-                         1.0 / kept_b[j], 1.0 / kept_t[j],
-                         dm + math.log(kept_b[j]) - math.log(kept_t[j]),
-                         kept_t[j] / kept_b[j], kept_b[j] / kept_t[j])
-        out[j] = min(max(0.5 * acc, 0.0), LN2)
+    - log kept_t, and p'/q' = (wb/wt) kept_t/kept_b. One vectorised pass per three nuclei
+    (fewer are padded with the last)."""
+    nj = len(out)
+    for g in range(0, nj, 3):
+        idx = np.empty(3, np.int64)
+        for m in range(3):
+            idx[m] = min(g + m, nj - 1)
+        tb = np.empty(3, np.float32)
+        tt = np.empty(3, np.float32)
+        lb = np.empty(3, np.int64)
+        lt = np.empty(3, np.int64)
+        ib = np.empty(3, np.float32)
+        it = np.empty(3, np.float32)
+        sh = np.empty(3, np.float64)
+        cr = np.empty(3, np.float32)
+        icr = np.empty(3, np.float32)
+        for m in range(3):
+            j = idx[m]
+            lb[m], lt[m] = lim_b[j], lim_t[j]
+            tb[m], tt[m] = xb[lb[m]], xt[lt[m]]
+            ib[m], it[m] = 1.0 / kept_b[j], 1.0 / kept_t[j]
+            sh[m] = dm + math.log(kept_b[j]) - math.log(kept_t[j])
+            cr[m], icr[m] = kept_t[j] / kept_b[j], kept_b[j] / kept_t[j]
+        acc = _trunc3(xb, xt, wb, wt, tb, lb, tt, lt, ib, it, sh, cr, icr)
+        for m in range(3):
+            if g + m < nj:
+                out[g + m] = min(max(0.5 * acc[m], 0.0), LN2)
+
+
+# The first level of the search on a linear scale of the logit below the row's maximum:
+# bin = NL - 1 - floor((max - x) * SCALE), clipped at the last bin (32 nats below the
+# maximum, where a token's mass is below 1.3e-14 of the most likely one's). Monotone in x,
+# so equal logits share a bin and bins keep probability order; a bin is 1/256 nat wide,
+# where the key's top 11 bits made bins of up to a quarter octave (a near-uniform row's
+# nucleus then ended in bins of ~20,000 tokens, each refined in two more passes).
+NL = 8192
+SCALE = 256.0
+
+
+@nb.njit(cache=True, fastmath=_FM, inline="always")
+def lbin(x, mx):
+    """The linear first-level bin of logit x in a row whose maximum is mx (-inf: bin 0)."""
+    q = min((mx - x) * np.float32(SCALE), np.float32(NL - 1))
+    return NL - 1 - np.int64(q)
+
+
+@nb.njit(cache=True, fastmath=_FM)
+def lhist(x, mx, w, hc, hm):
+    """Count and float64 mass of w per linear bin (see lbin)."""
+    for i in range(len(x)):
+        u = lbin(x[i], mx)
+        hc[u] += 1
+        hm[u] += w[i]
+
+
+@nb.njit(cache=True)
+def nuclei_linear(x, bits, mx, w, s, tps, hc, hm, tau, lim, kept):
+    """`nuclei` from the linear histogram hc, hm (lhist): each nucleus ends in one bin; one
+    pass gathers the tokens of those bins and each bin is sorted by (key descending, id
+    ascending) and walked. Returns False, writing nothing, when a bin holds more than CAP
+    tokens (a big group of equal or masked logits, or top_p reaching the clipped last bin):
+    the caller then runs `nuclei` on the key histogram."""
+    nj = len(tps)
+    pref = np.empty(nj, np.int64)
+    above = np.empty(nj, np.float64)
+    for j in range(nj):
+        b, cum = _pick(hc, hm, 0.0, tps[j] * s)
+        if hc[b] > CAP:
+            return False
+        pref[j], above[j] = b, cum
+    total = 0
+    for j in range(nj):
+        first = True
+        for i in range(j):
+            first &= pref[i] != pref[j]
+        if first:
+            total += hc[pref[j]]
+    gi = np.empty(total, np.int64)
+    c = 0
+    p0, p1, p2 = pref[0], pref[min(1, nj - 1)], pref[min(2, nj - 1)]
+    for i in range(len(x)):  # the chosen bins' ids: a rare, well-predicted branch
+        u = lbin(x[i], mx)
+        if (u == p0) | (u == p1) | (u == p2):
+            gi[c] = i
+            c += 1
+    for j in range(3, nj):  # more than three nuclei: each further bin in its own pass
+        new = True
+        for i in range(j):
+            new &= pref[i] != pref[j]
+        if new:
+            for i in range(len(x)):
+                if lbin(x[i], mx) == pref[j]:
+                    gi[c] = i
+                    c += 1
+    ck = np.empty(CAP, np.int64)
+    cw = np.empty(CAP, np.float64)
+    ci = np.empty(CAP, np.int64)
+    for j in range(nj):
+        got = 0
+        for g in range(c):
+            i = gi[g]
+            if lbin(x[i], mx) == pref[j]:
+                ck[got] = key(bits[i])
+                cw[got] = w[i]
+                ci[got] = i
+                got += 1
+        order = np.argsort(-ck[:got], kind="mergesort")  # stable: ties by id
+        target = tps[j] * s
+        before = above[j]
+        t = -1
+        last = -1
+        for o in order:
+            if before < target or (t < 0 and before == 0.0):
+                t = ck[o]
+                last = ci[o]
+                before += cw[o]
+            else:
+                break
+        tau[j], lim[j], kept[j] = t, last, before
+    return True

@@ -23,7 +23,13 @@ import math
 import numba as nb
 import numpy as np
 
-from core.metrics.fused_nucleus import NB1, jsf, key, nuclei, trunc_js
+from core.metrics import cache_stamp
+from core.metrics.fused_nucleus import NB1, NL, jsf, key, lhist, nuclei, nuclei_linear, trunc_js
+
+# numba keys each cached kernel on its own file only: fused_rows compiled with an older
+# fused_nucleus.py would be loaded after that file changed (a branch switched, an upgrade
+# that kept this file's timestamp). The kernels' cache is dropped when either file changes.
+cache_stamp.drop_stale(__file__, ["fused_numba", "fused_nucleus"])
 
 LN2 = math.log(2.0)
 KL_SWITCH = 1e-3
@@ -160,6 +166,18 @@ def _hist(bits, w, hc, hm):
         hm[u] += w[i]
 
 
+@nb.njit(cache=True)
+def _nuclei(x, bits, mx, w, s, tps, hc, hm, tau, lim, kept):
+    """One model's nuclei: from the linear histogram (fused_nucleus.nuclei_linear), else,
+    when a bin there holds too many tokens, by the radix search on the logits' keys."""
+    if nuclei_linear(x, bits, mx, w, s, tps, hc, hm, tau, lim, kept):
+        return
+    kc = np.zeros(NB1, np.int64)
+    km = np.zeros(NB1, np.float64)
+    _hist(bits, w, kc, km)
+    nuclei(bits, w, s, tps, kc, km, tau, lim, kept)
+
+
 @nb.njit(cache=True, fastmath=_FM, error_model="numpy")
 def _terms(xb, xt, bufb, buft, inv_b, inv_t, dl, c_bt, c_tb, k_bt, k_tb):
     """Pass 3 (vectorised: selects, no branches): the JS terms (p+q) f(d) and the KL terms
@@ -276,12 +294,12 @@ def fused_rows(lb, lt, bits_b, bits_t, tok, k, tps, f64, i64, top_ids, top_x, tj
                                                                        buft)
             inf_bt = n_bt > 0
             inf_tb = n_tb > 0
-            hcb = np.zeros(NB1, np.int64)  # level-1 histograms of the nucleus search
-            hmb = np.zeros(NB1, np.float64)
-            hct = np.zeros(NB1, np.int64)
-            hmt = np.zeros(NB1, np.float64)
-            _hist(bits_b[r], bufb, hcb, hmb)
-            _hist(bits_t[r], buft, hct, hmt)
+            hcb = np.zeros(NL, np.int64)  # linear first-level histograms of the nuclei
+            hmb = np.zeros(NL, np.float64)
+            hct = np.zeros(NL, np.int64)
+            hmt = np.zeros(NL, np.float64)
+            lhist(xb, mb, bufb, hcb, hmb)
+            lhist(xt, mt, buft, hct, hmt)
             lse_b = mb + math.log(sb)
             lse_t = mt + math.log(st)
             c_bt = wdb / wb2 if wb2 > 0 else 0.0
@@ -305,8 +323,8 @@ def fused_rows(lb, lt, bits_b, bits_t, tok, k, tps, f64, i64, top_ids, top_x, tj
             tau_t = np.empty(nj, np.int64)
             lim_t = np.empty(nj, np.int64)
             kept_t = np.empty(nj, np.float64)
-            nuclei(bits_b[r], bufb, sb, tps, hcb, hmb, tau_b, lim_b, kept_b)
-            nuclei(bits_t[r], buft, st, tps, hct, hmt, tau_t, lim_t, kept_t)
+            _nuclei(xb, bits_b[r], mb, bufb, sb, tps, hcb, hmb, tau_b, lim_b, kept_b)
+            _nuclei(xt, bits_t[r], mt, buft, st, tps, hct, hmt, tau_t, lim_t, kept_t)
             trunc_js(xb, xt, bufb, buft, np.float64(mb) - np.float64(mt), lim_b, kept_b, lim_t,
                      kept_t, tjs[r])
             f64[r, 0] = min(max(0.5 * js, 0.0), LN2)
