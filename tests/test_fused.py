@@ -193,3 +193,43 @@ def test_the_linear_search_serves_any_number_of_nuclei():
     lin, rad = _both_searches(x, (0.5, 0.7, 0.9, 0.95, 0.95000001))
     for a, b in zip(lin, rad, strict=True):
         assert a.tolist() == b.tolist() if a.dtype.kind == "i" else a == pytest.approx(b)
+
+
+def test_nan_logits_stay_inside_the_kernels_histograms():
+    """A NaN logit (a broken checkpoint) lands in an end bin of the linear histogram: before,
+    its bin index came from int(NaN), a write far outside the histogram."""
+    import numpy as np
+
+    from core.metrics import fused_nucleus as N
+
+    x = np.array([1.0, np.nan, 0.5, -np.inf, 3.0], np.float32)
+    bins = [N.lbin(np.float32(v), np.float32(1.0)) for v in x]
+    assert all(0 <= b < N.NL for b in bins), bins
+    hc, hm = np.zeros(N.NL, np.int64), np.zeros(N.NL, np.float64)
+    N.lhist(x, np.float32(1.0), np.ones(5, np.float32), hc, hm)
+    assert hc.sum() == 5
+
+
+def test_a_peaked_rows_nuclei_come_from_its_top_k_list():
+    """nuclei_topk gives the radix search's nuclei for a peaked row, and declines when a
+    nucleus would end past the list or inside a tie that runs to the list's edge."""
+    import numpy as np
+
+    from core.metrics import fused_nucleus as N
+
+    g = torch.Generator().manual_seed(13)
+    for x, expect in ((torch.randn(151_936, generator=g) * 8, True),
+                      (torch.randn(151_936, generator=g) * 0.78, False),
+                      (torch.zeros(151_936), False)):
+        a = x.numpy().astype(np.float32)
+        w = np.exp(a - a.max()).astype(np.float32)
+        s = float(w.astype(np.float64).sum())
+        order = np.lexsort((np.arange(len(a)), -a))[:64]  # largest first, lower id first
+        tps = np.asarray([0.7, 0.9, 0.95])
+        top = [np.empty(3, np.int64), np.empty(3, np.int64), np.empty(3)]
+        ok = N.nuclei_topk(order.astype(np.int64), a[order], a.view(np.int32), w, s, tps, *top)
+        assert ok is expect
+        if ok:
+            _, rad = _both_searches(x)
+            for p, q in zip(top, rad, strict=True):
+                assert p.tolist() == q.tolist() if p.dtype.kind == "i" else p == pytest.approx(q)

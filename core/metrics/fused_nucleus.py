@@ -290,35 +290,41 @@ def _trunc3(xb, xt, wb, wt, tb, lb, tt, lt, ib, it, sh, cr, icr):
 
 
 @nb.njit(cache=True)
-def trunc_js(xb, xt, wb, wt, dm, lim_b, kept_b, lim_t, kept_t, out):
-    """JS of the truncated distributions for each nucleus j, into out (J,): xb, xt (V,)
-    float32 logits, wb, wt float32 exps of logit - max, dm =
-    max_b - max_t (the maxima those exps are taken from); lim, kept of each model from
-    `nuclei`. With p' = w / kept: d' = log p' - log q' = (a - b) - sh, sh = dm + log kept_b
-    - log kept_t, and p'/q' = (wb/wt) kept_t/kept_b. One vectorised pass per three nuclei
-    (fewer are padded with the last)."""
+def trunc_params(xb, xt, dm, lim_b, kept_b, lim_t, kept_t, g):
+    """_trunc3's per-nucleus constants for nuclei g, g+1, g+2 (past the last: the last
+    again): (tb, lb, tt, lt, ib, it, sh, cr, icr), see trunc_js."""
+    nj = len(lim_b)
+    tb = np.empty(3, np.float32)
+    tt = np.empty(3, np.float32)
+    lb = np.empty(3, np.int64)
+    lt = np.empty(3, np.int64)
+    ib = np.empty(3, np.float32)
+    it = np.empty(3, np.float32)
+    sh = np.empty(3, np.float64)
+    cr = np.empty(3, np.float32)
+    icr = np.empty(3, np.float32)
+    for m in range(3):
+        j = min(g + m, nj - 1)
+        lb[m], lt[m] = lim_b[j], lim_t[j]
+        tb[m], tt[m] = xb[lb[m]], xt[lt[m]]
+        ib[m], it[m] = 1.0 / kept_b[j], 1.0 / kept_t[j]
+        sh[m] = dm + math.log(kept_b[j]) - math.log(kept_t[j])
+        cr[m], icr[m] = kept_t[j] / kept_b[j], kept_b[j] / kept_t[j]
+    return tb, lb, tt, lt, ib, it, sh, cr, icr
+
+
+@nb.njit(cache=True)
+def trunc_js(xb, xt, wb, wt, dm, lim_b, kept_b, lim_t, kept_t, out, first=0):
+    """JS of the truncated distributions for each nucleus j >= first, into out (J,): xb, xt
+    (V,) float32 logits, wb, wt float32 exps of logit - max, dm = max_b - max_t (the maxima
+    those exps are taken from); lim, kept of each model from `nuclei`. With p' = w / kept:
+    d' = log p' - log q' = (a - b) - sh, sh = dm + log kept_b - log kept_t, and p'/q' =
+    (wb/wt) kept_t/kept_b. One vectorised pass per three nuclei (the kernel's pass 3 does
+    the first three itself: first=3)."""
     nj = len(out)
-    for g in range(0, nj, 3):
-        idx = np.empty(3, np.int64)
-        for m in range(3):
-            idx[m] = min(g + m, nj - 1)
-        tb = np.empty(3, np.float32)
-        tt = np.empty(3, np.float32)
-        lb = np.empty(3, np.int64)
-        lt = np.empty(3, np.int64)
-        ib = np.empty(3, np.float32)
-        it = np.empty(3, np.float32)
-        sh = np.empty(3, np.float64)
-        cr = np.empty(3, np.float32)
-        icr = np.empty(3, np.float32)
-        for m in range(3):
-            j = idx[m]
-            lb[m], lt[m] = lim_b[j], lim_t[j]
-            tb[m], tt[m] = xb[lb[m]], xt[lt[m]]
-            ib[m], it[m] = 1.0 / kept_b[j], 1.0 / kept_t[j]
-            sh[m] = dm + math.log(kept_b[j]) - math.log(kept_t[j])
-            cr[m], icr[m] = kept_t[j] / kept_b[j], kept_b[j] / kept_t[j]
-        acc = _trunc3(xb, xt, wb, wt, tb, lb, tt, lt, ib, it, sh, cr, icr)
+    for g in range(first, nj, 3):
+        acc = _trunc3(xb, xt, wb, wt, *trunc_params(xb, xt, dm, lim_b, kept_b, lim_t, kept_t,
+                                                      g))
         for m in range(3):
             if g + m < nj:
                 out[g + m] = min(max(0.5 * acc[m], 0.0), LN2)
@@ -336,8 +342,12 @@ SCALE = 256.0
 
 @nb.njit(cache=True, fastmath=_FM, inline="always")
 def lbin(x, mx):
-    """The linear first-level bin of logit x in a row whose maximum is mx (-inf: bin 0)."""
-    q = min((mx - x) * np.float32(SCALE), np.float32(NL - 1))
+    """The linear first-level bin of logit x in a row whose maximum is mx (-inf: bin 0).
+    Always in [0, NL): a NaN (or an x above mx) goes to an end bin, never past the
+    histogram."""
+    q = (mx - x) * np.float32(SCALE)
+    q = q if q < np.float32(NL - 1) else np.float32(NL - 1)  # NaN: the last bin
+    q = q if q > np.float32(0.0) else np.float32(0.0)
     return NL - 1 - np.int64(q)
 
 
@@ -378,7 +388,8 @@ def nuclei_linear(x, bits, mx, w, s, tps, hc, hm, tau, lim, kept):
     for i in range(len(x)):  # the chosen bins' ids: a rare, well-predicted branch
         u = lbin(x[i], mx)
         if (u == p0) | (u == p1) | (u == p2):
-            gi[c] = i
+            if c < total:  # the histogram's counts bound the writes, whatever happens
+                gi[c] = i
             c += 1
     for j in range(3, nj):  # more than three nuclei: each further bin in its own pass
         new = True
@@ -387,8 +398,11 @@ def nuclei_linear(x, bits, mx, w, s, tps, hc, hm, tau, lim, kept):
         if new:
             for i in range(len(x)):
                 if lbin(x[i], mx) == pref[j]:
-                    gi[c] = i
+                    if c < total:
+                        gi[c] = i
                     c += 1
+    if c != total:  # cannot happen (one bin function, one row); the radix search if it does
+        return False
     ck = np.empty(CAP, np.int64)
     cw = np.empty(CAP, np.float64)
     ci = np.empty(CAP, np.int64)
@@ -396,7 +410,7 @@ def nuclei_linear(x, bits, mx, w, s, tps, hc, hm, tau, lim, kept):
         got = 0
         for g in range(c):
             i = gi[g]
-            if lbin(x[i], mx) == pref[j]:
+            if lbin(x[i], mx) == pref[j] and got < CAP:
                 ck[got] = key(bits[i])
                 cw[got] = w[i]
                 ci[got] = i
@@ -414,4 +428,29 @@ def nuclei_linear(x, bits, mx, w, s, tps, hc, hm, tau, lim, kept):
             else:
                 break
         tau[j], lim[j], kept[j] = t, last, before
+    return True
+
+
+@nb.njit(cache=True)
+def nuclei_topk(ids, xs, bits, w, s, tps, tau, lim, kept):
+    """`nuclei` from the row's top-K list alone (ids, logits xs: largest first, equal logits
+    lower id first, as pass 1 builds it), when every nucleus ends inside it before a
+    strictly smaller logit: then the tokens above the last kept one are all in the list
+    (core/metrics/fused.py's truncated_js uses the same condition). A peaked row (a
+    trained model's, mostly) needs no histogram and no pass over the vocabulary. Masses
+    are read from w at the listed ids (the values the histogram would have summed).
+    Returns False, writing nothing, when some nucleus reaches the end of the list or a tie
+    crosses its edge."""
+    k = len(ids)
+    nj = len(tps)
+    for j in range(nj):
+        target = tps[j] * s
+        before = 0.0
+        m = 0
+        while m < k and (before < target or m == 0):
+            before += w[ids[m]]
+            m += 1
+        if m >= k or not xs[m] < xs[m - 1]:
+            return False
+        tau[j], lim[j], kept[j] = key(bits[ids[m - 1]]), ids[m - 1], before
     return True

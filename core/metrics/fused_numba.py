@@ -24,7 +24,19 @@ import numba as nb
 import numpy as np
 
 from core.metrics import cache_stamp
-from core.metrics.fused_nucleus import NB1, NL, jsf, key, lhist, nuclei, nuclei_linear, trunc_js
+from core.metrics.fused_nucleus import (
+    NB1,
+    NL,
+    _tterm,
+    jsf,
+    key,
+    lhist,
+    nuclei,
+    nuclei_linear,
+    nuclei_topk,
+    trunc_js,
+    trunc_params,
+)
 
 # numba keys each cached kernel on its own file only: fused_rows compiled with an older
 # fused_nucleus.py would be loaded after that file changed (a branch switched, an upgrade
@@ -57,6 +69,37 @@ def _sift(hv, hi, k, pos):
             pos = m
         else:
             return
+
+
+BLOCK = 64  # pass 1 scans blocks of this many entries (vectorised) before any heap work
+
+
+@nb.njit(cache=True, fastmath=_FM, inline="always")
+def _block_scan(xb, xt, ob, ot, i0, i1):
+    """Rank counts above ob, ot and both maxima of entries i0..i1 (selects only)."""
+    cb = 0
+    ct = 0
+    bmax = NINF
+    tmax = NINF
+    for i in range(i0, i1):
+        a = xb[i]
+        b = xt[i]
+        cb += a > ob
+        ct += b > ot
+        bmax = a if a > bmax else bmax
+        tmax = b if b > tmax else tmax
+    return cb, ct, bmax, tmax
+
+
+@nb.njit(cache=True, inline="always")
+def _heap_block(x, hv, hi, k, i0, i1):
+    """Entries i0..i1 into the top-k min-heap, in id order (a tie stays out: lower ids
+    first), as the scan entry by entry did."""
+    for i in range(i0, i1):
+        if x[i] > hv[0]:
+            hv[0] = x[i]
+            hi[0] = i
+            _sift(hv, hi, k, 0)
 
 
 @nb.njit(cache=True)
@@ -167,9 +210,15 @@ def _hist(bits, w, hc, hm):
 
 
 @nb.njit(cache=True)
-def _nuclei(x, bits, mx, w, s, tps, hc, hm, tau, lim, kept):
-    """One model's nuclei: from the linear histogram (fused_nucleus.nuclei_linear), else,
+def _nuclei(x, bits, mx, w, s, tps, top_ids, top_x, tau, lim, kept):
+    """One model's nuclei: from its top-K list where they all end inside it (a peaked
+    row: fused_nucleus.nuclei_topk), else from the linear histogram (nuclei_linear), else,
     when a bin there holds too many tokens, by the radix search on the logits' keys."""
+    if nuclei_topk(top_ids, top_x, bits, w, s, tps, tau, lim, kept):
+        return
+    hc = np.zeros(NL, np.int64)
+    hm = np.zeros(NL, np.float64)
+    lhist(x, mx, w, hc, hm)
     if nuclei_linear(x, bits, mx, w, s, tps, hc, hm, tau, lim, kept):
         return
     kc = np.zeros(NB1, np.int64)
@@ -179,12 +228,26 @@ def _nuclei(x, bits, mx, w, s, tps, hc, hm, tau, lim, kept):
 
 
 @nb.njit(cache=True, fastmath=_FM, error_model="numpy")
-def _terms(xb, xt, bufb, buft, inv_b, inv_t, dl, c_bt, c_tb, k_bt, k_tb):
+def _terms(xb, xt, bufb, buft, inv_b, inv_t, dl, c_bt, c_tb, k_bt, k_tb, tb, lb, tt, lt,
+           ib, it, sh, cr, icr):
     """Pass 3 (vectorised: selects, no branches): the JS terms (p+q) f(d) and the KL terms
     w k(e) of core/metrics/exact.py, d and e in float64 from the logits, p, q in float32;
     a side masked or 0 contributes (p+q) ln 2 to JS and its mass to the other KL's
-    out-mass. Returns (js, am_b, bm_b, w_b, out_b, am_t, bm_t, w_t, out_t, n_big_b,
-    n_big_t)."""
+    out-mass; and the terms of the first three truncated JS columns (fused_nucleus._trunc3,
+    constants from trunc_params: one pass over the row fewer). Returns (js, am_b, bm_b,
+    w_b, out_b, am_t, bm_t, w_t, out_t, n_big_b, n_big_t, tr0, tr1, tr2)."""
+    tr0 = 0.0
+    tr1 = 0.0
+    tr2 = 0.0
+    tb0, tb1, tb2 = tb[0], tb[1], tb[2]
+    tt0, tt1, tt2 = tt[0], tt[1], tt[2]
+    lb0, lb1, lb2 = lb[0], lb[1], lb[2]
+    lt0, lt1, lt2 = lt[0], lt[1], lt[2]
+    ib0, ib1, ib2 = ib[0], ib[1], ib[2]
+    it0, it1, it2 = it[0], it[1], it[2]
+    sh0, sh1, sh2 = sh[0], sh[1], sh[2]
+    cr0, cr1, cr2 = cr[0], cr[1], cr[2]
+    ic0, ic1, ic2 = icr[0], icr[1], icr[2]
     js = 0.0
     am_b = 0.0
     bm_b = 0.0
@@ -223,7 +286,21 @@ def _terms(xb, xt, bufb, buft, inv_b, inv_t, dl, c_bt, c_tb, k_bt, k_tb):
         w_t += q64 if vq else 0.0
         out_t += p64 if q == 0 else 0.0
         n_big_t += vq & (e2 < -88.0)
-    return js, am_b, bm_b, w_b, out_b, am_t, bm_t, w_t, out_t, n_big_b, n_big_t
+        wa = bufb[i]
+        wq = buft[i]
+        r = wa / wq
+        ir = wq / wa
+        tr0 += np.float64(_tterm((a > tb0) | ((a == tb0) & (i <= lb0)),
+                                 (b > tt0) | ((b == tt0) & (i <= lt0)),
+                                 wa, wq, r, ir, delta, ib0, it0, sh0, cr0, ic0))
+        tr1 += np.float64(_tterm((a > tb1) | ((a == tb1) & (i <= lb1)),
+                                 (b > tt1) | ((b == tt1) & (i <= lt1)),
+                                 wa, wq, r, ir, delta, ib1, it1, sh1, cr1, ic1))
+        tr2 += np.float64(_tterm((a > tb2) | ((a == tb2) & (i <= lb2)),
+                                 (b > tt2) | ((b == tt2) & (i <= lt2)),
+                                 wa, wq, r, ir, delta, ib2, it2, sh2, cr2, ic2))
+    return (js, am_b, bm_b, w_b, out_b, am_t, bm_t, w_t, out_t, n_big_b, n_big_t, tr0, tr1,
+            tr2)
 
 
 @nb.njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
@@ -262,19 +339,15 @@ def fused_rows(lb, lt, bits_b, bits_t, tok, k, tps, f64, i64, top_ids, top_x, tj
             for i in range(k // 2 - 1, -1, -1):
                 _sift(hvb, hib, k, i)
                 _sift(hvt, hit, k, i)
-            for i in range(k, v):
-                a = xb[i]
-                b = xt[i]
-                rb += a > ob
-                rt += b > ot
-                if a > hvb[0]:
-                    hvb[0] = a
-                    hib[0] = i
-                    _sift(hvb, hib, k, 0)
-                if b > hvt[0]:
-                    hvt[0] = b
-                    hit[0] = i
-                    _sift(hvt, hit, k, 0)
+            for i0 in range(k, v, BLOCK):
+                i1 = min(v, i0 + BLOCK)
+                cb, ct, bmax, tmax = _block_scan(xb, xt, ob, ot, i0, i1)
+                rb += cb
+                rt += ct
+                if bmax > hvb[0]:  # else no entry of the block enters the heap
+                    _heap_block(xb, hvb, hib, k, i0, i1)
+                if tmax > hvt[0]:
+                    _heap_block(xt, hvt, hit, k, i0, i1)
             ordb = _sorted_top(hvb, hib, k)
             ordt = _sorted_top(hvt, hit, k)
             for j in range(k):
@@ -294,39 +367,39 @@ def fused_rows(lb, lt, bits_b, bits_t, tok, k, tps, f64, i64, top_ids, top_x, tj
                                                                        buft)
             inf_bt = n_bt > 0
             inf_tb = n_tb > 0
-            hcb = np.zeros(NL, np.int64)  # linear first-level histograms of the nuclei
-            hmb = np.zeros(NL, np.float64)
-            hct = np.zeros(NL, np.int64)
-            hmt = np.zeros(NL, np.float64)
-            lhist(xb, mb, bufb, hcb, hmb)
-            lhist(xt, mt, buft, hct, hmt)
             lse_b = mb + math.log(sb)
             lse_t = mt + math.log(st)
             c_bt = wdb / wb2 if wb2 > 0 else 0.0
             c_tb = wdt / wt2 if wt2 > 0 else 0.0
-            # --- pass 3: JS and KL terms ---
-            dl = lse_b - lse_t
-            # exp(-e) = (q/p) exp(lse_t - lse_b + c_bt), exp(-e2) = (p/q) exp(lse_b - lse_t + c_tb)
-            k_bt = math.exp(min(-dl + c_bt, 700.0))
-            k_tb = math.exp(min(dl + c_tb, 700.0))
-            js, am_b, bm_b, w_b, out_b, am_t, bm_t, w_t, out_t, n_big_b, n_big_t = _terms(
-                xb, xt, bufb, buft, np.float32(1.0 / sb), np.float32(1.0 / st), dl, c_bt, c_tb,
-                k_bt, k_tb)
-            big_b = n_big_b > 0
-            big_t = n_big_t > 0
-            kl_bt, shift = _kl_finish(inf_bt, big_b, w_b, am_b, bm_b, out_b, c_bt, lse_b, lse_t)
-            kl_tb, _ = _kl_finish(inf_tb, big_t, w_t, am_t, bm_t, out_t, c_tb, lse_t, lse_b)
-            # --- the nuclei and the truncated JS columns ---
+            # --- the nuclei (from pass 2's histograms) ---
             tau_b = np.empty(nj, np.int64)
             lim_b = np.empty(nj, np.int64)
             kept_b = np.empty(nj, np.float64)
             tau_t = np.empty(nj, np.int64)
             lim_t = np.empty(nj, np.int64)
             kept_t = np.empty(nj, np.float64)
-            _nuclei(xb, bits_b[r], mb, bufb, sb, tps, hcb, hmb, tau_b, lim_b, kept_b)
-            _nuclei(xt, bits_t[r], mt, buft, st, tps, hct, hmt, tau_t, lim_t, kept_t)
-            trunc_js(xb, xt, bufb, buft, np.float64(mb) - np.float64(mt), lim_b, kept_b, lim_t,
-                     kept_t, tjs[r])
+            _nuclei(xb, bits_b[r], mb, bufb, sb, tps, top_ids[r, 0], top_x[r, 0], tau_b, lim_b,
+                    kept_b)
+            _nuclei(xt, bits_t[r], mt, buft, st, tps, top_ids[r, 1], top_x[r, 1], tau_t, lim_t,
+                    kept_t)
+            dm = np.float64(mb) - np.float64(mt)
+            # --- pass 3: JS and KL terms, and the first three truncated JS columns ---
+            dl = lse_b - lse_t
+            # exp(-e) = (q/p) exp(lse_t - lse_b + c_bt), exp(-e2) = (p/q) exp(lse_b - lse_t + c_tb)
+            k_bt = math.exp(min(-dl + c_bt, 700.0))
+            k_tb = math.exp(min(dl + c_tb, 700.0))
+            (js, am_b, bm_b, w_b, out_b, am_t, bm_t, w_t, out_t, n_big_b, n_big_t, tr0, tr1,
+             tr2) = _terms(xb, xt, bufb, buft, np.float32(1.0 / sb), np.float32(1.0 / st), dl,
+                           c_bt, c_tb, k_bt, k_tb,
+                           *trunc_params(xb, xt, dm, lim_b, kept_b, lim_t, kept_t, 0))
+            big_b = n_big_b > 0
+            big_t = n_big_t > 0
+            kl_bt, shift = _kl_finish(inf_bt, big_b, w_b, am_b, bm_b, out_b, c_bt, lse_b, lse_t)
+            kl_tb, _ = _kl_finish(inf_tb, big_t, w_t, am_t, bm_t, out_t, c_tb, lse_t, lse_b)
+            for m, acc in enumerate((tr0, tr1, tr2)):
+                if m < nj:
+                    tjs[r, m] = min(max(0.5 * acc, 0.0), LN2)
+            trunc_js(xb, xt, bufb, buft, dm, lim_b, kept_b, lim_t, kept_t, tjs[r], 3)
             f64[r, 0] = min(max(0.5 * js, 0.0), LN2)
             f64[r, 1] = kl_bt
             f64[r, 2] = kl_tb
