@@ -22,8 +22,9 @@ beyond the weights and a "roofline" column gives the share of the bf16 forward-p
 --threads N runs every child with N CPU threads (torch's and numba's; 0 = their defaults). On
 a loaded shared machine one thread keeps the OpenMP threads of each path from waiting on
 each other's time slices, which inflates both paths' times by different factors. --repeat N
-times each child's run N times in its process and keeps the best (the first run also
-pays one-off costs: imports, loading the numba kernel's cache).
+times each child's run N times in its process and keeps the best. Each scoring child first
+scores a 16-token trace, so one-off costs (loading or compiling the numba kernel, the
+head/body split check) are not timed.
 
 Per length it prints:
   peak     peak RSS of the scoring beyond the loaded weights (ru_maxrss - RSS after load)
@@ -116,6 +117,10 @@ def child(mode: str, length: int, budget: int, head_std: float, a=None) -> dict:
     if cuda:  # warm-up (kernels, Triton compilation), then peak memory from here
         go()
         torch.cuda.reset_peak_memory_stats()
+    elif mode != "floor":  # one-off costs out of the timing: loading (or compiling) the
+        # numba kernel, the head/body split check; a 16-token trace, so no memory peak
+        score_traces(base, tuned, [(prompt[:8], resp[:16])], 0,
+                     ScoreSettings(batch_size=1, memory_budget=budget, math_dtype=mode))
     loaded = torch.cuda.memory_allocated() if cuda else _now_rss()
     seconds = math.inf
     for _ in range(max(1, getattr(a, "repeat", 1))):  # best of: the machine may be shared

@@ -6,21 +6,26 @@ equal probabilities by token id (lower id first); keep a token while the mass be
 below top_p (the first token always). Probability order is logit order, so tokens are ordered
 by an integer key of their float32 logit (`key`: monotone in the value, -0.0 = +0.0).
 
-The last kept token is found by a radix selection on that key, over masses, not counts:
-1. a histogram of the key's top 11 bits (count and float64 mass of exp(x - max) per bin),
-   filled by the kernel's second pass; the bin where the mass from the top reaches top_p
-   holds the last kept token;
-2. one pass over the row gathers the tokens of those bins (key, exp, id); the rest reads only
-   them: while a bin holds more than CAP tokens, its tokens are histogrammed by the next
-   bits (11, then the last 10: a bin of the last level is one logit value);
-3. the tokens of each final bin (at most CAP) are sorted by (key descending, id ascending)
-   and walked from the mass above the bin; a final bin of more than CAP equal logits is
-   resolved by counting (its tokens are kept lowest ids first).
+Each model's nuclei are found by the first of three searches that applies, all exact:
+- `nuclei_topk`: from the row's top-K list (pass 1 of the kernel) when every nucleus ends
+  inside it before a strictly smaller logit (a peaked row: no pass over the vocabulary);
+- `nuclei_linear`: a histogram (count and float64 mass of exp(x - max)) on a linear scale
+  of the logit below the row's maximum (1/256-nat bins, `lbin`); the bin where the mass
+  from the top reaches top_p holds the last kept token; one pass gathers the ids of those
+  bins, and each bin's tokens (at most CAP) are sorted by (key descending, id ascending)
+  and walked from the mass above the bin;
+- `nuclei`, when a linear bin holds more than CAP tokens (large groups of equal logits,
+  or top_p reaching the clipped last bin): a radix selection on the key, over masses: a
+  histogram of the key's top 11 bits, a gather of those bins' tokens, finer histograms
+  (11, then the last 10 bits: a bin of the last level is one logit value) while a bin
+  holds more than CAP tokens, a sort of the final bin, and a final bin of more than CAP
+  equal logits resolved by counting (its tokens are kept lowest ids first).
 All nuclei of a model (the run's top_p, 0.9, 0.95) share these passes. The result per
 nucleus: the last kept key `tau` and id `lim` (tokens with that key are kept up to that id:
-lowest ids first) and the kept mass. `trunc_js` then sums 1/2 sum (p'+q') f(d') over the
-union of both nuclei, one vectorised pass per nucleus (core/metrics/exact.py's terms,
-p' = p / kept mass).
+lowest ids first) and the kept mass. The truncated JS, 1/2 sum (p'+q') f(d') over the
+union of both nuclei (core/metrics/exact.py's terms, p' = p / kept mass), is summed in
+float32 terms (`_tterm`, `jsf32`) into float64, three nuclei per pass: the first three in
+the kernel's pass 3, any further ones by `trunc_js`.
 
 Masses are float64 sums of float32 exps, in another order than the reference's sorted
 cumulative sum: a token whose mass before it equals top_p to within ~1e-10 may be decided

@@ -4,17 +4,19 @@ intermediate at all (numba, compiled at first use and cached; no system compiler
 
 Per row (rows in parallel, `prange`):
 1. max, first argmax, the rank counts of the trace token, and each model's top-K by a
-   min-heap (K = max(top_k, NUCLEUS_TOPK); equal logits: lower id first);
+   min-heap (K = max(top_k, NUCLEUS_TOPK); equal logits: lower id first), the row scanned
+   in vectorised blocks of BLOCK entries and only a block whose maximum beats the heap's
+   least entry walked entry by entry;
 2. sums of exp(x - max) in float64 (log-sum-exp), of exp(x - max) (x - max) (entropy, no
    cancellation: both terms are >= 0), the weighted mean c of the logit difference (the
    KL shift of core/metrics/exact.py), the rank of the tuned argmax under the base; the
    exps are kept in two (V,) float32 row buffers per thread, so pass 3 needs none;
+   then each model's nuclei (core/metrics/fused_nucleus.py: from the top-K list when they
+   end inside it, else a histogram pass and a gather pass, exactly, no fallback to torch);
 3. the JS terms (p+q) f(d) and the KL terms w k(e) of core/metrics/exact.py, with d and e
-   formed in float64 from the logits (exact), p and q in float32.
-Pass 2 also fills the level-1 histograms of the nucleus search; the truncated JS columns
-(js_top_p, js_top_p90, js_top_p95) then come from core/metrics/fused_nucleus.py for every
-row, exactly (its radix selection: no sort of the vocabulary, no fallback). Not here: the
-choice of path (core/metrics/fused.py).
+   formed in float64 from the logits (exact), p and q in float32, and the terms of the
+   first three truncated JS columns (js_top_p, js_top_p90, js_top_p95) in float32, summed
+   in float64. Not here: the choice of path (core/metrics/fused.py).
 """
 from __future__ import annotations
 
