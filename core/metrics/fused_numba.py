@@ -26,24 +26,14 @@ import numba as nb
 import numpy as np
 
 from core.metrics import cache_stamp
-from core.metrics.fused_nucleus import (
-    NB1,
-    NL,
-    _tterm,
-    jsf,
-    key,
-    lhist,
-    nuclei,
-    nuclei_linear,
-    nuclei_topk,
-    trunc_js,
-    trunc_params,
-)
+from core.metrics.fused_nucleus import NB1, NL, key, lhist, nuclei, nuclei_linear, nuclei_topk
+from core.metrics.fused_trunc import _tterm, jsf, trunc_js, trunc_params
 
 # numba keys each cached kernel on its own file only: fused_rows compiled with an older
-# fused_nucleus.py would be loaded after that file changed (a branch switched, an upgrade
-# that kept this file's timestamp). The kernels' cache is dropped when either file changes.
-cache_stamp.drop_stale(__file__, ["fused_numba", "fused_nucleus"])
+# fused_nucleus.py or fused_trunc.py would be loaded after that file changed (a branch
+# switched, an upgrade that kept this file's timestamp). The kernels' cache is dropped when
+# any of the three files changes.
+cache_stamp.drop_stale(__file__, ["fused_numba", "fused_nucleus", "fused_trunc"])
 
 LN2 = math.log(2.0)
 KL_SWITCH = 1e-3
@@ -235,7 +225,7 @@ def _terms(xb, xt, bufb, buft, inv_b, inv_t, dl, c_bt, c_tb, k_bt, k_tb, tb, lb,
     """Pass 3 (vectorised: selects, no branches): the JS terms (p+q) f(d) and the KL terms
     w k(e) of core/metrics/exact.py, d and e in float64 from the logits, p, q in float32;
     a side masked or 0 contributes (p+q) ln 2 to JS and its mass to the other KL's
-    out-mass; and the terms of the first three truncated JS columns (fused_nucleus._trunc3,
+    out-mass; and the terms of the first three truncated JS columns (fused_trunc._trunc3,
     constants from trunc_params: one pass over the row fewer). Returns (js, am_b, bm_b,
     w_b, out_b, am_t, bm_t, w_t, out_t, n_big_b, n_big_t, tr0, tr1, tr2)."""
     tr0 = 0.0
