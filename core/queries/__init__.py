@@ -24,7 +24,8 @@ grouping column).
                   indexes (materialised)
   sql.py          SQL helpers (whitelists, filters, binning) and the shared constants
   sampler.py      the sampled_from choice: validation, the per-run default, captions' words
-  analyses.py     the paper's analyses: sparsity .. evolution, contrast
+  analyses.py     the paper's analyses: sparsity .. contrast
+  evolution.py    the evolution over a series of checkpoints, with intervals
   robustness.py   how much an answer moves: full vs truncated js, the evolution's Jaccard
                   beside its size bound and equal-size sets, js by absolute position
   browse.py       headline table, trace list (pages, counts, a trace's place), one trace's
@@ -45,7 +46,6 @@ from core.queries.analyses import (
     contrast,
     entropy_by_js_bin,
     eps_for_budget,
-    evolution,
     histogram,
     js_entropy_hist2d,
     position_profile,
@@ -70,6 +70,7 @@ from core.queries.connection import (
     run_gone,
     session,
 )
+from core.queries.evolution import evolution
 from core.queries.pairs import pair_choices, parting, same_prompt, sampler_pair
 from core.queries.robustness import (
     evolution_overlap,
