@@ -94,9 +94,11 @@ def plan(settings: "ScoreSettings", model, vocab: int,
     budget = heads.resolve_budget(settings.memory_budget, dev)
     dtype = heads.math_dtype(dev, settings.math_dtype)
     size = heads.itemsize(dtype)
-    if metric_path(dev, dtype) != "torch" and not settings.chunk_rows:
-        # a fused kernel expands no (rows, vocab) tensor: one call per head block (86 calls
-        # of 6 rows for 512 rows before), with one chunk's worth of budget kept in reserve
+    if metric_path(dev, dtype) == "fused-numba" and not settings.chunk_rows:
+        # the numba kernel expands no (rows, vocab) tensor: one call per head block (86 calls
+        # of 6 rows for 512 rows before), with one row's worth of math kept in reserve (not
+        # Triton: rows whose nuclei end past its top-K go to the float32 Context, which
+        # expands (rows, vocab) tensors, so its chunks stay sized by the budget)
         block = heads.head_block_rows(vocab, budget, 1, size, models)
         rows = block
     else:
