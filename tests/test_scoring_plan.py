@@ -1,0 +1,39 @@
+"""How the scoring engine cuts a batch's rows into head blocks and metric chunks."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from core.engine import heads
+from core.engine.scoring import ScoreSettings, plan
+
+pytestmark = pytest.mark.unit
+VOCAB = 151_936
+
+
+def test_a_head_block_is_not_rounded_to_the_chunk_rows():
+    # 512 rows in chunks of 6 made blocks of 510 and 2 rows, and the head matrix was
+    # reread whole for the 2-row block
+    assert heads.head_block_rows(VOCAB, 1 << 30, 6, 8, 2) == heads.HEAD_BLOCK_ROWS
+    assert heads.head_block_rows(VOCAB, 1 << 30, 7, 8, 2) == heads.HEAD_BLOCK_ROWS
+    # the budget still bounds it, and a block is at least one chunk
+    small = heads.head_block_rows(VOCAB, 64 << 20, 6, 8, 2)
+    assert 6 <= small < heads.HEAD_BLOCK_ROWS
+    assert heads.head_block_rows(VOCAB, 1, 6, 8, 2) == 6
+
+
+def test_the_numba_path_scores_a_whole_head_block_per_call(monkeypatch):
+    pytest.importorskip("numba")
+    monkeypatch.delenv("SHIFTLENS_METRIC_PATH", raising=False)
+    model = torch.nn.Linear(4, 4)  # on CPU; no config: no KV bound
+    budget, rows, block, _ = plan(ScoreSettings(memory_budget=1 << 30, math_dtype="float32"),
+                                  model, VOCAB)
+    assert rows == block == heads.HEAD_BLOCK_ROWS
+    # the torch reference keeps cache-sized chunks inside the block
+    _, rows, block, _ = plan(ScoreSettings(memory_budget=1 << 30, math_dtype="float64"),
+                             model, VOCAB)
+    assert rows == heads.chunk_rows(VOCAB, 1 << 30) < block == heads.HEAD_BLOCK_ROWS
+    # an explicit chunk size is honoured on every path
+    _, rows, _, _ = plan(ScoreSettings(memory_budget=1 << 30, math_dtype="float32",
+                                       chunk_rows=3), model, VOCAB)
+    assert rows == 3
