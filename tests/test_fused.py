@@ -233,3 +233,18 @@ def test_a_peaked_rows_nuclei_come_from_its_top_k_list():
             _, rad = _both_searches(x)
             for p, q in zip(top, rad, strict=True):
                 assert p.tolist() == q.tolist() if p.dtype.kind == "i" else p == pytest.approx(q)
+
+
+@pytest.mark.parametrize("std", [0.78, 6.0])
+def test_more_than_three_nuclei_in_the_kernel(std):
+    """Five truncated JS columns: the first three ride on the kernel's JS/KL pass, the
+    other two on a further pass; each matches the float64 Context at its top-p."""
+    g = torch.Generator().manual_seed(14)
+    lb = torch.randn(3, 151_936, generator=g) * std
+    lt = lb + torch.logspace(-3, 0, 3)[:, None] * torch.randn(lb.shape, generator=g)
+    tok = torch.zeros(3, dtype=torch.long)
+    extra = {"p50": 0.5, "p80": 0.8, "p90": 0.9, "p95": 0.95}
+    out = fused_chunk(lb, lt, tok, 0.7, 10, extra, "fused-numba")
+    ctx = M.Context(lb, lt, tok, 0.7, torch.float64, 10)
+    for name, tp in {"js_top_p": 0.7, **extra}.items():
+        assert worst(out[name], ctx.js_at(tp)) <= 1.0, name

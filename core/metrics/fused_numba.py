@@ -27,7 +27,7 @@ import numpy as np
 
 from core.metrics import cache_stamp
 from core.metrics.fused_nucleus import NB1, NL, key, lhist, nuclei, nuclei_linear, nuclei_topk
-from core.metrics.fused_trunc import _tterm, jsf, trunc_js, trunc_params
+from core.metrics.fused_trunc import _tterm, jsf, trunc_params
 
 # numba keys each cached kernel on its own file only: fused_rows compiled with an older
 # fused_nucleus.py or fused_trunc.py would be loaded after that file changed (a branch
@@ -225,7 +225,7 @@ def _terms(xb, xt, bufb, buft, inv_b, inv_t, dl, c_bt, c_tb, k_bt, k_tb, tb, lb,
     """Pass 3 (vectorised: selects, no branches): the JS terms (p+q) f(d) and the KL terms
     w k(e) of core/metrics/exact.py, d and e in float64 from the logits, p, q in float32;
     a side masked or 0 contributes (p+q) ln 2 to JS and its mass to the other KL's
-    out-mass; and the terms of the first three truncated JS columns (fused_trunc._trunc3,
+    out-mass; and the terms of the first three truncated JS columns (fused_trunc._tterm,
     constants from trunc_params: one pass over the row fewer). Returns (js, am_b, bm_b,
     w_b, out_b, am_t, bm_t, w_t, out_t, n_big_b, n_big_t, tr0, tr1, tr2)."""
     tr0 = 0.0
@@ -391,7 +391,13 @@ def fused_rows(lb, lt, bits_b, bits_t, tok, k, tps, f64, i64, top_ids, top_x, tj
             for m, acc in enumerate((tr0, tr1, tr2)):
                 if m < nj:
                     tjs[r, m] = min(max(0.5 * acc, 0.0), LN2)
-            trunc_js(xb, xt, bufb, buft, dm, lim_b, kept_b, lim_t, kept_t, tjs[r], 3)
+            for g in range(3, nj, 3):  # further nuclei (none registered today): 3 per pass
+                got = _terms(xb, xt, bufb, buft, np.float32(1.0), np.float32(1.0), 0.0, 0.0,
+                             0.0, 1.0, 1.0, *trunc_params(xb, xt, dm, lim_b, kept_b, lim_t,
+                                                          kept_t, g))
+                for m, acc in enumerate((got[11], got[12], got[13])):
+                    if g + m < nj:
+                        tjs[r, g + m] = min(max(0.5 * acc, 0.0), LN2)
             f64[r, 0] = min(max(0.5 * js, 0.0), LN2)
             f64[r, 1] = kl_bt
             f64[r, 2] = kl_tb

@@ -6,9 +6,9 @@ JS of the truncated distributions, 1/2 sum (p'+q') f(d') over the union of both 
 (core/metrics/exact.py's terms, p' = p / kept mass, d' = log p' - log q'), with f(d) = x tanh
 x - log cosh x >= 0 (x = d/2): no sum cancels. `jsf` evaluates f in float64 (the kernel's
 full-vocabulary JS), `jsf32` in float32 (the truncated columns: ~1e-7 relative, ~1e-5 where
-its closed form cancels, summed in float64; their target is 1e-4). Three nuclei per pass
-(`_trunc3`): the kernel's pass 3 does the first three itself (`_tterm`, `trunc_params`), and
-`trunc_js` any further ones.
+its closed form cancels, summed in float64; their target is 1e-4). The kernel's pass 3
+(fused_numba._terms) sums three nuclei's terms (`_tterm`, constants from `trunc_params`)
+per pass over the row.
 """
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def jsf32(d, t):
 
 @nb.njit(cache=True, fastmath=_FM, inline="always")
 def _tterm(kb, kt, wa, wt, r, ir, delta, ib, it, sh, cr, icr):
-    """One token's (p' + q') f(d') of one nucleus pair, float32 (see trunc_js)."""
+    """One token's (p' + q') f(d') of one nucleus pair, float32 (see trunc_params)."""
     p = wa * ib if kb else np.float32(0.0)
     q = wt * it if kt else np.float32(0.0)
     d = np.float32(delta - sh)
@@ -80,48 +80,14 @@ def _tterm(kb, kt, wa, wt, r, ir, delta, ib, it, sh, cr, icr):
     return (p + q) * (f if (p > np.float32(0.0)) & (q > np.float32(0.0)) else np.float32(LN2))
 
 
-@nb.njit(cache=True, fastmath=_FM, error_model="numpy")
-def _trunc3(xb, xt, wb, wt, tb, lb, tt, lt, ib, it, sh, cr, icr):
-    """2 x the truncated JS of three nucleus pairs in one pass (selects only: vectorised).
-    A token is in a nucleus when its logit is above the last kept one's (tb, tt), or equal
-    and its id at most the last kept one's (lb, lt). d' in float64 from the logits (exact),
-    then the terms in float32, summed in float64."""
-    a0 = 0.0
-    a1 = 0.0
-    a2 = 0.0
-    tb0, tb1, tb2 = tb[0], tb[1], tb[2]
-    tt0, tt1, tt2 = tt[0], tt[1], tt[2]
-    lb0, lb1, lb2 = lb[0], lb[1], lb[2]
-    lt0, lt1, lt2 = lt[0], lt[1], lt[2]
-    ib0, ib1, ib2 = ib[0], ib[1], ib[2]
-    it0, it1, it2 = it[0], it[1], it[2]
-    sh0, sh1, sh2 = sh[0], sh[1], sh[2]
-    cr0, cr1, cr2 = cr[0], cr[1], cr[2]
-    ic0, ic1, ic2 = icr[0], icr[1], icr[2]
-    for i in range(len(xb)):
-        a = xb[i]
-        b = xt[i]
-        wa = wb[i]
-        wq = wt[i]
-        r = wa / wq
-        ir = wq / wa
-        delta = np.float64(a) - np.float64(b)
-        a0 += np.float64(_tterm((a > tb0) | ((a == tb0) & (i <= lb0)),
-                                (b > tt0) | ((b == tt0) & (i <= lt0)),
-                                wa, wq, r, ir, delta, ib0, it0, sh0, cr0, ic0))
-        a1 += np.float64(_tterm((a > tb1) | ((a == tb1) & (i <= lb1)),
-                                (b > tt1) | ((b == tt1) & (i <= lt1)),
-                                wa, wq, r, ir, delta, ib1, it1, sh1, cr1, ic1))
-        a2 += np.float64(_tterm((a > tb2) | ((a == tb2) & (i <= lb2)),
-                                (b > tt2) | ((b == tt2) & (i <= lt2)),
-                                wa, wq, r, ir, delta, ib2, it2, sh2, cr2, ic2))
-    return a0, a1, a2
-
-
 @nb.njit(cache=True)
 def trunc_params(xb, xt, dm, lim_b, kept_b, lim_t, kept_t, g):
-    """_trunc3's per-nucleus constants for nuclei g, g+1, g+2 (past the last: the last
-    again): (tb, lb, tt, lt, ib, it, sh, cr, icr), see trunc_js."""
+    """The per-nucleus constants of `_tterm` for nuclei g, g+1, g+2 (past the last: the last
+    again): (tb, lb, tt, lt, ib, it, sh, cr, icr). xb, xt (V,) float32 logits, dm = max_b -
+    max_t (the maxima the exps are taken from), lim, kept of each model from the nucleus
+    search. With p' = w / kept: d' = log p' - log q' = (a - b) - sh, sh = dm + log kept_b -
+    log kept_t, and p'/q' = (wb/wt) kept_t/kept_b; tb, tt the last kept tokens' logits,
+    ib, it = 1 / kept, cr, icr the ratios of the kept masses."""
     nj = len(lim_b)
     tb = np.empty(3, np.float32)
     tt = np.empty(3, np.float32)
@@ -140,20 +106,3 @@ def trunc_params(xb, xt, dm, lim_b, kept_b, lim_t, kept_t, g):
         sh[m] = dm + math.log(kept_b[j]) - math.log(kept_t[j])
         cr[m], icr[m] = kept_t[j] / kept_b[j], kept_b[j] / kept_t[j]
     return tb, lb, tt, lt, ib, it, sh, cr, icr
-
-
-@nb.njit(cache=True)
-def trunc_js(xb, xt, wb, wt, dm, lim_b, kept_b, lim_t, kept_t, out, first=0):
-    """JS of the truncated distributions for each nucleus j >= first, into out (J,): xb, xt
-    (V,) float32 logits, wb, wt float32 exps of logit - max, dm = max_b - max_t (the maxima
-    those exps are taken from); lim, kept of each model from `nuclei`. With p' = w / kept:
-    d' = log p' - log q' = (a - b) - sh, sh = dm + log kept_b - log kept_t, and p'/q' =
-    (wb/wt) kept_t/kept_b. One vectorised pass per three nuclei (the kernel's pass 3 does
-    the first three itself: first=3)."""
-    nj = len(out)
-    for g in range(first, nj, 3):
-        acc = _trunc3(xb, xt, wb, wt, *trunc_params(xb, xt, dm, lim_b, kept_b, lim_t, kept_t,
-                                                      g))
-        for m in range(3):
-            if g + m < nj:
-                out[g + m] = min(max(0.5 * acc[m], 0.0), LN2)
