@@ -19,7 +19,8 @@ from core.cli.main import main as cli_main
 from core.config import PrecomputeConfig
 from core.precompute.driver import precompute
 from core.queries.connection import damaged_since, open_runs
-from core.store.cache import delete_run, list_runs, open_run
+from core.store.cache import list_runs, open_run
+from core.store.rename import delete_run
 from core.store.run import Run
 from tests.conftest import DEMO, open_app
 from tests.hostile_fs import snapshot

@@ -1,5 +1,6 @@
 """The run-folder owner: what a run is, how it is named, found, locked, staged, published,
-renamed and deleted. Every other module goes through these functions.
+renamed and deleted (the last two in core/store/rename.py). Every other module goes through
+these functions.
 
     <cache>/<run>/                a complete run (manifest.json marks completeness)
     <cache>/.staging/<run>/       a run being computed (part files, resumable)
@@ -18,8 +19,9 @@ other, but never renamed, deleted or written into (that would change files outsi
 cache). The default cache is core.paths.default_cache()
 ($SHIFTLENS_CACHE, else cache/ in the repository) for the CLI and the app alike.
 
-This module knows nothing about jobs: rename and delete take `busy`, the runs a job holds
-(core.api passes core.jobs.queue.busy_runs), so the store stays below the job queue.
+The store knows nothing about jobs: rename and delete (core/store/rename.py) take `busy`, the
+runs a job holds (core.jobs.runs passes core.jobs.queue.busy_runs), so the store stays below
+the job queue.
 """
 
 from __future__ import annotations
@@ -28,23 +30,20 @@ import os
 import re
 import shutil
 import time
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterator
 
 from core.errors import RunsError, clip
 from core.paths import STAGING, default_cache
 from core.store.lock import FileLock, Held, is_held
 from core.store.manifest import config_hash, read_manifest
 from core.store.run import Run
-from core.store.samplers import rename_samplers
 from core.store.schema import MANIFEST_FILE
-from core.store.storage import write_json
 
 __all__ = ["RUN_NAME", "Run", "RunLock", "Reservation", "check_start",
-           "contrast_candidates", "default_cache", "delete_run", "is_locked", "list_runs",
-           "healthy", "name_problem", "open_run", "rename_run", "run_exists", "repair",
+           "contrast_candidates", "default_cache", "is_locked", "list_runs",
+           "healthy", "name_problem", "open_run", "run_exists", "repair",
            "resolve_run", "series_of", "staging_dir", "writing_into"]
 
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -373,26 +372,6 @@ class Reservation:
         return final
 
 
-# ----------------------------------------------------------------------------- rename, delete
-
-
-def _check_jobs(name: str, busy: Mapping[str, str]) -> None:
-    """Refuse a run that a queued/running job will write."""
-    job = busy.get(name)
-    if job:
-        raise RunsError(f"run {name!r} is being written by job {job}; cancel it first")
-
-
-def _existing_run(cache: Path, name: str) -> Path:
-    if name_problem(name):
-        raise RunsError(f"{name!r} is not a run name")
-    path = cache / name
-    _not_a_link(path)
-    if not (path / MANIFEST_FILE).is_file():  # a damaged run is a run: it may be deleted
-        raise RunsError(f"no complete run named {name!r} in {cache}")
-    return path
-
-
 def _not_a_link(path: Path, error: type[Exception] = RunsError) -> None:
     """Refuse a run folder that is a symbolic link: renaming, deleting or writing into it
     would change files wherever it leads, outside the cache (reading it is fine)."""
@@ -400,84 +379,3 @@ def _not_a_link(path: Path, error: type[Exception] = RunsError) -> None:
         raise error(f"run {path.name!r} is a link to {clip(os.readlink(path), 120)}, not a "
                     "folder of the cache: it is only read; move the run into the cache to "
                     "change it")
-
-
-def _linked_runs_naming(cache: Path, old: str) -> list[str]:
-    """Runs reached through a link whose manifest names run `old` (rename would rewrite them
-    wherever they lie)."""
-    return [r.name for r in list_runs(cache) if r.path.is_symlink() and (
-        old in (r.manifest.get("traces_from"), r.manifest.get("series_of"))
-        or any(isinstance(rec, dict) and rec.get("run") == old
-               for rec in (r.manifest.get("samplers") or {}).values()))]
-
-
-def rename_run(cache: str | Path, old: str, new: str, busy: Mapping[str, str] = {}) -> Path:
-    """Rename run `old` to `new`; returns the new run folder.
-
-    Both names' locks are held throughout, so a precompute that has reserved either name
-    (or a sweep or fork writing into `old`) refuses the rename, and a precompute cannot
-    reserve them meanwhile. The folder is renamed (one atomic rename); then manifest.json
-    gets the new "name" and config.name plus a "renamed_from" list, and runs that re-scored
-    this run's traces or belong to its series (manifest traces_from or series_of == old,
-    sampler records naming it) point at the new name, so series_of() still finds them. The
-    manifest copy inside each Parquet file's key-value metadata keeps the name the run was
-    computed under (rewriting whole tables to change it would cost as much as the run is
-    large); manifest.json is the authority.
-    Refuses (RunsError) a name that is not a run, a new name that is invalid, taken or
-    being computed (its staging folder exists), and runs that a job (`busy`: {run: job
-    id}) or another process holds.
-    """
-    cache = Path(cache)
-    _existing_run(cache, old)
-    problem = name_problem(new, "new name")
-    if problem:
-        raise RunsError(problem)
-    _check_jobs(old, busy)
-    _check_jobs(new, busy)
-    with RunLock(cache, old), RunLock(cache, new):
-        repair(cache, new)
-        src = _existing_run(cache, old)
-        dst = cache / new
-        if dst.exists() or dst.is_symlink() or staging_dir(cache, new).exists():
-            raise RunsError(f"{new!r} is taken (a run, a folder or a run being computed)")
-        if linked := _linked_runs_naming(cache, old):
-            raise RunsError(f"run {linked[0]!r} names {old!r} and is a link to outside the "
-                            "cache, which a rename does not rewrite; move it into the cache "
-                            "first")
-        try:
-            os.rename(src, dst)
-        except OSError as e:
-            raise RunsError(f"cannot rename {old!r} to {new!r}: {e.strerror or e}") from None
-        m = read_manifest(dst)
-        if not m:  # not JSON / not an object: the folder moves, the manifest stays as it is
-            return dst
-        m["renamed_from"] = [*m.get("renamed_from", []), old]
-        m["name"] = new
-        if isinstance(m.get("config"), dict):
-            m["config"]["name"] = new
-        rename_samplers(m, old, new)
-        write_json(m, dst / MANIFEST_FILE)
-        for r in list_runs(cache):  # a damaged table does not stop its links following
-            linked = [k for k in ("traces_from", "series_of") if r.manifest.get(k) == old]
-            if linked or rename_samplers(r.manifest, old, new):
-                for k in linked:
-                    r.manifest[k] = new
-                if linked and isinstance(r.manifest.get("config"), dict):
-                    r.manifest["config"]["traces_from"] = new
-                write_json(r.manifest, r.path / MANIFEST_FILE)
-    return dst
-
-
-def delete_run(cache: str | Path, name: str, busy: Mapping[str, str] = {}) -> None:
-    """Delete run `name`: renamed to a hidden trash folder at once (so no reader sees half a
-    run), then removed. Series runs that re-scored its traces keep their own tables. Refuses
-    (RunsError) a name that is not a run, and runs a job or another process (a precompute
-    that reserved the name, a sweep or fork writing into it) holds. The app asks first."""
-    cache = Path(cache)
-    _existing_run(cache, name)
-    _check_jobs(name, busy)
-    with RunLock(cache, name):
-        path = _existing_run(cache, name)
-        trash = cache / f".trash-{name}-{uuid.uuid4().hex[:8]}"
-        os.rename(path, trash)
-    shutil.rmtree(trash, ignore_errors=True)
