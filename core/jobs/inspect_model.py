@@ -172,7 +172,8 @@ def _config_names(cfg: dict) -> tuple[str | None, str | None]:
 
 
 def inspect_checkpoint(role: str, spec: str, allow_pickle: bool, trust_remote_code: bool,
-                       timeout: float, model_roots=None) -> tuple[ModelFacts, object | None, list[Check]]:
+                       timeout: float, model_roots=None
+                       ) -> tuple[ModelFacts, object | None, list[Check]]:
     """(facts, tokenizer or None, checks) for one checkpoint; with `model_roots`, a local
     folder must lie under one of them (core.access.confine_model)."""
     facts, checks = ModelFacts(role, spec), []
