@@ -147,7 +147,7 @@ def _both_searches(x: torch.Tensor, tps=(0.7, 0.9, 0.95)):
     import numpy as np
 
     from core.metrics import fused_nucleus as N
-    from core.metrics.fused_numba import _hist
+    from core.metrics.fused_nucleus import key_hist
 
     a = x.numpy().astype(np.float32)
     mx = np.float32(a.max())
@@ -159,7 +159,7 @@ def _both_searches(x: torch.Tensor, tps=(0.7, 0.9, 0.95)):
     lin = [np.empty(len(tp), np.int64), np.empty(len(tp), np.int64), np.empty(len(tp))]
     ok = N.nuclei_linear(a, a.view(np.int32), mx, w, s, tp, hc, hm, *lin)
     kc, km = np.zeros(N.NB1, np.int64), np.zeros(N.NB1, np.float64)
-    _hist(a.view(np.int32), w, kc, km)
+    key_hist(a.view(np.int32), w, kc, km)
     rad = [np.empty(len(tp), np.int64), np.empty(len(tp), np.int64), np.empty(len(tp))]
     N.nuclei(a.view(np.int32), w, s, tp, kc, km, *rad)
     return (lin if ok else None), rad

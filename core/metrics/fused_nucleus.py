@@ -69,16 +69,43 @@ def _pick(hc, hm, cum, target):
 
 
 @nb.njit(cache=True)
+def _distinct(bins, hc):
+    """(fresh, total): fresh[j] when bins[j] is none of bins[:j]; total the tokens the
+    distinct bins hold (several nuclei may end in one bin: its tokens are gathered once)."""
+    fresh = np.ones(len(bins), np.bool_)
+    total = 0
+    for j in range(len(bins)):
+        for i in range(j):
+            fresh[j] &= bins[i] != bins[j]
+        if fresh[j]:
+            total += hc[bins[j]]
+    return fresh, total
+
+
+@nb.njit(cache=True)
+def _walk(ck, cw, ci, before, target):
+    """Walk a final bin's tokens (keys ck, masses cw, ids ci, in id order) from the mass
+    `before` above the bin, most likely first (ties: lower id first), keeping each while the
+    mass before it is below `target` (the first token always): (last kept key, last kept
+    id, kept mass)."""
+    order = np.argsort(-ck, kind="mergesort")  # stable: ties by id
+    t = -1
+    last = -1
+    for o in order:
+        if before < target or (t < 0 and before == 0.0):
+            t = ck[o]
+            last = ci[o]
+            before += cw[o]
+        else:
+            break
+    return t, last, before
+
+
+@nb.njit(cache=True)
 def _gather(bits, w, bins, hc):
     """(keys, w, ids) of the tokens whose level-1 bin is one of `bins`, in id order: one
     pass, no branch (each token is written, the write position advances for the chosen)."""
-    total = 0
-    for j in range(len(bins)):
-        first = True
-        for i in range(j):
-            first &= bins[i] != bins[j]
-        if first:
-            total += hc[bins[j]]
+    _, total = _distinct(bins, hc)
     gi = np.empty(total + 1, np.int32)
     c = 0
     for i in range(len(bits)):  # ids only: the fewest bytes written per token
@@ -164,17 +191,8 @@ def nuclei(bits, w, s, tps, hc, hm, tau, lim, kept):
         target = tps[j] * s
         before = above[j]
         if coll[j]:
-            order = np.argsort(-ck[j, :got[j]], kind="mergesort")  # stable: ties by id
-            t = -1
-            last = -1
-            for o in order:
-                if before < target or (t < 0 and before == 0.0):
-                    t = ck[j, o]
-                    last = ci[j, o]
-                    before += cw[j, o]
-                else:
-                    break
-            tau[j], lim[j], kept[j] = t, last, before
+            n = got[j]
+            tau[j], lim[j], kept[j] = _walk(ck[j, :n], cw[j, :n], ci[j, :n], before, target)
         else:  # > CAP tokens with one logit: kept lowest ids first, counted
             we = bmass[j] / cnt[j]
             m = 0
@@ -237,13 +255,7 @@ def nuclei_linear(x, bits, mx, w, s, tps, hc, hm, tau, lim, kept):
         if hc[b] > CAP:
             return False
         pref[j], above[j] = b, cum
-    total = 0
-    for j in range(nj):
-        first = True
-        for i in range(j):
-            first &= pref[i] != pref[j]
-        if first:
-            total += hc[pref[j]]
+    fresh, total = _distinct(pref, hc)
     gi = np.empty(total, np.int64)
     c = 0
     p0, p1, p2 = pref[0], pref[min(1, nj - 1)], pref[min(2, nj - 1)]
@@ -254,10 +266,7 @@ def nuclei_linear(x, bits, mx, w, s, tps, hc, hm, tau, lim, kept):
                 gi[c] = i
             c += 1
     for j in range(3, nj):  # more than three nuclei: each further bin in its own pass
-        new = True
-        for i in range(j):
-            new &= pref[i] != pref[j]
-        if new:
+        if fresh[j]:
             for i in range(len(x)):
                 if lbin(x[i], mx) == pref[j]:
                     if c < total:
@@ -277,19 +286,7 @@ def nuclei_linear(x, bits, mx, w, s, tps, hc, hm, tau, lim, kept):
                 cw[got] = w[i]
                 ci[got] = i
                 got += 1
-        order = np.argsort(-ck[:got], kind="mergesort")  # stable: ties by id
-        target = tps[j] * s
-        before = above[j]
-        t = -1
-        last = -1
-        for o in order:
-            if before < target or (t < 0 and before == 0.0):
-                t = ck[o]
-                last = ci[o]
-                before += cw[o]
-            else:
-                break
-        tau[j], lim[j], kept[j] = t, last, before
+        tau[j], lim[j], kept[j] = _walk(ck[:got], cw[:got], ci[:got], above[j], tps[j] * s)
     return True
 
 
@@ -301,8 +298,9 @@ def nuclei_topk(ids, xs, bits, w, s, tps, tau, lim, kept):
     (core/metrics/fused.py's truncated_js uses the same condition). A peaked row (a
     trained model's, mostly) needs no histogram and no pass over the vocabulary. Masses
     are read from w at the listed ids (the values the histogram would have summed).
-    Returns False, writing nothing, when some nucleus reaches the end of the list or a tie
-    crosses its edge."""
+    Returns False when some nucleus reaches the end of the list or a tie crosses its edge
+    (what it wrote for the nuclei before that one is then overwritten by the caller's next
+    search)."""
     k = len(ids)
     nj = len(tps)
     for j in range(nj):
@@ -316,3 +314,30 @@ def nuclei_topk(ids, xs, bits, w, s, tps, tau, lim, kept):
             return False
         tau[j], lim[j], kept[j] = key(bits[ids[m - 1]]), ids[m - 1], before
     return True
+
+
+@nb.njit(cache=True)
+def key_hist(bits, w, hc, hm):
+    """The radix search's first level (`nuclei`): count and mass of w by key >> 21."""
+    for i in range(len(bits)):
+        u = key(bits[i]) >> _SHIFTS[0]
+        hc[u] += 1
+        hm[u] += w[i]
+
+
+@nb.njit(cache=True)
+def row_nuclei(x, bits, mx, w, s, tps, top_ids, top_x, tau, lim, kept):
+    """One model's nuclei by the first search that applies: its top-K list where they all
+    end inside it (nuclei_topk), else the linear histogram (nuclei_linear), else, when a bin
+    there holds more than CAP tokens, the radix search on the logits' keys (nuclei)."""
+    if nuclei_topk(top_ids, top_x, bits, w, s, tps, tau, lim, kept):
+        return
+    hc = np.zeros(NL, np.int64)
+    hm = np.zeros(NL, np.float64)
+    lhist(x, mx, w, hc, hm)
+    if nuclei_linear(x, bits, mx, w, s, tps, hc, hm, tau, lim, kept):
+        return
+    kc = np.zeros(NB1, np.int64)
+    km = np.zeros(NB1, np.float64)
+    key_hist(bits, w, kc, km)
+    nuclei(bits, w, s, tps, kc, km, tau, lim, kept)

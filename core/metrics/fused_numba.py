@@ -1,5 +1,6 @@
 """The fused CPU kernel: every registered metric of a block of rows, both models' top-k and
-the ranks, from the two (N, V) float32 logit arrays in three passes per row, with no (N, V)
+the ranks, from the two (N, V) float32 logit arrays in three passes per row (two more per
+model whose nuclei end beyond its top-K: a histogram and a gather), with no (N, V)
 intermediate at all (numba, compiled at first use and cached; no system compiler needed).
 
 Per row (rows in parallel, `prange`):
@@ -26,7 +27,7 @@ import numba as nb
 import numpy as np
 
 from core.metrics import cache_stamp
-from core.metrics.fused_nucleus import NB1, NL, key, lhist, nuclei, nuclei_linear, nuclei_topk
+from core.metrics.fused_nucleus import row_nuclei
 from core.metrics.fused_trunc import _tterm, jsf, trunc_params
 
 # numba keys each cached kernel on its own file only: fused_rows compiled with an older
@@ -192,33 +193,6 @@ def _sums(xb, xt, mb, mt, oa, bufb, buft):
     return sb, st, hb, ht, wdb, wb2, wdt, wt2, ra, n_bt, n_tb
 
 
-@nb.njit(cache=True)
-def _hist(bits, w, hc, hm):
-    """Level-1 histogram of the nucleus search: count and mass of w by key >> 21."""
-    for i in range(len(bits)):
-        u = key(bits[i]) >> 21
-        hc[u] += 1
-        hm[u] += w[i]
-
-
-@nb.njit(cache=True)
-def _nuclei(x, bits, mx, w, s, tps, top_ids, top_x, tau, lim, kept):
-    """One model's nuclei: from its top-K list where they all end inside it (a peaked
-    row: fused_nucleus.nuclei_topk), else from the linear histogram (nuclei_linear), else,
-    when a bin there holds too many tokens, by the radix search on the logits' keys."""
-    if nuclei_topk(top_ids, top_x, bits, w, s, tps, tau, lim, kept):
-        return
-    hc = np.zeros(NL, np.int64)
-    hm = np.zeros(NL, np.float64)
-    lhist(x, mx, w, hc, hm)
-    if nuclei_linear(x, bits, mx, w, s, tps, hc, hm, tau, lim, kept):
-        return
-    kc = np.zeros(NB1, np.int64)
-    km = np.zeros(NB1, np.float64)
-    _hist(bits, w, kc, km)
-    nuclei(bits, w, s, tps, kc, km, tau, lim, kept)
-
-
 @nb.njit(cache=True, fastmath=_FM, error_model="numpy")
 def _terms(xb, xt, bufb, buft, inv_b, inv_t, dl, c_bt, c_tb, k_bt, k_tb, tb, lb, tt, lt,
            ib, it, sh, cr, icr):
@@ -363,17 +337,17 @@ def fused_rows(lb, lt, bits_b, bits_t, tok, k, tps, f64, i64, top_ids, top_x, tj
             lse_t = mt + math.log(st)
             c_bt = wdb / wb2 if wb2 > 0 else 0.0
             c_tb = wdt / wt2 if wt2 > 0 else 0.0
-            # --- the nuclei (from pass 2's histograms) ---
+            # --- each model's nuclei (pass 2's exps; fused_nucleus.row_nuclei) ---
             tau_b = np.empty(nj, np.int64)
             lim_b = np.empty(nj, np.int64)
             kept_b = np.empty(nj, np.float64)
             tau_t = np.empty(nj, np.int64)
             lim_t = np.empty(nj, np.int64)
             kept_t = np.empty(nj, np.float64)
-            _nuclei(xb, bits_b[r], mb, bufb, sb, tps, top_ids[r, 0], top_x[r, 0], tau_b, lim_b,
-                    kept_b)
-            _nuclei(xt, bits_t[r], mt, buft, st, tps, top_ids[r, 1], top_x[r, 1], tau_t, lim_t,
-                    kept_t)
+            row_nuclei(xb, bits_b[r], mb, bufb, sb, tps, top_ids[r, 0], top_x[r, 0], tau_b,
+                       lim_b, kept_b)
+            row_nuclei(xt, bits_t[r], mt, buft, st, tps, top_ids[r, 1], top_x[r, 1], tau_t,
+                       lim_t, kept_t)
             dm = np.float64(mb) - np.float64(mt)
             # --- pass 3: JS and KL terms, and the first three truncated JS columns ---
             dl = lse_b - lse_t
