@@ -26,11 +26,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from core import api  # noqa: E402
 from core import queries as Q  # noqa: E402
 from core.paths import default_cache  # noqa: E402
 
 RL, SFT = "demo-rl", "demo-sft-matched"
-STEP = "demo-rl-step-"
 
 
 def ci(x, lo, hi, fmt="{:.2f}") -> str:
@@ -41,26 +41,23 @@ def pct(x, lo, hi) -> str:
     return ci(100 * x, 100 * lo, 100 * hi, "{:.2f}%")
 
 
-def series_of(cache: Path) -> list[str]:
-    """demo-rl's checkpoint runs in the cache, oldest first, then demo-rl (the final)."""
-    steps = sorted((p.name for p in cache.glob(f"{STEP}*") if p.is_dir()),
-                   key=lambda n: int(n[len(STEP):]))
-    return [*steps, RL]
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--high", type=float, default=0.1)
     ap.add_argument("--near-zero", type=float, default=0.01)
     a = ap.parse_args()
     cache = default_cache()
-    series = series_of(cache)
-    names = list(dict.fromkeys([RL, SFT, *series]))
-    missing = [n for n in names if not (cache / n).is_dir()]
+    runs = {r.name: r for r in api.list_runs(cache)}
+    missing = [n for n in (RL, SFT) if n not in runs]
     if missing:
         print(f"error: {', '.join(missing)} not in {cache}: run `python -m core demo-runs "
               "build` first", file=sys.stderr)
         return 1
+    series = api.series_of(list(runs.values()), runs[RL])  # its checkpoints, then demo-rl
+    if not series:
+        print(f"error: no checkpoint runs of {RL} in {cache}", file=sys.stderr)
+        return 1
+    names = list(dict.fromkeys([RL, SFT, *series]))
     con = Q.open_runs([cache / n for n in names], names=names)
 
     c = Q.contrast(con, SFT, RL, near_zero=a.near_zero, high=a.high).set_index("run")
