@@ -72,3 +72,49 @@ def test_sessions_share_the_collections_indexes(con):
         store = order_index._store(con)
         assert order_index._store(a) is store and order_index._store(b) is store
         assert ("cell", "entropy_base") in store.indexes
+
+
+def test_a_sessions_two_script_runs_never_share_a_cursor(tmp_path, monkeypatch):
+    """Streamlit's fast reruns start a widget change's script run in a new thread while the
+    old run may still be inside a DuckDB call (seen: the fork explorer's page failing with
+    "connection is busy"). The app's cursor is per session *and* per script-run thread."""
+    import streamlit as st
+
+    from app.ui import state
+    from core import api
+
+    for i in range(2):
+        write_synthetic_run(tmp_path / f"r{i}", n_tokens=2_000, mean_length=40, seed=i,
+                            name=f"r{i}")
+    runs = api.list_runs(tmp_path)
+    monkeypatch.setattr(st, "session_state", {})  # one session, seen by both threads
+    old = state.connection(runs)
+    assert state.connection(runs) is old  # one run's thread keeps its cursor
+    busy, started, errors, seen = threading.Event(), threading.Event(), [], []
+
+    def old_run():  # the interrupted run, still inside a long query on its cursor
+        started.set()
+        try:
+            old.execute("SELECT count(*) FROM range(3000) a, range(30000) b "
+                        "WHERE (a.range * b.range) % 7 = 3").fetchall()
+        finally:
+            busy.set()
+
+    def new_run():  # the rerun, in a new thread of the same session
+        started.wait()
+        try:
+            cur = state.connection(runs)
+            seen.append(cur)
+            seen.append(Q.trace_list(cur, "r1", limit=5))
+            seen.append(busy.is_set())
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(f"{type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=old_run), threading.Thread(target=new_run)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert seen[0] is not old and len(seen[1]) == 5
+    assert not seen[2], "the old run's query ended before the rerun queried: nothing was tried"

@@ -7,6 +7,7 @@ listed in the sidebar with their one line and never opened."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import streamlit as st
@@ -61,17 +62,26 @@ def connection(infos: list[Run]):
     named by folder: the names the app shows and puts in URLs; reopened when a run folder
     changes). Sessions never share a cursor: DuckDB runs one call at a time per connection
     object, while cursors of one connection run side by side over the same data and share
-    its indexes. A run whose files change (or are replaced) reopens the collection."""
+    its indexes. A run whose files change (or are replaced) reopens the collection.
+
+    Nor do two script runs of one session: with Streamlit's fast reruns (its default) a
+    widget change starts the new run in a new thread while the old one may still be inside
+    a DuckDB call, and one cursor shared by both is "busy". So the cursor is this session's
+    for this script run's thread; a new thread gets a new cursor (cheap: nothing is copied)
+    and the old thread keeps its own until it ends."""
     infos = [r for r in infos if not r.damaged]
     paths = tuple(str(r.path) for r in infos)
     stamp = tuple(r.signature() for r in infos)
     st.session_state[OPENED_KEY] = paths  # what a failed query re-validates (app/main.py)
     shared = _connection(paths, tuple(r.name for r in infos), stamp)
     mine = st.session_state.setdefault("_cursors", {})
-    if id(shared) not in mine or mine[id(shared)][0] is not shared:
-        mine.clear()  # a reopened collection: the old cursor's views may name moved files
-        mine[id(shared)] = (shared, api.session(shared))
-    return mine[id(shared)][1]
+    key = (id(shared), threading.get_ident())
+    if key not in mine or mine[key][0] is not shared:
+        # another collection or another run's thread: the old cursor's views may name moved
+        # files, and the old thread may still be using it (it holds its own reference)
+        mine.clear()
+        mine[key] = (shared, api.session(shared))
+    return mine[key][1]
 
 
 @st.cache_resource(show_spinner="Loading the pair…", max_entries=2)
