@@ -49,7 +49,7 @@ def test_numba_kernel_within_target(kind):
     _check(kind, lb, lt, tok, fused_chunk(lb, lt, tok, 0.7, 10, {}, "fused-numba"))
 
 
-@pytest.mark.parametrize("std", [0.78, 6.0])
+@pytest.mark.parametrize("std", [0.78, 6.0, 10.0])  # 10: every nucleus in the top-K lists
 def test_truncated_columns_match_the_float64_context(std):
     g = torch.Generator().manual_seed(3)
     lb = torch.randn(4, 151_936, generator=g) * std
@@ -235,7 +235,7 @@ def test_a_peaked_rows_nuclei_come_from_its_top_k_list():
                 assert p.tolist() == q.tolist() if p.dtype.kind == "i" else p == pytest.approx(q)
 
 
-@pytest.mark.parametrize("std", [0.78, 6.0])
+@pytest.mark.parametrize("std", [0.78, 6.0, 10.0])
 def test_more_than_three_nuclei_in_the_kernel(std):
     """Five truncated JS columns: the first three ride on the kernel's JS/KL pass, the
     other two on a further pass; each matches the float64 Context at its top-p."""
@@ -248,3 +248,42 @@ def test_more_than_three_nuclei_in_the_kernel(std):
     ctx = M.Context(lb, lt, tok, 0.7, torch.float64, 10)
     for name, tp in {"js_top_p": 0.7, **extra}.items():
         assert worst(out[name], ctx.js_at(tp)) <= 1.0, name
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_truncated_js_from_the_top_k_lists_is_pass_3s_sum(seed):
+    """When both models' nuclei lie in their top-K lists the kernel sums the truncated JS
+    over those lists (fused_trunc.trunc_topk) instead of in pass 3: the same terms, so the
+    same float32 terms (up to the last bits of a division: the vectorised pass may use
+    a reciprocal, fastmath arcp), summed in another order; with tokens kept by both models,
+    by one, and ties. Far inside the columns' target (1e-4 relative)."""
+    import numpy as np
+
+    from core.metrics import fused_nucleus as N
+    from core.metrics import fused_numba as F
+    from core.metrics.fused_trunc import trunc_params, trunc_topk
+
+    g = torch.Generator().manual_seed(40 + seed)
+    v, k = 151_936, 64
+    xb = (torch.randn(v, generator=g) * 10).numpy().astype(np.float32)
+    xt = (xb + torch.randn(v, generator=g).numpy() * (0.5 + seed)).astype(np.float32)
+    if seed == 3:  # a tie at the top of both lists (kept lowest id first)
+        top = np.argsort(-xb)[:2]
+        xb[top[1]] = xb[top[0]]
+        xt[top] = xt.max() + 1.0
+    tps = np.asarray([0.7, 0.9, 0.95])
+    side = []
+    for x in (xb, xt):
+        w = np.exp(x - x.max()).astype(np.float32)
+        order = np.lexsort((np.arange(v), -x))[:k].astype(np.int64)
+        got = [np.empty(3, np.int64), np.empty(3, np.int64), np.empty(3)]
+        s = float(w.astype(np.float64).sum())
+        assert N.nuclei_topk(order, x[order], x.view(np.int32), w, s, tps, *got)
+        side.append((w, order, got, s))
+    (wb, ob, (_, lb_, kb), sb), (wt, ot, (_, lt_, kt), st) = side
+    prm = trunc_params(xb, xt, float(xb.max()) - float(xt.max()), lb_, kb, lt_, kt, 0)
+    listed = trunc_topk(xb, xt, wb, wt, ob, ot, *prm)
+    full = F._terms(xb, xt, wb, wt, np.float32(1 / sb), np.float32(1 / st), 0.0, 0.0, 0.0,
+                    1.0, 1.0, np.float32(1.0), np.float32(1.0), 3, *prm)[11:]
+    assert max(listed) > 0  # (a nucleus of one shared token has truncated JS 0)
+    assert np.allclose(listed, full, rtol=1e-6, atol=0), (listed, full)

@@ -329,15 +329,17 @@ def key_hist(bits, w, hc, hm):
 def row_nuclei(x, bits, mx, w, s, tps, top_ids, top_x, tau, lim, kept):
     """One model's nuclei by the first search that applies: its top-K list where they all
     end inside it (nuclei_topk), else the linear histogram (nuclei_linear), else, when a bin
-    there holds more than CAP tokens, the radix search on the logits' keys (nuclei)."""
+    there holds more than CAP tokens, the radix search on the logits' keys (nuclei).
+    Returns True when the top-K list gave them (fused_trunc.trunc_topk can then use it)."""
     if nuclei_topk(top_ids, top_x, bits, w, s, tps, tau, lim, kept):
-        return
+        return True
     hc = np.zeros(NL, np.int64)
     hm = np.zeros(NL, np.float64)
     lhist(x, mx, w, hc, hm)
     if nuclei_linear(x, bits, mx, w, s, tps, hc, hm, tau, lim, kept):
-        return
+        return False
     kc = np.zeros(NB1, np.int64)
     km = np.zeros(NB1, np.float64)
     key_hist(bits, w, kc, km)
     nuclei(bits, w, s, tps, kc, km, tau, lim, kept)
+    return False

@@ -15,9 +15,12 @@ Per row (rows in parallel, `prange`):
    then each model's nuclei (core/metrics/fused_nucleus.py: from the top-K list when they
    end inside it, else a histogram pass and a gather pass, exactly, no fallback to torch);
 3. the JS terms (p+q) f(d) and the KL terms w k(e) of core/metrics/exact.py, with d and e
-   formed in float64 from the logits (exact), p and q in float32, and the terms of the
-   first three truncated JS columns (js_top_p, js_top_p90, js_top_p95) in float32, summed
-   in float64. Not here: the choice of path (core/metrics/fused.py).
+   formed in float64 from the logits (exact), p, q and f(d) in float32, every term >= 0
+   summed in float64, and the terms of the first three truncated JS columns (js_top_p,
+   js_top_p90, js_top_p95) in float32 -- unless both models' nuclei lie in their top-K
+   lists (a peaked row): then those columns are summed over the lists alone
+   (fused_trunc.trunc_topk) and pass 3 skips them. Not here: the choice of path
+   (core/metrics/fused.py).
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ import numpy as np
 
 from core.metrics import cache_stamp
 from core.metrics.fused_nucleus import row_nuclei
-from core.metrics.fused_trunc import _tterm, jsf, trunc_params
+from core.metrics.fused_trunc import _tterm, jsf32, trunc_params, trunc_topk
 
 # numba keys each cached kernel on its own file only: fused_rows compiled with an older
 # fused_nucleus.py or fused_trunc.py would be loaded after that file changed (a branch
@@ -111,12 +114,14 @@ def _sorted_top(hv, hi, k):
 
 @nb.njit(cache=True, fastmath=_FM, inline="always")
 def _klk(e, x):
-    """k(e) = exp(-e) - 1 + e in float64: series below |e| 0.1, else with x = exp(-e) given
-    (a probability ratio times a row constant: no exp per entry; its ~1e-8 relative error
-    moves k by ~2e-7 relative at |e| = 0.1, where k >= 0.005). Selected, not branched."""
-    ser = e * e * (0.5 + e * (-1.0 / 6.0 + e * (1.0 / 24.0 + e * (
-        -1.0 / 120.0 + e * (1.0 / 720.0 - e / 5040.0)))))
-    return ser if abs(e) < 0.1 else x - 1.0 + e
+    """k(e) = exp(-e) - 1 + e in float64: its series to e^10 below |e| 0.5 (relative error
+    < 1e-10), else x - 1 + e with x = exp(-e) given (a float32 probability ratio times a row
+    constant: no exp per entry; its ~5e-7 relative error moves k by < 3e-6 relative at
+    |e| >= 0.5, where k >= 0.1). Selected, not branched."""
+    ser = e * e * (0.5 + e * (-1.0 / 6.0 + e * (1.0 / 24.0 + e * (-1.0 / 120.0 + e * (
+        1.0 / 720.0 + e * (-1.0 / 5040.0 + e * (1.0 / 40320.0 + e * (
+            -1.0 / 362880.0 + e * (1.0 / 3628800.0)))))))))
+    return ser if abs(e) < 0.5 else x - 1.0 + e
 
 
 @nb.njit(cache=True, fastmath=_FM)
@@ -194,14 +199,18 @@ def _sums(xb, xt, mb, mt, oa, bufb, buft):
 
 
 @nb.njit(cache=True, fastmath=_FM, error_model="numpy")
-def _terms(xb, xt, bufb, buft, inv_b, inv_t, dl, c_bt, c_tb, k_bt, k_tb, tb, lb, tt, lt,
-           ib, it, sh, cr, icr):
-    """Pass 3 (vectorised: selects, no branches): the JS terms (p+q) f(d) and the KL terms
-    w k(e) of core/metrics/exact.py, d and e in float64 from the logits, p, q in float32;
-    a side masked or 0 contributes (p+q) ln 2 to JS and its mass to the other KL's
-    out-mass; and the terms of the first three truncated JS columns (fused_trunc._tterm,
-    constants from trunc_params: one pass over the row fewer). Returns (js, am_b, bm_b,
-    w_b, out_b, am_t, bm_t, w_t, out_t, n_big_b, n_big_t, tr0, tr1, tr2)."""
+def _terms(xb, xt, bufb, buft, inv_b, inv_t, dl, c_bt, c_tb, x_bt, x_tb, cq, cp, ntr, tb, lb,
+           tt, lt, ib, it, sh, cr, icr):
+    """Pass 3 (vectorised: selects, no branches but the loop-invariant `ntr`): the JS terms
+    (p+q) f(d) and the KL terms w k(e) of core/metrics/exact.py, and with ntr the terms of
+    the first three truncated JS columns (fused_trunc._tterm, constants from trunc_params).
+    d = (a - b) - dl and e = (a - b) - c are formed in float64 from the logits (no
+    cancellation is rounded in float32), then f(d) in float32 (fused_trunc.jsf32, terms >=
+    0 summed in float64); the probability ratios come from two float32 divisions per entry,
+    shared by every term: q/p = (wq/wa) cq, p/q = (wa/wq) cp, exp(-e) = (wq/wa) x_bt,
+    exp(-e2) = (wa/wq) x_tb. A side masked or 0 contributes (p+q) ln 2 to JS and its mass
+    to the other KL's out-mass. Returns (js, am_b, bm_b, w_b, out_b, am_t, bm_t, w_t, out_t,
+    n_big_b, n_big_t, tr0, tr1, tr2)."""
     tr0 = 0.0
     tr1 = 0.0
     tr2 = 0.0
@@ -214,6 +223,7 @@ def _terms(xb, xt, bufb, buft, inv_b, inv_t, dl, c_bt, c_tb, k_bt, k_tb, tb, lb,
     sh0, sh1, sh2 = sh[0], sh[1], sh[2]
     cr0, cr1, cr2 = cr[0], cr[1], cr[2]
     ic0, ic1, ic2 = icr[0], icr[1], icr[2]
+    ln2 = np.float32(LN2)
     js = 0.0
     am_b = 0.0
     bm_b = 0.0
@@ -228,43 +238,42 @@ def _terms(xb, xt, bufb, buft, inv_b, inv_t, dl, c_bt, c_tb, k_bt, k_tb, tb, lb,
     for i in range(len(xb)):
         a = xb[i]
         b = xt[i]
-        p = bufb[i] * inv_b  # exp(a - lse_b)
-        q = buft[i] * inv_t
+        wa = bufb[i]
+        wq = buft[i]
+        p = wa * inv_b  # exp(a - lse_b)
+        q = wq * inv_t
         p64 = np.float64(p)
         q64 = np.float64(q)
         delta = np.float64(a) - np.float64(b)
-        qp = q64 / p64
-        pq = p64 / q64
+        r = wa / wq
+        ir = wq / wa
         both = (p > 0) & (q > 0)
-        f = jsf(delta - dl, min(qp, pq))
-        js += (p64 + q64) * (f if both else LN2)
+        f = jsf32(np.float32(delta - dl), min(ir * cq, r * cp))
+        js += np.float64((p + q) * (f if both else ln2))
         vp = (p > 0) & (b > NINF)
         vq = (q > 0) & (a > NINF)
         e = delta - c_bt
         e2 = -delta - c_tb
         am_b += p64 * e if vp else 0.0
-        bm_b += p64 * _klk(e, qp * k_bt) if vp else 0.0
+        bm_b += p64 * _klk(e, np.float64(ir) * x_bt) if vp else 0.0
         w_b += p64 if vp else 0.0
         out_b += q64 if p == 0 else 0.0
         n_big_b += vp & (e < -88.0)
         am_t += q64 * e2 if vq else 0.0
-        bm_t += q64 * _klk(e2, pq * k_tb) if vq else 0.0
+        bm_t += q64 * _klk(e2, np.float64(r) * x_tb) if vq else 0.0
         w_t += q64 if vq else 0.0
         out_t += p64 if q == 0 else 0.0
         n_big_t += vq & (e2 < -88.0)
-        wa = bufb[i]
-        wq = buft[i]
-        r = wa / wq
-        ir = wq / wa
-        tr0 += np.float64(_tterm((a > tb0) | ((a == tb0) & (i <= lb0)),
-                                 (b > tt0) | ((b == tt0) & (i <= lt0)),
-                                 wa, wq, r, ir, delta, ib0, it0, sh0, cr0, ic0))
-        tr1 += np.float64(_tterm((a > tb1) | ((a == tb1) & (i <= lb1)),
-                                 (b > tt1) | ((b == tt1) & (i <= lt1)),
-                                 wa, wq, r, ir, delta, ib1, it1, sh1, cr1, ic1))
-        tr2 += np.float64(_tterm((a > tb2) | ((a == tb2) & (i <= lb2)),
-                                 (b > tt2) | ((b == tt2) & (i <= lt2)),
-                                 wa, wq, r, ir, delta, ib2, it2, sh2, cr2, ic2))
+        if ntr:
+            tr0 += np.float64(_tterm((a > tb0) | ((a == tb0) & (i <= lb0)),
+                                     (b > tt0) | ((b == tt0) & (i <= lt0)),
+                                     wa, wq, r, ir, delta, ib0, it0, sh0, cr0, ic0))
+            tr1 += np.float64(_tterm((a > tb1) | ((a == tb1) & (i <= lb1)),
+                                     (b > tt1) | ((b == tt1) & (i <= lt1)),
+                                     wa, wq, r, ir, delta, ib1, it1, sh1, cr1, ic1))
+            tr2 += np.float64(_tterm((a > tb2) | ((a == tb2) & (i <= lb2)),
+                                     (b > tt2) | ((b == tt2) & (i <= lt2)),
+                                     wa, wq, r, ir, delta, ib2, it2, sh2, cr2, ic2))
     return (js, am_b, bm_b, w_b, out_b, am_t, bm_t, w_t, out_t, n_big_b, n_big_t, tr0, tr1,
             tr2)
 
@@ -344,20 +353,27 @@ def fused_rows(lb, lt, bits_b, bits_t, tok, k, tps, f64, i64, top_ids, top_x, tj
             tau_t = np.empty(nj, np.int64)
             lim_t = np.empty(nj, np.int64)
             kept_t = np.empty(nj, np.float64)
-            row_nuclei(xb, bits_b[r], mb, bufb, sb, tps, top_ids[r, 0], top_x[r, 0], tau_b,
-                       lim_b, kept_b)
-            row_nuclei(xt, bits_t[r], mt, buft, st, tps, top_ids[r, 1], top_x[r, 1], tau_t,
-                       lim_t, kept_t)
+            listed = row_nuclei(xb, bits_b[r], mb, bufb, sb, tps, top_ids[r, 0], top_x[r, 0],
+                                tau_b, lim_b, kept_b)
+            listed &= row_nuclei(xt, bits_t[r], mt, buft, st, tps, top_ids[r, 1], top_x[r, 1],
+                                 tau_t, lim_t, kept_t)
+            ntr = 0 if listed else 3  # both in their top-K: trunc_topk, not pass 3
             dm = np.float64(mb) - np.float64(mt)
             # --- pass 3: JS and KL terms, and the first three truncated JS columns ---
             dl = lse_b - lse_t
-            # exp(-e) = (q/p) exp(lse_t - lse_b + c_bt), exp(-e2) = (p/q) exp(lse_b - lse_t + c_tb)
-            k_bt = math.exp(min(-dl + c_bt, 700.0))
-            k_tb = math.exp(min(dl + c_tb, 700.0))
+            # exp(-e) = (q/p) exp(-dl + c_bt) = (wq/wa) x_bt, exp(-e2) = (wa/wq) x_tb
+            lsr = math.log(sb) - math.log(st)
+            x_bt = math.exp(min(-dl + c_bt + lsr, 700.0))
+            x_tb = math.exp(min(dl + c_tb - lsr, 700.0))
+            cq = np.float32(sb / st)  # q/p = (wq/wa) sb/st
             (js, am_b, bm_b, w_b, out_b, am_t, bm_t, w_t, out_t, n_big_b, n_big_t, tr0, tr1,
              tr2) = _terms(xb, xt, bufb, buft, np.float32(1.0 / sb), np.float32(1.0 / st), dl,
-                           c_bt, c_tb, k_bt, k_tb,
+                           c_bt, c_tb, x_bt, x_tb, cq, np.float32(st / sb), ntr,
                            *trunc_params(xb, xt, dm, lim_b, kept_b, lim_t, kept_t, 0))
+            if listed:
+                tr0, tr1, tr2 = trunc_topk(xb, xt, bufb, buft, top_ids[r, 0], top_ids[r, 1],
+                                           *trunc_params(xb, xt, dm, lim_b, kept_b, lim_t,
+                                                         kept_t, 0))
             big_b = n_big_b > 0
             big_t = n_big_t > 0
             kl_bt, shift = _kl_finish(inf_bt, big_b, w_b, am_b, bm_b, out_b, c_bt, lse_b, lse_t)
@@ -366,10 +382,14 @@ def fused_rows(lb, lt, bits_b, bits_t, tok, k, tps, f64, i64, top_ids, top_x, tj
                 if m < nj:
                     tjs[r, m] = min(max(0.5 * acc, 0.0), LN2)
             for g in range(3, nj, 3):  # further nuclei (none registered today): 3 per pass
-                got = _terms(xb, xt, bufb, buft, np.float32(1.0), np.float32(1.0), 0.0, 0.0,
-                             0.0, 1.0, 1.0, *trunc_params(xb, xt, dm, lim_b, kept_b, lim_t,
-                                                          kept_t, g))
-                for m, acc in enumerate((got[11], got[12], got[13])):
+                prm = trunc_params(xb, xt, dm, lim_b, kept_b, lim_t, kept_t, g)
+                if listed:
+                    got = trunc_topk(xb, xt, bufb, buft, top_ids[r, 0], top_ids[r, 1], *prm)
+                else:
+                    got = _terms(xb, xt, bufb, buft, np.float32(1.0), np.float32(1.0), 0.0,
+                                 0.0, 0.0, 1.0, 1.0, np.float32(1.0), np.float32(1.0), 3,
+                                 *prm)[11:]
+                for m, acc in enumerate(got):
                     if g + m < nj:
                         tjs[r, g + m] = min(max(0.5 * acc, 0.0), LN2)
             f64[r, 0] = min(max(0.5 * js, 0.0), LN2)
