@@ -154,10 +154,10 @@ def _both_searches(x: torch.Tensor, tps=(0.7, 0.9, 0.95)):
     w = np.exp(a - mx).astype(np.float32)
     s = float(w.astype(np.float64).sum())
     tp = np.asarray(tps, np.float64)
-    hc, hm = np.zeros(N.NL, np.int64), np.zeros(N.NL, np.float64)
-    N.lhist(a, mx, w, hc, hm)
+    hm = np.zeros(N.NL, np.float64)
+    N.lhist(a, mx, w, hm)
     lin = [np.empty(len(tp), np.int64), np.empty(len(tp), np.int64), np.empty(len(tp))]
-    ok = N.nuclei_linear(a, a.view(np.int32), mx, w, s, tp, hc, hm, *lin)
+    ok = N.nuclei_linear(a, a.view(np.int32), mx, w, s, tp, hm, *lin)
     kc, km = np.zeros(N.NB1, np.int64), np.zeros(N.NB1, np.float64)
     key_hist(a.view(np.int32), w, kc, km)
     rad = [np.empty(len(tp), np.int64), np.empty(len(tp), np.int64), np.empty(len(tp))]
@@ -205,9 +205,9 @@ def test_nan_logits_stay_inside_the_kernels_histograms():
     x = np.array([1.0, np.nan, 0.5, -np.inf, 3.0], np.float32)
     bins = [N.lbin(np.float32(v), np.float32(1.0)) for v in x]
     assert all(0 <= b < N.NL for b in bins), bins
-    hc, hm = np.zeros(N.NL, np.int64), np.zeros(N.NL, np.float64)
-    N.lhist(x, np.float32(1.0), np.ones(5, np.float32), hc, hm)
-    assert hc.sum() == 5
+    hm = np.zeros(N.NL, np.float64)
+    N.lhist(x, np.float32(1.0), np.ones(5, np.float32), hm)
+    assert hm.sum() == 5
 
 
 def test_a_peaked_rows_nuclei_come_from_its_top_k_list():
@@ -260,7 +260,7 @@ def test_truncated_js_from_the_top_k_lists_is_pass_3s_sum(seed):
     import numpy as np
 
     from core.metrics import fused_nucleus as N
-    from core.metrics import fused_numba as F
+    from core.metrics import fused_terms as T
     from core.metrics.fused_trunc import trunc_params, trunc_topk
 
     g = torch.Generator().manual_seed(40 + seed)
@@ -283,7 +283,7 @@ def test_truncated_js_from_the_top_k_lists_is_pass_3s_sum(seed):
     (wb, ob, (_, lb_, kb), sb), (wt, ot, (_, lt_, kt), st) = side
     prm = trunc_params(xb, xt, float(xb.max()) - float(xt.max()), lb_, kb, lt_, kt, 0)
     listed = trunc_topk(xb, xt, wb, wt, ob, ot, *prm)
-    full = F._terms(xb, xt, wb, wt, np.float32(1 / sb), np.float32(1 / st), 0.0, 0.0, 0.0,
+    full = T._terms(xb, xt, wb, wt, np.float32(1 / sb), np.float32(1 / st), 0.0, 0.0, 0.0,
                     1.0, 1.0, np.float32(1.0), np.float32(1.0), 3, *prm)[11:]
     assert max(listed) > 0  # (a nucleus of one shared token has truncated JS 0)
     assert np.allclose(listed, full, rtol=1e-6, atol=0), (listed, full)

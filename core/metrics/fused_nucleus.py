@@ -9,15 +9,16 @@ by an integer key of their float32 logit (`key`: monotone in the value, -0.0 = +
 Each model's nuclei are found by the first of three searches that applies, all exact:
 - `nuclei_topk`: from the row's top-K list (pass 1 of the kernel) when every nucleus ends
   inside it before a strictly smaller logit (a peaked row: no pass over the vocabulary);
-- `nuclei_linear`: a histogram (count and float64 mass of exp(x - max)) on a linear scale
-  of the logit below the row's maximum (1/256-nat bins, `lbin`); the bin where the mass
-  from the top reaches top_p holds the last kept token; one pass gathers the ids of those
-  bins, and each bin's tokens (at most CAP) are sorted by (key descending, id ascending)
-  and walked from the mass above the bin;
+- `nuclei_linear`: a histogram (float64 mass of exp(x - max)) on a linear scale of the
+  logit below the row's maximum (1/256-nat bins, `lbin`); the bin where the mass from the
+  top reaches top_p holds the last kept token; one pass gathers the ids of those bins
+  (counting them), and each bin's tokens (at most CAP) are sorted by (key descending, id
+  ascending) and walked from the mass above the bin;
 - `nuclei`, when a linear bin holds more than CAP tokens (large groups of equal logits,
-  or top_p reaching the clipped last bin): a radix selection on the key, over masses: a
-  histogram of the key's top 11 bits, a gather of those bins' tokens, finer histograms
-  (11, then the last 10 bits: a bin of the last level is one logit value) while a bin
+  or top_p reaching the clipped last bin) or the masses never reach top_p: a radix
+  selection on the key, over masses: a histogram of the key's top 11 bits, a gather of
+  those bins' tokens, finer histograms (11, then the last 10 bits: a bin of the last
+  level is one logit value) while a bin
   holds more than CAP tokens, a sort of the final bin, and a final bin of more than CAP
   equal logits resolved by counting (its tokens are kept lowest ids first).
 All nuclei of a model (the run's top_p, 0.9, 0.95) share these passes. The result per
@@ -69,17 +70,23 @@ def _pick(hc, hm, cum, target):
 
 
 @nb.njit(cache=True)
-def _distinct(bins, hc):
-    """(fresh, total): fresh[j] when bins[j] is none of bins[:j]; total the tokens the
-    distinct bins hold (several nuclei may end in one bin: its tokens are gathered once)."""
-    fresh = np.ones(len(bins), np.bool_)
+def _fresh(bins, j):
+    """bins[j] is none of bins[:j] (several nuclei may end in one bin: it is gathered
+    once)."""
+    for i in range(j):
+        if bins[i] == bins[j]:
+            return False
+    return True
+
+
+@nb.njit(cache=True)
+def _distinct_tokens(bins, hc):
+    """The tokens the distinct bins among `bins` hold (hc: counts per bin)."""
     total = 0
     for j in range(len(bins)):
-        for i in range(j):
-            fresh[j] &= bins[i] != bins[j]
-        if fresh[j]:
+        if _fresh(bins, j):
             total += hc[bins[j]]
-    return fresh, total
+    return total
 
 
 @nb.njit(cache=True)
@@ -105,7 +112,7 @@ def _walk(ck, cw, ci, before, target):
 def _gather(bits, w, bins, hc):
     """(keys, w, ids) of the tokens whose level-1 bin is one of `bins`, in id order: one
     pass, no branch (each token is written, the write position advances for the chosen)."""
-    _, total = _distinct(bins, hc)
+    total = _distinct_tokens(bins, hc)
     gi = np.empty(total + 1, np.int32)
     c = 0
     for i in range(len(bits)):  # ids only: the fewest bytes written per token
@@ -232,61 +239,86 @@ def lbin(x, mx):
 
 
 @nb.njit(cache=True, fastmath=_FM)
-def lhist(x, mx, w, hc, hm):
-    """Count and float64 mass of w per linear bin (see lbin)."""
+def lhist(x, mx, w, hm):
+    """Float64 mass of w per linear bin (see lbin). Masses only: a count per bin too was a
+    second scatter per token (~40% of this pass); the chosen bins' tokens are counted as
+    they are gathered."""
     for i in range(len(x)):
-        u = lbin(x[i], mx)
-        hc[u] += 1
-        hm[u] += w[i]
+        hm[lbin(x[i], mx)] += w[i]
 
 
 @nb.njit(cache=True)
-def nuclei_linear(x, bits, mx, w, s, tps, hc, hm, tau, lim, kept):
-    """`nuclei` from the linear histogram hc, hm (lhist): each nucleus ends in one bin; one
-    pass gathers the tokens of those bins and each bin is sorted by (key descending, id
+def _pick_mass(hm, target):
+    """Scan the mass histogram from the highest bin: (bin, mass above it) of the bin where
+    the mass reaches `target`, or (-1, total) when it never does."""
+    cum = 0.0
+    for b in range(len(hm) - 1, -1, -1):
+        if hm[b] > 0 and cum + hm[b] >= target:
+            return b, cum
+        cum += hm[b]
+    return -1, cum
+
+
+@nb.njit(cache=True, fastmath=_FM)
+def _gather_bins(x, mx, p0, p1, p2, gi):
+    """Ids of the tokens whose linear bin is p0, p1 or p2, into gi (at most len(gi)
+    written); returns how many there are. A rare, well-predicted branch (a chosen bin holds
+    a few hundred of 151,936 tokens): measured faster than a branch-free write per token or
+    than testing blocks of 64 first."""
+    c = 0
+    n = len(x)
+    cap = len(gi)
+    for i in range(n):
+        u = lbin(x[i], mx)
+        if (u == p0) | (u == p1) | (u == p2):
+            if c < cap:
+                gi[c] = i
+            c += 1
+    return c
+
+
+@nb.njit(cache=True)
+def nuclei_linear(x, bits, mx, w, s, tps, hm, tau, lim, kept):
+    """`nuclei` from the linear mass histogram hm (lhist): each nucleus ends in one bin;
+    one pass gathers the tokens of those bins and each bin is sorted by (key descending, id
     ascending) and walked. Returns False, writing nothing, when a bin holds more than CAP
-    tokens (a big group of equal or masked logits, or top_p reaching the clipped last bin):
-    the caller then runs `nuclei` on the key histogram."""
+    tokens (a big group of equal or masked logits, or top_p reaching the clipped last bin)
+    or the mass never reaches a top_p: the caller then runs `nuclei` on the key
+    histogram."""
     nj = len(tps)
     pref = np.empty(nj, np.int64)
     above = np.empty(nj, np.float64)
     for j in range(nj):
-        b, cum = _pick(hc, hm, 0.0, tps[j] * s)
-        if hc[b] > CAP:
+        b, cum = _pick_mass(hm, tps[j] * s)
+        if b < 0:
             return False
         pref[j], above[j] = b, cum
-    fresh, total = _distinct(pref, hc)
-    gi = np.empty(total, np.int64)
-    c = 0
-    p0, p1, p2 = pref[0], pref[min(1, nj - 1)], pref[min(2, nj - 1)]
-    for i in range(len(x)):  # the chosen bins' ids: a rare, well-predicted branch
-        u = lbin(x[i], mx)
-        if (u == p0) | (u == p1) | (u == p2):
-            if c < total:  # the histogram's counts bound the writes, whatever happens
-                gi[c] = i
-            c += 1
-    for j in range(3, nj):  # more than three nuclei: each further bin in its own pass
-        if fresh[j]:
-            for i in range(len(x)):
-                if lbin(x[i], mx) == pref[j]:
-                    if c < total:
-                        gi[c] = i
-                    c += 1
-    if c != total:  # cannot happen (one bin function, one row); the radix search if it does
+    gi = np.empty(nj * CAP, np.int64)
+    c = _gather_bins(x, mx, pref[0], pref[min(1, nj - 1)], pref[min(2, nj - 1)], gi)
+    for j in range(3, nj):  # more than three nuclei: each further new bin in its own pass
+        if c <= len(gi) and _fresh(pref, j):
+            c += _gather_bins(x, mx, pref[j], pref[j], pref[j], gi[c:])
+    if c > len(gi):  # more tokens than CAP per nucleus: some bin is over CAP
         return False
+    got = np.zeros(nj, np.int64)
+    for j in range(nj):
+        for g in range(c):
+            got[j] += lbin(x[gi[g]], mx) == pref[j]
+        if got[j] > CAP:
+            return False
     ck = np.empty(CAP, np.int64)
     cw = np.empty(CAP, np.float64)
     ci = np.empty(CAP, np.int64)
     for j in range(nj):
-        got = 0
+        n = 0
         for g in range(c):
             i = gi[g]
-            if lbin(x[i], mx) == pref[j] and got < CAP:
-                ck[got] = key(bits[i])
-                cw[got] = w[i]
-                ci[got] = i
-                got += 1
-        tau[j], lim[j], kept[j] = _walk(ck[:got], cw[:got], ci[:got], above[j], tps[j] * s)
+            if lbin(x[i], mx) == pref[j]:
+                ck[n] = key(bits[i])
+                cw[n] = w[i]
+                ci[n] = i
+                n += 1
+        tau[j], lim[j], kept[j] = _walk(ck[:n], cw[:n], ci[:n], above[j], tps[j] * s)
     return True
 
 
@@ -333,10 +365,9 @@ def row_nuclei(x, bits, mx, w, s, tps, top_ids, top_x, tau, lim, kept):
     Returns True when the top-K list gave them (fused_trunc.trunc_topk can then use it)."""
     if nuclei_topk(top_ids, top_x, bits, w, s, tps, tau, lim, kept):
         return True
-    hc = np.zeros(NL, np.int64)
     hm = np.zeros(NL, np.float64)
-    lhist(x, mx, w, hc, hm)
-    if nuclei_linear(x, bits, mx, w, s, tps, hc, hm, tau, lim, kept):
+    lhist(x, mx, w, hm)
+    if nuclei_linear(x, bits, mx, w, s, tps, hm, tau, lim, kept):
         return False
     kc = np.zeros(NB1, np.int64)
     km = np.zeros(NB1, np.float64)

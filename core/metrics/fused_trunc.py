@@ -7,7 +7,7 @@ JS of the truncated distributions, 1/2 sum (p'+q') f(d') over the union of both 
 x - log cosh x >= 0 (x = d/2): no sum cancels. `jsf32` evaluates f in float32 for these
 columns and for the kernel's full-vocabulary JS (~1e-7 relative, < 1e-5 where its closed
 form cancels; the terms are summed in float64; the target is 1e-4). The kernel's pass 3
-(fused_numba._terms) sums three nuclei's terms (`_tterm`, constants from `trunc_params`)
+(fused_terms._terms) sums three nuclei's terms (`_tterm`, constants from `trunc_params`)
 per pass over the row.
 """
 from __future__ import annotations
@@ -108,7 +108,7 @@ def _listed_terms(xs, xo, ws, wo, ids, last, to, lo, own, acc, ib, it, sh, cr, i
 
 @nb.njit(cache=True)
 def trunc_topk(xb, xt, bufb, buft, ids_b, ids_t, tb, lb, tt, lt, ib, it, sh, cr, icr):
-    """The three truncated JS sums of pass 3 (fused_numba._terms' tr0, tr1, tr2: the same
+    """The three truncated JS sums of pass 3 (fused_terms._terms' tr0, tr1, tr2: the same
     `_tterm` per token) when both models' nuclei lie in their top-K lists (fused_nucleus.
     nuclei_topk found them all): the union of the nuclei is then the base list up to its
     last kept id and the tuned list's kept tokens the base does not keep; every other token
