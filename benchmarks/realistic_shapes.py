@@ -7,6 +7,7 @@ process so its peak memory is its own.
                                           [--math-dtypes float64,float32] [--device cpu]
                                           [--layers 2] [--model-dtype float32]
                                           [--peak-tflops 989] [--threads 0] [--repeat 1]
+                                          [--rounds 1]
 
 --math-dtypes: comma list of --math-dtype values, each scored in its own child (float32 on
 CPU = the fused numba kernel, float64/auto = the torch Context); the floor is shared. The
@@ -24,7 +25,12 @@ a loaded shared machine one thread keeps the OpenMP threads of each path from wa
 each other's time slices, which inflates both paths' times by different factors. --repeat N
 times each child's run N times in its process and keeps the best. Each scoring child first
 scores a 16-token trace, so one-off costs (loading or compiling the numba kernel, the
-head/body split check) are not timed.
+head/body split check) are not timed; the floor child first runs both models on 24 tokens
+(before, its one-off costs were timed, which flattered the scoring at 512 tokens).
+--rounds N runs each length's floor child and path children N times in turn (floor, paths,
+floor, paths, ...), a line per round: on a machine whose speed drifts by 20% from one
+minute to the next (this 2-core VM's did), one round's ratio is not a figure; quote the
+median and the range of the rounds.
 
 Per length it prints:
   peak     peak RSS of the scoring beyond the loaded weights (ru_maxrss - RSS after load)
@@ -121,6 +127,10 @@ def child(mode: str, length: int, budget: int, head_std: float, a=None) -> dict:
         # numba kernel, the head/body split check; a 16-token trace, so no memory peak
         score_traces(base, tuned, [(prompt[:8], resp[:16])], 0,
                      ScoreSettings(batch_size=1, memory_budget=budget, math_dtype=mode))
+    else:  # the floor's one-off costs out too (thread pools, first kernels): 24 tokens
+        with torch.no_grad():
+            for m in (base, tuned):
+                del m(input_ids=torch.tensor([prompt[:8] + resp[:16]]), use_cache=False).logits
     loaded = torch.cuda.memory_allocated() if cuda else _now_rss()
     seconds = math.inf
     for _ in range(max(1, getattr(a, "repeat", 1))):  # best of: the machine may be shared
@@ -163,6 +173,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="CPU threads per child (0: default)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="time each child's run this many times, keep the best")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run each length's floor and path children this many times in turn")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     lengths = [int(x) for x in a.lengths.split(",")]
@@ -170,7 +182,6 @@ def main() -> None:
     if a.child:
         print(json.dumps(child(a.child, lengths[0], budget, a.head_std, a)))
         return
-    gib = 1024**3
     print(f"load average {_load()}")
     print(f"vocab {VOCAB}, hidden 1536, {a.layers} layers, {a.model_dtype} on {a.device}, "
           f"{a.threads or 'default'} threads; "
@@ -178,25 +189,33 @@ def main() -> None:
     print(f"{'length':>7} {'math':>8} {'peak GiB':>9} {'tok/s':>8} {'floor s':>8} "
           f"{'score s':>8} {'overhead':>9} {'vs first':>9} {'roofline':>9}")
     for n in lengths:
-        f = run_child("floor", n, a) if n <= a.floor_max else None
-        floor = f.get("seconds") if f and "error" not in f else None
-        first = None
-        for md in a.math_dtypes.split(","):
-            s = run_child(md, n, a)
-            if "error" in s:
-                print(f"{n:>7} {md:>8} scoring failed: {s['error']}")
-                continue
-            over = f"{100 * (s['seconds'] / floor - 1):+.0f}%" if floor else "-"
-            first = first or s["seconds"]
-            vs = f"{s['seconds'] / first:.2f}x"
-            flops = 2 * 2 * s["params"] * (n + 64)  # two models' forward passes
-            roof = f"{100 * flops / s['seconds'] / (a.peak_tflops * 1e12):.1f}%"
-            print(f"{n:>7} {md:>8} {s['peak_beyond_weights'] / gib:>9.2f} "
-                  f"{n / s['seconds']:>8.1f} {floor if floor else float('nan'):>8.2f} "
-                  f"{s['seconds']:>8.2f} {over:>9} {vs:>9} "
-                  f"{roof if a.device == 'cuda' else '-':>9}"
-                  + (f"  (floor: {f['error']})" if f and "error" in f else ""), flush=True)
+        for rnd in range(a.rounds):
+            _length(n, a, rnd)
     print(f"load average {_load()}")
+
+
+def _length(n: int, a, rnd: int) -> None:
+    """One round at length n: the floor child, then each path's child, printed."""
+    gib = 1024**3
+    f = run_child("floor", n, a) if n <= a.floor_max else None
+    floor = f.get("seconds") if f and "error" not in f else None
+    first = None
+    for md in a.math_dtypes.split(","):
+        s = run_child(md, n, a)
+        if "error" in s:
+            print(f"{n:>7} {md:>8} scoring failed: {s['error']}")
+            continue
+        over = f"{100 * (s['seconds'] / floor - 1):+.0f}%" if floor else "-"
+        first = first or s["seconds"]
+        vs = f"{s['seconds'] / first:.2f}x"
+        flops = 2 * 2 * s["params"] * (n + 64)  # two models' forward passes
+        roof = f"{100 * flops / s['seconds'] / (a.peak_tflops * 1e12):.1f}%"
+        print(f"{n:>7} {md:>8} {s['peak_beyond_weights'] / gib:>9.2f} "
+              f"{n / s['seconds']:>8.1f} {floor if floor else float('nan'):>8.2f} "
+              f"{s['seconds']:>8.2f} {over:>9} {vs:>9} "
+              f"{roof if a.device == 'cuda' else '-':>9}"
+              + (f"  (floor: {f['error']})" if f and "error" in f else "")
+              + (f"  round {rnd + 1}" if a.rounds > 1 else ""), flush=True)
 
 
 def _load() -> str:
