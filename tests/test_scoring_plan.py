@@ -37,3 +37,30 @@ def test_the_numba_path_scores_a_whole_head_block_per_call(monkeypatch):
     _, rows, _, _ = plan(ScoreSettings(memory_budget=1 << 30, math_dtype="float32",
                                        chunk_rows=3), model, VOCAB)
     assert rows == 3
+
+
+@pytest.mark.parametrize("n,block,sizes", [(600, 512, [300, 300]), (1024, 512, [512, 512]),
+                                           (1025, 512, [342, 342, 341]), (10, 512, [10]),
+                                           (7, 3, [3, 2, 2]), (0, 512, [])])
+def test_head_blocks_are_balanced(n, block, sizes):
+    bounds = heads.block_bounds(n, block)
+    assert [b1 - b0 for b0, b1 in bounds] == sizes
+    assert [b0 for b0, _ in bounds] == [sum(sizes[:j]) for j in range(len(sizes))]
+
+
+def test_chunks_cover_every_row_once_with_balanced_blocks():
+    class Src:  # the rows' logits are their own indices: what `chunked` hands out is checked
+        def __init__(self, n):
+            self.n, self.device, self.parts = n, torch.device("cpu"), None
+
+        def __len__(self):
+            return self.n
+
+        def chunk(self, sl, out=None):
+            return torch.arange(self.n, dtype=torch.float32)[sl, None].expand(-1, 3)
+
+    got = [(sl, blk[0][:, 0].tolist()) for sl, blk in heads.chunked([Src(601)], 7, 512)]
+    rows = [r for _, part in got for r in part]
+    assert rows == list(range(601))
+    assert all(sl.stop - sl.start <= 7 for sl, _ in got)
+    assert max(sl.stop for sl, _ in got if sl.start < 301) == 301  # the first block's end

@@ -22,10 +22,10 @@ NINF = -np.inf
 
 @nb.njit(cache=True, fastmath=_FM, inline="always")
 def _klk(e, x):
-    """k(e) = exp(-e) - 1 + e in float64: its series to e^10 below |e| 0.5 (relative error
-    about 1e-10 at most), else x - 1 + e with x = exp(-e) given (a float32 probability ratio times a row
-    constant: no exp per entry; its ~5e-7 relative error moves k by < 3e-6 relative at
-    |e| >= 0.5, where k >= 0.1). Selected, not branched."""
+    """k(e) = exp(-e) - 1 + e in float64: its series to e^10 below |e| 0.5 (relative
+    error about 1e-10 at most), else x - 1 + e with x = exp(-e) given (a float32
+    probability ratio times a row constant: no exp per entry; its ~5e-7 relative error
+    moves k by < 3e-6 relative at |e| >= 0.5, where k >= 0.1). Selected, not branched."""
     ser = e * e * (0.5 + e * (-1.0 / 6.0 + e * (1.0 / 24.0 + e * (-1.0 / 120.0 + e * (
         1.0 / 720.0 + e * (-1.0 / 5040.0 + e * (1.0 / 40320.0 + e * (
             -1.0 / 362880.0 + e * (1.0 / 3628800.0)))))))))
