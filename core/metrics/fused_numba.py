@@ -4,13 +4,15 @@ model whose nuclei end beyond its top-K: a histogram and a gather), with no (N, 
 intermediate at all (numba, compiled at first use and cached; no system compiler needed).
 
 Per row (rows in parallel, `prange`):
-1. max, first argmax, the rank counts of the trace token, and each model's top-K by a
-   min-heap (K = max(top_k, NUCLEUS_TOPK); equal logits: lower id first), the row scanned
-   in vectorised blocks of BLOCK entries and only a block whose maximum beats the heap's
-   least entry walked entry by entry;
+1. max, first argmax and each model's top-K by a min-heap (K = max(top_k,
+   NUCLEUS_TOPK); equal logits: lower id first), the row scanned in vectorised blocks of
+   BLOCK entries (their maxima only) and only a block whose maximum beats the heap's least
+   entry walked entry by entry;
 2. sums of exp(x - max) in float64 (log-sum-exp), of exp(x - max) (x - max) (entropy, no
    cancellation: both terms are >= 0), the weighted mean c of the logit difference (the
-   KL shift of core/metrics/exact.py), the rank of the tuned argmax under the base; the
+   KL shift of core/metrics/exact.py), the rank counts of the trace token under both
+   models and of the tuned argmax under the base (in this long vectorised loop rather
+   than in pass 1's blocks: 7-15% of the kernel's time on near-uniform rows); the
    exps are kept in two (V,) float32 row buffers per thread, so pass 3 needs none;
    then each model's nuclei (core/metrics/fused_nucleus.py: from the top-K list when they
    end inside it, else a histogram pass and a gather pass, exactly, no fallback to torch);
@@ -72,20 +74,16 @@ BLOCK = 64  # pass 1 scans blocks of this many entries (vectorised) before any h
 
 
 @nb.njit(cache=True, fastmath=_FM, inline="always")
-def _block_scan(xb, xt, ob, ot, i0, i1):
-    """Rank counts above ob, ot and both maxima of entries i0..i1 (selects only)."""
-    cb = 0
-    ct = 0
+def _block_scan(xb, xt, i0, i1):
+    """Both maxima of entries i0..i1 (selects only)."""
     bmax = NINF
     tmax = NINF
     for i in range(i0, i1):
         a = xb[i]
         b = xt[i]
-        cb += a > ob
-        ct += b > ot
         bmax = a if a > bmax else bmax
         tmax = b if b > tmax else tmax
-    return cb, ct, bmax, tmax
+    return bmax, tmax
 
 
 @nb.njit(cache=True, inline="always")
@@ -133,10 +131,10 @@ def exp32(y):
 
 
 @nb.njit(cache=True, fastmath=_FM, error_model="numpy")
-def _sums(xb, xt, mb, mt, oa, bufb, buft):
+def _sums(xb, xt, mb, mt, oa, ob, ot, bufb, buft):
     """Pass 2 (vectorised: selects, no branches): the exps of x - max into bufb, buft and
-    (sb, st, hb, ht, wdb, wb2, wdt, wt2, rank count above oa, n base-only finite, n
-    tuned-only finite)."""
+    (sb, st, hb, ht, wdb, wb2, wdt, wt2, base entries above oa, base entries above ob,
+    tuned entries above ot, n base-only finite, n tuned-only finite)."""
     sb = 0.0
     st = 0.0
     hb = 0.0
@@ -146,12 +144,16 @@ def _sums(xb, xt, mb, mt, oa, bufb, buft):
     wdt = 0.0
     wt2 = 0.0
     ra = 0
+    rb = 0
+    rt = 0
     n_bt = 0
     n_tb = 0
     for i in range(len(xb)):
         a = xb[i]
         b = xt[i]
         ra += a > oa
+        rb += a > ob
+        rt += b > ot
         ea = a - mb
         eb = b - mt
         wa = exp32(ea)
@@ -172,7 +174,7 @@ def _sums(xb, xt, mb, mt, oa, bufb, buft):
         wt2 += wt_ if both else np.float32(0.0)
         n_bt += fa & ~fb
         n_tb += fb & ~fa
-    return sb, st, hb, ht, wdb, wb2, wdt, wt2, ra, n_bt, n_tb
+    return sb, st, hb, ht, wdb, wb2, wdt, wt2, ra, rb, rt, n_bt, n_tb
 
 
 @nb.njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
@@ -194,28 +196,22 @@ def fused_rows(lb, lt, bits_b, bits_t, tok, k, tps, f64, i64, top_ids, top_x, tj
             xb, xt = lb[r], lt[r]
             t = tok[r]
             ob, ot = xb[t], xt[t]
-            # --- pass 1: top-K heaps (their largest is the max), rank counts ---
+            # --- pass 1: top-K heaps (their largest is the max) ---
             hvb = np.empty(k, np.float32)
             hib = np.empty(k, np.int64)
             hvt = np.empty(k, np.float32)
             hit = np.empty(k, np.int64)
-            rb = 0
-            rt = 0
             for i in range(k):
                 hvb[i] = xb[i]
                 hib[i] = i
                 hvt[i] = xt[i]
                 hit[i] = i
-                rb += xb[i] > ob
-                rt += xt[i] > ot
             for i in range(k // 2 - 1, -1, -1):
                 _sift(hvb, hib, k, i)
                 _sift(hvt, hit, k, i)
             for i0 in range(k, v, BLOCK):
                 i1 = min(v, i0 + BLOCK)
-                cb, ct, bmax, tmax = _block_scan(xb, xt, ob, ot, i0, i1)
-                rb += cb
-                rt += ct
+                bmax, tmax = _block_scan(xb, xt, i0, i1)
                 if bmax > hvb[0]:  # else no entry of the block enters the heap
                     _heap_block(xb, hvb, hib, k, i0, i1)
                 if tmax > hvt[0]:
@@ -231,12 +227,12 @@ def fused_rows(lb, lt, bits_b, bits_t, tok, k, tps, f64, i64, top_ids, top_x, tj
             mt = top_x[r, 1, 0]
             ab = top_ids[r, 0, 0]
             at = top_ids[r, 1, 0]
-            # --- pass 2: log-sum-exps, entropies' sums, the KL shifts, the tuned top-1's rank ---
+            # --- pass 2: log-sum-exps, entropies' sums, the KL shifts, the ranks ---
             oa = xb[at]
             bufb = work[w_, 0]
             buft = work[w_, 1]
-            sb, st, hb, ht, wdb, wb2, wdt, wt2, ra, n_bt, n_tb = _sums(xb, xt, mb, mt, oa, bufb,
-                                                                       buft)
+            sb, st, hb, ht, wdb, wb2, wdt, wt2, ra, rb, rt, n_bt, n_tb = _sums(
+                xb, xt, mb, mt, oa, ob, ot, bufb, buft)
             inf_bt = n_bt > 0
             inf_tb = n_tb > 0
             lse_b = mb + math.log(sb)
