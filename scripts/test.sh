@@ -19,4 +19,6 @@ scripts/setup_trl.sh .venv
 echo "scripts/setup_trl.sh: $((SECONDS - start)) s"
 # One worker per core (pytest-xdist); a test file stays on one worker, so its module-scoped
 # app server and browser are shared. `-n 0` (passed after) runs in this process instead.
-exec .venv/bin/python -m pytest -n auto --dist loadfile "$@"
+# --durations: the slowest tests are listed in every run (CI included), to keep the suite
+# well under 15 minutes.
+exec .venv/bin/python -m pytest -n auto --dist loadfile --durations=20 "$@"
