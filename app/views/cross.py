@@ -122,16 +122,33 @@ def _sweep_jobs(run_name: str) -> list:
             if j.kind == "cross-sample" and j.run == run_name]
 
 
-@st.fragment(run_every=1.0)
+ACTIVE_POLL_S = 1.0  # while a sweep of the run is queued or running: its progress
+IDLE_POLL_S = 5.0  # otherwise: only to notice a sweep another session started
+
+
+def _active(run_name: str):
+    return next((j for j in _sweep_jobs(run_name) if j.state in ("queued", "running")), None)
+
+
 def _live(run_name: str) -> None:
-    """Progress, cancel and the filling chart of this run's active sweep (every second)."""
+    """Progress, cancel and the filling chart of this run's active sweep, polled every
+    second while there is one and every 5 s otherwise: six sessions idling on this page
+    polled the queue six times a second, and on a 2-core server the pages never finished a
+    script run between polls."""
+    every = ACTIVE_POLL_S if _active(run_name) is not None else IDLE_POLL_S
+    st.fragment(_live_body, run_every=every)(run_name, every)
+
+
+def _live_body(run_name: str, every: float) -> None:
     api.tick_jobs(state.cache_dir())  # starts the queued sweep when nothing else runs
-    job = next((j for j in _sweep_jobs(run_name) if j.state in ("queued", "running")), None)
+    job = _active(run_name)
     if job is None:
         if st.session_state.pop("cross_watching", None):
             st.rerun(scope="app")  # a sweep this session watched has ended: show results
         return
     st.session_state["cross_watching"] = job.id
+    if every > ACTIVE_POLL_S:  # a sweep began while the page polled slowly: poll faster
+        st.rerun(scope="app")
     st.progress(job.fraction(), text=progress_text(job.id, job.state, job.progress()))
     if st.button("Cancel", key=f"cancel_{job.id}"):
         api.cancel_job(state.cache_dir(), job.id)
