@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The prepared GPU check of issue 24, for one 80 GB GPU, in at most 8 minutes:
 #   1. the `gpu` test tier (tests marked gpu; they skip without CUDA);
-#   2. the fused Triton kernel against the float64 reference on the GPU, and its ms per row
-#      against the torch float32 Context (benchmarks/triton_check.py);
+#   2. the fused Triton kernel against the float64 reference on the GPU (its nucleus search
+#      included), and its ms per row against the torch float32 Context
+#      (benchmarks/triton_check.py);
 #   3. benchmarks/realistic_shapes.py on CUDA: a Qwen2.5-1.5B-shaped pair at full depth (28
 #      layers, vocabulary 151,936, hidden 1,536), random weights, bf16, at 512, 2,048 and
 #      8,192 tokens, float32 math (the Triton kernel) and the torch path side by side:
@@ -32,7 +33,7 @@ if ((DRY)); then
   step "dry run: syntax and entry points"
   bash -n "$0"
   "$PY" -m py_compile benchmarks/triton_check.py benchmarks/realistic_shapes.py \
-    core/metrics/fused_triton.py
+    core/metrics/fused_triton.py core/metrics/fused_triton_nucleus.py
   "$PY" benchmarks/realistic_shapes.py --help > /dev/null
   echo "would run: $PY -m pytest -m gpu -q (limit ${T_TESTS}s)"
   echo "would run: $PY benchmarks/triton_check.py --device cuda (limit ${T_KERNEL}s)"

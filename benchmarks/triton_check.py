@@ -1,8 +1,11 @@
 """The fused Triton kernel against the plain float64 reference, on a GPU (or on CPU under
 TRITON_INTERPRET=1, which benchmarks/gpu_check.sh --dry-run uses): the cases of
 tests/f32cases.py (js ~5e-11 .. ln 2; plain, shifted, masked, bf16 logits), every exact
-metric within max(1e-4 x value, 1e-10), ranks and argmaxes identical; then, on CUDA, ms per
-row of the kernel against the torch float32 Context on the same rows.
+metric within max(1e-4 x value, 1e-10), ranks and argmaxes identical; the truncated JS
+columns of near-uniform and peaked rows (nuclei beyond and inside the top-K lists: the
+device search of core/metrics/fused_triton_nucleus.py, and the lists) within the same target
+of the float64 Context; then, on CUDA, ms per row of the kernel against the torch float32
+Context on the same rows, peaked and near-uniform.
 
     python benchmarks/triton_check.py [--device cuda] [--rows 8] [--vocab 151936]
 
@@ -22,6 +25,14 @@ import torch  # noqa: E402
 from core.metrics import registry as M  # noqa: E402
 from core.metrics.fused import fused_chunk  # noqa: E402
 from tests.f32cases import EXACT, KINDS, case, reference, worst  # noqa: E402
+
+
+def rows_of(std: float, n: int, v: int):
+    """n rows of logits with standard deviation `std` and graded differences."""
+    g = torch.Generator().manual_seed(3)
+    lb = torch.randn(n, v, generator=g) * std
+    lt = lb + torch.logspace(-4, 0.5, n)[:, None] * torch.randn(lb.shape, generator=g)
+    return lb, lt, torch.zeros(n, dtype=torch.long)
 
 
 def main() -> int:
@@ -45,21 +56,33 @@ def main() -> int:
         print(f"{kind:7s} {'ok  ' if ok else 'FAIL'} worst/target "
               f"{max(bad.values()):.3f} ({max(bad, key=bad.get)}), ranks "
               f"{'identical' if rank_ok else 'DIFFER'}", flush=True)
+    nuclei = dict(M.TRUNCATED_JS)
+    for std in (0.78, 8.0):  # near-uniform (nuclei far beyond the top-K), peaked
+        lb, lt, tok = rows_of(std, a.rows, a.vocab)
+        ref = M.compute_metrics(lb, lt, tok, ctx=M.Context(lb, lt, tok, 0.7, torch.float64, 10))
+        out = fused_chunk(lb.to(dev), lt.to(dev), tok.to(dev), 0.7, 10, nuclei, "triton")
+        bad = {n: worst(out[n], ref[n]) for n in ("js_top_p", *nuclei)}
+        ok = max(bad.values()) <= 1.0
+        failed |= not ok
+        print(f"std {std:<4g} {'ok  ' if ok else 'FAIL'} truncated JS worst/target "
+              f"{max(bad.values()):.3f} ({max(bad, key=bad.get)})", flush=True)
     if dev.type == "cuda":
-        lb, lt, tok = (t.to(dev) for t in case("plain", n=64, v=a.vocab))
-        for name, fn in (("triton kernel", lambda: fused_chunk(lb, lt, tok, 0.7, 10, {},
-                                                                "triton")),
-                         ("torch float32 Context", lambda: M.compute_metrics(
-                             lb, lt, tok, ctx=M.Context(lb, lt, tok, 0.7, torch.float32,
-                                                        10)))):
-            fn()
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            for _ in range(3):
+        for label, (lb, lt, tok) in (("peaked", rows_of(8.0, 64, a.vocab)),
+                                     ("near-uniform", rows_of(0.78, 64, a.vocab))):
+            lb, lt, tok = lb.to(dev), lt.to(dev), tok.to(dev)
+            for name, fn in (("triton kernel", lambda: fused_chunk(lb, lt, tok, 0.7, 10,
+                                                                    nuclei, "triton")),
+                             ("torch float32 Context", lambda: M.compute_metrics(
+                                 lb, lt, tok, ctx=M.Context(lb, lt, tok, 0.7, torch.float32,
+                                                            10)))):
                 fn()
-            torch.cuda.synchronize()
-            print(f"{name:22s} {(time.perf_counter() - t0) / 3 / 64 * 1e3:.3f} ms/row "
-                  f"(64 rows, vocab {a.vocab}, every column)")
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                for _ in range(3):
+                    fn()
+                torch.cuda.synchronize()
+                print(f"{label:12s} {name:22s} {(time.perf_counter() - t0) / 3 / 64 * 1e3:.3f}"
+                      f" ms/row (64 rows, vocab {a.vocab}, every column)")
     return 1 if failed else 0
 
 

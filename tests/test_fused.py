@@ -5,8 +5,8 @@ subprocess). Every exact metric within max(1e-4 x value, 1e-10); ranks, argmaxes
 identical (top-k by value where bf16 rounding makes exact ties); the truncated JS columns of
 fused_chunk within the target of the float64 Context, for peaked rows (nuclei inside the
 top-K), near-uniform ones (nuclei of up to ~90% of the vocabulary, far beyond the top-K), ties
-at the nucleus edge and masked logits; the numba kernel finds every nucleus itself (no row
-goes to the Context)."""
+at the nucleus edge and masked logits; both kernels find every nucleus themselves (no row
+goes to the Context; the Triton one under the interpreter too)."""
 from __future__ import annotations
 
 import json
@@ -140,6 +140,61 @@ def test_triton_kernel_under_the_interpreter():
     worst_by_kind = json.loads(res.stdout.strip().splitlines()[-1])
     assert set(worst_by_kind) == set(KINDS)
     assert max(max(v.values()) for v in worst_by_kind.values()) <= 1.0
+
+
+TRUNC_CHILD = """
+import json, os
+os.environ["TRITON_INTERPRET"] = "1"
+import torch
+from core.metrics import registry as M
+from core.metrics.fused import fused_chunk
+from tests.f32cases import worst
+from tests.test_fused import _edge_cases, _near_uniform, _lower_ids
+cases = {"edge": (*_edge_cases(), 0.7), "near-uniform": (*_near_uniform(), 0.7),
+         "lower-ids": (*_lower_ids(), 0.5)}
+refs = {k: M.compute_metrics(lb, lt, tok, ctx=M.Context(lb, lt, tok, tp, torch.float64, 10))
+        for k, (lb, lt, tok, tp) in cases.items()}
+def no_context(*a, **k):
+    raise AssertionError("a row went to the reference Context")
+M.Context = no_context
+out = {}
+for k, (lb, lt, tok, tp) in cases.items():
+    got = fused_chunk(lb, lt, tok, tp, 10, dict(M.TRUNCATED_JS), "triton")
+    out[k] = {n: float(worst(got[n], refs[k][n])) for n in ("js_top_p", *M.TRUNCATED_JS)}
+print(json.dumps(out))
+"""
+
+
+def _near_uniform():
+    """Two rows of a random init's near-uniform distributions: nuclei of ~40-90% of the
+    vocabulary, far beyond the top-K lists."""
+    g = torch.Generator().manual_seed(3)
+    lb = torch.randn(2, 151_936, generator=g) * 0.78
+    lt = lb + torch.tensor([[1e-3], [0.3]]) * torch.randn(lb.shape, generator=g)
+    return lb, lt, torch.zeros(2, dtype=torch.long)
+
+
+def _lower_ids():
+    """A uniform base and a tuned model favouring the upper half (see the numba test)."""
+    v = 151_936
+    lb, lt = torch.zeros(1, v), torch.zeros(1, v)
+    lt[0, v // 2:] = 0.01
+    return lb, lt, torch.zeros(1, dtype=torch.long)
+
+
+def test_triton_nuclei_under_the_interpreter():
+    """The Triton path's truncated JS columns for rows whose nuclei end beyond the top-K
+    lists (ties at the nucleus edge, masked logits, near-uniform rows, a tie that only the
+    lower-ids rule decides), searched on the device: within the target of the float64
+    Context, and no row handed to the Context."""
+    pytest.importorskip("triton")
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, "-W", "ignore", "-c", TRUNC_CHILD], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    worst_by_case = json.loads(res.stdout.strip().splitlines()[-1])
+    assert set(worst_by_case) == {"edge", "near-uniform", "lower-ids"}
+    assert max(max(v.values()) for v in worst_by_case.values()) <= 1.0, worst_by_case
 
 
 def _both_searches(x: torch.Tensor, tps=(0.7, 0.9, 0.95)):

@@ -11,8 +11,9 @@ manifest as metric_math.path) and the fused one's wrapper:
 registered metrics, both top-k lists, the tuned top-1's base rank and probability). The
 truncated JS columns: the numba kernel computes every row's nuclei exactly itself
 (core/metrics/fused_nucleus.py); on the Triton path they are computed here in float64 from
-the kernel's top-K lists where both nuclei end inside them, and by the reference Context
-(float32) for the other rows.
+the kernel's top-K lists where both nuclei end inside them, and by a search on the device
+(core/metrics/fused_triton_nucleus.py) for the other rows: no path hands a row to the
+reference Context.
 """
 from __future__ import annotations
 
@@ -80,18 +81,19 @@ def truncated_js(ids_b, pb, ids_t, pt, top_p: float):
     return js, oks[0] & oks[1]
 
 
-def _triton_truncated(lb, lt, tok, ids, pb, pt, tps, top_p, top_k) -> dict:
+def _triton_truncated(lb, lt, ids, pb, pt, lse_b, lse_t, tps) -> dict:
     """The truncated JS columns on the Triton path: from the top-K lists where both nuclei
-    end inside them, from the reference Context (float32) for the other rows."""
-    from core.metrics import registry as M
-
+    end inside them, from the device search (core/metrics/fused_triton_nucleus.py) for the
+    other rows."""
     trunc = {name: truncated_js(ids[:, 0], pb, ids[:, 1], pt, tp) for name, tp in tps.items()}
     bad = torch.stack([~ok for _, ok in trunc.values()]).any(0)
-    if bool(bad.any()):  # a nucleus beyond the top-K: the reference on those rows only
-        rows = bad.nonzero()[:, 0].to(lb.device)
-        ctx = M.Context(lb[rows], lt[rows], tok[rows], top_p, torch.float32, top_k)
+    if bool(bad.any()):  # a nucleus beyond the top-K: searched on the device, those rows only
+        from core.metrics.fused_triton_nucleus import truncated_rows
+
+        rows = bad.nonzero()[:, 0]
+        found = truncated_rows(lb, lt, lse_b, lse_t, rows, tps)
         for name, (js, _) in trunc.items():
-            js[bad] = ctx.js_at(tps[name]).to(js.device, js.dtype)
+            js[rows.to(js.device)] = found[name].to(js.device, js.dtype)
     return {name: js for name, (js, _) in trunc.items()}
 
 
@@ -119,7 +121,7 @@ def fused_chunk(lb: torch.Tensor, lt: torch.Tensor, tok: torch.Tensor, top_p: fl
     out["rank_base"], out["rank_tuned"] = i64[:, 0], i64[:, 1]
     out["top1_agree"] = i64[:, 2] == i64[:, 3]
     if kernel == "triton":
-        out.update(_triton_truncated(lb, lt, tok, ids, pb, pt, tps, top_p, top_k))
+        out.update(_triton_truncated(lb, lt, ids, pb, pt, lse_b, lse_t, tps))
     else:
         out.update({name: tjs[:, j] for j, name in enumerate(tps)})
     out["base_topk_ids"], out["base_topk_probs"] = ids[:, 0, :top_k], pb[:, :top_k]
@@ -129,3 +131,19 @@ def fused_chunk(lb: torch.Tensor, lt: torch.Tensor, tok: torch.Tensor, top_p: fl
     out["tuned_top1_prob_base"] = torch.exp(
         lb.gather(-1, at[:, None])[:, 0].double() - lse_b.to(lb.device))
     return out
+
+
+def warm_up() -> str:
+    """Compile (or load from numba's on-disk cache) the CPU kernel by scoring two small rows;
+    returns the path that would score float32 math on CPU. scripts/test.sh runs it while the
+    TRL tier's venv installs, so that the test workers load the kernel instead of each
+    compiling it (about 30 s on a clean checkout)."""
+    path = metric_path(torch.device("cpu"), torch.float32)
+    if path == "fused-numba":
+        g = torch.Generator().manual_seed(0)
+        lb = torch.randn(2, 4096, generator=g)
+        from core.metrics.registry import TRUNCATED_JS
+
+        fused_chunk(lb, lb + 0.1 * torch.randn(lb.shape, generator=g),
+                    torch.zeros(2, dtype=torch.long), 0.7, 10, dict(TRUNCATED_JS))
+    return path

@@ -2,7 +2,9 @@
 (every exact metric, ranks, argmaxes, log-sum-exps) from the two (N, V) float32 logit arrays,
 one program per row, three passes over the row in blocks, no (N, V) intermediate. Weights
 p, q in float32; d, e and the terms f(d), k(e) (core/metrics/exact.py) in float64; sums in
-float64. The top-K lists come from torch.topk on the device (one call per model and chunk).
+float64. The top-K lists come from torch.topk on the device (one call per model and chunk);
+the truncated JS columns from those lists or, for rows whose nuclei end beyond them, from
+core/metrics/fused_triton_nucleus.py (core/metrics/fused.py decides).
 
 Tested on CPU under Triton's interpreter (TRITON_INTERPRET=1, set before triton is
 imported: tests/test_fused.py runs it in a subprocess) for exactness, not speed; it has not
