@@ -14,8 +14,8 @@ VOCAB = 151_936
 def test_a_head_block_is_not_rounded_to_the_chunk_rows():
     # 512 rows in chunks of 6 made blocks of 510 and 2 rows, and the head matrix was
     # reread whole for the 2-row block
-    assert heads.head_block_rows(VOCAB, 1 << 30, 6, 8, 2) == heads.HEAD_BLOCK_ROWS
-    assert heads.head_block_rows(VOCAB, 1 << 30, 7, 8, 2) == heads.HEAD_BLOCK_ROWS
+    assert heads.head_block_rows(VOCAB, 2 << 30, 6, 8, 2) == heads.HEAD_BLOCK_ROWS
+    assert heads.head_block_rows(VOCAB, 2 << 30, 7, 8, 2) == heads.HEAD_BLOCK_ROWS
     # the budget still bounds it, and a block is at least one chunk
     small = heads.head_block_rows(VOCAB, 64 << 20, 6, 8, 2)
     assert 6 <= small < heads.HEAD_BLOCK_ROWS
@@ -26,17 +26,33 @@ def test_the_numba_path_scores_a_whole_head_block_per_call(monkeypatch):
     pytest.importorskip("numba")
     monkeypatch.delenv("SHIFTLENS_METRIC_PATH", raising=False)
     model = torch.nn.Linear(4, 4)  # on CPU; no config: no KV bound
-    budget, rows, block, _ = plan(ScoreSettings(memory_budget=1 << 30, math_dtype="float32"),
+    budget, rows, block, _ = plan(ScoreSettings(memory_budget=2 << 30, math_dtype="float32"),
                                   model, VOCAB)
     assert rows == block == heads.HEAD_BLOCK_ROWS
     # the torch reference keeps cache-sized chunks inside the block
-    _, rows, block, _ = plan(ScoreSettings(memory_budget=1 << 30, math_dtype="float64"),
+    _, rows, block, _ = plan(ScoreSettings(memory_budget=2 << 30, math_dtype="float64"),
                              model, VOCAB)
-    assert rows == heads.chunk_rows(VOCAB, 1 << 30) < block == heads.HEAD_BLOCK_ROWS
+    assert rows == heads.chunk_rows(VOCAB, 2 << 30) < block == heads.HEAD_BLOCK_ROWS
     # an explicit chunk size is honoured on every path
-    _, rows, _, _ = plan(ScoreSettings(memory_budget=1 << 30, math_dtype="float32",
+    _, rows, _, _ = plan(ScoreSettings(memory_budget=2 << 30, math_dtype="float32",
                                        chunk_rows=3), model, VOCAB)
     assert rows == 3
+
+
+def test_the_head_block_leaves_room_for_the_kept_rows_and_the_reserve():
+    budget, row = 1 << 30, 2 * VOCAB * 4  # two models' float32 logits per row
+    free = budget - int(budget * heads.RESERVE_SHARE) - VOCAB * heads.TENSORS_PER_ENTRY * 4
+    assert heads.head_block_rows(VOCAB, budget, 1, 4, 2) == min(free // row,
+                                                                heads.HEAD_BLOCK_ROWS)
+    # 16,384 rows of hidden size 1,536 kept by each model: the block shrinks by their bytes
+    kept = 2 * 16_384 * 1_536 * 4
+    got = heads.head_block_rows(VOCAB, budget, 1, 4, 2, kept)
+    assert got == (free - kept) // row < heads.HEAD_BLOCK_ROWS
+    assert got * row + kept + VOCAB * heads.TENSORS_PER_ENTRY * 4 <= budget
+    # and the plan passes them on
+    model = torch.nn.Linear(4, 4)
+    settings = ScoreSettings(memory_budget=budget, math_dtype="float32")
+    assert plan(settings, model, VOCAB, kept=kept)[2] == got
 
 
 @pytest.mark.parametrize("n,block,sizes", [(600, 512, [300, 300]), (1024, 512, [512, 512]),

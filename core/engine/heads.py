@@ -33,6 +33,26 @@ DEFAULT_SEGMENT = 2048
 _SPLIT_OK: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+_TRIM = []
+
+
+def trim_heap() -> None:
+    """Hand the process's freed heap memory back to the OS (glibc's malloc_trim; nothing
+    elsewhere). The body's activations, once freed, otherwise stay in the heap and count in
+    the peak beside the head blocks: at 8,192 tokens of a Qwen2-shaped pair, 1.04 GiB beyond
+    the weights without it, 0.83 with it (benchmarks/realistic_shapes.py's shapes). Costs
+    milliseconds."""
+    if not _TRIM:
+        try:
+            import ctypes
+
+            _TRIM.append(ctypes.CDLL("libc.so.6").malloc_trim)
+        except (OSError, AttributeError):
+            _TRIM.append(None)
+    if _TRIM[0] is not None:
+        _TRIM[0](0)
+
+
 def free_ram() -> int:
     """Bytes of RAM available now: MemAvailable of /proc/meminfo (Linux), else the free
     physical pages sysconf reports."""
@@ -69,11 +89,19 @@ def default_budget(device: torch.device) -> int:
 CPU_CHUNK_ENTRIES = 1 << 20
 
 # The output head, though, is a (rows x hidden) @ (hidden x vocab) product that rereads the
-# whole head matrix for every call: at 6 rows it ran at a seventh of its speed at 512 rows
-# (vocabulary 151,936, hidden 1,536, CPU: 23 ms against 3.0-3.2 ms per row and model; 3.5 at
-# 256, 4.0 at 128). So the head runs on blocks of up to HEAD_BLOCK_ROWS rows, as many as the
-# budget leaves after one chunk's math, and the math walks each block chunk by chunk.
-HEAD_BLOCK_ROWS = 512
+# whole head matrix for every call, and runs faster per row the more rows it gets (vocabulary
+# 151,936, hidden 1,536, CPU, one model, ms per row: 23 at 6 rows, 4.0 at 128, 3.5 at 256;
+# measured again in one process: 2.97 at 352, 2.81 at 422, 2.77 at 528, 2.65 at 704, 2.59 at
+# 1,056, 2.44 at 2,112). So the head runs on blocks of up to HEAD_BLOCK_ROWS rows, as many as
+# the budget leaves after one chunk's math, the rows kept from the body and a reserve, and
+# the math walks each block chunk by chunk. At 704 rows two models' float32 logits of
+# vocabulary 151,936 are 0.80 GiB, which with the reserve fits the default 1 GiB budget.
+HEAD_BLOCK_ROWS = 704
+# The share of the budget left to what the plan does not count (torch's and numba's working
+# memory, the allocator's slack; the body's freed activations are handed back first,
+# trim_heap): at the 1 GiB default, peak RSS stayed 0.8-0.9 GiB beyond the weights at 512
+# to 8,192 tokens (benchmarks/realistic_shapes.py).
+RESERVE_SHARE = 0.15
 
 
 def chunk_rows(vocab: int, budget: int, itemsize: int = 8, cpu: bool = True) -> int:
@@ -85,14 +113,16 @@ def chunk_rows(vocab: int, budget: int, itemsize: int = 8, cpu: bool = True) -> 
 
 
 def head_block_rows(vocab: int, budget: int, rows: int, itemsize: int = 8,
-                    models: int = 2) -> int:
+                    models: int = 2, kept: int = 0) -> int:
     """Rows of float32 logits each of `models` heads computes at once: what `budget` leaves
-    after one chunk of `rows` rows of metric math, at most HEAD_BLOCK_ROWS and at least
+    after one chunk of `rows` rows of metric math, `kept` bytes (the hidden rows the body
+    left, which grow with the trace) and the reserve, at most HEAD_BLOCK_ROWS and at least
     `rows`. Not rounded to a multiple of `rows` (a block's last chunk may be shorter): 512
     rows in chunks of 6 made a block of 510 and one of 2, and each head call rereads the
     whole head matrix (the 2-row call cost 0.12 s, a twentieth of the 510-row one)."""
     math_bytes = rows * max(1, vocab) * TENSORS_PER_ENTRY * itemsize
-    fit = max(0, budget - math_bytes) // (models * max(1, vocab) * 4)
+    free = budget - int(budget * RESERVE_SHARE) - math_bytes - max(0, kept)
+    fit = max(0, free) // (models * max(1, vocab) * 4)
     return max(rows, min(fit, HEAD_BLOCK_ROWS))
 
 
@@ -179,6 +209,8 @@ class ResponseLogits:
             self.full = torch.cat([logits[b, p - 1:p + r - 1] for b, (p, r) in enumerate(spans)])
             return
         self.hidden = self._hidden_rows(self.parts[0], ids, attn, spans, max(1, segment))
+        if dev.type == "cpu":
+            trim_heap()
 
     @staticmethod
     def _hidden_rows(body, ids, attn, spans, segment) -> torch.Tensor:
@@ -207,6 +239,13 @@ class ResponseLogits:
 
     def __len__(self) -> int:
         return self.n
+
+    @property
+    def kept_bytes(self) -> int:
+        """Bytes this object holds between head blocks (its hidden rows, or the full logits
+        of a model scored with its full forward)."""
+        t = self.hidden if self.parts is not None else self.full
+        return t.numel() * t.element_size()
 
     @torch.no_grad()
     def chunk(self, sl: slice, out: torch.Tensor | None = None) -> torch.Tensor:

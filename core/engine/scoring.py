@@ -8,7 +8,8 @@ speed) and the registered metrics (core/metrics/registry.py) and both models' to
 chunks of `heads.chunk_rows(vocab, budget)` rows of a block (small enough for the math to
 stay in cache). The budget (`ScoreSettings.memory_budget`, bytes; 0 = a quarter of free
 memory, 256 MiB..1 GiB on CPU) is what one block of logits and one chunk's metric math may
-use together; batches are also capped so their KV cache fits in it.
+use together with the batch's hidden rows and a reserve (heads.RESERVE_SHARE); batches are
+also capped so their KV cache fits in it.
 
 GPU path (untested here: no CUDA on the development machine; tests/test_gpu_scoring.py runs
 on a GPU and skips elsewhere): models run in bf16 (core.engine.pair.pick_device);
@@ -85,26 +86,25 @@ def _resolve_batch_size(settings: "ScoreSettings", base, lengths: list[int]) -> 
                            budget=heads.resolve_budget(settings.memory_budget, dev))
 
 
-def plan(settings: "ScoreSettings", model, vocab: int,
-         models: int = 2) -> tuple[int, int, int, int | None]:
+def plan(settings: "ScoreSettings", model, vocab: int, models: int = 2,
+         kept: int = 0) -> tuple[int, int, int, int | None]:
     """(memory budget in bytes, rows per metric chunk, rows per head block, max padded
     tokens per batch) for scoring with `model` (the one whose device holds the metric math)
-    and `models` heads applied block by block."""
+    and `models` heads applied block by block, `kept` bytes being held besides (a batch's
+    hidden rows)."""
     dev = next(model.parameters()).device
     budget = heads.resolve_budget(settings.memory_budget, dev)
     dtype = heads.math_dtype(dev, settings.math_dtype)
     size = heads.itemsize(dtype)
-    if metric_path(dev, dtype) == "fused-numba" and not settings.chunk_rows:
-        # the numba kernel expands no (rows, vocab) tensor: one call per head block (86 calls
-        # of 6 rows for 512 rows before), with one row's worth of math kept in reserve (not
-        # Triton: rows whose nuclei end past its top-K go to the float32 Context, which
-        # expands (rows, vocab) tensors, so its chunks stay sized by the budget)
-        block = heads.head_block_rows(vocab, budget, 1, size, models)
+    if metric_path(dev, dtype) != "torch" and not settings.chunk_rows:
+        # the fused kernels expand no (rows, vocab) tensor: one call per head block (86
+        # calls of 6 rows for 512 rows before), with one row's worth of math kept in reserve
+        block = heads.head_block_rows(vocab, budget, 1, size, models, kept)
         rows = block
     else:
         rows = settings.chunk_rows or heads.chunk_rows(vocab, budget, size,
                                                        cpu=dev.type == "cpu")
-        block = heads.head_block_rows(vocab, budget, rows, size, models)
+        block = heads.head_block_rows(vocab, budget, rows, size, models, kept)
     kv = heads.kv_bytes_per_token(model)
     max_tokens = max(1, budget // kv) if kv else None
     return budget, rows, block, max_tokens
@@ -141,6 +141,9 @@ def score_traces(base, tuned, traces: list[tuple[list[int], list[int]]], pad_id:
                                                       max_tokens):
         rb = heads.ResponseLogits(base, ids, attn, spans, settings.segment_tokens)
         rt = heads.ResponseLogits(tuned, ids, attn, spans, settings.segment_tokens)
+        # the blocks get what the budget leaves beside this batch's hidden rows
+        _, step, block, _ = plan(settings, base, vocab_size(base),
+                                 kept=rb.kept_bytes + rt.kept_bytes)
         dev = rb.device  # two-GPU placement: metric math on the base model's device
         mdtype = heads.math_dtype(dev, settings.math_dtype)
         path = metric_path(dev, mdtype)
