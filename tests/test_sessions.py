@@ -118,3 +118,29 @@ def test_a_sessions_two_script_runs_never_share_a_cursor(tmp_path, monkeypatch):
     assert not errors, errors
     assert seen[0] is not old and len(seen[1]) == 5
     assert not seen[2], "the old run's query ended before the rerun queried: nothing was tried"
+
+
+def test_overview_figures_are_computed_once_per_runs_state_and_copied_per_call(tmp_path,
+                                                                               monkeypatch):
+    """The Overview page and the Runs page's comparison take their figures from one cache
+    (about a hundred queries per run): a second call does not query, each call gets its own
+    copy (a session that changes its figures changes nobody else's), and a run written anew
+    is queried again."""
+    from app.ui import state
+    from core import api, figures
+
+    write_synthetic_run(tmp_path / "r0", n_tokens=2_000, mean_length=40, seed=0, name="r0")
+    calls = []
+    real = figures.overview
+    monkeypatch.setattr(state, "overview", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    state._overview.clear()
+    runs = api.list_runs(tmp_path)
+    first = state.overview_figures(runs, "r0")
+    first[0].figure.layout.title = "changed by one session"
+    again = state.overview_figures(runs, "r0")
+    assert calls == ["r0"] and len(again) == len(first) > 3
+    assert again[0].figure.layout.title != first[0].figure.layout.title
+    write_synthetic_run(tmp_path / "r0", n_tokens=1_000, mean_length=40, seed=1, name="r0")
+    fresh = state.overview_figures(api.list_runs(tmp_path), "r0")
+    assert calls == ["r0", "r0"]
+    assert fresh[0].caption != first[0].caption or fresh[0].figure != first[0].figure

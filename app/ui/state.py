@@ -15,6 +15,7 @@ import streamlit as st
 from app.ui.text import md_escape
 from core import api
 from core.api import Run
+from core.figures import overview
 
 OPENED_KEY = "_opened_runs"  # the run folders this session's collection was opened on
 RUN_KEY = "_run"  # this session's run (not a widget key: Streamlit drops those on page change)
@@ -82,6 +83,31 @@ def connection(infos: list[Run]):
         mine.clear()
         mine[key] = (shared, api.session(shared))
     return mine[key][1]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _overview(paths: tuple[str, ...], names: tuple[str, ...], stamp: tuple[float, ...],
+              run: str, series: tuple[str, ...] | None, contrast_with: str | None,
+              sampled_from: str | None):
+    cur = api.session(_connection(paths, names, stamp))
+    try:
+        return overview(cur, run, series=list(series) if series else None,
+                        contrast_with=contrast_with, sampled_from=sampled_from)
+    finally:
+        cur.close()
+
+
+def overview_figures(infos: list[Run], run: str, *, series=None, contrast_with=None,
+                     sampled_from=None):
+    """core.figures.overview of `run` over the runs `infos`, computed once per server for
+    the same runs (their files' signatures), run and options: about a hundred queries, a
+    second or more per run, which the Overview page and the Runs page's comparison paid on
+    every interaction. Each call gets its own copy (st.cache_data), so a session may change
+    its figures without another seeing it."""
+    infos = [r for r in infos if not r.damaged]
+    return _overview(tuple(str(r.path) for r in infos), tuple(r.name for r in infos),
+                     tuple(r.signature() for r in infos), str(run),
+                     tuple(series) if series else None, contrast_with, sampled_from)
 
 
 @st.cache_resource(show_spinner="Loading the pair…", max_entries=2)

@@ -10,7 +10,6 @@ from app.ui import state
 from app.ui.figure import show_figure
 from app.ui.text import md_escape
 from core import api
-from core.figures import overview
 
 
 def _pct(rows, col: str, digits: int) -> str:
@@ -99,8 +98,8 @@ def render() -> None:
                                     index=1 if others else 0, key="contrast")
     contrast = None if contrast == "(none)" else contrast
     series = api.series_of(infos, run) or None
-    specs = overview(con, run.name, series=series, contrast_with=contrast,
-                     sampled_from=sampled_from)
+    specs = state.overview_figures(infos, run.name, series=series, contrast_with=contrast,
+                                   sampled_from=sampled_from)
     st.download_button("Figure bundle (zip)", icon=":material/folder_zip:",
                        data=lambda: api.bundle_bytes(specs, run.path),
                        file_name=api.bundle_name(run.name), mime="application/zip",

@@ -14,7 +14,6 @@ from app.ui.figure import show_figure
 from app.ui.text import md_escape, show_error
 from core.api import delete_run, rename_run
 from core.errors import RunsError
-from core.figures import overview
 from core.figures.style import share_axes
 
 
@@ -68,14 +67,15 @@ def _manage(infos) -> None:
             st.rerun()
 
 
-def _compare(infos, con) -> None:
+def _compare(infos) -> None:
     names = [r.name for r in infos]
     c1, c2 = st.columns(2)
     a = c1.selectbox("Left", names, index=names.index("demo-rl") if "demo-rl" in names else 0,
                      key="cmp_a")
     b = c2.selectbox("Right", names, index=names.index("demo-sft") if "demo-sft" in names
                      else min(1, len(names) - 1), key="cmp_b")
-    left, right = overview(con, a), {s.id: s for s in overview(con, b)}
+    left = state.overview_figures(infos, a)
+    right = {s.id: s for s in state.overview_figures(infos, b)}
     for spec in left:
         col_a, col_b = st.columns(2)
         other = right.get(spec.id)
@@ -103,7 +103,7 @@ def render() -> None:
     _manage(infos + bad)
     if infos:
         st.subheader("Compare two runs")
-        _compare(infos, state.connection(infos))
+        _compare(infos)
 
 
 if __name__ == "__main__":  # Streamlit runs the page file as __main__
