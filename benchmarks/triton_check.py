@@ -70,11 +70,13 @@ def main() -> int:
         for label, (lb, lt, tok) in (("peaked", rows_of(8.0, 64, a.vocab)),
                                      ("near-uniform", rows_of(0.78, 64, a.vocab))):
             lb, lt, tok = lb.to(dev), lt.to(dev), tok.to(dev)
-            for name, fn in (("triton kernel", lambda: fused_chunk(lb, lt, tok, 0.7, 10,
-                                                                    nuclei, "triton")),
-                             ("torch float32 Context", lambda: M.compute_metrics(
-                                 lb, lt, tok, ctx=M.Context(lb, lt, tok, 0.7, torch.float32,
-                                                            10)))):
+            for name, fn in (("triton kernel",
+                              lambda lb=lb, lt=lt, tok=tok: fused_chunk(lb, lt, tok, 0.7, 10,
+                                                                        nuclei, "triton")),
+                             ("torch float32 Context",
+                              lambda lb=lb, lt=lt, tok=tok: M.compute_metrics(
+                                  lb, lt, tok, ctx=M.Context(lb, lt, tok, 0.7, torch.float32,
+                                                             10)))):
                 fn()
                 torch.cuda.synchronize()
                 t0 = time.perf_counter()
