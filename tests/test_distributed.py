@@ -18,8 +18,8 @@ KEYS = {"tokens.parquet": ["trace_id", "pos"], "topk.parquet": ["trace_id", "pos
         "traces.parquet": ["trace_id"]}
 
 
-@pytest.fixture
-def local_ray():
+@pytest.fixture(scope="module")
+def local_ray():  # one local cluster for the module's tests (starting one takes seconds)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
