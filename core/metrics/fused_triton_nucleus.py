@@ -44,10 +44,13 @@ def _okey(x):
 
 
 @triton.jit
-def _search(x_ptr, lse_ptr, row_ptr, out_ptr, V, stride, top_p, BLOCK: tl.constexpr):
+def _search(x_ptr, lse_ptr, row_ptr, out_ptr, tp_ptr, V, stride, BLOCK: tl.constexpr):
     """Per listed row: (K, c, log Z) into out (f64 (rows, 3)): the last kept token's key,
-    how many of the tokens with key K are kept, and log of the nucleus's mass."""
+    how many of the tokens with key K are kept, and log of the nucleus's mass. top_p is
+    read from a float64 tensor: a Python float argument would reach the kernel as float32
+    (0.7 as 0.699999988), moving the nucleus edge where the mass is that close to it."""
     i = tl.program_id(0)
+    top_p = tl.load(tp_ptr)
     r = tl.load(row_ptr + i).to(tl.int64)
     px = x_ptr + r * stride
     lse = tl.load(lse_ptr + r)
@@ -145,8 +148,8 @@ def truncated_rows(lb: torch.Tensor, lt: torch.Tensor, lse_b: torch.Tensor,
             if key not in found:  # one search per model and nucleus
                 found[key] = torch.zeros((n, 3), dtype=torch.float64, device=dev)
                 if n:
-                    _search[(n,)](x, lse, rows, found[key], v, x.stride(0), float(top_p),
-                                  BLOCK=block)
+                    tp = torch.tensor([float(top_p)], dtype=torch.float64, device=dev)
+                    _search[(n,)](x, lse, rows, found[key], tp, v, x.stride(0), BLOCK=block)
         js = torch.zeros(n, dtype=torch.float64, device=dev)
         if n:
             _truncated_js[(n,)](a, b, lse_b, lse_t, rows, found[("b", float(top_p))],
