@@ -113,19 +113,25 @@ class Trace:
     def __repr__(self) -> str:
         return f"<shiftlens.Trace {self.trace_id} of {self.run.name!r}: {len(self.tokens)} tokens>"
 
-    def payload(self, metric="js", threshold=None, fold=False, pos=None) -> dict:
-        """The trace component's data (core.figures.trace.trace_payload) with the top-k panel."""
+    def payload(self, metric="js", threshold=None, fold=False, pos=None,
+                lanes=False) -> dict:
+        """The trace component's data (core.figures.trace.trace_payload) with the top-k panel,
+        and with `lanes` both models' probability and rank of each token under it (the
+        Traces page's "Probability lanes")."""
         if pos is not None and not (isinstance(pos, int) and 0 <= pos < len(self.tokens)):
             raise RunsError(f"pos must be a token position 0..{len(self.tokens) - 1}, "
                             f"not {str(pos)[:40]!r}")
         return trace_payload(self.tokens, metric, threshold, collapse=fold,
-                             special_ids=self.run.special_ids, selected=pos, with_topk=True)
+                             special_ids=self.run.special_ids, selected=pos, with_topk=True,
+                             with_lanes=bool(lanes))
 
-    def show(self, metric="js", threshold=None, fold=False, pos=None):
+    def show(self, metric="js", threshold=None, fold=False, pos=None, lanes=False):
         """The trace view widget (anywidget): divergence strip, tokens highlighted by `metric`
-        from `threshold` up (default: the app's), calm spans folded when `fold`, and the
-        clicked token's top-k panel. Its `selected` holds the clicked position."""
-        data = self.payload(metric, threshold, fold, pos)
+        from `threshold` up (default: the app's), calm spans folded when `fold`, the clicked
+        token's top-k panel, and with `lanes` both models' probability and rank lanes under
+        the tokens. Its `selected` holds the clicked position. (No keyboard walk: in a
+        notebook j/k already move between cells.)"""
+        data = self.payload(metric, threshold, fold, pos, lanes)
         try:
             from shiftlens.widget import TraceWidget
         except ImportError as e:
@@ -133,12 +139,13 @@ class Trace:
                               f"anywidget==0.11.0): {e}") from None
         return TraceWidget(data=data, selected=data["selected"])
 
-    def to_html(self, path=None, metric="js", threshold=None, fold=False, pos=None) -> str:
+    def to_html(self, path=None, metric="js", threshold=None, fold=False, pos=None,
+                lanes=False) -> str:
         """A self-contained HTML page of the trace view (the widget's own front end with its
         data, no kernel, no network); written to `path` when given. Returns the HTML."""
         from shiftlens.front import standalone_html
 
-        page = standalone_html(self.payload(metric, threshold, fold, pos),
+        page = standalone_html(self.payload(metric, threshold, fold, pos, lanes),
                                title=f"{self.run.name} · trace {self.trace_id}")
         if path is not None:
             Path(path).write_text(page, encoding="utf-8")

@@ -5,6 +5,7 @@ Clicking a token outlines it and fills the top-k panel; hostile token text stays
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,22 @@ def test_hostile_token_text_stays_text_in_the_widget(page, app_cache, tmp_path):
     expect(panel).to_contain_text(repr(trace.tokens.token.iloc[i]))
     assert page.locator("#shiftlens-trace img, #shiftlens-trace script").count() == 0
     assert page.dialogs == [] and errors == []  # no alert() ran
+
+
+def test_the_widget_draws_both_models_lanes_under_the_tokens(page, app_cache, tmp_path):
+    """Trace.show(lanes=True) / to_html(lanes=True): the Traces page's probability lanes,
+    a base and a tuned cell under every token, with the stored probabilities."""
+    trace, errors = _open(page, app_cache, tmp_path, "demo-rl", lanes=True)
+    toks = trace.tokens
+    expect(page.locator(".sl-text.sl-lanes")).to_have_count(1)
+    expect(page.locator(".sl-tok")).to_have_count(len(toks))
+    expect(page.locator(".sl-lane[data-model='tuned']")).to_have_count(len(toks))
+    data = trace.payload(lanes=True)
+    i = 3
+    p = data["lanes"]["base"]["prob"][i]
+    cell = page.locator(f".sl-lane[data-model='base'][data-pos='{i}']")
+    expect(cell).to_have_attribute("title", re.compile(r"^base model: p \S+ · rank \d+"))
+    shown = float(re.match(r"base model: p (\S+)", cell.get_attribute("title")).group(1))
+    assert shown == pytest.approx(p, rel=5e-3)  # the stored probability, to 3 digits
+    assert "lanes" not in trace.payload()
+    assert errors == []
