@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from core.engine import heads
-from core.engine.scoring import ScoreSettings, plan
+from core.engine.scoring import ScoreSettings, batch_blocks, plan
 
 pytestmark = pytest.mark.unit
 VOCAB = 151_936
@@ -53,6 +53,13 @@ def test_the_head_block_leaves_room_for_the_kept_rows_and_the_reserve():
     model = torch.nn.Linear(4, 4)
     settings = ScoreSettings(memory_budget=budget, math_dtype="float32")
     assert plan(settings, model, VOCAB, kept=kept)[2] == got
+    # and both engines size a batch's blocks from its own ResponseLogits (batch_blocks)
+
+    class Kept:  # what batch_blocks reads of a batch's ResponseLogits
+        kept_bytes = kept // 2
+
+    model.get_output_embeddings = lambda: torch.nn.Linear(4, VOCAB, bias=False)
+    assert batch_blocks(settings, model, [Kept(), Kept()]) == (got, got)
 
 
 @pytest.mark.parametrize("n,block,sizes", [(600, 512, [300, 300]), (1024, 512, [512, 512]),

@@ -76,7 +76,7 @@ def available_memory(device: torch.device) -> int:
 def default_budget(device: torch.device) -> int:
     """The memory budget for logits and metric math when none is given: a quarter of the
     free memory, between 256 MiB and 1 GiB (4 GiB on CUDA). Measured on CPU with a
-    Qwen2-shaped 2-layer pair: 0.87-0.92 GiB peak beyond the weights from 512 to 16,384
+    Qwen2-shaped 2-layer pair: 0.74-0.82 GiB peak beyond the weights from 512 to 8,192
     tokens (benchmarks/realistic_shapes.py)."""
     cap = (4 if device.type == "cuda" else 1) * 1024**3
     return int(min(cap, max(256 * 1024**2, available_memory(device) // 4)))
@@ -277,10 +277,10 @@ def block_bounds(n: int, block: int) -> list[tuple[int, int]]:
 def chunked(sources: list[ResponseLogits], step: int, block: int, device=None):
     """Walk the rows of `sources` (ResponseLogits of the same rows, one per model) chunk by
     chunk: yields (row slice, [(rows, V) float32 logits of each source, on `device`]) for
-    chunks of `step` rows, applying each head once per block of `block` rows (a multiple of
-    step). Chunks are views of one block buffer per source, overwritten by the next block:
-    the caller is done with a chunk when it asks for the next. Blocks are balanced
-    (block_bounds)."""
+    chunks of `step` rows, applying each head once per block of at most `block` rows (a
+    block's last chunk may be shorter than `step`). Chunks are views of one block buffer per
+    source, overwritten by the next block: the caller is done with a chunk when it asks for
+    the next. Blocks are balanced (block_bounds)."""
     n = len(sources[0])
     bounds = block_bounds(n, block)
     bufs = [None] * len(sources)  # each head's output block, reused

@@ -110,6 +110,16 @@ def plan(settings: "ScoreSettings", model, vocab: int, models: int = 2,
     return budget, rows, block, max_tokens
 
 
+def batch_blocks(settings: "ScoreSettings", model,
+                 sources: list[heads.ResponseLogits]) -> tuple[int, int]:
+    """(rows per metric chunk, rows per head block) for one batch once its ResponseLogits
+    `sources` (one per model scored together) are built: plan() with the bytes they keep
+    (hidden rows, which grow with the trace) counted against the budget."""
+    _, step, block, _ = plan(settings, model, vocab_size(model), models=len(sources),
+                             kept=sum(s.kept_bytes for s in sources))
+    return step, block
+
+
 def vocab_size(model) -> int:
     """Output vocabulary of a model (its head's rows; config.vocab_size as a fallback)."""
     get = getattr(model, "get_output_embeddings", None)
@@ -135,15 +145,13 @@ def score_traces(base, tuned, traces: list[tuple[list[int], list[int]]], pad_id:
     put = cols.put
 
     size = _resolve_batch_size(settings, base, lengths)
-    budget, step, block, max_tokens = plan(settings, base, vocab_size(base))
+    budget, _, _, max_tokens = plan(settings, base, vocab_size(base))
     scratch = Scratch()  # work buffers reused by every chunk
     for ids, attn, spans, tok, rows in padded_batches(traces, pad_id, size, offsets,
                                                       max_tokens):
         rb = heads.ResponseLogits(base, ids, attn, spans, settings.segment_tokens)
         rt = heads.ResponseLogits(tuned, ids, attn, spans, settings.segment_tokens)
-        # the blocks get what the budget leaves beside this batch's hidden rows
-        _, step, block, _ = plan(settings, base, vocab_size(base),
-                                 kept=rb.kept_bytes + rt.kept_bytes)
+        step, block = batch_blocks(settings, base, [rb, rt])
         dev = rb.device  # two-GPU placement: metric math on the base model's device
         mdtype = heads.math_dtype(dev, settings.math_dtype)
         path = metric_path(dev, mdtype)

@@ -57,7 +57,13 @@ import torch
 
 from core.engine.batching import Columns, padded_batches, row_offsets, token_ids
 from core.engine.heads import ResponseLogits, chunked, math_dtype
-from core.engine.scoring import ScoreSettings, _resolve_batch_size, plan, vocab_size
+from core.engine.scoring import (
+    ScoreSettings,
+    _resolve_batch_size,
+    batch_blocks,
+    plan,
+    vocab_size,
+)
 from core.metrics import METRICS, compute_metrics, topk
 
 # Columns that sequential mode computes from the kept mass rather than exactly (recorded in
@@ -82,12 +88,12 @@ def _release() -> None:
 
 
 def _batches(traces, pad_id, settings, model, offsets):
-    """(batches, rows per metric chunk, rows per head block, memory budget in bytes) for
-    scoring `traces` with `model` alone."""
+    """(batches, memory budget in bytes) for scoring `traces` with `model` alone; each
+    batch's chunk and block rows come from batch_blocks once its logits are built."""
     lengths = [len(p) + len(r) for p, r in traces]
-    budget, step, block, max_tokens = plan(settings, model, vocab_size(model), models=1)
+    budget, _, _, max_tokens = plan(settings, model, vocab_size(model), models=1)
     return padded_batches(traces, pad_id, _resolve_batch_size(settings, model, lengths),
-                          offsets, max_tokens), step, block, budget
+                          offsets, max_tokens), budget
 
 
 def _mdtype(device: torch.device, setting: str = "auto") -> torch.dtype:
@@ -114,10 +120,11 @@ def score_traces_sequential(load_base: Callable[[], torch.nn.Module],
     # --- pass 1: base alone ---
     model = load_base()
     kk = None
-    batches, step, block, budget = _batches(traces, pad_id, settings, model, offsets)
+    batches, budget = _batches(traces, pad_id, settings, model, offsets)
     vocab = vocab_size(model)
     for ids, attn, spans, tok, rows in batches:
         lb = ResponseLogits(model, ids, attn, spans, settings.segment_tokens)
+        step, block = batch_blocks(settings, model, [lb])
         tok = tok.to(lb.device)
         kk = min(max(k, settings.top_k), vocab)
         for sl, (cb,) in chunked([lb], step, block):
@@ -138,9 +145,10 @@ def score_traces_sequential(load_base: Callable[[], torch.nn.Module],
 
     # --- pass 2: tuned alone, with the kept base data ---
     model = load_tuned()
-    batches, step, block, budget_t = _batches(traces, pad_id, settings, model, offsets)
+    batches, budget_t = _batches(traces, pad_id, settings, model, offsets)
     for ids, attn, spans, tok, rows in batches:
         lt = ResponseLogits(model, ids, attn, spans, settings.segment_tokens)
+        step, block = batch_blocks(settings, model, [lt])
         dev, md = lt.device, _mdtype(lt.device, settings.math_dtype)
         tok = tok.to(dev)
         for sl, (ct,) in chunked([lt], step, block):
