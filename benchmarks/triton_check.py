@@ -24,15 +24,7 @@ import torch  # noqa: E402
 
 from core.metrics import registry as M  # noqa: E402
 from core.metrics.fused import fused_chunk  # noqa: E402
-from tests.f32cases import EXACT, KINDS, case, reference, worst  # noqa: E402
-
-
-def rows_of(std: float, n: int, v: int):
-    """n rows of logits with standard deviation `std` and graded differences."""
-    g = torch.Generator().manual_seed(3)
-    lb = torch.randn(n, v, generator=g) * std
-    lt = lb + torch.logspace(-4, 0.5, n)[:, None] * torch.randn(lb.shape, generator=g)
-    return lb, lt, torch.zeros(n, dtype=torch.long)
+from tests.f32cases import EXACT, KINDS, case, graded, reference, worst  # noqa: E402
 
 
 def main() -> int:
@@ -58,7 +50,7 @@ def main() -> int:
               f"{'identical' if rank_ok else 'DIFFER'}", flush=True)
     nuclei = dict(M.TRUNCATED_JS)
     for std in (0.78, 8.0):  # near-uniform (nuclei far beyond the top-K), peaked
-        lb, lt, tok = rows_of(std, a.rows, a.vocab)
+        lb, lt, tok = graded(std, a.rows, a.vocab)
         ref = M.compute_metrics(lb, lt, tok, ctx=M.Context(lb, lt, tok, 0.7, torch.float64, 10))
         out = fused_chunk(lb.to(dev), lt.to(dev), tok.to(dev), 0.7, 10, nuclei, "triton")
         bad = {n: worst(out[n], ref[n]) for n in ("js_top_p", *nuclei)}
@@ -67,8 +59,8 @@ def main() -> int:
         print(f"std {std:<4g} {'ok  ' if ok else 'FAIL'} truncated JS worst/target "
               f"{max(bad.values()):.3f} ({max(bad, key=bad.get)})", flush=True)
     if dev.type == "cuda":
-        for label, (lb, lt, tok) in (("peaked", rows_of(8.0, 64, a.vocab)),
-                                     ("near-uniform", rows_of(0.78, 64, a.vocab))):
+        for label, (lb, lt, tok) in (("peaked", graded(8.0, 64, a.vocab)),
+                                     ("near-uniform", graded(0.78, 64, a.vocab))):
             lb, lt, tok = lb.to(dev), lt.to(dev), tok.to(dev)
             for name, fn in (("triton kernel",
                               lambda lb=lb, lt=lt, tok=tok: fused_chunk(lb, lt, tok, 0.7, 10,

@@ -40,6 +40,16 @@ def case(kind: str = "plain", n: int = 8, v: int = VOCAB, seed: int = 0):
     return lb, lt, tok
 
 
+def graded(std: float, n: int, v: int = VOCAB, seed: int = 3):
+    """n rows of logits of standard deviation `std` (0.78: a random init's near-uniform
+    rows, nuclei far beyond the top-K; 8-10: peaked, nuclei inside it) and tuned rows
+    differing by graded amounts (1e-4 .. 10^0.5 standard deviations); the token is 0."""
+    g = torch.Generator().manual_seed(seed)
+    lb = torch.randn(n, v, generator=g) * std
+    lt = lb + torch.logspace(-4, 0.5, n)[:, None] * torch.randn(lb.shape, generator=g)
+    return lb, lt, torch.zeros(n, dtype=torch.long)
+
+
 def reference(lb: torch.Tensor, lt: torch.Tensor, tok: torch.Tensor) -> dict:
     """The textbook float64 metrics: {name: (n,) float64}."""
     a, b = lb.double().log_softmax(-1), lt.double().log_softmax(-1)

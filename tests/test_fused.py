@@ -21,7 +21,7 @@ import torch
 
 from core.metrics import registry as M
 from core.metrics.fused import fused_chunk, metric_path
-from tests.f32cases import EXACT, KINDS, case, reference, worst
+from tests.f32cases import EXACT, KINDS, case, graded, reference, worst
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,10 +51,7 @@ def test_numba_kernel_within_target(kind):
 
 @pytest.mark.parametrize("std", [0.78, 6.0, 10.0])  # 10: every nucleus in the top-K lists
 def test_truncated_columns_match_the_float64_context(std):
-    g = torch.Generator().manual_seed(3)
-    lb = torch.randn(4, 151_936, generator=g) * std
-    lt = lb + torch.logspace(-4, 0.5, 4)[:, None] * torch.randn(lb.shape, generator=g)
-    tok = torch.zeros(4, dtype=torch.long)
+    lb, lt, tok = graded(std, 4)
     out = fused_chunk(lb, lt, tok, 0.7, 10, dict(M.TRUNCATED_JS))
     ref = M.compute_metrics(lb, lt, tok, ctx=M.Context(lb, lt, tok, 0.7, torch.float64, 10))
     for name in ("js_top_p", *M.TRUNCATED_JS):
