@@ -39,9 +39,9 @@ _TRIM = []
 def trim_heap() -> None:
     """Hand the process's freed heap memory back to the OS (glibc's malloc_trim; nothing
     elsewhere). The body's activations, once freed, otherwise stay in the heap and count in
-    the peak beside the head blocks: at 8,192 tokens of a Qwen2-shaped pair, 1.04 GiB beyond
-    the weights without it, 0.83 with it (benchmarks/realistic_shapes.py's shapes). Costs
-    milliseconds."""
+    the peak beside the head blocks: at 8,192 tokens of a Qwen2-shaped pair with 704-row
+    blocks, benchmarks/realistic_shapes.py printed 1.00 GiB beyond the weights without it,
+    0.82 with it. Costs milliseconds."""
     if not _TRIM:
         try:
             import ctypes
@@ -91,8 +91,8 @@ CPU_CHUNK_ENTRIES = 1 << 20
 # The output head, though, is a (rows x hidden) @ (hidden x vocab) product that rereads the
 # whole head matrix for every call, and runs faster per row the more rows it gets (vocabulary
 # 151,936, hidden 1,536, CPU, one model, ms per row: 23 at 6 rows, 4.0 at 128, 3.5 at 256;
-# measured again in one process: 2.97 at 352, 2.81 at 422, 2.77 at 528, 2.65 at 704, 2.59 at
-# 1,056, 2.44 at 2,112). So the head runs on blocks of up to HEAD_BLOCK_ROWS rows, as many as
+# benchmarks/head_blocks.py, per row against one product of 2,112 rows: 1.14-1.25x at 422,
+# 0.98-1.05x at 528, 1.04-1.14x at 704 on a loaded machine). So the head runs on blocks of up to HEAD_BLOCK_ROWS rows, as many as
 # the budget leaves after one chunk's math, the rows kept from the body and a reserve, and
 # the math walks each block chunk by chunk. At 704 rows two models' float32 logits of
 # vocabulary 151,936 are 0.80 GiB, which with the reserve fits the default 1 GiB budget.
