@@ -207,9 +207,11 @@ def _both_searches(x: torch.Tensor, tps=(0.7, 0.9, 0.95)):
     s = float(w.astype(np.float64).sum())
     tp = np.asarray(tps, np.float64)
     hm = np.zeros(N.NL, np.float64)
-    N.lhist(a, mx, w, hm)
+    bins = np.empty(len(a), np.uint16)
+    N.lbins(a, mx, bins)
+    N.lhist(bins, w, hm)
     lin = [np.empty(len(tp), np.int64), np.empty(len(tp), np.int64), np.empty(len(tp))]
-    ok = N.nuclei_linear(a, a.view(np.int32), mx, w, s, tp, hm, *lin)
+    ok = N.nuclei_linear(bins, a.view(np.int32), w, s, tp, hm, *lin)
     kc, km = np.zeros(N.NB1, np.int64), np.zeros(N.NB1, np.float64)
     key_hist(a.view(np.int32), w, kc, km)
     rad = [np.empty(len(tp), np.int64), np.empty(len(tp), np.int64), np.empty(len(tp))]
@@ -257,8 +259,11 @@ def test_nan_logits_stay_inside_the_kernels_histograms():
     x = np.array([1.0, np.nan, 0.5, -np.inf, 3.0], np.float32)
     bins = [N.lbin(np.float32(v), np.float32(1.0)) for v in x]
     assert all(0 <= b < N.NL for b in bins), bins
+    binned = np.empty(5, np.uint16)
+    N.lbins(x, np.float32(1.0), binned)
+    assert binned.tolist() == bins
     hm = np.zeros(N.NL, np.float64)
-    N.lhist(x, np.float32(1.0), np.ones(5, np.float32), hm)
+    N.lhist(binned, np.ones(5, np.float32), hm)
     assert hm.sum() == 5
 
 

@@ -10,8 +10,9 @@ Each model's nuclei are found by the first of three searches that applies, all e
 - `nuclei_topk`: from the row's top-K list (pass 1 of the kernel) when every nucleus ends
   inside it before a strictly smaller logit (a peaked row: no pass over the vocabulary);
 - `nuclei_linear`: a histogram (float64 mass of exp(x - max)) on a linear scale of the
-  logit below the row's maximum (1/256-nat bins, `lbin`); the bin where the mass from the
-  top reaches top_p holds the last kept token; one pass gathers the ids of those bins
+  logit below the row's maximum (1/256-nat bins, `lbin`, each token's bin written first by
+  a vectorised pass, `lbins`); the bin where the mass from the top reaches top_p holds the
+  last kept token; one pass gathers the ids of those bins
   (counting them), and each bin's tokens (at most CAP) are sorted by (key descending, id
   ascending) and walked from the mass above the bin;
 - `nuclei`, when a linear bin holds more than CAP tokens (large groups of equal logits,
@@ -239,12 +240,22 @@ def lbin(x, mx):
 
 
 @nb.njit(cache=True, fastmath=_FM)
-def lhist(x, mx, w, hm):
-    """Float64 mass of w per linear bin (see lbin). Masses only: a count per bin too was a
-    second scatter per token (~40% of this pass); the chosen bins' tokens are counted as
-    they are gathered."""
+def lbins(x, mx, out):
+    """Each logit's linear bin (lbin) into `out` (V,) uint16 (NL bins fit): a vectorised
+    pass, so the histogram and the gather after it read two bytes per token and compute no
+    bin. Computing the bin inside the scatter loop (which cannot be vectorised) made the
+    histogram 2.6x slower, and the gather recomputed it (benchmarks/metric_math.py)."""
     for i in range(len(x)):
-        hm[lbin(x[i], mx)] += w[i]
+        out[i] = np.uint16(lbin(x[i], mx))
+
+
+@nb.njit(cache=True)
+def lhist(bins, w, hm):
+    """Float64 mass of w per linear bin (bins from lbins). Masses only: a count per bin too
+    was a second scatter per token (~40% of this pass); the chosen bins' tokens are counted
+    as they are gathered."""
+    for i in range(len(bins)):
+        hm[bins[i]] += w[i]
 
 
 @nb.njit(cache=True)
@@ -259,17 +270,16 @@ def _pick_mass(hm, target):
     return -1, cum
 
 
-@nb.njit(cache=True, fastmath=_FM)
-def _gather_bins(x, mx, p0, p1, p2, gi):
-    """Ids of the tokens whose linear bin is p0, p1 or p2, into gi (at most len(gi)
-    written); returns how many there are. A rare, well-predicted branch (a chosen bin holds
-    a few hundred of 151,936 tokens): measured faster than a branch-free write per token or
-    than testing blocks of 64 first."""
+@nb.njit(cache=True)
+def _gather_bins(bins, p0, p1, p2, gi):
+    """Ids of the tokens whose linear bin (bins, from lbins) is p0, p1 or p2, into gi (at
+    most len(gi) written); returns how many there are. A rare, well-predicted branch (a
+    chosen bin holds a few hundred of 151,936 tokens): measured faster than a branch-free
+    write per token or than testing blocks of 16 or 64 first."""
     c = 0
-    n = len(x)
     cap = len(gi)
-    for i in range(n):
-        u = lbin(x[i], mx)
+    for i in range(len(bins)):
+        u = bins[i]
         if (u == p0) | (u == p1) | (u == p2):
             if c < cap:
                 gi[c] = i
@@ -278,8 +288,9 @@ def _gather_bins(x, mx, p0, p1, p2, gi):
 
 
 @nb.njit(cache=True)
-def nuclei_linear(x, bits, mx, w, s, tps, hm, tau, lim, kept):
-    """`nuclei` from the linear mass histogram hm (lhist): each nucleus ends in one bin;
+def nuclei_linear(bins, bits, w, s, tps, hm, tau, lim, kept):
+    """`nuclei` from the linear mass histogram hm (lhist of bins, each token's linear bin):
+    each nucleus ends in one bin;
     one pass gathers the tokens of those bins and each bin is sorted by (key descending, id
     ascending) and walked. Returns False, writing nothing, when a bin holds more than CAP
     tokens (a big group of equal or masked logits, or top_p reaching the clipped last bin)
@@ -294,16 +305,16 @@ def nuclei_linear(x, bits, mx, w, s, tps, hm, tau, lim, kept):
             return False
         pref[j], above[j] = b, cum
     gi = np.empty(nj * CAP, np.int64)
-    c = _gather_bins(x, mx, pref[0], pref[min(1, nj - 1)], pref[min(2, nj - 1)], gi)
+    c = _gather_bins(bins, pref[0], pref[min(1, nj - 1)], pref[min(2, nj - 1)], gi)
     for j in range(3, nj):  # more than three nuclei: each further new bin in its own pass
         if c <= len(gi) and _fresh(pref, j):
-            c += _gather_bins(x, mx, pref[j], pref[j], pref[j], gi[c:])
+            c += _gather_bins(bins, pref[j], pref[j], pref[j], gi[c:])
     if c > len(gi):  # more tokens than CAP per nucleus: some bin is over CAP
         return False
     got = np.zeros(nj, np.int64)
     for j in range(nj):
         for g in range(c):
-            got[j] += lbin(x[gi[g]], mx) == pref[j]
+            got[j] += bins[gi[g]] == pref[j]
         if got[j] > CAP:
             return False
     ck = np.empty(CAP, np.int64)
@@ -313,7 +324,7 @@ def nuclei_linear(x, bits, mx, w, s, tps, hm, tau, lim, kept):
         n = 0
         for g in range(c):
             i = gi[g]
-            if lbin(x[i], mx) == pref[j]:
+            if bins[i] == pref[j]:
                 ck[n] = key(bits[i])
                 cw[n] = w[i]
                 ci[n] = i
@@ -358,16 +369,17 @@ def key_hist(bits, w, hc, hm):
 
 
 @nb.njit(cache=True)
-def row_nuclei(x, bits, mx, w, s, tps, top_ids, top_x, tau, lim, kept):
+def row_nuclei(x, bits, mx, w, s, tps, top_ids, top_x, bins, tau, lim, kept):
     """One model's nuclei by the first search that applies: its top-K list where they all
     end inside it (nuclei_topk), else the linear histogram (nuclei_linear), else, when a bin
-    there holds more than CAP tokens, the radix search on the logits' keys (nuclei).
-    Returns True when the top-K list gave them (fused_trunc.trunc_topk can then use it)."""
+    there holds more than CAP tokens, the radix search on the logits' keys (nuclei). bins:
+    a (V,) uint16 work buffer (each token's linear bin). Returns True when the top-K list gave them (fused_trunc.trunc_topk can then use it)."""
     if nuclei_topk(top_ids, top_x, bits, w, s, tps, tau, lim, kept):
         return True
+    lbins(x, mx, bins)
     hm = np.zeros(NL, np.float64)
-    lhist(x, mx, w, hm)
-    if nuclei_linear(x, bits, mx, w, s, tps, hm, tau, lim, kept):
+    lhist(bins, w, hm)
+    if nuclei_linear(bins, bits, w, s, tps, hm, tau, lim, kept):
         return False
     kc = np.zeros(NB1, np.int64)
     km = np.zeros(NB1, np.float64)

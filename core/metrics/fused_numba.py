@@ -1,7 +1,7 @@
 """The fused CPU kernel: every registered metric of a block of rows, both models' top-k and
-the ranks, from the two (N, V) float32 logit arrays in three passes per row (two more per
-model whose nuclei end beyond its top-K: a histogram and a gather), with no (N, V)
-intermediate at all (numba, compiled at first use and cached; no system compiler needed).
+the ranks, from the two (N, V) float32 logit arrays in three passes per row (three more per
+model whose nuclei end beyond its top-K: its tokens' bins, a histogram and a gather), with
+no (N, V) intermediate at all (numba, compiled at first use and cached; no system compiler needed).
 
 Per row (rows in parallel, `prange`):
 1. max, first argmax and each model's top-K by a min-heap (K = max(top_k,
@@ -15,7 +15,8 @@ Per row (rows in parallel, `prange`):
    than in pass 1's blocks: 7-15% of the kernel's time on near-uniform rows); the
    exps are kept in two (V,) float32 row buffers per thread, so pass 3 needs none;
    then each model's nuclei (core/metrics/fused_nucleus.py: from the top-K list when they
-   end inside it, else a histogram pass and a gather pass, exactly, no fallback to torch);
+   end inside it, else a bins pass, a histogram pass and a gather pass, exactly, no
+   fallback to torch);
 3. the JS terms (p+q) f(d) and the KL terms w k(e) of core/metrics/exact.py, with d and e
    formed in float64 from the logits (exact), p, q and f(d) in float32, every term >= 0
    summed in float64, and the terms of the first three truncated JS columns (js_top_p,
@@ -178,7 +179,8 @@ def _sums(xb, xt, mb, mt, oa, ob, ot, bufb, buft):
 
 
 @nb.njit(cache=True, parallel=True, fastmath=_FM, error_model="numpy")
-def fused_rows(lb, lt, bits_b, bits_t, tok, k, tps, f64, i64, top_ids, top_x, tjs, work):
+def fused_rows(lb, lt, bits_b, bits_t, tok, k, tps, f64, i64, top_ids, top_x, tjs, work,
+               bwork):
     """lb, lt (N, V) float32, bits_b, bits_t the same as int32 (their bits), tok (N,) int64,
     k: top-K size, tps (J,) float64: the top-p of each truncated JS column. Writes
     f64 (N, 10): js, kl_bt, kl_tb, entropy_base, entropy_tuned, logp_base, logp_tuned,
@@ -187,7 +189,8 @@ def fused_rows(lb, lt, bits_b, bits_t, tok, k, tps, f64, i64, top_ids, top_x, tj
     top_ids (N, 2, k) and top_x (N, 2, k) the two top-K lists (ids, logits), largest first;
     tjs (N, J) the truncated JS at each top-p (core/metrics/fused_nucleus.py); work
     (W, 2, V) float32: each of W workers' exp(x - max) buffers (a fresh (V,) buffer per
-    row costs page faults)."""
+    row costs page faults); bwork (W, V) uint16: each worker's bin of every token, for the
+    nucleus search of a row whose nuclei end beyond its top-K (fused_nucleus.row_nuclei)."""
     nj = len(tps)
     n, v = lb.shape
     nw = work.shape[0]
@@ -247,9 +250,9 @@ def fused_rows(lb, lt, bits_b, bits_t, tok, k, tps, f64, i64, top_ids, top_x, tj
             lim_t = np.empty(nj, np.int64)
             kept_t = np.empty(nj, np.float64)
             listed = row_nuclei(xb, bits_b[r], mb, bufb, sb, tps, top_ids[r, 0], top_x[r, 0],
-                                tau_b, lim_b, kept_b)
+                                bwork[w_], tau_b, lim_b, kept_b)
             listed &= row_nuclei(xt, bits_t[r], mt, buft, st, tps, top_ids[r, 1], top_x[r, 1],
-                                 tau_t, lim_t, kept_t)
+                                 bwork[w_], tau_t, lim_t, kept_t)
             ntr = 0 if listed else 3  # both in their top-K: trunc_topk, not pass 3
             dm = np.float64(mb) - np.float64(mt)
             # --- pass 3: JS and KL terms, and the first three truncated JS columns ---
@@ -317,8 +320,9 @@ def run_rows(lb, lt, tok, k: int, tps=(0.7,)):
     tp = np.asarray(tps, np.float64)
     tjs = np.empty((n, len(tp)), np.float64)
     if n:
-        work = np.empty((min(n, nb.get_num_threads()), 2, a.shape[1]), np.float32)
+        nw = min(n, nb.get_num_threads())
+        work = np.empty((nw, 2, a.shape[1]), np.float32)
         fused_rows(a, b, a.view(np.int32), b.view(np.int32),
                    tok.detach().cpu().numpy().astype(np.int64), k, tp, f64, i64, ids, tx, tjs,
-                   work)
+                   work, np.empty((nw, a.shape[1]), np.uint16))
     return tuple(torch.from_numpy(x) for x in (f64, i64, ids, tx, tjs))
