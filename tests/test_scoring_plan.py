@@ -87,3 +87,48 @@ def test_chunks_cover_every_row_once_with_balanced_blocks():
     assert rows == list(range(601))
     assert all(sl.stop - sl.start <= 7 for sl, _ in got)
     assert max(sl.stop for sl, _ in got if sl.start < 301) == 301  # the first block's end
+
+
+def test_trim_heap_hands_freed_heap_memory_back():
+    """heads.trim_heap returns freed heap pages below a live allocation to the OS (glibc
+    keeps them otherwise; the body's activations were counted in the peak that way)."""
+    import ctypes
+    import resource
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim
+    except (OSError, AttributeError):
+        pytest.skip("not glibc")
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize()
+
+    size = 96 * 1024  # below glibc's mmap threshold: these come from the heap
+    blocks = [libc.malloc(size) for _ in range(2000)]
+    for b in blocks:
+        ctypes.memset(b, 1, size)
+    top = libc.malloc(size)  # live above them: glibc cannot shrink the heap past it
+    for b in blocks:
+        libc.free(b)
+    before = rss()
+    heads.trim_heap()
+    after = rss()
+    libc.free(top)
+    assert before - after > 100 * 1024**2, (before, after)
+
+
+def test_warm_up_loads_the_cpu_kernel():
+    """core.metrics.fused.warm_up (scripts/test.sh runs it while the TRL venv installs)
+    names the CPU path and, where it is the numba kernel, leaves it compiled or loaded."""
+    from core.metrics import fused
+
+    path = fused.warm_up()
+    assert path == fused.metric_path(torch.device("cpu"), torch.float32)
+    if path == "fused-numba":
+        from core.metrics import fused_numba
+
+        assert fused_numba.fused_rows.signatures
