@@ -373,7 +373,8 @@ def row_nuclei(x, bits, mx, w, s, tps, top_ids, top_x, bins, tau, lim, kept):
     """One model's nuclei by the first search that applies: its top-K list where they all
     end inside it (nuclei_topk), else the linear histogram (nuclei_linear), else, when a bin
     there holds more than CAP tokens, the radix search on the logits' keys (nuclei). bins:
-    a (V,) uint16 work buffer (each token's linear bin). Returns True when the top-K list gave them (fused_trunc.trunc_topk can then use it)."""
+    a (V,) uint16 work buffer (each token's linear bin). Returns True when the top-K list
+    gave them (fused_trunc.trunc_topk can then use it)."""
     if nuclei_topk(top_ids, top_x, bits, w, s, tps, tau, lim, kept):
         return True
     lbins(x, mx, bins)
