@@ -59,7 +59,14 @@ def test_the_head_block_leaves_room_for_the_kept_rows_and_the_reserve():
         kept_bytes = kept // 2
 
     model.get_output_embeddings = lambda: torch.nn.Linear(4, VOCAB, bias=False)
-    assert batch_blocks(settings, model, [Kept(), Kept()]) == (got, got)
+    assert batch_blocks(settings, model, [Kept(), Kept()], budget) == (got, got)
+    # with the budget the call resolved once, not the settings' default re-resolved per
+    # batch (free memory, and so the default, may have changed since)
+    auto = ScoreSettings(memory_budget=0, math_dtype="float32")
+    small = 400 << 20
+    expect = heads.head_block_rows(VOCAB, small, 1, 4, 2, kept)
+    assert expect < got
+    assert batch_blocks(auto, model, [Kept(), Kept()], small) == (expect, expect)
 
 
 @pytest.mark.parametrize("n,block,sizes", [(600, 512, [300, 300]), (1024, 512, [512, 512]),

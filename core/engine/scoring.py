@@ -28,7 +28,7 @@ columns are (T, k).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -110,12 +110,15 @@ def plan(settings: "ScoreSettings", model, vocab: int, models: int = 2,
     return budget, rows, block, max_tokens
 
 
-def batch_blocks(settings: "ScoreSettings", model,
-                 sources: list[heads.ResponseLogits]) -> tuple[int, int]:
+def batch_blocks(settings: "ScoreSettings", model, sources: list[heads.ResponseLogits],
+                 budget: int) -> tuple[int, int]:
     """(rows per metric chunk, rows per head block) for one batch once its ResponseLogits
     `sources` (one per model scored together) are built: plan() with the bytes they keep
-    (hidden rows, which grow with the trace) counted against the budget."""
-    _, step, block, _ = plan(settings, model, vocab_size(model), models=len(sources),
+    (hidden rows, which grow with the trace) counted against `budget`, the one plan()
+    resolved for the whole call (a default budget is a share of free memory: resolved
+    again per batch, blocks could follow a budget other than the one the run records)."""
+    _, step, block, _ = plan(replace(settings, memory_budget=budget), model,
+                             vocab_size(model), models=len(sources),
                              kept=sum(s.kept_bytes for s in sources))
     return step, block
 
@@ -151,7 +154,7 @@ def score_traces(base, tuned, traces: list[tuple[list[int], list[int]]], pad_id:
                                                       max_tokens):
         rb = heads.ResponseLogits(base, ids, attn, spans, settings.segment_tokens)
         rt = heads.ResponseLogits(tuned, ids, attn, spans, settings.segment_tokens)
-        step, block = batch_blocks(settings, base, [rb, rt])
+        step, block = batch_blocks(settings, base, [rb, rt], budget)
         dev = rb.device  # two-GPU placement: metric math on the base model's device
         mdtype = heads.math_dtype(dev, settings.math_dtype)
         path = metric_path(dev, mdtype)

@@ -124,7 +124,7 @@ def score_traces_sequential(load_base: Callable[[], torch.nn.Module],
     vocab = vocab_size(model)
     for ids, attn, spans, tok, rows in batches:
         lb = ResponseLogits(model, ids, attn, spans, settings.segment_tokens)
-        step, block = batch_blocks(settings, model, [lb])
+        step, block = batch_blocks(settings, model, [lb], budget)
         tok = tok.to(lb.device)
         kk = min(max(k, settings.top_k), vocab)
         for sl, (cb,) in chunked([lb], step, block):
@@ -148,7 +148,7 @@ def score_traces_sequential(load_base: Callable[[], torch.nn.Module],
     batches, budget_t = _batches(traces, pad_id, settings, model, offsets)
     for ids, attn, spans, tok, rows in batches:
         lt = ResponseLogits(model, ids, attn, spans, settings.segment_tokens)
-        step, block = batch_blocks(settings, model, [lt])
+        step, block = batch_blocks(settings, model, [lt], budget_t)
         dev, md = lt.device, _mdtype(lt.device, settings.math_dtype)
         tok = tok.to(dev)
         for sl, (ct,) in chunked([lt], step, block):
