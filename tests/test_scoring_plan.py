@@ -129,14 +129,26 @@ def test_trim_heap_hands_freed_heap_memory_back():
     assert before - after > 100 * 1024**2, (before, after)
 
 
-def test_warm_up_loads_the_cpu_kernel():
+def test_warm_up_loads_the_cpu_kernel(monkeypatch):
     """core.metrics.fused.warm_up (scripts/test.sh runs it while the TRL venv installs)
-    names the CPU path and, where it is the numba kernel, leaves it compiled or loaded."""
+    names the CPU path and, where it is the numba kernel, runs it (so it is compiled or
+    loaded: another test in this worker may have done so already, hence the spy)."""
     from core.metrics import fused
 
+    paths = []
+    real = fused.fused_chunk
+
+    def spy(*args, **kwargs):
+        paths.append(args[-1] if len(args) > 6 else kwargs.get("kernel", "fused-numba"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fused, "fused_chunk", spy)
     path = fused.warm_up()
     assert path == fused.metric_path(torch.device("cpu"), torch.float32)
     if path == "fused-numba":
         from core.metrics import fused_numba
 
+        assert paths == ["fused-numba"]
         assert fused_numba.fused_rows.signatures
+    else:
+        assert paths == []
