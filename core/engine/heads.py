@@ -93,10 +93,10 @@ CPU_CHUNK_ENTRIES = 1 << 20
 # 151,936, hidden 1,536, CPU, one model, ms per row: 23 at 6 rows, 4.0 at 128, 3.5 at 256;
 # benchmarks/head_blocks.py, per row against one product of 2,112 rows: 1.08-1.25x at 422,
 # 0.98-1.10x at 528, 1.04-1.14x at 704 on a loaded machine). So the head runs on blocks of
-# up to HEAD_BLOCK_ROWS rows, as many as
-# the budget leaves after one chunk's math, the rows kept from the body and a reserve, and
-# the math walks each block chunk by chunk. At 704 rows two models' float32 logits of
-# vocabulary 151,936 are 0.80 GiB, which with the reserve fits the default 1 GiB budget.
+# up to HEAD_BLOCK_ROWS rows, as many as the budget leaves after one chunk's math, the rows
+# kept from the body and a reserve, and the math walks each block chunk by chunk. At 704
+# rows two models' float32 logits of vocabulary 151,936 are 0.80 GiB, which with the
+# reserve fits the default 1 GiB budget.
 HEAD_BLOCK_ROWS = 704
 # The share of the budget left to what the plan does not count (torch's and numba's working
 # memory, the allocator's slack; the body's freed activations are handed back first,
