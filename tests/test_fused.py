@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -247,6 +248,28 @@ def test_the_linear_search_serves_any_number_of_nuclei():
     lin, rad = _both_searches(x, (0.5, 0.7, 0.9, 0.95, 0.95000001))
     for a, b in zip(lin, rad, strict=True):
         assert a.tolist() == b.tolist() if a.dtype.kind == "i" else a == pytest.approx(b)
+
+
+@pytest.mark.parametrize("n", [1, 63, 64, 65, 1000, 151_936 + 37])
+def test_the_block_gather_finds_every_token_of_the_chosen_bins(n):
+    """fused_nucleus._gather_bins tests 64-token blocks as a whole before walking them: it
+    returns the ids of every token in the three chosen bins, in id order, wherever they
+    lie (the first and last token of a block, a short last block) and counts past the
+    capacity of its output without writing past it."""
+    from core.metrics.fused_nucleus import _gather_bins
+
+    rng = np.random.default_rng(n)
+    bins = rng.integers(0, 8192, n).astype(np.uint16)
+    want_bins = (5, 77, 8191)
+    for i in {0, n - 1, 63 % n, 64 % n, (n // 64) * 64 % n}:  # block edges, the tail
+        bins[i] = want_bins[i % 3]
+    want = np.flatnonzero(np.isin(bins, want_bins))
+    gi = np.full(len(want) + 3, -1, np.int64)
+    assert _gather_bins(bins, *want_bins, gi) == len(want)
+    assert gi[:len(want)].tolist() == want.tolist() and (gi[len(want):] == -1).all()
+    small = np.full(2, -1, np.int64)
+    assert _gather_bins(bins, *want_bins, small) == len(want)
+    assert small.tolist() == (want[:2].tolist() + [-1, -1])[:2]
 
 
 def test_nan_logits_stay_inside_the_kernels_histograms():

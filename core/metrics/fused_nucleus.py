@@ -270,20 +270,42 @@ def _pick_mass(hm, target):
     return -1, cum
 
 
+GATHER_BLOCK = 64  # tokens per block of _gather_bins' vectorised test
+
+
 @nb.njit(cache=True)
 def _gather_bins(bins, p0, p1, p2, gi):
     """Ids of the tokens whose linear bin (bins, from lbins) is p0, p1 or p2, into gi (at
-    most len(gi) written); returns how many there are. A rare, well-predicted branch (a
-    chosen bin holds a few hundred of 151,936 tokens): measured faster than a branch-free
-    write per token or than testing blocks of 16 or 64 first."""
+    most len(gi) written), in id order; returns how many there are. Each block of 64 tokens
+    is first tested as a whole by an OR-reduction with no early exit (a loop LLVM can
+    vectorise), and walked token by token only when it holds one
+    (the chosen bins hold a few hundred of 151,936 tokens, so most blocks hold none). One
+    thread, per row and model: this gather 0.04 ms against 0.11 for the token-by-token loop
+    with a rare branch alone; the whole nucleus search 0.20 ms against 0.23-0.24
+    (near-uniform rows), 0.15 against 0.25 (logit std 1.5). Blocks of 16 or 32 tokens, a
+    block size passed at run time were no faster than that loop (an earlier stop found the
+    same for blocks tested with an early exit)."""
+    q0, q1, q2 = np.uint16(p0), np.uint16(p1), np.uint16(p2)
     c = 0
     cap = len(gi)
-    for i in range(len(bins)):
-        u = bins[i]
-        if (u == p0) | (u == p1) | (u == p2):
-            if c < cap:
-                gi[c] = i
-            c += 1
+    n = len(bins)
+    nblk = n // GATHER_BLOCK
+    for blk in range(nblk + 1):
+        i0 = blk * GATHER_BLOCK
+        i1 = min(n, i0 + GATHER_BLOCK)
+        if blk < nblk:
+            hit = False
+            for i in range(i0, i0 + GATHER_BLOCK):
+                u = bins[i]
+                hit |= (u == q0) | (u == q1) | (u == q2)
+            if not hit:
+                continue
+        for i in range(i0, i1):
+            u = bins[i]
+            if (u == q0) | (u == q1) | (u == q2):
+                if c < cap:
+                    gi[c] = i
+                c += 1
     return c
 
 
