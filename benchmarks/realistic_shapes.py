@@ -7,7 +7,7 @@ process so its peak memory is its own.
                                           [--math-dtypes float64,float32] [--device cpu]
                                           [--layers 2] [--model-dtype float32]
                                           [--peak-tflops 989] [--threads 0] [--repeat 1]
-                                          [--rounds 1]
+                                          [--rounds 1] [--interleave 0]
 
 --math-dtypes: comma list of --math-dtype values, each scored in its own child (float32 on
 CPU = the fused numba kernel, float64/auto = the torch Context); the floor is shared. The
@@ -31,6 +31,11 @@ head/body split check) are not timed; the floor child first runs both models on 
 floor, paths, ...), a line per round: on a machine whose speed drifts by 20% from one
 minute to the next (this 2-core VM's did), one round's ratio is not a figure; quote the
 median and the range of the rounds.
+--interleave N runs one child per length that times the floor and each path in turn N times
+(floor, paths, floor, paths, ... seconds apart, in one process) and prints a line per pair,
+then each path's median overhead, its range and its overhead on the best times. Drift
+between child processes then moves the floor and the scoring alike; it prints no peak (the
+floor's logits would be in the same process's peak): take the peak from a normal run.
 
 Per length it prints:
   peak     peak RSS of the scoring beyond the loaded weights (ru_maxrss - RSS after load)
@@ -56,6 +61,7 @@ import json
 import math
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -89,7 +95,9 @@ def build(seed: int, head_std: float, layers: int = 2, device: str = "cpu",
     return model
 
 
-def child(mode: str, length: int, budget: int, head_std: float, a=None) -> dict:
+def _setup(length: int, budget: int, head_std: float, a=None):
+    """The pair and one trace of `length` tokens: (params, go(mode), sync, cuda), go(mode)
+    running the floor (mode "floor") or the scoring with that --math-dtype once."""
     import torch
 
     from core.engine.scoring import ScoreSettings, score_traces
@@ -108,38 +116,63 @@ def child(mode: str, length: int, budget: int, head_std: float, a=None) -> dict:
         if cuda:
             torch.cuda.synchronize()
 
-    def go():
+    def go(mode: str, p=prompt, r=resp):
         if mode == "floor":
-            ids = torch.tensor([prompt + resp], device=dev)
+            ids = torch.tensor([p + r], device=dev)
             with torch.no_grad():
                 for m in (base, tuned):
                     logits = m(input_ids=ids, use_cache=False).logits
                     del logits
         else:
-            score_traces(base, tuned, [(prompt, resp)], 0,
+            score_traces(base, tuned, [(p, r)], 0,
                          ScoreSettings(batch_size=1, memory_budget=budget, math_dtype=mode))
         sync()
 
+    def warm(mode: str):
+        """One-off costs out of the timing: for a scoring mode loading (or compiling) the
+        numba kernel and the head/body split check on a 16-token trace (no memory peak);
+        for the floor, thread pools and first kernels on 24 tokens (before, its one-off
+        costs were timed, which flattered the scoring at 512 tokens)."""
+        go(mode, prompt[:8], resp[:16])
+
+    return params, go, warm, cuda
+
+
+def child(mode: str, length: int, budget: int, head_std: float, a=None) -> dict:
+    import torch
+
+    params, go, warm, cuda = _setup(length, budget, head_std, a)
     if cuda:  # warm-up (kernels, Triton compilation), then peak memory from here
-        go()
+        go(mode)
         torch.cuda.reset_peak_memory_stats()
-    elif mode != "floor":  # one-off costs out of the timing: loading (or compiling) the
-        # numba kernel, the head/body split check; a 16-token trace, so no memory peak
-        score_traces(base, tuned, [(prompt[:8], resp[:16])], 0,
-                     ScoreSettings(batch_size=1, memory_budget=budget, math_dtype=mode))
-    else:  # the floor's one-off costs out too (thread pools, first kernels): 24 tokens
-        with torch.no_grad():
-            for m in (base, tuned):
-                del m(input_ids=torch.tensor([prompt[:8] + resp[:16]]), use_cache=False).logits
+    else:
+        warm(mode)
     loaded = torch.cuda.memory_allocated() if cuda else _now_rss()
     seconds = math.inf
     for _ in range(max(1, getattr(a, "repeat", 1))):  # best of: the machine may be shared
         t0 = time.perf_counter()
-        go()
+        go(mode)
         seconds = min(seconds, time.perf_counter() - t0)
     peak = (torch.cuda.max_memory_allocated() if cuda else _rss()) - loaded
     return {"mode": mode, "length": length, "seconds": seconds, "params": params,
             "peak_beyond_weights": peak, "loaded": loaded}
+
+
+def interleaved(modes: list[str], length: int, budget: int, head_std: float, a) -> dict:
+    """--interleave N: one process times the floor and each scoring mode in turn, N times
+    ({mode: [seconds, ...]}): the floor and the scoring of a pair run seconds apart, so a
+    machine whose speed drifts between child processes moves both. No peak memory: the
+    floor's logits would be in this process's peak."""
+    _, go, warm, cuda = _setup(length, budget, head_std, a)
+    for m in ["floor", *modes]:
+        go(m) if cuda else warm(m)
+    out = {m: [] for m in ["floor", *modes]}
+    for _ in range(a.interleave):
+        for m in out:
+            t0 = time.perf_counter()
+            go(m)
+            out[m].append(time.perf_counter() - t0)
+    return {"length": length, "seconds": out}
 
 
 def run_child(mode: str, length: int, a) -> dict:
@@ -150,7 +183,8 @@ def run_child(mode: str, length: int, a) -> dict:
     out = subprocess.run([sys.executable, __file__, "--child", mode, "--lengths", str(length),
                           "--budget-mib", str(a.budget_mib), "--head-std", str(a.head_std),
                           "--device", a.device, "--layers", str(a.layers),
-                          "--model-dtype", a.model_dtype, "--repeat", str(a.repeat)],
+                          "--model-dtype", a.model_dtype, "--repeat", str(a.repeat),
+                          "--math-dtypes", a.math_dtypes, "--interleave", str(a.interleave)],
                          capture_output=True, text=True,
                          env=env)
     if out.returncode != 0:
@@ -175,10 +209,17 @@ def main() -> None:
                     help="time each child's run this many times, keep the best")
     ap.add_argument("--rounds", type=int, default=1,
                     help="run each length's floor and path children this many times in turn")
+    ap.add_argument("--interleave", type=int, default=0,
+                    help="N > 0: time the floor and each path in turn N times in one process "
+                         "per length (a line per pair; no peak memory)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     lengths = [int(x) for x in a.lengths.split(",")]
     budget = a.budget_mib * 1024**2
+    if a.child == "interleaved":
+        print(json.dumps(interleaved(a.math_dtypes.split(","), lengths[0], budget,
+                                     a.head_std, a)))
+        return
     if a.child:
         print(json.dumps(child(a.child, lengths[0], budget, a.head_std, a)))
         return
@@ -189,9 +230,33 @@ def main() -> None:
     print(f"{'length':>7} {'math':>8} {'peak GiB':>9} {'tok/s':>8} {'floor s':>8} "
           f"{'score s':>8} {'overhead':>9} {'vs first':>9} {'roofline':>9}")
     for n in lengths:
+        if a.interleave:
+            _interleaved(n, a)
+            continue
         for rnd in range(a.rounds):
             _length(n, a, rnd)
     print(f"load average {_load()}")
+
+
+def _interleaved(n: int, a) -> None:
+    """--interleave: one child for length n; a line per pair (floor, each path's scoring),
+    then each path's median overhead and its overhead on the best times."""
+    r = run_child("interleaved", n, a)
+    if "error" in r:
+        print(f"{n:>7} interleaved child failed: {r['error']}")
+        return
+    sec = r["seconds"]
+    for i, fl in enumerate(sec["floor"]):
+        for md in a.math_dtypes.split(","):
+            s = sec[md][i]
+            print(f"{n:>7} {md:>8} {'-':>9} {n / s:>8.1f} {fl:>8.2f} {s:>8.2f} "
+                  f"{100 * (s / fl - 1):>+8.0f}%  pair {i + 1}", flush=True)
+    for md in a.math_dtypes.split(","):
+        over = sorted(100 * (s / f - 1) for s, f in zip(sec[md], sec["floor"]))
+        print(f"{n:>7} {md:>8}: overhead median {statistics.median(over):+.1f}% "
+              f"(range {over[0]:+.1f}% to {over[-1]:+.1f}%), on the best times "
+              f"{100 * (min(sec[md]) / min(sec['floor']) - 1):+.1f}% "
+              f"(floor {min(sec['floor']):.2f} s, scoring {min(sec[md]):.2f} s)", flush=True)
 
 
 def _length(n: int, a, rnd: int) -> None:
