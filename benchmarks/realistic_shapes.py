@@ -96,8 +96,9 @@ def build(seed: int, head_std: float, layers: int = 2, device: str = "cpu",
 
 
 def _setup(length: int, budget: int, head_std: float, a=None):
-    """The pair and one trace of `length` tokens: (params, go(mode), sync, cuda), go(mode)
-    running the floor (mode "floor") or the scoring with that --math-dtype once."""
+    """The pair and one trace of `length` tokens: (params, go, warm, cuda). go(mode) runs the
+    floor (mode "floor") or the scoring with that --math-dtype once; warm(mode) runs it on a
+    short trace."""
     import torch
 
     from core.engine.scoring import ScoreSettings, score_traces
@@ -165,7 +166,10 @@ def interleaved(modes: list[str], length: int, budget: int, head_std: float, a) 
     floor's logits would be in this process's peak."""
     _, go, warm, cuda = _setup(length, budget, head_std, a)
     for m in ["floor", *modes]:
-        go(m) if cuda else warm(m)
+        if cuda:
+            go(m)
+        else:
+            warm(m)
     out = {m: [] for m in ["floor", *modes]}
     for _ in range(a.interleave):
         for m in out:
