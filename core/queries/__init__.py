@@ -24,7 +24,10 @@ grouping column).
                   indexes (materialised)
   sql.py          SQL helpers (whitelists, filters, binning) and the shared constants
   sampler.py      the sampled_from choice: validation, the per-run default, captions' words
-  analyses.py     the paper's analyses: sparsity .. contrast
+  analyses.py     the paper's analyses 1-4 and 7: sparsity, entropy, position, token
+                  identity, contrast
+  ranking.py      analysis 5, probability-mass reallocation (top-k overlap, the tuned
+                  top-1's base rank), and the URIAL categories
   evolution.py    the evolution over a series of checkpoints, with intervals
   robustness.py   how much an answer moves: full vs truncated js, the evolution's Jaccard
                   beside its size bound and equal-size sets, js by absolute position
@@ -42,19 +45,14 @@ grouping column).
 """
 
 from core.queries.analyses import (
-    URIAL_CATEGORIES,
     contrast,
     entropy_by_js_bin,
     eps_for_budget,
     histogram,
     js_entropy_hist2d,
     position_profile,
-    reallocation,
     sparsity_summary,
     token_identity,
-    topk_overlap,
-    tuned_top1_base_rank_hist,
-    urial_categories,
 )
 from core.queries.browse import (
     headline,
@@ -72,6 +70,13 @@ from core.queries.connection import (
 )
 from core.queries.evolution import evolution
 from core.queries.pairs import pair_choices, parting, same_prompt, sampler_pair
+from core.queries.ranking import (
+    URIAL_CATEGORIES,
+    reallocation,
+    topk_overlap,
+    tuned_top1_base_rank_hist,
+    urial_categories,
+)
 from core.queries.robustness import (
     evolution_overlap,
     position_profile_abs,

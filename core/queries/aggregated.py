@@ -12,9 +12,9 @@ evaluating the SQL path's own bin expression in DuckDB (`_edge_keys`), so ties a
 fall exactly where SQL puts them.
 
 Counts are exact; means are float64 sums over counts (summation order differs from DuckDB's
-avg: last-bit differences). Each function returns the frame its SQL twin in analyses.py
-builds (columns, dtypes, order); tests/test_synthetic.py and tests/test_aggregated.py compare
-them on runs with NULLs and ties.
+avg: last-bit differences). Each function returns the frame its SQL twin in analyses.py or
+ranking.py builds (columns, dtypes, order); tests/test_synthetic.py and
+tests/test_aggregated.py compare them on runs with NULLs and ties.
 """
 
 from __future__ import annotations
