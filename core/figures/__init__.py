@@ -1,6 +1,8 @@
 """Plotly figures of the paper's analyses (docs/paper.md), one FigureSpec each.
 
-  builders.py  one builder per analysis of a run: (con, run, ...) -> FigureSpec
+  builders.py  one builder per analysis of a run: (con, run, ...) -> FigureSpec (analyses
+               1-4)
+  ranking.py   the builders of analysis 5 (reallocation) and the URIAL categories
   runs.py      the figures across runs: evolution over a series, contrast of two runs
   spec.py      the FigureSpec and what the builders share (grouping, axes, line styles)
   style.py     the template, the colour-blind-safe palette, escaping of data text
@@ -22,10 +24,8 @@ from core.figures.builders import (
     js_histogram,
     position,
     token_identity,
-    topk_overlap,
-    tuned_top1_rank,
-    urial,
 )
+from core.figures.ranking import topk_overlap, tuned_top1_rank, urial
 from core.figures.robustness import position_absolute, truncation
 from core.figures.runs import contrast, evolution
 from core.figures.style import TEMPLATE, esc, token_label

@@ -12,6 +12,7 @@ from core.figures.spec import (
     CI_NOTE,
     FigureSpec,
     _bar_range,
+    _ci,
     _colour,
     _gk,
     _keys,
@@ -20,7 +21,6 @@ from core.figures.spec import (
     _sources,
     _spec,
     pct_small,
-    with_ci,
 )
 from core.figures.style import NEUTRAL, esc, num, source_label
 from core.queries import robustness as R
@@ -84,10 +84,6 @@ def truncation(con, run, *, sampled_from=None, high=0.1) -> FigureSpec:
                  "truncation_agreement", params, summ, traces=traces)
     spec.run = str(run)
     return spec
-
-
-def _ci(row, col, fmt) -> str:
-    return with_ci(fmt, row.get(col), row.get(f"{col}_lo"), row.get(f"{col}_hi"))
 
 
 def _caption(df, by, keys, labels, high, missing) -> tuple[str, dict]:

@@ -187,6 +187,16 @@ def with_ci(fmt, x, lo, hi) -> str:
     return f"{fmt(x)} [{fmt(lo)}, {fmt(hi)}]"
 
 
+def _ci(row, col, fmt) -> str:
+    """row[col] with its interval columns col_lo / col_hi (a frame's first row or a row)."""
+    if isinstance(row, pd.DataFrame):
+        if not len(row):
+            return fmt(None)
+        row = row.iloc[0]
+    return with_ci(fmt, row.get(col), row.get(f"{col}_lo"), row.get(f"{col}_hi"))
+
+
+
 CI_NOTE = ("brackets: 95% intervals from a bootstrap over prompts (1,000 resamples, "
            "fixed seed)")
 
