@@ -138,9 +138,9 @@ def test_warm_up_loads_the_cpu_kernel(monkeypatch):
     paths = []
     real = fused.fused_chunk
 
-    def spy(*args, **kwargs):
-        paths.append(args[-1] if len(args) > 6 else kwargs.get("kernel", "fused-numba"))
-        return real(*args, **kwargs)
+    def spy(lb, lt, tok, top_p, top_k, nuclei, kernel="fused-numba"):
+        paths.append(kernel)
+        return real(lb, lt, tok, top_p, top_k, nuclei, kernel)
 
     monkeypatch.setattr(fused, "fused_chunk", spy)
     path = fused.warm_up()
