@@ -95,6 +95,16 @@ def build(seed: int, head_std: float, layers: int = 2, device: str = "cpu",
     return model
 
 
+def trace(length: int) -> tuple[list[int], list[int]]:
+    """The benchmark's trace: a 64-token prompt and a `length`-token response of random ids
+    (seed 0; benchmarks/scoring_phases.py scores the same one)."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    return (torch.randint(3, VOCAB, (64,), generator=g).tolist(),
+            torch.randint(3, VOCAB, (length,), generator=g).tolist())
+
+
 def _setup(length: int, budget: int, head_std: float, a=None):
     """The pair and one trace of `length` tokens: (params, go, warm, cuda). go(mode) runs the
     floor (mode "floor") or the scoring with that --math-dtype once; warm(mode) runs it on a
@@ -108,9 +118,7 @@ def _setup(length: int, budget: int, head_std: float, a=None):
                                                                         "float32"))
     base, tuned = build(1, head_std, **kw), build(2, head_std, **kw)
     params = sum(p.numel() for p in base.parameters())
-    g = torch.Generator().manual_seed(0)
-    prompt = torch.randint(3, VOCAB, (64,), generator=g).tolist()
-    resp = torch.randint(3, VOCAB, (length,), generator=g).tolist()
+    prompt, resp = trace(length)
     cuda = dev == "cuda"
 
     def sync():

@@ -83,10 +83,9 @@ def main() -> None:
     ap.add_argument("--math-dtype", default="float32")
     ap.add_argument("--layers", type=int, default=2)
     a = ap.parse_args()
+    load_before = R._load()
     models = (R.build(1, a.head_std, a.layers), R.build(2, a.head_std, a.layers))
-    g = torch.Generator().manual_seed(0)
-    prompt = torch.randint(3, R.VOCAB, (64,), generator=g).tolist()
-    resp = torch.randint(3, R.VOCAB, (a.length,), generator=g).tolist()
+    prompt, resp = R.trace(a.length)
     ids = torch.tensor([prompt + resp])
     # one-off costs out of the timing (thread pools, the kernel's load or compilation)
     floor_phases(models, ids[:, :24])
@@ -98,7 +97,7 @@ def main() -> None:
             for k, v in got.items():
                 best[side][k] = min(best[side].get(k, math.inf), v)
     f, s = best["floor"], best["scoring"]
-    print(f"load average {R._load()}")
+    print(f"load average {load_before} (before), {R._load()} (after)")
     print(f"length {a.length} (+64 prompt), vocab {R.VOCAB}, hidden 1536, {a.layers} layers, "
           f"head std {a.head_std or 'random init'}, math {a.math_dtype}, "
           f"{torch.get_num_threads()} threads, best of {a.repeat} per phase")
@@ -108,7 +107,6 @@ def main() -> None:
         share = f"{s[k] / f['total']:.1%}" if k == "metric math" else ""
         print(f"{k:>12} {'-' if fv is None else f'{fv:9.2f}':>9} {s[k]:10.2f} {share:>15}")
     print(f"overhead (best totals): {s['total'] / f['total'] - 1:+.1%}")
-    print(f"load average {R._load()}")
 
 
 if __name__ == "__main__":
